@@ -1,0 +1,39 @@
+#include "util.h"
+
+#include <stdio.h>
+
+static enum log_level log_level = LOG_LVL_INFO;
+
+void log_set_level(enum log_level level)
+{
+	log_level = level;
+}
+
+static const char *log_level_name(enum log_level level)
+{
+	switch (level) {
+	case LOG_LVL_ERR:
+		return "error";
+	case LOG_LVL_WARNING:
+		return "warning";
+	case LOG_LVL_INFO:
+		return "info";
+	case LOG_LVL_DEBUG:
+		return "debug";
+	}
+	return "log";
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	if (level > log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	/* One fprintf per line so lines from threads do not interleave. */
+	fprintf(stderr, "contactfs: %s: %s\n", log_level_name(level), line);
+}

@@ -1,0 +1,69 @@
+/*
+ * util — the few helpers every contactfs module shares: a growable byte
+ * buffer with a hard size cap, and the log.
+ *
+ * Invariants:
+ *  - a struct buf's data is always NUL-terminated (data[len] == 0) once
+ *    anything was appended, so text in it can be used as a C string; it may
+ *    also hold NUL bytes in the middle (binary content).
+ *  - a buffer never grows past its cap; an append that would is refused with
+ *    -E2BIG and leaves the buffer as it was.
+ *  - nothing here logs secrets: callers redact before they log.
+ */
+#ifndef CONTACTFS_UTIL_H
+#define CONTACTFS_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#define UTIL_MUST_CHECK __attribute__((warn_unused_result))
+#define UTIL_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+
+/* Default cap: large enough for any contact with a 4 MB photo in base64. */
+#define BUF_DEFAULT_CAP ((size_t)16 << 20)
+
+struct buf {
+	char *data;  /* NULL until the first append; owned by the buffer */
+	size_t len;  /* bytes in use, not counting the terminating NUL */
+	size_t size; /* bytes allocated */
+	size_t cap;  /* hard limit on len; 0 means BUF_DEFAULT_CAP */
+};
+
+/* Set up an empty buffer that may grow to cap bytes (0: the default cap). */
+void buf_init(struct buf *b, size_t cap);
+
+/* Free the buffer's memory; it is then empty and may be reused. */
+void buf_release(struct buf *b);
+
+/* Forget the content but keep the memory. Cannot fail. */
+void buf_reset(struct buf *b);
+
+/* Append n bytes. 0, or -ENOMEM, or -E2BIG when the cap would be passed. */
+int buf_add(struct buf *b, const void *p, size_t n) UTIL_MUST_CHECK;
+int buf_addstr(struct buf *b, const char *s) UTIL_MUST_CHECK;
+int buf_addch(struct buf *b, char c) UTIL_MUST_CHECK;
+int buf_printf(struct buf *b, const char *fmt, ...) UTIL_PRINTF(2, 3) UTIL_MUST_CHECK;
+int buf_vprintf(struct buf *b, const char *fmt, va_list ap) UTIL_PRINTF(2, 0) UTIL_MUST_CHECK;
+
+/* Hand the content over to the caller (to free()) and leave the buffer
+ * empty. Returns "" (freshly allocated) for a buffer that never grew, or
+ * NULL if that allocation fails. */
+char *buf_detach(struct buf *b, size_t *len);
+
+/* Syslog levels. */
+enum log_level { LOG_LVL_ERR = 3, LOG_LVL_WARNING = 4, LOG_LVL_INFO = 6, LOG_LVL_DEBUG = 7 };
+
+/* Messages at or below this level are written (default LOG_LVL_INFO). */
+void log_set_level(enum log_level level);
+
+/* Write one line to stderr: "contactfs: <level>: <message>". The message
+ * says what failed first, in lower case, and carries the contact or folder
+ * id; it must never contain a token. */
+void log_msg(enum log_level level, const char *fmt, ...) UTIL_PRINTF(2, 3);
+
+#define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,1081 @@
+/*
+ * The vCard reader: 2.1, 3.0 and 4.0 as they are written in the wild.
+ *
+ * Input goes through three layers: physical lines (any of CRLF, LF, CR,
+ * CR CR LF), logical lines (folding undone; quoted-printable soft breaks and
+ * 2.1's unindented base64 joined), and properties (group, name, parameters,
+ * value). Values are decoded to UTF-8 (quoted-printable, CHARSET, base64,
+ * data: URIs) before escapes are undone, so a Shift_JIS byte that looks like
+ * a backslash is never taken for one.
+ */
+#include "vcard.h"
+#include "vcard_int.h"
+
+#include "util.h"
+
+#include <errno.h>
+#include <iconv.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct parser {
+	const char *p, *end;  /* unread input */
+	unsigned lineno;      /* number of the next physical line */
+	struct vcard_error *err;
+	struct buf line;      /* the current logical line */
+	struct buf tmp;       /* scratch for decoding */
+	struct buf tmp2;
+	unsigned line_first;  /* physical line where the logical line starts */
+};
+
+static int fail(struct parser *ps, unsigned line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct parser *ps, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+	int n = 0;
+
+	if (!ps->err)
+		return -EINVAL;
+	ps->err->line = line;
+	if (line)
+		n = snprintf(ps->err->msg, sizeof(ps->err->msg), "line %u: ", line);
+	if (n < 0 || (size_t)n >= sizeof(ps->err->msg))
+		n = 0;
+	va_start(ap, fmt);
+	vsnprintf(ps->err->msg + n, sizeof(ps->err->msg) - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* A short printable excerpt of s for error messages. */
+static const char *excerpt(const char *s, size_t n, char out[48])
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < n && k < 40; i++)
+		out[k++] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+	if (i < n) {
+		out[k++] = '.';
+		out[k++] = '.';
+		out[k++] = '.';
+	}
+	out[k] = '\0';
+	return out;
+}
+
+/* ---- physical lines ----------------------------------------------------- */
+
+/* The next physical line, without its line end; 0 at end of input. Any run
+ * of CRs followed by an optional LF is one line end: CRLF, LF, CR and the
+ * CR CR LF that some Windows tools produce. */
+static int next_physical(struct parser *ps, const char **s, size_t *n)
+{
+	const char *p = ps->p, *e = ps->end;
+
+	if (p >= e)
+		return 0;
+	*s = p;
+	while (p < e && *p != '\n' && *p != '\r')
+		p++;
+	*n = (size_t)(p - *s);
+	while (p < e && *p == '\r')
+		p++;
+	if (p < e && *p == '\n')
+		p++;
+	ps->p = p;
+	ps->lineno++;
+	return 1;
+}
+
+/* Look at the next physical line without consuming it. */
+static int peek_physical(struct parser *ps, const char **s, size_t *n)
+{
+	struct parser save = *ps;
+	int r = next_physical(ps, s, n);
+
+	ps->p = save.p;
+	ps->lineno = save.lineno;
+	return r;
+}
+
+/* ---- logical lines -------------------------------------------------------- */
+
+/* Where the value starts: the first ':' outside double quotes, or (if the
+ * quotes do not balance) the first ':' at all. */
+static const char *find_colon(const char *s, size_t n)
+{
+	int quoted = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '"')
+			quoted = !quoted;
+		else if (s[i] == ':' && !quoted)
+			return s + i;
+	}
+	return memchr(s, ':', n);
+}
+
+static int contains_ci(const char *s, size_t n, const char *needle)
+{
+	size_t k = strlen(needle);
+
+	for (size_t i = 0; i + k <= n; i++) {
+		size_t j = 0;
+
+		while (j < k && ((s[i + j] | 0x20) == (needle[j] | 0x20)))
+			j++;
+		if (j == k)
+			return 1;
+	}
+	return 0;
+}
+
+/* The property part (before the value) of the current logical line. */
+static size_t head_len(const struct parser *ps)
+{
+	const char *c = find_colon(ps->line.data, ps->line.len);
+
+	return c ? (size_t)(c - ps->line.data) : ps->line.len;
+}
+
+/* Whether s[0..n) ends in an odd run of backslashes (the last one escapes
+ * what follows). */
+static int odd_backslashes(const char *s, size_t n)
+{
+	size_t k = 0;
+
+	while (k < n && s[n - 1 - k] == '\\')
+		k++;
+	return k % 2;
+}
+
+static int is_base64_line(const char *s, size_t n)
+{
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '+' || c == '/' || c == '=' || c == ' ' || c == '\t'))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Read the next logical line into ps->line. Returns 1, 0 at end of input, or
+ * -errno. Folding: a line starting with a space or tab continues the previous
+ * one; in 2.1 the whitespace is part of the value (RFC 822 folding), in 3.0
+ * and 4.0 one character of it is removed. A quoted-printable value ending in
+ * '=' continues on the next line whatever that starts with. A base64 value
+ * continues on lines that hold only base64 (2.1 writers that do not indent).
+ */
+static int next_logical(struct parser *ps, enum vcard_version version)
+{
+	const char *s;
+	size_t n;
+	int r, qp = -1, b64 = -1;
+
+	buf_reset(&ps->line);
+	if (!next_physical(ps, &s, &n))
+		return 0;
+	ps->line_first = ps->lineno;
+	if ((r = buf_add(&ps->line, s, n)))
+		return r;
+	for (;;) {
+		if (!peek_physical(ps, &s, &n))
+			break;
+		if (n > 0 && (s[0] == ' ' || s[0] == '\t')) {
+			next_physical(ps, &s, &n);
+			if (version != VCARD_V21) {
+				s++;
+				n--;
+			}
+			if ((r = buf_add(&ps->line, s, n)))
+				return r;
+			continue;
+		}
+		if (qp < 0)
+			qp = contains_ci(ps->line.data, head_len(ps), "QUOTED-PRINTABLE");
+		if (qp && ps->line.len && ps->line.data[ps->line.len - 1] == '=') {
+			/* A soft line break: both the '=' and the line end go. */
+			next_physical(ps, &s, &n);
+			ps->line.len--;
+			if ((r = buf_add(&ps->line, s, n)))
+				return r;
+			continue;
+		}
+		if (b64 < 0) {
+			size_t h = head_len(ps);
+
+			b64 = h < ps->line.len && (contains_ci(ps->line.data, h, "BASE64") ||
+						   contains_ci(ps->line.data, h, "ENCODING=B"));
+		}
+		if (b64 && !memchr(s, ':', n) && is_base64_line(s, n)) {
+			next_physical(ps, &s, &n);
+			if ((r = buf_add(&ps->line, s, n)))
+				return r;
+			continue;
+		}
+		if (version == VCARD_V21 && n > 0 && !memchr(s, ':', n) && ps->line.len &&
+		    odd_backslashes(ps->line.data, ps->line.len)) {
+			/* 2.1 writers (Android) continue a value after a
+			 * backslash at the line end: the line break is part
+			 * of the value. */
+			next_physical(ps, &s, &n);
+			ps->line.data[ps->line.len - 1] = '\n';
+			if ((r = buf_add(&ps->line, s, n)))
+				return r;
+			continue;
+		}
+		if (b64 && n == 0) {
+			/* 2.1 ends base64 with a blank line. */
+			next_physical(ps, &s, &n);
+		}
+		break;
+	}
+	return 1;
+}
+
+/* ---- decoding --------------------------------------------------------------- */
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Quoted-printable to bytes; soft line breaks ("=" at a line end, already
+ * joined by next_logical) disappear; a malformed escape is kept as is. */
+static int qp_decode(struct buf *out, const char *s, size_t n)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < n && !r; i++) {
+		if (s[i] != '=') {
+			r = buf_addch(out, s[i]);
+		} else if (i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+			r = buf_addch(out, (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2])));
+			i += 2;
+		} else if (i + 1 == n) {
+			/* soft break at the very end */
+		} else {
+			r = buf_addch(out, '=');
+		}
+	}
+	return r;
+}
+
+static const unsigned short cp1252_high[32] = {
+	0x20ac, 0x0081, 0x201a, 0x0192, 0x201e, 0x2026, 0x2020, 0x2021, 0x02c6, 0x2030, 0x0160,
+	0x2039, 0x0152, 0x008d, 0x017d, 0x008f, 0x0090, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022,
+	0x2013, 0x2014, 0x02dc, 0x2122, 0x0161, 0x203a, 0x0153, 0x009d, 0x017e, 0x0178,
+};
+
+static int put_utf8(struct buf *out, unsigned cp)
+{
+	char b[3];
+
+	if (cp < 0x80)
+		return buf_addch(out, (char)cp);
+	if (cp < 0x800) {
+		b[0] = (char)(0xc0 | (cp >> 6));
+		b[1] = (char)(0x80 | (cp & 0x3f));
+		return buf_add(out, b, 2);
+	}
+	b[0] = (char)(0xe0 | (cp >> 12));
+	b[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+	b[2] = (char)(0x80 | (cp & 0x3f));
+	return buf_add(out, b, 3);
+}
+
+/* Windows-1252 to UTF-8; the five bytes it leaves undefined map to the C1
+ * controls of the same number, so every byte survives. */
+static int cp1252_decode(struct buf *out, const char *s, size_t n)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < n && !r; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		r = put_utf8(out, c >= 0x80 && c < 0xa0 ? cp1252_high[c - 0x80] : c);
+	}
+	return r;
+}
+
+/* Text that should be UTF-8 but is not: keep every valid character and
+ * read each stray byte as Windows-1252. */
+static int utf8_repair(struct buf *out, const char *s, size_t n)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < n && !r;) {
+		size_t k = vcard_utf8_char(s + i, n - i);
+
+		if (k) {
+			r = buf_add(out, s + i, k);
+			i += k;
+		} else {
+			r = cp1252_decode(out, s + i, 1);
+			i++;
+		}
+	}
+	return r;
+}
+
+/* Convert s from charset to UTF-8 with iconv. -EILSEQ for bytes that are not
+ * valid in that charset, -EINVAL for a charset iconv does not know. */
+static int iconv_decode(struct buf *out, const char *charset, const char *s, size_t n)
+{
+	iconv_t cd = iconv_open("UTF-8", charset);
+	char chunk[1024];
+	char *in = (char *)s;
+	size_t left = n;
+	int r = 0;
+
+	if (cd == (iconv_t)-1)
+		return -EINVAL;
+	while (left > 0 && !r) {
+		char *o = chunk;
+		size_t room = sizeof(chunk);
+		size_t k = iconv(cd, &in, &left, &o, &room);
+
+		if ((r = buf_add(out, chunk, sizeof(chunk) - room)))
+			break;
+		if (k == (size_t)-1 && errno != E2BIG)
+			r = -EILSEQ;
+	}
+	iconv_close(cd);
+	return r;
+}
+
+static int is_utf8_name(const char *cs)
+{
+	return vcard_strcaseeq(cs, "UTF-8") || vcard_strcaseeq(cs, "UTF8") ||
+	       vcard_strcaseeq(cs, "US-ASCII") || vcard_strcaseeq(cs, "ASCII");
+}
+
+/* ---- properties ------------------------------------------------------------ */
+
+struct rawparam {
+	const char *name; /* NULL for a bare 2.1 parameter */
+	size_t name_len;
+	const char *val;
+	size_t val_len;
+};
+
+static int valid_name_char(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '_';
+}
+
+/* Property names: RFC letters, digits and '-', plus '_' and '/' that
+ * Android and KDE write ("X-messaging/gadu-All"). */
+static int valid_prop_char(char c)
+{
+	return valid_name_char(c) || c == '/';
+}
+
+/* RFC 6868: ^n newline, ^^ caret, ^' double quote; anything else stays. */
+static char *param_value_dup(struct vcard_arena *a, const char *s, size_t n, int rfc6868)
+{
+	char *out = arena_alloc(a, n + 1), *o = out;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (rfc6868 && s[i] == '^' && i + 1 < n &&
+		    (s[i + 1] == 'n' || s[i + 1] == 'N' || s[i + 1] == '^' || s[i + 1] == '\'')) {
+			i++;
+			*o++ = s[i] == '^' ? '^' : s[i] == '\'' ? '"' : '\n';
+		} else {
+			*o++ = s[i];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+/* Split one parameter's value list on commas outside quotes, unquote each
+ * value and add it to prop. */
+static int add_param_values(struct vcard *card, struct vcard_prop *prop, const char *name,
+			    const char *s, size_t n, int rfc6868)
+{
+	size_t i = 0;
+
+	do {
+		size_t start = i, end;
+		int quoted = 0;
+		char *v;
+		int r;
+
+		while (i < n && (quoted || s[i] != ',')) {
+			if (s[i] == '"')
+				quoted = !quoted;
+			i++;
+		}
+		end = i;
+		if (end - start >= 2 && s[start] == '"' && s[end - 1] == '"') {
+			start++;
+			end--;
+		}
+		v = param_value_dup(card->arena, s + start, end - start, rfc6868);
+		if (!v)
+			return -ENOMEM;
+		/* Drop stray quotes around a value, keep inner ones. */
+		if ((r = vcard_add_param(card, prop, name, v)))
+			return r;
+	} while (i++ < n);
+	return 0;
+}
+
+/* Parameters that tell how the value is encoded; read, then dropped. */
+struct encoding {
+	int qp, b64;
+	char charset[48];
+};
+
+static int is_bare_encoding(const char *s, size_t n, struct encoding *enc)
+{
+	if (n == 16 && contains_ci(s, n, "QUOTED-PRINTABLE")) {
+		enc->qp = 1;
+		return 1;
+	}
+	if (n == 6 && contains_ci(s, n, "BASE64")) {
+		enc->b64 = 1;
+		return 1;
+	}
+	if ((n == 4 && contains_ci(s, n, "8BIT")) || (n == 4 && contains_ci(s, n, "7BIT")))
+		return 1;
+	return 0;
+}
+
+static int name_is(const char *s, size_t n, const char *name)
+{
+	return strlen(name) == n && contains_ci(s, n, name);
+}
+
+/*
+ * Parse the parameters in s[0..n) (the text after the property name, each
+ * starting with ';') into prop, taking out ENCODING and CHARSET into enc.
+ */
+static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop *prop,
+			const char *s, size_t n, struct encoding *enc)
+{
+	size_t i = 0;
+	int rfc6868 = card->version != VCARD_V21;
+
+	while (i < n) {
+		size_t start, eq = 0, end;
+		int quoted = 0, r;
+		char name[64];
+
+		if (s[i] != ';')
+			return fail(ps, ps->line_first, "%s: unexpected '%c' in parameters",
+				    prop->name, s[i]);
+		start = ++i;
+		while (i < n && (quoted || s[i] != ';')) {
+			if (s[i] == '"')
+				quoted = !quoted;
+			else if (s[i] == '=' && !eq && !quoted)
+				eq = i;
+			i++;
+		}
+		end = i;
+		while (start < end && (s[start] == ' ' || s[start] == '\t'))
+			start++;
+		if (start == end)
+			continue; /* ";;" or a trailing ';': nothing to keep */
+		if (!eq) {
+			/* A bare 2.1 parameter: TEL;WORK;VOICE or ;QUOTED-PRINTABLE. */
+			if (is_bare_encoding(s + start, end - start, enc))
+				continue;
+			if (end - start > 1000)
+				return fail(ps, ps->line_first, "%s: parameter too long", prop->name);
+			r = add_param_values(card, prop, "TYPE", s + start, end - start, 0);
+			if (r)
+				return r;
+			continue;
+		}
+		if (eq - start == 0 || eq - start >= sizeof(name))
+			return fail(ps, ps->line_first, "%s: parameter without a valid name",
+				    prop->name);
+		for (size_t k = start; k < eq; k++) {
+			if (!valid_name_char(s[k]))
+				return fail(ps, ps->line_first,
+					    "%s: invalid character in parameter name", prop->name);
+			name[k - start] = (char)(s[k] >= 'a' && s[k] <= 'z' ? s[k] - 32 : s[k]);
+		}
+		name[eq - start] = '\0';
+		if (!strcmp(name, "ENCODING")) {
+			const char *v = s + eq + 1;
+			size_t vn = end - eq - 1;
+
+			if (name_is(v, vn, "QUOTED-PRINTABLE"))
+				enc->qp = 1;
+			else if (name_is(v, vn, "BASE64") || name_is(v, vn, "B"))
+				enc->b64 = 1;
+			else if (!name_is(v, vn, "8BIT") && !name_is(v, vn, "7BIT"))
+				return fail(ps, ps->line_first, "%s: unknown ENCODING", prop->name);
+			continue;
+		}
+		if (!strcmp(name, "CHARSET")) {
+			size_t vn = end - eq - 1;
+			const char *v = s + eq + 1;
+
+			if (vn >= 2 && v[0] == '"' && v[vn - 1] == '"') {
+				v++;
+				vn -= 2;
+			}
+			if (vn == 0 || vn >= sizeof(enc->charset))
+				return fail(ps, ps->line_first, "%s: invalid CHARSET", prop->name);
+			memcpy(enc->charset, v, vn);
+			enc->charset[vn] = '\0';
+			continue;
+		}
+		r = add_param_values(card, prop, name, s + eq + 1, end - eq - 1, rfc6868);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* Properties whose value is a URI or otherwise not escaped text. */
+static int is_raw_prop(const struct vcard_prop *prop)
+{
+	static const char *const raw[] = {"URL",    "SOURCE", "IMPP",   "FBURL", "CALURI",
+					  "CALADRURI", "MEMBER", "GEO",  "PHOTO", "LOGO",
+					  "SOUND",  "KEY",    NULL};
+	const struct vcard_param *v = vcard_param(prop, "VALUE");
+
+	if (v && v->nvals && (vcard_strcaseeq(v->vals[0], "uri") || vcard_strcaseeq(v->vals[0], "url")))
+		return 1;
+	for (size_t i = 0; raw[i]; i++)
+		if (!strcmp(prop->name, raw[i]))
+			return 1;
+	return 0;
+}
+
+static int is_binary_prop(const char *name)
+{
+	return !strcmp(name, "PHOTO") || !strcmp(name, "LOGO") || !strcmp(name, "SOUND") ||
+	       !strcmp(name, "KEY");
+}
+
+/* Undo escapes in a raw value: only \\ \, \; \: (Apple writes "http\://"). */
+static int set_raw(struct vcard *card, struct vcard_prop *prop, const char *s, size_t n)
+{
+	char *out = arena_alloc(card->arena, n + 1), *o = out;
+	const char **vals = arena_alloc(card->arena, sizeof(*vals));
+	struct vcard_comp *comp = arena_alloc(card->arena, sizeof(*comp));
+
+	if (!out || !vals || !comp)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\\' && i + 1 < n && strchr("\\,;:", s[i + 1]))
+			i++;
+		*o++ = s[i];
+	}
+	*o = '\0';
+	vals[0] = out;
+	comp->vals = vals;
+	comp->nvals = 1;
+	prop->kind = VCARD_RAW;
+	prop->comps = comp;
+	prop->ncomps = 1;
+	return 0;
+}
+
+/*
+ * Split escaped text into components (';') and list values (','), undoing
+ * escapes. 3.0/4.0: \\ \, \; \n \N (and \: leniently); other backslashes
+ * stay. 2.1: only \\ \; \, \: are escapes, newlines come from
+ * quoted-printable, and only CATEGORIES and NICKNAME are comma lists.
+ */
+static int set_text(struct vcard *card, struct vcard_prop *prop, const char *s, size_t n)
+{
+	int v21 = card->version == VCARD_V21;
+	int lists = !v21 || !strcmp(prop->name, "CATEGORIES") || !strcmp(prop->name, "NICKNAME");
+	size_t ncomps = 1, nvals = 1, ci = 0, vi = 0;
+	struct vcard_comp *comps;
+	const char **vals;
+	char *out, *o;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\\')
+			i++;
+		else if (s[i] == ';')
+			ncomps++, nvals++;
+		else if (s[i] == ',' && lists)
+			nvals++;
+	}
+	comps = arena_alloc(card->arena, ncomps * sizeof(*comps));
+	vals = arena_alloc(card->arena, nvals * sizeof(*vals));
+	out = o = arena_alloc(card->arena, n + nvals);
+	if (!comps || !vals || !out)
+		return -ENOMEM;
+	comps[0].vals = vals;
+	vals[0] = o;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (c == '\\' && i + 1 < n) {
+			char e = s[i + 1];
+
+			if (e == '\\' || e == ',' || e == ';' || e == ':') {
+				*o++ = e;
+				i++;
+			} else if (!v21 && (e == 'n' || e == 'N')) {
+				*o++ = '\n';
+				i++;
+			} else {
+				*o++ = c;
+			}
+		} else if (c == ';' || (c == ',' && lists)) {
+			*o++ = '\0';
+			comps[ci].nvals++;
+			vi++;
+			if (c == ';') {
+				ci++;
+				comps[ci].vals = vals + vi;
+			}
+			vals[vi] = o;
+		} else {
+			*o++ = c;
+		}
+	}
+	*o = '\0';
+	comps[ci].nvals++;
+	prop->kind = VCARD_TEXT;
+	prop->comps = comps;
+	prop->ncomps = ncomps;
+	return 0;
+}
+
+/* Media type for a 3.0 TYPE value of PHOTO/LOGO/SOUND (JPEG -> image/jpeg). */
+static const char *media_from_type(struct vcard *card, const char *prop, const char *type)
+{
+	char buf[64];
+	size_t k = 0;
+
+	if (strchr(type, '/'))
+		return arena_strdup(card->arena, type);
+	if (!strcmp(prop, "KEY") || strlen(type) > 40)
+		return NULL;
+	k = (size_t)snprintf(buf, sizeof(buf), "%s/", !strcmp(prop, "SOUND") ? "audio" : "image");
+	for (const char *t = type; *t && k + 1 < sizeof(buf); t++)
+		buf[k++] = (char)(*t >= 'A' && *t <= 'Z' ? *t + 32 : *t);
+	buf[k] = '\0';
+	return arena_strdup(card->arena, buf);
+}
+
+/* Move the media type of a binary PHOTO/LOGO/SOUND from its TYPE parameter to
+ * prop->mediatype; other TYPE values stay. */
+static int take_media_type(struct vcard *card, struct vcard_prop *prop)
+{
+	for (size_t i = 0; i < prop->nparams; i++) {
+		struct vcard_param *t = &prop->params[i];
+
+		if (strcmp(t->name, "TYPE") != 0 || t->nvals == 0 || !strcmp(prop->name, "KEY"))
+			continue;
+		prop->mediatype = media_from_type(card, prop->name, t->vals[0]);
+		if (!prop->mediatype)
+			return -ENOMEM;
+		t->vals++;
+		if (--t->nvals == 0) {
+			memmove(t, t + 1, (prop->nparams - i - 1) * sizeof(*t));
+			prop->nparams--;
+		}
+		break;
+	}
+	return 0;
+}
+
+static int set_binary_from(struct parser *ps, struct vcard *card, struct vcard_prop *prop,
+			   const char *s, size_t n)
+{
+	unsigned char *data;
+	size_t bad = 0;
+	int r;
+
+	buf_reset(&ps->tmp2);
+	r = vcard_base64_decode(&ps->tmp2, s, n, &bad);
+	if (r == -EINVAL)
+		return fail(ps, ps->line_first, "%s: invalid base64 at character %zu of the value",
+			    prop->name, bad + 1);
+	if (r)
+		return r;
+	data = arena_alloc(card->arena, ps->tmp2.len ? ps->tmp2.len : 1);
+	if (!data)
+		return -ENOMEM;
+	if (ps->tmp2.len)
+		memcpy(data, ps->tmp2.data, ps->tmp2.len);
+	prop->kind = VCARD_BINARY;
+	prop->data = data;
+	prop->len = ps->tmp2.len;
+	prop->comps = NULL;
+	prop->ncomps = 0;
+	return 0;
+}
+
+/* data:[<mediatype>][;base64],<data> — only base64 data URIs become bytes. */
+static int try_data_uri(struct parser *ps, struct vcard *card, struct vcard_prop *prop,
+			const char *s, size_t n, int *done)
+{
+	const char *comma, *semi;
+	int r;
+
+	*done = 0;
+	if (n < 5 || !contains_ci(s, 5, "data:"))
+		return 0;
+	comma = memchr(s, ',', n);
+	if (!comma)
+		return 0;
+	semi = NULL;
+	for (const char *p = s + 5; p + 7 <= comma; p++)
+		if (p + 7 == comma && contains_ci(p, 7, ";base64"))
+			semi = p;
+	if (!semi)
+		return 0;
+	if ((r = set_binary_from(ps, card, prop, comma + 1, (size_t)(s + n - comma - 1))))
+		return r;
+	{
+		const char *mt_end = memchr(s + 5, ';', (size_t)(semi - s - 5));
+
+		if (!mt_end)
+			mt_end = semi;
+		if (mt_end > s + 5 && !contains_ci(s + 5, (size_t)(mt_end - s - 5), "application/octet-stream")) {
+			prop->mediatype = arena_strndup(card->arena, s + 5, (size_t)(mt_end - s - 5));
+			if (!prop->mediatype)
+				return -ENOMEM;
+		}
+	}
+	*done = 1;
+	return 0;
+}
+
+static int warn(struct vcard *card, unsigned line, const char *what)
+{
+	char msg[160];
+
+	if (card->warning)
+		return 0;
+	snprintf(msg, sizeof(msg), "line %u: %s", line, what);
+	card->warning = arena_strdup(card->arena, msg);
+	return card->warning ? 0 : -ENOMEM;
+}
+
+/* Decode the value bytes v[0..n) of prop to UTF-8 text in ps->tmp. */
+static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop *prop,
+		       const struct encoding *enc, const char **v, size_t *n)
+{
+	const char *s = *v;
+	size_t len = *n;
+	int r;
+
+	if (enc->qp) {
+		buf_reset(&ps->tmp2);
+		if ((r = qp_decode(&ps->tmp2, s, len)))
+			return r;
+		s = ps->tmp2.data ? ps->tmp2.data : "";
+		len = ps->tmp2.len;
+	}
+	buf_reset(&ps->tmp);
+	if (enc->charset[0] && !is_utf8_name(enc->charset)) {
+		r = iconv_decode(&ps->tmp, enc->charset, s, len);
+		if (r == -EINVAL || r == -EILSEQ) {
+			buf_reset(&ps->tmp);
+			if ((r = warn(card, ps->line_first,
+				      r == -EINVAL ? "unknown CHARSET, read as Windows-1252"
+						   : "value not valid in its CHARSET, read as "
+						     "Windows-1252")))
+				return r;
+			r = cp1252_decode(&ps->tmp, s, len);
+		}
+	} else if (!vcard_utf8_valid(s, len)) {
+		if ((r = warn(card, ps->line_first,
+			      "text is not valid UTF-8; stray bytes read as Windows-1252")))
+			return r;
+		r = utf8_repair(&ps->tmp, s, len);
+	} else {
+		r = buf_add(&ps->tmp, s, len);
+	}
+	if (r)
+		return r;
+	(void)prop;
+	*v = ps->tmp.data ? ps->tmp.data : "";
+	*n = ps->tmp.len;
+	return 0;
+}
+
+/* Parse the logical line in ps->line as a property of card. */
+static int parse_property(struct parser *ps, struct vcard *card)
+{
+	const char *s = ps->line.data, *colon, *name, *dot, *p;
+	size_t n = ps->line.len, name_len;
+	struct encoding enc = {0};
+	struct vcard_prop *prop;
+	char namebuf[128], groupbuf[128], ex[48];
+	int r, done;
+
+	colon = find_colon(s, n);
+	if (!colon)
+		return fail(ps, ps->line_first, "not a property (no ':'): \"%s\"",
+			    excerpt(s, n, ex));
+	/* group.NAME */
+	p = s;
+	while (p < colon && *p != ';')
+		p++;
+	name = s;
+	name_len = (size_t)(p - s);
+	while (name_len && (name[name_len - 1] == ' ' || name[name_len - 1] == '\t'))
+		name_len--;
+	groupbuf[0] = '\0';
+	dot = memchr(name, '.', name_len);
+	if (dot) {
+		size_t gl = (size_t)(dot - name);
+
+		if (gl == 0 || gl >= sizeof(groupbuf))
+			return fail(ps, ps->line_first, "invalid group in \"%s\"",
+				    excerpt(s, (size_t)(colon - s), ex));
+		for (size_t i = 0; i < gl; i++)
+			if (!valid_name_char(name[i]))
+				return fail(ps, ps->line_first, "invalid group in \"%s\"",
+					    excerpt(s, (size_t)(colon - s), ex));
+		memcpy(groupbuf, name, gl);
+		groupbuf[gl] = '\0';
+		name = dot + 1;
+		name_len -= gl + 1;
+	}
+	if (name_len == 0 || name_len >= sizeof(namebuf))
+		return fail(ps, ps->line_first, "property without a valid name: \"%s\"",
+			    excerpt(s, n, ex));
+	for (size_t i = 0; i < name_len; i++) {
+		if (!valid_prop_char(name[i]))
+			return fail(ps, ps->line_first, "invalid property name \"%s\"",
+				    excerpt(name, name_len, ex));
+		namebuf[i] = name[i];
+	}
+	namebuf[name_len] = '\0';
+
+	prop = vcard_add(card, groupbuf[0] ? groupbuf : NULL, namebuf);
+	if (!prop)
+		return -ENOMEM;
+	prop->line = ps->line_first;
+	if ((r = parse_params(ps, card, prop, p, (size_t)(colon - p), &enc)))
+		return r;
+
+	s = colon + 1;
+	n = ps->line.len - (size_t)(s - ps->line.data);
+	if (enc.b64) {
+		if ((r = set_binary_from(ps, card, prop, s, n)))
+			return r;
+		return take_media_type(card, prop);
+	}
+	if (is_binary_prop(prop->name)) {
+		if ((r = try_data_uri(ps, card, prop, s, n, &done)))
+			return r;
+		if (done)
+			return 0;
+	}
+	if ((r = decode_text(ps, card, prop, &enc, &s, &n)))
+		return r;
+	return is_raw_prop(prop) ? set_raw(card, prop, s, n) : set_text(card, prop, s, n);
+}
+
+/* Whether the logical line is "KEYWORD:VCARD" (BEGIN or END), tolerating
+ * case and trailing blanks. */
+static int is_marker(const struct buf *line, const char *keyword)
+{
+	size_t k = strlen(keyword), n = line->len;
+	const char *s = line->data;
+
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	return n == k + 6 && contains_ci(s, k, keyword) && s[k] == ':' &&
+	       contains_ci(s + k + 1, 5, "VCARD");
+}
+
+static int is_blank(const struct buf *line)
+{
+	for (size_t i = 0; i < line->len; i++)
+		if (line->data[i] != ' ' && line->data[i] != '\t')
+			return 0;
+	return 1;
+}
+
+static int set_version(struct parser *ps, struct vcard *card)
+{
+	const char *v = memchr(ps->line.data, ':', ps->line.len);
+	size_t n;
+
+	v = v ? v + 1 : "";
+	n = ps->line.len - (size_t)(v - ps->line.data);
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	if (n == 3 && !memcmp(v, "2.1", 3))
+		card->version = VCARD_V21;
+	else if ((n == 3 && !memcmp(v, "3.0", 3)) || (n == 1 && v[0] == '3'))
+		card->version = VCARD_V30;
+	else if ((n == 3 && !memcmp(v, "4.0", 3)) || (n == 1 && v[0] == '4'))
+		card->version = VCARD_V40;
+	else
+		return fail(ps, ps->line_first, "unsupported VERSION \"%.*s\" (2.1, 3.0 and 4.0 are)",
+			    (int)(n > 20 ? 20 : n), v);
+	return 0;
+}
+
+static int is_version_line(const struct buf *line)
+{
+	return line->len >= 8 && contains_ci(line->data, 8, "VERSION:");
+}
+
+/* Read one card; ps is just past its BEGIN line. */
+static int parse_card(struct parser *ps, struct vcard **out)
+{
+	struct vcard *card = vcard_new();
+	unsigned begin = ps->line_first;
+	int have_version = 0, r;
+
+	if (!card)
+		return -ENOMEM;
+	card->line = begin;
+	card->version = VCARD_V30;
+	for (;;) {
+		r = next_logical(ps, card->version);
+		if (r < 0)
+			goto out;
+		if (r == 0) {
+			if ((r = warn(card, ps->lineno, "missing END:VCARD at end of input; card closed")))
+				goto out;
+			break;
+		}
+		if (is_blank(&ps->line))
+			continue;
+		if (is_marker(&ps->line, "END"))
+			break;
+		if (is_marker(&ps->line, "BEGIN")) {
+			r = fail(ps, ps->line_first,
+				 "BEGIN:VCARD inside the card begun at line %u (missing END:VCARD?)",
+				 begin);
+			goto out;
+		}
+		if (is_version_line(&ps->line) && !have_version) {
+			if ((r = set_version(ps, card)))
+				goto out;
+			have_version = 1;
+			continue;
+		}
+		if ((r = parse_property(ps, card)))
+			goto out;
+	}
+	if (!have_version && (r = warn(card, begin, "no VERSION; read as 3.0")))
+		goto out;
+	*out = card;
+	card = NULL;
+	r = 0;
+out:
+	vcard_free(card);
+	return r;
+}
+
+int vcard_parse(const char *data, size_t len, struct vcard ***cards, size_t *ncards,
+		struct vcard_error *err)
+{
+	struct parser ps = {.p = data, .end = data + len, .err = err};
+	struct vcard **list = NULL, *card;
+	size_t n = 0, size = 0;
+	char ex[48];
+	int r;
+
+	*cards = NULL;
+	*ncards = 0;
+	if (err) {
+		err->line = 0;
+		err->msg[0] = '\0';
+	}
+	buf_init(&ps.line, 0);
+	buf_init(&ps.tmp, 0);
+	buf_init(&ps.tmp2, 0);
+	if (len >= 3 && !memcmp(data, "\xef\xbb\xbf", 3))
+		ps.p += 3;
+	for (;;) {
+		r = next_logical(&ps, VCARD_V30);
+		if (r < 0)
+			goto out;
+		if (r == 0)
+			break;
+		if (is_blank(&ps.line))
+			continue;
+		if (!is_marker(&ps.line, "BEGIN")) {
+			r = fail(&ps, ps.line_first, "expected BEGIN:VCARD, found \"%s\"",
+				 excerpt(ps.line.data, ps.line.len, ex));
+			goto out;
+		}
+		if (n == size) {
+			struct vcard **l;
+
+			size = size ? size * 2 : 4;
+			l = realloc(list, size * sizeof(*l));
+			if (!l) {
+				r = -ENOMEM;
+				goto out;
+			}
+			list = l;
+		}
+		if ((r = parse_card(&ps, &card)))
+			goto out;
+		list[n++] = card;
+	}
+	if (n == 0) {
+		r = fail(&ps, ps.lineno ? ps.lineno : 1, "no vCard in input (no BEGIN:VCARD)");
+		goto out;
+	}
+	*cards = list;
+	*ncards = n;
+	list = NULL;
+	n = 0;
+	r = 0;
+out:
+	vcard_free_all(list, n);
+	buf_release(&ps.line);
+	buf_release(&ps.tmp);
+	buf_release(&ps.tmp2);
+	if (r == -E2BIG)
+		r = fail(&ps, ps.line_first, "line too long");
+	return r;
+}
+
+int vcard_parse_one(const char *data, size_t len, struct vcard **card, struct vcard_error *err)
+{
+	struct vcard **cards;
+	size_t n;
+	int r = vcard_parse(data, len, &cards, &n, err);
+
+	*card = NULL;
+	if (r)
+		return r;
+	if (n != 1) {
+		if (err) {
+			err->line = cards[1]->line;
+			snprintf(err->msg, sizeof(err->msg),
+				 "line %u: a second vCard where one was expected", cards[1]->line);
+		}
+		vcard_free_all(cards, n);
+		return -EINVAL;
+	}
+	*card = cards[0];
+	free(cards);
+	return 0;
+}

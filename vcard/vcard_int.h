@@ -1,0 +1,35 @@
+/*
+ * Private to vcard/: the per-card arena and helpers shared by the parser,
+ * the writer and the Graph mapping.
+ */
+#ifndef CONTACTFS_VCARD_INT_H
+#define CONTACTFS_VCARD_INT_H
+
+#include "vcard.h"
+
+#include <stddef.h>
+
+/* A bump allocator: everything a card holds lives in its arena and is freed
+ * at once with the card. Allocations are 8-byte aligned. */
+struct vcard_arena;
+
+struct vcard_arena *arena_new(void);
+void arena_free(struct vcard_arena *a);
+/* n bytes (zeroed), or NULL when out of memory. */
+void *arena_alloc(struct vcard_arena *a, size_t n);
+/* A NUL-terminated copy of s[0..n), or NULL. */
+char *arena_strndup(struct vcard_arena *a, const char *s, size_t n);
+char *arena_strdup(struct vcard_arena *a, const char *s);
+
+/* Case-insensitive ASCII comparison, independent of the locale. */
+int vcard_strcaseeq(const char *a, const char *b);
+
+/* Length of the valid UTF-8 character at s[0..n), or 0 if there is none
+ * (invalid, overlong, surrogate, truncated). */
+size_t vcard_utf8_char(const char *s, size_t n);
+
+/* Whether s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
+int vcard_utf8_valid(const char *s, size_t n);
+
+
+#endif

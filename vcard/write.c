@@ -1,0 +1,344 @@
+/*
+ * The vCard writer: 3.0 and 4.0, deterministic, CRLF, folded at 75 octets
+ * on UTF-8 character boundaries.
+ */
+#include "vcard.h"
+#include "vcard_int.h"
+
+#include "util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * The fixed property order: what a person looks for first comes first;
+ * properties we do not know come after the known content, in the order they
+ * had; bookkeeping and large binary values come last.
+ */
+static const char *const prop_order[] = {
+	"FN", "N", "NICKNAME", "X-PHONETIC-FIRST-NAME", "X-PHONETIC-MIDDLE-NAME",
+	"X-PHONETIC-LAST-NAME", "KIND", "GENDER", "ORG", "X-PHONETIC-ORG", "TITLE", "ROLE",
+	"X-KADDRESSBOOK-X-OFFICE", "EMAIL", "TEL", "ADR", "LABEL", "URL", "IMPP",
+	"X-MS-IMADDRESS", "BDAY", "ANNIVERSARY", "X-MS-ANNIVERSARY", "X-MS-SPOUSE",
+	"X-MS-CHILD", "X-MS-MANAGER", "X-MS-ASSISTANT", "RELATED", "X-CONTACTFS-INITIALS",
+	"X-EVOLUTION-FILE-AS", "CATEGORIES", "NOTE", "GEO", "TZ", "LANG", "MEMBER", "KEY",
+	NULL, /* unknown properties rank here */
+	"UID", "X-CONTACTFS-CREATED", "REV", "PRODID", "PHOTO", "LOGO", "SOUND",
+};
+
+enum { NORDER = sizeof(prop_order) / sizeof(prop_order[0]) };
+
+static unsigned prop_rank(const char *name)
+{
+	unsigned unknown = 0;
+
+	for (unsigned i = 0; i < NORDER; i++) {
+		if (!prop_order[i])
+			unknown = i;
+		else if (!strcmp(prop_order[i], name))
+			return i;
+	}
+	return unknown;
+}
+
+struct slot {
+	unsigned rank;  /* the group's best rank for grouped properties */
+	size_t first;   /* index of the group's first member, or own index */
+	size_t index;
+};
+
+static int slot_cmp(const void *a, const void *b)
+{
+	const struct slot *x = a, *y = b;
+
+	if (x->rank != y->rank)
+		return x->rank < y->rank ? -1 : 1;
+	if (x->first != y->first)
+		return x->first < y->first ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Fill order[] with the property indexes in output order. */
+static void sort_props(const struct vcard *card, struct slot *order)
+{
+	for (size_t i = 0; i < card->nprops; i++) {
+		order[i].rank = prop_rank(card->props[i].name);
+		order[i].first = i;
+		order[i].index = i;
+	}
+	/* Members of one group travel together, at the place of the group's
+	 * best-ranked member. Quadratic in the number of grouped properties,
+	 * which is small. */
+	for (size_t i = 0; i < card->nprops; i++) {
+		const char *g = card->props[i].group;
+
+		if (!g)
+			continue;
+		for (size_t j = 0; j < card->nprops; j++) {
+			const char *h = card->props[j].group;
+
+			if (h && vcard_strcaseeq(g, h)) {
+				if (order[j].rank < order[i].rank)
+					order[i].rank = order[j].rank;
+				if (j < order[i].first)
+					order[i].first = j;
+			}
+		}
+	}
+	qsort(order, card->nprops, sizeof(*order), slot_cmp);
+}
+
+/* ---- one logical line ---------------------------------------------------- */
+
+static int needs_quotes(const char *v)
+{
+	return strpbrk(v, ",;:") != NULL;
+}
+
+/* A parameter value, RFC 6868-escaped, quoted when it must be. */
+static int put_param_value(struct buf *b, const char *v)
+{
+	int q = needs_quotes(v), r = 0;
+
+	if (q && (r = buf_addch(b, '"')))
+		return r;
+	for (const char *p = v; *p && !r; p++) {
+		if (*p == '^')
+			r = buf_add(b, "^^", 2);
+		else if (*p == '\n')
+			r = buf_add(b, "^n", 2);
+		else if (*p == '"')
+			r = buf_add(b, "^'", 2);
+		else if (*p != '\r')
+			r = buf_addch(b, *p);
+	}
+	if (!r && q)
+		r = buf_addch(b, '"');
+	return r;
+}
+
+static int is_pref(const char *v)
+{
+	return vcard_strcaseeq(v, "PREF");
+}
+
+/* The parameters, with 3.0's TYPE=pref and 4.0's PREF=n translated for the
+ * version written. */
+static int put_params(struct buf *b, const struct vcard_prop *prop, enum vcard_version version)
+{
+	int pref3 = version == VCARD_V30 && vcard_param(prop, "PREF");
+	int pref4 = version == VCARD_V40 && !vcard_param(prop, "PREF");
+	int saw_type = 0, r;
+
+	for (size_t i = 0; i < prop->nparams; i++) {
+		const struct vcard_param *pm = &prop->params[i];
+		int is_type = !strcmp(pm->name, "TYPE"), first = 1, had_pref = 0;
+
+		if (pref3 && !strcmp(pm->name, "PREF"))
+			continue;
+		for (size_t j = 0; j < pm->nvals; j++) {
+			if (is_type && pref4 && is_pref(pm->vals[j])) {
+				had_pref = 1;
+				continue;
+			}
+			if ((r = buf_printf(b, first ? ";%s=" : ",", pm->name)))
+				return r;
+			if ((r = put_param_value(b, pm->vals[j])))
+				return r;
+			first = 0;
+		}
+		if (is_type) {
+			saw_type = 1;
+			if (pref3 && !vcard_has_type(prop, "PREF") &&
+			    (r = buf_addstr(b, first ? ";TYPE=pref" : ",pref")))
+				return r;
+		}
+		if (had_pref && (r = buf_addstr(b, ";PREF=1")))
+			return r;
+	}
+	if (pref3 && !saw_type && (r = buf_addstr(b, ";TYPE=pref")))
+		return r;
+	return 0;
+}
+
+static int put_text(struct buf *b, const char *s)
+{
+	int r = 0;
+
+	for (const char *p = s; *p && !r; p++) {
+		switch (*p) {
+		case '\\':
+			r = buf_add(b, "\\\\", 2);
+			break;
+		case ',':
+			r = buf_add(b, "\\,", 2);
+			break;
+		case ';':
+			r = buf_add(b, "\\;", 2);
+			break;
+		case '\r':
+			r = buf_add(b, "\\n", 2);
+			if (p[1] == '\n')
+				p++;
+			break;
+		case '\n':
+			r = buf_add(b, "\\n", 2);
+			break;
+		default:
+			r = buf_addch(b, *p);
+		}
+	}
+	return r;
+}
+
+/* A raw value goes out as it is, but a line break in it cannot. */
+static int put_raw(struct buf *b, const char *s)
+{
+	int r = 0;
+
+	for (const char *p = s; *p && !r; p++) {
+		if (*p == '\n')
+			r = buf_add(b, "\\n", 2);
+		else if (*p != '\r')
+			r = buf_addch(b, *p);
+	}
+	return r;
+}
+
+/* GEO is "lat;lon" in 3.0 and "geo:lat,lon" in 4.0. */
+static int put_geo(struct buf *b, const char *v, enum vcard_version version)
+{
+	const char *sep;
+
+	if (version == VCARD_V40 && !strchr(v, ':') && (sep = strchr(v, ';')))
+		return buf_printf(b, "geo:%.*s,%s", (int)(sep - v), v, sep + 1);
+	if (version == VCARD_V30 && !strncmp(v, "geo:", 4) && (sep = strchr(v + 4, ',')) &&
+	    !strchr(sep, ';'))
+		return buf_printf(b, "%.*s;%s", (int)(sep - v - 4), v + 4, sep + 1);
+	/* 2.1 writers (Android) separate with a comma. */
+	if (version == VCARD_V30 && !strchr(v, ';') && !strchr(v, ':') && (sep = strchr(v, ',')) &&
+	    !strchr(sep + 1, ','))
+		return buf_printf(b, "%.*s;%s", (int)(sep - v), v, sep + 1);
+	return put_raw(b, v);
+}
+
+/* 3.0 names the image format in TYPE: image/jpeg -> JPEG. */
+static int put_binary_type30(struct buf *b, const char *mediatype)
+{
+	const char *slash = mediatype ? strchr(mediatype, '/') : NULL;
+	int r;
+
+	if (!slash || (strncmp(mediatype, "image/", 6) && strncmp(mediatype, "audio/", 6)))
+		return 0;
+	if ((r = buf_addstr(b, ";TYPE=")))
+		return r;
+	for (const char *p = slash + 1; *p && *p != ';'; p++)
+		if ((r = buf_addch(b, (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p))))
+			return r;
+	return 0;
+}
+
+static int put_line(struct buf *b, const struct vcard_prop *prop, enum vcard_version version)
+{
+	int r;
+
+	if (prop->group && (r = buf_printf(b, "%s.", prop->group)))
+		return r;
+	if ((r = buf_addstr(b, prop->name)))
+		return r;
+	if (prop->kind == VCARD_BINARY && version == VCARD_V30) {
+		if ((r = buf_addstr(b, ";ENCODING=b")) || (r = put_binary_type30(b, prop->mediatype)))
+			return r;
+	}
+	if ((r = put_params(b, prop, version)) || (r = buf_addch(b, ':')))
+		return r;
+	if (prop->kind == VCARD_BINARY) {
+		if (version == VCARD_V40 &&
+		    (r = buf_printf(b, "data:%s;base64,",
+				    prop->mediatype ? prop->mediatype : "application/octet-stream")))
+			return r;
+		return vcard_base64_encode(b, prop->data, prop->len);
+	}
+	if (prop->kind == VCARD_RAW) {
+		if (!strcmp(prop->name, "GEO"))
+			return put_geo(b, prop->comps[0].vals[0], version);
+		return put_raw(b, prop->comps[0].vals[0]);
+	}
+	for (size_t i = 0; i < prop->ncomps; i++) {
+		if (i && (r = buf_addch(b, ';')))
+			return r;
+		for (size_t j = 0; j < prop->comps[i].nvals; j++) {
+			if (j && (r = buf_addch(b, ',')))
+				return r;
+			if ((r = put_text(b, prop->comps[i].vals[j])))
+				return r;
+		}
+	}
+	return 0;
+}
+
+/* ---- folding ------------------------------------------------------------- */
+
+/* Whether s[0..n) ends in an odd run of backslashes: the last one then
+ * starts an escape. */
+static int odd_backslashes(const char *s, size_t n)
+{
+	size_t k = 0;
+
+	while (k < n && s[n - 1 - k] == '\\')
+		k++;
+	return k % 2;
+}
+
+/* Append line to out, folded so that no physical line exceeds 75 octets,
+ * never inside a UTF-8 character or between a backslash and what it
+ * escapes. */
+static int put_folded(struct buf *out, const char *s, size_t n)
+{
+	size_t i = 0, room = 75;
+	int r;
+
+	while (n - i > room) {
+		size_t k = i + room;
+
+		while (k > i + 1 && ((unsigned char)s[k] & 0xc0) == 0x80)
+			k--;
+		if (k > i + 2 && odd_backslashes(s + i, k - i))
+			k--;
+		if ((r = buf_add(out, s + i, k - i)) || (r = buf_add(out, "\r\n ", 3)))
+			return r;
+		i = k;
+		room = 74;
+	}
+	if ((r = buf_add(out, s + i, n - i)))
+		return r;
+	return buf_add(out, "\r\n", 2);
+}
+
+int vcard_write(const struct vcard *card, enum vcard_version version, struct buf *out)
+{
+	struct slot *order = NULL;
+	struct buf line;
+	int r;
+
+	if (version != VCARD_V30 && version != VCARD_V40)
+		return -EINVAL;
+	buf_init(&line, out->cap);
+	if (card->nprops && !(order = malloc(card->nprops * sizeof(*order))))
+		return -ENOMEM;
+	sort_props(card, order);
+	r = buf_addstr(out, version == VCARD_V40 ? "BEGIN:VCARD\r\nVERSION:4.0\r\n"
+						 : "BEGIN:VCARD\r\nVERSION:3.0\r\n");
+	for (size_t i = 0; i < card->nprops && !r; i++) {
+		buf_reset(&line);
+		r = put_line(&line, &card->props[order[i].index], version);
+		if (!r)
+			r = put_folded(out, line.data, line.len);
+	}
+	if (!r)
+		r = buf_addstr(out, "END:VCARD\r\n");
+	buf_release(&line);
+	free(order);
+	return r;
+}
