@@ -597,16 +597,46 @@ static int set_raw(struct vcard *card, struct vcard_prop *prop, const char *s, s
 	return 0;
 }
 
+/* How a text property's value is structured. */
+enum shape {
+	SHAPE_SINGLE, /* one text: ';' and ',' are part of it (FN, NOTE, ...) */
+	SHAPE_COMPS,  /* components, no lists (ORG) */
+	SHAPE_LIST,   /* one list (CATEGORIES, NICKNAME) */
+	SHAPE_FULL,   /* components of lists (N, ADR, and unknown properties) */
+};
+
+static enum shape text_shape(const char *name, int v21)
+{
+	static const char *const single[] = {
+		"FN",    "NOTE",  "TITLE", "ROLE",  "UID",   "LABEL",       "PRODID", "SORT-STRING",
+		"MAILER", "CLASS", "EMAIL", "TEL",  "TZ",    "BDAY",        "ANNIVERSARY", "REV",
+		"KIND",  "LANG",  "XML",   "NAME",  "PROFILE", "AGENT",     "SOURCE", NULL,
+	};
+
+	for (size_t i = 0; single[i]; i++)
+		if (!strcmp(name, single[i]))
+			return SHAPE_SINGLE;
+	if (!strcmp(name, "CATEGORIES") || !strcmp(name, "NICKNAME"))
+		return SHAPE_LIST;
+	if (!strcmp(name, "ORG") || !strcmp(name, "GENDER") || !strcmp(name, "CLIENTPIDMAP"))
+		return SHAPE_COMPS;
+	/* 2.1 has no lists: a comma in N or ADR is part of the text. */
+	return v21 ? SHAPE_COMPS : SHAPE_FULL;
+}
+
 /*
- * Split escaped text into components (';') and list values (','), undoing
- * escapes. 3.0/4.0: \\ \, \; \n \N (and \: leniently); other backslashes
- * stay. 2.1: only \\ \; \, \: are escapes, newlines come from
- * quoted-printable, and only CATEGORIES and NICKNAME are comma lists.
+ * Split escaped text into components (';') and list values (',') as the
+ * property's shape says, undoing escapes. 3.0/4.0: \\ \, \; \n \N (and \:
+ * leniently); other backslashes stay. 2.1: only \\ \; \, \: are escapes, and
+ * newlines come from quoted-printable. CR LF and CR become LF. A separator the shape does not have is
+ * kept as text, so an unescaped ';' in a NOTE stays in the note.
  */
 static int set_text(struct vcard *card, struct vcard_prop *prop, const char *s, size_t n)
 {
 	int v21 = card->version == VCARD_V21;
-	int lists = !v21 || !strcmp(prop->name, "CATEGORIES") || !strcmp(prop->name, "NICKNAME");
+	enum shape shape = text_shape(prop->name, v21);
+	int lists = shape == SHAPE_LIST || shape == SHAPE_FULL;
+	int comps_on = shape == SHAPE_COMPS || shape == SHAPE_FULL;
 	size_t ncomps = 1, nvals = 1, ci = 0, vi = 0;
 	struct vcard_comp *comps;
 	const char **vals;
@@ -615,7 +645,7 @@ static int set_text(struct vcard *card, struct vcard_prop *prop, const char *s, 
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '\\')
 			i++;
-		else if (s[i] == ';')
+		else if (s[i] == ';' && comps_on)
 			ncomps++, nvals++;
 		else if (s[i] == ',' && lists)
 			nvals++;
@@ -642,7 +672,11 @@ static int set_text(struct vcard *card, struct vcard_prop *prop, const char *s, 
 			} else {
 				*o++ = c;
 			}
-		} else if (c == ';' || (c == ',' && lists)) {
+		} else if (c == '\r') {
+			/* 2.1's "=0D=0A": one newline, as 3.0's "\n" is. */
+			if (i + 1 >= n || s[i + 1] != '\n')
+				*o++ = '\n';
+		} else if ((c == ';' && comps_on) || (c == ',' && lists)) {
 			*o++ = '\0';
 			comps[ci].nvals++;
 			vi++;

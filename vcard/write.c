@@ -123,6 +123,14 @@ static int is_pref(const char *v)
 	return vcard_strcaseeq(v, "PREF");
 }
 
+static int has_type_value(const struct vcard_param *pm, const char *v)
+{
+	for (size_t j = 0; j < pm->nvals; j++)
+		if (vcard_strcaseeq(pm->vals[j], v))
+			return 1;
+	return 0;
+}
+
 /* The parameters, with 3.0's TYPE=pref and 4.0's PREF=n translated for the
  * version written. */
 static int put_params(struct buf *b, const struct vcard_prop *prop, enum vcard_version version)
@@ -150,7 +158,7 @@ static int put_params(struct buf *b, const struct vcard_prop *prop, enum vcard_v
 		}
 		if (is_type) {
 			saw_type = 1;
-			if (pref3 && !vcard_has_type(prop, "PREF") &&
+			if (pref3 && !has_type_value(pm, "PREF") &&
 			    (r = buf_addstr(b, first ? ";TYPE=pref" : ",pref")))
 				return r;
 		}

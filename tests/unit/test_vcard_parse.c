@@ -1,0 +1,519 @@
+/* The vCard reader, rule by rule. */
+#include "check.h"
+
+#include "util.h"
+#include "vcard.h"
+
+#include <errno.h>
+
+/* Parse text (exactly one card expected) or fail the test. */
+#define PARSE1(card, text)                                                                 \
+	do {                                                                               \
+		struct vcard_error e_ = {0};                                               \
+		int r_ = vcard_parse_one((text), sizeof(text) - 1, &(card), &e_);          \
+		if (r_) {                                                                  \
+			fprintf(stderr, "%s:%d: parse failed: %s\n", __FILE__, __LINE__, e_.msg); \
+			CHECK_FAILED = 1;                                                  \
+			return;                                                            \
+		}                                                                          \
+	} while (0)
+
+/* The text of the first property called name. */
+static const char *text_of(struct vcard *card, const char *name)
+{
+	struct vcard_prop *p = vcard_find(card, name);
+
+	return p ? vcard_text(card, p) : NULL;
+}
+
+static int parse_fails(const char *text, struct vcard_error *err)
+{
+	struct vcard **cards;
+	size_t n;
+	int r = vcard_parse(text, strlen(text), &cards, &n, err);
+
+	if (r == 0)
+		vcard_free_all(cards, n);
+	return r;
+}
+
+TEST(reads_crlf_lf_cr_and_crcrlf_line_ends)
+{
+	static const char *const inputs[] = {
+		"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:A B\r\nEND:VCARD\r\n",
+		"BEGIN:VCARD\nVERSION:3.0\nFN:A B\nEND:VCARD\n",
+		"BEGIN:VCARD\rVERSION:3.0\rFN:A B\rEND:VCARD\r",
+		"BEGIN:VCARD\r\r\nVERSION:3.0\r\r\nFN:A B\r\r\nEND:VCARD\r\r\n",
+		"BEGIN:VCARD\nVERSION:3.0\r\nFN:A B\rEND:VCARD",
+	};
+
+	for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+		struct vcard *card;
+		struct vcard_error err;
+
+		CHECK_INT(vcard_parse_one(inputs[i], strlen(inputs[i]), &card, &err), 0);
+		CHECK_INT(card->nprops, 1);
+		CHECK_STR(text_of(card, "FN"), "A B");
+		vcard_free(card);
+	}
+}
+
+TEST(counts_lines_the_same_for_every_line_end)
+{
+	struct vcard_error err;
+
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\r\nVERSION:3.0\r\r\nbroken\r\r\nEND:VCARD\r\r\n", &err),
+		  -EINVAL);
+	CHECK_INT(err.line, 3);
+	CHECK_INT(parse_fails("BEGIN:VCARD\rVERSION:3.0\rbroken\rEND:VCARD\r", &err), -EINVAL);
+	CHECK_INT(err.line, 3);
+}
+
+TEST(unfolds_30_lines_removing_one_whitespace)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nNOTE:This is a lo\r\n ng note\r\n\t with a tab "
+		     "fold\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "NOTE"), "This is a long note with a tab fold");
+	vcard_free(card);
+}
+
+TEST(unfolds_inside_a_utf8_character)
+{
+	struct vcard *card;
+
+	/* "é" is C3 A9; the fold falls between its two bytes. */
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ren\xc3\r\n \xa9 Dupont\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "FN"), "Ren\xc3\xa9 Dupont");
+	CHECK(card->warning == NULL);
+	vcard_free(card);
+}
+
+TEST(keeps_the_whitespace_of_21_folds)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nEMAIL;INTERNET:\"Omega\"\r\n  "
+		     "<omega@example.com>\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "EMAIL"), "\"Omega\"  <omega@example.com>");
+	vcard_free(card);
+}
+
+TEST(decodes_quoted_printable_with_soft_breaks)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nNOTE;ENCODING=QUOTED-PRINTABLE:First=0D=0ASec=\r\n"
+		     "ond=3D line=\r\n\r\nFN:X\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "NOTE"), "First\nSecond= line");
+	CHECK_STR(text_of(card, "FN"), "X");
+	/* ENCODING was understood and is not kept as a parameter. */
+	CHECK(vcard_param(vcard_find(card, "NOTE"), "ENCODING") == NULL);
+	vcard_free(card);
+}
+
+TEST(decodes_bare_21_quoted_printable_and_utf8_charset)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nN;CHARSET=UTF-8;QUOTED-PRINTABLE:=E5=B1=B1=E7=94=B0;"
+		     "=E5=A4=AA=E9=83=8E\r\nEND:VCARD\r\n");
+	{
+		struct vcard_prop *n = vcard_find(card, "N");
+
+		CHECK(n != NULL);
+		CHECK_STR(vcard_comp(card, n, 0, ","), "\xe5\xb1\xb1\xe7\x94\xb0");
+		CHECK_STR(vcard_comp(card, n, 1, ","), "\xe5\xa4\xaa\xe9\x83\x8e");
+		CHECK(vcard_param(n, "TYPE") == NULL);
+	}
+	vcard_free(card);
+}
+
+TEST(converts_iso8859_windows125x_and_shift_jis_charsets)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\n"
+		     "FN;CHARSET=ISO-8859-1:Andr\xe9\r\n"
+		     "NOTE;CHARSET=WINDOWS-1252;ENCODING=QUOTED-PRINTABLE:=80 5\r\n"
+		     "TITLE;CHARSET=ISO-8859-2:Krak\xf3w ma\xb3opolskie\r\n"
+		     "ORG;CHARSET=Windows-1251:\xcc\xee\xf1\xea\xe2\xe0\r\n"
+		     "X-SJIS;CHARSET=SHIFT_JIS:\x83\x5c\x83\x74\x83\x67\r\n"
+		     "END:VCARD\r\n");
+	CHECK_STR(text_of(card, "FN"), "Andr\xc3\xa9");
+	CHECK_STR(text_of(card, "NOTE"), "\xe2\x82\xac 5");
+	CHECK_STR(text_of(card, "TITLE"), "Krak\xc3\xb3w ma\xc5\x82opolskie");
+	CHECK_STR(text_of(card, "ORG"), "\xd0\x9c\xd0\xbe\xd1\x81\xd0\xba\xd0\xb2\xd0\xb0");
+	/* 0x5C inside a Shift_JIS character is not a backslash escape. */
+	CHECK_STR(text_of(card, "X-SJIS"), "\xe3\x82\xbd\xe3\x83\x95\xe3\x83\x88");
+	CHECK(card->warning == NULL);
+	vcard_free(card);
+}
+
+TEST(reads_stray_non_utf8_bytes_as_windows1252_with_a_warning)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Caf\xe9 \xc3\xa9\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "FN"), "Caf\xc3\xa9 \xc3\xa9");
+	CHECK(card->warning != NULL);
+	CHECK(strstr(card->warning, "line 3") != NULL);
+	vcard_free(card);
+}
+
+TEST(decodes_base64_in_the_21_spelling_with_unindented_lines)
+{
+	struct vcard *card;
+	struct vcard_prop *p;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nPHOTO;ENCODING=BASE64;TYPE=JPEG:\r\n"
+		     "SGVsbG8s\r\nIHdvcmxk\r\n\r\nFN:X\r\nEND:VCARD\r\n");
+	p = vcard_find(card, "PHOTO");
+	CHECK(p && p->kind == VCARD_BINARY);
+	CHECK_INT(p->len, 12);
+	CHECK(memcmp(p->data, "Hello, world", 12) == 0);
+	CHECK_STR(p->mediatype, "image/jpeg");
+	CHECK(vcard_param(p, "TYPE") == NULL);
+	CHECK_STR(text_of(card, "FN"), "X");
+	vcard_free(card);
+}
+
+TEST(decodes_base64_in_the_30_spelling)
+{
+	struct vcard *card;
+	struct vcard_prop *p;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nLOGO;ENCODING=b;TYPE=PNG:SGVs\r\n bG8=\r\n"
+		     "END:VCARD\r\n");
+	p = vcard_find(card, "LOGO");
+	CHECK(p && p->kind == VCARD_BINARY);
+	CHECK_INT(p->len, 5);
+	CHECK(memcmp(p->data, "Hello", 5) == 0);
+	CHECK_STR(p->mediatype, "image/png");
+	vcard_free(card);
+}
+
+TEST(decodes_base64_in_40_data_uris)
+{
+	struct vcard *card;
+	struct vcard_prop *p;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:4.0\r\nPHOTO:data:image/gif;base64,SGk=\r\n"
+		     "LOGO:http://example.com/logo.png\r\nEND:VCARD\r\n");
+	p = vcard_find(card, "PHOTO");
+	CHECK(p && p->kind == VCARD_BINARY);
+	CHECK_INT(p->len, 2);
+	CHECK(memcmp(p->data, "Hi", 2) == 0);
+	CHECK_STR(p->mediatype, "image/gif");
+	p = vcard_find(card, "LOGO");
+	CHECK(p && p->kind == VCARD_RAW);
+	CHECK_STR(vcard_text(card, p), "http://example.com/logo.png");
+	vcard_free(card);
+}
+
+TEST(refuses_invalid_base64_naming_the_line)
+{
+	struct vcard_error err;
+
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\nVERSION:2.1\r\nN:x\r\nPHOTO;ENCODING=BASE64:ab:cd==\r\n"
+			      "END:VCARD\r\n",
+			      &err),
+		  -EINVAL);
+	CHECK_INT(err.line, 4);
+	CHECK(strstr(err.msg, "line 4") && strstr(err.msg, "base64"));
+}
+
+TEST(keeps_groups_with_their_properties)
+{
+	struct vcard *card;
+	struct vcard_prop *p;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nitem1.TEL;type=pref:+1 555\r\n"
+		     "item1.X-ABLabel:_$!<Mobile>!$_\r\nEND:VCARD\r\n");
+	CHECK_INT(card->nprops, 2);
+	p = &card->props[0];
+	CHECK_STR(p->group, "item1");
+	CHECK_STR(p->name, "TEL");
+	CHECK_STR(card->props[1].group, "item1");
+	CHECK_STR(card->props[1].name, "X-ABLABEL");
+	CHECK_STR(vcard_text(card, &card->props[1]), "_$!<Mobile>!$_");
+	CHECK(vcard_has_type(p, "PREF"));
+	vcard_free(card);
+}
+
+TEST(decodes_rfc6868_caret_escapes_in_parameters)
+{
+	struct vcard *card;
+	const struct vcard_param *pm;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:4.0\r\nGEO;X-ADDRESS=\"Pittsburgh Pirates^n115 Federal "
+		     "St^nPittsburgh, PA 15212\";X-Q=^'hi^' ^^:geo:40.446816,-80.00566\r\nEND:VCARD\r\n");
+	pm = vcard_param(vcard_find(card, "GEO"), "X-ADDRESS");
+	CHECK(pm && pm->nvals == 1);
+	CHECK_STR(pm->vals[0], "Pittsburgh Pirates\n115 Federal St\nPittsburgh, PA 15212");
+	pm = vcard_param(vcard_find(card, "GEO"), "X-Q");
+	CHECK(pm && pm->nvals == 1);
+	CHECK_STR(pm->vals[0], "\"hi\" ^");
+	vcard_free(card);
+}
+
+TEST(splits_structured_values_before_unescaping)
+{
+	struct vcard *card;
+	struct vcard_prop *p;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nADR:;;1 Main St\\; Apt 2\\, rear;Town;;;Land\r\n"
+		     "N:Doe;Jane;Ann,Marie;;\r\nEND:VCARD\r\n");
+	p = vcard_find(card, "ADR");
+	CHECK_INT(p->ncomps, 7);
+	CHECK_STR(vcard_comp(card, p, 2, ","), "1 Main St; Apt 2, rear");
+	CHECK_INT(p->comps[2].nvals, 1);
+	CHECK_STR(vcard_comp(card, p, 3, ","), "Town");
+	p = vcard_find(card, "N");
+	CHECK_INT(p->ncomps, 5);
+	CHECK_INT(p->comps[2].nvals, 2);
+	CHECK_STR(p->comps[2].vals[1], "Marie");
+	vcard_free(card);
+}
+
+TEST(undoes_text_escapes)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nNOTE:a\\nb\\Nc\\\\d\\,e\\;f\\qg\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "NOTE"), "a\nb\nc\\d,e;f\\qg");
+	vcard_free(card);
+}
+
+TEST(keeps_backslash_n_literal_in_21)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nNOTE:C:\\new\\;x, y\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "NOTE"), "C:\\new;x, y");
+	CHECK_INT(vcard_find(card, "NOTE")->comps[0].nvals, 1);
+	vcard_free(card);
+}
+
+TEST(continues_a_21_value_after_a_trailing_backslash)
+{
+	struct vcard *card;
+	struct vcard_prop *p;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nADR;HOME:;;Hermann v. Brevern\\\r\n9999999\\\r\n"
+		     "Packstation 999;Hamburg;;99999;Deutschland\r\nEND:VCARD\r\n");
+	p = vcard_find(card, "ADR");
+	CHECK_INT(p->ncomps, 7);
+	CHECK_STR(vcard_comp(card, p, 2, ","), "Hermann v. Brevern\n9999999\nPackstation 999");
+	vcard_free(card);
+}
+
+TEST(turns_bare_21_parameters_into_type)
+{
+	struct vcard *card;
+	struct vcard_prop *p;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nTEL;WORK;VOICE:+1 111\r\nEND:VCARD\r\n");
+	p = vcard_find(card, "TEL");
+	CHECK(vcard_has_type(p, "WORK") && vcard_has_type(p, "voice"));
+	CHECK_INT(p->nparams, 1);
+	vcard_free(card);
+}
+
+TEST(merges_repeated_parameters)
+{
+	struct vcard *card;
+	const struct vcard_param *t;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nADR;type=WORK;type=pref:;;a;b;c;d;e\r\nEND:VCARD\r\n");
+	t = vcard_param(vcard_find(card, "ADR"), "TYPE");
+	CHECK(t && t->nvals == 2);
+	CHECK_STR(t->vals[0], "WORK");
+	CHECK_STR(t->vals[1], "pref");
+	vcard_free(card);
+}
+
+TEST(reads_several_cards_from_one_input)
+{
+	static const char in[] = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:One\r\nEND:VCARD\r\n\r\n"
+				 "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Two\r\nEND:VCARD\r\n"
+				 "BEGIN:VCARD\r\nVERSION:2.1\r\nFN:Three\r\nEND:VCARD\r\n";
+	struct vcard **cards;
+	struct vcard_error err;
+	size_t n;
+
+	CHECK_INT(vcard_parse(in, sizeof(in) - 1, &cards, &n, &err), 0);
+	CHECK_INT(n, 3);
+	CHECK_STR(text_of(cards[0], "FN"), "One");
+	CHECK_INT(cards[1]->version, VCARD_V40);
+	CHECK_STR(text_of(cards[2], "FN"), "Three");
+	CHECK_INT(cards[2]->line, 10);
+	vcard_free_all(cards, n);
+}
+
+TEST(parse_one_refuses_a_second_card)
+{
+	static const char in[] = "BEGIN:VCARD\r\nFN:One\r\nEND:VCARD\r\nBEGIN:VCARD\r\nFN:Two\r\n"
+				 "END:VCARD\r\n";
+	struct vcard *card;
+	struct vcard_error err;
+
+	CHECK_INT(vcard_parse_one(in, sizeof(in) - 1, &card, &err), -EINVAL);
+	CHECK(card == NULL);
+	CHECK_INT(err.line, 4);
+}
+
+TEST(skips_a_utf8_bom)
+{
+	struct vcard *card;
+
+	PARSE1(card, "\xef\xbb\xbf" "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Bom\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "FN"), "Bom");
+	vcard_free(card);
+}
+
+TEST(reads_names_and_markers_in_any_case)
+{
+	struct vcard *card;
+
+	PARSE1(card, "begin:vCard\r\nversion:3.0\r\nfn:Low\r\nX-Custom-Thing;x-Param=Keep:v\r\n"
+		     "End:VCARD \r\n");
+	CHECK_STR(text_of(card, "FN"), "Low");
+	CHECK_STR(card->props[0].name, "FN");
+	CHECK_STR(card->props[1].name, "X-CUSTOM-THING");
+	CHECK_STR(vcard_param(&card->props[1], "X-PARAM")->vals[0], "Keep");
+	vcard_free(card);
+}
+
+TEST(keeps_unknown_properties_parameters_and_groups)
+{
+	struct vcard *card;
+	struct vcard_prop *p;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:X\r\ng1.X-FOO;X-A=1,2;X-B=\"q;r\":a;b,c\r\n"
+		     "X-MESSAGING/GADU-ALL:123\r\nEND:VCARD\r\n");
+	p = vcard_find(card, "X-FOO");
+	CHECK(p != NULL);
+	CHECK_STR(p->group, "g1");
+	CHECK_INT(vcard_param(p, "X-A")->nvals, 2);
+	CHECK_STR(vcard_param(p, "X-B")->vals[0], "q;r");
+	CHECK_INT(p->ncomps, 2);
+	CHECK_INT(p->comps[1].nvals, 2);
+	CHECK_STR(text_of(card, "X-MESSAGING/GADU-ALL"), "123");
+	vcard_free(card);
+}
+
+TEST(keeps_uri_values_verbatim)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nURL:http\\://example.com/a,b;c\r\n"
+		     "TEL;VALUE=uri:tel:+1-555-0100;ext=2\r\nEND:VCARD\r\n");
+	CHECK_INT(vcard_find(card, "URL")->kind, VCARD_RAW);
+	CHECK_STR(text_of(card, "URL"), "http://example.com/a,b;c");
+	CHECK_INT(vcard_find(card, "TEL")->kind, VCARD_RAW);
+	CHECK_STR(text_of(card, "TEL"), "tel:+1-555-0100;ext=2");
+	vcard_free(card);
+}
+
+TEST(repairs_a_missing_end_at_end_of_input_with_a_warning)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Cut short\r\n");
+	CHECK_STR(text_of(card, "FN"), "Cut short");
+	CHECK(card->warning && strstr(card->warning, "missing END:VCARD"));
+	vcard_free(card);
+}
+
+TEST(reads_a_card_without_version_as_30_with_a_warning)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nFN:Old\\, style\r\nEND:VCARD\r\n");
+	CHECK_INT(card->version, VCARD_V30);
+	CHECK_STR(text_of(card, "FN"), "Old, style");
+	CHECK(card->warning && strstr(card->warning, "VERSION"));
+	vcard_free(card);
+}
+
+TEST(refuses_a_line_without_colon_naming_the_line)
+{
+	struct vcard_error err;
+
+	CHECK_INT(parse_fails("BEGIN:VCARD\nVERSION:3.0\nFN:x\nN\nEND:VCARD\n", &err), -EINVAL);
+	CHECK_INT(err.line, 4);
+	CHECK(strstr(err.msg, "line 4:") == err.msg);
+	CHECK(strstr(err.msg, "no ':'"));
+}
+
+TEST(refuses_text_outside_a_card)
+{
+	struct vcard_error err;
+
+	CHECK_INT(parse_fails("\r\nVERSION:3.0\r\nFN:x\r\nEND:VCARD\r\n", &err), -EINVAL);
+	CHECK_INT(err.line, 2);
+	CHECK(strstr(err.msg, "expected BEGIN:VCARD"));
+	CHECK_INT(parse_fails("BEGIN:VCARDinvalid\r\nFN:x\r\nEND:VCARD\r\n", &err), -EINVAL);
+	CHECK_INT(err.line, 1);
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\nFN:x\r\nEND:VCARD\r\ntrailing junk\r\n", &err), -EINVAL);
+	CHECK_INT(err.line, 4);
+}
+
+TEST(refuses_begin_inside_a_card)
+{
+	struct vcard_error err;
+
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\nFN:x\r\nBEGIN:VCARD\r\nFN:y\r\nEND:VCARD\r\n", &err),
+		  -EINVAL);
+	CHECK_INT(err.line, 3);
+	CHECK(strstr(err.msg, "begun at line 1"));
+}
+
+TEST(refuses_empty_input_and_unknown_versions)
+{
+	struct vcard_error err;
+
+	CHECK_INT(parse_fails("", &err), -EINVAL);
+	CHECK(strstr(err.msg, "no vCard"));
+	CHECK_INT(parse_fails("\r\n\r\n", &err), -EINVAL);
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\nVERSION:5.0\r\nEND:VCARD\r\n", &err), -EINVAL);
+	CHECK_INT(err.line, 2);
+}
+
+TEST(refuses_invalid_names)
+{
+	struct vcard_error err;
+
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\nFN X:y\r\nEND:VCARD\r\n", &err), -EINVAL);
+	CHECK_INT(err.line, 2);
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\n.FN:y\r\nEND:VCARD\r\n", &err), -EINVAL);
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\nFN;X A=1:y\r\nEND:VCARD\r\n", &err), -EINVAL);
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\n:y\r\nEND:VCARD\r\n", &err), -EINVAL);
+}
+
+TEST(does_not_hang_or_overread_on_truncated_input)
+{
+	static const char *const cuts[] = {
+		"BEGIN:VCARD\r\nNOTE;ENCODING=QUOTED-PRINTABLE:abc=",
+		"BEGIN:VCARD\r\nNOTE;ENCODING=QUOTED-PRINTABLE:abc=4",
+		"BEGIN:VCARD\r\nPHOTO;ENCODING=BASE64:\r\n",
+		"BEGIN:VCARD\r\nN;X=\"unterminated:v\r\n",
+		"BEGIN:VCARD\r\nNOTE:trailing backslash\\",
+		"BEGIN:VCARD\r\n ",
+	};
+
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		struct vcard **cards;
+		struct vcard_error err;
+		size_t n;
+		int r = vcard_parse(cuts[i], strlen(cuts[i]), &cards, &n, &err);
+
+		CHECK(r == 0 || r == -EINVAL);
+		if (r == 0)
+			vcard_free_all(cards, n);
+		else
+			CHECK(err.msg[0] != '\0');
+	}
+}
