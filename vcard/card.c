@@ -74,34 +74,35 @@ int vcard_utf8_valid(const char *s, size_t n)
 
 int vcard_base64_encode(struct buf *out, const void *bytes, size_t len)
 {
-	const unsigned char *data = bytes;
 	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	char quad[4];
-	size_t i;
+	const unsigned char *data = bytes;
+	char chunk[1024];
+	size_t i, k = 0;
 	int r;
 
 	for (i = 0; i + 2 < len; i += 3) {
-		quad[0] = tab[data[i] >> 2];
-		quad[1] = tab[((data[i] & 3) << 4) | (data[i + 1] >> 4)];
-		quad[2] = tab[((data[i + 1] & 15) << 2) | (data[i + 2] >> 6)];
-		quad[3] = tab[data[i + 2] & 63];
-		if ((r = buf_add(out, quad, 4)))
-			return r;
+		chunk[k++] = tab[data[i] >> 2];
+		chunk[k++] = tab[((data[i] & 3) << 4) | (data[i + 1] >> 4)];
+		chunk[k++] = tab[((data[i + 1] & 15) << 2) | (data[i + 2] >> 6)];
+		chunk[k++] = tab[data[i + 2] & 63];
+		if (k == sizeof(chunk)) {
+			if ((r = buf_add(out, chunk, k)))
+				return r;
+			k = 0;
+		}
 	}
 	if (i < len) {
-		quad[0] = tab[data[i] >> 2];
+		chunk[k++] = tab[data[i] >> 2];
 		if (i + 1 < len) {
-			quad[1] = tab[((data[i] & 3) << 4) | (data[i + 1] >> 4)];
-			quad[2] = tab[(data[i + 1] & 15) << 2];
+			chunk[k++] = tab[((data[i] & 3) << 4) | (data[i + 1] >> 4)];
+			chunk[k++] = tab[(data[i + 1] & 15) << 2];
 		} else {
-			quad[1] = tab[(data[i] & 3) << 4];
-			quad[2] = '=';
+			chunk[k++] = tab[(data[i] & 3) << 4];
+			chunk[k++] = '=';
 		}
-		quad[3] = '=';
-		if ((r = buf_add(out, quad, 4)))
-			return r;
+		chunk[k++] = '=';
 	}
-	return 0;
+	return buf_add(out, chunk, k);
 }
 
 static int b64val(char c)
@@ -121,7 +122,9 @@ static int b64val(char c)
 
 int vcard_base64_decode(struct buf *out, const char *s, size_t n, size_t *bad)
 {
+	unsigned char chunk[1024];
 	unsigned acc = 0;
+	size_t k = 0;
 	int bits = 0, r;
 
 	for (size_t i = 0; i < n; i++) {
@@ -140,11 +143,15 @@ int vcard_base64_decode(struct buf *out, const char *s, size_t n, size_t *bad)
 		bits += 6;
 		if (bits >= 8) {
 			bits -= 8;
-			if ((r = buf_addch(out, (char)((acc >> bits) & 0xff))))
-				return r;
+			chunk[k++] = (unsigned char)((acc >> bits) & 0xff);
+			if (k == sizeof(chunk)) {
+				if ((r = buf_add(out, chunk, k)))
+					return r;
+				k = 0;
+			}
 		}
 	}
-	return 0;
+	return buf_add(out, chunk, k);
 }
 
 struct vcard *vcard_new(void)

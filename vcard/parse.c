@@ -551,26 +551,23 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 	return 0;
 }
 
-/* Properties whose value is a URI or otherwise not escaped text. */
+/* Whether the value is a URI or otherwise never escaped. */
 static int is_raw_prop(const struct vcard_prop *prop)
 {
-	static const char *const raw[] = {"URL",    "SOURCE", "IMPP",   "FBURL", "CALURI",
-					  "CALADRURI", "MEMBER", "GEO",  "PHOTO", "LOGO",
-					  "SOUND",  "KEY",    NULL};
 	const struct vcard_param *v = vcard_param(prop, "VALUE");
+	const struct vcard_known *k;
 
 	if (v && v->nvals && (vcard_strcaseeq(v->vals[0], "uri") || vcard_strcaseeq(v->vals[0], "url")))
 		return 1;
-	for (size_t i = 0; raw[i]; i++)
-		if (!strcmp(prop->name, raw[i]))
-			return 1;
-	return 0;
+	k = vcard_known(prop->name);
+	return k && k->raw;
 }
 
 static int is_binary_prop(const char *name)
 {
-	return !strcmp(name, "PHOTO") || !strcmp(name, "LOGO") || !strcmp(name, "SOUND") ||
-	       !strcmp(name, "KEY");
+	const struct vcard_known *k = vcard_known(name);
+
+	return k && k->binary;
 }
 
 /* Undo escapes in a raw value: only \\ \, \; \: (Apple writes "http\://"). */
@@ -597,33 +594,6 @@ static int set_raw(struct vcard *card, struct vcard_prop *prop, const char *s, s
 	return 0;
 }
 
-/* How a text property's value is structured. */
-enum shape {
-	SHAPE_SINGLE, /* one text: ';' and ',' are part of it (FN, NOTE, ...) */
-	SHAPE_COMPS,  /* components, no lists (ORG) */
-	SHAPE_LIST,   /* one list (CATEGORIES, NICKNAME) */
-	SHAPE_FULL,   /* components of lists (N, ADR, and unknown properties) */
-};
-
-static enum shape text_shape(const char *name, int v21)
-{
-	static const char *const single[] = {
-		"FN",    "NOTE",  "TITLE", "ROLE",  "UID",   "LABEL",       "PRODID", "SORT-STRING",
-		"MAILER", "CLASS", "EMAIL", "TEL",  "TZ",    "BDAY",        "ANNIVERSARY", "REV",
-		"KIND",  "LANG",  "XML",   "NAME",  "PROFILE", "AGENT",     "SOURCE", NULL,
-	};
-
-	for (size_t i = 0; single[i]; i++)
-		if (!strcmp(name, single[i]))
-			return SHAPE_SINGLE;
-	if (!strcmp(name, "CATEGORIES") || !strcmp(name, "NICKNAME"))
-		return SHAPE_LIST;
-	if (!strcmp(name, "ORG") || !strcmp(name, "GENDER") || !strcmp(name, "CLIENTPIDMAP"))
-		return SHAPE_COMPS;
-	/* 2.1 has no lists: a comma in N or ADR is part of the text. */
-	return v21 ? SHAPE_COMPS : SHAPE_FULL;
-}
-
 /*
  * Split escaped text into components (';') and list values (',') as the
  * property's shape says, undoing escapes. 3.0/4.0: \\ \, \; \n \N (and \:
@@ -634,9 +604,12 @@ static enum shape text_shape(const char *name, int v21)
 static int set_text(struct vcard *card, struct vcard_prop *prop, const char *s, size_t n)
 {
 	int v21 = card->version == VCARD_V21;
-	enum shape shape = text_shape(prop->name, v21);
-	int lists = shape == SHAPE_LIST || shape == SHAPE_FULL;
-	int comps_on = shape == SHAPE_COMPS || shape == SHAPE_FULL;
+	const struct vcard_known *k = vcard_known(prop->name);
+	/* Unknown properties keep whatever structure they were written with;
+	 * 2.1 has no lists, so a comma in its N or ADR is text. */
+	enum vcard_shape shape = k ? k->shape : VCARD_SHAPE_FULL;
+	int lists = shape == VCARD_SHAPE_LIST || (shape == VCARD_SHAPE_FULL && !v21);
+	int comps_on = shape == VCARD_SHAPE_COMPS || shape == VCARD_SHAPE_FULL;
 	size_t ncomps = 1, nvals = 1, ci = 0, vi = 0;
 	struct vcard_comp *comps;
 	const char **vals;
@@ -1028,7 +1001,7 @@ int vcard_parse(const char *data, size_t len, struct vcard ***cards, size_t *nca
 		struct vcard_error *err)
 {
 	struct parser ps = {.p = data, .end = data + len, .err = err};
-	struct vcard **list = NULL, *card;
+	struct vcard **list = NULL, *card = NULL;
 	size_t n = 0, size = 0;
 	char ex[48];
 	int r;

@@ -32,4 +32,30 @@ size_t vcard_utf8_char(const char *s, size_t n);
 int vcard_utf8_valid(const char *s, size_t n);
 
 
+/* How a text property's value is structured. */
+enum vcard_shape {
+	VCARD_SHAPE_SINGLE, /* one text: ';' and ',' are part of it (FN, NOTE) */
+	VCARD_SHAPE_COMPS,  /* components, no lists (ORG) */
+	VCARD_SHAPE_LIST,   /* one list (CATEGORIES, NICKNAME) */
+	VCARD_SHAPE_FULL,   /* components of lists (N, ADR, unknown properties) */
+};
+
+/* Where unknown properties go in the written order. */
+#define VCARD_RANK_UNKNOWN 50
+
+/* What the module knows about a property name. */
+struct vcard_known {
+	const char *name;   /* upper-case */
+	unsigned char shape; /* enum vcard_shape, for text values */
+	unsigned char raw;   /* the value is a URI or otherwise never escaped */
+	unsigned char binary; /* the value may be base64 bytes */
+	unsigned char rank;  /* place in the written order, lower first */
+};
+
+/* The entry for an upper-case property name, or NULL if it is unknown. */
+const struct vcard_known *vcard_known(const char *name);
+
+/* Entry i of the table, NULL past its end (for tests). */
+const struct vcard_known *vcard_known_at(size_t i);
+
 #endif

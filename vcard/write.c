@@ -11,35 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * The fixed property order: what a person looks for first comes first;
- * properties we do not know come after the known content, in the order they
- * had; bookkeeping and large binary values come last.
- */
-static const char *const prop_order[] = {
-	"FN", "N", "NICKNAME", "X-PHONETIC-FIRST-NAME", "X-PHONETIC-MIDDLE-NAME",
-	"X-PHONETIC-LAST-NAME", "KIND", "GENDER", "ORG", "X-PHONETIC-ORG", "TITLE", "ROLE",
-	"X-KADDRESSBOOK-X-OFFICE", "EMAIL", "TEL", "ADR", "LABEL", "URL", "IMPP",
-	"X-MS-IMADDRESS", "BDAY", "ANNIVERSARY", "X-MS-ANNIVERSARY", "X-MS-SPOUSE",
-	"X-MS-CHILD", "X-MS-MANAGER", "X-MS-ASSISTANT", "RELATED", "X-CONTACTFS-INITIALS",
-	"X-EVOLUTION-FILE-AS", "CATEGORIES", "NOTE", "GEO", "TZ", "LANG", "MEMBER", "KEY",
-	NULL, /* unknown properties rank here */
-	"UID", "X-CONTACTFS-CREATED", "REV", "PRODID", "PHOTO", "LOGO", "SOUND",
-};
-
-enum { NORDER = sizeof(prop_order) / sizeof(prop_order[0]) };
-
+/* The fixed order is the rank in vcard_known(): what a person looks for
+ * first comes first; unknown properties come after the known content in the
+ * order they had; bookkeeping and large binary values come last. */
 static unsigned prop_rank(const char *name)
 {
-	unsigned unknown = 0;
+	const struct vcard_known *k = vcard_known(name);
 
-	for (unsigned i = 0; i < NORDER; i++) {
-		if (!prop_order[i])
-			unknown = i;
-		else if (!strcmp(prop_order[i], name))
-			return i;
-	}
-	return unknown;
+	return k ? k->rank : VCARD_RANK_UNKNOWN;
 }
 
 struct slot {
@@ -174,8 +153,15 @@ static int put_text(struct buf *b, const char *s)
 {
 	int r = 0;
 
-	for (const char *p = s; *p && !r; p++) {
-		switch (*p) {
+	while (*s && !r) {
+		size_t run = strcspn(s, "\\,;\r\n");
+
+		if (run) {
+			r = buf_add(b, s, run);
+			s += run;
+			continue;
+		}
+		switch (*s) {
 		case '\\':
 			r = buf_add(b, "\\\\", 2);
 			break;
@@ -185,17 +171,12 @@ static int put_text(struct buf *b, const char *s)
 		case ';':
 			r = buf_add(b, "\\;", 2);
 			break;
-		case '\r':
+		default: /* CR, LF or CR LF: one newline */
 			r = buf_add(b, "\\n", 2);
-			if (p[1] == '\n')
-				p++;
-			break;
-		case '\n':
-			r = buf_add(b, "\\n", 2);
-			break;
-		default:
-			r = buf_addch(b, *p);
+			if (s[0] == '\r' && s[1] == '\n')
+				s++;
 		}
+		s++;
 	}
 	return r;
 }
@@ -205,11 +186,17 @@ static int put_raw(struct buf *b, const char *s)
 {
 	int r = 0;
 
-	for (const char *p = s; *p && !r; p++) {
-		if (*p == '\n')
+	while (*s && !r) {
+		size_t run = strcspn(s, "\r\n");
+
+		if (run) {
+			r = buf_add(b, s, run);
+			s += run;
+			continue;
+		}
+		if (*s == '\n')
 			r = buf_add(b, "\\n", 2);
-		else if (*p != '\r')
-			r = buf_addch(b, *p);
+		s++;
 	}
 	return r;
 }

@@ -3,6 +3,7 @@
 
 #include "util.h"
 #include "vcard.h"
+#include "vcard_int.h"
 
 #include <errno.h>
 
@@ -516,4 +517,18 @@ TEST(does_not_hang_or_overread_on_truncated_input)
 		else
 			CHECK(err.msg[0] != '\0');
 	}
+}
+
+TEST(known_properties_are_found_by_name)
+{
+	const struct vcard_known *k, *prev = NULL;
+
+	for (size_t i = 0; (k = vcard_known_at(i)); i++) {
+		CHECK(vcard_known(k->name) == k);
+		if (prev)
+			CHECK(strcmp(prev->name, k->name) < 0);
+		prev = k;
+	}
+	CHECK(prev != NULL);
+	CHECK(vcard_known("X-NOT-A-KNOWN-ONE") == NULL);
 }
