@@ -92,7 +92,8 @@ static int to_json(const struct convert_opts *o, const struct buf *in)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		if (cards[i]->warning)
-			fprintf(stderr, "contactfs: warning: %s: %s\n", input_name(o), cards[i]->warning);
+			fprintf(stderr, "contactfs: warning: %s: %s\n", input_name(o),
+				cards[i]->warning);
 		r = vcard_to_graph(cards[i], &body, &err);
 		if (r == -EINVAL) {
 			fprintf(stderr, "contactfs: %s: card at line %u: %s\n", input_name(o),
@@ -203,7 +204,8 @@ static int to_vcard(const struct convert_opts *o, const struct buf *in)
 		unsigned line = json_error_line(in, cJSON_GetErrorPtr());
 
 		if (line)
-			fprintf(stderr, "contactfs: %s: line %u: invalid JSON\n", input_name(o), line);
+			fprintf(stderr, "contactfs: %s: line %u: invalid JSON\n", input_name(o),
+				line);
 		else
 			fprintf(stderr, "contactfs: %s: invalid JSON\n", input_name(o));
 		goto out;
@@ -215,9 +217,11 @@ static int to_vcard(const struct convert_opts *o, const struct buf *in)
 		size_t i = 0;
 		const cJSON *c;
 
-		cJSON_ArrayForEach(c, json) {
+		cJSON_ArrayForEach(c, json)
+		{
 			if (!cJSON_IsObject(c)) {
-				fprintf(stderr, "contactfs: %s: element %zu is not a contact object\n",
+				fprintf(stderr,
+					"contactfs: %s: element %zu is not a contact object\n",
 					input_name(o), i + 1);
 				goto out;
 			}
@@ -241,8 +245,9 @@ out:
 
 static int usage_error(const char *what)
 {
-	fprintf(stderr, "contactfs convert: %s\n"
-			"usage: contactfs convert --to json|vcard [--vcard-version 3.0|4.0] [FILE]\n",
+	fprintf(stderr,
+		"contactfs convert: %s\n"
+		"usage: contactfs convert --to json|vcard [--vcard-version 3.0|4.0] [FILE]\n",
 		what);
 	return EXIT_USAGE;
 }

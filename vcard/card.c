@@ -74,7 +74,8 @@ int vcard_utf8_valid(const char *s, size_t n)
 
 int vcard_base64_encode(struct buf *out, const void *bytes, size_t len)
 {
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	static const char tab[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	const unsigned char *data = bytes;
 	char chunk[1024];
 	size_t i, k = 0;
@@ -242,7 +243,8 @@ void vcard_remove(struct vcard *card, size_t i)
 {
 	if (i >= card->nprops)
 		return;
-	memmove(&card->props[i], &card->props[i + 1], (card->nprops - i - 1) * sizeof(card->props[0]));
+	memmove(&card->props[i], &card->props[i + 1],
+		(card->nprops - i - 1) * sizeof(card->props[0]));
 	card->nprops--;
 }
 
@@ -269,7 +271,8 @@ int vcard_add_copy(struct vcard *card, const struct vcard_prop *src)
 	p->line = src->line;
 	for (size_t i = 0; i < src->nparams; i++)
 		for (size_t j = 0; j < src->params[i].nvals; j++)
-			if ((r = vcard_add_param(card, p, src->params[i].name, src->params[i].vals[j])))
+			if ((r = vcard_add_param(card, p, src->params[i].name,
+						 src->params[i].vals[j])))
 				return r;
 	if (src->kind == VCARD_BINARY)
 		return vcard_set_binary(card, p, src->data, src->len, src->mediatype);
@@ -376,7 +379,8 @@ int vcard_set_binary(struct vcard *card, struct vcard_prop *prop, const void *da
 	return 0;
 }
 
-int vcard_add_param(struct vcard *card, struct vcard_prop *prop, const char *name, const char *value)
+int vcard_add_param(struct vcard *card, struct vcard_prop *prop, const char *name,
+		    const char *value)
 {
 	struct vcard_param *param = NULL;
 	const char **vals;

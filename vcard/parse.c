@@ -21,13 +21,13 @@
 #include <string.h>
 
 struct parser {
-	const char *p, *end;  /* unread input */
-	unsigned lineno;      /* number of the next physical line */
+	const char *p, *end; /* unread input */
+	unsigned lineno;     /* number of the next physical line */
 	struct vcard_error *err;
-	struct buf line;      /* the current logical line */
-	struct buf tmp;       /* scratch for decoding */
+	struct buf line; /* the current logical line */
+	struct buf tmp;	 /* scratch for decoding */
 	struct buf tmp2;
-	unsigned line_first;  /* physical line where the logical line starts */
+	unsigned line_first; /* physical line where the logical line starts */
 };
 
 static int fail(struct parser *ps, unsigned line, const char *fmt, ...)
@@ -502,7 +502,8 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 			if (is_bare_encoding(s + start, end - start, enc))
 				continue;
 			if (end - start > 1000)
-				return fail(ps, ps->line_first, "%s: parameter too long", prop->name);
+				return fail(ps, ps->line_first, "%s: parameter too long",
+					    prop->name);
 			r = add_param_values(card, prop, "TYPE", s + start, end - start, 0);
 			if (r)
 				return r;
@@ -557,7 +558,8 @@ static int is_raw_prop(const struct vcard_prop *prop)
 	const struct vcard_param *v = vcard_param(prop, "VALUE");
 	const struct vcard_known *k;
 
-	if (v && v->nvals && (vcard_strcaseeq(v->vals[0], "uri") || vcard_strcaseeq(v->vals[0], "url")))
+	if (v && v->nvals &&
+	    (vcard_strcaseeq(v->vals[0], "uri") || vcard_strcaseeq(v->vals[0], "url")))
 		return 1;
 	k = vcard_known(prop->name);
 	return k && k->raw;
@@ -762,8 +764,10 @@ static int try_data_uri(struct parser *ps, struct vcard *card, struct vcard_prop
 
 		if (!mt_end)
 			mt_end = semi;
-		if (mt_end > s + 5 && !contains_ci(s + 5, (size_t)(mt_end - s - 5), "application/octet-stream")) {
-			prop->mediatype = arena_strndup(card->arena, s + 5, (size_t)(mt_end - s - 5));
+		if (mt_end > s + 5 &&
+		    !contains_ci(s + 5, (size_t)(mt_end - s - 5), "application/octet-stream")) {
+			prop->mediatype =
+				arena_strndup(card->arena, s + 5, (size_t)(mt_end - s - 5));
 			if (!prop->mediatype)
 				return -ENOMEM;
 		}
@@ -938,7 +942,8 @@ static int set_version(struct parser *ps, struct vcard *card)
 	else if ((n == 3 && !memcmp(v, "4.0", 3)) || (n == 1 && v[0] == '4'))
 		card->version = VCARD_V40;
 	else
-		return fail(ps, ps->line_first, "unsupported VERSION \"%.*s\" (2.1, 3.0 and 4.0 are)",
+		return fail(ps, ps->line_first,
+			    "unsupported VERSION \"%.*s\" (2.1, 3.0 and 4.0 are)",
 			    (int)(n > 20 ? 20 : n), v);
 	return 0;
 }
@@ -964,7 +969,8 @@ static int parse_card(struct parser *ps, struct vcard **out)
 		if (r < 0)
 			goto out;
 		if (r == 0) {
-			if ((r = warn(card, ps->lineno, "missing END:VCARD at end of input; card closed")))
+			if ((r = warn(card, ps->lineno,
+				      "missing END:VCARD at end of input; card closed")))
 				goto out;
 			break;
 		}
@@ -973,9 +979,10 @@ static int parse_card(struct parser *ps, struct vcard **out)
 		if (is_marker(&ps->line, "END"))
 			break;
 		if (is_marker(&ps->line, "BEGIN")) {
-			r = fail(ps, ps->line_first,
-				 "BEGIN:VCARD inside the card begun at line %u (missing END:VCARD?)",
-				 begin);
+			r = fail(
+				ps, ps->line_first,
+				"BEGIN:VCARD inside the card begun at line %u (missing END:VCARD?)",
+				begin);
 			goto out;
 		}
 		if (is_version_line(&ps->line) && !have_version) {

@@ -13,6 +13,7 @@
 
 /* Sorted by name (strcmp order): vcard_known() relies on it, and the unit
  * test known_properties_are_found_by_name checks it. */
+/* clang-format off */
 static const struct vcard_known known[] = {
 	/* name                      shape raw bin rank */
 	{"ADR",                      F, 0, 0, 16},
@@ -72,6 +73,7 @@ static const struct vcard_known known[] = {
 	{"X-PHONETIC-ORG",           S, 0, 0, 10},
 	{"XML",                      S, 0, 0, U},
 };
+/* clang-format on */
 
 static int known_cmp(const void *key, const void *entry)
 {

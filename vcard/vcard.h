@@ -45,8 +45,8 @@ enum vcard_kind {
 };
 
 struct vcard_param {
-	const char *name;   /* upper-case, e.g. "TYPE"; bare 2.1 params become TYPE */
-	const char **vals;  /* unquoted, RFC 6868 decoded */
+	const char *name;  /* upper-case, e.g. "TYPE"; bare 2.1 params become TYPE */
+	const char **vals; /* unquoted, RFC 6868 decoded */
 	size_t nvals;
 };
 
@@ -64,9 +64,9 @@ struct vcard_prop {
 	struct vcard_comp *comps; /* VCARD_TEXT, VCARD_RAW: ncomps >= 1 */
 	size_t ncomps;
 	const unsigned char *data; /* VCARD_BINARY: the bytes ... */
-	size_t len;                /* ... their length ... */
-	const char *mediatype;     /* ... and type, e.g. "image/jpeg", or NULL */
-	unsigned line;             /* first input line, 0 if built in memory */
+	size_t len;		   /* ... their length ... */
+	const char *mediatype;	   /* ... and type, e.g. "image/jpeg", or NULL */
+	unsigned line;		   /* first input line, 0 if built in memory */
 };
 
 struct vcard {
@@ -74,14 +74,14 @@ struct vcard {
 	struct vcard_prop *props;   /* BEGIN, VERSION and END are not included */
 	size_t nprops;
 	size_t props_size;
-	unsigned line;           /* line of BEGIN:VCARD */
-	const char *warning;     /* a repair the parser made, or NULL */
+	unsigned line;	     /* line of BEGIN:VCARD */
+	const char *warning; /* a repair the parser made, or NULL */
 	struct vcard_arena *arena;
 };
 
 struct vcard_error {
-	unsigned line;    /* 1-based input line the error is about; 0: none */
-	char msg[200];    /* "line 12: ..." , NUL-terminated */
+	unsigned line; /* 1-based input line the error is about; 0: none */
+	char msg[200]; /* "line 12: ..." , NUL-terminated */
 };
 
 /* ---- parsing ----------------------------------------------------------- */
@@ -155,7 +155,8 @@ const char *vcard_text(struct vcard *card, const struct vcard_prop *prop);
 
 /* Component i joined by sep (or "" when there is no component i). Arena
  * string as above. */
-const char *vcard_comp(struct vcard *card, const struct vcard_prop *prop, size_t i, const char *sep);
+const char *vcard_comp(struct vcard *card, const struct vcard_prop *prop, size_t i,
+		       const char *sep);
 
 /* Whether two properties have the same group, name, parameters (any order)
  * and value. */
@@ -172,7 +173,8 @@ struct buf;
  * Returns 0, -EINVAL for a version it cannot write, -ENOMEM or -E2BIG (the
  * buffer's cap). On failure out may hold part of the card.
  */
-int vcard_write(const struct vcard *card, enum vcard_version version, struct buf *out) VCARD_MUST_CHECK;
+int vcard_write(const struct vcard *card, enum vcard_version version,
+		struct buf *out) VCARD_MUST_CHECK;
 
 /* ---- base64 (used by the writer, the mapping and the command line) ------ */
 
@@ -197,7 +199,8 @@ int vcard_base64_decode(struct buf *out, const char *s, size_t n, size_t *bad) V
  * Returns 0, -EINVAL (err says what) or -ENOMEM.
  */
 int vcard_from_graph(const cJSON *contact, const void *photo, size_t photo_len,
-		     const char *photo_type, struct vcard **out, struct vcard_error *err) VCARD_MUST_CHECK;
+		     const char *photo_type, struct vcard **out,
+		     struct vcard_error *err) VCARD_MUST_CHECK;
 
 /*
  * A card to the body of a Graph create-contact request, with our open

@@ -31,7 +31,6 @@ size_t vcard_utf8_char(const char *s, size_t n);
 /* Whether s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
 int vcard_utf8_valid(const char *s, size_t n);
 
-
 /* How a text property's value is structured. */
 enum vcard_shape {
 	VCARD_SHAPE_SINGLE, /* one text: ';' and ',' are part of it (FN, NOTE) */
@@ -45,11 +44,11 @@ enum vcard_shape {
 
 /* What the module knows about a property name. */
 struct vcard_known {
-	const char *name;   /* upper-case */
-	unsigned char shape; /* enum vcard_shape, for text values */
-	unsigned char raw;   /* the value is a URI or otherwise never escaped */
+	const char *name;     /* upper-case */
+	unsigned char shape;  /* enum vcard_shape, for text values */
+	unsigned char raw;    /* the value is a URI or otherwise never escaped */
 	unsigned char binary; /* the value may be base64 bytes */
-	unsigned char rank;  /* place in the written order, lower first */
+	unsigned char rank;   /* place in the written order, lower first */
 };
 
 /* The entry for an upper-case property name, or NULL if it is unknown. */

@@ -22,8 +22,8 @@ static unsigned prop_rank(const char *name)
 }
 
 struct slot {
-	unsigned rank;  /* the group's best rank for grouped properties */
-	size_t first;   /* index of the group's first member, or own index */
+	unsigned rank; /* the group's best rank for grouped properties */
+	size_t first;  /* index of the group's first member, or own index */
 	size_t index;
 };
 
@@ -243,7 +243,8 @@ static int put_line(struct buf *b, const struct vcard_prop *prop, enum vcard_ver
 	if ((r = buf_addstr(b, prop->name)))
 		return r;
 	if (prop->kind == VCARD_BINARY && version == VCARD_V30) {
-		if ((r = buf_addstr(b, ";ENCODING=b")) || (r = put_binary_type30(b, prop->mediatype)))
+		if ((r = buf_addstr(b, ";ENCODING=b")) ||
+		    (r = put_binary_type30(b, prop->mediatype)))
 			return r;
 	}
 	if ((r = put_params(b, prop, version)) || (r = buf_addch(b, ':')))
@@ -251,7 +252,8 @@ static int put_line(struct buf *b, const struct vcard_prop *prop, enum vcard_ver
 	if (prop->kind == VCARD_BINARY) {
 		if (version == VCARD_V40 &&
 		    (r = buf_printf(b, "data:%s;base64,",
-				    prop->mediatype ? prop->mediatype : "application/octet-stream")))
+				    prop->mediatype ? prop->mediatype
+						    : "application/octet-stream")))
 			return r;
 		return vcard_base64_encode(b, prop->data, prop->len);
 	}

@@ -8,15 +8,15 @@
 #include <errno.h>
 
 /* Parse text (exactly one card expected) or fail the test. */
-#define PARSE1(card, text)                                                                 \
-	do {                                                                               \
-		struct vcard_error e_ = {0};                                               \
-		int r_ = vcard_parse_one((text), sizeof(text) - 1, &(card), &e_);          \
-		if (r_) {                                                                  \
+#define PARSE1(card, text)                                                                        \
+	do {                                                                                      \
+		struct vcard_error e_ = {0};                                                      \
+		int r_ = vcard_parse_one((text), sizeof(text) - 1, &(card), &e_);                 \
+		if (r_) {                                                                         \
 			fprintf(stderr, "%s:%d: parse failed: %s\n", __FILE__, __LINE__, e_.msg); \
-			CHECK_FAILED = 1;                                                  \
-			return;                                                            \
-		}                                                                          \
+			CHECK_FAILED = 1;                                                         \
+			return;                                                                   \
+		}                                                                                 \
 	} while (0)
 
 /* The text of the first property called name. */
@@ -63,8 +63,9 @@ TEST(counts_lines_the_same_for_every_line_end)
 {
 	struct vcard_error err;
 
-	CHECK_INT(parse_fails("BEGIN:VCARD\r\r\nVERSION:3.0\r\r\nbroken\r\r\nEND:VCARD\r\r\n", &err),
-		  -EINVAL);
+	CHECK_INT(
+		parse_fails("BEGIN:VCARD\r\r\nVERSION:3.0\r\r\nbroken\r\r\nEND:VCARD\r\r\n", &err),
+		-EINVAL);
 	CHECK_INT(err.line, 3);
 	CHECK_INT(parse_fails("BEGIN:VCARD\rVERSION:3.0\rbroken\rEND:VCARD\r", &err), -EINVAL);
 	CHECK_INT(err.line, 3);
@@ -105,8 +106,9 @@ TEST(decodes_quoted_printable_with_soft_breaks)
 {
 	struct vcard *card;
 
-	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nNOTE;ENCODING=QUOTED-PRINTABLE:First=0D=0ASec=\r\n"
-		     "ond=3D line=\r\n\r\nFN:X\r\nEND:VCARD\r\n");
+	PARSE1(card,
+	       "BEGIN:VCARD\r\nVERSION:2.1\r\nNOTE;ENCODING=QUOTED-PRINTABLE:First=0D=0ASec=\r\n"
+	       "ond=3D line=\r\n\r\nFN:X\r\nEND:VCARD\r\n");
 	CHECK_STR(text_of(card, "NOTE"), "First\nSecond= line");
 	CHECK_STR(text_of(card, "FN"), "X");
 	/* ENCODING was understood and is not kept as a parameter. */
@@ -118,8 +120,9 @@ TEST(decodes_bare_21_quoted_printable_and_utf8_charset)
 {
 	struct vcard *card;
 
-	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nN;CHARSET=UTF-8;QUOTED-PRINTABLE:=E5=B1=B1=E7=94=B0;"
-		     "=E5=A4=AA=E9=83=8E\r\nEND:VCARD\r\n");
+	PARSE1(card,
+	       "BEGIN:VCARD\r\nVERSION:2.1\r\nN;CHARSET=UTF-8;QUOTED-PRINTABLE:=E5=B1=B1=E7=94=B0;"
+	       "=E5=A4=AA=E9=83=8E\r\nEND:VCARD\r\n");
 	{
 		struct vcard_prop *n = vcard_find(card, "N");
 
@@ -217,10 +220,11 @@ TEST(refuses_invalid_base64_naming_the_line)
 {
 	struct vcard_error err;
 
-	CHECK_INT(parse_fails("BEGIN:VCARD\r\nVERSION:2.1\r\nN:x\r\nPHOTO;ENCODING=BASE64:ab:cd==\r\n"
-			      "END:VCARD\r\n",
-			      &err),
-		  -EINVAL);
+	CHECK_INT(
+		parse_fails("BEGIN:VCARD\r\nVERSION:2.1\r\nN:x\r\nPHOTO;ENCODING=BASE64:ab:cd==\r\n"
+			    "END:VCARD\r\n",
+			    &err),
+		-EINVAL);
 	CHECK_INT(err.line, 4);
 	CHECK(strstr(err.msg, "line 4") && strstr(err.msg, "base64"));
 }
@@ -248,8 +252,9 @@ TEST(decodes_rfc6868_caret_escapes_in_parameters)
 	struct vcard *card;
 	const struct vcard_param *pm;
 
-	PARSE1(card, "BEGIN:VCARD\r\nVERSION:4.0\r\nGEO;X-ADDRESS=\"Pittsburgh Pirates^n115 Federal "
-		     "St^nPittsburgh, PA 15212\";X-Q=^'hi^' ^^:geo:40.446816,-80.00566\r\nEND:VCARD\r\n");
+	PARSE1(card,
+	       "BEGIN:VCARD\r\nVERSION:4.0\r\nGEO;X-ADDRESS=\"Pittsburgh Pirates^n115 Federal "
+	       "St^nPittsburgh, PA 15212\";X-Q=^'hi^' ^^:geo:40.446816,-80.00566\r\nEND:VCARD\r\n");
 	pm = vcard_param(vcard_find(card, "GEO"), "X-ADDRESS");
 	CHECK(pm && pm->nvals == 1);
 	CHECK_STR(pm->vals[0], "Pittsburgh Pirates\n115 Federal St\nPittsburgh, PA 15212");
@@ -264,8 +269,9 @@ TEST(splits_structured_values_before_unescaping)
 	struct vcard *card;
 	struct vcard_prop *p;
 
-	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nADR:;;1 Main St\\; Apt 2\\, rear;Town;;;Land\r\n"
-		     "N:Doe;Jane;Ann,Marie;;\r\nEND:VCARD\r\n");
+	PARSE1(card,
+	       "BEGIN:VCARD\r\nVERSION:3.0\r\nADR:;;1 Main St\\; Apt 2\\, rear;Town;;;Land\r\n"
+	       "N:Doe;Jane;Ann,Marie;;\r\nEND:VCARD\r\n");
 	p = vcard_find(card, "ADR");
 	CHECK_INT(p->ncomps, 7);
 	CHECK_STR(vcard_comp(card, p, 2, ","), "1 Main St; Apt 2, rear");
@@ -282,7 +288,8 @@ TEST(undoes_text_escapes)
 {
 	struct vcard *card;
 
-	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nNOTE:a\\nb\\Nc\\\\d\\,e\\;f\\qg\r\nEND:VCARD\r\n");
+	PARSE1(card,
+	       "BEGIN:VCARD\r\nVERSION:3.0\r\nNOTE:a\\nb\\Nc\\\\d\\,e\\;f\\qg\r\nEND:VCARD\r\n");
 	CHECK_STR(text_of(card, "NOTE"), "a\nb\nc\\d,e;f\\qg");
 	vcard_free(card);
 }
@@ -302,8 +309,9 @@ TEST(continues_a_21_value_after_a_trailing_backslash)
 	struct vcard *card;
 	struct vcard_prop *p;
 
-	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nADR;HOME:;;Hermann v. Brevern\\\r\n9999999\\\r\n"
-		     "Packstation 999;Hamburg;;99999;Deutschland\r\nEND:VCARD\r\n");
+	PARSE1(card,
+	       "BEGIN:VCARD\r\nVERSION:2.1\r\nADR;HOME:;;Hermann v. Brevern\\\r\n9999999\\\r\n"
+	       "Packstation 999;Hamburg;;99999;Deutschland\r\nEND:VCARD\r\n");
 	p = vcard_find(card, "ADR");
 	CHECK_INT(p->ncomps, 7);
 	CHECK_STR(vcard_comp(card, p, 2, ","), "Hermann v. Brevern\n9999999\nPackstation 999");
@@ -327,7 +335,8 @@ TEST(merges_repeated_parameters)
 	struct vcard *card;
 	const struct vcard_param *t;
 
-	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nADR;type=WORK;type=pref:;;a;b;c;d;e\r\nEND:VCARD\r\n");
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nADR;type=WORK;type=pref:;;a;b;c;d;e\r\nEND:"
+		     "VCARD\r\n");
 	t = vcard_param(vcard_find(card, "ADR"), "TYPE");
 	CHECK(t && t->nvals == 2);
 	CHECK_STR(t->vals[0], "WORK");
@@ -369,7 +378,8 @@ TEST(skips_a_utf8_bom)
 {
 	struct vcard *card;
 
-	PARSE1(card, "\xef\xbb\xbf" "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Bom\r\nEND:VCARD\r\n");
+	PARSE1(card, "\xef\xbb\xbf"
+		     "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Bom\r\nEND:VCARD\r\n");
 	CHECK_STR(text_of(card, "FN"), "Bom");
 	vcard_free(card);
 }
@@ -458,7 +468,8 @@ TEST(refuses_text_outside_a_card)
 	CHECK(strstr(err.msg, "expected BEGIN:VCARD"));
 	CHECK_INT(parse_fails("BEGIN:VCARDinvalid\r\nFN:x\r\nEND:VCARD\r\n", &err), -EINVAL);
 	CHECK_INT(err.line, 1);
-	CHECK_INT(parse_fails("BEGIN:VCARD\r\nFN:x\r\nEND:VCARD\r\ntrailing junk\r\n", &err), -EINVAL);
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\nFN:x\r\nEND:VCARD\r\ntrailing junk\r\n", &err),
+		  -EINVAL);
 	CHECK_INT(err.line, 4);
 }
 

@@ -165,7 +165,8 @@ TEST(escapes_text_but_not_uris)
 	char *out = card ? write_str(card, VCARD_V30) : NULL;
 
 	CHECK(out);
-	CHECK(strstr(out, "NOTE:Line one\\nLine two\\, with comma\\; and semicolon \\\\ backslash\r\n"));
+	CHECK(strstr(out,
+		     "NOTE:Line one\\nLine two\\, with comma\\; and semicolon \\\\ backslash\r\n"));
 	CHECK(strstr(out, "item2.URL:https://example.com/a,b\r\n"));
 	CHECK(strstr(out, "UID:urn:uuid:1234\r\n"));
 	free(out);
@@ -273,10 +274,12 @@ TEST(quotes_and_caret_escapes_parameter_values)
 
 TEST(translates_pref_between_30_and_40)
 {
-	struct vcard *c3 = parse_or_null("BEGIN:VCARD\r\nVERSION:3.0\r\nEMAIL;TYPE=work,pref:a@b\r\n"
-					 "END:VCARD\r\n");
-	struct vcard *c4 = parse_or_null("BEGIN:VCARD\r\nVERSION:4.0\r\nEMAIL;TYPE=work;PREF=1:a@b\r\n"
-					 "END:VCARD\r\n");
+	struct vcard *c3 =
+		parse_or_null("BEGIN:VCARD\r\nVERSION:3.0\r\nEMAIL;TYPE=work,pref:a@b\r\n"
+			      "END:VCARD\r\n");
+	struct vcard *c4 =
+		parse_or_null("BEGIN:VCARD\r\nVERSION:4.0\r\nEMAIL;TYPE=work;PREF=1:a@b\r\n"
+			      "END:VCARD\r\n");
 	char *o4, *o3;
 
 	CHECK(c3 && c4);
@@ -293,8 +296,9 @@ TEST(translates_pref_between_30_and_40)
 
 TEST(translates_geo_between_30_and_40)
 {
-	struct vcard *c3 = parse_or_null("BEGIN:VCARD\r\nVERSION:3.0\r\nGEO:37.386013;-122.082932\r\n"
-					 "END:VCARD\r\n");
+	struct vcard *c3 =
+		parse_or_null("BEGIN:VCARD\r\nVERSION:3.0\r\nGEO:37.386013;-122.082932\r\n"
+			      "END:VCARD\r\n");
 	char *o4, *o3;
 	struct vcard *c4;
 
@@ -313,10 +317,10 @@ TEST(translates_geo_between_30_and_40)
 
 TEST(converts_21_input_to_30_with_every_value)
 {
-	struct vcard *c21 = parse_or_null(
-		"BEGIN:VCARD\r\nVERSION:2.1\r\nN:Doe;John;Richter,James;Mr.;Sr.\r\n"
-		"FN;CHARSET=ISO-8859-1:J\xf6hn\r\nTEL;WORK;VOICE:(905) 555-1234\r\n"
-		"NOTE;ENCODING=QUOTED-PRINTABLE:a=0D=0Ab, c; d\r\nEND:VCARD\r\n");
+	struct vcard *c21 =
+		parse_or_null("BEGIN:VCARD\r\nVERSION:2.1\r\nN:Doe;John;Richter,James;Mr.;Sr.\r\n"
+			      "FN;CHARSET=ISO-8859-1:J\xf6hn\r\nTEL;WORK;VOICE:(905) 555-1234\r\n"
+			      "NOTE;ENCODING=QUOTED-PRINTABLE:a=0D=0Ab, c; d\r\nEND:VCARD\r\n");
 	struct vcard *c30;
 	char *out;
 
