@@ -223,6 +223,7 @@ static int to_vcard(const struct convert_opts *o, const struct buf *in)
 				fprintf(stderr,
 					"contactfs: %s: element %zu is not a contact object\n",
 					input_name(o), i + 1);
+				rc = EXIT_DATAERR;
 				goto out;
 			}
 			if ((rc = write_contact(o, c, i++, &out)))

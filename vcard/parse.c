@@ -190,22 +190,24 @@ static int next_logical(struct parser *ps, enum vcard_version version)
 	for (;;) {
 		if (!peek_physical(ps, &s, &n))
 			break;
+		if (qp < 0)
+			qp = contains_ci(ps->line.data, head_len(ps), "QUOTED-PRINTABLE");
+		if (qp && ps->line.len && ps->line.data[ps->line.len - 1] == '=') {
+			/* A soft line break: the '=' and the line end go, and
+			 * the next line is value whatever it starts with
+			 * (RFC 2045's "come=\r\n to the aid"). */
+			next_physical(ps, &s, &n);
+			ps->line.len--;
+			if ((r = buf_add(&ps->line, s, n)))
+				return r;
+			continue;
+		}
 		if (n > 0 && (s[0] == ' ' || s[0] == '\t')) {
 			next_physical(ps, &s, &n);
 			if (version != VCARD_V21) {
 				s++;
 				n--;
 			}
-			if ((r = buf_add(&ps->line, s, n)))
-				return r;
-			continue;
-		}
-		if (qp < 0)
-			qp = contains_ci(ps->line.data, head_len(ps), "QUOTED-PRINTABLE");
-		if (qp && ps->line.len && ps->line.data[ps->line.len - 1] == '=') {
-			/* A soft line break: both the '=' and the line end go. */
-			next_physical(ps, &s, &n);
-			ps->line.len--;
 			if ((r = buf_add(&ps->line, s, n)))
 				return r;
 			continue;
@@ -239,6 +241,8 @@ static int next_logical(struct parser *ps, enum vcard_version version)
 		}
 		break;
 	}
+	if (ps->line.len && memchr(ps->line.data, '\0', ps->line.len))
+		return fail(ps, ps->line_first, "NUL byte in the line");
 	return 1;
 }
 
@@ -824,7 +828,8 @@ static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop 
 	}
 	if (r)
 		return r;
-	(void)prop;
+	if (ps->tmp.len && memchr(ps->tmp.data, '\0', ps->tmp.len))
+		return fail(ps, ps->line_first, "%s: NUL character in the value", prop->name);
 	*v = ps->tmp.data ? ps->tmp.data : "";
 	*n = ps->tmp.len;
 	return 0;

@@ -543,3 +543,30 @@ TEST(known_properties_are_found_by_name)
 	CHECK(prev != NULL);
 	CHECK(vcard_known("X-NOT-A-KNOWN-ONE") == NULL);
 }
+
+TEST(a_qp_soft_break_keeps_the_next_lines_leading_space)
+{
+	struct vcard *card;
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nNOTE;ENCODING=QUOTED-PRINTABLE:to come=\r\n"
+		     " to the aid\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "NOTE"), "to come to the aid");
+	vcard_free(card);
+}
+
+TEST(refuses_nul_bytes_naming_the_line)
+{
+	static const char raw[] = "BEGIN:VCARD\nVERSION:3.0\nFN:x\nEND:VCARD\0\n";
+	static const char qp[] = "BEGIN:VCARD\nVERSION:2.1\nFN;ENCODING=QUOTED-PRINTABLE:a=00b\n"
+				 "END:VCARD\n";
+	struct vcard **cards;
+	struct vcard_error err;
+	size_t n;
+
+	CHECK_INT(vcard_parse(raw, sizeof(raw) - 1, &cards, &n, &err), -EINVAL);
+	CHECK_INT(err.line, 4);
+	CHECK(strstr(err.msg, "NUL"));
+	CHECK_INT(vcard_parse(qp, sizeof(qp) - 1, &cards, &n, &err), -EINVAL);
+	CHECK_INT(err.line, 3);
+	CHECK(strstr(err.msg, "NUL"));
+}
