@@ -1,0 +1,301 @@
+"""The command-line contract of `contactfs convert`.
+
+--to json [FILE]: vCard in (stdin without FILE), Graph create-contact body out
+(an object, or an array for several cards). --to vcard [--vcard-version
+3.0|4.0] [FILE]: Graph contact JSON in, vCard out. Exit 0 on success, 65 on
+invalid input with "line N: ..." on stderr, 64 on bad usage.
+"""
+import json
+import re
+
+import pytest
+
+from conftest import (EX_DATAERR, EX_USAGE, FIXTURES, TESTDATA, convert_ok, run_convert,
+                      vobject_read)
+
+CRLF = b"\r\n"
+
+
+def card(*lines, version="3.0"):
+    return CRLF.join([b"BEGIN:VCARD", b"VERSION:" + version.encode(), *lines,
+                      b"END:VCARD", b""])
+
+
+ALICE = card(b"N:Liddell;Alice;;;", b"FN:Alice Liddell", b"EMAIL;TYPE=INTERNET:alice@example.org",
+             b"TEL;TYPE=CELL:+44 1865 555 0100")
+BOB = card(b"N:Builder;Bob;;;", b"FN:Bob Builder", b"EMAIL:bob@example.net")
+CAROL = card(b"FN:Carol Zh\xc3\xa0o", b"N:Zh\xc3\xa0o;Carol;;;", b"ORG:Rivers Ltd")
+
+
+def to_json(data):
+    return json.loads(convert_ok(["--to", "json"], data))
+
+
+# ---- exit codes and messages --------------------------------------------------
+
+def test_line_without_colon_is_refused_with_65_naming_the_line():
+    data = card(b"FN:Broken Card", b"this line has no colon", b"EMAIL:x@example.org")
+    r = run_convert(["--to", "json"], data)
+    assert r.returncode == EX_DATAERR, r.stderr
+    # BEGIN is line 1, VERSION 2, FN 3: the bad line is line 4.
+    assert re.search(rb"\bline 4: ", r.stderr), r.stderr
+    assert r.stdout == b""
+
+
+def test_error_line_counts_from_the_start_of_the_input_not_the_card():
+    data = ALICE + card(b"FN:Second", b"no colon in the second card")
+    first_card_lines = ALICE.count(CRLF)
+    r = run_convert(["--to", "json"], data)
+    assert r.returncode == EX_DATAERR, r.stderr
+    assert re.search(rb"\bline %d: " % (first_card_lines + 4), r.stderr), r.stderr
+
+
+def test_error_line_counts_physical_lines_with_lf_line_ends():
+    data = b"BEGIN:VCARD\nVERSION:3.0\nFN:Folded\n  continued\nNOTE:ok\nbad line\nEND:VCARD\n"
+    r = run_convert(["--to", "json"], data)
+    assert r.returncode == EX_DATAERR, r.stderr
+    assert re.search(rb"\bline 6: ", r.stderr), r.stderr
+
+
+def test_empty_input_is_refused_with_65():
+    r = run_convert(["--to", "json"], b"")
+    assert r.returncode == EX_DATAERR
+    assert r.stderr.strip(), "an empty input must be refused with a message"
+    assert r.stdout == b""
+
+
+def test_input_without_any_card_is_refused_with_65():
+    r = run_convert(["--to", "json"], b"just some text\nthat is no vcard\n")
+    assert r.returncode == EX_DATAERR
+    assert re.search(rb"\bline \d+: ", r.stderr), r.stderr
+
+
+def test_garbage_json_is_refused_with_65():
+    r = run_convert(["--to", "vcard"], b'{"displayName": "x",,, garbage')
+    assert r.returncode == EX_DATAERR
+    assert r.stderr.strip()
+    assert r.stdout == b""
+
+
+def test_garbage_json_error_names_the_line():
+    r = run_convert(["--to", "vcard"], b'{\n  "displayName": "x",\n  oops\n}\n')
+    assert r.returncode == EX_DATAERR
+    assert re.search(rb"\bline 3: ", r.stderr), r.stderr
+
+
+def test_json_that_is_not_a_contact_is_refused_with_65():
+    for doc in (b'"a string"', b"42", b"[]", b"[1, 2]", b"null"):
+        r = run_convert(["--to", "vcard"], doc)
+        assert r.returncode == EX_DATAERR, (doc, r.returncode, r.stderr)
+        assert r.stderr.strip(), doc
+
+
+def test_array_with_a_non_object_after_contacts_is_refused_with_65():
+    # Not exit 0 with an empty output: the whole input is refused.
+    r = run_convert(["--to", "vcard"], b'[{"displayName": "A"}, 42]')
+    assert r.returncode == EX_DATAERR, (r.returncode, r.stderr)
+    assert b"element 2" in r.stderr, r.stderr
+    assert r.stdout == b""
+
+
+@pytest.mark.parametrize("args", [
+    ["--to", "json", "--no-such-option"],
+    ["--bogus"],
+    ["--to", "xml"],
+    ["--to", "vcard", "--vcard-version", "2.1"],
+    ["--to", "vcard", "--vcard-version", "5.0"],
+    [],
+], ids=["unknown-option", "only-unknown-option", "bad-target", "version-2.1-not-writable",
+        "bad-version", "no-target"])
+def test_bad_usage_exits_64(args):
+    r = run_convert(args, ALICE)
+    assert r.returncode == EX_USAGE, (args, r.returncode, r.stderr)
+    assert r.stderr.strip()
+    assert r.stdout == b""
+
+
+def test_missing_file_exits_66(tmp_path):
+    r = run_convert(["--to", "json", tmp_path / "no-such.vcf"])
+    assert r.returncode == 66, (r.returncode, r.stderr)
+    assert b"no-such.vcf" in r.stderr
+
+
+# ---- shapes ---------------------------------------------------------------------
+
+def test_one_card_gives_one_json_object():
+    body = to_json(ALICE)
+    assert isinstance(body, dict)
+    assert body["displayName"] == "Alice Liddell"
+    assert body["givenName"] == "Alice"
+    assert body["surname"] == "Liddell"
+    assert [e["address"] for e in body["emailAddresses"]] == ["alice@example.org"]
+    assert body["mobilePhone"] == "+44 1865 555 0100"
+
+
+def test_several_cards_give_a_json_array_in_input_order():
+    body = to_json(ALICE + BOB + CAROL)
+    assert isinstance(body, list)
+    assert [c["displayName"] for c in body] == ["Alice Liddell", "Bob Builder", "Carol Zhào"]
+    assert body[2]["companyName"] == "Rivers Ltd"
+
+
+def test_create_body_holds_no_server_only_fields():
+    body = to_json(ALICE)
+    for key in ("id", "changeKey", "parentFolderId", "createdDateTime",
+                "lastModifiedDateTime", "@odata.etag"):
+        assert key not in body, key
+
+
+def test_overflow_goes_into_the_open_extension_inline():
+    # sample-2.1.vcf has four emails; Graph v1.0 holds three.
+    body = to_json((FIXTURES / "sample-2.1.vcf").read_bytes())
+    assert len(body["emailAddresses"]) == 3
+    exts = body.get("extensions")
+    assert isinstance(exts, list) and len(exts) == 1, body
+    ext = exts[0]
+    assert ext["extensionName"] == "org.contactfs.vcard"
+    assert ext["@odata.type"].lstrip("#") == "microsoft.graph.openTypeExtension"
+    assert "mjg@old.example" in json.dumps(ext), "the fourth email must be in the extension"
+
+
+def test_stdin_and_file_forms_agree(tmp_path):
+    vcf = tmp_path / "in.vcf"
+    vcf.write_bytes(ALICE + BOB)
+    via_stdin = convert_ok(["--to", "json"], ALICE + BOB)
+    via_file = convert_ok(["--to", "json", vcf])
+    assert via_stdin == via_file
+
+    js = tmp_path / "in.json"
+    js.write_bytes(via_file)
+    assert convert_ok(["--to", "vcard"], via_file) == convert_ok(["--to", "vcard", js])
+    assert (convert_ok(["--to", "vcard", "--vcard-version", "4.0"], via_file)
+            == convert_ok(["--to", "vcard", "--vcard-version", "4.0", js]))
+
+
+# ---- the vCard we write -----------------------------------------------------------
+
+LONG = card(
+    b"N:Wolfeschlegelsteinhausenbergerdorff;Hubert;Blaine;;Sr.",
+    b"FN:Hubert Blaine Wolfeschlegelsteinhausenbergerdorff Sr.",
+    # 3-byte and 4-byte UTF-8 characters so a fold that splits one shows.
+    "NOTE:{}".format("\u6f22\u5b57\u304b\u306a\U0001F600 long note, with; specials\\n " * 12)
+    .encode("utf-8"),
+    "ORG:{}".format("\u00c9tablissements " * 10).encode("utf-8"),
+    b"ADR;TYPE=HOME:;;" + b"1234 Very Long Street Name That Goes On And On " * 3 +
+    b";Springfield;;12345;USA")
+
+
+@pytest.fixture(scope="module", params=["3.0", "4.0"])
+def written(request):
+    js = convert_ok(["--to", "json"], LONG + ALICE)
+    out = convert_ok(["--to", "vcard", "--vcard-version", request.param], js)
+    assert out.count(b"BEGIN:VCARD\r\n") == 2
+    return request.param, out
+
+
+def test_vcard_output_uses_crlf_only(written):
+    _, out = written
+    assert out.endswith(b"END:VCARD\r\n")
+    body = out.replace(CRLF, b"")
+    assert b"\r" not in body and b"\n" not in body, "bare CR or LF in output"
+
+
+def test_vcard_output_lines_are_at_most_75_octets(written):
+    _, out = written
+    for n, line in enumerate(out.split(CRLF), 1):
+        assert len(line) <= 75, f"line {n} has {len(line)} octets: {line!r}"
+
+
+def test_vcard_output_folds_on_character_boundaries(written):
+    _, out = written
+    for n, line in enumerate(out.split(CRLF), 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            pytest.fail(f"line {n} splits a UTF-8 character: {line!r}")
+
+
+def test_vcard_output_is_folded_where_needed(written):
+    # The NOTE is far longer than 75 octets: it must be continued.
+    _, out = written
+    assert any(line.startswith((b" ", b"\t")) for line in out.split(CRLF))
+
+
+def test_vcard_output_unfolds_to_the_same_text(written):
+    version, out = written
+    cards = vobject_read(out, our_output=True)
+    assert len(cards) == 2
+    assert "\u6f22\u5b57\u304b\u306a\U0001F600 long note" in cards[0].note.value
+    assert cards[0].fn.value == "Hubert Blaine Wolfeschlegelsteinhausenbergerdorff Sr."
+
+
+def test_vcard_output_is_deterministic(written):
+    version, out = written
+    js = convert_ok(["--to", "json"], LONG + ALICE)
+    assert convert_ok(["--to", "json"], LONG + ALICE) == js
+    again = convert_ok(["--to", "vcard", "--vcard-version", version], js)
+    assert again == out
+
+
+def test_default_output_is_vcard_3_0():
+    js = convert_ok(["--to", "json"], ALICE)
+    out = convert_ok(["--to", "vcard"], js)
+    assert out.startswith(b"BEGIN:VCARD\r\nVERSION:3.0\r\n")
+    assert out == convert_ok(["--to", "vcard", "--vcard-version", "3.0"], js)
+
+
+def test_version_4_0_output_starts_with_version_4_0():
+    js = convert_ok(["--to", "json"], ALICE)
+    out = convert_ok(["--to", "vcard", "--vcard-version", "4.0"], js)
+    assert out.startswith(b"BEGIN:VCARD\r\nVERSION:4.0\r\n")
+
+
+def test_json_array_gives_one_card_per_contact():
+    js = convert_ok(["--to", "json"], ALICE + BOB + CAROL)
+    out = convert_ok(["--to", "vcard"], js)
+    assert out.count(b"BEGIN:VCARD\r\n") == 3
+    assert [c.fn.value for c in vobject_read(out, our_output=True)] == [
+        "Alice Liddell", "Bob Builder", "Carol Zhào"]
+
+
+# ---- Graph JSON as GET returns it ---------------------------------------------------
+
+GARTH = TESTDATA / "graph" / "v1-get-contact-response.json"
+
+
+@pytest.mark.skipif(not GARTH.is_file(), reason=f"shared test data absent: {GARTH.name}")
+def test_graph_get_response_converts_to_the_same_values():
+    # The v1.0 "get contact" example from the Graph docs.
+    src = json.loads(GARTH.read_bytes())
+    (c,) = vobject_read(convert_ok(["--to", "vcard", GARTH]), our_output=True)
+    assert c.fn.value == src["displayName"]
+    assert c.n.value.family == src["surname"]
+    assert c.n.value.given == src["givenName"]
+    assert [e.value for e in c.contents["email"]] == [src["emailAddresses"][0]["address"]]
+    assert [t.value for t in c.contents["tel"]] == src["businessPhones"]
+    assert c.org.value[0] == src["companyName"]
+    assert c.org.value[1] == src["department"]
+    assert c.title.value == src["jobTitle"]
+    assert c.bday.value == "1974-07-22"
+    assert [u.value for u in c.contents["url"]] == [src["businessHomePage"]]
+    (adr,) = c.contents["adr"]
+    a = src["businessAddress"]
+    assert (adr.value.street, adr.value.city, adr.value.region, adr.value.code,
+            adr.value.country) == (a["street"], a["city"], a["state"], a["postalCode"],
+                                   a["countryOrRegion"])
+    assert "WORK" in [t.upper() for t in adr.params.get("TYPE", [])]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/Los_Angeles", "Pacific/Kiritimati",
+                                "Pacific/Pago_Pago"])
+def test_birthday_never_shifts_a_day_whatever_the_time_zone(tz):
+    contact = {"displayName": "Birthday Person", "birthday": "1990-01-01T00:00:00Z"}
+    out = convert_ok(["--to", "vcard"], json.dumps(contact).encode(), env={"TZ": tz})
+    (c,) = vobject_read(out, our_output=True)
+    assert c.bday.value.replace("-", "")[:8] == "19900101"
+    card = convert_ok(["--to", "json"], card_with_bday(b"1990-01-01"), env={"TZ": tz})
+    assert json.loads(card)["birthday"].startswith("1990-01-01")
+
+
+def card_with_bday(bday):
+    return card(b"FN:Birthday Person", b"N:Person;Birthday;;;", b"BDAY:" + bday)
