@@ -37,8 +37,11 @@ enum vcard_version {
 enum vcard_kind {
 	/* Structured text: comps[i].vals[j], unescaped. Most properties. */
 	VCARD_TEXT,
-	/* One string kept verbatim, never (un)escaped: URIs (URL, IMPP,
-	 * VALUE=uri, ...), GEO in 3.0, dates. Held in comps[0].vals[0]. */
+	/* One string kept as written: URIs (URL, IMPP, PHOTO by reference,
+	 * VALUE=uri, ...) and GEO. The reader undoes only \\ \, \; \:
+	 * (Apple writes "http\://"); the writer doubles a backslash only
+	 * where the reader would take it for one of those. Held in
+	 * comps[0].vals[0]. */
 	VCARD_RAW,
 	/* Bytes decoded from base64 (ENCODING=b/BASE64 or a data: URI). */
 	VCARD_BINARY,
@@ -170,6 +173,9 @@ struct buf;
  * Append card to out as vCard 3.0 or 4.0: CRLF line ends, folded at 75
  * octets on character boundaries, escaped per property, properties in a
  * fixed order (see docs/mapping.md) with grouped properties kept together.
+ * What the versions spell differently is translated: dates (BDAY,
+ * ANNIVERSARY, DEATHDATE, REV: 1974-07-22 in 3.0, 19740722 in 4.0), GEO,
+ * TYPE=pref / PREF=1, and binary values (ENCODING=b / data: URIs).
  * Returns 0, -EINVAL for a version it cannot write, -ENOMEM or -E2BIG (the
  * buffer's cap). On failure out may hold part of the card.
  */

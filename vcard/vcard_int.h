@@ -31,6 +31,11 @@ size_t vcard_utf8_char(const char *s, size_t n);
 /* Whether s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
 int vcard_utf8_valid(const char *s, size_t n);
 
+/* Append prop as vcard_write() would write it in version, on one line
+ * (unfolded, no line end). 0, -EINVAL for a version it cannot write,
+ * -ENOMEM or -E2BIG. */
+int vcard_write_prop(const struct vcard_prop *prop, enum vcard_version version, struct buf *out);
+
 /* How a text property's value is structured. */
 enum vcard_shape {
 	VCARD_SHAPE_SINGLE, /* one text: ';' and ',' are part of it (FN, NOTE) */

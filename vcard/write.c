@@ -65,7 +65,8 @@ static void sort_props(const struct vcard *card, struct slot *order)
 			}
 		}
 	}
-	qsort(order, card->nprops, sizeof(*order), slot_cmp);
+	if (card->nprops)
+		qsort(order, card->nprops, sizeof(*order), slot_cmp);
 }
 
 /* ---- one logical line ---------------------------------------------------- */
@@ -181,13 +182,15 @@ static int put_text(struct buf *b, const char *s)
 	return r;
 }
 
-/* A raw value goes out as it is, but a line break in it cannot. */
+/* A raw value goes out as it is, with two exceptions: a line break cannot,
+ * and a backslash that the reader would take for an escape (before \ , ; or
+ * :, which it undoes in raw values) is doubled. */
 static int put_raw(struct buf *b, const char *s)
 {
 	int r = 0;
 
 	while (*s && !r) {
-		size_t run = strcspn(s, "\r\n");
+		size_t run = strcspn(s, "\r\n\\");
 
 		if (run) {
 			r = buf_add(b, s, run);
@@ -196,6 +199,9 @@ static int put_raw(struct buf *b, const char *s)
 		}
 		if (*s == '\n')
 			r = buf_add(b, "\\n", 2);
+		else if (*s == '\\')
+			r = s[1] && strchr("\\,;:", s[1]) ? buf_add(b, "\\\\", 2)
+							  : buf_addch(b, '\\');
 		s++;
 	}
 	return r;
@@ -216,6 +222,72 @@ static int put_geo(struct buf *b, const char *v, enum vcard_version version)
 	    !strchr(sep + 1, ','))
 		return buf_printf(b, "%.*s;%s", (int)(sep - v), v, sep + 1);
 	return put_raw(b, v);
+}
+
+static int is_date_prop(const char *name)
+{
+	return !strcmp(name, "BDAY") || !strcmp(name, "ANNIVERSARY") ||
+	       !strcmp(name, "DEATHDATE") || !strcmp(name, "REV");
+}
+
+static int digits(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return 0;
+	return 1;
+}
+
+/* Take n digits from *s into out, skipping one separator sep before them if
+ * there is one. */
+static int take(const char **s, char sep, size_t n, char *out)
+{
+	if (sep && **s == sep)
+		(*s)++;
+	if (strlen(*s) < n || !digits(*s, n))
+		return 0;
+	memcpy(out, *s, n);
+	out[n] = '\0';
+	*s += n;
+	return 1;
+}
+
+/*
+ * Dates and date-times for 4.0, which allows only ISO 8601's basic form:
+ * 1974-07-22 -> 19740722, --07-22 -> --0722, 2014-10-19T23:08:24Z ->
+ * 20141019T230824Z. (3.0 allows both forms, so 3.0 writes dates as they are.)
+ * Anything else is left alone. Returns 1 if v was a date it wrote, 0 if not,
+ * or -errno.
+ */
+static int put_date(struct buf *b, const char *v, enum vcard_version version)
+{
+	char year[5] = "", mon[3], day[3], hh[3], mm[3], ss[3];
+	const char *s = v, *sep = version == VCARD_V30 ? "-" : "", *tsep;
+	int has_time = 0, r;
+
+	if (!strncmp(s, "--", 2))
+		s += 2;
+	else if (!take(&s, 0, 4, year))
+		return 0;
+	if (!take(&s, year[0] ? '-' : 0, 2, mon) || !take(&s, '-', 2, day))
+		return 0;
+	if (*s == 'T') {
+		s++;
+		if (!take(&s, 0, 2, hh) || !take(&s, ':', 2, mm) || !take(&s, ':', 2, ss))
+			return 0;
+		has_time = 1;
+	}
+	if (*s != '\0' && !(has_time && !strcmp(s, "Z")))
+		return 0;
+	if (year[0])
+		r = buf_printf(b, "%s%s%s%s%s", year, sep, mon, sep, day);
+	else
+		r = buf_printf(b, "--%s%s%s", mon, sep, day);
+	if (!r && has_time) {
+		tsep = version == VCARD_V30 ? ":" : "";
+		r = buf_printf(b, "T%s%s%s%s%s%s", hh, tsep, mm, tsep, ss, s);
+	}
+	return r ? r : 1;
 }
 
 /* 3.0 names the image format in TYPE: image/jpeg -> JPEG. */
@@ -256,6 +328,16 @@ static int put_line(struct buf *b, const struct vcard_prop *prop, enum vcard_ver
 						    : "application/octet-stream")))
 			return r;
 		return vcard_base64_encode(b, prop->data, prop->len);
+	}
+	if (version == VCARD_V40 && prop->kind != VCARD_BINARY && prop->ncomps == 1 &&
+	    prop->comps[0].nvals == 1 && is_date_prop(prop->name) && !vcard_param(prop, "VALUE")) {
+		size_t mark = b->len;
+
+		if ((r = put_date(b, prop->comps[0].vals[0], version)) < 0)
+			return r;
+		if (r == 1)
+			return 0;
+		b->len = mark;
 	}
 	if (prop->kind == VCARD_RAW) {
 		if (!strcmp(prop->name, "GEO"))
@@ -311,6 +393,13 @@ static int put_folded(struct buf *out, const char *s, size_t n)
 	if ((r = buf_add(out, s + i, n - i)))
 		return r;
 	return buf_add(out, "\r\n", 2);
+}
+
+int vcard_write_prop(const struct vcard_prop *prop, enum vcard_version version, struct buf *out)
+{
+	if (version != VCARD_V30 && version != VCARD_V40)
+		return -EINVAL;
+	return put_line(out, prop, version);
 }
 
 int vcard_write(const struct vcard *card, enum vcard_version version, struct buf *out)

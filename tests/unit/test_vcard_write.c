@@ -357,3 +357,72 @@ TEST(stops_at_the_buffer_cap)
 	buf_release(&b);
 	vcard_free(card);
 }
+
+TEST(writes_dates_in_40s_basic_form_and_leaves_30s_alone)
+{
+	struct vcard *card = parse_or_null("BEGIN:VCARD\r\nVERSION:3.0\r\nBDAY:1974-07-22\r\n"
+					   "ANNIVERSARY:--02-29\r\nREV:2014-10-19T23:08:24Z\r\n"
+					   "X-DATE:1974-07-22\r\nEND:VCARD\r\n");
+	struct vcard *other = parse_or_null("BEGIN:VCARD\r\nVERSION:4.0\r\nBDAY;VALUE=text:circa "
+					    "1800\r\nDEATHDATE:1974-07-22T10:00:00+02:00\r\n"
+					    "ANNIVERSARY:19740722\r\nEND:VCARD\r\n");
+	char *o3, *o4, *x3, *x4;
+
+	CHECK(card && other);
+	o4 = write_str(card, VCARD_V40);
+	o3 = write_str(card, VCARD_V30);
+	CHECK(o4 && o3);
+	CHECK(strstr(o4, "BDAY:19740722\r\n"));
+	CHECK(strstr(o4, "ANNIVERSARY:--0229\r\n"));
+	CHECK(strstr(o4, "REV:20141019T230824Z\r\n"));
+	CHECK(strstr(o4, "X-DATE:1974-07-22\r\n")); /* not a date property: untouched */
+	/* 3.0 allows both forms: written as read. */
+	CHECK(strstr(o3, "BDAY:1974-07-22\r\n"));
+	CHECK(strstr(o3, "REV:2014-10-19T23:08:24Z\r\n"));
+	/* Text, offsets and basic forms stay as written. */
+	x4 = write_str(other, VCARD_V40);
+	x3 = write_str(other, VCARD_V30);
+	CHECK(x4 && x3);
+	CHECK(strstr(x4, "BDAY;VALUE=text:circa 1800\r\n"));
+	CHECK(strstr(x4, "DEATHDATE:1974-07-22T10:00:00+02:00\r\n"));
+	CHECK(strstr(x3, "ANNIVERSARY:19740722\r\n"));
+	free(o3);
+	free(o4);
+	free(x3);
+	free(x4);
+	vcard_free(card);
+	vcard_free(other);
+}
+
+TEST(raw_values_with_backslashes_read_back_the_same)
+{
+	static const char *const values[] = {"http://x/a\\b", "http://x/\\\\b", "x\\:y\\,z\\;",
+					     "ends\\", "\\\\\\"};
+
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		struct vcard *card = vcard_new(), *back;
+		struct vcard_prop *p = card ? vcard_add(card, NULL, "URL") : NULL;
+		char *out;
+
+		CHECK(p && vcard_set_raw(card, p, values[i]) == 0);
+		out = write_str(card, VCARD_V30);
+		CHECK(out);
+		back = parse_or_null(out);
+		CHECK(back);
+		CHECK_STR(vcard_text(back, vcard_find(back, "URL")), values[i]);
+		free(out);
+		vcard_free(card);
+		vcard_free(back);
+	}
+}
+
+TEST(writes_an_empty_card)
+{
+	struct vcard *card = vcard_new();
+	char *out = card ? write_str(card, VCARD_V40) : NULL;
+
+	CHECK(out);
+	CHECK_STR(out, "BEGIN:VCARD\r\nVERSION:4.0\r\nEND:VCARD\r\n");
+	free(out);
+	vcard_free(card);
+}
