@@ -885,6 +885,11 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	}
 	namebuf[name_len] = '\0';
 
+	/* "END;;:VCARD" or "END :VCARD" is not a property but a broken marker;
+	 * kept as a property it would be written as the real thing. */
+	if (vcard_strcaseeq(namebuf, "BEGIN") || vcard_strcaseeq(namebuf, "END"))
+		return fail(ps, ps->line_first, "malformed %s line \"%s\"", namebuf,
+			    excerpt(s, n, ex));
 	prop = vcard_add(card, groupbuf[0] ? groupbuf : NULL, namebuf);
 	if (!prop)
 		return -ENOMEM;

@@ -570,3 +570,16 @@ TEST(refuses_nul_bytes_naming_the_line)
 	CHECK_INT(err.line, 3);
 	CHECK(strstr(err.msg, "NUL"));
 }
+
+TEST(refuses_malformed_begin_and_end_lines_inside_a_card)
+{
+	struct vcard_error err;
+
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\nFN:x\r\nEND;;;:VCARD\r\nEND:VCARD\r\n", &err),
+		  -EINVAL);
+	CHECK_INT(err.line, 3);
+	CHECK(strstr(err.msg, "malformed END"));
+	CHECK_INT(parse_fails("BEGIN:VCARD\r\nFN:x\r\nitem1.BEGIN:VCARD\r\nEND:VCARD\r\n", &err),
+		  -EINVAL);
+	CHECK_INT(err.line, 3);
+}
