@@ -106,6 +106,24 @@ int vcard_base64_encode(struct buf *out, const void *bytes, size_t len)
 	return buf_add(out, chunk, k);
 }
 
+int vcard_mediatype_ok(const char *s, size_t n)
+{
+	size_t slashes = 0;
+
+	if (n == 0 || n > 127 || s[0] == '/' || s[n - 1] == '/')
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (c == '/')
+			slashes++;
+		else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			   (c >= '0' && c <= '9') || strchr("!#$&-^_.+", c)))
+			return 0;
+	}
+	return slashes == 1;
+}
+
 static int b64val(char c)
 {
 	if (c >= 'A' && c <= 'Z')

@@ -676,35 +676,46 @@ static int set_text(struct vcard *card, struct vcard_prop *prop, const char *s, 
 	return 0;
 }
 
-/* Media type for a 3.0 TYPE value of PHOTO/LOGO/SOUND (JPEG -> image/jpeg). */
-static const char *media_from_type(struct vcard *card, const char *prop, const char *type)
+/* The media type a 3.0 TYPE value of PHOTO/LOGO/SOUND names (JPEG ->
+ * image/jpeg, or a media type written out), in *out; NULL when it names
+ * none we can write back. 0 or -ENOMEM. */
+static int media_from_type(struct vcard *card, const char *prop, const char *type, const char **out)
 {
 	char buf[64];
-	size_t k = 0;
+	int k;
 
-	if (strchr(type, '/'))
-		return arena_strdup(card->arena, type);
-	if (!strcmp(prop, "KEY") || strlen(type) > 40)
-		return NULL;
-	k = (size_t)snprintf(buf, sizeof(buf), "%s/", !strcmp(prop, "SOUND") ? "audio" : "image");
-	for (const char *t = type; *t && k + 1 < sizeof(buf); t++)
-		buf[k++] = (char)(*t >= 'A' && *t <= 'Z' ? *t + 32 : *t);
-	buf[k] = '\0';
-	return arena_strdup(card->arena, buf);
+	*out = NULL;
+	if (!strchr(type, '/')) {
+		k = snprintf(buf, sizeof(buf), "%s/%s", !strcmp(prop, "SOUND") ? "audio" : "image",
+			     type);
+		if (k < 0 || (size_t)k >= sizeof(buf))
+			return 0;
+		for (char *p = buf; *p; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				*p += 32;
+		type = buf;
+	}
+	if (!vcard_mediatype_ok(type, strlen(type)))
+		return 0;
+	*out = arena_strdup(card->arena, type);
+	return *out ? 0 : -ENOMEM;
 }
 
 /* Move the media type of a binary PHOTO/LOGO/SOUND from its TYPE parameter to
- * prop->mediatype; other TYPE values stay. */
+ * prop->mediatype; other TYPE values stay, and so does a TYPE that names no
+ * media type (KEY's TYPE=X509, say). */
 static int take_media_type(struct vcard *card, struct vcard_prop *prop)
 {
 	for (size_t i = 0; i < prop->nparams; i++) {
 		struct vcard_param *t = &prop->params[i];
+		int r;
 
 		if (strcmp(t->name, "TYPE") != 0 || t->nvals == 0 || !strcmp(prop->name, "KEY"))
 			continue;
-		prop->mediatype = media_from_type(card, prop->name, t->vals[0]);
+		if ((r = media_from_type(card, prop->name, t->vals[0], &prop->mediatype)))
+			return r;
 		if (!prop->mediatype)
-			return -ENOMEM;
+			break;
 		t->vals++;
 		if (--t->nvals == 0) {
 			memmove(t, t + 1, (prop->nparams - i - 1) * sizeof(*t));
@@ -768,7 +779,7 @@ static int try_data_uri(struct parser *ps, struct vcard *card, struct vcard_prop
 
 		if (!mt_end)
 			mt_end = semi;
-		if (mt_end > s + 5 &&
+		if (mt_end > s + 5 && vcard_mediatype_ok(s + 5, (size_t)(mt_end - s - 5)) &&
 		    !contains_ci(s + 5, (size_t)(mt_end - s - 5), "application/octet-stream")) {
 			prop->mediatype =
 				arena_strndup(card->arena, s + 5, (size_t)(mt_end - s - 5));

@@ -31,6 +31,10 @@ size_t vcard_utf8_char(const char *s, size_t n);
 /* Whether s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
 int vcard_utf8_valid(const char *s, size_t n);
 
+/* Whether s[0..n) is a media type we can write unquoted: type "/" subtype
+ * of RFC 6838 name characters, at most 127 bytes. */
+int vcard_mediatype_ok(const char *s, size_t n);
+
 /* Append prop as vcard_write() would write it in version, on one line
  * (unfolded, no line end). 0, -EINVAL for a version it cannot write,
  * -ENOMEM or -E2BIG. */

@@ -296,7 +296,8 @@ static int put_binary_type30(struct buf *b, const char *mediatype)
 	const char *slash = mediatype ? strchr(mediatype, '/') : NULL;
 	int r;
 
-	if (!slash || (strncmp(mediatype, "image/", 6) && strncmp(mediatype, "audio/", 6)))
+	if (!slash || !vcard_mediatype_ok(mediatype, strlen(mediatype)) ||
+	    (strncmp(mediatype, "image/", 6) && strncmp(mediatype, "audio/", 6)))
 		return 0;
 	if ((r = buf_addstr(b, ";TYPE=")))
 		return r;
@@ -304,6 +305,13 @@ static int put_binary_type30(struct buf *b, const char *mediatype)
 		if ((r = buf_addch(b, (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p))))
 			return r;
 	return 0;
+}
+
+/* The media type of a 4.0 data: URI: the value's own if it is one we can
+ * write, else the generic one. */
+static const char *data_mediatype(const char *mt)
+{
+	return mt && vcard_mediatype_ok(mt, strlen(mt)) ? mt : "application/octet-stream";
 }
 
 static int put_line(struct buf *b, const struct vcard_prop *prop, enum vcard_version version)
@@ -323,9 +331,7 @@ static int put_line(struct buf *b, const struct vcard_prop *prop, enum vcard_ver
 		return r;
 	if (prop->kind == VCARD_BINARY) {
 		if (version == VCARD_V40 &&
-		    (r = buf_printf(b, "data:%s;base64,",
-				    prop->mediatype ? prop->mediatype
-						    : "application/octet-stream")))
+		    (r = buf_printf(b, "data:%s;base64,", data_mediatype(prop->mediatype))))
 			return r;
 		return vcard_base64_encode(b, prop->data, prop->len);
 	}

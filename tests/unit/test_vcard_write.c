@@ -426,3 +426,30 @@ TEST(writes_an_empty_card)
 	free(out);
 	vcard_free(card);
 }
+
+TEST(writes_only_media_types_that_read_back)
+{
+	struct vcard *card = parse_or_null("BEGIN:VCARD\r\nVERSION:4.0\r\n"
+					   "PHOTO:data:image/p(n)g;base64,SGk=\r\n"
+					   "LOGO;ENCODING=b;TYPE=\"JP:EG\":SGk=\r\nEND:VCARD\r\n");
+	char *o3 = card ? write_str(card, VCARD_V30) : NULL;
+	char *o4 = card ? write_str(card, VCARD_V40) : NULL;
+	struct vcard *b3, *b4;
+
+	CHECK(o3 && o4);
+	CHECK(strstr(o4, "PHOTO:data:application/octet-stream;base64,SGk=\r\n"));
+	b3 = parse_or_null(o3);
+	b4 = parse_or_null(o4);
+	CHECK(b3 && b4);
+	CHECK_INT(b3->nprops, 2);
+	CHECK_INT(b4->nprops, 2);
+	for (size_t i = 0; i < 2; i++) {
+		CHECK(vcard_prop_equal(vcard_find(b3, card->props[i].name), &card->props[i]));
+		CHECK(vcard_prop_equal(vcard_find(b4, card->props[i].name), &card->props[i]));
+	}
+	free(o3);
+	free(o4);
+	vcard_free(card);
+	vcard_free(b3);
+	vcard_free(b4);
+}
