@@ -35,6 +35,7 @@
 
 #define SLOT_PARAM "X-CONTACTFS-SLOT"
 #define NAME_PARAM "X-CONTACTFS-NAME"
+#define PHOTO_SLOT "photo" /* orig's tag for the photo's form */
 #define CREATED_PROP "X-CONTACTFS-CREATED"
 #define EXT_TYPE "microsoft.graph.openTypeExtension"
 #define EXT_VERSION 1
@@ -1245,6 +1246,22 @@ static int keep_orig(struct reading *rd, const struct vcard_prop *p, const struc
 	return same ? 0 : add_tagged(rd->orig, p, s->name);
 }
 
+/* The photo's bytes go to Graph apart from the contact; its group and
+ * parameters (Apple's X-ABCROP-RECTANGLE, say) are kept in orig, on a PHOTO
+ * without bytes tagged "photo". */
+static int keep_photo_form(struct reading *rd, const struct vcard_prop *p)
+{
+	struct vcard_prop *kept;
+	int r;
+
+	if (!p->group && !p->nparams)
+		return 0;
+	if ((r = add_tagged(rd->orig, p, PHOTO_SLOT)))
+		return r;
+	kept = &rd->orig->props[rd->orig->nprops - 1];
+	return vcard_set_binary(rd->orig, kept, "", 0, p->mediatype);
+}
+
 /* Read card into rd: the model, extra and orig. */
 static int read_card(struct reading *rd, const struct vcard *card)
 {
@@ -1264,7 +1281,11 @@ static int read_card(struct reading *rd, const struct vcard *card)
 		const struct slot *s;
 		cJSON *frag = NULL;
 
-		if (p == photo || prop_ignored(p))
+		if (p == photo) {
+			r = keep_photo_form(rd, p);
+			continue;
+		}
+		if (prop_ignored(p))
 			continue;
 		s = classify(rd->model, p);
 		if (s && (r = read_prop(p, s, &frag)))
@@ -1554,15 +1575,27 @@ static int render_time(struct vcard *card, const char *prop, const cJSON *c, con
 	return vcard_set_text(card, p, stamp);
 }
 
-static int render_photo(struct vcard *card, const void *data, size_t len, const char *type)
+/* The PHOTO from the caller's bytes, in the form orig kept for it if any. */
+static int render_photo(struct render *rd, const void *data, size_t len, const char *type)
 {
-	struct vcard_prop *p;
+	struct vcard_prop *p = NULL;
+	int r;
 
 	if (!data || !len)
 		return 0;
-	if (!(p = vcard_add(card, NULL, "PHOTO")))
+	for (size_t i = 0; rd->orig && i < rd->orig->nprops && !p; i++) {
+		const char *tag = slot_tag(&rd->orig->props[i]);
+
+		if (rd->used[i] || !tag || !vcard_strcaseeq(tag, PHOTO_SLOT))
+			continue;
+		rd->used[i] = 1;
+		if ((r = add_untagged(rd->card, &rd->orig->props[i])))
+			return r;
+		p = &rd->card->props[rd->card->nprops - 1];
+	}
+	if (!p && !(p = vcard_add(rd->card, NULL, "PHOTO")))
 		return -ENOMEM;
-	return vcard_set_binary(card, p, data, len, type);
+	return vcard_set_binary(rd->card, p, data, len, type);
 }
 
 /* The extension's extra and orig as cards (NULL when absent). -EINVAL when
@@ -1636,7 +1669,7 @@ int vcard_from_graph(const cJSON *contact, const void *photo, size_t photo_len,
 	}
 	rd.orig = orig;
 	if ((r = render_slots(&rd, model)) ||
-	    (r = render_photo(rd.card, photo, photo_len, photo_type)) ||
+	    (r = render_photo(&rd, photo, photo_len, photo_type)) ||
 	    (r = render_time(rd.card, "REV", contact, "lastModifiedDateTime", err)) ||
 	    (r = render_time(rd.card, CREATED_PROP, contact, "createdDateTime", err)))
 		goto out;

@@ -1755,3 +1755,24 @@ TEST(graph_huge_strings_are_carried_whole)
 	cJSON_Delete(c);
 	free(big);
 }
+
+TEST(graph_photo_keeps_its_group_and_parameters)
+{
+	/* Apple writes a crop rectangle on the photo; the bytes go to Graph's
+	 * photo endpoint, the rest must come back too. */
+	static const char text[] = "BEGIN:VCARD\nVERSION:3.0\nFN:P\nUID:p1\n"
+				   "g1.PHOTO;ENCODING=b;TYPE=JPEG;X-ABCROP-RECTANGLE=ABClipRect_1&0&0&"
+				   "1&1&abc:/9j/4AAQSkZJRg==\nEND:VCARD\n";
+	struct vcard *card0 = card_of(text), *back;
+	const struct vcard_prop *p;
+
+	CHECK(card0);
+	back = card_round_trip(card0, VCARD_V30);
+	CHECK(back);
+	p = vcard_photo(back);
+	CHECK(p);
+	CHECK(vcard_prop_equal(p, vcard_photo(card0)));
+	CHECK_STR(p->group, "g1");
+	vcard_free(back);
+	vcard_free(card0);
+}
