@@ -153,6 +153,36 @@ static int odd_backslashes(const char *s, size_t n)
 	return k % 2;
 }
 
+static const char *const qp_tokens[] = {"QUOTED-PRINTABLE", "ENCODING=QUOTED-PRINTABLE", NULL};
+static const char *const b64_tokens[] = {"BASE64", "ENCODING=BASE64", "ENCODING=B", NULL};
+
+/* Whether one of the parameters of the current logical line (the ';'-
+ * separated parts between the name and the value, outside quotes) is one of
+ * tokens, ignoring case. */
+static int head_has(const struct parser *ps, const char *const *tokens)
+{
+	const char *s = ps->line.data;
+	size_t n = head_len(ps), i = 0;
+
+	while (i < n && s[i] != ';')
+		i++;
+	while (i < n) {
+		size_t start = ++i;
+		int quoted = 0;
+
+		while (i < n && (quoted || s[i] != ';')) {
+			if (s[i] == '"')
+				quoted = !quoted;
+			i++;
+		}
+		for (size_t t = 0; tokens[t]; t++)
+			if (strlen(tokens[t]) == i - start &&
+			    contains_ci(s + start, i - start, tokens[t]))
+				return 1;
+	}
+	return 0;
+}
+
 static int is_base64_line(const char *s, size_t n)
 {
 	if (n == 0)
@@ -191,7 +221,7 @@ static int next_logical(struct parser *ps, enum vcard_version version)
 		if (!peek_physical(ps, &s, &n))
 			break;
 		if (qp < 0)
-			qp = contains_ci(ps->line.data, head_len(ps), "QUOTED-PRINTABLE");
+			qp = head_has(ps, qp_tokens);
 		if (qp && ps->line.len && ps->line.data[ps->line.len - 1] == '=') {
 			/* A soft line break: the '=' and the line end go, and
 			 * the next line is value whatever it starts with
@@ -213,10 +243,7 @@ static int next_logical(struct parser *ps, enum vcard_version version)
 			continue;
 		}
 		if (b64 < 0) {
-			size_t h = head_len(ps);
-
-			b64 = h < ps->line.len && (contains_ci(ps->line.data, h, "BASE64") ||
-						   contains_ci(ps->line.data, h, "ENCODING=B"));
+			b64 = head_has(ps, b64_tokens);
 		}
 		if (b64 && !memchr(s, ':', n) && is_base64_line(s, n)) {
 			next_physical(ps, &s, &n);
@@ -576,7 +603,7 @@ static int is_binary_prop(const char *name)
 	return k && k->binary;
 }
 
-/* Undo escapes in a raw value: only \\ \, \; \: (Apple writes "http\://"). */
+/* Undo escapes in a raw value: only \\ \, \; \: (Apple writes "http\://") and \n. */
 static int set_raw(struct vcard *card, struct vcard_prop *prop, const char *s, size_t n)
 {
 	char *out = arena_alloc(card->arena, n + 1), *o = out;
@@ -586,8 +613,11 @@ static int set_raw(struct vcard *card, struct vcard_prop *prop, const char *s, s
 	if (!out || !vals || !comp)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '\\' && i + 1 < n && strchr("\\,;:", s[i + 1]))
+		if (s[i] == '\\' && i + 1 < n && strchr("\\,;:nN", s[i + 1])) {
 			i++;
+			*o++ = s[i] == 'n' || s[i] == 'N' ? '\n' : s[i];
+			continue;
+		}
 		*o++ = s[i];
 	}
 	*o = '\0';

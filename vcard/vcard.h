@@ -38,7 +38,7 @@ enum vcard_kind {
 	/* Structured text: comps[i].vals[j], unescaped. Most properties. */
 	VCARD_TEXT,
 	/* One string kept as written: URIs (URL, IMPP, PHOTO by reference,
-	 * VALUE=uri, ...) and GEO. The reader undoes only \\ \, \; \:
+	 * VALUE=uri, ...) and GEO. The reader undoes only \\ \, \; \: \n
 	 * (Apple writes "http\://"); the writer doubles a backslash only
 	 * where the reader would take it for one of those. Held in
 	 * comps[0].vals[0]. */

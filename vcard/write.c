@@ -200,28 +200,38 @@ static int put_raw(struct buf *b, const char *s)
 		if (*s == '\n')
 			r = buf_add(b, "\\n", 2);
 		else if (*s == '\\')
-			r = s[1] && strchr("\\,;:", s[1]) ? buf_add(b, "\\\\", 2)
-							  : buf_addch(b, '\\');
+			r = s[1] && strchr("\\,;:nN", s[1]) ? buf_add(b, "\\\\", 2)
+							    : buf_addch(b, '\\');
 		s++;
 	}
 	return r;
 }
 
-/* GEO is "lat;lon" in 3.0 and "geo:lat,lon" in 4.0. */
+/* Whether s[0..n) is a decimal coordinate such as -122.082932. */
+static int is_coord(const char *s, size_t n)
+{
+	if (n == 0 || n > 32)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '-' || s[i] == '+'))
+			return 0;
+	return 1;
+}
+
+/* GEO is "lat;lon" in 3.0 and "geo:lat,lon" in 4.0 (2.1 writers such as
+ * Android write "lat,lon"). Only a pair of plain coordinates is translated;
+ * anything else is written as it is. */
 static int put_geo(struct buf *b, const char *v, enum vcard_version version)
 {
-	const char *sep;
+	const char *lat = strncmp(v, "geo:", 4) ? v : v + 4;
+	size_t n = strcspn(lat, ",;");
+	const char *lon = lat[n] ? lat + n + 1 : NULL;
 
-	if (version == VCARD_V40 && !strchr(v, ':') && (sep = strchr(v, ';')))
-		return buf_printf(b, "geo:%.*s,%s", (int)(sep - v), v, sep + 1);
-	if (version == VCARD_V30 && !strncmp(v, "geo:", 4) && (sep = strchr(v + 4, ',')) &&
-	    !strchr(sep, ';'))
-		return buf_printf(b, "%.*s;%s", (int)(sep - v - 4), v + 4, sep + 1);
-	/* 2.1 writers (Android) separate with a comma. */
-	if (version == VCARD_V30 && !strchr(v, ';') && !strchr(v, ':') && (sep = strchr(v, ',')) &&
-	    !strchr(sep + 1, ','))
-		return buf_printf(b, "%.*s;%s", (int)(sep - v), v, sep + 1);
-	return put_raw(b, v);
+	if (!lon || !is_coord(lat, n) || !is_coord(lon, strlen(lon)))
+		return put_raw(b, v);
+	if (version == VCARD_V40)
+		return buf_printf(b, "geo:%.*s,%s", (int)n, lat, lon);
+	return buf_printf(b, "%.*s;%s", (int)n, lat, lon);
 }
 
 static int is_date_prop(const char *name)

@@ -583,3 +583,17 @@ TEST(refuses_malformed_begin_and_end_lines_inside_a_card)
 		  -EINVAL);
 	CHECK_INT(err.line, 3);
 }
+
+TEST(finds_encodings_only_in_parameters)
+{
+	struct vcard *card;
+
+	/* "QUOTED-PRINTABLE" in another parameter's value is not the
+	 * encoding: the '=' at the end is text, and the next line a fold. */
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nNOTE;X-A=QUOTED-PRINTABLE:a=\r\n b\r\n"
+		     "X-B;X-C=BASE64:v\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "NOTE"), "a=b");
+	CHECK_STR(text_of(card, "X-B"), "v");
+	CHECK_STR(vcard_param(vcard_find(card, "NOTE"), "X-A")->vals[0], "QUOTED-PRINTABLE");
+	vcard_free(card);
+}

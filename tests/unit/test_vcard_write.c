@@ -453,3 +453,26 @@ TEST(writes_only_media_types_that_read_back)
 	vcard_free(b3);
 	vcard_free(b4);
 }
+
+TEST(translates_only_plain_coordinates_in_geo)
+{
+	struct vcard *card = parse_or_null("BEGIN:VCARD\r\nVERSION:2.1\r\nGEO:35.65,139.69\r\n"
+					   "X-A:1\r\nEND:VCARD\r\n");
+	struct vcard *odd = parse_or_null("BEGIN:VCARD\r\nVERSION:2.1\r\nGEO:geo:1,2x\\\r\n"
+					  "three\r\nEND:VCARD\r\n");
+	char *o3 = card ? write_str(card, VCARD_V30) : NULL;
+	char *x3 = odd ? write_str(odd, VCARD_V30) : NULL;
+	struct vcard *back;
+
+	CHECK(o3 && x3);
+	CHECK(strstr(o3, "GEO:35.65;139.69\r\n"));
+	CHECK(well_formed(x3));
+	back = parse_or_null(x3);
+	CHECK(back);
+	CHECK(vcard_prop_equal(vcard_find(back, "GEO"), vcard_find(odd, "GEO")));
+	free(o3);
+	free(x3);
+	vcard_free(card);
+	vcard_free(odd);
+	vcard_free(back);
+}
