@@ -202,8 +202,9 @@ static int is_base64_line(const char *s, size_t n)
  * -errno. Folding: a line starting with a space or tab continues the previous
  * one; in 2.1 the whitespace is part of the value (RFC 822 folding), in 3.0
  * and 4.0 one character of it is removed. A quoted-printable value ending in
- * '=' continues on the next line whatever that starts with. A base64 value
- * continues on lines that hold only base64 (2.1 writers that do not indent).
+ * '=' continues on the next line whatever that starts with. A 2.1 base64
+ * value continues on lines that hold only base64 (Android and others do not
+ * indent them); 3.0 and 4.0 fold base64 like any value.
  */
 static int next_logical(struct parser *ps, enum vcard_version version)
 {
@@ -245,7 +246,7 @@ static int next_logical(struct parser *ps, enum vcard_version version)
 		if (b64 < 0) {
 			b64 = head_has(ps, b64_tokens);
 		}
-		if (b64 && !memchr(s, ':', n) && is_base64_line(s, n)) {
+		if (b64 && version == VCARD_V21 && !memchr(s, ':', n) && is_base64_line(s, n)) {
 			next_physical(ps, &s, &n);
 			if ((r = buf_add(&ps->line, s, n)))
 				return r;

@@ -476,3 +476,31 @@ TEST(translates_only_plain_coordinates_in_geo)
 	vcard_free(odd);
 	vcard_free(back);
 }
+
+TEST(a_long_property_name_after_base64_reads_back)
+{
+	/* A folded name made of base64 letters must not be taken for more
+	 * base64 of the property before it. */
+	char name[120];
+	struct vcard *card = vcard_new(), *back;
+	struct vcard_prop *p;
+	char *out;
+
+	memset(name, 'L', sizeof(name) - 4);
+	memcpy(name + sizeof(name) - 4, "URL", 4);
+	CHECK(card);
+	p = vcard_add(card, NULL, "KEY");
+	CHECK(p && vcard_set_binary(card, p, "\x01\x02\x03", 3, NULL) == 0);
+	p = vcard_add(card, NULL, name);
+	CHECK(p && vcard_set_text(card, p, "v") == 0);
+	out = write_str(card, VCARD_V30);
+	CHECK(out);
+	back = parse_or_null(out);
+	CHECK(back);
+	CHECK_INT(back->nprops, 2);
+	CHECK(vcard_prop_equal(&back->props[0], &card->props[0]));
+	CHECK(vcard_prop_equal(&back->props[1], &card->props[1]));
+	free(out);
+	vcard_free(card);
+	vcard_free(back);
+}
