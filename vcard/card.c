@@ -124,20 +124,28 @@ int vcard_mediatype_ok(const char *s, size_t n)
 	return slashes == 1;
 }
 
-static int b64val(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+' || c == '-')
-		return 62;
-	if (c == '/' || c == '_')
-		return 63;
-	return -1;
-}
+/* Base64 digit values, standard and URL-safe alphabets: -1 invalid, -2
+ * whitespace (skipped), -3 padding (the end). */
+static const signed char b64_value[256] = {
+	/* clang-format off */
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -2, -2, -1, -1, -2, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-2, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, 62, -1, 63,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -3, -1, -1,
+	-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63,
+	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	/* clang-format on */
+};
 
 int vcard_base64_decode(struct buf *out, const char *s, size_t n, size_t *bad)
 {
@@ -147,13 +155,13 @@ int vcard_base64_decode(struct buf *out, const char *s, size_t n, size_t *bad)
 	int bits = 0, r;
 
 	for (size_t i = 0; i < n; i++) {
-		int v;
+		int v = b64_value[(unsigned char)s[i]];
 
-		if (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')
+		if (v == -2)
 			continue;
-		if (s[i] == '=')
+		if (v == -3)
 			break;
-		if ((v = b64val(s[i])) < 0) {
+		if (v < 0) {
 			if (bad)
 				*bad = i;
 			return -EINVAL;
@@ -253,6 +261,7 @@ struct vcard_prop *vcard_add(struct vcard *card, const char *group, const char *
 		return NULL;
 	p->ncomps = 1;
 	p->kind = VCARD_TEXT;
+	p->known = vcard_known(p->name);
 	card->nprops++;
 	return p;
 }

@@ -79,8 +79,12 @@ static int next_physical(struct parser *ps, const char **s, size_t *n)
 	if (p >= e)
 		return 0;
 	*s = p;
-	while (p < e && *p != '\n' && *p != '\r')
-		p++;
+	{
+		const char *lf = memchr(p, '\n', (size_t)(e - p));
+		const char *cr = memchr(p, '\r', (size_t)((lf ? lf : e) - p));
+
+		p = cr ? cr : lf ? lf : e;
+	}
 	*n = (size_t)(p - *s);
 	while (p < e && *p == '\r')
 		p++;
@@ -153,21 +157,24 @@ static int odd_backslashes(const char *s, size_t n)
 	return k % 2;
 }
 
-static const char *const qp_tokens[] = {"QUOTED-PRINTABLE", "ENCODING=QUOTED-PRINTABLE", NULL};
-static const char *const b64_tokens[] = {"BASE64", "ENCODING=BASE64", "ENCODING=B", NULL};
+static int token_is(const char *s, size_t n, const char *token)
+{
+	return strlen(token) == n && contains_ci(s, n, token);
+}
 
-/* Whether one of the parameters of the current logical line (the ';'-
- * separated parts between the name and the value, outside quotes) is one of
- * tokens, ignoring case. */
-static int head_has(const struct parser *ps, const char *const *tokens)
+/* Whether the parameters of the current logical line (the ';'-separated
+ * parts between the name and the value, outside quotes) say quoted-printable
+ * or base64, ignoring case. */
+static void head_encodings(const struct parser *ps, int *qp, int *b64)
 {
 	const char *s = ps->line.data;
 	size_t n = head_len(ps), i = 0;
 
+	*qp = *b64 = 0;
 	while (i < n && s[i] != ';')
 		i++;
 	while (i < n) {
-		size_t start = ++i;
+		size_t start = ++i, len;
 		int quoted = 0;
 
 		while (i < n && (quoted || s[i] != ';')) {
@@ -175,12 +182,15 @@ static int head_has(const struct parser *ps, const char *const *tokens)
 				quoted = !quoted;
 			i++;
 		}
-		for (size_t t = 0; tokens[t]; t++)
-			if (strlen(tokens[t]) == i - start &&
-			    contains_ci(s + start, i - start, tokens[t]))
-				return 1;
+		len = i - start;
+		if (token_is(s + start, len, "QUOTED-PRINTABLE") ||
+		    token_is(s + start, len, "ENCODING=QUOTED-PRINTABLE"))
+			*qp = 1;
+		else if (token_is(s + start, len, "BASE64") ||
+			 token_is(s + start, len, "ENCODING=BASE64") ||
+			 token_is(s + start, len, "ENCODING=B"))
+			*b64 = 1;
 	}
-	return 0;
 }
 
 static int is_base64_line(const char *s, size_t n)
@@ -222,7 +232,7 @@ static int next_logical(struct parser *ps, enum vcard_version version)
 		if (!peek_physical(ps, &s, &n))
 			break;
 		if (qp < 0)
-			qp = head_has(ps, qp_tokens);
+			head_encodings(ps, &qp, &b64);
 		if (qp && ps->line.len && ps->line.data[ps->line.len - 1] == '=') {
 			/* A soft line break: the '=' and the line end go, and
 			 * the next line is value whatever it starts with
@@ -242,9 +252,6 @@ static int next_logical(struct parser *ps, enum vcard_version version)
 			if ((r = buf_add(&ps->line, s, n)))
 				return r;
 			continue;
-		}
-		if (b64 < 0) {
-			b64 = head_has(ps, b64_tokens);
 		}
 		if (b64 && version == VCARD_V21 && !memchr(s, ':', n) && is_base64_line(s, n)) {
 			next_physical(ps, &s, &n);
@@ -585,23 +592,14 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 }
 
 /* Whether the value is a URI or otherwise never escaped. */
-static int is_raw_prop(const struct vcard_prop *prop)
+static int is_raw_prop(const struct vcard_prop *prop, const struct vcard_known *k)
 {
 	const struct vcard_param *v = vcard_param(prop, "VALUE");
-	const struct vcard_known *k;
 
 	if (v && v->nvals &&
 	    (vcard_strcaseeq(v->vals[0], "uri") || vcard_strcaseeq(v->vals[0], "url")))
 		return 1;
-	k = vcard_known(prop->name);
 	return k && k->raw;
-}
-
-static int is_binary_prop(const char *name)
-{
-	const struct vcard_known *k = vcard_known(name);
-
-	return k && k->binary;
 }
 
 /* Undo escapes in a raw value: only \\ \, \; \: (Apple writes "http\://") and \n. */
@@ -638,10 +636,10 @@ static int set_raw(struct vcard *card, struct vcard_prop *prop, const char *s, s
  * newlines come from quoted-printable. CR LF and CR become LF. A separator the shape does not have is
  * kept as text, so an unescaped ';' in a NOTE stays in the note.
  */
-static int set_text(struct vcard *card, struct vcard_prop *prop, const char *s, size_t n)
+static int set_text(struct vcard *card, struct vcard_prop *prop, const struct vcard_known *k,
+		    const char *s, size_t n)
 {
 	int v21 = card->version == VCARD_V21;
-	const struct vcard_known *k = vcard_known(prop->name);
 	/* Unknown properties keep whatever structure they were written with;
 	 * 2.1 has no lists, so a comma in its N or ADR is text. */
 	enum vcard_shape shape = k ? k->shape : VCARD_SHAPE_FULL;
@@ -883,6 +881,7 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	const char *s = ps->line.data, *colon, *name, *dot, *p;
 	size_t n = ps->line.len, name_len;
 	struct encoding enc = {0};
+	const struct vcard_known *k;
 	struct vcard_prop *prop;
 	char namebuf[128], groupbuf[128], ex[48];
 	int r, done;
@@ -936,6 +935,7 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	if (!prop)
 		return -ENOMEM;
 	prop->line = ps->line_first;
+	k = prop->known;
 	if ((r = parse_params(ps, card, prop, p, (size_t)(colon - p), &enc)))
 		return r;
 
@@ -946,7 +946,7 @@ static int parse_property(struct parser *ps, struct vcard *card)
 			return r;
 		return take_media_type(card, prop);
 	}
-	if (is_binary_prop(prop->name)) {
+	if (k && k->binary) {
 		if ((r = try_data_uri(ps, card, prop, s, n, &done)))
 			return r;
 		if (done)
@@ -954,7 +954,7 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	}
 	if ((r = decode_text(ps, card, prop, &enc, &s, &n)))
 		return r;
-	return is_raw_prop(prop) ? set_raw(card, prop, s, n) : set_text(card, prop, s, n);
+	return is_raw_prop(prop, k) ? set_raw(card, prop, s, n) : set_text(card, prop, k, s, n);
 }
 
 /* Whether the logical line is "KEYWORD:VCARD" (BEGIN or END), tolerating

@@ -47,6 +47,8 @@ enum vcard_kind {
 	VCARD_BINARY,
 };
 
+struct vcard_known;
+
 struct vcard_param {
 	const char *name;  /* upper-case, e.g. "TYPE"; bare 2.1 params become TYPE */
 	const char **vals; /* unquoted, RFC 6868 decoded */
@@ -66,10 +68,11 @@ struct vcard_prop {
 	enum vcard_kind kind;
 	struct vcard_comp *comps; /* VCARD_TEXT, VCARD_RAW: ncomps >= 1 */
 	size_t ncomps;
-	const unsigned char *data; /* VCARD_BINARY: the bytes ... */
-	size_t len;		   /* ... their length ... */
-	const char *mediatype;	   /* ... and type, e.g. "image/jpeg", or NULL */
-	unsigned line;		   /* first input line, 0 if built in memory */
+	const unsigned char *data;	 /* VCARD_BINARY: the bytes ... */
+	size_t len;			 /* ... their length ... */
+	const char *mediatype;		 /* ... and type, e.g. "image/jpeg", or NULL */
+	unsigned line;			 /* first input line, 0 if built in memory */
+	const struct vcard_known *known; /* internal: vcard/'s entry for name, or NULL */
 };
 
 struct vcard {

@@ -14,11 +14,9 @@
 /* The fixed order is the rank in vcard_known(): what a person looks for
  * first comes first; unknown properties come after the known content in the
  * order they had; bookkeeping and large binary values come last. */
-static unsigned prop_rank(const char *name)
+static unsigned prop_rank(const struct vcard_prop *p)
 {
-	const struct vcard_known *k = vcard_known(name);
-
-	return k ? k->rank : VCARD_RANK_UNKNOWN;
+	return p->known ? p->known->rank : VCARD_RANK_UNKNOWN;
 }
 
 struct slot {
@@ -42,7 +40,7 @@ static int slot_cmp(const void *a, const void *b)
 static void sort_props(const struct vcard *card, struct slot *order)
 {
 	for (size_t i = 0; i < card->nprops; i++) {
-		order[i].rank = prop_rank(card->props[i].name);
+		order[i].rank = prop_rank(&card->props[i]);
 		order[i].first = i;
 		order[i].index = i;
 	}
