@@ -25,6 +25,35 @@ int vcard_strcaseeq(const char *a, const char *b)
 	}
 }
 
+int vcard_prefix_ci(const char *s, size_t n, const char *prefix)
+{
+	size_t k = strlen(prefix);
+
+	if (n < k)
+		return 0;
+	for (size_t i = 0; i < k; i++) {
+		unsigned char a = (unsigned char)s[i], b = (unsigned char)prefix[i];
+
+		if (a >= 'a' && a <= 'z')
+			a -= 32;
+		if (b >= 'a' && b <= 'z')
+			b -= 32;
+		if (a != b)
+			return 0;
+	}
+	return 1;
+}
+
+int vcard_contains_ci(const char *s, size_t n, const char *needle)
+{
+	size_t k = strlen(needle);
+
+	for (size_t i = 0; i + k <= n; i++)
+		if (vcard_prefix_ci(s + i, n - i, needle))
+			return 1;
+	return 0;
+}
+
 size_t vcard_utf8_char(const char *str, size_t n)
 {
 	const unsigned char *s = (const unsigned char *)str;

@@ -164,26 +164,6 @@ static int is_collection(const struct slot *s)
 	return s->max > 0;
 }
 
-/* Whether s starts with prefix, ignoring ASCII case. */
-static int prefix_ci(const char *s, size_t n, const char *prefix)
-{
-	size_t k = strlen(prefix);
-
-	if (n < k)
-		return 0;
-	for (size_t i = 0; i < k; i++) {
-		char a = s[i], b = prefix[i];
-
-		if (a >= 'a' && a <= 'z')
-			a -= 32;
-		if (b >= 'a' && b <= 'z')
-			b -= 32;
-		if (a != b)
-			return 0;
-	}
-	return 1;
-}
-
 static const char *buf_str(const struct buf *b)
 {
 	return b->data ? b->data : "";
@@ -466,7 +446,7 @@ static int is_tel_uri(const struct vcard_prop *p, const char *t, size_t n)
 {
 	const char *v = param_val(p, "VALUE");
 
-	return prefix_ci(t, n, "tel:") &&
+	return vcard_prefix_ci(t, n, "tel:") &&
 	       (p->kind == VCARD_RAW || (v && vcard_strcaseeq(v, "uri")));
 }
 
@@ -1125,15 +1105,6 @@ static int model_to_graph(const cJSON *model, cJSON *out)
 
 /* ---- card -> model -------------------------------------------------------------- */
 
-/* Whether s[0..n) contains needle, ignoring ASCII case. */
-static int contains_ci(const char *s, const char *needle)
-{
-	for (size_t n = strlen(s); *s; s++, n--)
-		if (prefix_ci(s, n, needle))
-			return 1;
-	return 0;
-}
-
 /* Our bookkeeping, rewritten from the server on every read: REV,
  * X-CONTACTFS-CREATED and a PRODID naming contactfs. */
 static int prop_ignored(const struct vcard_prop *p)
@@ -1141,7 +1112,8 @@ static int prop_ignored(const struct vcard_prop *p)
 	if (!strcmp(p->name, "REV") || !strcmp(p->name, CREATED_PROP))
 		return 1;
 	return !strcmp(p->name, "PRODID") && p->kind != VCARD_BINARY && p->ncomps &&
-	       p->comps[0].nvals && contains_ci(p->comps[0].vals[0], "contactfs");
+	       p->comps[0].nvals &&
+	       vcard_contains_ci(p->comps[0].vals[0], strlen(p->comps[0].vals[0]), "contactfs");
 }
 
 /* The phone slot of a TEL: none for fax, pager and other non-voice types;

@@ -123,21 +123,6 @@ static const char *find_colon(const char *s, size_t n)
 	return memchr(s, ':', n);
 }
 
-static int contains_ci(const char *s, size_t n, const char *needle)
-{
-	size_t k = strlen(needle);
-
-	for (size_t i = 0; i + k <= n; i++) {
-		size_t j = 0;
-
-		while (j < k && ((s[i + j] | 0x20) == (needle[j] | 0x20)))
-			j++;
-		if (j == k)
-			return 1;
-	}
-	return 0;
-}
-
 /* The property part (before the value) of the current logical line. */
 static size_t head_len(const struct parser *ps)
 {
@@ -157,9 +142,10 @@ static int odd_backslashes(const char *s, size_t n)
 	return k % 2;
 }
 
+/* Whether s[0..n) is token, ignoring ASCII case. */
 static int token_is(const char *s, size_t n, const char *token)
 {
-	return strlen(token) == n && contains_ci(s, n, token);
+	return strlen(token) == n && vcard_prefix_ci(s, n, token);
 }
 
 /* Whether the parameters of the current logical line (the ';'-separated
@@ -487,22 +473,13 @@ struct encoding {
 
 static int is_bare_encoding(const char *s, size_t n, struct encoding *enc)
 {
-	if (n == 16 && contains_ci(s, n, "QUOTED-PRINTABLE")) {
+	if (token_is(s, n, "QUOTED-PRINTABLE"))
 		enc->qp = 1;
-		return 1;
-	}
-	if (n == 6 && contains_ci(s, n, "BASE64")) {
+	else if (token_is(s, n, "BASE64"))
 		enc->b64 = 1;
-		return 1;
-	}
-	if ((n == 4 && contains_ci(s, n, "8BIT")) || (n == 4 && contains_ci(s, n, "7BIT")))
-		return 1;
-	return 0;
-}
-
-static int name_is(const char *s, size_t n, const char *name)
-{
-	return strlen(name) == n && contains_ci(s, n, name);
+	else if (!token_is(s, n, "8BIT") && !token_is(s, n, "7BIT"))
+		return 0;
+	return 1;
 }
 
 /*
@@ -562,11 +539,11 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 			const char *v = s + eq + 1;
 			size_t vn = end - eq - 1;
 
-			if (name_is(v, vn, "QUOTED-PRINTABLE"))
+			if (token_is(v, vn, "QUOTED-PRINTABLE"))
 				enc->qp = 1;
-			else if (name_is(v, vn, "BASE64") || name_is(v, vn, "B"))
+			else if (token_is(v, vn, "BASE64") || token_is(v, vn, "B"))
 				enc->b64 = 1;
-			else if (!name_is(v, vn, "8BIT") && !name_is(v, vn, "7BIT"))
+			else if (!token_is(v, vn, "8BIT") && !token_is(v, vn, "7BIT"))
 				return fail(ps, ps->line_first, "%s: unknown ENCODING", prop->name);
 			continue;
 		}
@@ -790,14 +767,14 @@ static int try_data_uri(struct parser *ps, struct vcard *card, struct vcard_prop
 	int r;
 
 	*done = 0;
-	if (n < 5 || !contains_ci(s, 5, "data:"))
+	if (n < 5 || !vcard_prefix_ci(s, 5, "data:"))
 		return 0;
 	comma = memchr(s, ',', n);
 	if (!comma)
 		return 0;
 	semi = NULL;
 	for (const char *p = s + 5; p + 7 <= comma; p++)
-		if (p + 7 == comma && contains_ci(p, 7, ";base64"))
+		if (p + 7 == comma && vcard_prefix_ci(p, 7, ";base64"))
 			semi = p;
 	if (!semi)
 		return 0;
@@ -809,7 +786,7 @@ static int try_data_uri(struct parser *ps, struct vcard *card, struct vcard_prop
 		if (!mt_end)
 			mt_end = semi;
 		if (mt_end > s + 5 && vcard_mediatype_ok(s + 5, (size_t)(mt_end - s - 5)) &&
-		    !contains_ci(s + 5, (size_t)(mt_end - s - 5), "application/octet-stream")) {
+		    !token_is(s + 5, (size_t)(mt_end - s - 5), "application/octet-stream")) {
 			prop->mediatype =
 				arena_strndup(card->arena, s + 5, (size_t)(mt_end - s - 5));
 			if (!prop->mediatype)
@@ -966,8 +943,8 @@ static int is_marker(const struct buf *line, const char *keyword)
 
 	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
 		n--;
-	return n == k + 6 && contains_ci(s, k, keyword) && s[k] == ':' &&
-	       contains_ci(s + k + 1, 5, "VCARD");
+	return n == k + 6 && vcard_prefix_ci(s, k, keyword) && s[k] == ':' &&
+	       vcard_prefix_ci(s + k + 1, 5, "VCARD");
 }
 
 static int is_blank(const struct buf *line)
@@ -1002,7 +979,7 @@ static int set_version(struct parser *ps, struct vcard *card)
 
 static int is_version_line(const struct buf *line)
 {
-	return line->len >= 8 && contains_ci(line->data, 8, "VERSION:");
+	return line->len >= 8 && vcard_prefix_ci(line->data, 8, "VERSION:");
 }
 
 /* Read one card; ps is just past its BEGIN line. */

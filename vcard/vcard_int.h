@@ -24,6 +24,11 @@ char *arena_strdup(struct vcard_arena *a, const char *s);
 /* Case-insensitive ASCII comparison, independent of the locale. */
 int vcard_strcaseeq(const char *a, const char *b);
 
+/* Whether s[0..n) starts with prefix / contains needle, ignoring ASCII
+ * case. */
+int vcard_prefix_ci(const char *s, size_t n, const char *prefix);
+int vcard_contains_ci(const char *s, size_t n, const char *needle);
+
 /* Length of the valid UTF-8 character at s[0..n), or 0 if there is none
  * (invalid, overlong, surrogate, truncated). */
 size_t vcard_utf8_char(const char *s, size_t n);
