@@ -1,0 +1,1434 @@
+#!/usr/bin/env python3
+"""A strict Microsoft Graph v1.0 stand-in for personal contacts.
+
+    python3 tests/graph_emulator/server.py --port PORT [--seed FILE.json]
+        [--contacts N --folders M --photos P] [--latency-ms MS] [--token TOKEN]
+
+Prints exactly "listening on http://127.0.0.1:PORT" when ready. README.md in
+this folder says what it serves, how strict it is, and how tests drive it
+(admin endpoints under /_emulator/, fault knobs).
+
+Layout: store.py keeps the mailboxes (one lock), identity.py the OAuth side,
+generator.py makes test data. This file is HTTP: the request handler, the
+routes of /v1.0 (one small function each), $batch, the per-mailbox
+concurrency limit, fault injection, request counting and the admin API.
+"""
+import argparse
+import base64
+import datetime
+import itertools
+import json
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter, OrderedDict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+sys.dont_write_bytecode = True      # never leave __pycache__ in the source tree
+import generator                                            # noqa: E402
+from identity import Identity, OAuthError                   # noqa: E402
+from store import (CONTACT_FIELDS, DELTA_PAGE, FOLDER_FIELDS, LIST_PAGE, MAX_PAGE,  # noqa: E402
+                   SELECTABLE, GraphError, Store, bad_request, ext_key)
+
+DEFAULT_UPN = "me@contoso.example"
+MAX_BODY = 4 * 1024 * 1024          # Graph's limit on one REST request (photos "under 4 MB")
+MAX_BATCH = 20
+BATCH_PARALLEL = 4                  # Outlook runs four items of a batch at a time
+JSON_TYPE = ("application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;"
+             "charset=utf-8")
+PHOTO_TYPES = ("image/jpeg", "image/png", "image/gif")
+
+
+# ---- fault knobs ---------------------------------------------------------------------
+
+class Faults:
+    """The knobs POST /_emulator/faults sets (README: "Fault knobs"), and the
+    random rolls made from them."""
+
+    DEFAULTS = OrderedDict([
+        ("latency_ms", 0), ("rate_429", 0.0), ("retry_after", 1), ("rate_503", 0.0),
+        ("rate_drop", 0.0), ("token_ttl_s", 3600), ("delta_replay", 0.0),
+        ("delta_token_cap", 10000), ("next_device_flow", None), ("device_user", None),
+        ("device_interval_s", 1), ("device_pending_polls", 2), ("readonly_users", []),
+        ("max_concurrency", 4), ("early_grace_ms", 50), ("birthday_noon", False), ("seed", None),
+    ])
+    PROBABILITIES = ("rate_429", "rate_503", "rate_drop", "delta_replay")
+    NUMBERS = ("latency_ms", "retry_after", "token_ttl_s", "delta_token_cap", "device_interval_s",
+               "device_pending_polls", "max_concurrency", "early_grace_ms")
+    ACTIONS = ("expire_delta", "expire_tokens", "revoke_refresh_tokens")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.values = json.loads(json.dumps(self.DEFAULTS))
+        self.rng = random.Random()
+
+    def get(self, name):
+        with self.lock:
+            return self.values[name]
+
+    def take(self, name):
+        """Read a one-shot knob and put it back to its default."""
+        with self.lock:
+            value = self.values[name]
+            self.values[name] = self.DEFAULTS[name]
+            return value
+
+    def roll(self, name):
+        with self.lock:
+            p = self.values[name]
+            return bool(p) and self.rng.random() < p
+
+    def chance(self, p):
+        with self.lock:
+            return self.rng.random() < p
+
+    def snapshot(self):
+        with self.lock:
+            return json.loads(json.dumps(self.values))
+
+    def update(self, doc):
+        """Validate every key first, then apply; returns the actions asked for."""
+        if not isinstance(doc, dict):
+            raise bad_request("faults: expected a JSON object", "InvalidFaults")
+        for k, v in doc.items():
+            if k in self.ACTIONS:
+                if not isinstance(v, bool):
+                    raise bad_request(f"faults: {k} must be true or false", "InvalidFaults")
+            elif k in self.PROBABILITIES:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                    raise bad_request(f"faults: {k} must be a probability 0..1", "InvalidFaults")
+            elif k in self.NUMBERS:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    raise bad_request(f"faults: {k} must be a number >= 0", "InvalidFaults")
+            elif k == "next_device_flow":
+                if v not in (None, "declined", "expired"):
+                    raise bad_request("faults: next_device_flow is null, \"declined\" or \"expired\"",
+                                      "InvalidFaults")
+            elif k == "device_user":
+                if v is not None and not isinstance(v, str):
+                    raise bad_request("faults: device_user must be a UPN or null", "InvalidFaults")
+            elif k == "readonly_users":
+                if not isinstance(v, list) or not all(isinstance(u, str) for u in v):
+                    raise bad_request("faults: readonly_users must be a list of UPNs", "InvalidFaults")
+            elif k == "birthday_noon":
+                if not isinstance(v, bool):
+                    raise bad_request("faults: birthday_noon must be true or false", "InvalidFaults")
+            elif k == "seed":
+                if v is not None and not isinstance(v, int):
+                    raise bad_request("faults: seed must be an integer or null", "InvalidFaults")
+            else:
+                raise bad_request(f"faults: unknown knob '{k}'", "InvalidFaults")
+        with self.lock:
+            for k, v in doc.items():
+                if k in self.DEFAULTS:
+                    self.values[k] = v
+                if k == "seed" and v is not None:
+                    self.rng.seed(v)
+        return [k for k in self.ACTIONS if doc.get(k)]
+
+
+# ---- request counting, concurrency and early retries -------------------------------------
+
+class Stats:
+    """What GET /_emulator/requests reports, and the live in-flight count per
+    mailbox that the concurrency limit uses."""
+
+    def __init__(self, faults):
+        self.lock = threading.Lock()
+        self.faults = faults
+        self.in_flight = Counter()        # live; never reset
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.by_route = Counter()
+            self.by_status = Counter()
+            self.total = 0
+            self.batch_items = 0
+            self.max_in_flight = 0
+            self.max_by_mailbox = Counter()
+            self.throttled = 0
+            self.early_retries = 0
+            self.dropped = 0
+            self.windows = {}            # mailbox -> [(sent, until, connection id)]
+
+    def count(self, route, kind):
+        """Count a request to `route`; kind is "request" (an HTTP request to
+        /v1.0), "item" (a $batch item) or "other" (identity endpoints)."""
+        with self.lock:
+            self.by_route[route] += 1
+            if kind == "request":
+                self.total += 1
+            elif kind == "item":
+                self.batch_items += 1
+
+    def count_status(self, status):
+        with self.lock:
+            self.by_status[str(status)] += 1
+            if status == 429:
+                self.throttled += 1
+
+    def count_drop(self):
+        with self.lock:
+            self.dropped += 1
+
+    def enter(self, mailbox):
+        """Take an in-flight slot; False (and no slot) when the mailbox is at
+        its limit. The attempt counts toward max_in_flight either way, so a
+        client that sends a fifth request is seen doing it."""
+        limit = int(self.faults.get("max_concurrency"))
+        with self.lock:
+            self.in_flight[mailbox] += 1
+            n = self.in_flight[mailbox]
+            self.max_in_flight = max(self.max_in_flight, n)
+            self.max_by_mailbox[mailbox] = max(self.max_by_mailbox[mailbox], n)
+            if n > limit:
+                self.in_flight[mailbox] -= 1
+                return False
+            return True
+
+    def leave(self, mailbox):
+        with self.lock:
+            self.in_flight[mailbox] -= 1
+
+    def note_retry_after(self, mailbox, conn_id, sent, seconds):
+        """A response told the client to leave `mailbox` alone for `seconds`
+        from `sent` (when the response was written)."""
+        with self.lock:
+            self.windows.setdefault(mailbox, []).append((sent, sent + seconds, conn_id))
+
+    def check_early(self, mailboxes, conn_id, arrival):
+        """Count a request that arrived while a Retry-After it was given
+        still ran. A request on the connection that carried the Retry-After
+        was surely sent after the client read it; one on another connection
+        may have been on its way already, so those count only after a grace
+        period (early_grace_ms)."""
+        grace = float(self.faults.get("early_grace_ms")) / 1000
+        with self.lock:
+            early = False
+            for mb in mailboxes:
+                live = [w for w in self.windows.get(mb, []) if w[1] > arrival]
+                self.windows[mb] = live
+                for sent, until, conn in live:
+                    if sent <= arrival < until and (conn == conn_id or arrival >= sent + grace):
+                        early = True
+            if early:
+                self.early_retries += 1
+            return early
+
+    def snapshot(self):
+        with self.lock:
+            return OrderedDict([
+                ("by_route", dict(sorted(self.by_route.items()))), ("by_status", dict(self.by_status)),
+                ("total", self.total), ("batch_items", self.batch_items),
+                ("max_in_flight", self.max_in_flight),
+                ("max_in_flight_by_mailbox", dict(self.max_by_mailbox)),
+                ("in_flight", {k: v for k, v in self.in_flight.items() if v}),
+                ("early_retries", self.early_retries), ("throttled", self.throttled),
+                ("dropped", self.dropped)])
+
+
+# ---- responses ------------------------------------------------------------------------
+
+DROP = object()          # close the connection without answering
+
+
+class Resp:
+    """A response: JSON body (dict/list), raw bytes, or nothing."""
+
+    def __init__(self, status, body=None, headers=None, raw=None, content_type=None):
+        self.status = status
+        self.body = body
+        self.raw = raw
+        self.content_type = content_type
+        self.headers = OrderedDict(headers or {})
+        self.retry_after = []            # [(mailbox, seconds)] to note once sent
+
+    def payload(self):
+        """(bytes, content type or None)."""
+        if self.raw is not None:
+            return self.raw, self.content_type
+        if self.body is None:
+            return b"", None
+        return json.dumps(self.body, ensure_ascii=False).encode("utf-8"), self.content_type or JSON_TYPE
+
+
+def utc_stamp():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def error_resp(err, request_id, client_request_id, inner=None):
+    """Graph's error envelope for a GraphError."""
+    inner_error = OrderedDict([("date", utc_stamp()), ("request-id", request_id),
+                               ("client-request-id", client_request_id)])
+    inner_error.update(inner or {})
+    body = {"error": OrderedDict([("code", err.code), ("message", err.message),
+                                  ("innerError", inner_error)])}
+    return Resp(err.status, body, headers=err.headers)
+
+
+def seconds_text(seconds):
+    """Retry-After as Graph writes it: whole seconds plain ("1"), fractions
+    as decimals ("2.128")."""
+    return str(int(seconds)) if float(seconds) == int(seconds) else f"{seconds:g}"
+
+
+# ---- one Graph request ----------------------------------------------------------------
+
+class Call:
+    """A /v1.0 request, top-level or a $batch item. path is relative to
+    /v1.0 ("/me/contacts/ID"); headers have lower-case names."""
+
+    def __init__(self, method, path, query, headers, body, caller, base):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.caller = caller
+        self.base = base
+        self.request_id = str(uuid.uuid4())
+        self.client_request_id = headers.get("client-request-id") or self.request_id
+        self.upn = None                  # the mailbox addressed, once routed
+        self.user_id = None
+        self.prefix = None               # "/me" or "/users/{upn}" as requested
+        self.applied = []                # Preference-Applied values
+        self.prefer = parse_prefer(headers.get("prefer", ""))
+
+    def link(self, tail=""):
+        return f"{self.base}/v1.0{self.path}{tail}"
+
+    def context(self, tail):
+        return f"{self.base}/v1.0/$metadata#users('{self.user_id}')/{tail}"
+
+
+def parse_prefer(value):
+    """{lower-case preference: value} from one or more Prefer values."""
+    prefs = {}
+    for part in value.split(","):
+        name, _, val = part.strip().partition("=")
+        if name:
+            prefs[name.strip().lower()] = val.strip().strip('"')
+    return prefs
+
+
+def split_segments(path):
+    """Path segments, percent-decoded; OData key syntax name('key') becomes
+    two segments."""
+    segs = []
+    for raw in path.strip("/").split("/"):
+        seg = unquote(raw)
+        if not seg:
+            raise GraphError(400, "BadRequest", "Empty path segment in the request URL.")
+        m = re.match(r"^([A-Za-z][A-Za-z.]*)\('(.*)'\)$", seg)
+        if m:
+            segs += [m.group(1), m.group(2).replace("''", "'")]
+        else:
+            segs.append(seg)
+    return segs
+
+
+_ID_AFTER = {"contacts": "{id}", "contactfolders": "{id}", "childfolders": "{id}",
+             "mastercategories": "{id}", "extensions": "{id}", "users": "{upn}"}
+_CANON = {"contacts": "contacts", "contactfolders": "contactFolders", "childfolders": "childFolders",
+          "mastercategories": "masterCategories", "extensions": "extensions", "users": "users",
+          "me": "me", "outlook": "outlook", "people": "people", "photo": "photo", "delta": "delta",
+          "permanentdelete": "permanentDelete", "$value": "$value", "$batch": "$batch"}
+
+
+def route_name(method, segs):
+    """"GET /me/contactFolders/{id}/contacts/delta": the route, ids replaced."""
+    out, want_id = [], None
+    for seg in segs:
+        low = seg.lower()
+        if want_id and not (low == "delta" and want_id == "{id}"):
+            out.append(want_id)
+            want_id = None
+            continue
+        want_id = _ID_AFTER.get(low)
+        out.append(_CANON.get(low, seg))
+    return f"{method} /" + "/".join(out)
+
+
+def options(call, allowed):
+    """The request's OData system query options ({lower-case name: value}),
+    each checked against what this resource allows. Other query parameters
+    are ignored, as Graph ignores them."""
+    opts = {}
+    for name, value in parse_qsl(call.query, keep_blank_values=True):
+        if not name.startswith("$"):
+            continue
+        low = name.lower()
+        if low in opts:
+            raise GraphError(400, "BadRequest", f"Query option '{name}' was specified more than once.")
+        if low not in allowed:
+            raise GraphError(400, "BadRequest",
+                             f"Query option '{name}' is not allowed for this resource.")
+        opts[low] = value
+    return opts
+
+
+def int_option(opts, name, low, high):
+    try:
+        n = int(opts[name])
+    except ValueError:
+        raise GraphError(400, "BadRequest", f"Invalid value '{opts[name]}' for {name}.") from None
+    if not low <= n <= high:
+        raise GraphError(400, "ErrorInvalidUrlQuery",
+                         f"The value of {name} must be between {low} and {high}.")
+    return n
+
+
+def parse_select(value, allowed, type_name):
+    """$select as a set of canonical property names (matched case-insensitively)."""
+    canon = {p.lower(): p for p in allowed}
+    out = set()
+    for item in value.split(","):
+        name = item.strip()
+        if name.lower() not in canon:
+            raise GraphError(400, "RequestBroker--ParseUri",
+                             f"Could not find a property named '{name}' on type '{type_name}'.")
+        out.add(canon[name.lower()])
+    return out
+
+
+_QUOTED = r"'((?:[^']|'')*)'"
+_FILTER_EMAIL = re.compile(r"^\s*emailAddresses/any\(\s*(\w+)\s*:\s*\1/address\s+eq\s+" + _QUOTED
+                           + r"\s*\)\s*$", re.IGNORECASE)
+_FILTER_EXT = re.compile(r"^\s*extensions/any\(\s*(\w+)\s*:\s*\1/id\s+eq\s+" + _QUOTED + r"\s*\)\s*$",
+                         re.IGNORECASE)
+_EXPAND_EXT = re.compile(r"^\s*extensions\s*(?:\(\s*\$filter\s*=\s*id\s+eq\s+" + _QUOTED
+                         + r"\s*\))?\s*$", re.IGNORECASE)
+
+
+def parse_filter(value):
+    """The two $filter forms Graph documents for contacts (graph-facts §2.5, §6)."""
+    m = _FILTER_EMAIL.match(value)
+    if m:
+        return ("email", m.group(2).replace("''", "'"))
+    m = _FILTER_EXT.match(value)
+    if m:
+        return ("extension", ext_key(m.group(2).replace("''", "'")))
+    raise GraphError(400, "ErrorInvalidUrlQueryFilter",
+                     "The query filter contains one or more invalid nodes.")
+
+
+def parse_expand(value):
+    """$expand=extensions[($filter=id eq '...')] -> list of extension keys
+    ([] = all); photo is accepted and adds nothing (graph-facts §2.5)."""
+    keys = None
+    for item in re.split(r",(?![^(]*\))", value):
+        if item.strip().lower() == "photo":
+            continue
+        m = _EXPAND_EXT.match(item)
+        if not m:
+            raise GraphError(400, "BadRequest", f"$expand of '{item.strip()}' is not supported.")
+        keys = [] if m.group(1) is None else [ext_key(m.group(1).replace("''", "'"))]
+    return keys
+
+
+def page_size(call, opts, default, cap):
+    """$top if given, else Prefer: odata.maxpagesize (capped, and echoed in
+    Preference-Applied), else the default."""
+    if "$top" in opts:
+        return int_option(opts, "$top", 1, MAX_PAGE)
+    pref = call.prefer.get("odata.maxpagesize")
+    if pref:
+        try:
+            n = int(pref)
+        except ValueError:
+            return default
+        if n >= 1:
+            n = min(n, cap)
+            call.applied.append(f"odata.maxpagesize={n}")
+            return n
+    return default
+
+
+def next_link(call, skip):
+    pairs = [(k, v) for k, v in parse_qsl(call.query, keep_blank_values=True) if k.lower() != "$skip"]
+    pairs.append(("$skip", str(skip)))
+    return call.link("?" + "&".join(f"{k}={quote(v, safe=',()$=:/@*')}" for k, v in pairs))
+
+
+def json_body(call):
+    if not call.body:
+        raise GraphError(400, "UnableToDeserializePostBody", "Empty Payload. JSON content expected.")
+    ctype = call.headers.get("content-type", "")
+    if not ctype.lower().startswith("application/json"):
+        raise GraphError(415, "UnsupportedMediaType",
+                         f"Content-Type '{ctype}' is not supported; send application/json.")
+    try:
+        return json.loads(call.body.decode("utf-8"), object_pairs_hook=OrderedDict)
+    except (UnicodeDecodeError, ValueError):
+        raise GraphError(400, "UnableToDeserializePostBody",
+                         "Unable to read JSON request payload. Please ensure Content-Type header "
+                         "is set and payload is of valid JSON format.") from None
+
+
+def entity(call, tail, obj, status=200):
+    body = OrderedDict([("@odata.context", call.context(tail))])
+    body.update(obj)
+    return Resp(status, body)
+
+
+# ---- routes: contacts ---------------------------------------------------------------------
+
+CONTACT_LIST_OPTIONS = {"$select", "$top", "$skip", "$filter", "$expand", "$orderby", "$count"}
+SORTABLE = set(CONTACT_FIELDS) - {"emailAddresses", "imAddresses", "homePhones", "businessPhones",
+                                  "children", "categories", "homeAddress", "businessAddress",
+                                  "otherAddress"} | {"createdDateTime", "lastModifiedDateTime"}
+
+
+def list_contacts(app, call, chain):
+    folder_id = app.store.resolve_folder(call.upn, chain)
+    opts = options(call, CONTACT_LIST_OPTIONS)
+    query = {"skip": int_option(opts, "$skip", 0, 10 ** 9) if "$skip" in opts else 0,
+             "top": page_size(call, opts, LIST_PAGE, MAX_PAGE),
+             "select": parse_select(opts["$select"], SELECTABLE, "microsoft.graph.contact")
+             if "$select" in opts else None,
+             "filter": parse_filter(opts["$filter"]) if "$filter" in opts else None,
+             "expand": parse_expand(opts["$expand"]) if "$expand" in opts else None,
+             "orderby": None}
+    if "$orderby" in opts:
+        m = re.match(r"^\s*(\w+)(?:\s+(asc|desc))?\s*$", opts["$orderby"], re.IGNORECASE)
+        canon = {p.lower(): p for p in SORTABLE}
+        if not m or m.group(1).lower() not in canon:
+            raise GraphError(400, "BadRequest", f"$orderby '{opts['$orderby']}' is not supported.")
+        query["orderby"] = (canon[m.group(1).lower()], (m.group(2) or "").lower() == "desc")
+    page, total = app.store.list_contacts(call.upn, folder_id, query)
+    body = OrderedDict([("@odata.context", call.context("contacts"))])
+    if opts.get("$count", "").lower() == "true":
+        body["@odata.count"] = total
+    body["value"] = page
+    if query["skip"] + len(page) < total:
+        body["@odata.nextLink"] = next_link(call, query["skip"] + len(page))
+    return Resp(200, body)
+
+
+def create_contact(app, call, chain):
+    options(call, set())
+    folder_id = app.store.resolve_folder(call.upn, chain)
+    contact = app.store.create_contact(call.upn, folder_id, json_body(call))
+    return entity(call, "contacts/$entity", contact, 201)
+
+
+def _contact_folder(app, call, chain):
+    # /me/contacts/{id} addresses the default folder only (v1.0 semantics).
+    return app.store.resolve_folder(call.upn, chain)
+
+
+def get_contact(app, call, chain, contact_id):
+    opts = options(call, {"$select", "$expand"})
+    select = (parse_select(opts["$select"], SELECTABLE, "microsoft.graph.contact")
+              if "$select" in opts else None)
+    expand = parse_expand(opts["$expand"]) if "$expand" in opts else None
+    folder_id = _contact_folder(app, call, chain)
+    contact = app.store.get_contact(call.upn, folder_id, contact_id, select, expand)
+    return entity(call, "contacts/$entity", contact)
+
+
+def update_contact(app, call, chain, contact_id):
+    options(call, set())
+    folder_id = _contact_folder(app, call, chain)
+    contact = app.store.update_contact(call.upn, folder_id, contact_id, json_body(call),
+                                       call.headers.get("if-match"))
+    if call.prefer.get("return") == "minimal":
+        call.applied.append("return=minimal")
+        return Resp(204)
+    return entity(call, "contacts/$entity", contact)
+
+
+def delete_contact(app, call, chain, contact_id):
+    options(call, set())
+    app.store.delete_contact(call.upn, _contact_folder(app, call, chain), contact_id,
+                             call.headers.get("if-match"))
+    return Resp(204)
+
+
+def permanent_delete_contact(app, call, chain, contact_id):
+    options(call, set())
+    app.store.delete_contact(call.upn, _contact_folder(app, call, chain), contact_id,
+                             call.headers.get("if-match"), permanent=True)
+    return Resp(204)
+
+
+def contacts_delta(app, call, chain):
+    folder_id = app.store.resolve_folder(call.upn, chain)
+    return _delta(app, call, ("contacts", folder_id), SELECTABLE, "microsoft.graph.contact", "contact")
+
+
+def _delta(app, call, scope, selectable, type_name, short):
+    """Shared by contact and folder delta: $select only on the first call
+    (later it rides in the token), page size from odata.maxpagesize."""
+    opts = options(call, {"$select", "$skiptoken", "$deltatoken"})
+    skiptoken = opts.get("$skiptoken")
+    deltatoken = opts.get("$deltatoken")
+    if (skiptoken is not None or deltatoken) and "$select" in opts:
+        raise GraphError(400, "BadRequest", "$select is only allowed on the initial delta request; "
+                                            "it is kept in the token.")
+    select = parse_select(opts["$select"], selectable, type_name) if "$select" in opts else None
+    size = page_size(call, {}, DELTA_PAGE, DELTA_PAGE)
+    body = app.store.delta(call.upn, scope, call.link(), skiptoken=skiptoken, deltatoken=deltatoken,
+                           select=sorted(select) if select else None, page_size=size)
+    out = OrderedDict([("@odata.context", f"{call.base}/v1.0/$metadata#Collection({short})")])
+    out.update(body)
+    return Resp(200, out)
+
+
+# ---- routes: photos -------------------------------------------------------------------------
+
+def get_photo_meta(app, call, chain, contact_id):
+    options(call, {"$select"})
+    photo = app.store.get_photo(call.upn, _contact_folder(app, call, chain), contact_id)
+    return Resp(200, OrderedDict([
+        ("@odata.context", call.context(f"contacts('{contact_id}')/photo/$entity")),
+        ("@odata.mediaContentType", photo["contentType"]),
+        ("@odata.mediaEtag", f'"{photo["etag"]}"'),
+        ("id", f"{photo['width']}X{photo['height']}"), ("width", photo["width"]),
+        ("height", photo["height"])]))
+
+
+def get_photo_value(app, call, chain, contact_id):
+    options(call, set())
+    photo = app.store.get_photo(call.upn, _contact_folder(app, call, chain), contact_id)
+    return Resp(200, raw=photo["data"], content_type=photo["contentType"])
+
+
+def put_photo(app, call, chain, contact_id):
+    options(call, set())
+    ctype = call.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in PHOTO_TYPES:
+        raise GraphError(400, "ErrorInvalidRequest",
+                         f"Content-Type '{ctype}' is not a supported image type (image/jpeg, "
+                         "image/png, image/gif).")
+    if not call.body:
+        raise GraphError(400, "ErrorInvalidRequest", "The photo body is empty.")
+    app.store.put_photo(call.upn, _contact_folder(app, call, chain), contact_id, call.body, ctype)
+    return Resp(200)
+
+
+def refuse_photo_delete(app, call, chain, contact_id):
+    raise GraphError(405, "ErrorInvalidRequest",
+                     "The delete operation supports only user or group photos, but not Outlook "
+                     "contact nor Teams photos.")
+
+
+# ---- routes: open extensions ------------------------------------------------------------------
+
+def _ext_entity(call, contact_id, ext, status=200):
+    return entity(call, f"contacts('{contact_id}')/extensions/$entity", ext, status)
+
+
+def list_extensions(app, call, chain, contact_id):
+    options(call, set())
+    exts = app.store.list_extensions(call.upn, _contact_folder(app, call, chain), contact_id)
+    return Resp(200, OrderedDict([("@odata.context", call.context(f"contacts('{contact_id}')/extensions")),
+                                  ("value", exts)]))
+
+
+def create_extension(app, call, chain, contact_id):
+    options(call, set())
+    ext = app.store.create_extension(call.upn, _contact_folder(app, call, chain), contact_id, json_body(call))
+    return _ext_entity(call, contact_id, ext, 201)
+
+
+def get_extension(app, call, chain, contact_id, ext_id):
+    options(call, set())
+    return _ext_entity(call, contact_id, app.store.get_extension(
+        call.upn, _contact_folder(app, call, chain), contact_id, ext_id))
+
+
+def update_extension(app, call, chain, contact_id, ext_id):
+    options(call, set())
+    return _ext_entity(call, contact_id, app.store.update_extension(
+        call.upn, _contact_folder(app, call, chain), contact_id, ext_id, json_body(call)))
+
+
+def delete_extension(app, call, chain, contact_id, ext_id):
+    options(call, set())
+    app.store.delete_extension(call.upn, _contact_folder(app, call, chain), contact_id, ext_id)
+    return Resp(204)
+
+
+# ---- routes: folders ------------------------------------------------------------------------
+
+def list_folders(app, call, chain):
+    opts = options(call, {"$select", "$top", "$skip", "$count"})
+    parent = app.store.resolve_folder(call.upn, chain)
+    select = parse_select(opts["$select"], FOLDER_FIELDS, "microsoft.graph.contactFolder") \
+        if "$select" in opts else None
+    skip = int_option(opts, "$skip", 0, 10 ** 9) if "$skip" in opts else 0
+    top = page_size(call, opts, LIST_PAGE, MAX_PAGE)
+    folders = app.store.list_folders(call.upn, parent)
+    page = [OrderedDict((k, v) for k, v in f.items() if not select or k == "id" or k in select)
+            for f in folders[skip:skip + top]]
+    tail = "contactFolders" if not chain else f"contactFolders('{parent}')/childFolders"
+    body = OrderedDict([("@odata.context", call.context(tail))])
+    if opts.get("$count", "").lower() == "true":
+        body["@odata.count"] = len(folders)
+    body["value"] = page
+    if skip + len(page) < len(folders):
+        body["@odata.nextLink"] = next_link(call, skip + len(page))
+    return Resp(200, body)
+
+
+def create_folder(app, call, chain):
+    options(call, set())
+    parent = app.store.resolve_folder(call.upn, chain)
+    folder = app.store.create_folder(call.upn, parent, json_body(call))
+    return entity(call, "contactFolders/$entity", folder, 201)
+
+
+def get_folder(app, call, chain):
+    opts = options(call, {"$select"})
+    folder = app.store.get_folder(call.upn, app.store.resolve_folder(call.upn, chain))
+    if "$select" in opts:
+        select = parse_select(opts["$select"], FOLDER_FIELDS, "microsoft.graph.contactFolder")
+        folder = OrderedDict((k, v) for k, v in folder.items() if k == "id" or k in select)
+    return entity(call, "contactFolders/$entity", folder)
+
+
+def update_folder(app, call, chain):
+    # Moving a folder by PATCHing parentFolderId is emulator behaviour
+    # (documented as writable; Graph unverified, see README).
+    options(call, set())
+    folder_id = app.store.resolve_folder(call.upn, chain)
+    folder = app.store.update_folder(call.upn, folder_id, json_body(call))
+    return entity(call, "contactFolders/$entity", folder)
+
+
+def delete_folder(app, call, chain):
+    options(call, set())
+    app.store.delete_folder(call.upn, app.store.resolve_folder(call.upn, chain))
+    return Resp(204)
+
+
+def permanent_delete_folder(app, call, chain):
+    options(call, set())
+    app.store.delete_folder(call.upn, app.store.resolve_folder(call.upn, chain), permanent=True)
+    return Resp(204)
+
+
+def folders_delta(app, call):
+    return _delta(app, call, ("folders", None), FOLDER_FIELDS, "microsoft.graph.contactFolder",
+                  "contactFolder")
+
+
+# ---- routes: categories, people, the user ------------------------------------------------------
+
+def list_categories(app, call):
+    options(call, set())
+    return Resp(200, OrderedDict([("@odata.context", call.context("outlook/masterCategories")),
+                                  ("value", app.store.list_categories(call.upn))]))
+
+
+def create_category(app, call):
+    options(call, set())
+    return entity(call, "outlook/masterCategories/$entity",
+                  app.store.create_category(call.upn, json_body(call)), 201)
+
+
+def get_category(app, call, cat_id):
+    options(call, set())
+    return entity(call, "outlook/masterCategories/$entity", app.store.get_category(call.upn, cat_id))
+
+
+def update_category(app, call, cat_id):
+    options(call, set())
+    return entity(call, "outlook/masterCategories/$entity",
+                  app.store.update_category(call.upn, cat_id, json_body(call)))
+
+
+def delete_category(app, call, cat_id):
+    options(call, set())
+    app.store.delete_category(call.upn, cat_id)
+    return Resp(204)
+
+
+PERSON_FIELDS = ("id", "displayName", "givenName", "surname", "birthday", "personNotes", "isFavorite",
+                 "jobTitle", "companyName", "yomiCompany", "department", "officeLocation", "profession",
+                 "userPrincipalName", "imAddress", "scoredEmailAddresses", "phones", "postalAddresses",
+                 "websites", "personType")
+
+
+def list_people(app, call):
+    for name in ("$search", "$filter", "$orderby"):
+        if any(k.lower() == name for k, _ in parse_qsl(call.query)):
+            raise GraphError(501, "NotImplemented", f"The emulator does not implement {name} on people.")
+    opts = options(call, {"$top", "$skip", "$select"})
+    top = int_option(opts, "$top", 1, MAX_PAGE) if "$top" in opts else 10
+    skip = int_option(opts, "$skip", 0, 10 ** 9) if "$skip" in opts else 0
+    select = (parse_select(opts["$select"], PERSON_FIELDS, "microsoft.graph.person")
+              if "$select" in opts else None)
+    people = app.store.people(call.upn)[skip:skip + top]
+    if select:
+        people = [OrderedDict((k, v) for k, v in p.items() if k == "id" or k in select) for p in people]
+    # No nextLink: page with $top and $skip, as the People docs do.
+    return Resp(200, OrderedDict([("@odata.context", call.context("people")), ("value", people)]))
+
+
+def get_user(app, call):
+    options(call, {"$select"})
+    mb = app.store.mailbox(call.upn)
+    return Resp(200, OrderedDict([("@odata.context", f"{call.base}/v1.0/$metadata#users/$entity"),
+                                  ("id", mb.user_id), ("displayName", mb.upn.split("@")[0]),
+                                  ("userPrincipalName", mb.upn), ("mail", mb.upn)]))
+
+
+# ---- routing -------------------------------------------------------------------------------
+
+class Route:
+    def __init__(self, methods, params, outlook=True):
+        self.methods = methods           # {"GET": handler, ...}
+        self.params = params
+        self.outlook = outlook           # counts toward the mailbox's concurrency
+
+
+def _unknown_segment(seg):
+    return GraphError(400, "BadRequest", f"Resource not found for the segment '{seg}'.")
+
+
+def _contact_routes(chain, tail):
+    low = [s.lower() for s in tail]
+    if not tail:
+        return Route({"GET": list_contacts, "POST": create_contact}, (chain,))
+    if low == ["delta"]:
+        return Route({"GET": contacts_delta}, (chain,))
+    cid, rest, rlow = tail[0], tail[1:], low[1:]
+    if not rest:
+        return Route({"GET": get_contact, "PATCH": update_contact, "DELETE": delete_contact}, (chain, cid))
+    if rlow == ["permanentdelete"]:
+        return Route({"POST": permanent_delete_contact}, (chain, cid))
+    if rlow == ["photo"]:
+        return Route({"GET": get_photo_meta, "DELETE": refuse_photo_delete}, (chain, cid))
+    if rlow == ["photo", "$value"]:
+        return Route({"GET": get_photo_value, "PUT": put_photo, "PATCH": put_photo,
+                      "DELETE": refuse_photo_delete}, (chain, cid))
+    if rlow == ["extensions"]:
+        return Route({"GET": list_extensions, "POST": create_extension}, (chain, cid))
+    if len(rest) == 2 and rlow[0] == "extensions":
+        return Route({"GET": get_extension, "PATCH": update_extension, "DELETE": delete_extension},
+                     (chain, cid, rest[1]))
+    raise _unknown_segment(rest[0] if rlow[0] not in ("photo", "extensions") else rest[-1])
+
+
+def match_route(rest):
+    """The Route for the path after /me or /users/{upn}."""
+    low = [s.lower() for s in rest]
+    if not rest:
+        return Route({"GET": get_user}, (), outlook=False)
+    if low[0] == "contacts":
+        return _contact_routes([], rest[1:])
+    if low[0] == "contactfolders":
+        if len(rest) == 1:
+            return Route({"GET": list_folders, "POST": create_folder}, ([],))
+        if low[1:] == ["delta"]:
+            return Route({"GET": folders_delta}, ())
+        chain, i = [rest[1]], 2
+        while i + 1 < len(rest) and low[i] == "childfolders":
+            chain.append(rest[i + 1])
+            i += 2
+        tail, tlow = rest[i:], low[i:]
+        if not tail:
+            return Route({"GET": get_folder, "PATCH": update_folder, "DELETE": delete_folder}, (chain,))
+        if tlow == ["childfolders"]:
+            return Route({"GET": list_folders, "POST": create_folder}, (chain,))
+        if tlow == ["permanentdelete"]:
+            return Route({"POST": permanent_delete_folder}, (chain,))
+        if tlow[0] == "contacts":
+            return _contact_routes(chain, tail[1:])
+        raise _unknown_segment(tail[0])
+    if low[:2] == ["outlook", "mastercategories"]:
+        if len(rest) == 2:
+            return Route({"GET": list_categories, "POST": create_category}, ())
+        if len(rest) == 3:
+            return Route({"GET": get_category, "PATCH": update_category, "DELETE": delete_category},
+                         (rest[2],))
+    if low == ["people"]:
+        return Route({"GET": list_people}, ())
+    raise _unknown_segment(rest[-1] if low[0] in ("outlook",) else rest[0])
+
+
+# ---- the application --------------------------------------------------------------------------
+
+class App:
+    """Everything a request needs: store, identity, faults, stats."""
+
+    def __init__(self, default_upn=DEFAULT_UPN, verbose=False):
+        self.default_upn = default_upn
+        self.verbose = verbose
+        self.faults = Faults()
+        self.stats = Stats(self.faults)
+        self.store = Store(self.faults.get, default_upn)
+        self.identity = Identity(self.faults, default_upn)
+
+    def readonly(self, upn):
+        return self.store.is_readonly(upn) or \
+            upn.lower() in (u.lower() for u in self.faults.get("readonly_users"))
+
+    def resolve(self, call, segs):
+        """Route a call: sets call.upn/prefix/user_id, returns (Route, handler)."""
+        head = segs[0].lower()
+        if head == "me":
+            if not self.store.has_mailbox(call.caller):
+                raise GraphError(404, "MailboxNotEnabledForRESTAPI",
+                                 "The mailbox is either inactive, soft-deleted, or is hosted on-premise.")
+            mb, call.prefix, rest = self.store.mailbox(call.caller), "/me", segs[1:]
+        elif head == "users" and len(segs) > 1:
+            mb, call.prefix, rest = self.store.mailbox(segs[1]), f"/users/{segs[1]}", segs[2:]
+        else:
+            raise _unknown_segment(segs[0])
+        call.upn, call.user_id = mb.upn, mb.user_id
+        route = match_route(rest)
+        handler = route.methods.get(call.method)
+        if handler is None:
+            raise GraphError(405, "ErrorInvalidRequest", "The OData request is not supported.")
+        return route, handler
+
+    def execute(self, call, conn_id=None, arrival=None):
+        """Run one call: route, concurrency slot, latency, faults, handler.
+        Top-level calls (conn_id given) are checked for early retries and may
+        be dropped; $batch items are not. Returns a Resp or DROP."""
+        top_level = conn_id is not None
+        try:
+            segs = split_segments(call.path)
+            self.stats.count(route_name(call.method, segs), "request" if top_level else "item")
+            route, handler = self.resolve(call, segs)
+        except GraphError as err:
+            return self.finish(call, error_resp(err, call.request_id, call.client_request_id))
+        mailbox = call.upn.lower()
+        if top_level:
+            self.stats.check_early([mailbox], conn_id, arrival)
+        if not route.outlook:
+            return self.finish(call, self.dispatch(call, route, handler))
+        if not self.stats.enter(mailbox):
+            return self.finish(call, self.throttled(call, "ApplicationThrottled",
+                                                    "Application is over its MailboxConcurrency limit."))
+        try:
+            latency = float(self.faults.get("latency_ms")) / 1000
+            if latency:
+                time.sleep(latency)
+            if self.faults.roll("rate_429"):
+                return self.finish(call, self.throttled(call, "TooManyRequests", "Please retry again later."))
+            if self.faults.roll("rate_503"):
+                return self.finish(call, self.unavailable(call))
+            drop = top_level and self.faults.roll("rate_drop")
+            if drop and self.faults.chance(0.5):
+                return DROP                             # lost before it was applied
+            resp = self.dispatch(call, route, handler)
+            return DROP if drop else self.finish(call, resp)   # else: applied, answer lost
+        finally:
+            self.stats.leave(mailbox)
+
+    def dispatch(self, call, route, handler):
+        try:
+            if call.method != "GET" and self.readonly(call.upn):
+                raise GraphError(403, "ErrorAccessDenied",
+                                 "Access is denied. Check credentials and try again.")
+            return handler(self, call, *route.params)
+        except GraphError as err:
+            return error_resp(err, call.request_id, call.client_request_id)
+        except Exception:                                   # a bug here, not the client's fault
+            traceback.print_exc(file=sys.stderr)
+            return error_resp(GraphError(500, "generalException", "An internal server error occurred."),
+                              call.request_id, call.client_request_id)
+
+    def throttled(self, call, code, message):
+        seconds = self.faults.get("retry_after")
+        resp = error_resp(GraphError(429, code, message, {"Retry-After": seconds_text(seconds)}),
+                          call.request_id, call.client_request_id,
+                          inner={"code": "429", "message": "Please retry after", "status": "429"}
+                          if code == "TooManyRequests" else None)
+        resp.retry_after.append((call.upn.lower(), seconds))
+        return resp
+
+    def unavailable(self, call):
+        # Graph's 503 may or may not say when to come back.
+        seconds = self.faults.get("retry_after")
+        headers = {"Retry-After": seconds_text(seconds)} if self.faults.chance(0.5) else {}
+        resp = error_resp(GraphError(503, "serviceNotAvailable",
+                                     "The service is temporarily unavailable. Please retry after a delay.",
+                                     headers), call.request_id, call.client_request_id)
+        if headers:
+            resp.retry_after.append((call.upn.lower(), seconds))
+        return resp
+
+    def finish(self, call, resp):
+        if call.applied:
+            resp.headers["Preference-Applied"] = ", ".join(call.applied)
+        if call.prefer.get("idtype", "").lower() == "immutableid":
+            # Ids are always immutable here; the header is accepted and echoed.
+            prev = resp.headers.get("Preference-Applied")
+            resp.headers["Preference-Applied"] = (prev + ", " if prev else "") + 'IdType="ImmutableId"'
+        self.stats.count_status(resp.status)
+        return resp
+
+    # -- $batch --
+
+    def batch(self, outer, conn_id, arrival):
+        """POST /$batch: up to 20 requests, four at a time, dependsOn
+        honoured (a failed dependency gives 424), responses in random order.
+        The batch is answered 200 whatever its items' statuses."""
+        try:
+            items = self._batch_items(outer)
+        except GraphError as err:
+            return self.finish(outer, error_resp(err, outer.request_id, outer.client_request_id))
+        mailboxes = set()
+        for item in items:
+            if isinstance(item["call"], Call):
+                segs = item["call"].path.strip("/").split("/")
+                if segs and segs[0].lower() == "me":
+                    mailboxes.add(outer.caller.lower())
+                elif len(segs) > 1 and segs[0].lower() == "users":
+                    mailboxes.add(unquote(segs[1]).lower())
+        self.stats.check_early(sorted(mailboxes), conn_id, arrival)
+        latency = float(self.faults.get("latency_ms")) / 1000
+        if latency:
+            time.sleep(latency)
+        drop = self.faults.roll("rate_drop")
+        if drop and self.faults.chance(0.5):
+            return DROP
+        results = self._run_batch(items)
+        if drop:
+            return DROP
+        responses = []
+        resp = Resp(200)
+        for item in items:
+            r = results[item["id"]]
+            responses.append(self._batch_response(item["id"], r))
+            resp.retry_after += r.retry_after
+        random.shuffle(responses)                           # order is not guaranteed
+        resp.body = {"responses": responses}
+        return self.finish(outer, resp)
+
+    def _batch_items(self, outer):
+        doc = json_body(outer)
+        reqs = doc.get("requests") if isinstance(doc, dict) else None
+        if not isinstance(reqs, list) or not reqs:
+            raise GraphError(400, "BadRequest", "The batch body must have a non-empty \"requests\" array.")
+        if len(reqs) > MAX_BATCH:
+            raise GraphError(400, "BadRequest",
+                             f"Number of batch request steps exceeds the maximum of {MAX_BATCH}.")
+        items, ids = [], set()
+        for r in reqs:
+            if not isinstance(r, dict):
+                raise GraphError(400, "BadRequest", "Each batch request must be a JSON object.")
+            rid, method, url = r.get("id"), r.get("method"), r.get("url")
+            if not isinstance(rid, str) or not rid or rid in ids:
+                raise GraphError(400, "BadRequest", "Each batch request needs a unique string id.")
+            ids.add(rid)
+            if not isinstance(method, str) or method.upper() not in ("GET", "POST", "PATCH", "PUT", "DELETE"):
+                raise GraphError(400, "BadRequest", f"Request {rid}: invalid method.")
+            if not isinstance(url, str) or not url:
+                raise GraphError(400, "BadRequest", f"Request {rid}: missing url.")
+            headers = r.get("headers") or {}
+            if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+                raise GraphError(400, "BadRequest", f"Request {rid}: headers must map names to strings.")
+            headers = {k.lower(): v for k, v in headers.items()}
+            deps = r.get("dependsOn") or []
+            if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+                raise GraphError(400, "BadRequest", f"Request {rid}: dependsOn must be a list of ids.")
+            body = b""
+            if "body" in r and r["body"] is not None:
+                ctype = headers.get("content-type")
+                if not ctype:
+                    raise GraphError(400, "BadRequest", f"Write request id : {rid} does not "
+                                                        "contain Content-Type header or body.")
+                if isinstance(r["body"], str):              # binary bodies travel as base64
+                    try:
+                        body = base64.b64decode(r["body"], validate=True)
+                    except ValueError:
+                        raise GraphError(400, "BadRequest", f"Request {rid}: body is not base64.") from None
+                else:
+                    body = json.dumps(r["body"], ensure_ascii=False).encode("utf-8")
+            if url.lower().startswith(("http:", "https:")):
+                call = GraphError(400, "BadRequest", "Invalid request URL: batch URLs must be relative.")
+            else:
+                path, _, query = ("/" + url.lstrip("/")).partition("?")
+                call = Call(method.upper(), path, query, headers, body, outer.caller, outer.base)
+                if path.strip("/").lower() == "$batch":
+                    call = GraphError(400, "BadRequest", "Nested batch requests are not supported.")
+            items.append({"id": rid, "deps": deps, "call": call})
+        for item in items:
+            for d in item["deps"]:
+                if d not in ids or d == item["id"]:
+                    raise GraphError(400, "BadRequest",
+                                     f"Request {item['id']}: dependsOn names unknown id '{d}'.")
+        self._check_acyclic(items)
+        return items
+
+    @staticmethod
+    def _check_acyclic(items):
+        deps = {i["id"]: i["deps"] for i in items}
+        done, active = set(), set()
+
+        def visit(n):
+            if n in done:
+                return
+            if n in active:
+                raise GraphError(400, "BadRequest", "dependsOn forms a cycle.")
+            active.add(n)
+            for d in deps[n]:
+                visit(d)
+            active.discard(n)
+            done.add(n)
+        for n in deps:
+            visit(n)
+
+    def _run_batch(self, items):
+        results = {}
+        pending = list(items)
+        cond = threading.Condition()
+
+        def worker():
+            while True:
+                with cond:
+                    while True:
+                        if not pending:
+                            return
+                        item = next((i for i in pending if all(d in results for d in i["deps"])), None)
+                        if item is not None:
+                            pending.remove(item)
+                            break
+                        cond.wait()
+                    failed = [d for d in item["deps"] if results[d].status >= 400]
+                call = item["call"]
+                if isinstance(call, GraphError):
+                    resp = error_resp(call, str(uuid.uuid4()), str(uuid.uuid4()))
+                    self.stats.count_status(resp.status)
+                elif failed:
+                    resp = self.finish(call, error_resp(
+                        GraphError(424, "FailedDependency",
+                                   f"Request {failed[0]} failed: failed dependency."),
+                        call.request_id, call.client_request_id))
+                else:
+                    resp = self.execute(call)
+                with cond:
+                    results[item["id"]] = resp
+                    cond.notify_all()
+
+        threads = [threading.Thread(target=worker, daemon=True)
+                   for _ in range(min(BATCH_PARALLEL, len(items)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+    @staticmethod
+    def _batch_response(rid, resp):
+        data, ctype = resp.payload()
+        headers = OrderedDict()
+        if ctype:
+            headers["Content-Type"] = ctype
+        headers.update(resp.headers)
+        if not data:
+            body = None
+        elif resp.raw is not None:
+            body = base64.b64encode(data).decode("ascii")
+        else:
+            body = resp.body
+        return OrderedDict([("id", rid), ("status", resp.status), ("headers", headers), ("body", body)])
+
+    # -- identity platform --
+
+    def oauth(self, method, tenant, endpoint, headers, body):
+        self.stats.count(f"{method} /{{tenant}}/oauth2/v2.0/{endpoint}", "other")
+        if method != "POST":
+            return Resp(405, {"error": "invalid_request", "error_description": "Use POST."})
+        try:
+            if not headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded"):
+                raise OAuthError("invalid_request", "The request body must be "
+                                 "application/x-www-form-urlencoded.", 900144)
+            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+            result = (self.identity.device_code(tenant, form) if endpoint == "devicecode"
+                      else self.identity.token(tenant, form))
+            return Resp(200, result, headers={"Cache-Control": "no-store"},
+                        content_type="application/json; charset=utf-8")
+        except OAuthError as err:
+            return Resp(err.status, err.body(), headers={"Cache-Control": "no-store"},
+                        content_type="application/json; charset=utf-8")
+        except UnicodeDecodeError:
+            return Resp(400, {"error": "invalid_request", "error_description": "The body is not UTF-8."})
+
+    # -- admin --
+
+    def admin(self, method, path, body):
+        """The /_emulator/ endpoints (no token needed; see README)."""
+        try:
+            doc = json.loads(body.decode("utf-8")) if body.strip() else {}
+        except (UnicodeDecodeError, ValueError):
+            return Resp(400, {"error": {"code": "BadRequest", "message": "admin body: invalid JSON"}})
+        try:
+            if (method, path) == ("GET", "/_emulator/state"):
+                return Resp(200, self.store.snapshot())
+            if (method, path) == ("POST", "/_emulator/reset"):
+                if isinstance(doc, dict) and "generate" in doc:
+                    g = doc["generate"]
+                    doc = generator.generate_seed(int(g.get("contacts", 0)), int(g.get("folders", 0)),
+                                                  int(g.get("photos", 0)), int(g.get("seed", 1)),
+                                                  g.get("upn", self.default_upn))
+                self.store.load_seed(doc)
+                return Resp(200, {"mailboxes": list(self.store.snapshot()["mailboxes"])})
+            if (method, path) == ("GET", "/_emulator/requests"):
+                return Resp(200, self.stats.snapshot())
+            if (method, path) == ("POST", "/_emulator/requests/reset"):
+                self.stats.reset()
+                return Resp(200, self.stats.snapshot())
+            if (method, path) == ("GET", "/_emulator/faults"):
+                return Resp(200, self.faults.snapshot())
+            if (method, path) == ("POST", "/_emulator/faults"):
+                for action in self.faults.update(doc):
+                    {"expire_delta": self.store.expire_delta, "expire_tokens": self.identity.expire_all,
+                     "revoke_refresh_tokens": self.identity.revoke_refresh_tokens}[action]()
+                return Resp(200, self.faults.snapshot())
+            if (method, path) == ("POST", "/_emulator/tokens"):
+                ttl = doc.get("ttl_s")
+                token, ttl = self.identity.issue(doc.get("upn", self.default_upn),
+                                                 None if ttl is None else float(ttl))
+                return Resp(200, {"access_token": token, "expires_in": ttl})
+            if (method, path) == ("POST", "/_emulator/move"):
+                return Resp(200, self.store.move_contact(doc.get("upn", self.default_upn),
+                                                         doc["contactId"], doc["folderId"]))
+        except GraphError as err:
+            return Resp(err.status, {"error": {"code": err.code, "message": err.message}})
+        except (KeyError, TypeError, ValueError) as err:
+            return Resp(400, {"error": {"code": "BadRequest", "message": f"admin request: {err!r}"}})
+        return Resp(404, {"error": {"code": "NotFound", "message": f"no admin route {method} {path}"}})
+
+
+# ---- HTTP ----------------------------------------------------------------------------------
+
+_OAUTH = re.compile(r"^/([^/]+)/oauth2/v2\.0/(devicecode|token)$")
+_connection_ids = itertools.count(1)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection (HTTP/1.1 keep-alive): reads each request, hands it to
+    the App, writes the answer with an exact Content-Length."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 300                        # an idle keep-alive connection is closed after this
+
+    def version_string(self):
+        return "GraphEmulator/1.0"
+
+    def setup(self):
+        super().setup()
+        self.conn_id = next(_connection_ids)
+
+    def log_message(self, fmt, *args):
+        if self.server.app.verbose:
+            sys.stderr.write(f"{self.address_string()} [{self.log_date_time_string()}] {fmt % args}\n")
+
+    def do_GET(self):
+        self.serve()
+
+    def do_POST(self):
+        self.serve()
+
+    def do_PATCH(self):
+        self.serve()
+
+    def do_PUT(self):
+        self.serve()
+
+    def do_DELETE(self):
+        self.serve()
+
+    def read_body(self):
+        """The request body; GraphError 411/413/400 when it cannot be read."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            data = bytearray()
+            while True:
+                line = self.rfile.readline(1024)
+                try:
+                    size = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    self.close_connection = True
+                    raise GraphError(400, "BadRequest", "Malformed chunked body.") from None
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                data += self.rfile.read(size)
+                self.rfile.readline(1024)
+                if len(data) >= MAX_BODY:
+                    self.close_connection = True
+                    raise GraphError(413, "RequestEntityTooLarge", "The request is larger than 4 MB.")
+            return bytes(data)
+        length = self.headers.get("Content-Length")
+        if length is None:
+            if self.command in ("POST", "PATCH", "PUT"):
+                raise GraphError(411, "LengthRequired", "A Content-Length header is required.")
+            return b""
+        try:
+            n = int(length)
+            if n < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            raise GraphError(400, "BadRequest", "Invalid Content-Length.") from None
+        if n >= MAX_BODY:
+            # Read (and drop) what a client is likely still sending, so it
+            # gets to see the 413 rather than a reset connection.
+            if n <= 4 * MAX_BODY:
+                self.rfile.read(n)
+            else:
+                self.close_connection = True
+            raise GraphError(413, "RequestEntityTooLarge", "The request is larger than 4 MB.")
+        return self.rfile.read(n)
+
+    def serve(self):
+        app = self.server.app
+        arrival = time.monotonic()
+        url = urlsplit(self.path)
+        headers = {}
+        for name, value in self.headers.items():
+            low = name.lower()
+            headers[low] = f"{headers[low]}, {value}" if low in headers else value
+        base = f"http://{self.headers.get('Host') or '127.0.0.1:%d' % self.server.server_address[1]}"
+        call = Call(self.command, url.path[len("/v1.0"):] or "/", url.query, headers, b"", None, base)
+        try:
+            call.body = self.read_body()
+        except GraphError as err:
+            return self.send(error_resp(err, call.request_id, call.client_request_id), call)
+        oauth = _OAUTH.match(url.path)
+        if url.path.startswith("/_emulator/"):
+            resp = app.admin(self.command, url.path, call.body)
+        elif oauth:
+            resp = app.oauth(self.command, oauth.group(1), oauth.group(2), headers, call.body)
+        elif url.path == "/v1.0" or url.path.startswith("/v1.0/"):
+            resp = self.serve_graph(app, call, arrival)
+        else:
+            resp = error_resp(GraphError(400, "BadRequest", "Invalid version: use /v1.0."),
+                              call.request_id, call.client_request_id)
+        self.send(resp, call)
+
+    def serve_graph(self, app, call, arrival):
+        upn, problem = app.identity.check(call.headers.get("authorization"))
+        if problem:
+            try:
+                app.stats.count(route_name(call.method, split_segments(call.path)), "request")
+            except GraphError:
+                app.stats.count(f"{call.method} (bad path)", "request")
+            challenge = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
+                         'oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')
+            err = GraphError(401, "InvalidAuthenticationToken", problem, {"WWW-Authenticate": challenge})
+            return app.finish(call, error_resp(err, call.request_id, call.client_request_id))
+        call.caller = upn
+        if call.path.strip("/").lower() == "$batch":
+            app.stats.count(f"{call.method} /$batch", "request")
+            if call.method != "POST":
+                err = GraphError(405, "ErrorInvalidRequest", "Use POST for $batch.")
+                return app.finish(call, error_resp(err, call.request_id, call.client_request_id))
+            return app.batch(call, self.conn_id, arrival)
+        return app.execute(call, self.conn_id, arrival)
+
+    def send(self, resp, call):
+        if resp is DROP:
+            self.server.app.stats.count_drop()
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        data, ctype = resp.payload()
+        self.send_response(resp.status)
+        self.send_header("request-id", call.request_id)
+        self.send_header("client-request-id", call.client_request_id)
+        if ctype:
+            self.send_header("Content-Type", ctype)
+        if resp.status not in (204, 304):
+            self.send_header("Content-Length", str(len(data)))
+        for name, value in resp.headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if resp.status not in (204, 304):
+            self.wfile.write(data)
+        self.wfile.flush()
+        sent = time.monotonic()
+        for mailbox, seconds in resp.retry_after:
+            self.server.app.stats.note_retry_after(mailbox, self.conn_id, sent, float(seconds))
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False               # do not wait for idle keep-alive connections on exit
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)) and not self.app.verbose:
+            return                       # a client went away; nothing to report
+        super().handle_error(request, client_address)
+
+
+def build_seed(args):
+    doc = {}
+    if args.seed:
+        with open(args.seed, encoding="utf-8") as f:
+            doc = json.load(f)
+    if args.contacts or args.folders or args.photos:
+        gen = generator.generate_seed(args.contacts, args.folders, args.photos, args.gen_seed, args.user)
+        boxes = doc.setdefault("mailboxes", {})
+        mine = boxes.setdefault(args.user, {})
+        ours = gen["mailboxes"][args.user]
+        mine["contacts"] = (mine.get("contacts") or []) + ours["contacts"]
+        mine["folders"] = (mine.get("folders") or []) + ours["folders"]
+        mine.setdefault("categories", ours["categories"])
+        doc.setdefault("seed", gen["seed"])
+    return doc
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="A strict Microsoft Graph v1.0 emulator for contacts.")
+    parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0: any free one)")
+    parser.add_argument("--seed", help="seed file (JSON, see README)")
+    parser.add_argument("--contacts", type=int, default=0, help="generate N contacts")
+    parser.add_argument("--folders", type=int, default=0, help="... in M more folders (some nested)")
+    parser.add_argument("--photos", type=int, default=0, help="... P of them with a photo")
+    parser.add_argument("--gen-seed", type=int, default=1, help="random seed of the generator")
+    parser.add_argument("--latency-ms", type=float, default=0, help="initial latency_ms fault")
+    parser.add_argument("--token", action="append", default=[], help="an access token that never expires")
+    parser.add_argument("--user", default=DEFAULT_UPN, help="the default user (/me of --token)")
+    parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    args = parser.parse_args(argv)
+
+    app = App(args.user, args.verbose)
+    try:
+        app.store.load_seed(build_seed(args))
+    except (OSError, ValueError, GraphError) as err:
+        sys.stderr.write(f"graph emulator: bad seed: {getattr(err, 'message', err)}\n")
+        return 2
+    app.faults.update({"latency_ms": args.latency_ms})
+    for token in args.token:
+        app.identity.add_token(token, args.user)
+
+    server = Server(("127.0.0.1", args.port), Handler)
+    server.app = app
+
+    def stop(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    server.serve_forever(poll_interval=0.1)
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,987 @@
+"""The Graph emulator (tests/graph_emulator/server.py) does what its README
+says: the tests drive it over HTTP exactly as a client would, so a client
+tested against it is tested against these rules.
+
+One emulator serves the module (each test starts from a fresh seed, default
+faults and zeroed counters); the generator and shutdown tests start their
+own.
+"""
+import base64
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER = REPO / "tests" / "graph_emulator" / "server.py"
+TESTDATA = REPO.parent / "shared" / "testdata" / "graph"
+TOKEN = "test-token"
+ME = "me@contoso.example"
+OTHER = "garth@contoso.example"
+
+sys.path.insert(0, str(SERVER.parent))
+import generator  # noqa: E402  (the emulator's own JPEG writer, for photo bodies)
+
+
+@pytest.fixture(autouse=True)
+def _need_binary():
+    """Overrides conftest's check: these tests need no contactfs binary."""
+
+
+def start_emulator(*args):
+    """Start server.py on a free port; returns (process, base URL)."""
+    proc = subprocess.Popen([sys.executable, str(SERVER), "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    line = proc.stdout.readline()
+    m = re.fullmatch(r"listening on (http://127\.0\.0\.1:\d+)\n", line)
+    if not m:
+        proc.kill()
+        raise AssertionError(f"emulator did not start: {line!r} {proc.stderr.read()}")
+    return proc, m.group(1)
+
+
+def stop_emulator(proc):
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    return proc.returncode, out, err
+
+
+class Emu:
+    """A client of one emulator: Graph calls, identity calls, admin calls."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def raw(self, method, url, body=None, headers=None):
+        """(status, headers, body bytes) of one request on a new connection."""
+        req = urllib.request.Request(url if url.startswith("http") else self.base + url,
+                                     data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    def call(self, method, path, body=None, headers=None, token=TOKEN, raw_body=None):
+        """A Graph call: (status, headers, parsed JSON or bytes or None)."""
+        h = {"Authorization": f"Bearer {token}"} if token else {}
+        data = raw_body
+        if body is not None:
+            data = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        h.update(headers or {})
+        url = path if path.startswith("http") else "/v1.0" + path
+        status, rh, data = self.raw(method, url, data, h)
+        ctype = rh.get("Content-Type", "")
+        if data and ctype.startswith("application/json"):
+            return status, rh, json.loads(data)
+        return status, rh, data or None
+
+    def ok(self, method, path, body=None, want=200, **kw):
+        status, _, data = self.call(method, path, body, **kw)
+        assert status == want, f"{method} {path}: {status} {data}"
+        return data
+
+    def admin(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        status, _, out = self.raw(method, "/_emulator/" + path, data,
+                                  {"Content-Type": "application/json"} if data else {})
+        assert status == 200, f"admin {method} {path}: {status} {out}"
+        return json.loads(out)
+
+    def faults(self, **knobs):
+        return self.admin("POST", "faults", knobs)
+
+    def state(self, upn=ME):
+        return self.admin("GET", "state")["mailboxes"][upn]
+
+    def requests(self):
+        return self.admin("GET", "requests")
+
+    def form(self, path, fields):
+        status, _, data = self.raw("POST", path, urllib.parse.urlencode(fields).encode(),
+                                   {"Content-Type": "application/x-www-form-urlencoded"})
+        return status, json.loads(data)
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, base = start_emulator("--token", TOKEN)
+    emu = Emu(base)
+    emu.default_faults = emu.admin("GET", "faults")
+    yield emu
+    code, out, err = stop_emulator(proc)
+    assert code == 0, err
+    assert out == "", "nothing but the listening line may go to stdout"
+
+
+@pytest.fixture
+def emu(server):
+    server.admin("POST", "reset", {"mailboxes": {ME: {}, OTHER: {}}})
+    server.admin("POST", "faults", server.default_faults)
+    server.admin("POST", "requests/reset")
+    return server
+
+
+def new_contact(emu, body=None, folder_path="/me/contacts"):
+    return emu.ok("POST", folder_path, body or {"givenName": "Pavel", "surname": "Bansky"}, want=201)
+
+
+def jpeg(n=0):
+    return generator.sample_jpeg(n)
+
+
+def in_threads(fns):
+    """Run the callables at once; their results in order."""
+    out = [None] * len(fns)
+
+    def run(i):
+        out[i] = fns[i]()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+# ---- contacts: create, read, update, delete, etags -------------------------------------------
+
+def test_create_returns_201_with_the_full_contact_and_computed_display_name(emu):
+    c = new_contact(emu, {"givenName": "Pavel", "surname": "Bansky",
+                          "emailAddresses": [{"address": "pavelb@fabrikam.example", "name": "Pavel Bansky"}],
+                          "businessPhones": ["+1 732 555 0102"]})
+    for key in ("id", "changeKey", "createdDateTime", "lastModifiedDateTime", "parentFolderId",
+                "@odata.etag", "@odata.context"):
+        assert c[key], key
+    assert c["@odata.etag"] == f'W/"{c["changeKey"]}"'
+    assert c["displayName"] == "Pavel Bansky"
+    assert c["parentFolderId"] == emu.state()["defaultFolderId"]
+    assert c["homeAddress"] == {} and c["homePhones"] == [] and c["mobilePhone"] is None
+    got = emu.ok("GET", f"/me/contacts/{c['id']}")
+    assert got["emailAddresses"] == c["emailAddresses"] and got["changeKey"] == c["changeKey"]
+
+
+def test_patch_merges_and_changes_the_change_key(emu):
+    c = new_contact(emu, {"givenName": "Pavel", "surname": "Bansky", "jobTitle": "CEO"})
+    u = emu.ok("PATCH", f"/me/contacts/{c['id']}",
+               {"displayName": "P. B.", "homeAddress": {"city": "Seattle"}})
+    assert u["jobTitle"] == "CEO" and u["homeAddress"] == {"city": "Seattle"}
+    assert u["displayName"] == "P. B."
+    assert u["changeKey"] != c["changeKey"]
+    assert u["lastModifiedDateTime"] >= c["lastModifiedDateTime"]
+
+
+def test_return_minimal_orderby_count_and_the_user(emu):
+    for name in ("b", "C", "a"):
+        new_contact(emu, {"givenName": name})
+    page = emu.ok("GET", "/me/contacts?$orderby=givenName desc&$count=true".replace(" ", "%20"))
+    assert [c["givenName"] for c in page["value"]] == ["C", "b", "a"] and page["@odata.count"] == 3
+    c = page["value"][0]
+    status, headers, body = emu.call("PATCH", f"/me/contacts/{c['id']}", {"nickName": "x"},
+                                     headers={"Prefer": "return=minimal"})
+    assert status == 204 and body is None and headers["Preference-Applied"] == "return=minimal"
+    me = emu.ok("GET", "/me")
+    assert me["userPrincipalName"] == ME and me["id"] == emu.state()["userId"]
+
+
+def test_patch_of_name_parts_without_display_name_recomputes_it(emu):
+    c = new_contact(emu, {"givenName": "Pavel", "surname": "Bansky", "displayName": "Boss"})
+    u = emu.ok("PATCH", f"/me/contacts/{c['id']}", {"givenName": "Paul"})
+    assert u["displayName"] == "Paul Bansky"
+
+
+def test_if_match_must_be_the_current_etag(emu):
+    c = new_contact(emu)
+    path = f"/me/contacts/{c['id']}"
+    u = emu.ok("PATCH", path, {"nickName": "a"}, headers={"If-Match": c["@odata.etag"]})
+    status, _, err = emu.call("PATCH", path, {"nickName": "b"}, headers={"If-Match": c["@odata.etag"]})
+    assert status == 412 and err["error"]["code"] == "ErrorIrresolvableConflict"
+    emu.ok("PATCH", path, {"nickName": "c"}, headers={"If-Match": u["changeKey"]})      # bare key
+    emu.ok("PATCH", path, {"nickName": "d"}, headers={"If-Match": "*"})
+    status, _, err = emu.call("DELETE", path, headers={"If-Match": u["@odata.etag"]})
+    assert status == 412
+    emu.ok("DELETE", path, want=204)
+
+
+def test_delete_moves_to_deleted_items_and_unknown_ids_are_404(emu):
+    c = new_contact(emu)
+    emu.ok("DELETE", f"/me/contacts/{c['id']}", want=204)
+    status, _, err = emu.call("GET", f"/me/contacts/{c['id']}")
+    assert status == 404 and err["error"]["code"] == "ErrorItemNotFound"
+    st = emu.state()
+    assert st["contacts"] == [] and [d["id"] for d in st["deletedItems"]["contacts"]] == [c["id"]]
+    for method in ("GET", "PATCH", "DELETE"):
+        status, _, err = emu.call(method, "/me/contacts/AAMkAnope=", {} if method == "PATCH" else None)
+        assert status == 404 and err["error"]["code"] == "ErrorItemNotFound", method
+
+
+def test_a_contact_cannot_be_moved(emu):
+    folder = emu.ok("POST", "/me/contactFolders", {"displayName": "Work"}, want=201)
+    c = new_contact(emu)
+    status, _, err = emu.call("PATCH", f"/me/contacts/{c['id']}", {"parentFolderId": folder["id"]})
+    assert status == 400
+    assert emu.ok("GET", f"/me/contacts/{c['id']}")["parentFolderId"] == emu.state()["defaultFolderId"]
+
+
+def test_error_envelope_echoes_client_request_id(emu):
+    status, headers, err = emu.call("GET", "/me/contacts/nope", headers={"client-request-id": "abc-123"})
+    assert status == 404
+    assert headers["client-request-id"] == "abc-123" and headers["request-id"]
+    inner = err["error"]["innerError"]
+    assert inner["client-request-id"] == "abc-123" and inner["request-id"] == headers["request-id"]
+    assert inner["date"] and err["error"]["message"]
+
+
+def test_immutable_id_preference_is_accepted_and_echoed(emu):
+    c = new_contact(emu)
+    status, headers, got = emu.call("GET", f"/me/contacts/{c['id']}",
+                                    headers={"Prefer": 'IdType="ImmutableId"'})
+    assert status == 200 and got["id"] == c["id"]
+    assert 'IdType="ImmutableId"' in headers["Preference-Applied"]
+
+
+# ---- strict validation ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prop,values,limit", [
+    ("emailAddresses", [{"address": f"a{i}@x.example"} for i in range(4)], 3),
+    ("businessPhones", ["1", "2", "3"], 2),
+    ("homePhones", ["1", "2", "3"], 2),
+    ("imAddresses", ["sip:a", "sip:b", "sip:c", "sip:d"], 3),
+])
+def test_slot_limits_are_enforced(emu, prop, values, limit):
+    status, _, err = emu.call("POST", "/me/contacts", {"givenName": "X", prop: values})
+    assert status == 400
+    name = prop[0].upper() + prop[1:]
+    assert err["error"]["message"] == (f"The multi value property {name} has {len(values)} entries, "
+                                       f"that exceeds the max allowed value of {limit}")
+    c = new_contact(emu, {"givenName": "X", prop: values[:limit]})
+    status, _, _ = emu.call("PATCH", f"/me/contacts/{c['id']}", {prop: values})
+    assert status == 400
+
+
+def test_unknown_and_misstyped_properties_are_refused(emu):
+    status, _, err = emu.call("POST", "/me/contacts", {"givenName": "X", "favouriteColour": "red"})
+    assert status == 400 and err["error"]["code"] == "RequestBodyRead"
+    assert "favouriteColour" in err["error"]["message"]
+    for body in ({"givenName": 5}, {"businessPhones": "123"}, {"birthday": "yesterday"},
+                 {"birthday": "2001-02-29"}, {"emailAddresses": [{"address": "a@b", "type": "work"}]},
+                 {"homeAddress": {"postOfficeBox": "1"}}, {"id": "x"}, {"changeKey": "x"},
+                 {"primaryEmailAddress": {"address": "a@b"}}):
+        status, _, err = emu.call("POST", "/me/contacts", body)
+        assert status == 400, body
+    status, _, err = emu.call("POST", "/me/contacts", raw_body=b"{not json",
+                              headers={"Content-Type": "application/json"})
+    assert status == 400 and err["error"]["code"] == "UnableToDeserializePostBody"
+    # Instance and property annotations are not properties.
+    c = new_contact(emu, {"@odata.type": "#microsoft.graph.contact", "givenName": "A",
+                          "emailAddresses@odata.type": "#Collection(microsoft.graph.emailAddress)"})
+    assert c["givenName"] == "A"
+
+
+def test_birthdays_keep_their_date_including_1604_and_29_february(emu):
+    for value, want in [("1604-03-14T00:00:00Z", "1604-03-14T00:00:00Z"),
+                        ("1992-02-29", "1992-02-29T00:00:00Z"),
+                        ("1974-07-22T01:00:00+02:00", "1974-07-21T23:00:00Z")]:
+        assert new_contact(emu, {"givenName": "B", "birthday": value})["birthday"] == want
+
+
+def test_contact_properties_match_the_openapi_subset(emu):
+    spec = TESTDATA / "openapi-contacts.yaml"
+    if not spec.exists():
+        pytest.skip("shared testdata absent")
+    text = spec.read_text()
+    block = text[text.index("\n    microsoft.graph.contact:\n"):]
+    block = block[:block.index("\n    microsoft.graph.outlookItem:")]
+    props = set(re.findall(r"^          (\w+):$", block, re.M))
+    nav = {"extensions", "multiValueExtendedProperties", "photo", "singleValueExtendedProperties"}
+    c = new_contact(emu)
+    got = {k for k in c if not k.startswith("@")}
+    assert props - nav <= got
+    assert got - props == {"id", "categories", "changeKey", "createdDateTime", "lastModifiedDateTime"}
+
+
+def test_example_bodies_from_the_docs_are_accepted(emu):
+    if not TESTDATA.exists():
+        pytest.skip("shared testdata absent")
+    body = json.loads((TESTDATA / "v1-create-contact-request.json").read_text())
+    c = new_contact(emu, body)
+    upd = json.loads((TESTDATA / "v1-update-contact-request.json").read_text())
+    u = emu.ok("PATCH", f"/me/contacts/{c['id']}", upd)
+    sample = json.loads((TESTDATA / "v1-get-contact-response.json").read_text())
+    assert set(sample) <= set(u)
+    status, _, _ = emu.call("POST", "/me/contacts",
+                            json.loads((TESTDATA / "beta-create-contact-request.json").read_text()))
+    assert status == 400, "a beta-shaped body (phones, typed emails) is not v1.0"
+
+
+# ---- lists: paging, $select, $filter, $top ----------------------------------------------------------
+
+def test_lists_page_by_ten_and_follow_next_links(emu):
+    ids = {new_contact(emu, {"givenName": f"P{i}"})["id"] for i in range(25)}
+    seen, pages, url = [], 0, "/me/contacts"
+    while url:
+        page = emu.ok("GET", url)
+        assert len(page["value"]) <= 10
+        seen += [c["id"] for c in page["value"]]
+        url = page.get("@odata.nextLink")
+        pages += 1
+        if url:
+            assert url.startswith(emu.base + "/v1.0/me/contacts?")
+    assert pages == 3 and len(seen) == 25 and set(seen) == ids
+
+
+def test_top_select_and_maxpagesize(emu):
+    for i in range(12):
+        new_contact(emu, {"givenName": f"P{i}", "jobTitle": "x"})
+    page = emu.ok("GET", "/me/contacts?$top=5&$select=givenName")
+    assert len(page["value"]) == 5 and "$top=5" in page["@odata.nextLink"]
+    assert set(page["value"][0]) == {"@odata.etag", "id", "givenName"}
+    status, headers, page = emu.call("GET", "/me/contacts", headers={"Prefer": "odata.maxpagesize=7"})
+    assert len(page["value"]) == 7 and headers["Preference-Applied"] == "odata.maxpagesize=7"
+    for bad in ("$top=1001", "$select=nope", "$orderby=emailAddresses", "$search=x", "$top=x"):
+        status, _, err = emu.call("GET", "/me/contacts?" + bad)
+        assert status == 400, bad
+
+
+def test_filter_by_email_and_by_extension_only(emu):
+    a = new_contact(emu, {"givenName": "A", "emailAddresses": [{"address": "Garth@Contoso.example"}]})
+    b = new_contact(emu, {"givenName": "B", "extensions": [
+        {"@odata.type": "microsoft.graph.openTypeExtension", "extensionName": "org.contactfs.vcard",
+         "uid": "urn:uuid:1"}]})
+    new_contact(emu, {"givenName": "C"})
+    q = urllib.parse.quote("emailAddresses/any(a:a/address eq 'garth@contoso.example')")
+    assert [c["id"] for c in emu.ok("GET", f"/me/contacts?$filter={q}")["value"]] == [a["id"]]
+    flt = urllib.parse.quote("Extensions/any(f:f/id eq 'org.contactfs.vcard')")
+    exp = urllib.parse.quote("Extensions($filter=id eq 'Microsoft.OutlookServices.OpenTypeExtension."
+                             "org.contactfs.vcard')")
+    page = emu.ok("GET", f"/me/contacts?$filter={flt}&$expand={exp}")
+    assert [c["id"] for c in page["value"]] == [b["id"]]
+    assert page["value"][0]["extensions"][0]["uid"] == "urn:uuid:1"
+    for bad in ("displayName eq 'A'", "startswith(displayName,'A')",
+                "emailAddresses/any(a:a/address ne 'x')"):
+        status, _, err = emu.call("GET", "/me/contacts?$filter=" + urllib.parse.quote(bad))
+        assert status == 400 and err["error"]["code"] == "ErrorInvalidUrlQueryFilter", bad
+
+
+# ---- folders -------------------------------------------------------------------------------------
+
+def test_folders_nest_and_the_default_folder_is_not_listed(emu):
+    default = emu.state()["defaultFolderId"]
+    work = emu.ok("POST", "/me/contactFolders", {"displayName": "Work"}, want=201)
+    assert work["parentFolderId"] == default
+    status, _, err = emu.call("POST", "/me/contactFolders", {"displayName": "work"})
+    assert status == 409 and err["error"]["code"] == "ErrorFolderExists"
+    child = emu.ok("POST", f"/me/contactFolders/{work['id']}/childFolders", {"displayName": "Clients"},
+                   want=201)
+    grand = emu.ok("POST", f"/me/contactFolders/{work['id']}/childFolders/{child['id']}/childFolders",
+                   {"displayName": "Key"}, want=201)
+    assert [f["id"] for f in emu.ok("GET", "/me/contactFolders")["value"]] == [work["id"]]
+    assert emu.ok("GET", f"/me/contactFolders/{default}")["displayName"] == "Contacts"
+    deep = f"/me/contactFolders/{work['id']}/childFolders/{child['id']}/childFolders/{grand['id']}/contacts"
+    c = new_contact(emu, folder_path=deep)
+    assert c["parentFolderId"] == grand["id"]
+    assert emu.ok("GET", f"{deep}/{c['id']}")["id"] == c["id"]
+    assert emu.ok("GET", f"/me/contactFolders/{grand['id']}/contacts")["value"][0]["id"] == c["id"]
+    status, _, _ = emu.call("GET", f"/me/contacts/{c['id']}")
+    assert status == 404, "/me/contacts is the default folder only"
+    status, _, _ = emu.call("GET", f"/me/contactFolders/{grand['id']}/childFolders/{child['id']}/contacts")
+    assert status == 404, "a path whose folders are not parent and child names nothing"
+
+
+def test_folder_rename_move_and_delete(emu):
+    a = emu.ok("POST", "/me/contactFolders", {"displayName": "A"}, want=201)
+    b = emu.ok("POST", "/me/contactFolders", {"displayName": "B"}, want=201)
+    sub = emu.ok("POST", f"/me/contactFolders/{a['id']}/childFolders", {"displayName": "Sub"}, want=201)
+    c = new_contact(emu, folder_path=f"/me/contactFolders/{sub['id']}/contacts")
+    assert emu.ok("PATCH", f"/me/contactFolders/{a['id']}", {"displayName": "A2"})["displayName"] == "A2"
+    moved = emu.ok("PATCH", f"/me/contactFolders/{sub['id']}", {"parentFolderId": b["id"]})
+    assert moved["parentFolderId"] == b["id"]
+    status, _, _ = emu.call("PATCH", f"/me/contactFolders/{b['id']}", {"parentFolderId": sub["id"]})
+    assert status == 400, "no folder inside its own subfolder"
+    status, _, _ = emu.call("DELETE", f"/me/contactFolders/{emu.state()['defaultFolderId']}")
+    assert status == 400
+    emu.ok("DELETE", f"/me/contactFolders/{b['id']}", want=204)
+    st = emu.state()
+    assert {f["displayName"] for f in st["folders"]} == {"Contacts", "A2"}
+    assert st["contacts"] == [] and st["deletedItems"]["contacts"][0]["id"] == c["id"]
+
+
+# ---- delta ---------------------------------------------------------------------------------------
+
+def delta_round(emu, url, page_size=None):
+    """Follow nextLinks to the deltaLink: (items, deltaLink, pages)."""
+    items, pages = [], 0
+    headers = {"Prefer": f"odata.maxpagesize={page_size}"} if page_size else {}
+    while True:
+        page = emu.ok("GET", url, headers=headers)
+        items += page["value"]
+        pages += 1
+        if "@odata.deltaLink" in page:
+            assert "@odata.nextLink" not in page
+            return items, page["@odata.deltaLink"], pages
+        url = page["@odata.nextLink"]
+        assert "$skiptoken=" in url
+
+
+def test_contact_delta_first_sync_then_changes_and_removals(emu):
+    cs = [new_contact(emu, {"givenName": f"D{i}", "jobTitle": "t"}) for i in range(5)]
+    fid = emu.state()["defaultFolderId"]
+    items, link, pages = delta_round(emu, f"/me/contactFolders/{fid}/contacts/delta?$select=givenName", 2)
+    assert pages == 3 and "$deltatoken=" in link
+    assert sorted(i["id"] for i in items) == sorted(c["id"] for c in cs)
+    assert set(items[0]) == {"@odata.etag", "id", "givenName"}
+    # Changes since: one new, one updated, one deleted.
+    new = new_contact(emu, {"givenName": "New"})
+    upd = emu.ok("PATCH", f"/me/contacts/{cs[0]['id']}", {"givenName": "Changed"})
+    emu.ok("DELETE", f"/me/contacts/{cs[1]['id']}", want=204)
+    items, link2, _ = delta_round(emu, link)
+    by_id = {i["id"]: i for i in items}
+    assert set(by_id) == {new["id"], cs[0]["id"], cs[1]["id"]}
+    assert by_id[cs[0]["id"]]["givenName"] == "Changed" and "jobTitle" not in by_id[cs[0]["id"]]
+    assert by_id[cs[0]["id"]]["@odata.etag"] == upd["@odata.etag"]
+    assert by_id[cs[1]["id"]] == {"@odata.type": "#microsoft.graph.contact", "id": cs[1]["id"],
+                                  "@removed": {"reason": "deleted"}}
+    assert delta_round(emu, link2)[0] == []
+    # /me/contacts/delta is the default folder too.
+    assert len(delta_round(emu, "/me/contacts/delta")[0]) == 5
+
+
+def test_delta_page_size_is_capped_at_200(emu):
+    emu.admin("POST", "reset", {"generate": {"contacts": 420}})
+    status, headers, page = emu.call("GET", "/me/contacts/delta", headers={"Prefer": "odata.maxpagesize=500"})
+    assert len(page["value"]) == 200 and headers["Preference-Applied"] == "odata.maxpagesize=200"
+
+
+def test_delta_expired_and_bad_tokens(emu):
+    new_contact(emu)
+    _, link, _ = delta_round(emu, "/me/contacts/delta?$select=displayName")
+    emu.faults(expire_delta=True)
+    status, headers, err = emu.call("GET", link)
+    assert status == 410 and err["error"]["code"] == "syncStateNotFound"
+    assert headers["Location"].startswith(emu.base + "/v1.0/me/contacts/delta?")
+    items, _, _ = delta_round(emu, headers["Location"])          # the Location restarts the sync
+    assert len(items) == 1 and set(items[0]) == {"@odata.etag", "id", "displayName"}
+    status, _, err = emu.call("GET", "/me/contacts/delta?$deltatoken=garbage")
+    assert status == 400 and "Badly formed token" in err["error"]["message"]
+    status, _, _ = emu.call("GET", link.split("?")[0] + "?$skiptoken=" + link.split("=")[-1])
+    assert status == 400, "a delta token is not a skip token"
+    status, _, _ = emu.call("GET", link + "&$select=id")
+    assert status == 400, "$select only on the first call"
+
+
+def test_delta_token_cache_forgets_the_oldest(emu):
+    emu.faults(delta_token_cap=4)
+    _, first, _ = delta_round(emu, "/me/contacts/delta")
+    for _ in range(3):
+        delta_round(emu, "/me/contacts/delta")
+    status, _, err = emu.call("GET", first)
+    assert status == 410 and err["error"]["code"] == "syncStateNotFound"
+
+
+def test_delta_replay_fault_repeats_items(emu):
+    for i in range(10):
+        new_contact(emu, {"givenName": f"R{i}"})
+    _, link, _ = delta_round(emu, "/me/contacts/delta")
+    c = new_contact(emu)
+    emu.faults(delta_replay=1.0, seed=3)
+    items, link, _ = delta_round(emu, link)
+    ids = [i["id"] for i in items]
+    assert len(ids) > len(set(ids)), "items appear more than once"
+    assert c["id"] in ids
+    emu.faults(delta_replay=0.0)
+    assert delta_round(emu, link)[0] == []
+
+
+def test_folder_delta_is_mailbox_wide_with_removals(emu):
+    a = emu.ok("POST", "/me/contactFolders", {"displayName": "A"}, want=201)
+    sub = emu.ok("POST", f"/me/contactFolders/{a['id']}/childFolders", {"displayName": "Sub"}, want=201)
+    items, link, _ = delta_round(emu, "/me/contactFolders/delta")
+    assert {i["id"]: i["parentFolderId"] for i in items} == {a["id"]: a["parentFolderId"],
+                                                             sub["id"]: a["id"]}
+    emu.ok("PATCH", f"/me/contactFolders/{a['id']}", {"displayName": "A2"})
+    emu.ok("DELETE", f"/me/contactFolders/{sub['id']}", want=204)
+    items, _, _ = delta_round(emu, link)
+    by_id = {i["id"]: i for i in items}
+    assert by_id[a["id"]]["displayName"] == "A2"
+    assert by_id[sub["id"]]["@removed"] == {"reason": "deleted"}
+
+
+def test_outlook_side_move_shows_as_changed_removal(emu):
+    f = emu.ok("POST", "/me/contactFolders", {"displayName": "F"}, want=201)
+    c = new_contact(emu)
+    _, src, _ = delta_round(emu, "/me/contacts/delta")
+    _, dst, _ = delta_round(emu, f"/me/contactFolders/{f['id']}/contacts/delta")
+    emu.admin("POST", "move", {"contactId": c["id"], "folderId": f["id"]})
+    assert delta_round(emu, src)[0] == [{"@odata.type": "#microsoft.graph.contact", "id": c["id"],
+                                         "@removed": {"reason": "changed"}}]
+    assert [i["id"] for i in delta_round(emu, dst)[0]] == [c["id"]]
+
+
+# ---- $batch --------------------------------------------------------------------------------------
+
+def test_batch_runs_items_with_depends_on_and_shuffles_responses(emu):
+    c = new_contact(emu)
+    reqs = [{"id": str(i), "method": "GET", "url": f"/me/contacts/{c['id']}"} for i in range(1, 9)]
+    reqs += [{"id": "p", "method": "POST", "url": "/me/contacts",
+              "headers": {"Content-Type": "application/json"}, "body": {"givenName": "Batch"}},
+             {"id": "bad", "method": "GET", "url": "/me/contacts/nope"},
+             {"id": "after-bad", "method": "GET", "url": "/me/contacts", "dependsOn": ["bad"]},
+             {"id": "after-p", "method": "GET", "url": "/me/contacts?$top=1", "dependsOn": ["p"]}]
+    orders = set()
+    for _ in range(4):
+        out = emu.ok("POST", "/$batch", {"requests": reqs})
+        by_id = {r["id"]: r for r in out["responses"]}
+        orders.add(tuple(r["id"] for r in out["responses"]))
+        assert by_id["1"]["status"] == 200 and by_id["1"]["body"]["id"] == c["id"]
+        assert by_id["p"]["status"] == 201 and by_id["p"]["body"]["givenName"] == "Batch"
+        assert by_id["bad"]["status"] == 404
+        assert by_id["after-bad"]["status"] == 424
+        assert by_id["after-p"]["status"] == 200
+    assert len(orders) > 1, "responses come back in varying order"
+    req = emu.requests()
+    assert req["batch_items"] == 4 * len(reqs) - 4 and req["by_route"]["POST /$batch"] == 4
+
+
+def test_batch_limits_and_shape_errors(emu):
+    too_many = [{"id": str(i), "method": "GET", "url": "/me/contacts"} for i in range(21)]
+    assert emu.call("POST", "/$batch", {"requests": too_many})[0] == 400
+    no_ctype = [{"id": "1", "method": "POST", "url": "/me/contacts", "body": {"givenName": "x"}}]
+    assert emu.call("POST", "/$batch", {"requests": no_ctype})[0] == 400
+    cycle = [{"id": "1", "method": "GET", "url": "/me/contacts", "dependsOn": ["2"]},
+             {"id": "2", "method": "GET", "url": "/me/contacts", "dependsOn": ["1"]}]
+    assert emu.call("POST", "/$batch", {"requests": cycle})[0] == 400
+    absolute = [{"id": "1", "method": "GET", "url": emu.base + "/v1.0/me/contacts"}]
+    out = emu.ok("POST", "/$batch", {"requests": absolute})
+    assert out["responses"][0]["status"] == 400
+
+
+def test_batch_items_run_four_at_a_time_and_each_can_be_throttled(emu):
+    emu.faults(latency_ms=150)
+    reqs = [{"id": str(i), "method": "GET", "url": "/me/contacts"} for i in range(8)]
+    t0 = time.monotonic()
+    out = emu.ok("POST", "/$batch", {"requests": reqs})
+    assert time.monotonic() - t0 >= 3 * 0.15       # the batch itself + two rounds of four
+    assert all(r["status"] == 200 for r in out["responses"])
+    assert emu.requests()["max_in_flight"] == 4
+    emu.faults(latency_ms=0, rate_429=1.0, retry_after=2)
+    out = emu.ok("POST", "/$batch", {"requests": reqs[:3]})
+    for r in out["responses"]:
+        assert r["status"] == 429 and r["headers"]["Retry-After"] == "2"
+        assert r["body"]["error"]["code"] == "TooManyRequests"
+    assert emu.requests()["throttled"] == 3
+
+
+def test_photo_upload_in_a_batch_is_base64(emu):
+    c = new_contact(emu)
+    data = jpeg(7)
+    out = emu.ok("POST", "/$batch", {"requests": [
+        {"id": "1", "method": "PUT", "url": f"/me/contacts/{c['id']}/photo/$value",
+         "headers": {"Content-Type": "image/jpeg"}, "body": base64.b64encode(data).decode()}]})
+    assert out["responses"][0]["status"] == 200
+    out = emu.ok("POST", "/$batch", {"requests": [
+        {"id": "1", "method": "GET", "url": f"/me/contacts/{c['id']}/photo/$value"}]})
+    assert base64.b64decode(out["responses"][0]["body"]) == data
+
+
+# ---- throttling: concurrency, Retry-After, early retries ------------------------------------------------
+
+def test_a_fifth_concurrent_request_to_a_mailbox_is_throttled(emu):
+    emu.faults(latency_ms=400)
+    results = in_threads([lambda: emu.call("GET", "/me/contacts") for _ in range(5)])
+    statuses = sorted(r[0] for r in results)
+    assert statuses == [200, 200, 200, 200, 429]
+    throttled = next(r for r in results if r[0] == 429)
+    assert throttled[1]["Retry-After"] == "1"
+    assert throttled[2]["error"]["code"] == "ApplicationThrottled"
+    req = emu.requests()
+    assert req["max_in_flight"] == 5 and req["throttled"] == 1
+    # Another mailbox has its own limit.
+    emu.requests_reset = emu.admin("POST", "requests/reset")
+    results = in_threads([lambda: emu.call("GET", "/me/contacts") for _ in range(4)]
+                         + [lambda: emu.call("GET", f"/users/{OTHER}/contacts") for _ in range(4)])
+    assert all(r[0] == 200 for r in results)
+    assert emu.requests()["max_in_flight"] == 4
+
+
+def test_early_retries_are_counted(emu):
+    emu.faults(rate_429=1.0, retry_after=0.4)
+    conn = http.client.HTTPConnection(emu.base.split("//")[1], timeout=10)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    conn.request("GET", "/v1.0/me/contacts", headers=auth)
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 429 and r.getheader("Retry-After") == "0.4"
+    emu.faults(rate_429=0.0)
+    conn.request("GET", "/v1.0/me/contacts", headers=auth)      # same connection, at once
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200
+    assert emu.requests()["early_retries"] == 1
+    time.sleep(0.45)
+    conn.request("GET", "/v1.0/me/contacts", headers=auth)      # after waiting: fine
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    req = emu.requests()
+    assert req["early_retries"] == 1 and req["throttled"] == 1
+    # Another connection counts once the grace period is over.
+    emu.faults(rate_429=1.0)
+    emu.call("GET", "/me/contacts")
+    emu.faults(rate_429=0.0)
+    time.sleep(0.1)
+    emu.call("GET", "/me/contacts")
+    assert emu.requests()["early_retries"] == 2
+    emu.admin("POST", "requests/reset")
+    assert emu.requests()["early_retries"] == 0
+
+
+def test_503_fault(emu):
+    emu.faults(rate_503=1.0)
+    status, _, err = emu.call("GET", "/me/contacts")
+    assert status == 503 and err["error"]["code"] == "serviceNotAvailable"
+
+
+def test_dropped_connections_lose_the_answer_and_sometimes_the_change(emu):
+    emu.faults(rate_drop=1.0, seed=11)
+    lost = 0
+    for i in range(24):
+        try:
+            emu.call("POST", "/me/contacts", {"givenName": f"Drop{i}"})
+        except (http.client.HTTPException, ConnectionError, urllib.error.URLError):
+            lost += 1
+    assert lost == 24
+    made = len(emu.state()["contacts"])
+    assert 3 <= made <= 21, f"{made} of 24 applied: about half should be"
+    assert emu.requests()["dropped"] == 24
+
+
+def test_keep_alive_connection_serves_many_requests(emu):
+    conn = http.client.HTTPConnection(emu.base.split("//")[1], timeout=10)
+    for _ in range(5):
+        conn.request("GET", "/v1.0/me/contacts", headers={"Authorization": f"Bearer {TOKEN}"})
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["value"] == []
+    conn.request("DELETE", "/v1.0/me/contacts/nope", headers={"Authorization": f"Bearer {TOKEN}"})
+    r = conn.getresponse()
+    assert r.status == 404
+    r.read()
+    conn.close()
+
+
+def test_request_counts_by_route(emu):
+    c = new_contact(emu)
+    emu.ok("GET", f"/me/contacts/{c['id']}")
+    emu.ok("GET", f"/users/{OTHER}/contactFolders/delta")
+    req = emu.requests()
+    assert req["by_route"]["POST /me/contacts"] == 1
+    assert req["by_route"]["GET /me/contacts/{id}"] == 1
+    assert req["by_route"]["GET /users/{upn}/contactFolders/delta"] == 1
+    assert req["total"] == 3
+
+
+# ---- photos -------------------------------------------------------------------------------------
+
+def test_photos(emu):
+    c = new_contact(emu)
+    path = f"/me/contacts/{c['id']}/photo"
+    status, _, err = emu.call("GET", path + "/$value")
+    assert status == 404 and err["error"]["code"] == "ErrorItemNotFound"
+    assert emu.call("GET", path)[0] == 404
+    data = jpeg(1)
+    status, _, _ = emu.call("PUT", path + "/$value", raw_body=data, headers={"Content-Type": "image/jpeg"})
+    assert status == 200
+    status, headers, got = emu.call("GET", path + "/$value")
+    assert status == 200 and got == data and headers["Content-Type"] == "image/jpeg"
+    meta = emu.ok("GET", path)
+    assert meta["@odata.mediaContentType"] == "image/jpeg" and meta["width"] == meta["height"] == 48
+    assert meta["id"] == "48X48" and meta["@odata.mediaEtag"]
+    photo = emu.state()["contacts"][0]["photo"]
+    assert photo == {"sha256": hashlib.sha256(data).hexdigest(), "contentType": "image/jpeg",
+                     "size": len(data), "width": 48, "height": 48}
+    assert emu.ok("GET", f"/me/contacts/{c['id']}")["changeKey"] != c["changeKey"], "a photo bumps changeKey"
+    assert emu.call("DELETE", path + "/$value")[0] == 405
+    assert emu.call("DELETE", path)[0] == 405
+    assert emu.call("PUT", path + "/$value", raw_body=data, headers={"Content-Type": "text/plain"})[0] == 400
+    assert emu.call("PUT", path + "/$value", raw_body=b"\x89PNG\r\n\x1a\n....",
+                    headers={"Content-Type": "image/jpeg"})[0] == 400
+    big = data + b"\0" * (4 * 1024 * 1024)
+    assert emu.call("PUT", path + "/$value", raw_body=big, headers={"Content-Type": "image/jpeg"})[0] == 413
+
+
+# ---- open extensions -------------------------------------------------------------------------------
+
+def test_extensions_inline_by_both_ids_merge_and_not_in_delta(emu):
+    ext = {"@odata.type": "microsoft.graph.openTypeExtension", "extensionName": "org.contactfs.vcard",
+           "version": 1, "uid": "urn:uuid:42", "extra": "X-A:1\r\n"}
+    c = new_contact(emu, {"givenName": "E", "extensions": [ext]})
+    long_id = "Microsoft.OutlookServices.OpenTypeExtension.org.contactfs.vcard"
+    for ext_id in ("org.contactfs.vcard", long_id):
+        got = emu.ok("GET", f"/me/contacts/{c['id']}/extensions/{ext_id}")
+        assert got["id"] == long_id and got["uid"] == "urn:uuid:42" and got["version"] == 1
+    _, link, _ = delta_round(emu, "/me/contacts/delta")
+    upd = emu.ok("PATCH", f"/me/contacts/{c['id']}/extensions/org.contactfs.vcard",
+                 {"@odata.type": "microsoft.graph.openTypeExtension", "extensionName": "org.contactfs.vcard",
+                  "orig": "FN:E\r\n"})
+    assert upd["uid"] == "urn:uuid:42" and upd["orig"] == "FN:E\r\n"
+    assert emu.ok("GET", f"/me/contacts/{c['id']}")["changeKey"] == c["changeKey"]
+    assert delta_round(emu, link)[0] == [], "extensions are not tracked by delta"
+    st = emu.state()["contacts"][0]
+    assert st["extensions"][0]["orig"] == "FN:E\r\n"
+    exp = emu.ok("GET", f"/me/contacts/{c['id']}?$expand=extensions")
+    assert [e["extensionName"] for e in exp["extensions"]] == ["org.contactfs.vcard"]
+    assert "extensions" not in emu.ok("GET", f"/me/contacts/{c['id']}")
+    status, _, _ = emu.call("POST", f"/me/contacts/{c['id']}/extensions", ext)
+    assert status == 409
+    other = emu.ok("POST", f"/me/contacts/{c['id']}/extensions",
+                   {"@odata.type": "microsoft.graph.openTypeExtension", "extensionName": "com.example.x",
+                    "n": 5}, want=201)
+    assert other["id"].endswith(".com.example.x")
+    assert len(emu.ok("GET", f"/me/contacts/{c['id']}/extensions")["value"]) == 2
+    emu.ok("DELETE", f"/me/contacts/{c['id']}/extensions/com.example.x", want=204)
+    assert emu.call("GET", f"/me/contacts/{c['id']}/extensions/com.example.x")[0] == 404
+    status, _, _ = emu.call("PATCH", f"/me/contacts/{c['id']}", {"extensions": [ext]})
+    assert status == 400, "extensions change through their own URL only"
+    status, _, _ = emu.call("POST", f"/me/contacts/{c['id']}/extensions",
+                            {"@odata.type": "microsoft.graph.openTypeExtension", "extensionName": "n",
+                             "nested": {"a": 1}})
+    assert status == 400
+
+
+# ---- categories, people, users -------------------------------------------------------------------------
+
+def test_master_categories(emu):
+    cats = emu.ok("GET", "/me/outlook/masterCategories")["value"]
+    assert [c["displayName"] for c in cats][:2] == ["Red category", "Orange category"]
+    new = emu.ok("POST", "/me/outlook/masterCategories", {"displayName": "VIP", "color": "preset9"}, want=201)
+    assert emu.call("POST", "/me/outlook/masterCategories", {"displayName": "vip"})[0] == 409
+    assert emu.call("POST", "/me/outlook/masterCategories", {"displayName": "X", "color": "pink"})[0] == 400
+    path = f"/me/outlook/masterCategories/{new['id']}"
+    assert emu.ok("PATCH", path, {"color": "preset15"})["color"] == "preset15"
+    assert emu.call("PATCH", path, {"displayName": "VIP2"})[0] == 400
+    emu.ok("DELETE", path, want=204)
+    assert emu.call("GET", path)[0] == 404
+
+
+def test_people_are_ranked_and_paged(emu):
+    for i in range(15):
+        new_contact(emu, {"givenName": f"P{i}", "emailAddresses": [{"address": f"p{i}@x.example"}]})
+    page = emu.ok("GET", "/me/people")["value"]
+    assert len(page) == 10
+    scores = [p["scoredEmailAddresses"][0]["relevanceScore"] for p in page]
+    assert scores == sorted(scores, reverse=True)
+    everyone = emu.ok("GET", "/me/people?$top=100")["value"]
+    assert len(everyone) == 18
+    assert emu.ok("GET", "/me/people?$top=5&$skip=5")["value"] == everyone[5:10]
+    if TESTDATA.exists():
+        sample = json.loads((TESTDATA / "v1-list-people-response.json").read_text())["value"][1]
+        assert set(sample) == set(everyone[0])
+    assert emu.call("POST", "/me/people", {})[0] == 405
+
+
+def test_other_mailboxes_by_upn(emu):
+    c = emu.ok("POST", f"/users/{OTHER}/contacts", {"givenName": "G"}, want=201)
+    got = emu.ok("GET", f"/users/{OTHER.upper()}/contacts/{c['id']}")
+    assert got["id"] == c["id"]
+    assert emu.state(OTHER)["contacts"][0]["id"] == c["id"] and emu.state()["contacts"] == []
+    assert emu.call("GET", f"/me/contacts/{c['id']}")[0] == 404
+    status, _, err = emu.call("GET", "/users/nobody@contoso.example/contacts")
+    assert status == 404 and err["error"]["code"] == "ErrorInvalidUser"
+    assert emu.state(OTHER)["defaultFolderId"] != emu.state()["defaultFolderId"]
+
+
+def test_read_only_mailbox_refuses_writes(emu):
+    emu.faults(readonly_users=[OTHER])
+    status, _, err = emu.call("POST", f"/users/{OTHER}/contacts", {"givenName": "G"})
+    assert status == 403 and err["error"]["code"] == "ErrorAccessDenied"
+    emu.ok("GET", f"/users/{OTHER}/contacts")
+    emu.admin("POST", "reset", {"mailboxes": {ME: {}, OTHER: {"readonly": True}}})
+    emu.faults(readonly_users=[])
+    assert emu.call("POST", f"/users/{OTHER}/contactFolders", {"displayName": "x"})[0] == 403
+
+
+# ---- identity: device code, refresh, expiry ------------------------------------------------------------
+
+def device_flow(emu, scope="offline_access openid https://graph.microsoft.com/Contacts.ReadWrite"):
+    status, dc = emu.form("/common/oauth2/v2.0/devicecode", {"client_id": "cid", "scope": scope})
+    assert status == 200
+    assert set(dc) >= {"device_code", "user_code", "verification_uri", "expires_in", "interval", "message"}
+    return dc
+
+
+def poll(emu, dc):
+    return emu.form("/common/oauth2/v2.0/token", {
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code", "client_id": "cid",
+        "device_code": dc["device_code"]})
+
+
+def test_device_code_flow_pending_slow_down_then_tokens(emu):
+    emu.faults(device_interval_s=0.2)
+    dc = device_flow(emu)
+    status, err = poll(emu, dc)
+    assert status == 400 and err["error"] == "authorization_pending"
+    status, err = poll(emu, dc)
+    assert status == 400 and err["error"] == "slow_down", "polled again at once"
+    time.sleep(0.25)
+    status, err = poll(emu, dc)
+    assert status == 400 and err["error"] == "authorization_pending"
+    assert err["error_codes"] and err["error_description"].startswith("AADSTS")
+    time.sleep(0.25)
+    status, tok = poll(emu, dc)
+    assert status == 200, tok
+    assert tok["token_type"] == "Bearer" and tok["expires_in"] == 3600
+    assert tok["access_token"] and tok["refresh_token"] and tok["id_token"]
+    emu.ok("GET", "/me/contacts", token=tok["access_token"])
+    status, err = poll(emu, dc)
+    assert status == 400, "a device code is used once"
+    # Without offline_access there is no refresh token.
+    dc = device_flow(emu, scope="https://graph.microsoft.com/Contacts.ReadWrite")
+    for _ in range(3):
+        status, tok = poll(emu, dc)
+        time.sleep(0.21)
+    assert status == 200 and "refresh_token" not in tok
+
+
+@pytest.mark.parametrize("outcome,error", [("declined", "authorization_declined"),
+                                           ("expired", "expired_token")])
+def test_device_code_flow_can_be_declined_or_expire(emu, outcome, error):
+    emu.faults(device_interval_s=0.05, next_device_flow=outcome)
+    dc = device_flow(emu)
+    errors = []
+    for _ in range(3):
+        time.sleep(0.06)
+        errors.append(poll(emu, dc)[1]["error"])
+    assert errors == ["authorization_pending", "authorization_pending", error]
+    assert emu.admin("GET", "faults")["next_device_flow"] is None, "one flow only"
+
+
+def test_refresh_tokens_rotate_and_can_be_revoked(emu):
+    emu.faults(device_interval_s=0.05, device_pending_polls=0)
+    tok = poll(emu, device_flow(emu))[1]
+    status, new = emu.form("/organizations/oauth2/v2.0/token", {
+        "grant_type": "refresh_token", "client_id": "cid", "refresh_token": tok["refresh_token"]})
+    assert status == 200 and new["refresh_token"] != tok["refresh_token"]
+    assert new["access_token"] != tok["access_token"]
+    emu.ok("GET", "/me/contacts", token=new["access_token"])
+    status, err = emu.form("/common/oauth2/v2.0/token", {
+        "grant_type": "refresh_token", "client_id": "cid", "refresh_token": "bogus"})
+    assert status == 400 and err["error"] == "invalid_grant"
+    emu.faults(revoke_refresh_tokens=True)
+    status, err = emu.form("/common/oauth2/v2.0/token", {
+        "grant_type": "refresh_token", "client_id": "cid", "refresh_token": new["refresh_token"]})
+    assert status == 400 and err["error"] == "invalid_grant"
+
+
+def test_access_tokens_expire(emu):
+    emu.faults(token_ttl_s=0.6, device_pending_polls=0)
+    tok = poll(emu, device_flow(emu))[1]
+    emu.ok("GET", "/me/contacts", token=tok["access_token"])
+    time.sleep(0.65)
+    status, headers, err = emu.call("GET", "/me/contacts", token=tok["access_token"])
+    assert status == 401 and err["error"]["code"] == "InvalidAuthenticationToken"
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert emu.call("GET", "/me/contacts", token=None)[0] == 401
+    assert emu.call("GET", "/me/contacts", token="made-up")[0] == 401
+    short = emu.admin("POST", "tokens", {"ttl_s": 60})["access_token"]
+    emu.ok("GET", "/me/contacts", token=short)
+    emu.faults(expire_tokens=True)
+    assert emu.call("GET", "/me/contacts", token=short)[0] == 401
+
+
+def test_device_user_chooses_the_mailbox_of_me(emu):
+    emu.faults(device_pending_polls=0, device_user=OTHER)
+    tok = poll(emu, device_flow(emu))[1]
+    emu.ok("POST", "/me/contacts", {"givenName": "Mine"}, token=tok["access_token"], want=201)
+    assert emu.state(OTHER)["contacts"][0]["givenName"] == "Mine"
+
+
+# ---- seeds, the generator, the process ---------------------------------------------------------------
+
+def test_seed_format_round_trip(emu):
+    data = jpeg(3)
+    emu.admin("POST", "reset", {"mailboxes": {ME: {
+        "categories": [{"displayName": "Family", "color": "preset5"}],
+        "contacts": [{"givenName": "Root", "photo_base64": base64.b64encode(data).decode()}],
+        "folders": [{"displayName": "Work", "contacts": [{"givenName": "W"}],
+                     "childFolders": [{"displayName": "Team", "contacts": [{"givenName": "T"}]}]}]}}})
+    st = emu.state()
+    assert [c["displayName"] for c in st["categories"]] == ["Family"]
+    names = {c["givenName"]: c for c in st["contacts"]}
+    assert names["Root"]["photo"]["sha256"] == hashlib.sha256(data).hexdigest()
+    folders = {f["displayName"]: f for f in st["folders"]}
+    assert folders["Team"]["parentFolderId"] == folders["Work"]["id"]
+    assert names["T"]["parentFolderId"] == folders["Team"]["id"]
+    status, _, _ = emu.raw("POST", "/_emulator/reset", json.dumps(
+        {"mailboxes": {ME: {"contacts": [{"emailAddresses": [{"address": "x"}] * 4}]}}}).encode())
+    assert status == 400, "a seed is validated like a request"
+    assert len(emu.state()["contacts"]) == 3, "a refused seed leaves the state alone"
+
+
+def test_generator_makes_a_varied_mailbox():
+    proc, base = start_emulator("--token", TOKEN, "--contacts", "200", "--folders", "5", "--photos", "20")
+    try:
+        emu = Emu(base)
+        st = emu.state()
+        assert len(st["contacts"]) == 200
+        assert len(st["folders"]) == 6                     # the default folder and five more
+        assert sum(1 for c in st["contacts"] if c["photo"]) == 20
+        folders = {f["id"]: f for f in st["folders"]}
+        nested = [f for f in st["folders"] if f["parentFolderId"] in folders
+                  and not folders[f["parentFolderId"]]["isDefault"]]
+        assert nested, "some folders are nested"
+        names = [c["displayName"] for c in st["contacts"]]
+        text = " ".join(names)
+        for script in (r"[\u3040-\u30ff\u4e00-\u9fff]", r"[\u0370-\u03ff]", r"[\u0600-\u06ff]", "[äöüß]"):
+            assert re.search(script, text), script
+        assert len(names) > len(set(names)), "some display names repeat"
+        bdays = [c["birthday"] for c in st["contacts"] if c["birthday"]]
+        assert any(b.startswith("1604-") for b in bdays) and any(b[5:10] == "02-29" for b in bdays)
+        assert any("\n" in (c["personalNotes"] or "") for c in st["contacts"])
+        assert any(len(c["emailAddresses"]) == 3 for c in st["contacts"])
+        assert any(not c["emailAddresses"] for c in st["contacts"])
+        assert all(len(c["emailAddresses"]) <= 3 for c in st["contacts"])
+        in_folders = {c["parentFolderId"] for c in st["contacts"]}
+        assert len(in_folders) == 6
+        # Photos are real JPEGs with the size the metadata reports.
+        c = next(c for c in st["contacts"] if c["photo"])
+        assert emu.ok("GET", f"/me/contacts/{c['id']}/photo/$value")[:2] == b"\xff\xd8"
+        # The same arguments make the same mailbox.
+        again = Emu(base)
+        again.admin("POST", "reset", {"generate": {"contacts": 200, "folders": 5, "photos": 20}})
+        assert [x["id"] for x in again.state()["contacts"]] == [x["id"] for x in st["contacts"]]
+    finally:
+        code, out, _ = stop_emulator(proc)
+    assert code == 0 and out == ""
+
+
+def test_sigterm_and_sigint_exit_cleanly_and_verbose_logs_to_stderr():
+    proc, base = start_emulator("--verbose", "--latency-ms", "5")
+    Emu(base).call("GET", "/me/contacts", token=None)
+    assert Emu(base).admin("GET", "faults")["latency_ms"] == 5
+    code, out, err = stop_emulator(proc)
+    assert code == 0 and out == "" and "GET /v1.0/me/contacts" in err
+    proc, base = start_emulator()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+    assert proc.stdout.read() == ""
+
+
+def test_bad_seed_file_exits_with_an_error(tmp_path):
+    bad = tmp_path / "seed.json"
+    bad.write_text(json.dumps({"mailboxes": {ME: {"contacts": [{"nope": 1}]}}}))
+    r = subprocess.run([sys.executable, str(SERVER), "--port", "0", "--seed", str(bad)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and r.stdout == "" and "nope" in r.stderr
