@@ -7,11 +7,67 @@ enum {
 	EXIT_USAGE = 64,    /* bad command line */
 	EXIT_DATAERR = 65,  /* invalid input */
 	EXIT_NOINPUT = 66,  /* input file cannot be opened */
+	EXIT_UNAVAILABLE = 69, /* the service cannot be reached */
 	EXIT_SOFTWARE = 70, /* out of memory or an internal error */
+	EXIT_CANTCREAT = 73, /* cannot create the output */
 	EXIT_IOERR = 74,    /* cannot write the output */
+	EXIT_TEMPFAIL = 75, /* try again (a sign-in code expired) */
+	EXIT_PROTOCOL = 76, /* the service answered something unexpected */
+	EXIT_NOPERM = 77,   /* not signed in, or access refused */
 };
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
 
 /* contactfs convert --to json|vcard [--vcard-version 3.0|4.0] [FILE] */
 int convert_main(int argc, char **argv);
+
+/* contactfs export [-o OPTIONS] [--vcard-version 3.0|4.0] DIR */
+int export_main(int argc, char **argv);
+
+/* contactfs login [--tenant T] --client-id ID [-o OPTIONS] */
+int login_main(int argc, char **argv);
+
+/* contactfs logout [-o OPTIONS] */
+int logout_main(int argc, char **argv);
+
+struct graph_config;
+
+/*
+ * Parse one -o OPTIONS (libfuse style: comma-separated key=value; "\," and
+ * "\\" for a comma or a backslash inside a value) into cfg: graph_url,
+ * auth_url, user, token_cmd, client_id, tenant; cache_dir is accepted and
+ * ignored for now.
+ *
+ * Ownership: the strings set in cfg point into *copy, a malloc'd copy owned
+ * by the caller. Start with *copy == NULL, pass the same copy to every call
+ * (one per -o; a later value wins), and free(*copy) once cfg is no longer
+ * used (graph_new copies what it keeps). A call parses the earlier specs
+ * again, so set cfg fields yourself after the last call, not between calls.
+ *
+ * 0; -EINVAL with the reason in errbuf (an unknown key, a missing value), or
+ * -ENOMEM. On failure cfg and *copy are unchanged.
+ */
+int options_parse(const char *spec, struct graph_config *cfg, char **copy, char *errbuf,
+		  size_t errsize) __attribute__((warn_unused_result));
+
+/*
+ * A file or directory name made safe from a name on the server (DESIGN point
+ * 1): '/', control characters and invalid UTF-8 become '_', no leading '.'
+ * or blank, at most 255 bytes with suffix, cut on a character boundary.
+ * Writes the NUL-terminated name into out; returns its length, or 0 when
+ * nothing usable is left (the caller picks another name).
+ */
+size_t fs_safe_name(const char *name, const char *suffix, char *out, size_t size);
+
+/* A contact's file name: its display name, else its first email address,
+ * else its company, else "Unnamed", made safe, with ".vcf". Returns the
+ * length (never 0 for size >= 16). */
+size_t fs_contact_name(const cJSON *contact, char *out, size_t size);
+
+/* "base (n)suffix" within 255 bytes (base cut on a character boundary).
+ * 0, or -1 when it cannot fit. */
+int fs_numbered_name(const char *base, const char *suffix, unsigned n, char *out, size_t size);
 
 #endif

@@ -9,6 +9,11 @@ void log_set_level(enum log_level level)
 	log_level = level;
 }
 
+int log_enabled(enum log_level level)
+{
+	return level <= log_level;
+}
+
 static const char *log_level_name(enum log_level level)
 {
 	switch (level) {

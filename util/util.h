@@ -56,6 +56,9 @@ enum log_level { LOG_LVL_ERR = 3, LOG_LVL_WARNING = 4, LOG_LVL_INFO = 6, LOG_LVL
 /* Messages at or below this level are written (default LOG_LVL_INFO). */
 void log_set_level(enum log_level level);
 
+/* Whether messages of this level are written. */
+int log_enabled(enum log_level level);
+
 /* Write one line to stderr: "contactfs: <level>: <message>". The message
  * says what failed first, in lower case, and carries the contact or folder
  * id; it must never contain a token. */

@@ -201,6 +201,15 @@ int vcard_base64_decode(struct buf *out, const char *s, size_t n, size_t *bad) V
 /* Name of the open extension that carries what Graph cannot hold. */
 #define VCARD_EXTENSION_NAME "org.contactfs.vcard"
 
+/* The contact fields the mapping reads, for $select (delta, lists). */
+#define VCARD_GRAPH_SELECT                                                                         \
+	"displayName,givenName,surname,middleName,title,generation,nickName,initials,fileAs,"       \
+	"yomiGivenName,yomiSurname,yomiCompanyName,companyName,department,jobTitle,profession,"    \
+	"officeLocation,manager,assistantName,spouseName,children,emailAddresses,businessPhones,"  \
+	"homePhones,mobilePhone,homeAddress,businessAddress,otherAddress,businessHomePage,"        \
+	"birthday,personalNotes,categories,imAddresses,createdDateTime,lastModifiedDateTime,"      \
+	"changeKey,parentFolderId"
+
 /*
  * Graph contact JSON (as GET returns it, optionally with $expand=extensions)
  * to a card. photo/photo_len/photo_type: the contact's photo bytes and media

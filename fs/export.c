@@ -1,0 +1,584 @@
+/*
+ * contactfs export: the whole mailbox into a directory as a vdir — one
+ * directory per contact folder (nested as in Outlook; the default folder is
+ * DIR itself), one .vcf per contact, names as DESIGN point 1 says.
+ *
+ * Requests: one folder delta; per folder, one contact delta round (paged)
+ * and one list of the contacts that carry our extension (Graph's delta does
+ * not return extensions); per contact, a photo request, sent 20 to a $batch.
+ * Folders are worked on by a few threads; the graph/ scheduler keeps the
+ * mailbox at 4 requests in flight whatever the number of threads.
+ */
+#include "fs_int.h"
+
+#include "graph.h"
+#include "util.h"
+#include "vcard.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXPORT_THREADS 4
+#define EXT_ID "Microsoft.OutlookServices.OpenTypeExtension." VCARD_EXTENSION_NAME
+
+struct folder {
+	char *id;     /* NULL for the default folder */
+	char *parent; /* parentFolderId */
+	char *name;   /* displayName */
+	char *path;   /* directory, relative to the export root ("" for it) */
+	unsigned contacts;
+};
+
+struct export
+{
+	struct graph *g;
+	const char *root;
+	enum vcard_version version;
+	struct folder *folders;
+	size_t nfolders;
+	int tty;
+
+	pthread_mutex_t lock; /* protects the fields below */
+	size_t next;	      /* next folder to work on */
+	unsigned done_folders;
+	unsigned contacts;
+	unsigned photos;
+	int error; /* first error, -errno */
+};
+
+/* ---- progress -------------------------------------------------------------- */
+
+static void progress(struct export *x)
+{
+	if (!x->tty)
+		return;
+	pthread_mutex_lock(&x->lock);
+	fprintf(stderr, "\rexporting: %u contacts, %u photos, %u of %zu folders", x->contacts,
+		x->photos, x->done_folders, x->nfolders);
+	fflush(stderr);
+	pthread_mutex_unlock(&x->lock);
+}
+
+/* ---- folders ----------------------------------------------------------------- */
+
+static int add_folder(const cJSON *item, void *ctx)
+{
+	struct export *x = ctx;
+	const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id"));
+	const char *name =
+		cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "displayName"));
+	const char *parent =
+		cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "parentFolderId"));
+	struct folder *f;
+
+	if (!id || cJSON_GetObjectItemCaseSensitive(item, "@removed"))
+		return 0;
+	/* Delta may repeat an item: the last one wins. */
+	for (size_t i = 1; i < x->nfolders; i++) {
+		if (!strcmp(x->folders[i].id, id)) {
+			free(x->folders[i].name);
+			free(x->folders[i].parent);
+			x->folders[i].name = strdup(name ? name : "");
+			x->folders[i].parent = strdup(parent ? parent : "");
+			return x->folders[i].name && x->folders[i].parent ? 0 : -ENOMEM;
+		}
+	}
+	f = realloc(x->folders, (x->nfolders + 1) * sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	x->folders = f;
+	f = &x->folders[x->nfolders++];
+	memset(f, 0, sizeof(*f));
+	f->id = strdup(id);
+	f->name = strdup(name ? name : "");
+	f->parent = strdup(parent ? parent : "");
+	return f->id && f->name && f->parent ? 0 : -ENOMEM;
+}
+
+static struct folder *folder_by_id(struct export *x, const char *id)
+{
+	for (size_t i = 1; i < x->nfolders; i++)
+		if (!strcmp(x->folders[i].id, id))
+			return &x->folders[i];
+	return NULL;
+}
+
+/* Whether another folder with the same parent already has this path. */
+static int path_taken(struct export *x, const char *path)
+{
+	for (size_t i = 0; i < x->nfolders; i++)
+		if (x->folders[i].path && !strcmp(x->folders[i].path, path))
+			return 1;
+	return 0;
+}
+
+/* Give f (and, first, its ancestors) a directory path. depth bounds a
+ * parent cycle, which the server should never send. */
+static int folder_path(struct export *x, struct folder *f, int depth)
+{
+	struct folder *parent = folder_by_id(x, f->parent);
+	const char *base = "";
+	char name[256], numbered[256];
+	struct buf b;
+	int r;
+
+	if (f->path)
+		return 0;
+	if (depth > 64)
+		return -ELOOP;
+	if (parent) {
+		if ((r = folder_path(x, parent, depth + 1)))
+			return r;
+		base = parent->path;
+	}
+	if (!fs_safe_name(f->name, "", name, sizeof(name)))
+		snprintf(name, sizeof(name), "Folder");
+	buf_init(&b, 1 << 16);
+	for (unsigned n = 1;; n++) {
+		const char *leaf = name;
+
+		if (n > 1) {
+			if (fs_numbered_name(name, "", n, numbered, sizeof(numbered)))
+				return -ENAMETOOLONG;
+			leaf = numbered;
+		}
+		buf_reset(&b);
+		if ((r = buf_printf(&b, "%s%s%s", base, *base ? "/" : "", leaf))) {
+			buf_release(&b);
+			return r;
+		}
+		if (!path_taken(x, b.data))
+			break;
+	}
+	f->path = buf_detach(&b, NULL);
+	return f->path ? 0 : -ENOMEM;
+}
+
+static int load_folders(struct export *x)
+{
+	char *next = NULL;
+	int r;
+
+	x->folders = calloc(1, sizeof(*x->folders));
+	if (!x->folders)
+		return -ENOMEM;
+	x->nfolders = 1; /* [0] is the default folder: the export root */
+	x->folders[0].path = strdup("");
+	x->folders[0].name = strdup("");
+	x->folders[0].parent = strdup("");
+	if (!x->folders[0].path || !x->folders[0].name || !x->folders[0].parent)
+		return -ENOMEM;
+	r = graph_delta(x->g, "/contactFolders/delta", 0, add_folder, x, &next);
+	free(next);
+	for (size_t i = 1; !r && i < x->nfolders; i++)
+		r = folder_path(x, &x->folders[i], 0);
+	/* Every directory before any worker starts. A parent's path is a
+	 * prefix of its child's, so a pass creates at least one level more. */
+	for (size_t pass = 0; !r && pass < x->nfolders; pass++) {
+		size_t left = 0;
+
+		for (size_t i = 1; !r && i < x->nfolders; i++) {
+			char dir[4096];
+			struct stat st;
+
+			snprintf(dir, sizeof(dir), "%s/%s", x->root, x->folders[i].path);
+			if (!stat(dir, &st) || !mkdir(dir, 0700))
+				continue;
+			if (errno == ENOENT)
+				left++; /* its parent comes in a later pass */
+			else
+				r = -errno;
+		}
+		if (!left)
+			break;
+	}
+	return r;
+}
+
+/* ---- one folder's contacts ------------------------------------------------------ */
+
+struct contacts {
+	cJSON *list;  /* array of contact objects, by id */
+	cJSON *by_id; /* object: id -> index in list (as number) */
+};
+
+static int add_contact(const cJSON *item, void *ctx)
+{
+	struct contacts *c = ctx;
+	const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id"));
+	const cJSON *at;
+	cJSON *copy;
+
+	if (!id)
+		return 0;
+	at = cJSON_GetObjectItemCaseSensitive(c->by_id, id);
+	if (cJSON_GetObjectItemCaseSensitive(item, "@removed")) {
+		/* Removed within the same round: replace with null. */
+		if (at)
+			cJSON_ReplaceItemInArray(c->list, (int)at->valuedouble, cJSON_CreateNull());
+		return 0;
+	}
+	if (!(copy = cJSON_Duplicate(item, 1)))
+		return -ENOMEM;
+	if (at)
+		return cJSON_ReplaceItemInArray(c->list, (int)at->valuedouble, copy) ? 0 : -ENOMEM;
+	if (!cJSON_AddNumberToObject(c->by_id, id, cJSON_GetArraySize(c->list)) ||
+	    !cJSON_AddItemToArray(c->list, copy)) {
+		cJSON_Delete(copy);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Attach a listed contact's extensions to the contact from the delta. */
+static int attach_extension(const cJSON *item, void *ctx)
+{
+	struct contacts *c = ctx;
+	const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id"));
+	const cJSON *exts = cJSON_GetObjectItemCaseSensitive(item, "extensions");
+	const cJSON *at = id ? cJSON_GetObjectItemCaseSensitive(c->by_id, id) : NULL;
+	cJSON *contact;
+
+	if (!at || !cJSON_IsArray(exts))
+		return 0;
+	contact = cJSON_GetArrayItem(c->list, (int)at->valuedouble);
+	if (!cJSON_IsObject(contact))
+		return 0;
+	cJSON_DeleteItemFromObjectCaseSensitive(contact, "extensions");
+	return cJSON_AddItemToObject(contact, "extensions", cJSON_Duplicate(exts, 1)) ? 0 : -ENOMEM;
+}
+
+/* Write data to dir/name atomically, mode 0600. */
+static int write_file(const char *dir, const char *name, const char *data, size_t len)
+{
+	char tmp[4352], path[4352];
+	int fd, r = 0;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path) ||
+	    (size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	for (size_t off = 0; off < len && !r;) {
+		ssize_t n = write(fd, data + off, len - off);
+
+		if (n < 0 && errno != EINTR)
+			r = -errno;
+		else if (n > 0)
+			off += (size_t)n;
+	}
+	if (close(fd) && !r)
+		r = -errno;
+	if (!r && rename(tmp, path))
+		r = -errno;
+	if (r)
+		unlink(tmp);
+	return r;
+}
+
+/* The photo of each contact, 20 to a $batch: bytes in photos[i] (len 0:
+ * none) and media types in types[i]. */
+static int fetch_photos(struct export *x, const struct folder *f, cJSON *list, struct buf *photos,
+			char (*types)[64])
+{
+	size_t n = (size_t)cJSON_GetArraySize(list);
+	struct graph_batch_item items[GRAPH_BATCH_MAX];
+	char urls[GRAPH_BATCH_MAX][512];
+	size_t idx[GRAPH_BATCH_MAX];
+	int r = 0;
+
+	for (size_t start = 0; start < n && !r; start += GRAPH_BATCH_MAX) {
+		size_t k = 0;
+
+		for (size_t i = start; i < n && i < start + GRAPH_BATCH_MAX; i++) {
+			const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+				cJSON_GetArrayItem(list, (int)i), "id"));
+
+			if (!id || strpbrk(id, "/?#"))
+				continue;
+			/* Through its folder: /contacts/ID is the default folder's. */
+			if (f->id)
+				snprintf(urls[k], sizeof(urls[k]),
+					 "/contactFolders/%s/contacts/%s/photo/$value", f->id, id);
+			else
+				snprintf(urls[k], sizeof(urls[k]), "/contacts/%s/photo/$value", id);
+			memset(&items[k], 0, sizeof(items[k]));
+			items[k].method = "GET";
+			items[k].url = urls[k];
+			idx[k++] = i;
+		}
+		if (!k)
+			continue;
+		if ((r = graph_batch(x->g, items, k)))
+			break;
+		for (size_t j = 0; j < k && !r; j++) {
+			const cJSON *body = items[j].response;
+
+			if (items[j].status == 404)
+				continue;
+			if (items[j].status != 200 || !cJSON_IsString(body)) {
+				log_warn("photo of contact %zu in folder: HTTP %d %s", idx[j],
+					 items[j].status, items[j].code);
+				continue;
+			}
+			/* Binary bodies come base64-encoded in a batch. */
+			r = vcard_base64_decode(&photos[idx[j]], body->valuestring,
+						strlen(body->valuestring), NULL);
+			snprintf(types[idx[j]], sizeof(types[0]), "image/jpeg");
+		}
+		graph_batch_release(items, k);
+	}
+	return r;
+}
+
+static int export_folder(struct export *x, struct folder *f)
+{
+	struct contacts c = {cJSON_CreateArray(), cJSON_CreateObject()};
+	char delta[1024], list[1024], dir[4096], name[256], numbered[256];
+	const char *base = f->id ? "/contactFolders/" : "", *fid = f->id ? f->id : "";
+	struct buf *photos = NULL, out;
+	char(*types)[64] = NULL;
+	cJSON *names = cJSON_CreateObject();
+	char *next = NULL;
+	size_t n;
+	int r;
+
+	buf_init(&out, 0);
+	if (!c.list || !c.by_id || !names) {
+		r = -ENOMEM;
+		goto out;
+	}
+	/* The default folder is /contacts; the others /contactFolders/ID/contacts. */
+	snprintf(delta, sizeof(delta), "%s%s/contacts/delta?$select=%s", base, fid,
+		 VCARD_GRAPH_SELECT);
+	snprintf(list, sizeof(list),
+		 "%s%s/contacts?$select=id&$top=100&$filter=Extensions/any(f:f/id%%20eq%%20'%s')"
+		 "&$expand=Extensions($filter=id%%20eq%%20'%s')",
+		 base, fid, EXT_ID, EXT_ID);
+	if ((r = graph_delta(x->g, delta, 200, add_contact, &c, &next)) ||
+	    (r = graph_list(x->g, list, NULL, 0, attach_extension, &c)))
+		goto out;
+	n = (size_t)cJSON_GetArraySize(c.list);
+	photos = calloc(n ? n : 1, sizeof(*photos));
+	types = calloc(n ? n : 1, sizeof(*types));
+	if (!photos || !types) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		buf_init(&photos[i], (size_t)8 << 20);
+	if ((r = fetch_photos(x, f, c.list, photos, types)))
+		goto out;
+	snprintf(dir, sizeof(dir), "%s%s%s", x->root, *f->path ? "/" : "", f->path);
+	for (size_t i = 0; i < n; i++) {
+		const cJSON *contact = cJSON_GetArrayItem(c.list, (int)i);
+		struct vcard_error err;
+		struct vcard *card = NULL;
+		const char *file = name;
+
+		if (!cJSON_IsObject(contact))
+			continue; /* removed while we read */
+		r = vcard_from_graph(contact, photos[i].len ? photos[i].data : NULL, photos[i].len,
+				     photos[i].len ? types[i] : NULL, &card, &err);
+		if (r == -EINVAL) {
+			log_err("contact %s: %s; skipped",
+				cJSON_GetStringValue(
+					cJSON_GetObjectItemCaseSensitive(contact, "id")),
+				err.msg);
+			r = 0;
+			continue;
+		}
+		buf_reset(&out);
+		if (r || (r = vcard_write(card, x->version, &out))) {
+			vcard_free(card);
+			goto out;
+		}
+		vcard_free(card);
+		fs_contact_name(contact, name, sizeof(name));
+		/* Two contacts never share a file: "Jane Doe (2).vcf". */
+		for (unsigned k = 2; cJSON_GetObjectItemCaseSensitive(names, file); k++) {
+			size_t bl = strlen(name) - 4;
+			char stem[256];
+
+			memcpy(stem, name, bl);
+			stem[bl] = '\0';
+			if (fs_numbered_name(stem, ".vcf", k, numbered, sizeof(numbered))) {
+				r = -ENAMETOOLONG;
+				goto out;
+			}
+			file = numbered;
+		}
+		if (!cJSON_AddTrueToObject(names, file)) {
+			r = -ENOMEM;
+			goto out;
+		}
+		if ((r = write_file(dir, file, out.data, out.len))) {
+			log_err("writing %s/%s: %s", dir, file, strerror(-r));
+			goto out;
+		}
+		pthread_mutex_lock(&x->lock);
+		x->contacts++;
+		x->photos += photos[i].len > 0;
+		pthread_mutex_unlock(&x->lock);
+		f->contacts++;
+	}
+out:
+	for (size_t i = 0; photos && i < (size_t)cJSON_GetArraySize(c.list); i++)
+		buf_release(&photos[i]);
+	free(photos);
+	free(types);
+	free(next);
+	buf_release(&out);
+	cJSON_Delete(names);
+	cJSON_Delete(c.list);
+	cJSON_Delete(c.by_id);
+	return r;
+}
+
+static void *worker(void *arg)
+{
+	struct export *x = arg;
+
+	for (;;) {
+		struct folder *f;
+		int r;
+
+		pthread_mutex_lock(&x->lock);
+		if (x->next >= x->nfolders || x->error) {
+			pthread_mutex_unlock(&x->lock);
+			return NULL;
+		}
+		f = &x->folders[x->next++];
+		pthread_mutex_unlock(&x->lock);
+		r = export_folder(x, f);
+		pthread_mutex_lock(&x->lock);
+		x->done_folders++;
+		if (r && !x->error) {
+			x->error = r;
+			log_err("exporting folder \"%s\": %s", f->name, strerror(-r));
+		}
+		pthread_mutex_unlock(&x->lock);
+		progress(x);
+	}
+}
+
+/* ---- the command ------------------------------------------------------------------ */
+
+static int usage(const char *what)
+{
+	fprintf(stderr,
+		"contactfs export: %s\n"
+		"usage: contactfs export [-o OPTIONS] [--vcard-version 3.0|4.0] DIR\n"
+		"OPTIONS: graph_url=,auth_url=,user=UPN,token_cmd=,client_id=,tenant=\n",
+		what);
+	return EXIT_USAGE;
+}
+
+/* DIR must not exist or be empty: an export never mixes with other files. */
+static int prepare_root(const char *root)
+{
+	if (mkdir(root, 0700) == 0)
+		return 0;
+	if (errno != EEXIST)
+		return -errno;
+	if (rmdir(root) == 0)
+		return mkdir(root, 0700) ? -errno : 0; /* it was empty */
+	return errno == ENOTEMPTY || errno == EEXIST ? -ENOTEMPTY : -errno;
+}
+
+int export_main(int argc, char **argv)
+{
+	struct graph_config cfg = {0};
+	struct export x = {0};
+	pthread_t threads[EXPORT_THREADS];
+	struct graph_stats st;
+	struct timespec t0, t1;
+	char *opts = NULL, errbuf[256];
+	int nthreads = 0, r, rc = EXIT_SOFTWARE;
+
+	x.version = VCARD_V30;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+			if (options_parse(argv[++i], &cfg, &opts, errbuf, sizeof(errbuf)))
+				return usage(errbuf);
+		} else if (!strcmp(argv[i], "--vcard-version") && i + 1 < argc) {
+			i++;
+			if (!strcmp(argv[i], "3.0"))
+				x.version = VCARD_V30;
+			else if (!strcmp(argv[i], "4.0"))
+				x.version = VCARD_V40;
+			else
+				return usage("--vcard-version takes 3.0 or 4.0");
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			return usage("unknown option");
+		} else if (!x.root) {
+			x.root = argv[i];
+		} else {
+			return usage("too many arguments");
+		}
+	}
+	if (!x.root)
+		return usage("DIR is required");
+	if ((r = prepare_root(x.root))) {
+		fprintf(stderr, "contactfs export: %s: %s\n", x.root,
+			r == -ENOTEMPTY ? "not empty (export into a new or empty directory)"
+					: strerror(-r));
+		free(opts);
+		return EXIT_CANTCREAT;
+	}
+	x.g = graph_new(&cfg, &r);
+	if (!x.g) {
+		free(opts);
+		return r == -EINVAL ? EXIT_USAGE : EXIT_SOFTWARE;
+	}
+	pthread_mutex_init(&x.lock, NULL);
+	x.tty = isatty(STDERR_FILENO);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if ((r = load_folders(&x))) {
+		fprintf(stderr, "contactfs export: reading the folders: %s\n", strerror(-r));
+		rc = r == -EACCES ? EXIT_NOPERM : EXIT_UNAVAILABLE;
+		goto out;
+	}
+	for (; nthreads < EXPORT_THREADS; nthreads++)
+		if (pthread_create(&threads[nthreads], NULL, worker, &x))
+			break;
+	if (nthreads == 0)
+		worker(&x);
+	for (int i = 0; i < nthreads; i++)
+		pthread_join(threads[i], NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	graph_stats(x.g, &st);
+	if (x.tty)
+		fputc('\n', stderr);
+	if (x.error) {
+		fprintf(stderr, "contactfs export: incomplete: %s\n", strerror(-x.error));
+		rc = x.error == -EACCES ? EXIT_NOPERM : EXIT_UNAVAILABLE;
+		goto out;
+	}
+	fprintf(stderr,
+		"exported %u contacts (%u photos) in %zu folders to %s: %lu requests, %lu retries, "
+		"%.1f s\n",
+		x.contacts, x.photos, x.nfolders, x.root, st.requests, st.retries,
+		(double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	rc = 0;
+out:
+	for (size_t i = 0; i < x.nfolders; i++) {
+		free(x.folders[i].id);
+		free(x.folders[i].parent);
+		free(x.folders[i].name);
+		free(x.folders[i].path);
+	}
+	free(x.folders);
+	pthread_mutex_destroy(&x.lock);
+	graph_free(x.g);
+	free(opts);
+	return rc;
+}

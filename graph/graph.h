@@ -1,0 +1,197 @@
+/*
+ * graph — the Microsoft Graph client: one struct graph per mailbox.
+ *
+ * Invariants:
+ *  - At most GRAPH_MAX_IN_FLIGHT requests of one mailbox are on the wire at
+ *    once; a $batch counts as min(items, 4) (Outlook runs 4 items of a batch
+ *    at a time). Callers beyond that wait their turn.
+ *  - A Retry-After (429 or 503) pauses the whole mailbox until it has passed;
+ *    503/504 and network errors are retried with exponential backoff and
+ *    jitter; every request has a timeout. A call returns a result or an
+ *    errno; it never hangs.
+ *  - TLS is always verified; plain http:// is refused unless the host is a
+ *    loopback address (the emulator).
+ *  - No token, refresh token or Authorization header is ever logged, at any
+ *    level: curl's debug output is redacted before it reaches the log.
+ *  - HTTP status and curl errors become one errno in one place
+ *    (graph_errno()); the Graph error code is kept for the log.
+ *
+ * Thread safety: every function may be called from any thread on the same
+ * struct graph, except graph_free(), which must be the last call.
+ * Lock order: graph->lock is a leaf (never held across a network call).
+ */
+#ifndef CONTACTFS_GRAPH_H
+#define CONTACTFS_GRAPH_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "util.h"
+
+#define GRAPH_MUST_CHECK __attribute__((warn_unused_result))
+
+#define GRAPH_MAX_IN_FLIGHT 4
+#define GRAPH_BATCH_MAX 20
+#define GRAPH_DEFAULT_URL "https://graph.microsoft.com/v1.0"
+#define GRAPH_DEFAULT_AUTH_URL "https://login.microsoftonline.com"
+
+/* What a mount or a command is pointed at. Strings are borrowed for the
+ * life of the struct graph unless said otherwise. */
+struct graph_config {
+	const char *graph_url;	/* NULL: GRAPH_DEFAULT_URL */
+	const char *auth_url;	/* NULL: GRAPH_DEFAULT_AUTH_URL */
+	const char *tenant;	/* NULL: "common" */
+	const char *client_id;	/* the user's own app registration */
+	const char *user;	/* UPN for /users/{upn}; NULL: /me */
+	const char *token_cmd;	/* a program that prints an access token */
+	const char *config_dir; /* NULL: $XDG_CONFIG_HOME/contactfs */
+	int timeout_s;		/* per request; 0: 60 */
+	int max_attempts;	/* per request, retries included; 0: 8 */
+};
+
+struct graph;
+
+/* A new client, or NULL with *err set (-EINVAL for a bad URL, such as
+ * http:// to a host that is not loopback, -ENOMEM). No network traffic. */
+struct graph *graph_new(const struct graph_config *cfg, int *err);
+void graph_free(struct graph *g);
+
+/* ---- requests --------------------------------------------------------------- */
+
+struct graph_response {
+	long status;	 /* HTTP status; 0 when no response came */
+	struct buf body; /* the body, NUL-terminated */
+	char content_type[96];
+	char etag[160];	    /* ETag header, if any */
+	char location[512]; /* Location header, if any (410 on delta) */
+	char code[64];	    /* the Graph error code of an error body, if any */
+};
+
+void graph_response_init(struct graph_response *r);
+void graph_response_release(struct graph_response *r);
+
+/* One request header besides the ones the client always sends. */
+struct graph_header {
+	const char *name;
+	const char *value;
+};
+
+/*
+ * Send one request and wait for its final answer, retrying 429, 503, 504 and
+ * network errors (Retry-After honoured, backoff with jitter) up to
+ * max_attempts. path is relative to the mailbox ("/contacts/ID" becomes
+ * ".../me/contacts/ID"), or to the service root when it starts with "//"
+ * ("//$batch"), or an absolute URL of graph_url's host (a nextLink).
+ * body may be NULL. Returns 0 when a response arrived (any status: look at
+ * resp->status) or -errno when none did (-ETIMEDOUT, -ECONNREFUSED,
+ * -EHOSTUNREACH, -EIO, -ENOMEM, -EACCES for an authentication failure).
+ * resp must have been initialised; it is reset first.
+ */
+int graph_request(struct graph *g, const char *method, const char *path,
+		  const struct graph_header *headers, size_t nheaders, const void *body, size_t len,
+		  const char *content_type, struct graph_response *resp) GRAPH_MUST_CHECK;
+
+/* The errno for an HTTP status and Graph error code: 0 for 2xx, -ENOENT for
+ * 404, -EEXIST for 409, -ESTALE for 412 and for an expired delta cursor (410,
+ * syncStateNotFound, resyncRequired), -EACCES for 401/403, -EINVAL for other
+ * 400s, -E2BIG for 413, -EAGAIN for 429/503 that outlived the retries,
+ * -EIO otherwise. The one place where Graph errors become errno. */
+int graph_errno(long status, const char *code);
+
+/* GET path and parse the body as JSON into *out (to cJSON_Delete). 0 or
+ * -errno as graph_errno() says; -EPROTO for a body that is not JSON. */
+int graph_get_json(struct graph *g, const char *path, const struct graph_header *headers,
+		   size_t nheaders, cJSON **out) GRAPH_MUST_CHECK;
+
+/* Send a JSON body (POST, PATCH, PUT) and parse the answer into *out when
+ * out is not NULL and the answer has a body. */
+int graph_send_json(struct graph *g, const char *method, const char *path, const cJSON *body,
+		    const struct graph_header *headers, size_t nheaders,
+		    cJSON **out) GRAPH_MUST_CHECK;
+
+/* ---- collections ---------------------------------------------------------- */
+
+/* Called once per item of a collection; a non-zero return stops the walk
+ * and is returned by the walker. */
+typedef int (*graph_item_fn)(const cJSON *item, void *ctx);
+
+/* Walk a collection page by page, following @odata.nextLink. */
+int graph_list(struct graph *g, const char *path, const struct graph_header *headers,
+	       size_t nheaders, graph_item_fn fn, void *ctx) GRAPH_MUST_CHECK;
+
+/*
+ * One delta round: start from link (a stored @odata.deltaLink, or a first
+ * delta path such as "/contactFolders/ID/contacts/delta?$select=..."),
+ * follow @odata.nextLink pages, call fn for every item (removed ones carry
+ * "@removed"; the same item may come twice), and on success set *next to
+ * the new @odata.deltaLink (malloc'd). page_size: Prefer: odata.maxpagesize
+ * (0: the server's). Returns -ESTALE when the cursor expired and the folder
+ * must be synchronised again from scratch.
+ */
+int graph_delta(struct graph *g, const char *link, int page_size, graph_item_fn fn, void *ctx,
+		char **next) GRAPH_MUST_CHECK;
+
+/* ---- $batch --------------------------------------------------------------- */
+
+struct graph_batch_item {
+	/* in */
+	const char *method;
+	const char *url;      /* relative to the mailbox, like graph_request's path */
+	const cJSON *body;    /* or NULL */
+	const char *if_match; /* or NULL */
+	/* out */
+	int status;	 /* HTTP status of the item */
+	char code[64];	 /* Graph error code, if any */
+	cJSON *response; /* its body, or NULL; freed by graph_batch_release */
+};
+
+/*
+ * Send items (any number) in $batch requests of at most GRAPH_BATCH_MAX,
+ * retrying items that got 429/503 after their Retry-After (the mailbox is
+ * paused meanwhile) until they get another answer or max_attempts pass.
+ * Returns 0 when every item has a final status (look at each), or -errno
+ * when a batch as a whole failed.
+ */
+int graph_batch(struct graph *g, struct graph_batch_item *items, size_t n) GRAPH_MUST_CHECK;
+void graph_batch_release(struct graph_batch_item *items, size_t n);
+
+/* ---- photos ---------------------------------------------------------------- */
+
+/* A contact's photo bytes into out and its media type into type. -ENOENT
+ * when the contact has none. */
+int graph_photo_get(struct graph *g, const char *contact_id, struct buf *out, char *type,
+		    size_t type_size) GRAPH_MUST_CHECK;
+
+/* Set a contact's photo (JPEG, PNG or GIF, under 4 MB). */
+int graph_photo_put(struct graph *g, const char *contact_id, const void *data, size_t len,
+		    const char *type) GRAPH_MUST_CHECK;
+
+/* ---- authentication ------------------------------------------------------ */
+
+/*
+ * The device code flow: ask for a code, call show(url, code) so the person
+ * can sign in elsewhere, poll at the given interval (authorization_pending,
+ * slow_down), and store the refresh token in <config_dir>/<user or "me">.token
+ * with mode 0600. -EACCES when the person declined, -ETIMEDOUT when the code
+ * expired.
+ */
+int graph_login(struct graph *g,
+		void (*show)(const char *url, const char *code, const char *message, void *ctx),
+		void *ctx) GRAPH_MUST_CHECK;
+
+/* Forget the stored tokens. 0 also when there were none. */
+int graph_logout(struct graph *g) GRAPH_MUST_CHECK;
+
+/* ---- statistics ------------------------------------------------------------ */
+
+struct graph_stats {
+	unsigned long requests;	 /* HTTP requests sent (batches count once) */
+	unsigned long retries;	 /* of those, retries */
+	unsigned long throttled; /* 429 answers */
+	int max_in_flight;	 /* the most slots taken at once */
+};
+
+void graph_stats(struct graph *g, struct graph_stats *out);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+ * emulator — start tests/graph_emulator/server.py for a C test, talk to its
+ * admin endpoints, stop it. The source tree comes from $CONTACTFS_SRC (set by
+ * CMake for every unit test).
+ */
+#ifndef CONTACTFS_TEST_EMULATOR_H
+#define CONTACTFS_TEST_EMULATOR_H
+
+#include <sys/types.h>
+
+#include <cjson/cJSON.h>
+
+struct emulator {
+	pid_t pid;
+	int port;
+	char url[64];       /* "http://127.0.0.1:PORT" */
+	char graph_url[96]; /* url + "/v1.0" */
+	char token[64];     /* an access token it always accepts */
+};
+
+/* Start the emulator with extra arguments (NULL-terminated, may be NULL),
+ * wait for "listening on". 0, or -1 with a message on stderr. */
+int emulator_start(struct emulator *e, const char *const *args);
+
+/* Stop it (SIGTERM, then wait). Returns its exit status, or -1. */
+int emulator_stop(struct emulator *e);
+
+/* An admin request (no token): method, path ("/_emulator/faults"), JSON
+ * body or NULL. Returns the parsed answer (to cJSON_Delete) or NULL. */
+cJSON *emulator_admin(struct emulator *e, const char *method, const char *path, const char *body);
+
+/* A number from /_emulator/requests, e.g. "max_in_flight"; -1 on error. */
+double emulator_stat(struct emulator *e, const char *key);
+
+#endif

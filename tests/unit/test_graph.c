@@ -1,0 +1,326 @@
+/* The Graph client against the emulator: paging, delta, $batch, conflicts,
+ * the scheduler, photos, and what it refuses. */
+#include "check.h"
+#include "emulator.h"
+
+#include "graph.h"
+
+#include <errno.h>
+#include <pthread.h>
+
+/* A client for the emulator, signed in through token_cmd. */
+static struct graph *client(struct emulator *e, char *cmd, size_t size)
+{
+	struct graph_config cfg = {0};
+	int err;
+
+	snprintf(cmd, size, "echo %s", e->token);
+	cfg.graph_url = e->graph_url;
+	cfg.auth_url = e->url;
+	cfg.token_cmd = cmd;
+	cfg.timeout_s = 20;
+	return graph_new(&cfg, &err);
+}
+
+#define START(e, g, ...)                           \
+	char cmd_[128];                            \
+	const char *args_[] = {__VA_ARGS__, NULL}; \
+	CHECK(emulator_start(&(e), args_) == 0);   \
+	(g) = client(&(e), cmd_, sizeof(cmd_));    \
+	if (!(g)) {                                \
+		emulator_stop(&(e));               \
+		CHECK(!"graph_new failed");        \
+	}
+
+static int count_item(const cJSON *item, void *ctx)
+{
+	(void)item;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+TEST(graph_refuses_plain_http_to_a_host_that_is_not_loopback)
+{
+	struct graph_config cfg = {0};
+	int err = 0;
+
+	cfg.graph_url = "http://graph.example.com/v1.0";
+	CHECK(graph_new(&cfg, &err) == NULL);
+	CHECK_INT(err, -EINVAL);
+	cfg.graph_url = "http://127.0.0.1:9/v1.0";
+	cfg.auth_url = "http://login.example.com";
+	CHECK(graph_new(&cfg, &err) == NULL);
+	CHECK_INT(err, -EINVAL);
+}
+
+TEST(graph_errno_maps_each_status_once)
+{
+	CHECK_INT(graph_errno(200, NULL), 0);
+	CHECK_INT(graph_errno(204, NULL), 0);
+	CHECK_INT(graph_errno(400, "ErrorInvalidProperty"), -EINVAL);
+	CHECK_INT(graph_errno(400, "syncStateNotFound"), -ESTALE);
+	CHECK_INT(graph_errno(401, NULL), -EACCES);
+	CHECK_INT(graph_errno(403, "ErrorAccessDenied"), -EACCES);
+	CHECK_INT(graph_errno(404, "ErrorItemNotFound"), -ENOENT);
+	CHECK_INT(graph_errno(409, "ErrorFolderExists"), -EEXIST);
+	CHECK_INT(graph_errno(410, NULL), -ESTALE);
+	CHECK_INT(graph_errno(412, "ErrorIrresolvableConflict"), -ESTALE);
+	CHECK_INT(graph_errno(413, NULL), -E2BIG);
+	CHECK_INT(graph_errno(429, "ApplicationThrottled"), -EAGAIN);
+	CHECK_INT(graph_errno(500, NULL), -EIO);
+}
+
+TEST(graph_list_follows_next_links_across_pages)
+{
+	struct emulator e;
+	struct graph *g;
+	int paged = 0, whole = 0;
+
+	START(e, g, "--contacts", "60", "--folders", "0");
+	CHECK(graph_list(g, "/contacts?$top=7&$select=id", NULL, 0, count_item, &paged) == 0);
+	CHECK(graph_list(g, "/contacts?$top=1000&$select=id", NULL, 0, count_item, &whole) == 0);
+	CHECK_INT(paged, 60);
+	CHECK_INT(whole, 60);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
+
+TEST(graph_does_not_follow_a_link_to_another_host)
+{
+	struct emulator e;
+	struct graph *g;
+	int n = 0;
+
+	START(e, g, "--contacts", "1");
+	CHECK_INT(
+		graph_list(g, "https://evil.example.com/v1.0/me/contacts", NULL, 0, count_item, &n),
+		-EPROTO);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
+
+struct delta_seen {
+	int items, removed;
+	char last_removed[256];
+};
+
+static int see_delta(const cJSON *item, void *ctx)
+{
+	struct delta_seen *s = ctx;
+	const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id"));
+
+	if (cJSON_GetObjectItemCaseSensitive(item, "@removed")) {
+		s->removed++;
+		snprintf(s->last_removed, sizeof(s->last_removed), "%s", id ? id : "");
+	} else {
+		s->items++;
+	}
+	return 0;
+}
+
+static int first_id(const cJSON *item, void *ctx)
+{
+	const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id"));
+
+	snprintf(ctx, 256, "%s", id ? id : "");
+	return 1; /* stop */
+}
+
+TEST(graph_delta_reports_changes_removals_and_an_expired_cursor)
+{
+	struct delta_seen first = {0}, second = {0}, third = {0};
+	struct emulator e;
+	struct graph *g;
+	char *link = NULL, *link2 = NULL, *link3 = NULL, victim[256] = "", path[512];
+	cJSON *body, *made = NULL;
+
+	START(e, g, "--contacts", "30", "--folders", "0");
+	CHECK(graph_delta(g, "/contacts/delta?$select=displayName", 7, see_delta, &first, &link) ==
+	      0);
+	CHECK(link != NULL);
+	CHECK_INT(first.items, 30);
+	CHECK_INT(first.removed, 0);
+	/* One new contact, one deleted. */
+	CHECK(graph_list(g, "/contacts?$select=id", NULL, 0, first_id, victim) == 1);
+	snprintf(path, sizeof(path), "/contacts/%s", victim);
+	CHECK(graph_send_json(g, "DELETE", path, NULL, NULL, 0, NULL) == 0);
+	body = cJSON_Parse("{\"givenName\":\"New\",\"surname\":\"Person\"}");
+	CHECK(graph_send_json(g, "POST", "/contacts", body, NULL, 0, &made) == 0);
+	cJSON_Delete(body);
+	CHECK(made && cJSON_GetObjectItemCaseSensitive(made, "id"));
+	cJSON_Delete(made);
+	CHECK(graph_delta(g, link, 0, see_delta, &second, &link2) == 0);
+	CHECK(second.items >= 1);
+	CHECK_INT(second.removed, 1);
+	CHECK_STR(second.last_removed, victim);
+	/* The server forgets its cursors: resync needed. */
+	cJSON_Delete(emulator_admin(&e, "POST", "/_emulator/faults", "{\"expire_delta\": true}"));
+	CHECK_INT(graph_delta(g, link2, 0, see_delta, &third, &link3), -ESTALE);
+	CHECK(link3 == NULL);
+	free(link);
+	free(link2);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
+
+TEST(graph_if_match_with_a_stale_change_key_is_a_conflict)
+{
+	struct emulator e;
+	struct graph *g;
+	struct graph_header h = {"If-Match", "W/\"stale-change-key\""};
+	char id[256] = "", path[512];
+	cJSON *patch = cJSON_Parse("{\"displayName\":\"Changed\"}");
+
+	START(e, g, "--contacts", "3", "--folders", "0");
+	CHECK(graph_list(g, "/contacts?$select=id", NULL, 0, first_id, id) == 1);
+	snprintf(path, sizeof(path), "/contacts/%s", id);
+	CHECK_INT(graph_send_json(g, "PATCH", path, patch, &h, 1, NULL), -ESTALE);
+	cJSON_Delete(patch);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
+
+struct hammer {
+	struct graph *g;
+	int failures;
+};
+
+static void *hammer_run(void *arg)
+{
+	struct hammer *h = arg;
+
+	for (int i = 0; i < 5; i++) {
+		cJSON *j = NULL;
+
+		if (graph_get_json(h->g, "/contacts?$top=1&$select=id", NULL, 0, &j))
+			h->failures++;
+		cJSON_Delete(j);
+	}
+	return NULL;
+}
+
+TEST(graph_keeps_four_requests_in_flight_and_is_never_throttled_for_it)
+{
+	struct emulator e;
+	struct graph *g;
+	struct hammer h[8];
+	pthread_t t[8];
+	struct graph_stats st;
+
+	START(e, g, "--contacts", "5", "--folders", "0", "--latency-ms", "60");
+	for (int i = 0; i < 8; i++) {
+		h[i].g = g;
+		h[i].failures = 0;
+		CHECK(pthread_create(&t[i], NULL, hammer_run, &h[i]) == 0);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(t[i], NULL);
+		CHECK_INT(h[i].failures, 0);
+	}
+	graph_stats(g, &st);
+	CHECK_INT(st.max_in_flight, 4);
+	CHECK(emulator_stat(&e, "max_in_flight") <= 4);
+	CHECK(emulator_stat(&e, "max_in_flight") >= 2);
+	CHECK_INT(emulator_stat(&e, "throttled"), 0);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
+
+static int collect_ids(const cJSON *item, void *ctx)
+{
+	cJSON *ids = ctx;
+	const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id"));
+
+	return id && cJSON_AddItemToArray(ids, cJSON_CreateString(id)) ? 0 : -ENOMEM;
+}
+
+TEST(graph_batch_retries_throttled_items_after_retry_after)
+{
+	struct emulator e;
+	struct graph *g;
+	struct graph_batch_item items[25];
+	char urls[25][300];
+	cJSON *ids = cJSON_CreateArray();
+	int n;
+
+	START(e, g, "--contacts", "25", "--folders", "0");
+	CHECK(graph_list(g, "/contacts?$select=id&$top=100", NULL, 0, collect_ids, ids) == 0);
+	n = cJSON_GetArraySize(ids);
+	CHECK_INT(n, 25);
+	cJSON_Delete(emulator_admin(&e, "POST", "/_emulator/faults",
+				    "{\"rate_429\": 0.3, \"retry_after\": 1}"));
+	cJSON_Delete(emulator_admin(&e, "POST", "/_emulator/requests/reset", "{}"));
+	for (int i = 0; i < n; i++) {
+		snprintf(urls[i], sizeof(urls[i]), "/contacts/%s?$select=displayName",
+			 cJSON_GetArrayItem(ids, i)->valuestring);
+		memset(&items[i], 0, sizeof(items[i]));
+		items[i].method = "GET";
+		items[i].url = urls[i];
+	}
+	CHECK(graph_batch(g, items, (size_t)n) == 0);
+	for (int i = 0; i < n; i++) {
+		CHECK_INT(items[i].status, 200);
+		CHECK(cJSON_GetObjectItemCaseSensitive(items[i].response, "displayName"));
+	}
+	graph_batch_release(items, (size_t)n);
+	CHECK(emulator_stat(&e, "throttled") > 0);
+	CHECK_INT(emulator_stat(&e, "early_retries"), 0);
+	cJSON_Delete(ids);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
+
+TEST(graph_photo_round_trips_and_a_missing_one_is_enoent)
+{
+	struct emulator e;
+	struct graph *g;
+	struct buf a, b;
+	cJSON *ids = cJSON_CreateArray();
+	char type[64];
+	const char *with = NULL, *without = NULL;
+
+	/* Two contacts, one of them with a photo the emulator made. */
+	START(e, g, "--contacts", "2", "--folders", "0", "--photos", "1");
+	buf_init(&a, 0);
+	buf_init(&b, 0);
+	CHECK(graph_list(g, "/contacts?$select=id", NULL, 0, collect_ids, ids) == 0);
+	CHECK_INT(cJSON_GetArraySize(ids), 2);
+	for (int i = 0; i < 2; i++) {
+		const char *id = cJSON_GetArrayItem(ids, i)->valuestring;
+		int r = graph_photo_get(g, id, &a, type, sizeof(type));
+
+		CHECK(r == 0 || r == -ENOENT);
+		if (r == 0)
+			with = id;
+		else
+			without = id;
+	}
+	CHECK(with && without);
+	CHECK(graph_photo_get(g, with, &a, type, sizeof(type)) == 0);
+	CHECK(a.len > 100);
+	CHECK_STR(type, "image/jpeg");
+	CHECK(graph_photo_put(g, without, a.data, a.len, "image/jpeg") == 0);
+	CHECK(graph_photo_get(g, without, &b, type, sizeof(type)) == 0);
+	CHECK_INT(b.len, a.len);
+	CHECK(memcmp(a.data, b.data, a.len) == 0);
+	buf_release(&a);
+	buf_release(&b);
+	cJSON_Delete(ids);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
+
+TEST(graph_survives_503s_and_dropped_connections_on_reads)
+{
+	struct emulator e;
+	struct graph *g;
+	int n = 0;
+
+	START(e, g, "--contacts", "40", "--folders", "0");
+	cJSON_Delete(emulator_admin(&e, "POST", "/_emulator/faults",
+				    "{\"rate_503\": 0.2, \"rate_drop\": 0.1}"));
+	CHECK(graph_list(g, "/contacts?$top=5&$select=id", NULL, 0, count_item, &n) == 0);
+	CHECK_INT(n, 40);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
