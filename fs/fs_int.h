@@ -4,16 +4,16 @@
 
 /* Exit codes from sysexits.h, spelled out so no header is needed. */
 enum {
-	EXIT_USAGE = 64,    /* bad command line */
-	EXIT_DATAERR = 65,  /* invalid input */
-	EXIT_NOINPUT = 66,  /* input file cannot be opened */
+	EXIT_USAGE = 64,       /* bad command line */
+	EXIT_DATAERR = 65,     /* invalid input */
+	EXIT_NOINPUT = 66,     /* input file cannot be opened */
 	EXIT_UNAVAILABLE = 69, /* the service cannot be reached */
-	EXIT_SOFTWARE = 70, /* out of memory or an internal error */
-	EXIT_CANTCREAT = 73, /* cannot create the output */
-	EXIT_IOERR = 74,    /* cannot write the output */
-	EXIT_TEMPFAIL = 75, /* try again (a sign-in code expired) */
-	EXIT_PROTOCOL = 76, /* the service answered something unexpected */
-	EXIT_NOPERM = 77,   /* not signed in, or access refused */
+	EXIT_SOFTWARE = 70,    /* out of memory or an internal error */
+	EXIT_CANTCREAT = 73,   /* cannot create the output */
+	EXIT_IOERR = 74,       /* cannot write the output */
+	EXIT_TEMPFAIL = 75,    /* try again (a sign-in code expired) */
+	EXIT_PROTOCOL = 76,    /* the service answered something unexpected */
+	EXIT_NOPERM = 77,      /* not signed in, or access refused */
 };
 
 #include <stddef.h>

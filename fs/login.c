@@ -9,7 +9,7 @@
 #include "fs_int.h"
 
 #include "graph.h"
-#include "graph_int.h"
+#include "graph.h"
 
 #include <errno.h>
 #include <stdio.h>

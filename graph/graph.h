@@ -180,6 +180,10 @@ int graph_login(struct graph *g,
 		void (*show)(const char *url, const char *code, const char *message, void *ctx),
 		void *ctx) GRAPH_MUST_CHECK;
 
+/* Where the refresh token of this client's user is stored (malloc'd), or
+ * NULL when out of memory. */
+char *graph_token_path(const struct graph *g);
+
 /* Forget the stored tokens. 0 also when there were none. */
 int graph_logout(struct graph *g) GRAPH_MUST_CHECK;
 

@@ -57,9 +57,6 @@ struct graph {
  */
 int graph_auth_header(struct graph *g, int force_refresh, char *out, size_t size);
 
-/* The path of the stored refresh token, malloc'd. */
-char *graph_token_path(const struct graph *g);
-
 /* A plain HTTP exchange outside the scheduler (identity endpoints): form
  * POST of body to url. Same TLS rules and redaction as graph_request. */
 int graph_http_form(struct graph *g, const char *url, const char *body,

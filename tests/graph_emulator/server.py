@@ -156,6 +156,7 @@ class Stats:
             self.max_by_mailbox = Counter()
             self.throttled = 0
             self.early_retries = 0
+            self.early_details = []   # the last early requests, for a test's message
             self.dropped = 0
             self.windows = {}            # mailbox -> [(sent, until, connection id)]
 
@@ -219,8 +220,12 @@ class Stats:
                 for sent, until, conn in live:
                     if sent <= arrival < until and (conn == conn_id or arrival >= sent + grace):
                         early = True
+                        detail = {"same_connection": conn == conn_id,
+                                  "ms_into_window": round((arrival - sent) * 1000, 1),
+                                  "window_ms": round((until - sent) * 1000, 1)}
             if early:
                 self.early_retries += 1
+                self.early_details.append(detail)
             return early
 
     def snapshot(self):
@@ -231,7 +236,8 @@ class Stats:
                 ("max_in_flight", self.max_in_flight),
                 ("max_in_flight_by_mailbox", dict(self.max_by_mailbox)),
                 ("in_flight", {k: v for k, v in self.in_flight.items() if v}),
-                ("early_retries", self.early_retries), ("throttled", self.throttled),
+                ("early_retries", self.early_retries),
+                ("early_details", self.early_details[-20:]), ("throttled", self.throttled),
                 ("dropped", self.dropped)])
 
 
