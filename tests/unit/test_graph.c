@@ -324,3 +324,104 @@ TEST(graph_survives_503s_and_dropped_connections_on_reads)
 	graph_free(g);
 	CHECK_INT(emulator_stop(&e), 0);
 }
+
+static int has_items(const cJSON *page)
+{
+	return cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(page, "value"));
+}
+
+TEST(graph_reaches_folders_extensions_categories_and_people)
+{
+	struct emulator e;
+	struct graph *g;
+	char id[256] = "", fid[256], path[768];
+	cJSON *made = NULL, *got = NULL, *body;
+	const cJSON *exts;
+
+	START(e, g, "--contacts", "4", "--folders", "0");
+	/* Folders: create, rename, nest, delete. */
+	body = cJSON_Parse("{\"displayName\":\"Projects\"}");
+	CHECK(graph_send_json(g, "POST", "/contactFolders", body, NULL, 0, &made) == 0);
+	CHECK_INT(graph_send_json(g, "POST", "/contactFolders", body, NULL, 0, NULL), -EEXIST);
+	cJSON_Delete(body);
+	snprintf(fid, sizeof(fid), "%s", cJSON_GetStringValue(cJSON_GetObjectItem(made, "id")));
+	cJSON_Delete(made);
+	snprintf(path, sizeof(path), "/contactFolders/%s", fid);
+	body = cJSON_Parse("{\"displayName\":\"Projects 2026\"}");
+	CHECK(graph_send_json(g, "PATCH", path, body, NULL, 0, NULL) == 0);
+	cJSON_Delete(body);
+	snprintf(path, sizeof(path), "/contactFolders/%s/childFolders", fid);
+	body = cJSON_Parse("{\"displayName\":\"Inner\"}");
+	CHECK(graph_send_json(g, "POST", path, body, NULL, 0, NULL) == 0);
+	cJSON_Delete(body);
+	CHECK(graph_get_json(g, path, NULL, 0, &got) == 0);
+	CHECK_INT(has_items(got), 1);
+	cJSON_Delete(got);
+	snprintf(path, sizeof(path), "/contactFolders/%s", fid);
+	CHECK(graph_send_json(g, "DELETE", path, NULL, NULL, 0, NULL) == 0);
+	CHECK_INT(graph_get_json(g, path, NULL, 0, &got), -ENOENT);
+	/* An open extension: create, read back expanded, merge, delete. */
+	CHECK(graph_list(g, "/contacts?$select=id", NULL, 0, first_id, id) == 1);
+	snprintf(path, sizeof(path), "/contacts/%s/extensions", id);
+	body = cJSON_Parse("{\"@odata.type\":\"microsoft.graph.openTypeExtension\","
+			   "\"extensionName\":\"org.contactfs.vcard\",\"uid\":\"u-1\"}");
+	CHECK(graph_send_json(g, "POST", path, body, NULL, 0, NULL) == 0);
+	cJSON_Delete(body);
+	snprintf(path, sizeof(path), "/contacts/%s?$expand=extensions", id);
+	CHECK(graph_get_json(g, path, NULL, 0, &got) == 0);
+	exts = cJSON_GetObjectItemCaseSensitive(got, "extensions");
+	CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(exts, 0), "uid")),
+		  "u-1");
+	cJSON_Delete(got);
+	snprintf(path, sizeof(path), "/contacts/%s/extensions/org.contactfs.vcard", id);
+	CHECK(graph_send_json(g, "DELETE", path, NULL, NULL, 0, NULL) == 0);
+	CHECK_INT(graph_get_json(g, path, NULL, 0, &got), -ENOENT);
+	/* Master categories and People. */
+	body = cJSON_Parse("{\"displayName\":\"Board\",\"color\":\"preset3\"}");
+	CHECK(graph_send_json(g, "POST", "/outlook/masterCategories", body, NULL, 0, NULL) == 0);
+	CHECK_INT(graph_send_json(g, "POST", "/outlook/masterCategories", body, NULL, 0, NULL),
+		  -EEXIST);
+	cJSON_Delete(body);
+	CHECK(graph_get_json(g, "/outlook/masterCategories", NULL, 0, &got) == 0);
+	CHECK(has_items(got) >= 1);
+	cJSON_Delete(got);
+	CHECK(graph_get_json(g, "/people?$top=3", NULL, 0, &got) == 0);
+	CHECK(has_items(got) >= 1);
+	cJSON_Delete(got);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
+
+TEST(graph_user_option_reaches_a_shared_mailbox_and_a_read_only_grant_is_eacces)
+{
+	struct graph_config cfg = {0};
+	struct emulator e;
+	struct graph *g, *shared;
+	char cmd[128];
+	cJSON *got = NULL, *body;
+	int err, n = 0;
+
+	START(e, g, "--contacts", "2");
+	cJSON_Delete(emulator_admin(
+		&e, "POST", "/_emulator/reset",
+		"{\"mailboxes\":{\"me@contoso.example\":{},\"garth@contoso.example\":"
+		"{\"readonly\":true,\"contacts\":[{\"givenName\":\"Only\",\"surname\":\"One\"}]}}"
+		"}"));
+	snprintf(cmd, sizeof(cmd), "echo %s", e.token);
+	cfg.graph_url = e.graph_url;
+	cfg.auth_url = e.url;
+	cfg.token_cmd = cmd;
+	cfg.user = "garth@contoso.example";
+	shared = graph_new(&cfg, &err);
+	CHECK(shared);
+	CHECK(graph_list(shared, "/contacts?$select=displayName", NULL, 0, count_item, &n) == 0);
+	CHECK_INT(n, 1);
+	body = cJSON_Parse("{\"givenName\":\"Not\",\"surname\":\"Allowed\"}");
+	CHECK_INT(graph_send_json(shared, "POST", "/contacts", body, NULL, 0, &got), -EACCES);
+	cJSON_Delete(body);
+	CHECK(got == NULL);
+	CHECK(emulator_stat(&e, "total") > 0);
+	graph_free(shared);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
