@@ -279,10 +279,15 @@ static void slots_give(struct graph *g, int n)
 	pthread_mutex_unlock(&g->lock);
 }
 
-/* Pause the whole mailbox for ms milliseconds (never shortening a pause). */
+/* Pause the whole mailbox for ms milliseconds (never shortening a pause),
+ * plus a margin: the server counts the wait from when it answered, a little
+ * before we read the answer, and a request that arrives a millisecond early
+ * is one it may throttle again. */
+#define PAUSE_MARGIN_MS 50
+
 void graph_pause(struct graph *g, long ms)
 {
-	struct timespec until = ts_add_ms(now_mono(), ms);
+	struct timespec until = ts_add_ms(now_mono(), ms + PAUSE_MARGIN_MS);
 
 	pthread_mutex_lock(&g->lock);
 	if (ts_before(g->paused_until, until))
