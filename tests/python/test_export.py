@@ -106,13 +106,7 @@ def test_export_with_faults_matches_the_server_and_respects_the_limits(tmp_path)
     n = int(os.environ.get("CONTACTFS_EXPORT_CONTACTS", "400"))
     with Emulator("--contacts", str(n), "--folders", "8",
                                 "--photos", str(n // 10), "--latency-ms", "20") as emu:
-        # A request on another connection that left before the client had
-        # read a 429 is not early; the emulator allows for that with a grace
-        # period, which must cover a loaded 2-core CI machine descheduling
-        # the client for a moment (seen: 4 such requests with 50 ms). A
-        # request on the connection that carried the 429 still counts at once.
-        emu.faults({"rate_429": 0.1, "retry_after": 1, "rate_503": 0.05, "rate_drop": 0.02,
-                    "early_grace_ms": 400})
+        emu.faults({"rate_429": 0.1, "retry_after": 1, "rate_503": 0.05, "rate_drop": 0.02})
         r = export(emu, tmp_path / "out")
         assert r.returncode == 0, r.stderr.decode()
         emu.faults({"rate_429": 0, "rate_503": 0, "rate_drop": 0})
