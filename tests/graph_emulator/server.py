@@ -54,12 +54,12 @@ class Faults:
 
     DEFAULTS = OrderedDict([
         ("latency_ms", 0), ("rate_429", 0.0), ("retry_after", 1), ("rate_503", 0.0),
-        ("rate_drop", 0.0), ("token_ttl_s", 3600), ("delta_replay", 0.0),
+        ("rate_drop", 0.0), ("rate_drop_after", 0.0), ("token_ttl_s", 3600), ("delta_replay", 0.0),
         ("delta_token_cap", 10000), ("next_device_flow", None), ("device_user", None),
         ("device_interval_s", 1), ("device_pending_polls", 2), ("readonly_users", []),
         ("max_concurrency", 4), ("early_grace_ms", 50), ("birthday_noon", False), ("seed", None),
     ])
-    PROBABILITIES = ("rate_429", "rate_503", "rate_drop", "delta_replay")
+    PROBABILITIES = ("rate_429", "rate_503", "rate_drop", "rate_drop_after", "delta_replay")
     NUMBERS = ("latency_ms", "retry_after", "token_ttl_s", "delta_token_cap", "device_interval_s",
                "device_pending_polls", "max_concurrency", "early_grace_ms")
     ACTIONS = ("expire_delta", "expire_tokens", "revoke_refresh_tokens")
@@ -929,6 +929,7 @@ class App:
             drop = top_level and self.faults.roll("rate_drop")
             if drop and self.faults.chance(0.5):
                 return DROP                             # lost before it was applied
+            drop = drop or (top_level and self.faults.roll("rate_drop_after"))
             resp = self.dispatch(call, route, handler)
             return DROP if drop else self.finish(call, resp)   # else: applied, answer lost
         finally:
@@ -1002,6 +1003,7 @@ class App:
         drop = self.faults.roll("rate_drop")
         if drop and self.faults.chance(0.5):
             return DROP
+        drop = drop or self.faults.roll("rate_drop_after")
         results = self._run_batch(items)
         if drop:
             return DROP

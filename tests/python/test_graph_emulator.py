@@ -669,6 +669,36 @@ def test_dropped_connections_lose_the_answer_and_sometimes_the_change(emu):
     assert emu.requests()["dropped"] == 24
 
 
+LOST = (http.client.HTTPException, ConnectionError, urllib.error.URLError)
+
+
+def test_drop_after_applies_the_request_and_loses_the_answer(emu):
+    emu.faults(rate_drop_after=1.0)
+    with pytest.raises(LOST):
+        emu.call("POST", "/me/contacts", {"givenName": "Lost"})
+    assert [c["givenName"] for c in emu.state()["contacts"]] == ["Lost"]
+    with pytest.raises(LOST):
+        emu.call("POST", "/$batch", {"requests": [
+            {"id": "1", "method": "POST", "url": "/me/contacts",
+             "headers": {"Content-Type": "application/json"}, "body": {"givenName": "Batched"}}]})
+    assert sorted(c["givenName"] for c in emu.state()["contacts"]) == ["Batched", "Lost"]
+    req = emu.requests()
+    assert req["dropped"] == 2 and req["batch_items"] == 1
+    emu.faults(rate_drop_after=0.0)
+    for _ in range(5):
+        new_contact(emu)
+    emu.ok("POST", "/$batch", {"requests": [{"id": "1", "method": "GET", "url": "/me/contacts"}]})
+    assert emu.requests()["dropped"] == 2 and len(emu.state()["contacts"]) == 7
+
+
+def test_drop_after_must_be_a_probability(emu):
+    for bad in (2, -0.5, "x", True, None):
+        status, _, _ = emu.raw("POST", "/_emulator/faults", json.dumps({"rate_drop_after": bad}).encode(),
+                               {"Content-Type": "application/json"})
+        assert status == 400, bad
+    assert emu.admin("GET", "faults")["rate_drop_after"] == 0
+
+
 def test_keep_alive_connection_serves_many_requests(emu):
     conn = http.client.HTTPConnection(emu.base.split("//")[1], timeout=10)
     for _ in range(5):
