@@ -1,5 +1,5 @@
 /* File and directory names from names on the server (DESIGN point 1). */
-#include "fs_int.h"
+#include "cache.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -25,7 +25,7 @@ static size_t utf8_len(const unsigned char *s)
 	return n;
 }
 
-size_t fs_safe_name(const char *name, const char *suffix, char *out, size_t size)
+size_t cache_safe_name(const char *name, const char *suffix, char *out, size_t size)
 {
 	size_t slen = strlen(suffix), max = size - 1 < 255 ? size - 1 : 255, k = 0;
 	const unsigned char *s = (const unsigned char *)(name ? name : "");
@@ -63,7 +63,7 @@ size_t fs_safe_name(const char *name, const char *suffix, char *out, size_t size
 	return k + slen;
 }
 
-int fs_numbered_name(const char *base, const char *suffix, unsigned n, char *out, size_t size)
+int cache_numbered_name(const char *base, const char *suffix, unsigned n, char *out, size_t size)
 {
 	char tail[32];
 	size_t tl, bl = strlen(base), sl = strlen(suffix);
@@ -89,7 +89,7 @@ static const char *json_text(const cJSON *obj, const char *key)
 	return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
 }
 
-size_t fs_contact_name(const cJSON *contact, char *out, size_t size)
+size_t cache_contact_name(const cJSON *contact, char *out, size_t size)
 {
 	const cJSON *emails = cJSON_GetObjectItemCaseSensitive(contact, "emailAddresses");
 	const char *candidates[3] = {json_text(contact, "displayName"), NULL,
@@ -99,7 +99,7 @@ size_t fs_contact_name(const cJSON *contact, char *out, size_t size)
 	if (cJSON_IsArray(emails))
 		candidates[1] = json_text(cJSON_GetArrayItem(emails, 0), "address");
 	for (size_t i = 0; i < 3; i++)
-		if (candidates[i] && (n = fs_safe_name(candidates[i], ".vcf", out, size)))
+		if (candidates[i] && (n = cache_safe_name(candidates[i], ".vcf", out, size)))
 			return n;
-	return fs_safe_name("Unnamed", ".vcf", out, size);
+	return cache_safe_name("Unnamed", ".vcf", out, size);
 }

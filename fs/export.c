@@ -11,6 +11,7 @@
  */
 #include "fs_int.h"
 
+#include "cache.h"
 #include "graph.h"
 #include "util.h"
 #include "vcard.h"
@@ -138,14 +139,14 @@ static int folder_path(struct export *x, struct folder *f, int depth)
 			return r;
 		base = parent->path;
 	}
-	if (!fs_safe_name(f->name, "", name, sizeof(name)))
+	if (!cache_safe_name(f->name, "", name, sizeof(name)))
 		snprintf(name, sizeof(name), "Folder");
 	buf_init(&b, 1 << 16);
 	for (unsigned n = 1;; n++) {
 		const char *leaf = name;
 
 		if (n > 1) {
-			if (fs_numbered_name(name, "", n, numbered, sizeof(numbered)))
+			if (cache_numbered_name(name, "", n, numbered, sizeof(numbered)))
 				return -ENAMETOOLONG;
 			leaf = numbered;
 		}
@@ -402,7 +403,7 @@ static int export_folder(struct export *x, struct folder *f)
 			goto out;
 		}
 		vcard_free(card);
-		fs_contact_name(contact, name, sizeof(name));
+		cache_contact_name(contact, name, sizeof(name));
 		/* Two contacts never share a file: "Jane Doe (2).vcf". */
 		for (unsigned k = 2; cJSON_GetObjectItemCaseSensitive(names, file); k++) {
 			size_t bl = strlen(name) - 4;
@@ -410,7 +411,7 @@ static int export_folder(struct export *x, struct folder *f)
 
 			memcpy(stem, name, bl);
 			stem[bl] = '\0';
-			if (fs_numbered_name(stem, ".vcf", k, numbered, sizeof(numbered))) {
+			if (cache_numbered_name(stem, ".vcf", k, numbered, sizeof(numbered))) {
 				r = -ENAMETOOLONG;
 				goto out;
 			}

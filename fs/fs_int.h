@@ -52,22 +52,4 @@ struct graph_config;
 int options_parse(const char *spec, struct graph_config *cfg, char **copy, char *errbuf,
 		  size_t errsize) __attribute__((warn_unused_result));
 
-/*
- * A file or directory name made safe from a name on the server (DESIGN point
- * 1): '/', control characters and invalid UTF-8 become '_', no leading '.'
- * or blank, at most 255 bytes with suffix, cut on a character boundary.
- * Writes the NUL-terminated name into out; returns its length, or 0 when
- * nothing usable is left (the caller picks another name).
- */
-size_t fs_safe_name(const char *name, const char *suffix, char *out, size_t size);
-
-/* A contact's file name: its display name, else its first email address,
- * else its company, else "Unnamed", made safe, with ".vcf". Returns the
- * length (never 0 for size >= 16). */
-size_t fs_contact_name(const cJSON *contact, char *out, size_t size);
-
-/* "base (n)suffix" within 255 bytes (base cut on a character boundary).
- * 0, or -1 when it cannot fit. */
-int fs_numbered_name(const char *base, const char *suffix, unsigned n, char *out, size_t size);
-
 #endif

@@ -1,0 +1,251 @@
+/*
+ * cache — the local replica of one mailbox and the sync engine between it
+ * and Microsoft Graph. Knows nothing of FUSE: fs/ reads and writes the tree
+ * through these calls and learns of remote changes through a callback.
+ *
+ * Invariants:
+ *  - Everything lives in one SQLite database (WAL) under the cache
+ *    directory (0700; files 0600). A call that changes the tree commits
+ *    before it returns: a change accepted here survives a crash.
+ *  - The tree is made of nodes with persistent inode numbers that are never
+ *    reused: folders (contact folders of the mailbox), scratch directories
+ *    (names starting with '.'), files and symlinks. A file whose name ends in
+ *    ".vcf" in a folder shows a contact; any other file is a scratch file,
+ *    kept locally and never uploaded.
+ *  - A contact is not its file: it keeps its Graph id, its UID and its
+ *    server version whatever happens to the file that shows it. A .vcf that
+ *    appears in a folder carrying the UID of a contact of that folder whose
+ *    deletion is pending (or that no file shows) is an update of it.
+ *  - Every local change of a contact or folder becomes an entry of the
+ *    outbox, an ordered durable log. Entries for one contact or folder go
+ *    out in order; independent ones go out together in $batch requests. An
+ *    entry is never dropped: after repeated failure it is parked and retried
+ *    later.
+ *  - Calls from fs/ never wait on the network: reads are local queries, and
+ *    no lock is held across a network call.
+ *
+ * Threads: every cache_* call may come from any thread. The sync thread
+ * (cache_start) is the only one that talks to Graph. The change callback
+ * runs on the sync thread with no lock held and no transaction open.
+ */
+#ifndef CONTACTFS_CACHE_H
+#define CONTACTFS_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "vcard.h"
+
+#define CACHE_MUST_CHECK __attribute__((warn_unused_result))
+
+#define CACHE_ROOT_INO 1 /* the default contact folder */
+#define CACHE_SCHEMA_VERSION 1
+
+struct graph;
+struct buf;
+
+/* ---- names (DESIGN point 1) ----------------------------------------------- */
+
+/*
+ * A file or directory name made safe from a name on the server: '/',
+ * control characters and invalid UTF-8 become '_', no leading '.' or blank,
+ * at most 255 bytes with suffix, cut on a character boundary. Writes the
+ * NUL-terminated name into out; returns its length, or 0 when nothing usable
+ * is left (the caller picks another name).
+ */
+size_t cache_safe_name(const char *name, const char *suffix, char *out, size_t size);
+
+/* A contact's file name: its display name, else its first email address,
+ * else its company, else "Unnamed", made safe, with ".vcf". Returns the
+ * length (never 0 for size >= 16). */
+size_t cache_contact_name(const cJSON *contact, char *out, size_t size);
+
+/* "base (n)suffix" within 255 bytes (base cut on a character boundary).
+ * 0, or -1 when it cannot fit. */
+int cache_numbered_name(const char *base, const char *suffix, unsigned n, char *out, size_t size);
+
+/* ---- opening ----------------------------------------------------------------- */
+
+enum cache_event {
+	CACHE_ADDED,   /* a node appeared: parent/name */
+	CACHE_CHANGED, /* a file's bytes or attributes changed */
+	CACHE_REMOVED, /* a node went away from parent/name */
+	CACHE_RENAMED, /* old_parent/old_name is now parent/name */
+};
+
+struct cache_change {
+	enum cache_event what;
+	uint64_t ino;
+	uint64_t parent;
+	const char *name;
+	uint64_t old_parent; /* CACHE_RENAMED only */
+	const char *old_name;
+};
+
+/* Told of every change the sync thread makes to the tree. The strings are
+ * valid during the call only. */
+typedef void (*cache_change_fn)(void *ctx, const struct cache_change *change);
+
+struct cache_config {
+	const char *dir;     /* the cache directory; NULL: $XDG_CACHE_HOME/contactfs/<mailbox> */
+	const char *mailbox; /* UPN, or NULL for the signed-in user ("me") */
+	enum vcard_version version; /* of rendered vCards; 0: 3.0 */
+	int poll_s;		    /* seconds between delta rounds; 0: 300; < 0: only on demand */
+	int delete_grace_ms;	    /* how long a delete waits; 0: 5000 */
+	int park_after;		    /* failed attempts before an entry is parked; 0: 5 */
+	int park_retry_s;	    /* when a parked entry is tried again; 0: 600 */
+	int photos;		    /* fetch photos in the background; 0: no, 1: yes */
+	cache_change_fn on_change;  /* or NULL */
+	void *ctx;
+};
+
+struct cache;
+
+/*
+ * Open (or create) the replica. g may be NULL for a cache that is only read
+ * (then cache_start fails). Refuses, with -EINVAL and a sentence in errbuf,
+ * a database that is not a contactfs cache, one of a newer schema, one of
+ * another mailbox, or one that SQLite finds corrupt: never silently reset.
+ * -EACCES when the directory is readable by others and cannot be made 0700.
+ * Entries that were in flight when the last process stopped are made
+ * pending again (creates among them are looked up on the server before they
+ * are sent again).
+ */
+struct cache *cache_open(const struct cache_config *cfg, struct graph *g, char *errbuf,
+			 size_t errsize, int *err);
+
+/* Stop the sync thread (waiting for the request in flight) and close. */
+void cache_close(struct cache *c);
+
+/* Start the sync thread: first sync if there was none, then rounds every
+ * poll_s and when asked. 0 or -errno. */
+int cache_start(struct cache *c) CACHE_MUST_CHECK;
+
+/* Ask for a delta round and an outbox pass now (does not wait). */
+void cache_sync_now(struct cache *c);
+
+/*
+ * Wait until the outbox holds no entry that can be sent now (pending deletes
+ * waiting their grace period count as sendable: the wait covers them) or
+ * timeout_ms passes. 0 when drained, -ETIMEDOUT, or -EHOSTDOWN when offline
+ * with entries left. Parked entries do not count.
+ */
+int cache_drain(struct cache *c, int timeout_ms) CACHE_MUST_CHECK;
+
+/* Wait until no entry for the contact that file ino shows is pending, or
+ * timeout_ms. 0: on the server; the -errno of a rejection (the entry was
+ * parked); -ETIMEDOUT; -EHOSTDOWN when offline. 0 for a scratch file. */
+int cache_wait_file(struct cache *c, uint64_t ino, int timeout_ms) CACHE_MUST_CHECK;
+
+/* ---- the tree (what fs/ calls) --------------------------------------------- */
+
+enum cache_kind {
+	CACHE_FOLDER = 1,  /* a contact folder (a directory on the server) */
+	CACHE_SCRATCH_DIR, /* a directory whose name starts with '.' */
+	CACHE_FILE,	   /* a .vcf in a folder (contact) or a scratch file */
+	CACHE_SYMLINK,
+};
+
+struct cache_attr {
+	uint64_t ino;
+	uint64_t parent;
+	enum cache_kind kind;
+	uint64_t size;	  /* bytes of the file, of the symlink's target; 0 for dirs */
+	int64_t mtime_ns; /* since the epoch */
+	int contact;	  /* a file that shows a contact */
+	int draft;	  /* a .vcf whose bytes did not parse: local only */
+};
+
+/* The node called name in directory parent. -ENOENT, -ENOTDIR. */
+int cache_lookup(struct cache *c, uint64_t parent, const char *name,
+		 struct cache_attr *out) CACHE_MUST_CHECK;
+int cache_getattr(struct cache *c, uint64_t ino, struct cache_attr *out) CACHE_MUST_CHECK;
+
+/* Called for each entry of a directory in a stable order (by inode), from
+ * after offset (0: from the start); each entry's cookie is the offset to
+ * resume after it. A non-zero return stops the walk and is returned. */
+typedef int (*cache_dir_fn)(const char *name, const struct cache_attr *attr, void *ctx);
+int cache_readdir(struct cache *c, uint64_t dir, uint64_t offset, cache_dir_fn fn,
+		  void *ctx) CACHE_MUST_CHECK;
+
+/* The whole content of a file (or a symlink's target) appended to out. */
+int cache_read(struct cache *c, uint64_t ino, struct buf *out) CACHE_MUST_CHECK;
+
+/*
+ * A new empty file, directory or symlink called name in parent (-EEXIST
+ * when taken). A directory in a folder whose name does not start with '.'
+ * is a new contact folder, created on the server; any other is a scratch
+ * directory. Symlinks are scratch only. target: the symlink's target, else
+ * NULL.
+ */
+int cache_create(struct cache *c, uint64_t parent, const char *name, enum cache_kind kind,
+		 const char *target, struct cache_attr *out) CACHE_MUST_CHECK;
+
+/*
+ * Replace the content of file ino (what close() of a written file does).
+ * For a .vcf in a folder the bytes are parsed: valid, they are stored and
+ * the contact's create or update is queued (committed before this returns);
+ * invalid, the bytes are kept as a draft, nothing is queued, the reason is
+ * recorded in the error log and in err, and -EINVAL is returned. A scratch
+ * file just stores the bytes. mtime_ns: the new mtime (0: now).
+ */
+int cache_write(struct cache *c, uint64_t ino, const void *data, size_t len, int64_t mtime_ns,
+		struct vcard_error *err) CACHE_MUST_CHECK;
+
+/* Set a node's mtime (utimens). */
+int cache_set_mtime(struct cache *c, uint64_t ino, int64_t mtime_ns) CACHE_MUST_CHECK;
+
+/* Remove a file or symlink (a contact's deletion is queued after the grace
+ * period) or an empty directory (-ENOTEMPTY; a folder's deletion is queued;
+ * the root cannot go: -EBUSY). */
+int cache_unlink(struct cache *c, uint64_t parent, const char *name) CACHE_MUST_CHECK;
+
+#define CACHE_RENAME_NOREPLACE 1
+
+/*
+ * Rename, with the meaning DESIGN points 3 and 8 give it: within a folder a
+ * contact's file is renamed only; into another folder the contact moves
+ * (create there, then delete here); onto a non-.vcf name or into a scratch
+ * directory the contact's deletion is queued and the file stays as a
+ * scratch file; a scratch file renamed onto a .vcf name in a folder is
+ * committed as that contact (-EINVAL, and nothing changes, when it does not
+ * parse; err says why). A replaced target goes as if unlinked. A folder
+ * renamed is renamed on the server. -EEXIST with CACHE_RENAME_NOREPLACE
+ * when newname is taken; -ENOTEMPTY for a non-empty directory target.
+ */
+int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t newparent,
+		 const char *newname, unsigned flags, struct vcard_error *err) CACHE_MUST_CHECK;
+
+/* ---- categories and other raw changes -------------------------------------- */
+
+/* Queue one request (method, path relative to the mailbox, JSON body or
+ * NULL) that has no contact: master categories. Committed before return. */
+int cache_enqueue_request(struct cache *c, const char *method, const char *path,
+			  const char *body) CACHE_MUST_CHECK;
+
+/* ---- status ------------------------------------------------------------------ */
+
+struct cache_status {
+	int online;		 /* the last request reached the server */
+	int synced;		 /* a first sync has completed */
+	time_t last_sync;	 /* end of the last complete delta round, 0: none */
+	unsigned pending;	 /* outbox entries waiting or in flight */
+	unsigned parked;	 /* entries parked after repeated failure */
+	unsigned contacts;	 /* contacts in the replica */
+	unsigned photos_pending; /* photos not fetched yet (with photos on) */
+	unsigned long requests;	 /* HTTP requests sent by this process */
+};
+
+int cache_status(struct cache *c, struct cache_status *out) CACHE_MUST_CHECK;
+
+/* Called for each recorded error, oldest first (at most the last limit). */
+typedef int (*cache_error_fn)(time_t when, const char *what, const char *message, void *ctx);
+int cache_errors(struct cache *c, unsigned limit, cache_error_fn fn, void *ctx) CACHE_MUST_CHECK;
+
+/* Whether name is a contact file name ("*.vcf", not starting with '.'). */
+int cache_is_vcf_name(const char *name);
+
+#endif

@@ -1,0 +1,162 @@
+/*
+ * Private to cache/: the struct, the SQLite helpers and the pieces of the
+ * sync engine.
+ *
+ * Connections: c->db serves the cache_* calls (any thread, under api_lock);
+ * the sync thread has its own connection, c->sdb. Both write; SQLite's
+ * locking (WAL, busy timeout, BEGIN IMMEDIATE) orders them. No transaction
+ * is ever open across a network call.
+ *
+ * Lock order: api_lock, then lock. lock is a leaf: never held across SQLite
+ * or the network.
+ */
+#ifndef CONTACTFS_CACHE_INT_H
+#define CONTACTFS_CACHE_INT_H
+
+#include "cache.h"
+
+#include "graph.h"
+#include "util.h"
+#include "vcard.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+
+#define EXT_ID "Microsoft.OutlookServices.OpenTypeExtension." VCARD_EXTENSION_NAME
+
+/* Outbox operations (the op column). Stored: never renumber. */
+enum op {
+	OP_CREATE = 1,	      /* cid: POST the file's card (stage 1: its photo) */
+	OP_UPDATE = 2,	      /* cid: PATCH the diff (stage 1: the extension) */
+	OP_PHOTO = 3,	      /* cid: PUT the file's photo */
+	OP_DELETE = 4,	      /* cid: DELETE, after not_before */
+	OP_MOVE = 5,	      /* cid from folder: POST in the contact's folder, photo, DELETE old */
+	OP_FOLDER_CREATE = 6, /* folder */
+	OP_FOLDER_RENAME = 7, /* folder */
+	OP_FOLDER_DELETE = 8, /* folder, arg: its id */
+	OP_REQUEST = 9,	      /* arg: {"method","path","body"} */
+};
+
+struct cache {
+	struct cache_config cfg;
+	char *dir;
+	char *path; /* the database file */
+	char *mailbox;
+	struct graph *g;
+
+	pthread_mutex_t api_lock; /* serialises use of db */
+	sqlite3 *db;
+	sqlite3 *sdb; /* the sync thread's */
+
+	pthread_t thread;
+	int started;
+
+	pthread_mutex_t lock; /* protects the fields below */
+	pthread_cond_t wake;  /* the sync thread waits on it */
+	pthread_cond_t pass;  /* broadcast after each outbox pass */
+	int stop, asked, online, synced;
+	unsigned passes;
+	time_t last_sync;
+};
+
+/* ---- db.c ---------------------------------------------------------------- */
+
+/* The errno for a SQLite result code: the one place they are translated. */
+int db_errno(int rc);
+
+/*
+ * Prepare sql and bind the arguments fmt describes, one letter each:
+ * 'i' int64_t, 't' const char * (NULL binds NULL), 'b' const void *, size_t.
+ * 0 with *st ready to step, or -errno (logged).
+ */
+int db_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt,
+	       ...) CACHE_MUST_CHECK;
+/* Prepare, bind, step to completion, finalize. */
+int db_run(sqlite3 *db, const char *sql, const char *fmt, ...) CACHE_MUST_CHECK;
+/* Prepare, bind, step once: 1 with *out set to column 0 as an integer when
+ * a row came, 0 when none, -errno. */
+int db_int(sqlite3 *db, int64_t *out, const char *sql, const char *fmt, ...) CACHE_MUST_CHECK;
+/* 0 after SQLITE_DONE, 1 after SQLITE_ROW, else -errno (logged). */
+int db_step(sqlite3_stmt *st);
+
+int db_begin(sqlite3 *db) CACHE_MUST_CHECK; /* BEGIN IMMEDIATE */
+int db_commit(sqlite3 *db) CACHE_MUST_CHECK;
+void db_rollback(sqlite3 *db);
+
+/* A column as a malloc'd string (NULL when NULL or out of memory). */
+char *db_strdup(sqlite3_stmt *st, int col);
+
+/* Open a connection to c->path with the pragmas every connection uses. */
+int db_connect(struct cache *c, sqlite3 **out, char *errbuf, size_t errsize) CACHE_MUST_CHECK;
+
+/* Check or create the schema. */
+int db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize) CACHE_MUST_CHECK;
+
+/* meta table. db_meta_get: malloc'd value or NULL. */
+char *db_meta_get(sqlite3 *db, const char *key);
+int db_meta_set(sqlite3 *db, const char *key, const char *value) CACHE_MUST_CHECK;
+
+/* ---- shared helpers (tree.c) ------------------------------------------------- */
+
+int64_t cache_now_ns(void);
+int64_t cache_now_ms(void);
+
+/* Record an error for .contactfs/errors and the log. */
+void cache_error(sqlite3 *db, const char *what, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Events collected in a transaction and told after it commits. */
+struct events {
+	struct cache_change *v;
+	size_t n, size;
+};
+void events_add(struct events *ev, enum cache_event what, uint64_t ino, uint64_t parent,
+		const char *name, uint64_t old_parent, const char *old_name);
+/* Tell them (if committed) and free them. */
+void events_flush(struct cache *c, struct events *ev, int committed);
+
+/* A name in dir that no node has: name itself, else "stem (n).vcf" /
+ * "name (n)". out has 256 bytes. */
+int tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out) CACHE_MUST_CHECK;
+
+/* Queue an entry in the open transaction. */
+int outbox_add(sqlite3 *db, enum op op, int64_t cid, int64_t folder, const char *arg,
+	       int64_t not_before_ms) CACHE_MUST_CHECK;
+
+/* Whether contact cid has any outbox entry. 1, 0 or -errno. */
+int outbox_has(sqlite3 *db, int64_t cid) CACHE_MUST_CHECK;
+
+/* Render contact cid from its server JSON (and photo) into the file that
+ * shows it, creating or renaming that file as needed. In a transaction. */
+int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev) CACHE_MUST_CHECK;
+
+/* The Graph path of a folder's contacts collection ("" for the default
+ * folder, "/contactFolders/ID" otherwise) into out. -EAGAIN when the
+ * folder has no id yet. */
+int folder_base(sqlite3 *db, int64_t folder, char *out, size_t size) CACHE_MUST_CHECK;
+
+/* A random client key (32 hex digits + NUL). */
+void cache_new_key(char out[33]);
+
+/* ---- outbox.c / sync_in.c (run on the sync thread) -------------------------- */
+
+/* One outbox pass: send everything sendable now. 0, or -EHOSTDOWN when the
+ * server could not be reached. *next_ms: when the next entry is due (0:
+ * none waiting). */
+int outbox_pass(struct cache *c, int64_t *next_ms) CACHE_MUST_CHECK;
+
+/* One delta round over every folder. 0, -EHOSTDOWN, or -errno. */
+int sync_in(struct cache *c) CACHE_MUST_CHECK;
+
+/* Fetch photos not yet known, at most max contacts. *left: whether more
+ * remain. */
+int sync_photos(struct cache *c, int max, int *left) CACHE_MUST_CHECK;
+
+/* Render every contact marked for it. */
+int sync_render(struct cache *c) CACHE_MUST_CHECK;
+
+/* Whether a graph/ error means the server could not be reached. */
+int cache_offline_errno(int r);
+
+#endif

@@ -1,0 +1,418 @@
+/*
+ * The SQLite side of the cache: connections, the schema and its
+ * migrations, and small statement helpers. SQLite result codes become errno
+ * here and nowhere else.
+ */
+#include "cache_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* "cfs1": PRAGMA application_id of a contactfs cache. */
+#define APPLICATION_ID 0x63667331
+
+int db_errno(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+	case SQLITE_CANTOPEN:
+		return -EACCES;
+	case SQLITE_CONSTRAINT:
+		return -EEXIST;
+	case SQLITE_TOOBIG:
+		return -E2BIG;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EUCLEAN;
+	default:
+		return -EIO;
+	}
+}
+
+static int bind_args(sqlite3_stmt *st, const char *fmt, va_list ap)
+{
+	int rc = SQLITE_OK;
+
+	for (int i = 1; fmt && *fmt && rc == SQLITE_OK; fmt++, i++) {
+		switch (*fmt) {
+		case 'i':
+			rc = sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
+			break;
+		case 't': {
+			const char *s = va_arg(ap, const char *);
+
+			rc = s ? sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT)
+			       : sqlite3_bind_null(st, i);
+			break;
+		}
+		case 'b': {
+			const void *p = va_arg(ap, const void *);
+			size_t n = va_arg(ap, size_t);
+
+			rc = p ? sqlite3_bind_blob64(st, i, n ? p : "", n, SQLITE_TRANSIENT)
+			       : sqlite3_bind_null(st, i);
+			break;
+		}
+		default:
+			return SQLITE_MISUSE;
+		}
+	}
+	return rc;
+}
+
+static int prepare_v(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt, va_list ap)
+{
+	int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+
+	if (rc == SQLITE_OK)
+		rc = bind_args(*st, fmt, ap);
+	if (rc != SQLITE_OK) {
+		log_err("cache: preparing \"%.60s\": %s", sql, sqlite3_errmsg(db));
+		sqlite3_finalize(*st);
+		*st = NULL;
+		return db_errno(rc);
+	}
+	return 0;
+}
+
+int db_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = prepare_v(db, st, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int db_step(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	if ((rc & 0xff) != SQLITE_CONSTRAINT)
+		log_err("cache: \"%.60s\": %s", sqlite3_sql(st),
+			sqlite3_errmsg(sqlite3_db_handle(st)));
+	return db_errno(rc);
+}
+
+int db_run(sqlite3 *db, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = prepare_v(db, &st, sql, fmt, ap);
+	va_end(ap);
+	if (r)
+		return r;
+	while ((r = db_step(st)) == 1)
+		;
+	sqlite3_finalize(st);
+	return r;
+}
+
+int db_int(sqlite3 *db, int64_t *out, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = prepare_v(db, &st, sql, fmt, ap);
+	va_end(ap);
+	if (r)
+		return r;
+	r = db_step(st);
+	if (r == 1)
+		*out = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return r;
+}
+
+int db_begin(sqlite3 *db)
+{
+	return db_run(db, "BEGIN IMMEDIATE", NULL);
+}
+
+int db_commit(sqlite3 *db)
+{
+	int r = db_run(db, "COMMIT", NULL);
+
+	if (r)
+		db_rollback(db);
+	return r;
+}
+
+void db_rollback(sqlite3 *db)
+{
+	if (!sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+char *db_strdup(sqlite3_stmt *st, int col)
+{
+	const unsigned char *s = sqlite3_column_text(st, col);
+
+	return s ? strdup((const char *)s) : NULL;
+}
+
+char *db_meta_get(sqlite3 *db, const char *key)
+{
+	sqlite3_stmt *st;
+	char *v = NULL;
+
+	if (db_prepare(db, &st, "SELECT value FROM meta WHERE key = ?", "t", key))
+		return NULL;
+	if (db_step(st) == 1)
+		v = db_strdup(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+int db_meta_set(sqlite3 *db, const char *key, const char *value)
+{
+	return db_run(db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", "tt", key, value);
+}
+
+/* ---- connections -------------------------------------------------------------- */
+
+int db_connect(struct cache *c, sqlite3 **out, char *errbuf, size_t errsize)
+{
+	sqlite3 *db = NULL;
+	int rc, r;
+
+	*out = NULL;
+	rc = sqlite3_open_v2(c->path, &db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			     NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(errbuf, errsize, "%s: cannot open the cache: %s", c->path,
+			 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_close(db);
+		return db_errno(rc);
+	}
+	sqlite3_busy_timeout(db, 30000);
+	sqlite3_extended_result_codes(db, 1);
+	/* journal_mode is the first statement to read the file: a file that
+	 * is not SQLite fails here. */
+	rc = sqlite3_exec(db,
+			  "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+			  "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;"
+			  "PRAGMA cache_size = -4000;",
+			  NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		r = db_errno(rc);
+		snprintf(errbuf, errsize, "%s: %s: %s", c->path,
+			 r == -EUCLEAN ? "not a contactfs cache, or a damaged one"
+				       : "cannot use the cache",
+			 sqlite3_errmsg(db));
+		sqlite3_close(db);
+		return r == -EUCLEAN ? -EINVAL : r;
+	}
+	*out = db;
+	return 0;
+}
+
+/* ---- the schema ------------------------------------------------------------------- */
+
+/*
+ * Version 1. nodes is the tree fs/ shows (inode numbers never reused:
+ * AUTOINCREMENT); contacts are the mailbox's contacts (a node shows one
+ * through nodes.cid); folders holds each folder's Graph id and delta
+ * cursor; outbox the local changes in order; exts the extension bodies of a
+ * first sync; errors what went wrong, for .contactfs/errors.
+ */
+static const char SCHEMA_V1[] =
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;"
+	"CREATE TABLE nodes("
+	"  ino INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  parent INTEGER,"
+	"  name TEXT NOT NULL,"
+	"  kind INTEGER NOT NULL,"
+	"  mtime_ns INTEGER NOT NULL DEFAULT 0,"
+	"  size INTEGER NOT NULL DEFAULT 0,"
+	"  data BLOB,"
+	"  cid INTEGER,"			/* the contact this file shows */
+	"  draft INTEGER NOT NULL DEFAULT 0,"	/* bytes that did not parse */
+	"  written INTEGER NOT NULL DEFAULT 0," /* bytes as written here, not rendered */
+	"  chosen INTEGER NOT NULL DEFAULT 0);" /* name chosen here: kept */
+	"CREATE UNIQUE INDEX nodes_name ON nodes(parent, name);"
+	"CREATE INDEX nodes_cid ON nodes(cid) WHERE cid IS NOT NULL;"
+	"CREATE TABLE folders("
+	"  ino INTEGER PRIMARY KEY,"
+	"  id TEXT UNIQUE,"
+	"  delta TEXT);"
+	"CREATE TABLE contacts("
+	"  cid INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  id TEXT UNIQUE,"
+	"  folder INTEGER NOT NULL,"
+	"  uid TEXT,"
+	"  ckey TEXT,"
+	"  change_key TEXT,"
+	"  json TEXT,"
+	"  photo BLOB,"
+	"  photo_type TEXT,"
+	"  photo_state INTEGER NOT NULL DEFAULT 0," /* 0: to fetch, 1: known */
+	"  render INTEGER NOT NULL DEFAULT 0,"
+	"  lrev INTEGER NOT NULL DEFAULT 0,"  /* local writes */
+	"  gone INTEGER NOT NULL DEFAULT 0);" /* its deletion is queued */
+	"CREATE INDEX contacts_uid ON contacts(folder, uid);"
+	"CREATE INDEX contacts_render ON contacts(render) WHERE render;"
+	"CREATE INDEX contacts_photo ON contacts(photo_state) WHERE photo_state = 0;"
+	"CREATE TABLE exts(id TEXT PRIMARY KEY, body TEXT) WITHOUT ROWID;"
+	"CREATE TABLE seen(id TEXT PRIMARY KEY) WITHOUT ROWID;"
+	"CREATE TABLE outbox("
+	"  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  op INTEGER NOT NULL,"
+	"  key TEXT NOT NULL," /* entries of one key go in order */
+	"  cid INTEGER,"
+	"  folder INTEGER,"
+	"  arg TEXT,"
+	"  stage INTEGER NOT NULL DEFAULT 0,"
+	"  not_before INTEGER NOT NULL DEFAULT 0," /* ms since the epoch */
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  sent INTEGER NOT NULL DEFAULT 0," /* a create may have reached the server */
+	"  inflight INTEGER NOT NULL DEFAULT 0,"
+	"  parked INTEGER NOT NULL DEFAULT 0,"
+	"  result INTEGER NOT NULL DEFAULT 0," /* -errno of the last failure */
+	"  error TEXT);"
+	"CREATE INDEX outbox_key ON outbox(key, seq);"
+	"CREATE TABLE errors("
+	"  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  time INTEGER NOT NULL,"
+	"  what TEXT,"
+	"  message TEXT);";
+
+/* MIGRATIONS[i] takes a database from version i + 1 to i + 2. */
+static const char *const MIGRATIONS[] = {NULL};
+
+static int create_schema(struct cache *c, sqlite3 *db)
+{
+	char sql[256];
+	int r;
+
+	if ((r = db_begin(db)))
+		return r;
+	r = sqlite3_exec(db, SCHEMA_V1, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+	if (!r)
+		r = db_run(db,
+			   "INSERT INTO nodes(ino, parent, name, kind, mtime_ns) VALUES(?, NULL, "
+			   "'', ?, ?)",
+			   "iii", (int64_t)CACHE_ROOT_INO, (int64_t)CACHE_FOLDER, cache_now_ns());
+	if (!r)
+		r = db_run(db, "INSERT INTO folders(ino) VALUES(?)", "i", (int64_t)CACHE_ROOT_INO);
+	if (!r)
+		r = db_meta_set(db, "mailbox", c->mailbox);
+	if (!r)
+		r = db_meta_set(db, "application", "contactfs");
+	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = %d",
+		 APPLICATION_ID, CACHE_SCHEMA_VERSION);
+	if (!r && sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		r = -EIO;
+	if (r) {
+		log_err("cache: creating the schema: %s", sqlite3_errmsg(db));
+		db_rollback(db);
+		return r;
+	}
+	return db_commit(db);
+}
+
+int db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize)
+{
+	int64_t app = 0, version = 0, tables = 0;
+	char *mailbox = NULL, *check = NULL;
+	sqlite3_stmt *st;
+	int r;
+
+	if ((r = db_int(db, &app, "PRAGMA application_id", NULL)) < 0 ||
+	    (r = db_int(db, &version, "PRAGMA user_version", NULL)) < 0 ||
+	    (r = db_int(db, &tables, "SELECT count(*) FROM sqlite_master", NULL)) < 0) {
+		snprintf(errbuf, errsize, "%s: not a contactfs cache, or a damaged one: %s",
+			 c->path, sqlite3_errmsg(db));
+		return -EINVAL;
+	}
+	if (app == 0 && version == 0 && tables == 0)
+		return create_schema(c, db);
+	if (app != APPLICATION_ID) {
+		snprintf(errbuf, errsize,
+			 "%s: not a contactfs cache (another program's database); move it away "
+			 "or choose another cache_dir",
+			 c->path);
+		return -EINVAL;
+	}
+	if (version > CACHE_SCHEMA_VERSION) {
+		snprintf(errbuf, errsize,
+			 "%s: made by a newer contactfs (schema %lld, this one knows %d); use "
+			 "that version or another cache_dir",
+			 c->path, (long long)version, CACHE_SCHEMA_VERSION);
+		return -EINVAL;
+	}
+	/* A damaged file is refused, never reset: it may hold changes that
+	 * have not reached the server. */
+	if ((r = db_prepare(db, &st, "PRAGMA quick_check(1)", NULL)))
+		return r;
+	if (db_step(st) == 1)
+		check = db_strdup(st, 0);
+	sqlite3_finalize(st);
+	if (!check || strcmp(check, "ok") != 0) {
+		snprintf(errbuf, errsize,
+			 "%s: the cache is damaged (%s); it is left as it is: move it away to "
+			 "start a new one (pending changes in it are lost then)",
+			 c->path, check ? check : sqlite3_errmsg(db));
+		free(check);
+		return -EINVAL;
+	}
+	free(check);
+	for (int64_t v = version; v < CACHE_SCHEMA_VERSION; v++) {
+		char sql[64];
+
+		if ((r = db_begin(db)))
+			return r;
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)v + 1);
+		if (sqlite3_exec(db, MIGRATIONS[v - 1], NULL, NULL, NULL) != SQLITE_OK ||
+		    sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+			snprintf(errbuf, errsize, "%s: migrating the cache to schema %lld: %s",
+				 c->path, (long long)v + 1, sqlite3_errmsg(db));
+			db_rollback(db);
+			return -EIO;
+		}
+		if ((r = db_commit(db)))
+			return r;
+		log_info("cache: %s migrated to schema %lld", c->path, (long long)v + 1);
+	}
+	mailbox = db_meta_get(db, "mailbox");
+	if (!mailbox || strcasecmp(mailbox, c->mailbox) != 0) {
+		snprintf(errbuf, errsize,
+			 "%s: this cache belongs to mailbox %s, not %s; choose another cache_dir",
+			 c->path, mailbox ? mailbox : "(none)", c->mailbox);
+		free(mailbox);
+		return -EINVAL;
+	}
+	free(mailbox);
+	return 0;
+}

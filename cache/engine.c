@@ -1,0 +1,440 @@
+/*
+ * Opening the cache, the sync thread's loop, and the questions asked of it
+ * (drained yet? status, errors).
+ *
+ * The loop: send the outbox first (so that creates whose answer was lost
+ * are resolved before a delta round could show them as strangers), then a
+ * delta round when one is due, then photos and rendering in small steps so
+ * that new local changes never wait long. Offline is a state: the loop
+ * backs off and tries again by itself.
+ */
+#include "cache_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int cache_offline_errno(int r)
+{
+	return r == -ECONNREFUSED || r == -EHOSTUNREACH || r == -ENETUNREACH || r == -ETIMEDOUT ||
+	       r == -EHOSTDOWN || r == -ECONNRESET || r == -EAGAIN;
+}
+
+/* mkdir -p with mode 0700 for what it creates. */
+static int make_dirs(const char *path)
+{
+	char tmp[4096];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	memcpy(tmp, path, n + 1);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0700) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0700) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static char *default_dir(const char *mailbox)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	struct buf b;
+
+	buf_init(&b, 8192);
+	if (xdg && *xdg == '/') {
+		if (buf_printf(&b, "%s/contactfs/%s", xdg, mailbox))
+			goto fail;
+	} else if (home && *home) {
+		if (buf_printf(&b, "%s/.cache/contactfs/%s", home, mailbox))
+			goto fail;
+	} else {
+		goto fail;
+	}
+	return buf_detach(&b, NULL);
+fail:
+	buf_release(&b);
+	return NULL;
+}
+
+struct cache *cache_open(const struct cache_config *cfg, struct graph *g, char *errbuf,
+			 size_t errsize, int *err)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+	struct stat st;
+	int fd, r = -ENOMEM;
+
+	snprintf(errbuf, errsize, "out of memory");
+	if (!c)
+		goto fail_early;
+	c->cfg = *cfg;
+	c->g = g;
+	pthread_mutex_init(&c->api_lock, NULL);
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->wake, NULL);
+	pthread_cond_init(&c->pass, NULL);
+	c->online = 1;
+	c->mailbox = strdup(cfg->mailbox && *cfg->mailbox ? cfg->mailbox : "me");
+	if (!c->mailbox || strchr(c->mailbox, '/') || c->mailbox[0] == '.') {
+		r = c->mailbox ? -EINVAL : -ENOMEM;
+		snprintf(errbuf, errsize, "invalid mailbox name");
+		goto fail;
+	}
+	c->dir = cfg->dir ? strdup(cfg->dir) : default_dir(c->mailbox);
+	if (!c->dir) {
+		snprintf(errbuf, errsize, "no cache directory: set XDG_CACHE_HOME or HOME");
+		r = -EINVAL;
+		goto fail;
+	}
+	if ((r = make_dirs(c->dir))) {
+		snprintf(errbuf, errsize, "%s: cannot create the cache directory: %s", c->dir,
+			 strerror(-r));
+		goto fail;
+	}
+	/* Nothing in it is for other users' eyes. */
+	if (stat(c->dir, &st) || ((st.st_mode & 077) && chmod(c->dir, 0700))) {
+		r = -EACCES;
+		snprintf(errbuf, errsize, "%s: cannot make the cache directory private (0700): %s",
+			 c->dir, strerror(errno));
+		goto fail;
+	}
+	{
+		struct buf b;
+
+		buf_init(&b, 8192);
+		if (buf_printf(&b, "%s/cache.db", c->dir))
+			goto fail;
+		c->path = buf_detach(&b, NULL);
+		if (!c->path)
+			goto fail;
+	}
+	/* Create the file 0600 ourselves: SQLite gives the -wal and -shm
+	 * files the database's mode. */
+	fd = open(c->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || fchmod(fd, 0600)) {
+		r = -errno;
+		snprintf(errbuf, errsize, "%s: %s", c->path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		goto fail;
+	}
+	close(fd);
+	if ((r = db_connect(c, &c->db, errbuf, errsize)))
+		goto fail;
+	if ((r = db_schema(c, c->db, errbuf, errsize)))
+		goto fail;
+	if ((r = db_connect(c, &c->sdb, errbuf, errsize)))
+		goto fail;
+	/* The last process may have died mid-request: what was in flight is
+	 * pending again (a create keeps "sent" and is looked up first). */
+	if ((r = db_run(c->db, "UPDATE outbox SET inflight = 0 WHERE inflight", NULL))) {
+		snprintf(errbuf, errsize, "%s: %s", c->path, strerror(-r));
+		goto fail;
+	}
+	{
+		char *last = db_meta_get(c->db, "last_sync");
+
+		c->synced = last != NULL;
+		c->last_sync = last ? (time_t)strtoll(last, NULL, 10) : 0;
+		free(last);
+	}
+	*err = 0;
+	errbuf[0] = '\0';
+	return c;
+fail:
+	cache_close(c);
+fail_early:
+	*err = r;
+	return NULL;
+}
+
+void cache_close(struct cache *c)
+{
+	if (!c)
+		return;
+	if (c->started) {
+		pthread_mutex_lock(&c->lock);
+		c->stop = 1;
+		pthread_cond_broadcast(&c->wake);
+		pthread_mutex_unlock(&c->lock);
+		pthread_join(c->thread, NULL);
+	}
+	sqlite3_close(c->sdb);
+	sqlite3_close(c->db);
+	pthread_cond_destroy(&c->pass);
+	pthread_cond_destroy(&c->wake);
+	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->api_lock);
+	free(c->path);
+	free(c->dir);
+	free(c->mailbox);
+	free(c);
+}
+
+/* ---- the sync thread ------------------------------------------------------------- */
+
+static int stopping(struct cache *c)
+{
+	int s;
+
+	pthread_mutex_lock(&c->lock);
+	s = c->stop;
+	pthread_mutex_unlock(&c->lock);
+	return s;
+}
+
+static void set_online(struct cache *c, int online)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->online != online)
+		log_info("cache: %s",
+			 online ? "back online" : "offline: changes are kept and sent later");
+	c->online = online;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void *sync_main(void *arg)
+{
+	struct cache *c = arg;
+	int64_t next_round = 0, backoff = 1000;
+	int poll_ms = c->cfg.poll_s > 0 ? c->cfg.poll_s * 1000 : c->cfg.poll_s < 0 ? -1 : 300000;
+
+	while (!stopping(c)) {
+		int64_t now = cache_now_ms(), next_out = 0, wait;
+		int asked, r, left = 0, offline = 0;
+
+		pthread_mutex_lock(&c->lock);
+		asked = c->asked;
+		c->asked = 0;
+		pthread_mutex_unlock(&c->lock);
+
+		r = outbox_pass(c, &next_out);
+		offline = r == -EHOSTDOWN;
+		if (!offline && (asked || !c->synced || (poll_ms >= 0 && now >= next_round))) {
+			r = sync_in(c);
+			offline = r == -EHOSTDOWN;
+			if (!r) {
+				char when[32];
+
+				pthread_mutex_lock(&c->lock);
+				c->synced = 1;
+				c->last_sync = time(NULL);
+				snprintf(when, sizeof(when), "%lld", (long long)c->last_sync);
+				pthread_mutex_unlock(&c->lock);
+				if (db_meta_set(c->sdb, "last_sync", when))
+					log_warn("cache: could not record the time of the last "
+						 "sync");
+				next_round = cache_now_ms() + (poll_ms > 0 ? poll_ms : 0);
+			}
+		}
+		if (!offline && c->cfg.photos) {
+			r = sync_photos(c, 200, &left);
+			offline = r == -EHOSTDOWN;
+		}
+		if (sync_render(c))
+			log_warn("cache: rendering contacts failed; trying again later");
+		set_online(c, !offline);
+		pthread_mutex_lock(&c->lock);
+		c->passes++;
+		pthread_cond_broadcast(&c->pass);
+		pthread_mutex_unlock(&c->lock);
+
+		/* Sleep until something is due, or until woken. */
+		now = cache_now_ms();
+		if (offline) {
+			wait = backoff;
+			backoff = backoff < 30000 ? backoff * 2 : 30000;
+		} else {
+			backoff = 1000;
+			wait = poll_ms >= 0 ? next_round - now : 3600000;
+			if (next_out && next_out - now < wait)
+				wait = next_out - now;
+			if (left)
+				wait = 0;
+		}
+		if (wait <= 0)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		if (!c->asked && !c->stop) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += wait / 1000;
+			ts.tv_nsec += (wait % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&c->wake, &c->lock, &ts);
+		}
+		pthread_mutex_unlock(&c->lock);
+	}
+	return NULL;
+}
+
+int cache_start(struct cache *c)
+{
+	if (!c->g)
+		return -EINVAL;
+	if (c->started)
+		return 0;
+	if (pthread_create(&c->thread, NULL, sync_main, c))
+		return -EAGAIN;
+	c->started = 1;
+	return 0;
+}
+
+void cache_sync_now(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->asked = 1;
+	pthread_cond_signal(&c->wake);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- waiting and asking ------------------------------------------------------------- */
+
+static int wait_until(struct cache *c, int timeout_ms, const char *sql, int64_t arg, int *verdict)
+{
+	int64_t deadline = cache_now_ms() + timeout_ms;
+
+	for (;;) {
+		int64_t n = 0, parked = 0;
+		unsigned passes;
+		int r, online;
+
+		pthread_mutex_lock(&c->api_lock);
+		r = db_int(c->db, &n, sql, arg ? "i" : "", arg);
+		if (r >= 0 && verdict && arg)
+			r = db_int(c->db, &parked,
+				   "SELECT result FROM outbox WHERE cid = ? AND parked ORDER BY "
+				   "seq LIMIT 1",
+				   "i", arg);
+		pthread_mutex_unlock(&c->api_lock);
+		if (r < 0)
+			return r;
+		if (verdict && parked) {
+			*verdict = (int)parked;
+			return 0;
+		}
+		if (n == 0)
+			return 0;
+		pthread_mutex_lock(&c->lock);
+		online = c->online;
+		passes = c->passes;
+		pthread_mutex_unlock(&c->lock);
+		if (!online)
+			return -EHOSTDOWN;
+		if (cache_now_ms() >= deadline)
+			return -ETIMEDOUT;
+		cache_sync_now(c);
+		pthread_mutex_lock(&c->lock);
+		while (c->passes == passes && !c->stop) {
+			struct timespec ts;
+			int64_t left = deadline - cache_now_ms();
+
+			if (left <= 0)
+				break;
+			if (left > 200)
+				left = 200;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += left * 1000000;
+			ts.tv_sec += ts.tv_nsec / 1000000000;
+			ts.tv_nsec %= 1000000000;
+			pthread_cond_timedwait(&c->pass, &c->lock, &ts);
+		}
+		pthread_mutex_unlock(&c->lock);
+	}
+}
+
+int cache_drain(struct cache *c, int timeout_ms)
+{
+	return wait_until(c, timeout_ms, "SELECT count(*) FROM outbox WHERE parked = 0", 0, NULL);
+}
+
+int cache_wait_file(struct cache *c, uint64_t ino, int timeout_ms)
+{
+	struct cache_attr a;
+	int64_t cid = 0;
+	int verdict = 0, r;
+
+	pthread_mutex_lock(&c->api_lock);
+	r = db_int(c->db, &cid, "SELECT coalesce(cid, 0) FROM nodes WHERE ino = ?", "i",
+		   (int64_t)ino);
+	pthread_mutex_unlock(&c->api_lock);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return cache_getattr(c, ino, &a);
+	if (!cid)
+		return 0;
+	r = wait_until(c, timeout_ms, "SELECT count(*) FROM outbox WHERE cid = ? AND parked = 0",
+		       cid, &verdict);
+	return r ? r : verdict;
+}
+
+int cache_status(struct cache *c, struct cache_status *out)
+{
+	struct graph_stats gs;
+	int64_t pending = 0, parked = 0, contacts = 0, photos = 0;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&c->api_lock);
+	r = db_int(c->db, &pending, "SELECT count(*) FROM outbox WHERE parked = 0", NULL);
+	if (r >= 0)
+		r = db_int(c->db, &parked, "SELECT count(*) FROM outbox WHERE parked", NULL);
+	if (r >= 0)
+		r = db_int(c->db, &contacts, "SELECT count(*) FROM contacts WHERE gone = 0", NULL);
+	if (r >= 0 && c->cfg.photos)
+		r = db_int(c->db, &photos,
+			   "SELECT count(*) FROM contacts WHERE photo_state = 0 AND id IS NOT NULL",
+			   NULL);
+	pthread_mutex_unlock(&c->api_lock);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	out->online = c->online;
+	out->synced = c->synced;
+	out->last_sync = c->last_sync;
+	pthread_mutex_unlock(&c->lock);
+	out->pending = (unsigned)pending;
+	out->parked = (unsigned)parked;
+	out->contacts = (unsigned)contacts;
+	out->photos_pending = (unsigned)photos;
+	if (c->g) {
+		graph_stats(c->g, &gs);
+		out->requests = gs.requests;
+	}
+	return 0;
+}
+
+int cache_errors(struct cache *c, unsigned limit, cache_error_fn fn, void *ctx)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	pthread_mutex_lock(&c->api_lock);
+	r = db_prepare(c->db, &st,
+		       "SELECT time, what, message FROM (SELECT * FROM errors ORDER BY seq DESC "
+		       "LIMIT ?) ORDER BY seq",
+		       "i", (int64_t)limit);
+	while (!r && (r = db_step(st)) == 1)
+		r = fn((time_t)sqlite3_column_int64(st, 0),
+		       (const char *)sqlite3_column_text(st, 1),
+		       (const char *)sqlite3_column_text(st, 2), ctx);
+	if (st)
+		sqlite3_finalize(st);
+	pthread_mutex_unlock(&c->api_lock);
+	return r;
+}

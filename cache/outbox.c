@@ -1,0 +1,1369 @@
+/*
+ * The outbox, sending side (DESIGN points 4-8, "Talking to Graph").
+ *
+ * A pass repeats: pick the sendable entries (the first of each key, due,
+ * not in flight), decide each one's next request from the state as it is
+ * now, mark them in flight in one transaction (a create also "sent", so a
+ * crash or a lost answer leads to a lookup by client key before sending
+ * again), send (JSON requests together in $batch, photos one by one), and
+ * apply the answers in one transaction. No transaction is open while a
+ * request is on the wire.
+ */
+#include "cache_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PICK_MAX GRAPH_BATCH_MAX
+#define LOOKUP_SELECT                                                                  \
+	"/contacts?$select=id&$top=1000&$filter=Extensions/any(f:f/id%20eq%20'" EXT_ID \
+	"')&$expand=Extensions($filter=id%20eq%20'" EXT_ID "')"
+
+enum plan {
+	PLAN_WAIT,   /* not now (a folder without its id yet) */
+	PLAN_DONE,   /* nothing left to send: the entry is finished */
+	PLAN_JSON,   /* one JSON request, batchable */
+	PLAN_PHOTO,  /* PUT of the photo bytes */
+	PLAN_LOOKUP, /* a create that may have reached the server: look it up */
+};
+
+struct entry {
+	int64_t seq, cid, folder;
+	int op, stage, sent, attempts, parked;
+	char *arg;
+
+	enum plan plan;
+	char method[8];
+	char url[1024];
+	char if_match[200];
+	char base[512]; /* the contact's folder, "" for the default one */
+	cJSON *body;
+	struct buf photo;
+	char photo_type[64];
+	char name[256]; /* the file, for messages */
+	char key[40];	/* client key of a create */
+
+	/* the answer */
+	int err; /* -errno when no answer came */
+	int status;
+	char code[64];
+	cJSON *response;
+};
+
+static void entry_release(struct entry *e)
+{
+	free(e->arg);
+	cJSON_Delete(e->body);
+	cJSON_Delete(e->response);
+	buf_release(&e->photo);
+}
+
+/* ---- planning ------------------------------------------------------------------------- */
+
+struct contact_row {
+	char *id, *json, *ckey, *change_key;
+	int64_t folder;
+	int gone;
+};
+
+static void contact_row_release(struct contact_row *k)
+{
+	free(k->id);
+	free(k->json);
+	free(k->ckey);
+	free(k->change_key);
+}
+
+static int contact_row_get(sqlite3 *db, int64_t cid, struct contact_row *k)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	memset(k, 0, sizeof(*k));
+	if ((r = db_prepare(
+		     db, &st,
+		     "SELECT id, json, ckey, change_key, folder, gone FROM contacts WHERE cid = ?",
+		     "i", cid)))
+		return r;
+	r = db_step(st);
+	if (r == 1) {
+		k->id = db_strdup(st, 0);
+		k->json = db_strdup(st, 1);
+		k->ckey = db_strdup(st, 2);
+		k->change_key = db_strdup(st, 3);
+		k->folder = sqlite3_column_int64(st, 4);
+		k->gone = sqlite3_column_int(st, 5);
+	}
+	sqlite3_finalize(st);
+	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
+}
+
+/* The card in the file that shows cid (and the file's name), or -ENOENT. */
+static int file_card(sqlite3 *db, int64_t cid, struct vcard **card, char *name, size_t size)
+{
+	struct vcard_error e;
+	sqlite3_stmt *st;
+	int r;
+
+	*card = NULL;
+	if ((r = db_prepare(db, &st, "SELECT data, name, draft FROM nodes WHERE cid = ?", "i",
+			    cid)))
+		return r;
+	r = db_step(st);
+	if (r == 1) {
+		snprintf(name, size, "%s", sqlite3_column_text(st, 1));
+		r = sqlite3_column_int(st, 2)
+			    ? -ENOENT
+			    : vcard_parse_one(
+				      sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0) : "",
+				      (size_t)sqlite3_column_bytes(st, 0), card, &e);
+	} else if (r == 0) {
+		r = -ENOENT;
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* A create's body: the card, and our extension carrying the client key. */
+static int create_body(const struct vcard *card, const char *key, cJSON **out)
+{
+	struct vcard_error e;
+	cJSON *body = NULL, *exts, *x, *mine = NULL;
+	int r = vcard_to_graph(card, &body, &e);
+
+	*out = NULL;
+	if (r)
+		return r;
+	exts = cJSON_GetObjectItemCaseSensitive(body, "extensions");
+	if (!exts) {
+		exts = cJSON_AddArrayToObject(body, "extensions");
+		if (!exts)
+			goto nomem;
+	}
+	cJSON_ArrayForEach(x, exts)
+	{
+		const char *n =
+			cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(x, "extensionName"));
+
+		if (n && !strcasecmp(n, VCARD_EXTENSION_NAME))
+			mine = x;
+	}
+	if (!mine) {
+		mine = cJSON_CreateObject();
+		if (!mine || !cJSON_AddItemToArray(exts, mine) ||
+		    !cJSON_AddStringToObject(mine, "@odata.type",
+					     "microsoft.graph.openTypeExtension") ||
+		    !cJSON_AddStringToObject(mine, "extensionName", VCARD_EXTENSION_NAME))
+			goto nomem;
+	}
+	cJSON_DeleteItemFromObjectCaseSensitive(mine, "key");
+	if (!cJSON_AddStringToObject(mine, "key", key))
+		goto nomem;
+	*out = body;
+	return 0;
+nomem:
+	cJSON_Delete(body);
+	return -ENOMEM;
+}
+
+static int plan_photo(struct entry *e, const struct vcard *card, const char *id)
+{
+	const struct vcard_prop *p = vcard_photo(card);
+
+	if (!p)
+		return PLAN_DONE;
+	buf_init(&e->photo, (size_t)8 << 20);
+	if (buf_add(&e->photo, p->data, p->len))
+		return -ENOMEM;
+	snprintf(e->photo_type, sizeof(e->photo_type), "%s",
+		 p->mediatype ? p->mediatype : "image/jpeg");
+	snprintf(e->url, sizeof(e->url), "%s/contacts/%s/photo/$value", e->base, id);
+	snprintf(e->method, sizeof(e->method), "PUT");
+	return PLAN_PHOTO;
+}
+
+static void set_json(struct entry *e, const char *method, cJSON *body, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void set_json(struct entry *e, const char *method, cJSON *body, const char *fmt, ...)
+{
+	va_list ap;
+
+	snprintf(e->method, sizeof(e->method), "%s", method);
+	va_start(ap, fmt);
+	vsnprintf(e->url, sizeof(e->url), fmt, ap);
+	va_end(ap);
+	if (e->body != body)
+		cJSON_Delete(e->body);
+	e->body = body;
+}
+
+/* Whether patch changes nothing but repeats the display name. */
+static int patch_is_empty(const cJSON *patch, const cJSON *base)
+{
+	const cJSON *dn = cJSON_GetObjectItemCaseSensitive(patch, "displayName");
+
+	return cJSON_GetArraySize(patch) == 1 && dn &&
+	       cJSON_Compare(dn, cJSON_GetObjectItemCaseSensitive(base, "displayName"), 1);
+}
+
+/* Decide what entry e sends now. Returns a plan or -errno. */
+static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e)
+{
+	struct contact_row k;
+	struct vcard *card = NULL;
+	struct vcard_error ve;
+	cJSON *base = NULL, *patch = NULL, *ext = NULL;
+	int64_t src = e->folder;
+	int r;
+
+	(void)c;
+	if ((r = contact_row_get(db, e->cid, &k)))
+		return r == -ENOENT ? PLAN_DONE : r;
+	r = folder_base(db, e->op == OP_MOVE && e->stage == 2 ? src : k.folder, e->base,
+			sizeof(e->base));
+	if (r == -EAGAIN) {
+		r = PLAN_WAIT;
+		goto out;
+	}
+	if (r)
+		goto out;
+	snprintf(e->key, sizeof(e->key), "%s", k.ckey ? k.ckey : "");
+	switch (e->op) {
+	case OP_DELETE:
+		if (!k.id) {
+			r = PLAN_DONE;
+			break;
+		}
+		set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base, k.id);
+		r = PLAN_JSON;
+		break;
+	case OP_CREATE:
+	case OP_MOVE:
+		if (e->op == OP_MOVE && e->stage == 0 && (!k.id || k.folder == src)) {
+			r = PLAN_DONE; /* never created, or moved back */
+			break;
+		}
+		if (e->op == OP_MOVE && e->stage == 2) {
+			set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base,
+				 e->arg ? e->arg : "");
+			r = e->arg ? PLAN_JSON : PLAN_DONE;
+			break;
+		}
+		if (e->op == OP_CREATE && e->stage == 0 && k.id) {
+			r = PLAN_DONE; /* a lookup found it */
+			break;
+		}
+		if (e->stage == 0 && e->sent) {
+			r = PLAN_LOOKUP;
+			break;
+		}
+		r = file_card(db, e->cid, &card, e->name, sizeof(e->name));
+		if ((r == -ENOENT || r == -EINVAL || (!r && !vcard_photo(card))) &&
+		    e->op == OP_MOVE && e->stage == 1) {
+			/* No photo to carry (or no file any more): on to the
+			 * delete of the old copy. */
+			if ((r = db_run(db, "UPDATE outbox SET stage = 2 WHERE seq = ?", "i",
+					e->seq)) ||
+			    (r = folder_base(db, src, e->base, sizeof(e->base))))
+				break;
+			e->stage = 2;
+			set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base,
+				 e->arg ? e->arg : "");
+			r = e->arg ? PLAN_JSON : PLAN_DONE;
+			break;
+		}
+		if (r == -ENOENT || r == -EINVAL) {
+			/* The file went meanwhile (its delete follows): a move
+			 * leaves the contact where the server has it. */
+			if (e->op == OP_MOVE && e->stage == 0)
+				r = db_run(db, "UPDATE contacts SET folder = ? WHERE cid = ?", "ii",
+					   src, e->cid);
+			else
+				r = 0;
+			r = r ? r : PLAN_DONE;
+			break;
+		}
+		if (r)
+			break;
+		if (e->stage == 1) {
+			r = k.id ? plan_photo(e, card, k.id) : PLAN_DONE;
+			break;
+		}
+		if ((r = create_body(card, e->key, &e->body)))
+			break;
+		set_json(e, "POST", e->body, "%s/contacts", e->base);
+		r = PLAN_JSON;
+		break;
+	case OP_UPDATE:
+	case OP_PHOTO:
+		if (!k.id) {
+			r = PLAN_DONE;
+			break;
+		}
+		r = file_card(db, e->cid, &card, e->name, sizeof(e->name));
+		if (r == -ENOENT || r == -EINVAL) {
+			r = PLAN_DONE;
+			break;
+		}
+		if (r)
+			break;
+		if (e->op == OP_PHOTO) {
+			r = plan_photo(e, card, k.id);
+			break;
+		}
+		base = k.json ? cJSON_Parse(k.json) : NULL;
+		if (!base) {
+			r = -EIO;
+			break;
+		}
+		if ((r = vcard_graph_diff(base, card, &patch, &ext, &ve))) {
+			cache_error(db, e->name, "cannot be sent: %s", ve.msg);
+			break;
+		}
+		if (e->stage == 0) {
+			if (patch_is_empty(patch, base) && !ext) {
+				r = PLAN_DONE;
+				break;
+			}
+			set_json(e, "PATCH", patch, "%s/contacts/%s", e->base, k.id);
+			patch = NULL;
+			snprintf(e->if_match, sizeof(e->if_match), "W/\"%s\"",
+				 k.change_key ? k.change_key : "");
+		} else if (!ext) {
+			r = PLAN_DONE;
+			break;
+		} else if (e->stage == 1) {
+			set_json(e, "PATCH", ext, "%s/contacts/%s/extensions/%s", e->base, k.id,
+				 EXT_ID);
+			ext = NULL;
+		} else {
+			set_json(e, "POST", ext, "%s/contacts/%s/extensions", e->base, k.id);
+			ext = NULL;
+		}
+		r = PLAN_JSON;
+		break;
+	default:
+		r = PLAN_DONE;
+	}
+out:
+	cJSON_Delete(base);
+	cJSON_Delete(patch);
+	cJSON_Delete(ext);
+	vcard_free(card);
+	contact_row_release(&k);
+	return r;
+}
+
+/* A folder's node name and its parent's Graph path ("" for the root, which
+ * has no path of its own: /contactFolders). */
+static int plan_folder(sqlite3 *db, struct entry *e)
+{
+	sqlite3_stmt *st;
+	char *id = NULL, *name = NULL;
+	int64_t parent = 0;
+	int r;
+
+	if ((r = db_prepare(
+		     db, &st,
+		     "SELECT f.id, n.name, n.parent FROM folders f LEFT JOIN nodes n ON n.ino = "
+		     "f.ino WHERE f.ino = ?",
+		     "i", e->folder)))
+		return r;
+	r = db_step(st);
+	if (r == 1) {
+		id = db_strdup(st, 0);
+		name = db_strdup(st, 1);
+		parent = sqlite3_column_int64(st, 2);
+	}
+	sqlite3_finalize(st);
+	if (r < 0)
+		return r;
+	snprintf(e->name, sizeof(e->name), "%s", name ? name : "");
+	if (r == 0) {
+		r = PLAN_DONE;
+		goto out;
+	}
+	switch (e->op) {
+	case OP_FOLDER_CREATE: {
+		cJSON *body;
+
+		if (id || !name) {
+			r = PLAN_DONE;
+			break;
+		}
+		r = folder_base(db, parent, e->base, sizeof(e->base));
+		if (r == -EAGAIN) {
+			r = PLAN_WAIT;
+			break;
+		}
+		if (r)
+			break;
+		if (!(body = cJSON_CreateObject()) ||
+		    !cJSON_AddStringToObject(body, "displayName", name)) {
+			cJSON_Delete(body);
+			r = -ENOMEM;
+			break;
+		}
+		if (parent == CACHE_ROOT_INO)
+			set_json(e, "POST", body, "/contactFolders");
+		else
+			set_json(e, "POST", body, "%s/childFolders", e->base);
+		r = PLAN_JSON;
+		break;
+	}
+	case OP_FOLDER_RENAME: {
+		cJSON *body;
+
+		if (!name) {
+			r = PLAN_DONE;
+			break;
+		}
+		if (!id) {
+			r = PLAN_WAIT;
+			break;
+		}
+		if (!(body = cJSON_CreateObject()) ||
+		    !cJSON_AddStringToObject(body, "displayName", name)) {
+			cJSON_Delete(body);
+			r = -ENOMEM;
+			break;
+		}
+		set_json(e, "PATCH", body, "/contactFolders/%s", id);
+		r = PLAN_JSON;
+		break;
+	}
+	case OP_FOLDER_DELETE:
+		if (!id) {
+			r = db_run(db, "DELETE FROM folders WHERE ino = ?", "i", e->folder);
+			r = r ? r : PLAN_DONE;
+			break;
+		}
+		set_json(e, "DELETE", NULL, "/contactFolders/%s", id);
+		r = PLAN_JSON;
+		break;
+	default:
+		r = PLAN_DONE;
+	}
+out:
+	free(id);
+	free(name);
+	return r;
+}
+
+static int plan_request(struct entry *e)
+{
+	cJSON *o = e->arg ? cJSON_Parse(e->arg) : NULL;
+	const char *m = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "method"));
+	const char *p = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "path"));
+	const char *b = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "body"));
+	int r = PLAN_DONE;
+
+	if (m && p && strlen(m) < sizeof(e->method)) {
+		set_json(e, m, b ? cJSON_Parse(b) : NULL, "%s", p);
+		snprintf(e->name, sizeof(e->name), "%s %s", m, p);
+		r = PLAN_JSON;
+	}
+	cJSON_Delete(o);
+	return r;
+}
+
+static int plan_entry(struct cache *c, sqlite3 *db, struct entry *e)
+{
+	switch (e->op) {
+	case OP_FOLDER_CREATE:
+	case OP_FOLDER_RENAME:
+	case OP_FOLDER_DELETE:
+		return plan_folder(db, e);
+	case OP_REQUEST:
+		return plan_request(e);
+	default:
+		return plan_contact(c, db, e);
+	}
+}
+
+/* ---- picking ---------------------------------------------------------------------------- */
+
+/* Finish entry e: delete it, and for a delete of a contact, the contact. */
+static int entry_done(sqlite3 *db, const struct entry *e)
+{
+	int r = db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", e->seq);
+
+	if (!r && e->op == OP_DELETE)
+		r = db_run(db, "DELETE FROM contacts WHERE cid = ? AND gone", "i", e->cid);
+	if (!r && e->op == OP_FOLDER_DELETE)
+		r = db_run(db, "DELETE FROM folders WHERE ino = ?", "i", e->folder);
+	return r;
+}
+
+/* Pick up to PICK_MAX entries and plan them; those with something to send
+ * are marked in flight. *n: how many in v. */
+static int pick(struct cache *c, struct entry *v, size_t *n, int64_t now)
+{
+	sqlite3 *db = c->sdb;
+	sqlite3_stmt *st = NULL;
+	size_t k = 0;
+	int r;
+
+	*n = 0;
+	if ((r = db_begin(db)))
+		return r;
+	r = db_prepare(
+		db, &st,
+		"SELECT seq, op, coalesce(cid, 0), coalesce(folder, 0), arg, stage, sent, "
+		"attempts, parked FROM outbox o WHERE inflight = 0 AND not_before <= ? AND NOT "
+		"EXISTS (SELECT 1 FROM outbox p WHERE p.key = o.key AND p.seq < o.seq) ORDER BY "
+		"seq LIMIT 200",
+		"i", now);
+	while (!r && k < PICK_MAX && (r = db_step(st)) == 1) {
+		struct entry *e = &v[k];
+		int plan;
+
+		memset(e, 0, sizeof(*e));
+		buf_init(&e->photo, 0);
+		e->seq = sqlite3_column_int64(st, 0);
+		e->op = sqlite3_column_int(st, 1);
+		e->cid = sqlite3_column_int64(st, 2);
+		e->folder = sqlite3_column_int64(st, 3);
+		e->arg = db_strdup(st, 4);
+		e->stage = sqlite3_column_int(st, 5);
+		e->sent = sqlite3_column_int(st, 6);
+		e->attempts = sqlite3_column_int(st, 7);
+		e->parked = sqlite3_column_int(st, 8);
+		plan = plan_entry(c, db, e);
+		if (plan < 0) {
+			log_err("cache: outbox entry %lld: %s", (long long)e->seq, strerror(-plan));
+			entry_release(e);
+			r = plan == -ENOMEM ? plan : 0;
+			continue;
+		}
+		e->plan = (enum plan)plan;
+		if (e->plan == PLAN_WAIT) {
+			entry_release(e);
+			continue;
+		}
+		if (e->plan == PLAN_DONE) {
+			r = entry_done(db, e);
+			entry_release(e);
+			continue;
+		}
+		/* Durable before the request leaves: a create may reach the
+		 * server even if we never hear back. */
+		r = db_run(db, "UPDATE outbox SET inflight = 1, sent = sent OR ? WHERE seq = ?",
+			   "ii",
+			   (int64_t)(e->plan == PLAN_JSON && !strcmp(e->method, "POST") &&
+				     (e->op == OP_CREATE || e->op == OP_MOVE)),
+			   e->seq);
+		k++;
+	}
+	if (r == 1)
+		r = 0;
+	sqlite3_finalize(st);
+	if (!r)
+		r = db_commit(db);
+	else
+		db_rollback(db);
+	if (r) {
+		for (size_t i = 0; i < k; i++)
+			entry_release(&v[i]);
+		return r;
+	}
+	*n = k;
+	return 0;
+}
+
+/* ---- sending ------------------------------------------------------------------------------ */
+
+static void send_one(struct cache *c, struct entry *e)
+{
+	struct graph_response resp;
+	struct graph_header h = {"If-Match", e->if_match};
+	char *text = NULL;
+	int r;
+
+	graph_response_init(&resp);
+	if (e->plan == PLAN_PHOTO) {
+		r = graph_request(c->g, "PUT", e->url, NULL, 0, e->photo.data, e->photo.len,
+				  e->photo_type, &resp);
+	} else {
+		text = e->body ? cJSON_PrintUnformatted(e->body) : NULL;
+		r = graph_request(c->g, e->method, e->url, &h, e->if_match[0] ? 1 : 0, text,
+				  text ? strlen(text) : 0, text ? "application/json" : NULL, &resp);
+	}
+	e->err = r;
+	if (!r) {
+		e->status = (int)resp.status;
+		snprintf(e->code, sizeof(e->code), "%s", resp.code);
+		if (resp.body.len)
+			e->response = cJSON_Parse(resp.body.data);
+	}
+	free(text);
+	graph_response_release(&resp);
+}
+
+static void send_batch(struct cache *c, struct entry **v, size_t n)
+{
+	struct graph_batch_item items[PICK_MAX];
+	int r;
+
+	if (n == 1) {
+		send_one(c, v[0]);
+		return;
+	}
+	memset(items, 0, sizeof(items));
+	for (size_t i = 0; i < n; i++) {
+		items[i].method = v[i]->method;
+		items[i].url = v[i]->url;
+		items[i].body = v[i]->body;
+		items[i].if_match = v[i]->if_match[0] ? v[i]->if_match : NULL;
+	}
+	r = graph_batch(c->g, items, n);
+	for (size_t i = 0; i < n; i++) {
+		v[i]->err = r;
+		if (r)
+			continue;
+		v[i]->status = items[i].status;
+		snprintf(v[i]->code, sizeof(v[i]->code), "%s", items[i].code);
+		v[i]->response = items[i].response;
+		items[i].response = NULL;
+	}
+	if (!r)
+		graph_batch_release(items, n);
+}
+
+/* Creates that may have reached the server: find them by client key in
+ * their folder. Found: the answer is made to look like the create's. */
+struct found {
+	const char *key;
+	char *id;
+};
+
+static int match_key(const cJSON *item, void *ctx)
+{
+	struct found *f = ctx;
+	const cJSON *x;
+
+	cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(item, "extensions"))
+	{
+		const char *key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(x, "key"));
+
+		if (key && !strcmp(key, f->key) && !f->id) {
+			f->id = strdup(
+				cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id"))
+					?: "");
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void lookup(struct cache *c, struct entry *e)
+{
+	struct found f = {e->key, NULL};
+	char path[1024], one[1200];
+	int r;
+
+	snprintf(path, sizeof(path), "%s%s", e->base, LOOKUP_SELECT);
+	r = graph_list(c->g, path, NULL, 0, match_key, &f);
+	if (r == 1)
+		r = 0;
+	e->err = r;
+	if (r) {
+		free(f.id);
+		return;
+	}
+	if (!f.id || !*f.id) {
+		e->status = 404; /* not there: send it again */
+		free(f.id);
+		return;
+	}
+	snprintf(one, sizeof(one), "%s/contacts/%s?$expand=Extensions($filter=id%%20eq%%20'%s')",
+		 e->base, f.id, EXT_ID);
+	free(f.id);
+	r = graph_get_json(c->g, one, NULL, 0, &e->response);
+	e->err = r == -ENOENT ? 0 : r;
+	e->status = r == 0 ? 201 : r == -ENOENT ? 404 : 0;
+	log_info("cache: %s: the create whose answer was lost is %s on the server",
+		 e->name[0] ? e->name : e->key, r == 0 ? "already" : "not");
+}
+
+/* ---- applying the answers ------------------------------------------------------------------- */
+
+/* The server's version after a create or update: the answer with our
+ * extension as we sent it (answers do not carry extensions). */
+static char *server_json(const cJSON *answer, const cJSON *ext_src)
+{
+	cJSON *j = cJSON_Duplicate(answer, 1), *exts;
+	char *text;
+
+	if (!j)
+		return NULL;
+	if (!cJSON_GetObjectItemCaseSensitive(j, "extensions") && ext_src &&
+	    (exts = cJSON_Duplicate(ext_src, 1)) && !cJSON_AddItemToObject(j, "extensions", exts))
+		cJSON_Delete(exts);
+	text = cJSON_PrintUnformatted(j);
+	cJSON_Delete(j);
+	return text;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+	return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
+}
+
+/* Merge the extension body sent into the stored version's extension. */
+static int merge_ext(sqlite3 *db, int64_t cid, const cJSON *sent)
+{
+	sqlite3_stmt *st;
+	cJSON *json = NULL, *exts, *x, *mine = NULL, *it;
+	char *text = NULL;
+	int r;
+
+	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", cid)))
+		return r;
+	if (db_step(st) == 1)
+		json = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	if (!json)
+		return 0;
+	exts = cJSON_GetObjectItemCaseSensitive(json, "extensions");
+	if (!exts)
+		exts = cJSON_AddArrayToObject(json, "extensions");
+	cJSON_ArrayForEach(x, exts)
+	{
+		const char *n = jstr(x, "extensionName"), *id = jstr(x, "id");
+
+		if ((n && !strcasecmp(n, VCARD_EXTENSION_NAME)) ||
+		    (id && strstr(id, VCARD_EXTENSION_NAME)))
+			mine = x;
+	}
+	if (!mine && exts && (mine = cJSON_CreateObject()))
+		cJSON_AddItemToArray(exts, mine);
+	if (mine) {
+		cJSON_ArrayForEach(it, sent)
+		{
+			cJSON_DeleteItemFromObjectCaseSensitive(mine, it->string);
+			cJSON_AddItemToObject(mine, it->string, cJSON_Duplicate(it, 1));
+		}
+	}
+	text = cJSON_PrintUnformatted(json);
+	r = text ? db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", text, cid)
+		 : -ENOMEM;
+	free(text);
+	cJSON_Delete(json);
+	return r;
+}
+
+/* The next stage of e: it stays, ready at once. */
+static int entry_next(sqlite3 *db, struct entry *e, int stage)
+{
+	return db_run(
+		db,
+		"UPDATE outbox SET stage = ?, inflight = 0, sent = 0, attempts = 0, parked = 0, "
+		"not_before = 0, error = NULL, result = 0 WHERE seq = ?",
+		"ii", (int64_t)stage, e->seq);
+}
+
+static int on_success(sqlite3 *db, struct entry *e)
+{
+	const cJSON *resp = e->response;
+	char *json = NULL;
+	int r = 0;
+
+	switch (e->op) {
+	case OP_CREATE:
+	case OP_MOVE:
+		if (e->stage == 0) {
+			const char *id = jstr(resp, "id");
+			const cJSON *exts = cJSON_GetObjectItemCaseSensitive(e->body, "extensions");
+
+			if (!id)
+				return -EPROTO;
+			json = server_json(resp, exts);
+			if (!json)
+				return -ENOMEM;
+			/* The old id waits for the move's delete. */
+			if (e->op == OP_MOVE && (r = db_run(db,
+							    "UPDATE outbox SET arg = (SELECT id "
+							    "FROM contacts WHERE cid = ?) "
+							    "WHERE seq = ?",
+							    "ii", e->cid, e->seq)))
+				break;
+			r = db_run(db,
+				   "UPDATE contacts SET id = ?, change_key = ?, json = ?, "
+				   "photo_state = 1 "
+				   "WHERE cid = ?",
+				   "ttti", id, jstr(resp, "changeKey"), json, e->cid);
+			if (!r)
+				r = entry_next(db, e, 1);
+			break;
+		}
+		if (e->stage == 1) {
+			if (e->plan == PLAN_PHOTO &&
+			    (r = db_run(db,
+					"UPDATE contacts SET photo = ?, photo_type = ?, "
+					"photo_state = 1 "
+					"WHERE cid = ?",
+					"bti", e->photo.data, e->photo.len, e->photo_type, e->cid)))
+				break;
+			r = e->op == OP_MOVE ? entry_next(db, e, 2) : entry_done(db, e);
+			break;
+		}
+		r = entry_done(db, e);
+		break;
+	case OP_UPDATE:
+		if (e->stage == 0) {
+			sqlite3_stmt *st;
+			cJSON *old = NULL;
+
+			if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i",
+					    e->cid)))
+				break;
+			if (db_step(st) == 1)
+				old = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+			sqlite3_finalize(st);
+			json = server_json(resp,
+					   cJSON_GetObjectItemCaseSensitive(old, "extensions"));
+			cJSON_Delete(old);
+			if (!json)
+				return -ENOMEM;
+			r = db_run(db, "UPDATE contacts SET change_key = ?, json = ? WHERE cid = ?",
+				   "tti", jstr(resp, "changeKey"), json, e->cid);
+			if (!r)
+				r = entry_next(db, e, 1);
+			break;
+		}
+		r = merge_ext(db, e->cid, e->body);
+		if (!r)
+			r = entry_done(db, e);
+		break;
+	case OP_PHOTO:
+		r = db_run(db,
+			   "UPDATE contacts SET photo = ?, photo_type = ?, photo_state = 1 WHERE "
+			   "cid = ?",
+			   "bti", e->photo.data, e->photo.len, e->photo_type, e->cid);
+		if (!r)
+			r = entry_done(db, e);
+		break;
+	case OP_FOLDER_CREATE:
+		if (!jstr(resp, "id"))
+			return -EPROTO;
+		r = db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti", jstr(resp, "id"),
+			   e->folder);
+		if (!r)
+			r = entry_done(db, e);
+		break;
+	default:
+		r = entry_done(db, e);
+	}
+	free(json);
+	return r;
+}
+
+static int backoff_ms(int attempts)
+{
+	int base = 1000 << (attempts < 6 ? attempts : 6);
+
+	return base / 2 + rand() % (base / 2 + 1); /* jitter: half to full */
+}
+
+/* A failed attempt: retried after a backoff, parked after park_after. */
+static int on_failure(struct cache *c, sqlite3 *db, struct entry *e, int permanent, int err,
+		      const char *why)
+{
+	int park = permanent || e->attempts + 1 >= (c->cfg.park_after ? c->cfg.park_after : 5);
+	int64_t retry = park ? (int64_t)(c->cfg.park_retry_s ? c->cfg.park_retry_s : 600) * 1000
+			     : backoff_ms(e->attempts);
+	int r = db_run(db,
+		       "UPDATE outbox SET inflight = 0, attempts = attempts + 1, parked = ?, "
+		       "not_before = ?, result = ?, error = ? WHERE seq = ?",
+		       "iiiti", (int64_t)park, cache_now_ms() + retry, (int64_t)err, why, e->seq);
+
+	if (!r && park && (!e->parked || permanent))
+		cache_error(db, e->name[0] ? e->name : "outbox", "%s; %s", why,
+			    permanent ? "kept here and not sent: fix the file (or remove it) and "
+					"save again"
+				      : "parked after repeated failures; tried again later");
+	else
+		log_warn("cache: %s: %s; trying again in %lld ms", e->name[0] ? e->name : "outbox",
+			 why, (long long)retry);
+	return r;
+}
+
+/* The contact went from the server while we had changes for it: our
+ * version is created again, nothing of ours is lost. */
+static int recreate(sqlite3 *db, struct entry *e)
+{
+	char key[33];
+	int r;
+
+	cache_new_key(key);
+	log_info(
+		"cache: %s was deleted on the server; creating it again with the changes made here",
+		e->name);
+	r = db_run(db,
+		   "UPDATE contacts SET id = NULL, json = NULL, change_key = NULL, ckey = ? WHERE "
+		   "cid = ?",
+		   "ti", key, e->cid);
+	if (!r)
+		r = db_run(
+			db,
+			"UPDATE outbox SET op = ?, stage = 0, sent = 0, inflight = 0, attempts = 0 "
+			"WHERE seq = ?",
+			"ii", (int64_t)OP_CREATE, e->seq);
+	return r;
+}
+
+enum after { AFTER_NOTHING, AFTER_CONFLICT, AFTER_FOLDER_EXISTS };
+
+/* Apply one answer. *after: work that needs the network first. */
+static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, enum after *after)
+{
+	char why[1600];
+	const char *msg;
+	int st = e->status;
+
+	*after = AFTER_NOTHING;
+	if (e->err) {
+		if (cache_offline_errno(e->err)) {
+			*offline = 1;
+			return db_run(db, "UPDATE outbox SET inflight = 0 WHERE seq = ?", "i",
+				      e->seq);
+		}
+		snprintf(why, sizeof(why), "no answer from the server: %s", strerror(-e->err));
+		return on_failure(c, db, e, 0, e->err, why);
+	}
+	if (st >= 200 && st < 300) {
+		int r = on_success(db, e);
+
+		if (r == -EPROTO) {
+			snprintf(why, sizeof(why), "the server's answer to %s %s has no id",
+				 e->method, e->url);
+			return on_failure(c, db, e, 0, r, why);
+		}
+		return r;
+	}
+	if (e->plan == PLAN_LOOKUP && st == 404) /* not there: send it again */
+		return db_run(db, "UPDATE outbox SET inflight = 0, sent = 0 WHERE seq = ?", "i",
+			      e->seq);
+	if (st == 404) {
+		switch (e->op) {
+		case OP_UPDATE:
+			return e->stage == 0 ? recreate(db, e) : entry_next(db, e, 2);
+		case OP_PHOTO:
+		case OP_DELETE:
+		case OP_FOLDER_RENAME:
+		case OP_FOLDER_DELETE:
+		case OP_REQUEST:
+			return entry_done(db, e);
+		case OP_MOVE:
+			if (e->stage == 2)
+				return entry_done(db, e);
+			break;
+		default:
+			break;
+		}
+	}
+	if ((st == 412 || st == 409) && e->op == OP_UPDATE && e->stage == 0) {
+		*after = AFTER_CONFLICT;
+		return 0;
+	}
+	if (st == 409 && e->op == OP_FOLDER_CREATE) {
+		*after = AFTER_FOLDER_EXISTS;
+		return 0;
+	}
+	msg = jstr(cJSON_GetObjectItemCaseSensitive(e->response, "error"), "message");
+	snprintf(why, sizeof(why), "%s %s: HTTP %d %s%s%s", e->method,
+		 e->op == OP_REQUEST ? e->url : "", st, e->code, msg ? ": " : "", msg ? msg : "");
+	if (st == 0 || st == 429 || st >= 500)
+		return on_failure(c, db, e, 0, st ? graph_errno(st, e->code) : -EIO, why);
+	return on_failure(c, db, e, 1, graph_errno(st, e->code), why);
+}
+
+/* ---- conflicts (DESIGN point 6) ------------------------------------------------------------ */
+
+static const char *const NOT_FIELDS[] = {
+	"@odata.etag",	   "@odata.context", "id",	   "changeKey", "lastModifiedDateTime",
+	"createdDateTime", "parentFolderId", "extensions", NULL};
+
+static int is_field(const char *k)
+{
+	for (size_t i = 0; NOT_FIELDS[i]; i++)
+		if (!strcmp(k, NOT_FIELDS[i]))
+			return 0;
+	return k[0] != '@';
+}
+
+/* Our extension object in a contact's JSON, or NULL. */
+static const cJSON *our_ext(const cJSON *json)
+{
+	const cJSON *x;
+
+	cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(json, "extensions"))
+	{
+		const char *n = jstr(x, "extensionName"), *id = jstr(x, "id");
+
+		if ((n && !strcasecmp(n, VCARD_EXTENSION_NAME)) ||
+		    (id && strstr(id, VCARD_EXTENSION_NAME)))
+			return x;
+	}
+	return NULL;
+}
+
+static int same_value(const cJSON *a, const cJSON *b)
+{
+	if (!a || cJSON_IsNull(a))
+		return !b || cJSON_IsNull(b) || (cJSON_IsArray(b) && !cJSON_GetArraySize(b)) ||
+		       (cJSON_IsString(b) && !*b->valuestring);
+	if (!b || cJSON_IsNull(b))
+		return same_value(b, a);
+	return cJSON_Compare(a, b, 1);
+}
+
+/* Whether the extension texts (uid, extra, orig) of two versions differ. */
+static int ext_differs(const cJSON *a, const cJSON *b)
+{
+	static const char *const keys[] = {"uid", "extra", "orig"};
+
+	for (size_t i = 0; i < 3; i++) {
+		const char *x = a ? jstr(a, keys[i]) : NULL, *y = b ? jstr(b, keys[i]) : NULL;
+
+		if (strcmp(x ? x : "", y ? y : ""))
+			return 1;
+	}
+	return 0;
+}
+
+/* Store contact json as the base and write the file from merged (or from
+ * json when merged is NULL). */
+static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *theirs,
+		       const cJSON *merged, struct events *ev)
+{
+	char *text = cJSON_PrintUnformatted(theirs),
+	     *mtext = merged ? cJSON_PrintUnformatted(merged) : NULL;
+	int r = text ? 0 : -ENOMEM;
+
+	if (!r && merged && !mtext)
+		r = -ENOMEM;
+	/* Render from what the file should say, then put the base back. */
+	if (!r)
+		r = db_run(db, "UPDATE contacts SET json = ?, render = 1 WHERE cid = ?", "ti",
+			   mtext ? mtext : text, cid);
+	if (!r)
+		r = db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
+	if (!r)
+		r = tree_render(c, db, cid, ev);
+	if (!r)
+		r = db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?", "tti",
+			   text, jstr(theirs, "changeKey"), cid);
+	free(text);
+	free(mtext);
+	return r;
+}
+
+/* Keep our bytes beside the file as <name>.conflict-<UTC time>. */
+static int keep_ours(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept, size_t size,
+		     struct events *ev)
+{
+	char name[256], stamp[32], want[300];
+	int64_t folder = 0, ino;
+	time_t now = time(NULL);
+	struct tm tm;
+	int r;
+
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	if ((r = db_int(db, &folder, "SELECT folder FROM contacts WHERE cid = ?", "i", cid)) < 0)
+		return r;
+	{
+		sqlite3_stmt *st;
+
+		if ((r = db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i", cid)))
+			return r;
+		snprintf(want, sizeof(want), "contact.vcf.conflict-%s", stamp);
+		if (db_step(st) == 1) {
+			const char *n = (const char *)sqlite3_column_text(st, 0);
+			size_t room = 255 - strlen(".conflict-") - strlen(stamp);
+
+			snprintf(want, sizeof(want), "%.*s.conflict-%s", (int)room, n, stamp);
+		}
+		sqlite3_finalize(st);
+	}
+	if ((r = tree_unique_name(db, (uint64_t)folder, want, name)))
+		return r;
+	if ((r = db_run(
+		     db,
+		     "INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, written, chosen) "
+		     "VALUES(?, ?, ?, ?, ?, ?, 1, 1)",
+		     "itiiib", folder, name, (int64_t)CACHE_FILE, cache_now_ns(),
+		     (int64_t)ours->len, ours->data ? ours->data : "", ours->len)))
+		return r;
+	ino = sqlite3_last_insert_rowid(db);
+	events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)folder, name, 0, NULL);
+	snprintf(kept, size, "%s", name);
+	return 0;
+}
+
+/*
+ * The update of e met a newer server version. Fetch it; if the fields we
+ * changed and the fields they changed do not overlap, the file becomes the
+ * merge and the entry is sent again against their version; otherwise
+ * theirs wins the file and ours is kept beside it.
+ */
+static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
+{
+	sqlite3 *db = c->sdb;
+	cJSON *theirs = NULL, *base = NULL, *patch = NULL, *ext = NULL, *merged = NULL, *it;
+	struct contact_row k = {0};
+	struct vcard *card = NULL;
+	struct vcard_error ve;
+	struct buf ours;
+	char path[1200], kept[256];
+	int r, overlap = 0;
+
+	buf_init(&ours, (size_t)64 << 20);
+	memset(&k, 0, sizeof(k));
+	snprintf(path, sizeof(path), "%s?$expand=Extensions($filter=id%%20eq%%20'%s')", e->url,
+		 EXT_ID);
+	r = graph_get_json(c->g, path, NULL, 0, &theirs);
+	if (r == -ENOENT) {
+		if (!(r = db_begin(db))) {
+			r = recreate(db, e);
+			r = r ? (db_rollback(db), r) : db_commit(db);
+		}
+		goto out;
+	}
+	if (r) {
+		if (!db_begin(db)) {
+			int k2 =
+				cache_offline_errno(r)
+					? db_run(db, "UPDATE outbox SET inflight = 0 WHERE seq = ?",
+						 "i", e->seq)
+					: on_failure(
+						  c, db, e, 0, r,
+						  "fetching the server's version after a conflict");
+
+			if (k2 || db_commit(db))
+				db_rollback(db);
+		}
+		goto out;
+	}
+	if ((r = db_begin(db)))
+		goto out;
+	if ((r = contact_row_get(db, e->cid, &k)) ||
+	    (r = file_card(db, e->cid, &card, e->name, sizeof(e->name)))) {
+		/* Nothing of ours left to merge. */
+		r = entry_done(db, e);
+		goto commit;
+	}
+	base = k.json ? cJSON_Parse(k.json) : NULL;
+	if (!base || (r = vcard_graph_diff(base, card, &patch, &ext, &ve))) {
+		r = r ? r : -EIO;
+		goto commit;
+	}
+	cJSON_ArrayForEach(it, patch)
+	{
+		const cJSON *b = cJSON_GetObjectItemCaseSensitive(base, it->string);
+		const cJSON *t = cJSON_GetObjectItemCaseSensitive(theirs, it->string);
+
+		if (!is_field(it->string) || same_value(it, b))
+			continue; /* not ours to claim */
+		if (!same_value(b, t) && !same_value(it, t))
+			overlap = 1;
+	}
+	if (ext && ext_differs(our_ext(base), our_ext(theirs)) && ext_differs(ext, our_ext(theirs)))
+		overlap = 1;
+	if (!overlap) {
+		/* Theirs plus our fields: the file shows the merge, and the
+		 * entry sends our fields against their version. */
+		merged = cJSON_Duplicate(theirs, 1);
+		cJSON_ArrayForEach(it, patch)
+		{
+			if (!is_field(it->string) ||
+			    same_value(it, cJSON_GetObjectItemCaseSensitive(base, it->string)))
+				continue;
+			cJSON_DeleteItemFromObjectCaseSensitive(merged, it->string);
+			cJSON_AddItemToObject(merged, it->string, cJSON_Duplicate(it, 1));
+		}
+		if (ext) {
+			cJSON *exts = cJSON_GetObjectItemCaseSensitive(merged, "extensions");
+			cJSON *mine = (cJSON *)our_ext(merged);
+
+			if (!exts)
+				exts = cJSON_AddArrayToObject(merged, "extensions");
+			if (mine) {
+				cJSON_ArrayForEach(it, ext)
+				{
+					cJSON_DeleteItemFromObjectCaseSensitive(mine, it->string);
+					cJSON_AddItemToObject(mine, it->string,
+							      cJSON_Duplicate(it, 1));
+				}
+			} else if (exts) {
+				cJSON_AddItemToArray(exts, cJSON_Duplicate(ext, 1));
+			}
+		}
+		r = take_server(c, db, e->cid, theirs, merged, ev);
+		if (!r)
+			r = db_run(db, "UPDATE outbox SET inflight = 0, attempts = 0 WHERE seq = ?",
+				   "i", e->seq);
+		log_info("cache: %s changed on the server and here in different fields: merged",
+			 e->name);
+		goto commit;
+	}
+	/* Both changed the same field: the server's version wins the file;
+	 * ours is kept beside it. */
+	{
+		sqlite3_stmt *st;
+
+		if (!(r = db_prepare(db, &st, "SELECT data FROM nodes WHERE cid = ?", "i",
+				     e->cid))) {
+			if (db_step(st) == 1)
+				r = buf_add(&ours, sqlite3_column_blob(st, 0),
+					    (size_t)sqlite3_column_bytes(st, 0));
+			sqlite3_finalize(st);
+		}
+	}
+	if (!r)
+		r = keep_ours(db, e->cid, &ours, kept, sizeof(kept), ev);
+	if (!r)
+		r = take_server(c, db, e->cid, theirs, NULL, ev);
+	if (!r) {
+		cache_error(
+			db, e->name,
+			"conflict: changed on the server and here in the same fields; the file now "
+			"holds the server's version, ours is kept as %s",
+			kept);
+		r = entry_done(db, e);
+		if (!r)
+			r = db_run(db,
+				   "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0",
+				   "ii", e->cid, (int64_t)OP_PHOTO);
+	}
+commit:
+	if (r)
+		db_rollback(db);
+	else
+		r = db_commit(db);
+out:
+	cJSON_Delete(theirs);
+	cJSON_Delete(base);
+	cJSON_Delete(patch);
+	cJSON_Delete(ext);
+	cJSON_Delete(merged);
+	vcard_free(card);
+	contact_row_release(&k);
+	buf_release(&ours);
+	return r;
+}
+
+/* A folder create met a folder of that name (our own create, whose answer
+ * was lost, or one made elsewhere): take it as ours. */
+struct named {
+	const char *name;
+	char *id;
+};
+
+static int match_name(const cJSON *item, void *ctx)
+{
+	struct named *n = ctx;
+	const char *name = jstr(item, "displayName"), *id = jstr(item, "id");
+
+	if (name && id && !strcasecmp(name, n->name) && !n->id)
+		n->id = strdup(id);
+	return 0;
+}
+
+static int adopt_folder(struct cache *c, struct entry *e)
+{
+	struct named n = {e->name, NULL};
+	char path[1200];
+	int r;
+
+	if (!strcmp(e->url, "/contactFolders"))
+		snprintf(path, sizeof(path), "/contactFolders");
+	else
+		snprintf(path, sizeof(path), "%s", e->url); /* .../childFolders */
+	r = graph_list(c->g, path, NULL, 0, match_name, &n);
+	if (!r && (r = db_begin(c->sdb)) == 0) {
+		if (n.id)
+			r = db_run(c->sdb, "UPDATE folders SET id = ? WHERE ino = ?", "ti", n.id,
+				   e->folder);
+		if (!r)
+			r = n.id ? entry_done(c->sdb, e)
+				 : on_failure(c, c->sdb, e, 0, -EEXIST,
+					      "the folder exists but was not found");
+		r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
+	}
+	free(n.id);
+	return r;
+}
+
+/* ---- the pass ------------------------------------------------------------------------------- */
+
+static int64_t next_due(sqlite3 *db)
+{
+	int64_t t = 0;
+
+	if (db_int(db, &t,
+		   "SELECT min(not_before) FROM outbox WHERE inflight = 0 AND not_before > ?", "i",
+		   cache_now_ms()) != 1)
+		return 0;
+	return t;
+}
+
+int outbox_pass(struct cache *c, int64_t *next_ms)
+{
+	struct entry v[PICK_MAX];
+	int offline = 0, r = 0;
+
+	*next_ms = 0;
+	for (int round = 0; round < 1000 && !offline; round++) {
+		struct entry *json[PICK_MAX];
+		enum after after[PICK_MAX];
+		struct events ev = {0};
+		size_t n = 0, nj = 0;
+
+		if ((r = pick(c, v, &n, cache_now_ms())))
+			break;
+		if (n == 0)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			if (v[i].plan == PLAN_JSON)
+				json[nj++] = &v[i];
+			else if (v[i].plan == PLAN_PHOTO)
+				send_one(c, &v[i]);
+			else if (v[i].plan == PLAN_LOOKUP)
+				lookup(c, &v[i]);
+		}
+		if (nj)
+			send_batch(c, json, nj);
+		if (!(r = db_begin(c->sdb))) {
+			for (size_t i = 0; i < n && !r; i++)
+				r = apply(c, c->sdb, &v[i], &offline, &after[i]);
+			r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
+		}
+		for (size_t i = 0; i < n && !r; i++) {
+			if (after[i] == AFTER_CONFLICT)
+				r = resolve_conflict(c, &v[i], &ev);
+			else if (after[i] == AFTER_FOLDER_EXISTS)
+				r = adopt_folder(c, &v[i]);
+		}
+		events_flush(c, &ev, !r);
+		for (size_t i = 0; i < n; i++)
+			entry_release(&v[i]);
+		if (r) {
+			/* The entries stay in flight in the database: clear
+			 * them so they are tried again. */
+			if (db_run(c->sdb, "UPDATE outbox SET inflight = 0 WHERE inflight", NULL))
+				log_err("cache: could not reset the outbox after an error");
+			break;
+		}
+	}
+	*next_ms = next_due(c->sdb);
+	if (r)
+		log_err("cache: sending the outbox: %s", strerror(-r));
+	return offline ? -EHOSTDOWN : r;
+}

@@ -1,0 +1,879 @@
+/*
+ * Changes from the server into the replica (DESIGN point 11): folder delta,
+ * then contact delta per folder, extensions (Graph's delta does not carry
+ * them), rendering, and photos in the background.
+ *
+ * A delta round stores the server's JSON as it comes, a page at a time in
+ * one transaction, and marks the contact for rendering; the cursor is kept
+ * only when the round completes, so a crash replays the round (replays are
+ * harmless: an unchanged change key is skipped). A contact with local
+ * changes still queued is left alone: its update carries If-Match, and a
+ * conflict is resolved when the server answers 412.
+ */
+#include "cache_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define APPLY_CHUNK 200
+#define EXT_LIST                                                                       \
+	"/contacts?$select=id&$top=1000&$filter=Extensions/any(f:f/id%20eq%20'" EXT_ID \
+	"')&$expand=Extensions($filter=id%20eq%20'" EXT_ID "')"
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+	return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
+}
+
+/* ---- folders ------------------------------------------------------------------------------ */
+
+struct folder_round {
+	struct cache *c;
+	struct events *ev;
+	cJSON *items; /* the round's items, applied once complete (parents first) */
+};
+
+static int collect(const cJSON *item, void *ctx)
+{
+	struct folder_round *f = ctx;
+	cJSON *copy = cJSON_Duplicate(item, 1);
+
+	if (!copy || !cJSON_AddItemToArray(f->items, copy)) {
+		cJSON_Delete(copy);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int folder_ino(sqlite3 *db, const char *id, int64_t *ino)
+{
+	int r = db_int(db, ino, "SELECT ino FROM folders WHERE id = ?", "t", id);
+
+	return r < 0 ? r : r ? 0 : -ENOENT;
+}
+
+/* Remove a folder and all it holds from the replica (gone on the server). */
+static int drop_subtree(sqlite3 *db, int64_t ino, struct events *ev)
+{
+	sqlite3_stmt *st;
+	int64_t parent = 0;
+	char name[256] = "";
+	int r;
+
+	if ((r = db_prepare(db, &st, "SELECT parent, name FROM nodes WHERE ino = ?", "i", ino)))
+		return r;
+	if (db_step(st) == 1) {
+		parent = sqlite3_column_int64(st, 0);
+		snprintf(name, sizeof(name), "%s", sqlite3_column_text(st, 1));
+	}
+	sqlite3_finalize(st);
+	r = db_run(
+		db,
+		"WITH RECURSIVE sub(ino) AS (SELECT ? UNION ALL SELECT n.ino FROM nodes n JOIN sub "
+		"ON n.parent = sub.ino) "
+		"DELETE FROM contacts WHERE cid IN (SELECT cid FROM nodes WHERE ino IN sub) OR "
+		"folder IN sub",
+		"i", ino);
+	if (!r)
+		r = db_run(
+			db,
+			"WITH RECURSIVE sub(ino) AS (SELECT ? UNION ALL SELECT n.ino FROM nodes n "
+			"JOIN sub ON n.parent = sub.ino) DELETE FROM folders WHERE ino IN sub",
+			"i", ino);
+	if (!r)
+		r = db_run(
+			db,
+			"WITH RECURSIVE sub(ino) AS (SELECT ? UNION ALL SELECT n.ino FROM nodes n "
+			"JOIN sub ON n.parent = sub.ino) DELETE FROM nodes WHERE ino IN sub",
+			"i", ino);
+	if (!r)
+		events_add(ev, CACHE_REMOVED, (uint64_t)ino, (uint64_t)parent, name, 0, NULL);
+	return r;
+}
+
+/* Whether anything is queued for folder ino or a contact in it. */
+static int folder_busy(sqlite3 *db, int64_t ino)
+{
+	int64_t n = 0;
+	int r = db_int(db, &n,
+		       "SELECT count(*) FROM outbox WHERE folder = ? OR cid IN (SELECT cid FROM "
+		       "contacts WHERE folder = ?)",
+		       "ii", ino, ino);
+
+	return r < 0 ? r : n > 0;
+}
+
+static int apply_folder(struct cache *c, sqlite3 *db, const cJSON *item, struct events *ev)
+{
+	const char *id = jstr(item, "id"), *name = jstr(item, "displayName");
+	const char *parent_id = jstr(item, "parentFolderId");
+	int64_t ino = 0, parent = CACHE_ROOT_INO;
+	char safe[256], unique[256];
+	int r;
+
+	(void)c;
+	if (!id)
+		return 0;
+	r = folder_ino(db, id, &ino);
+	if (r && r != -ENOENT)
+		return r;
+	if (cJSON_GetObjectItemCaseSensitive(item, "@removed")) {
+		if (r == -ENOENT || (r = folder_busy(db, ino)) != 0)
+			return r < 0 ? r : 0;
+		return drop_subtree(db, ino, ev);
+	}
+	if (parent_id && folder_ino(db, parent_id, &parent))
+		parent = CACHE_ROOT_INO; /* the default folder, or one we do not know */
+	if (!cache_safe_name(name, "", safe, sizeof(safe)))
+		snprintf(safe, sizeof(safe), "Folder");
+	if (r == -ENOENT) {
+		if ((r = tree_unique_name(db, (uint64_t)parent, safe, unique)) ||
+		    (r = db_run(
+			     db,
+			     "INSERT INTO nodes(parent, name, kind, mtime_ns) VALUES(?, ?, ?, ?)",
+			     "itii", parent, unique, (int64_t)CACHE_FOLDER, cache_now_ns())))
+			return r;
+		ino = sqlite3_last_insert_rowid(db);
+		if ((r = db_run(db, "INSERT INTO folders(ino, id) VALUES(?, ?)", "it", ino, id)))
+			return r;
+		events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)parent, unique, 0, NULL);
+		return 0;
+	}
+	/* Renamed or moved on the server, unless a rename of ours waits. */
+	{
+		sqlite3_stmt *st;
+		int64_t old_parent = 0, busy = 0;
+		char old[256] = "";
+
+		if ((r = db_prepare(db, &st, "SELECT parent, name FROM nodes WHERE ino = ?", "i",
+				    ino)))
+			return r;
+		if (db_step(st) == 1) {
+			old_parent = sqlite3_column_int64(st, 0);
+			snprintf(old, sizeof(old), "%s", sqlite3_column_text(st, 1));
+		}
+		sqlite3_finalize(st);
+		if ((r = db_int(db, &busy,
+				"SELECT count(*) FROM outbox WHERE folder = ? AND op = ?", "ii",
+				ino, (int64_t)OP_FOLDER_RENAME)) < 0)
+			return r;
+		if (busy || (old_parent == parent && !strcmp(old, safe)))
+			return 0;
+		if (old_parent == parent && !strncmp(old, safe, strlen(safe)) &&
+		    !strncmp(old + strlen(safe), " (", 2))
+			return 0; /* numbered beside a namesake */
+		if ((r = tree_unique_name(db, (uint64_t)parent, safe, unique)) ||
+		    (r = db_run(db, "UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", "iti",
+				parent, unique, ino)))
+			return r;
+		events_add(ev, CACHE_RENAMED, (uint64_t)ino, (uint64_t)parent, unique,
+			   (uint64_t)old_parent, old);
+	}
+	return 0;
+}
+
+/* After reading every folder: those the server no longer has (and that
+ * have nothing of ours queued) go. */
+static int drop_unseen_folders(sqlite3 *db, const cJSON *seen, struct events *ev)
+{
+	sqlite3_stmt *st;
+	int64_t gone[64];
+	size_t n = 0;
+	int r = db_prepare(db, &st, "SELECT ino, id FROM folders WHERE id IS NOT NULL", NULL);
+
+	while (!r && n < 64 && (r = db_step(st)) == 1)
+		if (!cJSON_GetObjectItemCaseSensitive(seen,
+						      (const char *)sqlite3_column_text(st, 1)))
+			gone[n++] = sqlite3_column_int64(st, 0);
+	if (st)
+		sqlite3_finalize(st);
+	if (r < 0)
+		return r;
+	r = 0;
+	for (size_t i = 0; i < n && !r; i++) {
+		int busy = folder_busy(db, gone[i]);
+
+		r = busy < 0 ? busy : busy ? 0 : drop_subtree(db, gone[i], ev);
+	}
+	return r;
+}
+
+static int sync_folders(struct cache *c)
+{
+	sqlite3 *db = c->sdb;
+	char *link = db_meta_get(db, "folders_delta"), *next = NULL;
+	struct events ev = {0};
+	struct folder_round f = {c, &ev, cJSON_CreateArray()};
+	cJSON *seen = NULL;
+	int full = !link, r;
+
+	if (!f.items) {
+		free(link);
+		return -ENOMEM;
+	}
+	r = graph_delta(c->g, link ? link : "/contactFolders/delta", 0, collect, &f, &next);
+	if (r == -ESTALE) {
+		log_info("cache: the folder delta cursor expired; reading every folder again");
+		cJSON_Delete(f.items);
+		f.items = cJSON_CreateArray();
+		full = 1;
+		free(next);
+		next = NULL;
+		r = f.items ? graph_delta(c->g, "/contactFolders/delta", 0, collect, &f, &next)
+			    : -ENOMEM;
+	}
+	if (r)
+		goto out;
+	if (full && !(seen = cJSON_CreateObject())) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (int i = 0; full && i < cJSON_GetArraySize(f.items); i++) {
+		const cJSON *it = cJSON_GetArrayItem(f.items, i);
+		const char *id = jstr(it, "id");
+
+		if (id && !cJSON_GetObjectItemCaseSensitive(it, "@removed") &&
+		    !cJSON_GetObjectItemCaseSensitive(seen, id) &&
+		    !cJSON_AddTrueToObject(seen, id)) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	if ((r = db_begin(db)))
+		goto out;
+	/* Parents first: a pass places every folder whose parent is known;
+	 * repeat while that helps. */
+	for (int pass = 0; pass < 64 && cJSON_GetArraySize(f.items) > 0 && !r; pass++) {
+		int before = cJSON_GetArraySize(f.items);
+
+		for (int i = 0; i < cJSON_GetArraySize(f.items) && !r;) {
+			cJSON *it = cJSON_GetArrayItem(f.items, i);
+			const char *pid = jstr(it, "parentFolderId");
+			int64_t pino;
+			int known = !pid || cJSON_GetObjectItemCaseSensitive(it, "@removed") ||
+				    !folder_ino(db, pid, &pino);
+			int pending = 0;
+
+			/* Is the parent itself still waiting in this round? */
+			for (int j = 0; !known && j < cJSON_GetArraySize(f.items); j++) {
+				const char *jid = jstr(cJSON_GetArrayItem(f.items, j), "id");
+
+				if (j != i && jid && pid && !strcmp(jid, pid))
+					pending = 1;
+			}
+			if (!known && pending && pass < 63) {
+				i++;
+				continue;
+			}
+			r = apply_folder(c, db, it, &ev);
+			cJSON_DeleteItemFromArray(f.items, i);
+		}
+		if (cJSON_GetArraySize(f.items) == before)
+			break;
+	}
+	if (!r && full)
+		r = drop_unseen_folders(db, seen, &ev);
+	if (!r && next)
+		r = db_meta_set(db, "folders_delta", next);
+	r = r ? (db_rollback(db), r) : db_commit(db);
+out:
+	events_flush(c, &ev, !r);
+	cJSON_Delete(f.items);
+	cJSON_Delete(seen);
+	free(link);
+	free(next);
+	return r;
+}
+
+/* ---- contacts ------------------------------------------------------------------------------ */
+
+struct contact_round {
+	struct cache *c;
+	int64_t folder;
+	int full;	  /* no cursor: every contact comes; the rest are gone */
+	cJSON *pending;	  /* items not yet applied */
+	unsigned changed; /* contacts stored for rendering */
+	struct events *ev;
+	int err;
+	cJSON *changed_ids; /* incremental rounds: ids whose extension to fetch */
+};
+
+/* The stored extension of contact id (from a first sync's listing). */
+static cJSON *stored_ext(sqlite3 *db, const char *id)
+{
+	sqlite3_stmt *st;
+	cJSON *ext = NULL;
+
+	if (db_prepare(db, &st, "SELECT body FROM exts WHERE id = ?", "t", id))
+		return NULL;
+	if (db_step(st) == 1)
+		ext = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	return ext;
+}
+
+static int apply_contact(struct contact_round *cr, sqlite3 *db, cJSON *item)
+{
+	const char *id = jstr(item, "id"), *ck = jstr(item, "changeKey");
+	sqlite3_stmt *st;
+	int64_t cid = 0, folder = 0;
+	char *old_ck = NULL, *old_json = NULL;
+	cJSON *exts = NULL;
+	char *text = NULL;
+	int r, busy;
+
+	if (!id)
+		return 0;
+	if (cr->full && (r = db_run(db, "INSERT OR IGNORE INTO seen(id) VALUES(?)", "t", id)))
+		return r;
+	if ((r = db_prepare(db, &st,
+			    "SELECT cid, folder, change_key, json FROM contacts WHERE id = ?", "t",
+			    id)))
+		return r;
+	if ((r = db_step(st)) == 1) {
+		cid = sqlite3_column_int64(st, 0);
+		folder = sqlite3_column_int64(st, 1);
+		old_ck = db_strdup(st, 2);
+		old_json = db_strdup(st, 3);
+	}
+	sqlite3_finalize(st);
+	if (r < 0)
+		goto out;
+	r = 0;
+	busy = cid ? outbox_has(db, cid) : 0;
+	if (busy < 0) {
+		r = busy;
+		goto out;
+	}
+	if (cJSON_GetObjectItemCaseSensitive(item, "@removed")) {
+		struct node_gone {
+			int64_t ino, parent;
+			char name[256];
+		} g = {0};
+
+		/* Not ours, ours elsewhere (moved out of this folder), or
+		 * with changes of ours queued: left alone. */
+		if (!cid || folder != cr->folder || busy)
+			goto out;
+		if ((r = db_prepare(db, &st, "SELECT ino, parent, name FROM nodes WHERE cid = ?",
+				    "i", cid)))
+			goto out;
+		if (db_step(st) == 1) {
+			g.ino = sqlite3_column_int64(st, 0);
+			g.parent = sqlite3_column_int64(st, 1);
+			snprintf(g.name, sizeof(g.name), "%s", sqlite3_column_text(st, 2));
+		}
+		sqlite3_finalize(st);
+		if ((r = db_run(db, "DELETE FROM nodes WHERE cid = ?", "i", cid)) ||
+		    (r = db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cid)))
+			goto out;
+		if (g.ino)
+			events_add(cr->ev, CACHE_REMOVED, (uint64_t)g.ino, (uint64_t)g.parent,
+				   g.name, 0, NULL);
+		goto out;
+	}
+	if (busy)
+		goto out; /* our update's If-Match settles it */
+	if (cid && folder == cr->folder && old_ck && ck && !strcmp(old_ck, ck))
+		goto out; /* a replay, or our own change coming back */
+	/* Graph's delta has no extensions: keep the ones we know. */
+	if (cr->full && (exts = stored_ext(db, id)) != NULL) {
+		cJSON *arr = cJSON_CreateArray();
+
+		if (!arr || !cJSON_AddItemToArray(arr, exts)) {
+			cJSON_Delete(arr);
+			cJSON_Delete(exts);
+			r = -ENOMEM;
+			goto out;
+		}
+		cJSON_AddItemToObject(item, "extensions", arr);
+	} else if (old_json) {
+		cJSON *old = cJSON_Parse(old_json);
+		cJSON *oe = old ? cJSON_DetachItemFromObjectCaseSensitive(old, "extensions") : NULL;
+
+		if (oe)
+			cJSON_AddItemToObject(item, "extensions", oe);
+		cJSON_Delete(old);
+	}
+	text = cJSON_PrintUnformatted(item);
+	if (!text) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (cid)
+		r = db_run(db,
+			   "UPDATE contacts SET folder = ?, change_key = ?, json = ?, render = 1, "
+			   "photo_state = 0 WHERE cid = ?",
+			   "itti", cr->folder, ck, text, cid);
+	else
+		r = db_run(db,
+			   "INSERT INTO contacts(id, folder, change_key, json, render) VALUES(?, "
+			   "?, ?, "
+			   "?, 1)",
+			   "titt", id, cr->folder, ck, text);
+	cr->changed++;
+out:
+	free(old_ck);
+	free(old_json);
+	free(text);
+	return r;
+}
+
+/* Apply the buffered items of a round in one transaction, rendering each
+ * at once (so a file never shows an older version than its base). */
+static int flush_items(struct contact_round *cr)
+{
+	sqlite3 *db = cr->c->sdb;
+	int n = cJSON_GetArraySize(cr->pending), r;
+
+	if (!n)
+		return 0;
+	if ((r = db_begin(db)))
+		return r;
+	for (int i = 0; i < n && !r; i++) {
+		cJSON *it = cJSON_GetArrayItem(cr->pending, i);
+		unsigned before = cr->changed;
+
+		r = apply_contact(cr, db, it);
+		if (!r && cr->changed != before) {
+			int64_t cid = 0;
+
+			r = db_int(db, &cid, "SELECT cid FROM contacts WHERE id = ?", "t",
+				   jstr(it, "id"));
+			r = r < 0 ? r : r ? tree_render(cr->c, db, cid, cr->ev) : 0;
+			if (!r && cr->changed_ids && !cr->full)
+				cJSON_AddItemToArray(cr->changed_ids,
+						     cJSON_CreateString(jstr(it, "id")));
+		}
+	}
+	r = r ? (db_rollback(db), r) : db_commit(db);
+	cJSON_Delete(cr->pending);
+	cr->pending = cJSON_CreateArray();
+	if (!r) {
+		events_flush(cr->c, cr->ev, 1);
+		memset(cr->ev, 0, sizeof(*cr->ev));
+	}
+	return r ? r : cr->pending ? 0 : -ENOMEM;
+}
+
+static int on_contact(const cJSON *item, void *ctx)
+{
+	struct contact_round *cr = ctx;
+	cJSON *copy = cJSON_Duplicate(item, 1);
+
+	if (!copy || !cJSON_AddItemToArray(cr->pending, copy)) {
+		cJSON_Delete(copy);
+		return -ENOMEM;
+	}
+	return cJSON_GetArraySize(cr->pending) >= APPLY_CHUNK ? flush_items(cr) : 0;
+}
+
+/* ---- extensions -------------------------------------------------------------------------------- */
+
+struct ext_list {
+	sqlite3 *db;
+	cJSON *buf; /* [id, body] pairs not yet stored */
+};
+
+static int store_exts(struct ext_list *x)
+{
+	int r, n = cJSON_GetArraySize(x->buf);
+
+	if (!n)
+		return 0;
+	if ((r = db_begin(x->db)))
+		return r;
+	for (int i = 0; i + 1 < n && !r; i += 2) {
+		char *body = cJSON_PrintUnformatted(cJSON_GetArrayItem(x->buf, i + 1));
+
+		r = body ? db_run(x->db, "INSERT OR REPLACE INTO exts(id, body) VALUES(?, ?)", "tt",
+				  cJSON_GetStringValue(cJSON_GetArrayItem(x->buf, i)), body)
+			 : -ENOMEM;
+		free(body);
+	}
+	r = r ? (db_rollback(x->db), r) : db_commit(x->db);
+	cJSON_Delete(x->buf);
+	x->buf = cJSON_CreateArray();
+	return r ? r : x->buf ? 0 : -ENOMEM;
+}
+
+static const cJSON *find_ext(const cJSON *item)
+{
+	const cJSON *e;
+
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(item, "extensions"))
+	{
+		const char *n = jstr(e, "extensionName"), *id = jstr(e, "id");
+
+		if ((n && !strcmp(n, VCARD_EXTENSION_NAME)) ||
+		    (id && strstr(id, VCARD_EXTENSION_NAME)))
+			return e;
+	}
+	return NULL;
+}
+
+static int on_ext(const cJSON *item, void *ctx)
+{
+	struct ext_list *x = ctx;
+	const cJSON *e = find_ext(item);
+	const char *id = jstr(item, "id");
+
+	if (!e || !id)
+		return 0;
+	if (!cJSON_AddItemToArray(x->buf, cJSON_CreateString(id)) ||
+	    !cJSON_AddItemToArray(x->buf, cJSON_Duplicate(e, 1)))
+		return -ENOMEM;
+	return cJSON_GetArraySize(x->buf) >= 1000 ? store_exts(x) : 0;
+}
+
+/* Every extension of the folder into the exts table. */
+static int list_exts(struct cache *c, const char *base)
+{
+	struct ext_list x = {c->sdb, cJSON_CreateArray()};
+	char path[1024];
+	int r;
+
+	if (!x.buf)
+		return -ENOMEM;
+	snprintf(path, sizeof(path), "%s%s", base, EXT_LIST);
+	r = graph_list(c->g, path, NULL, 0, on_ext, &x);
+	if (!r)
+		r = store_exts(&x);
+	cJSON_Delete(x.buf);
+	return r;
+}
+
+/* Set contact id's extension to ext (or leave it) and render it again if
+ * that changed anything. In a transaction. */
+static int set_ext(struct cache *c, sqlite3 *db, const char *id, const cJSON *ext,
+		   struct events *ev)
+{
+	sqlite3_stmt *st;
+	cJSON *json = NULL, *arr;
+	int64_t cid = 0;
+	char *text = NULL;
+	int r, busy;
+
+	if ((r = db_prepare(db, &st, "SELECT cid, json FROM contacts WHERE id = ?", "t", id)))
+		return r;
+	if (db_step(st) == 1) {
+		cid = sqlite3_column_int64(st, 0);
+		json = cJSON_Parse((const char *)sqlite3_column_text(st, 1));
+	}
+	sqlite3_finalize(st);
+	if (!json)
+		return 0;
+	if (cJSON_Compare(find_ext(json), ext, 1) || (busy = outbox_has(db, cid)) != 0) {
+		cJSON_Delete(json);
+		return 0;
+	}
+	cJSON_DeleteItemFromObjectCaseSensitive(json, "extensions");
+	arr = cJSON_AddArrayToObject(json, "extensions");
+	if (arr && ext)
+		cJSON_AddItemToArray(arr, cJSON_Duplicate(ext, 1));
+	text = cJSON_PrintUnformatted(json);
+	r = text ? db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", text, cid)
+		 : -ENOMEM;
+	if (!r)
+		r = tree_render(c, db, cid, ev);
+	free(text);
+	cJSON_Delete(json);
+	return r;
+}
+
+/* The extensions of contacts changed in an incremental round. */
+static int refresh_exts(struct cache *c, const char *base, const cJSON *ids)
+{
+	int n = cJSON_GetArraySize(ids), r = 0;
+	struct events ev = {0};
+
+	for (int start = 0; start < n && !r; start += GRAPH_BATCH_MAX) {
+		struct graph_batch_item items[GRAPH_BATCH_MAX];
+		char urls[GRAPH_BATCH_MAX][1024];
+		int k = 0;
+
+		memset(items, 0, sizeof(items));
+		for (int i = start; i < n && k < GRAPH_BATCH_MAX; i++, k++) {
+			snprintf(urls[k], sizeof(urls[k]),
+				 "%s/contacts/"
+				 "%s?$select=id&$expand=Extensions($filter=id%%20eq%%20'%s')",
+				 base, cJSON_GetStringValue(cJSON_GetArrayItem(ids, i)), EXT_ID);
+			items[k].method = "GET";
+			items[k].url = urls[k];
+		}
+		if ((r = graph_batch(c->g, items, (size_t)k)))
+			break;
+		if (!(r = db_begin(c->sdb))) {
+			for (int i = 0; i < k && !r; i++)
+				if (items[i].status == 200)
+					r = set_ext(c, c->sdb,
+						    cJSON_GetStringValue(
+							    cJSON_GetArrayItem(ids, start + i)),
+						    find_ext(items[i].response), &ev);
+			r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
+		}
+		graph_batch_release(items, (size_t)k);
+		events_flush(c, &ev, !r);
+	}
+	return r;
+}
+
+/* ---- one folder's round --------------------------------------------------------------------------- */
+
+/* After a full round: contacts of the folder that did not come are gone
+ * from the server (unless we have changes queued for them). */
+static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
+{
+	sqlite3 *db = c->sdb;
+	sqlite3_stmt *st;
+	int r;
+
+	if ((r = db_begin(db)))
+		return r;
+	r = db_prepare(
+		db, &st,
+		"SELECT n.ino, n.parent, n.name, c.cid FROM contacts c LEFT JOIN nodes n ON n.cid "
+		"= c.cid WHERE c.folder = ? AND c.id IS NOT NULL AND c.id NOT IN (SELECT id FROM "
+		"seen) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cid = c.cid)",
+		"i", folder);
+	while (!r && (r = db_step(st)) == 1) {
+		if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+			events_add(ev, CACHE_REMOVED, (uint64_t)sqlite3_column_int64(st, 0),
+				   (uint64_t)sqlite3_column_int64(st, 1),
+				   (const char *)sqlite3_column_text(st, 2), 0, NULL);
+		r = db_run(db, "DELETE FROM nodes WHERE cid = ?", "i", sqlite3_column_int64(st, 3));
+		if (!r)
+			r = db_run(db, "DELETE FROM contacts WHERE cid = ?", "i",
+				   sqlite3_column_int64(st, 3));
+	}
+	if (st)
+		sqlite3_finalize(st);
+	if (r == 0)
+		r = db_run(db, "DELETE FROM seen", NULL);
+	if (r == 0)
+		r = db_run(db, "DELETE FROM exts", NULL);
+	r = r ? (db_rollback(db), r) : db_commit(db);
+	events_flush(c, ev, !r);
+	return r;
+}
+
+static int sync_folder(struct cache *c, int64_t folder, char *link)
+{
+	struct events ev = {0};
+	struct contact_round cr = {c, folder, !link, cJSON_CreateArray(), 0, &ev, 0, NULL};
+	char base[512], first[2048];
+	char *next = NULL;
+	int64_t uncertain = 0;
+	int r;
+
+	cr.changed_ids = cJSON_CreateArray();
+	if (!cr.pending || !cr.changed_ids) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = folder_base(c->sdb, folder, base, sizeof(base))))
+		goto out;
+	/* A create that may have reached the server is settled first, or it
+	 * would come in as a stranger. */
+	if ((r = db_int(c->sdb, &uncertain,
+			"SELECT count(*) FROM outbox o JOIN contacts k ON k.cid = o.cid WHERE "
+			"o.sent AND "
+			"k.folder = ?",
+			"i", folder)) < 0)
+		goto out;
+	if (uncertain) {
+		r = 0;
+		goto out;
+	}
+	snprintf(first, sizeof(first), "%s/contacts/delta?$select=%s", base, VCARD_GRAPH_SELECT);
+again:
+	if (cr.full) {
+		if ((r = db_run(c->sdb, "DELETE FROM seen", NULL)) || (r = list_exts(c, base)))
+			goto out;
+	}
+	r = graph_delta(c->g, link ? link : first, 200, on_contact, &cr, &next);
+	if (!r)
+		r = flush_items(&cr);
+	if (r == -ESTALE && link) {
+		log_info(
+			"cache: the delta cursor of folder %lld expired; reading it again (changes "
+			"queued here are kept)",
+			(long long)folder);
+		link = NULL;
+		cr.full = 1;
+		cJSON_Delete(cr.pending);
+		cr.pending = cJSON_CreateArray();
+		free(next);
+		next = NULL;
+		goto again;
+	}
+	if (r)
+		goto out;
+	if (cr.full)
+		r = drop_unseen(c, folder, &ev);
+	else if (cJSON_GetArraySize(cr.changed_ids) > 0)
+		r = refresh_exts(c, base, cr.changed_ids);
+	if (!r && next)
+		r = db_run(c->sdb, "UPDATE folders SET delta = ? WHERE ino = ?", "ti", next,
+			   folder);
+out:
+	events_flush(c, &ev, 0);
+	cJSON_Delete(cr.pending);
+	cJSON_Delete(cr.changed_ids);
+	free(next);
+	return r;
+}
+
+int sync_in(struct cache *c)
+{
+	sqlite3_stmt *st;
+	int64_t inos[4096];
+	char *links[4096];
+	size_t n = 0;
+	int r = sync_folders(c);
+
+	if (r)
+		goto out;
+	if ((r = db_prepare(
+		     c->sdb, &st,
+		     "SELECT ino, delta FROM folders WHERE ino = ? OR id IS NOT NULL ORDER BY ino",
+		     "i", (int64_t)CACHE_ROOT_INO)))
+		goto out;
+	while (n < 4096 && (r = db_step(st)) == 1) {
+		inos[n] = sqlite3_column_int64(st, 0);
+		links[n++] = db_strdup(st, 1);
+	}
+	sqlite3_finalize(st);
+	r = r < 0 ? r : 0;
+	for (size_t i = 0; i < n && !r; i++)
+		r = sync_folder(c, inos[i], links[i]);
+	for (size_t i = 0; i < n; i++)
+		free(links[i]);
+out:
+	if (r && r != -EHOSTDOWN) {
+		if (cache_offline_errno(r))
+			r = -EHOSTDOWN;
+		else
+			log_err("cache: delta round: %s", strerror(-r));
+	}
+	return r;
+}
+
+/* ---- photos and rendering ----------------------------------------------------------------------------- */
+
+int sync_photos(struct cache *c, int max, int *left)
+{
+	sqlite3 *db = c->sdb;
+	sqlite3_stmt *st;
+	int64_t cids[GRAPH_BATCH_MAX];
+	char urls[GRAPH_BATCH_MAX][1024];
+	struct graph_batch_item items[GRAPH_BATCH_MAX];
+	int r = 0, done = 0;
+
+	*left = 0;
+	while (done < max && !r) {
+		struct events ev = {0};
+		size_t k = 0;
+
+		if ((r = db_prepare(
+			     db, &st,
+			     "SELECT cid, id, folder FROM contacts WHERE photo_state = 0 AND id IS "
+			     "NOT NULL LIMIT ?",
+			     "i", (int64_t)GRAPH_BATCH_MAX)))
+			break;
+		while (k < GRAPH_BATCH_MAX && db_step(st) == 1) {
+			char base[512];
+
+			if (folder_base(db, sqlite3_column_int64(st, 2), base, sizeof(base)))
+				continue;
+			cids[k] = sqlite3_column_int64(st, 0);
+			snprintf(urls[k], sizeof(urls[k]), "%s/contacts/%s/photo/$value", base,
+				 sqlite3_column_text(st, 1));
+			memset(&items[k], 0, sizeof(items[k]));
+			items[k].method = "GET";
+			items[k].url = urls[k];
+			k++;
+		}
+		sqlite3_finalize(st);
+		if (!k)
+			break;
+		if ((r = graph_batch(c->g, items, k)))
+			break;
+		if (!(r = db_begin(db))) {
+			for (size_t i = 0; i < k && !r; i++) {
+				struct buf photo;
+				const cJSON *body = items[i].response;
+				int busy;
+
+				if (items[i].status != 200 && items[i].status != 404)
+					continue; /* tried again later */
+				buf_init(&photo, (size_t)8 << 20);
+				if (items[i].status == 200 && cJSON_IsString(body))
+					r = vcard_base64_decode(&photo, body->valuestring,
+								strlen(body->valuestring), NULL);
+				if (!r)
+					r = db_run(db,
+						   "UPDATE contacts SET photo = ?, photo_type = ?, "
+						   "photo_state "
+						   "= 1 WHERE cid = ?",
+						   "bti", photo.len ? photo.data : NULL, photo.len,
+						   photo.len ? "image/jpeg" : NULL, cids[i]);
+				buf_release(&photo);
+				busy = r ? 0 : outbox_has(db, cids[i]);
+				if (!r && busy == 0 && items[i].status == 200)
+					r = tree_render(c, db, cids[i], &ev);
+				else if (busy < 0)
+					r = busy;
+			}
+			r = r ? (db_rollback(db), r) : db_commit(db);
+		}
+		graph_batch_release(items, k);
+		events_flush(c, &ev, !r);
+		done += (int)k;
+	}
+	if (!r) {
+		int64_t more = 0;
+
+		if (db_int(db, &more,
+			   "SELECT count(*) FROM contacts WHERE photo_state = 0 AND id IS NOT NULL",
+			   NULL) == 1)
+			*left = more > 0;
+	}
+	if (r && cache_offline_errno(r))
+		r = -EHOSTDOWN;
+	return r;
+}
+
+int sync_render(struct cache *c)
+{
+	sqlite3 *db = c->sdb;
+	int r = 0;
+
+	for (;;) {
+		struct events ev = {0};
+		sqlite3_stmt *st;
+		int64_t cids[200];
+		size_t n = 0;
+
+		if ((r = db_prepare(db, &st,
+				    "SELECT cid FROM contacts k WHERE render AND NOT EXISTS "
+				    "(SELECT 1 FROM "
+				    "outbox o WHERE o.cid = k.cid) LIMIT 200",
+				    NULL)))
+			break;
+		while (n < 200 && db_step(st) == 1)
+			cids[n++] = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+		if (!n || (r = db_begin(db)))
+			break;
+		for (size_t i = 0; i < n && !r; i++)
+			r = tree_render(c, db, cids[i], &ev);
+		r = r ? (db_rollback(db), r) : db_commit(db);
+		events_flush(c, &ev, !r);
+		if (r)
+			break;
+	}
+	return r;
+}

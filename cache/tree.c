@@ -1,0 +1,1098 @@
+/*
+ * The tree fs/ sees: lookups and listings are single queries; every change
+ * is one transaction that also queues what the server must be told, so a
+ * change accepted here is never lost (DESIGN points 2-4, 7, 8).
+ */
+#include "cache_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct node {
+	int64_t ino, parent, cid, size, mtime_ns;
+	int kind, draft, written, chosen;
+	char name[256];
+};
+
+/* What a transaction body returns to have its work committed and the call
+ * still fail with -EINVAL (an invalid vCard kept as a draft). */
+#define EINVAL_KEEP 4096
+
+#define NODE_COLS "ino, parent, cid, size, mtime_ns, kind, draft, written, chosen, name"
+
+static void node_read(sqlite3_stmt *st, struct node *n)
+{
+	const unsigned char *name = sqlite3_column_text(st, 9);
+
+	n->ino = sqlite3_column_int64(st, 0);
+	n->parent = sqlite3_column_int64(st, 1);
+	n->cid = sqlite3_column_int64(st, 2);
+	n->size = sqlite3_column_int64(st, 3);
+	n->mtime_ns = sqlite3_column_int64(st, 4);
+	n->kind = sqlite3_column_int(st, 5);
+	n->draft = sqlite3_column_int(st, 6);
+	n->written = sqlite3_column_int(st, 7);
+	n->chosen = sqlite3_column_int(st, 8);
+	snprintf(n->name, sizeof(n->name), "%s", name ? (const char *)name : "");
+}
+
+/* 0, -ENOENT or -errno. */
+static int node_query(sqlite3 *db, struct node *n, const char *sql, const char *fmt, int64_t a,
+		      const char *b)
+{
+	sqlite3_stmt *st;
+	int r = fmt[1] ? db_prepare(db, &st, sql, fmt, a, b) : db_prepare(db, &st, sql, fmt, a);
+
+	if (r)
+		return r;
+	r = db_step(st);
+	if (r == 1)
+		node_read(st, n);
+	sqlite3_finalize(st);
+	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
+}
+
+static int node_get(sqlite3 *db, int64_t ino, struct node *n)
+{
+	return node_query(db, n, "SELECT " NODE_COLS " FROM nodes WHERE ino = ?", "i", ino, NULL);
+}
+
+static int node_find(sqlite3 *db, int64_t parent, const char *name, struct node *n)
+{
+	return node_query(db, n, "SELECT " NODE_COLS " FROM nodes WHERE parent = ? AND name = ?",
+			  "it", parent, name);
+}
+
+/* The node that shows contact cid: 0, -ENOENT. */
+static int node_of_contact(sqlite3 *db, int64_t cid, struct node *n)
+{
+	return node_query(db, n, "SELECT " NODE_COLS " FROM nodes WHERE cid = ?", "i", cid, NULL);
+}
+
+static void attr_of(const struct node *n, struct cache_attr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->ino = (uint64_t)n->ino;
+	a->parent = (uint64_t)n->parent;
+	a->kind = (enum cache_kind)n->kind;
+	a->size = (uint64_t)n->size;
+	a->mtime_ns = n->mtime_ns;
+	a->contact = n->cid != 0;
+	a->draft = n->draft;
+}
+
+static int is_dir(int kind)
+{
+	return kind == CACHE_FOLDER || kind == CACHE_SCRATCH_DIR;
+}
+
+int cache_is_vcf_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n > 4 && name[0] != '.' && !strcmp(name + n - 4, ".vcf");
+}
+
+/* ---- small shared helpers ----------------------------------------------------- */
+
+int64_t cache_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t cache_now_ms(void)
+{
+	return cache_now_ns() / 1000000;
+}
+
+void cache_new_key(char out[33])
+{
+	unsigned char b[16];
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	if (n != (ssize_t)sizeof(b)) {
+		/* Never expected; keys must still differ. */
+		uint64_t t = (uint64_t)cache_now_ns() ^ ((uint64_t)getpid() << 32);
+
+		for (size_t i = 0; i < sizeof(b); i++)
+			b[i] = (unsigned char)(t >> (8 * (i % 8))) ^ (unsigned char)(i * 131);
+	}
+	for (size_t i = 0; i < sizeof(b); i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+void cache_error(sqlite3 *db, const char *what, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_err("%s: %s", what, msg);
+	if (db_run(db, "INSERT INTO errors(time, what, message) VALUES(?, ?, ?)", "itt",
+		   (int64_t)time(NULL), what, msg) ||
+	    db_run(db, "DELETE FROM errors WHERE seq <= (SELECT max(seq) - 1000 FROM errors)",
+		   NULL))
+		log_err("cache: could not record that error");
+}
+
+void events_add(struct events *ev, enum cache_event what, uint64_t ino, uint64_t parent,
+		const char *name, uint64_t old_parent, const char *old_name)
+{
+	struct cache_change *ch;
+
+	if (!ev)
+		return;
+	if (ev->n == ev->size) {
+		size_t size = ev->size ? 2 * ev->size : 16;
+		struct cache_change *v = realloc(ev->v, size * sizeof(*v));
+
+		if (!v)
+			return; /* the kernel's view expires by itself */
+		ev->v = v;
+		ev->size = size;
+	}
+	ch = &ev->v[ev->n++];
+	ch->what = what;
+	ch->ino = ino;
+	ch->parent = parent;
+	ch->name = name ? strdup(name) : NULL;
+	ch->old_parent = old_parent;
+	ch->old_name = old_name ? strdup(old_name) : NULL;
+}
+
+void events_flush(struct cache *c, struct events *ev, int committed)
+{
+	for (size_t i = 0; i < ev->n; i++) {
+		if (committed && c->cfg.on_change)
+			c->cfg.on_change(c->cfg.ctx, &ev->v[i]);
+		free((char *)ev->v[i].name);
+		free((char *)ev->v[i].old_name);
+	}
+	free(ev->v);
+	memset(ev, 0, sizeof(*ev));
+}
+
+int tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out)
+{
+	size_t n = strlen(name);
+	int vcf = n > 4 && !strcmp(name + n - 4, ".vcf");
+	char stem[256];
+	struct node x;
+	int r;
+
+	snprintf(out, 256, "%s", name);
+	if ((r = node_find(db, (int64_t)dir, out, &x)) != 0)
+		return r == -ENOENT ? 0 : r;
+	snprintf(stem, sizeof(stem), "%.*s", (int)(vcf ? n - 4 : n), name);
+	for (unsigned k = 2; k < 100000; k++) {
+		if (cache_numbered_name(stem, vcf ? ".vcf" : "", k, out, 256))
+			return -ENAMETOOLONG;
+		if ((r = node_find(db, (int64_t)dir, out, &x)) != 0)
+			return r == -ENOENT ? 0 : r;
+	}
+	return -EEXIST;
+}
+
+int folder_base(sqlite3 *db, int64_t folder, char *out, size_t size)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	if (folder == CACHE_ROOT_INO) {
+		out[0] = '\0';
+		return 0;
+	}
+	if ((r = db_prepare(db, &st, "SELECT id FROM folders WHERE ino = ?", "i", folder)))
+		return r;
+	r = db_step(st);
+	if (r == 1 && sqlite3_column_text(st, 0))
+		snprintf(out, size, "/contactFolders/%s", sqlite3_column_text(st, 0));
+	else if (r >= 0)
+		r = -EAGAIN;
+	sqlite3_finalize(st);
+	return r < 0 ? r : 0;
+}
+
+/* ---- the outbox, enqueue side --------------------------------------------------- */
+
+int outbox_add(sqlite3 *db, enum op op, int64_t cid, int64_t folder, const char *arg,
+	       int64_t not_before_ms)
+{
+	char key[32];
+
+	if (op == OP_REQUEST)
+		snprintf(key, sizeof(key), "r");
+	else if (cid)
+		snprintf(key, sizeof(key), "c%lld", (long long)cid);
+	else
+		snprintf(key, sizeof(key), "f%lld", (long long)folder);
+	return db_run(db,
+		      "INSERT INTO outbox(op, key, cid, folder, arg, not_before) VALUES(?, ?, "
+		      "nullif(?, 0), nullif(?, 0), ?, ?)",
+		      "itiiti", (int64_t)op, key, cid, folder, arg, not_before_ms);
+}
+
+int outbox_has(sqlite3 *db, int64_t cid)
+{
+	int64_t n = 0;
+	int r = db_int(db, &n, "SELECT count(*) FROM outbox WHERE cid = ?", "i", cid);
+
+	return r < 0 ? r : n > 0;
+}
+
+/* The waiting (not in flight, not begun) entry of op for cid: its seq, 0
+ * when none, or -errno. */
+static int64_t waiting_entry(sqlite3 *db, enum op op, int64_t cid)
+{
+	int64_t seq = 0;
+	int r = db_int(db, &seq,
+		       "SELECT seq FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND "
+		       "stage = 0 AND sent = 0 ORDER BY seq DESC LIMIT 1",
+		       "ii", cid, (int64_t)op);
+
+	return r < 0 ? r : r ? seq : 0;
+}
+
+/* Queue op for cid unless one is already waiting (it will send the file as
+ * it is then); a parked one is given a fresh start. */
+static int enqueue_once(sqlite3 *db, enum op op, int64_t cid, int64_t folder)
+{
+	int64_t seq = waiting_entry(db, op, cid);
+
+	if (seq < 0)
+		return (int)seq;
+	if (seq)
+		return db_run(db,
+			      "UPDATE outbox SET parked = 0, attempts = 0, not_before = 0, "
+			      "result = 0, error = NULL WHERE seq = ?",
+			      "i", seq);
+	return outbox_add(db, op, cid, folder, NULL, 0);
+}
+
+/*
+ * Contact cid is to go from the server: its file no longer shows it. Queue
+ * the delete after the grace period; a contact that never reached the
+ * server (and cannot have: its create has not been sent) is just dropped.
+ */
+static int contact_gone(struct cache *c, sqlite3 *db, int64_t cid)
+{
+	int64_t busy = 0, has_id = 0;
+	int r;
+
+	if ((r = db_int(db, &has_id, "SELECT id IS NOT NULL FROM contacts WHERE cid = ?", "i",
+			cid)) < 0)
+		return r;
+	if ((r = db_int(
+		     db, &busy,
+		     "SELECT count(*) FROM outbox WHERE cid = ? AND (inflight OR sent OR stage > "
+		     "0 OR op = ?)",
+		     "ii", cid, (int64_t)OP_MOVE)) < 0)
+		return r;
+	if (!has_id && !busy) {
+		if ((r = db_run(db, "DELETE FROM outbox WHERE cid = ?", "i", cid)))
+			return r;
+		return db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cid);
+	}
+	/* Updates of a contact that goes are moot; a create or move under
+	 * way finishes first, so the delete knows the id. */
+	if ((r = db_run(db,
+			"DELETE FROM outbox WHERE cid = ? AND op IN (?, ?) AND inflight = 0 AND "
+			"stage = 0",
+			"iii", cid, (int64_t)OP_UPDATE, (int64_t)OP_PHOTO)))
+		return r;
+	if ((r = db_run(db, "UPDATE contacts SET gone = 1 WHERE cid = ?", "i", cid)))
+		return r;
+	if ((r = db_run(db, "UPDATE nodes SET cid = NULL WHERE cid = ?", "i", cid)))
+		return r;
+	return outbox_add(db, OP_DELETE, cid, 0, NULL,
+			  cache_now_ms() +
+				  (c->cfg.delete_grace_ms ? c->cfg.delete_grace_ms : 5000));
+}
+
+/*
+ * The contact of folder whose UID is uid and that no file shows (its
+ * deletion pending, or its file renamed away): 0 when none. One whose
+ * delete is already on the wire is not taken back.
+ */
+static int64_t reconcile(sqlite3 *db, int64_t folder, const char *uid)
+{
+	int64_t cid = 0;
+	int r;
+
+	if (!uid || !*uid)
+		return 0;
+	r = db_int(db, &cid,
+		   "SELECT cid FROM contacts c WHERE folder = ? AND uid = ? AND NOT EXISTS (SELECT "
+		   "1 FROM nodes WHERE cid = c.cid) AND NOT EXISTS (SELECT 1 FROM outbox WHERE "
+		   "cid = c.cid AND op = ? AND inflight) ORDER BY gone, cid LIMIT 1",
+		   "iti", folder, uid, (int64_t)OP_DELETE);
+	return r < 0 ? r : r ? cid : 0;
+}
+
+/* The photo of contact cid as stored: 1 when it equals data[0..len), 0
+ * when it differs, -errno. */
+static int same_photo(sqlite3 *db, int64_t cid, const void *data, size_t len)
+{
+	sqlite3_stmt *st;
+	int r = db_prepare(db, &st, "SELECT photo FROM contacts WHERE cid = ?", "i", cid);
+
+	if (r)
+		return r;
+	r = db_step(st);
+	if (r == 1) {
+		const void *p = sqlite3_column_blob(st, 0);
+		size_t n = (size_t)sqlite3_column_bytes(st, 0);
+
+		r = (!p && !data) || (p && data && n == len && !memcmp(p, data, len));
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+/*
+ * A valid card was written into file n (a .vcf in folder): decide which
+ * contact it is (its own, one its UID names, or a new one) and queue what
+ * the server must be told. In a transaction.
+ */
+static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vcard *card)
+{
+	const struct vcard_prop *uidp = vcard_find(card, "UID");
+	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
+	const struct vcard_prop *photo = vcard_photo(card);
+	int64_t cid = n->cid, has_id = 0;
+	int r;
+
+	if (!cid) {
+		cid = reconcile(db, folder, uid);
+		if (cid < 0)
+			return (int)cid;
+		if (cid) {
+			/* A delete waiting its grace period is cancelled. */
+			if ((r = db_run(
+				     db,
+				     "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0",
+				     "ii", cid, (int64_t)OP_DELETE)) ||
+			    (r = db_run(db, "UPDATE contacts SET gone = 0 WHERE cid = ?", "i",
+					cid)))
+				return r;
+		}
+	}
+	if (!cid) {
+		char key[33];
+
+		cache_new_key(key);
+		if ((r = db_run(db, "INSERT INTO contacts(folder, uid, ckey) VALUES(?, ?, ?)",
+				"itt", folder, uid, key)))
+			return r;
+		cid = sqlite3_last_insert_rowid(db);
+		if ((r = db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid, n->ino)))
+			return r;
+		n->cid = cid;
+		return outbox_add(db, OP_CREATE, cid, folder, NULL, 0);
+	}
+	if ((r = db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid, n->ino)) ||
+	    (r = db_run(db,
+			"UPDATE contacts SET lrev = lrev + 1, uid = coalesce(?, uid) WHERE cid = ?",
+			"ti", uid, cid)))
+		return r;
+	n->cid = cid;
+	if ((r = db_int(db, &has_id, "SELECT id IS NOT NULL FROM contacts WHERE cid = ?", "i",
+			cid)) < 0)
+		return r;
+	/* A create that has not left sends the file as it is when it does. */
+	if (!has_id && waiting_entry(db, OP_CREATE, cid) > 0)
+		return 0;
+	if ((r = enqueue_once(db, OP_UPDATE, cid, folder)))
+		return r;
+	if (!photo) {
+		if ((r = same_photo(db, cid, NULL, 0)) == 0)
+			cache_error(
+				db, n->name,
+				"the photo was removed here, but Graph cannot delete a contact's "
+				"photo: it stays on the server");
+		return r < 0 ? r : 0;
+	}
+	if ((r = same_photo(db, cid, photo->data, photo->len)) != 0)
+		return r < 0 ? r : 0;
+	return enqueue_once(db, OP_PHOTO, cid, folder);
+}
+
+/* ---- reading ------------------------------------------------------------------------ */
+
+int cache_lookup(struct cache *c, uint64_t parent, const char *name, struct cache_attr *out)
+{
+	struct node n;
+	int r;
+
+	pthread_mutex_lock(&c->api_lock);
+	r = node_find(c->db, (int64_t)parent, name, &n);
+	if (r == -ENOENT && node_get(c->db, (int64_t)parent, &n) == 0 && !is_dir(n.kind))
+		r = -ENOTDIR;
+	pthread_mutex_unlock(&c->api_lock);
+	if (!r)
+		attr_of(&n, out);
+	return r;
+}
+
+int cache_getattr(struct cache *c, uint64_t ino, struct cache_attr *out)
+{
+	struct node n;
+	int r;
+
+	pthread_mutex_lock(&c->api_lock);
+	r = node_get(c->db, (int64_t)ino, &n);
+	pthread_mutex_unlock(&c->api_lock);
+	if (!r)
+		attr_of(&n, out);
+	return r;
+}
+
+int cache_readdir(struct cache *c, uint64_t dir, uint64_t offset, cache_dir_fn fn, void *ctx)
+{
+	sqlite3_stmt *st;
+	struct node n;
+	int r;
+
+	pthread_mutex_lock(&c->api_lock);
+	r = node_get(c->db, (int64_t)dir, &n);
+	if (!r && !is_dir(n.kind))
+		r = -ENOTDIR;
+	if (!r)
+		r = db_prepare(c->db, &st,
+			       "SELECT " NODE_COLS
+			       " FROM nodes WHERE parent = ? AND ino > ? ORDER BY ino",
+			       "ii", (int64_t)dir, (int64_t)offset);
+	while (!r && (r = db_step(st)) == 1) {
+		struct cache_attr a;
+
+		node_read(st, &n);
+		attr_of(&n, &a);
+		r = fn(n.name, &a, ctx);
+	}
+	if (r == 0 || r == 1 || r != -ENOTDIR)
+		sqlite3_finalize(st);
+	pthread_mutex_unlock(&c->api_lock);
+	return r;
+}
+
+int cache_read(struct cache *c, uint64_t ino, struct buf *out)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	pthread_mutex_lock(&c->api_lock);
+	r = db_prepare(c->db, &st, "SELECT kind, data FROM nodes WHERE ino = ?", "i", (int64_t)ino);
+	if (!r) {
+		r = db_step(st);
+		if (r == 1 && is_dir(sqlite3_column_int(st, 0)))
+			r = -EISDIR;
+		else if (r == 1)
+			r = buf_add(out, sqlite3_column_blob(st, 1),
+				    (size_t)sqlite3_column_bytes(st, 1));
+		else if (r == 0)
+			r = -ENOENT;
+		sqlite3_finalize(st);
+	}
+	pthread_mutex_unlock(&c->api_lock);
+	return r;
+}
+
+/* ---- changing ------------------------------------------------------------------------- */
+
+static void wake_sync(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->asked = 1;
+	pthread_cond_signal(&c->wake);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Run fn inside a transaction on the API connection. */
+static int in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
+{
+	int r;
+
+	pthread_mutex_lock(&c->api_lock);
+	r = db_begin(c->db);
+	if (!r) {
+		r = fn(c, arg);
+		if (r && r != -EINVAL_KEEP)
+			db_rollback(c->db);
+		else {
+			int k = db_commit(c->db);
+
+			if (k)
+				r = k;
+			else if (r == -EINVAL_KEEP)
+				r = -EINVAL;
+		}
+	}
+	pthread_mutex_unlock(&c->api_lock);
+	if (!r)
+		wake_sync(c);
+	return r;
+}
+
+struct op_args {
+	uint64_t parent, newparent, ino;
+	const char *name, *newname, *target;
+	enum cache_kind kind;
+	const void *data;
+	size_t len;
+	int64_t mtime_ns;
+	unsigned flags;
+	struct vcard_error *err;
+	struct cache_attr *out;
+};
+
+static int do_create(struct cache *c, void *arg)
+{
+	struct op_args *a = arg;
+	sqlite3 *db = c->db;
+	struct node p, n;
+	int kind = a->kind, r;
+	int64_t now = cache_now_ns();
+
+	if ((r = node_get(db, (int64_t)a->parent, &p)))
+		return r;
+	if (!is_dir(p.kind))
+		return -ENOTDIR;
+	if (!*a->name || strlen(a->name) > 255 || strchr(a->name, '/'))
+		return -EINVAL;
+	if ((r = node_find(db, (int64_t)a->parent, a->name, &n)) != -ENOENT)
+		return r ? r : -EEXIST;
+	if (kind == CACHE_FOLDER || kind == CACHE_SCRATCH_DIR)
+		kind = p.kind == CACHE_FOLDER && a->name[0] != '.' ? CACHE_FOLDER
+								   : CACHE_SCRATCH_DIR;
+	r = db_run(
+		db,
+		"INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, chosen) VALUES(?, ?, "
+		"?, ?, ?, ?, 1)",
+		"itiiib", (int64_t)a->parent, a->name, (int64_t)kind, now,
+		(int64_t)(a->target ? strlen(a->target) : 0), a->target ? a->target : "",
+		a->target ? strlen(a->target) : 0);
+	if (r)
+		return r;
+	n.ino = sqlite3_last_insert_rowid(db);
+	if (kind == CACHE_FOLDER) {
+		if ((r = db_run(db, "INSERT INTO folders(ino) VALUES(?)", "i", n.ino)) ||
+		    (r = outbox_add(db, OP_FOLDER_CREATE, 0, n.ino, NULL, 0)))
+			return r;
+	}
+	if (a->out && !(r = node_get(db, n.ino, &n)))
+		attr_of(&n, a->out);
+	return r;
+}
+
+int cache_create(struct cache *c, uint64_t parent, const char *name, enum cache_kind kind,
+		 const char *target, struct cache_attr *out)
+{
+	struct op_args a = {
+		.parent = parent, .name = name, .kind = kind, .target = target, .out = out};
+
+	if (kind == CACHE_SYMLINK && !target)
+		return -EINVAL;
+	return in_txn(c, do_create, &a);
+}
+
+static int do_write(struct cache *c, void *arg)
+{
+	struct op_args *a = arg;
+	sqlite3 *db = c->db;
+	struct vcard *card = NULL;
+	struct vcard_error e;
+	struct node n, p;
+	int r;
+
+	if ((r = node_get(db, (int64_t)a->ino, &n)))
+		return r;
+	if (n.kind != CACHE_FILE)
+		return is_dir(n.kind) ? -EISDIR : -EINVAL;
+	if ((r = node_get(db, n.parent, &p)))
+		return r;
+	if ((r = db_run(
+		     db,
+		     "UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1 WHERE ino = ?",
+		     "biii", a->data ? a->data : "", a->len, (int64_t)a->len,
+		     a->mtime_ns ? a->mtime_ns : cache_now_ns(), n.ino)))
+		return r;
+	if (p.kind != CACHE_FOLDER || !cache_is_vcf_name(n.name))
+		return 0; /* a scratch file */
+	r = vcard_parse_one(a->data ? a->data : "", a->len, &card, &e);
+	if (r == -EINVAL) {
+		if (a->err)
+			*a->err = e;
+		cache_error(db, n.name, "not a valid vCard, kept here and not sent: %s", e.msg);
+		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
+		return r ? r : -EINVAL_KEEP;
+	}
+	if (!r)
+		r = db_run(db, "UPDATE nodes SET draft = 0 WHERE ino = ?", "i", n.ino);
+	if (!r)
+		r = commit_contact(db, &n, p.ino, card);
+	vcard_free(card);
+	return r;
+}
+
+int cache_write(struct cache *c, uint64_t ino, const void *data, size_t len, int64_t mtime_ns,
+		struct vcard_error *err)
+{
+	struct op_args a = {.ino = ino, .data = data, .len = len, .mtime_ns = mtime_ns, .err = err};
+
+	if (err)
+		memset(err, 0, sizeof(*err));
+	return in_txn(c, do_write, &a);
+}
+
+static int do_set_mtime(struct cache *c, void *arg)
+{
+	struct op_args *a = arg;
+	int64_t one = 0;
+	int r = db_int(c->db, &one, "SELECT 1 FROM nodes WHERE ino = ?", "i", (int64_t)a->ino);
+
+	if (r <= 0)
+		return r ? r : -ENOENT;
+	return db_run(c->db, "UPDATE nodes SET mtime_ns = ? WHERE ino = ?", "ii", a->mtime_ns,
+		      (int64_t)a->ino);
+}
+
+int cache_set_mtime(struct cache *c, uint64_t ino, int64_t mtime_ns)
+{
+	struct op_args a = {.ino = ino, .mtime_ns = mtime_ns};
+
+	return in_txn(c, do_set_mtime, &a);
+}
+
+/* Remove node n from the tree, with what that means on the server. */
+static int remove_node(struct cache *c, sqlite3 *db, const struct node *n)
+{
+	int64_t children = 0;
+	int r;
+
+	if (is_dir(n->kind)) {
+		if (n->ino == CACHE_ROOT_INO)
+			return -EBUSY;
+		if ((r = db_int(db, &children, "SELECT count(*) FROM nodes WHERE parent = ?", "i",
+				n->ino)) < 0)
+			return r;
+		if (children)
+			return -ENOTEMPTY;
+	}
+	if (n->kind == CACHE_FOLDER) {
+		int64_t waiting = 0;
+
+		/* A folder whose create has not left is simply forgotten. */
+		if ((r = db_int(db, &waiting,
+				"SELECT seq FROM outbox WHERE folder = ? AND op = ? AND inflight = "
+				"0 AND "
+				"sent = 0",
+				"ii", n->ino, (int64_t)OP_FOLDER_CREATE)) < 0)
+			return r;
+		if (r == 1) {
+			char key[32];
+
+			snprintf(key, sizeof(key), "f%lld", (long long)n->ino);
+			if ((r = db_run(db, "DELETE FROM outbox WHERE key = ?", "t", key)) ||
+			    (r = db_run(db, "DELETE FROM folders WHERE ino = ?", "i", n->ino)))
+				return r;
+		} else if ((r = outbox_add(db, OP_FOLDER_DELETE, 0, n->ino, NULL, 0))) {
+			return r;
+		}
+	}
+	if (n->cid && (r = contact_gone(c, db, n->cid)))
+		return r;
+	return db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n->ino);
+}
+
+static int do_unlink(struct cache *c, void *arg)
+{
+	struct op_args *a = arg;
+	struct node n;
+	int r = node_find(c->db, (int64_t)a->parent, a->name, &n);
+
+	return r ? r : remove_node(c, c->db, &n);
+}
+
+int cache_unlink(struct cache *c, uint64_t parent, const char *name)
+{
+	struct op_args a = {.parent = parent, .name = name};
+
+	return in_txn(c, do_unlink, &a);
+}
+
+/* Move contact cid (shown by a file now in folder to) out of folder from. */
+static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to)
+{
+	int64_t has_id = 0, seq = 0;
+	int r;
+
+	if ((r = db_run(db, "UPDATE contacts SET folder = ? WHERE cid = ?", "ii", to, cid)))
+		return r;
+	if ((r = db_int(db, &has_id, "SELECT id IS NOT NULL FROM contacts WHERE cid = ?", "i",
+			cid)) < 0)
+		return r;
+	/* Not on the server yet, and its create has not left: it is created
+	 * where it is when it does. */
+	if (!has_id && waiting_entry(db, OP_CREATE, cid) > 0)
+		return 0;
+	/* A move that has not begun keeps its source: A -> B -> C is A -> C,
+	 * and A -> B -> A is nothing. */
+	if ((r = db_int(
+		     db, &seq,
+		     "SELECT seq FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = "
+		     "0 AND sent = 0",
+		     "ii", cid, (int64_t)OP_MOVE)) < 0)
+		return r;
+	if (r == 1) {
+		int64_t src = 0;
+
+		if ((r = db_int(db, &src, "SELECT folder FROM outbox WHERE seq = ?", "i", seq)) < 0)
+			return r;
+		if (src == to)
+			return db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", seq);
+		return 0;
+	}
+	return outbox_add(db, OP_MOVE, cid, from, NULL, 0);
+}
+
+static int do_rename(struct cache *c, void *arg)
+{
+	struct op_args *a = arg;
+	sqlite3 *db = c->db;
+	struct node src, dst, np, op;
+	struct vcard *card = NULL;
+	int has_dst, src_vcf, dst_vcf, r;
+
+	if ((r = node_find(db, (int64_t)a->parent, a->name, &src)))
+		return r;
+	if ((r = node_get(db, (int64_t)a->newparent, &np)) || (r = node_get(db, src.parent, &op)))
+		return r;
+	if (!is_dir(np.kind))
+		return -ENOTDIR;
+	if (!*a->newname || strlen(a->newname) > 255 || strchr(a->newname, '/'))
+		return -EINVAL;
+	r = node_find(db, (int64_t)a->newparent, a->newname, &dst);
+	if (r && r != -ENOENT)
+		return r;
+	has_dst = !r;
+	if (has_dst && dst.ino == src.ino)
+		return 0;
+	if (has_dst && (a->flags & CACHE_RENAME_NOREPLACE))
+		return -EEXIST;
+	if (has_dst && is_dir(dst.kind) && !is_dir(src.kind))
+		return -EISDIR;
+	if (has_dst && !is_dir(dst.kind) && is_dir(src.kind))
+		return -ENOTDIR;
+	/* No directory into itself. */
+	for (int64_t up = np.ino, depth = 0; is_dir(src.kind) && up && depth < 4096; depth++) {
+		struct node x;
+
+		if (up == src.ino)
+			return -EINVAL;
+		if ((r = node_get(db, up, &x)))
+			return r;
+		up = x.parent;
+	}
+	if (is_dir(src.kind)) {
+		int folder_after = np.kind == CACHE_FOLDER && a->newname[0] != '.';
+
+		/* Graph renames folders; a folder that changes parent, or a
+		 * directory that changes between folder and scratch, is
+		 * copied by the caller (mv does so on EXDEV). */
+		if ((src.kind == CACHE_FOLDER) != folder_after ||
+		    (src.kind == CACHE_FOLDER && np.ino != src.parent))
+			return -EXDEV;
+		if (has_dst && (r = remove_node(c, db, &dst)))
+			return r;
+		if ((r = db_run(db,
+				"UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
+				"iti", np.ino, a->newname, src.ino)))
+			return r;
+		/* A create or rename that has not left sends the name then. */
+		if (src.kind == CACHE_FOLDER && strcmp(a->name, a->newname) != 0) {
+			int64_t seq = 0;
+
+			if ((r = db_int(
+				     db, &seq,
+				     "SELECT seq FROM outbox WHERE folder = ? AND op IN (?, ?) AND "
+				     "inflight = 0 AND sent = 0",
+				     "iii", src.ino, (int64_t)OP_FOLDER_CREATE,
+				     (int64_t)OP_FOLDER_RENAME)) < 0)
+				return r;
+			r = r ? 0 : outbox_add(db, OP_FOLDER_RENAME, 0, src.ino, NULL, 0);
+		}
+		return r < 0 ? r : 0;
+	}
+	src_vcf = op.kind == CACHE_FOLDER && cache_is_vcf_name(src.name);
+	dst_vcf = np.kind == CACHE_FOLDER && cache_is_vcf_name(a->newname);
+	/* A scratch file becomes a contact only if it holds one. */
+	if (!src.cid && dst_vcf && !src_vcf) {
+		sqlite3_stmt *st;
+		struct vcard_error e;
+
+		if ((r = db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ?", "i", src.ino)))
+			return r;
+		if ((r = db_step(st)) == 1)
+			r = vcard_parse_one(sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0)
+								       : "",
+					    (size_t)sqlite3_column_bytes(st, 0), &card, &e);
+		sqlite3_finalize(st);
+		if (r == -EINVAL) {
+			if (a->err)
+				*a->err = e;
+			/* Nothing changes, so nothing to commit but the log. */
+			cache_error(db, a->newname, "not a valid vCard, not renamed: %s", e.msg);
+			return -EINVAL_KEEP;
+		}
+		if (r)
+			return r;
+	}
+	if (has_dst && (r = remove_node(c, db, &dst)))
+		goto out;
+	if ((r = db_run(db, "UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
+			"iti", np.ino, a->newname, src.ino)))
+		goto out;
+	src.parent = np.ino;
+	snprintf(src.name, sizeof(src.name), "%s", a->newname);
+	if (src.cid && dst_vcf) {
+		if (np.ino != op.ino)
+			r = contact_move(db, src.cid, op.ino, np.ino);
+	} else if (src.cid) {
+		/* Out of the folders, or to a scratch name: the file stays,
+		 * the contact goes (and comes back by UID within the grace
+		 * period). */
+		r = contact_gone(c, db, src.cid);
+		if (!r)
+			r = db_run(db, "UPDATE nodes SET written = 1 WHERE ino = ?", "i", src.ino);
+	} else if (card) {
+		r = commit_contact(db, &src, np.ino, card);
+	}
+out:
+	vcard_free(card);
+	return r;
+}
+
+int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t newparent,
+		 const char *newname, unsigned flags, struct vcard_error *err)
+{
+	struct op_args a = {.parent = parent,
+			    .name = name,
+			    .newparent = newparent,
+			    .newname = newname,
+			    .flags = flags,
+			    .err = err};
+
+	if (err)
+		memset(err, 0, sizeof(*err));
+	return in_txn(c, do_rename, &a);
+}
+
+static int do_request(struct cache *c, void *arg)
+{
+	struct op_args *a = arg;
+	cJSON *o = cJSON_CreateObject();
+	char *text = NULL;
+	int r = -ENOMEM;
+
+	if (o && cJSON_AddStringToObject(o, "method", a->name) &&
+	    cJSON_AddStringToObject(o, "path", a->newname) &&
+	    (!a->target || cJSON_AddStringToObject(o, "body", a->target)) &&
+	    (text = cJSON_PrintUnformatted(o)))
+		r = outbox_add(c->db, OP_REQUEST, 0, 0, text, 0);
+	free(text);
+	cJSON_Delete(o);
+	return r;
+}
+
+int cache_enqueue_request(struct cache *c, const char *method, const char *path, const char *body)
+{
+	struct op_args a = {.name = method, .newname = path, .target = body};
+
+	return in_txn(c, do_request, &a);
+}
+
+/* ---- rendering a server version into the tree ------------------------------------- */
+
+/* Seconds since the epoch of an ISO 8601 UTC time, as nanoseconds; 0 when
+ * it does not parse. */
+static int64_t iso_ns(const char *s)
+{
+	struct tm tm = {0};
+	double frac = 0;
+	const char *dot;
+	time_t t;
+
+	if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+			 &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6)
+		return 0;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	t = timegm(&tm);
+	if ((dot = strchr(s, '.')) != NULL)
+		frac = strtod(dot, NULL);
+	return (int64_t)t * 1000000000 + (int64_t)(frac * 1e9);
+}
+
+/* Whether name is want or a numbered form of it ("Jane Doe (2).vcf"). */
+static int same_stem(const char *name, const char *want)
+{
+	size_t wl = strlen(want) - 4, nl = strlen(name);
+
+	if (!strcmp(name, want))
+		return 1;
+	if (nl < wl + 8 || strncmp(name, want, wl) || strncmp(name + wl, " (", 2) ||
+	    strcmp(name + nl - 5, ").vcf"))
+		return 0;
+	for (size_t i = wl + 2; i < nl - 5; i++)
+		if (name[i] < '0' || name[i] > '9')
+			return 0;
+	return 1;
+}
+
+/* Whether the bytes of a file say what the server's version says (so a
+ * file as a person wrote it is kept, not replaced by our rendering). */
+static int says_the_same(const cJSON *server, const void *data, size_t len)
+{
+	struct vcard *card = NULL;
+	struct vcard_error e;
+	cJSON *patch = NULL, *ext = NULL;
+	int same = 0;
+
+	if (!data || vcard_parse_one(data, len, &card, &e))
+		return 0;
+	if (!vcard_graph_diff(server, card, &patch, &ext, &e) && !ext && patch) {
+		const cJSON *dn = cJSON_GetObjectItemCaseSensitive(patch, "displayName");
+
+		same = cJSON_GetArraySize(patch) == 1 && dn &&
+		       cJSON_Compare(dn, cJSON_GetObjectItemCaseSensitive(server, "displayName"),
+				     1);
+	}
+	cJSON_Delete(patch);
+	cJSON_Delete(ext);
+	vcard_free(card);
+	return same;
+}
+
+int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
+{
+	sqlite3_stmt *st = NULL, *nd = NULL;
+	cJSON *json = NULL;
+	struct vcard *card = NULL;
+	struct vcard_error e;
+	struct buf out;
+	char want[256], name[256], uidbuf[512] = "";
+	int64_t folder, mtime;
+	struct node n;
+	int has_node, r;
+
+	buf_init(&out, (size_t)64 << 20);
+	if ((r = db_prepare(
+		     db, &st,
+		     "SELECT folder, json, photo, photo_type, id FROM contacts WHERE cid = ?", "i",
+		     cid)))
+		goto out;
+	if ((r = db_step(st)) != 1) {
+		r = r < 0 ? r : 0; /* gone meanwhile */
+		goto out;
+	}
+	folder = sqlite3_column_int64(st, 0);
+	json = cJSON_Parse((const char *)sqlite3_column_text(st, 1));
+	if (!json) {
+		r = 0;
+		goto done;
+	}
+	r = vcard_from_graph(json, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2),
+			     (const char *)sqlite3_column_text(st, 3), &card, &e);
+	if (r == -EINVAL) {
+		cache_error(db, (const char *)sqlite3_column_text(st, 4),
+			    "the server's version of this contact cannot be shown: %s", e.msg);
+		r = 0;
+		goto done;
+	}
+	if (r || (r = vcard_write(card, c->cfg.version ? c->cfg.version : VCARD_V30, &out)))
+		goto out;
+	{
+		const struct vcard_prop *u = vcard_find(card, "UID");
+		const char *t = u ? vcard_text(card, u) : NULL;
+
+		snprintf(uidbuf, sizeof(uidbuf), "%s", t ? t : "");
+	}
+	mtime = iso_ns(cJSON_GetStringValue(
+		cJSON_GetObjectItemCaseSensitive(json, "lastModifiedDateTime")));
+	if (!mtime)
+		mtime = cache_now_ns();
+	cache_contact_name(json, want, sizeof(want));
+	r = node_of_contact(db, cid, &n);
+	if (r && r != -ENOENT)
+		goto out;
+	has_node = !r;
+	if (!has_node) {
+		if ((r = tree_unique_name(db, (uint64_t)folder, want, name)) ||
+		    (r = db_run(db,
+				"INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, cid) "
+				"VALUES(?, ?, ?, ?, ?, ?, ?)",
+				"itiiibi", folder, name, (int64_t)CACHE_FILE, mtime,
+				(int64_t)out.len, out.data ? out.data : "", out.len, cid)))
+			goto out;
+		events_add(ev, CACHE_ADDED, (uint64_t)sqlite3_last_insert_rowid(db),
+			   (uint64_t)folder, name, 0, NULL);
+		goto done;
+	}
+	/* Moved on the server (Outlook can): the file follows. */
+	if (n.parent != folder) {
+		if ((r = tree_unique_name(db, (uint64_t)folder, n.chosen ? n.name : want, name)) ||
+		    (r = db_run(db, "UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", "iti",
+				folder, name, n.ino)))
+			goto out;
+		events_add(ev, CACHE_RENAMED, (uint64_t)n.ino, (uint64_t)folder, name,
+			   (uint64_t)n.parent, n.name);
+		n.parent = folder;
+		snprintf(n.name, sizeof(n.name), "%s", name);
+	} else if (!n.chosen && !same_stem(n.name, want)) {
+		if ((r = tree_unique_name(db, (uint64_t)folder, want, name)) ||
+		    (r = db_run(db, "UPDATE nodes SET name = ? WHERE ino = ?", "ti", name, n.ino)))
+			goto out;
+		events_add(ev, CACHE_RENAMED, (uint64_t)n.ino, (uint64_t)folder, name,
+			   (uint64_t)folder, n.name);
+		snprintf(n.name, sizeof(n.name), "%s", name);
+	}
+	if (n.written) {
+		if ((r = db_prepare(db, &nd, "SELECT data FROM nodes WHERE ino = ?", "i", n.ino)))
+			goto out;
+		if (db_step(nd) == 1 && says_the_same(json, sqlite3_column_blob(nd, 0),
+						      (size_t)sqlite3_column_bytes(nd, 0)))
+			goto done;
+	}
+	if ((r = db_run(db,
+			"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 0, draft = 0 "
+			"WHERE ino = ?",
+			"biii", out.data ? out.data : "", out.len, (int64_t)out.len, mtime, n.ino)))
+		goto out;
+	events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
+done:
+	r = db_run(
+		db,
+		"UPDATE contacts SET render = 0, uid = coalesce(nullif(?, ''), uid) WHERE cid = ?",
+		"ti", uidbuf, cid);
+out:
+	sqlite3_finalize(st);
+	sqlite3_finalize(nd);
+	cJSON_Delete(json);
+	vcard_free(card);
+	buf_release(&out);
+	return r;
+}
