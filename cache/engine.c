@@ -206,21 +206,25 @@ static void set_online(struct cache *c, int online)
 static void *sync_main(void *arg)
 {
 	struct cache *c = arg;
-	int64_t next_round = 0, backoff = 1000;
+	int64_t next_round = 0, retry_at = 0, backoff = 1000, in_backoff = 2000;
 	int poll_ms = c->cfg.poll_s > 0 ? c->cfg.poll_s * 1000 : c->cfg.poll_s < 0 ? -1 : 300000;
+	int want_round = 1; /* the first round, whatever the poll interval */
 
 	while (!stopping(c)) {
 		int64_t now = cache_now_ms(), next_out = 0, wait;
-		int asked, r, left = 0, offline = 0;
+		int r, left = 0, offline = 0;
 
 		pthread_mutex_lock(&c->lock);
-		asked = c->asked;
+		if (c->asked)
+			want_round = 1;
 		c->asked = 0;
 		pthread_mutex_unlock(&c->lock);
+		if (poll_ms >= 0 && now >= next_round)
+			want_round = 1;
 
 		r = outbox_pass(c, &next_out);
 		offline = r == -EHOSTDOWN;
-		if (!offline && (asked || !c->synced || (poll_ms >= 0 && now >= next_round))) {
+		if (!offline && want_round && now >= retry_at) {
 			r = sync_in(c);
 			offline = r == -EHOSTDOWN;
 			if (!r) {
@@ -232,9 +236,15 @@ static void *sync_main(void *arg)
 				snprintf(when, sizeof(when), "%lld", (long long)c->last_sync);
 				pthread_mutex_unlock(&c->lock);
 				if (db_meta_set(c->sdb, "last_sync", when))
-					log_warn("cache: could not record the time of the last "
-						 "sync");
+					log_warn("cache: could not record the time of the last sync");
+				want_round = 0;
+				retry_at = 0;
+				in_backoff = 2000;
 				next_round = cache_now_ms() + (poll_ms > 0 ? poll_ms : 0);
+			} else if (!offline) {
+				/* Not the network: try again later, not at once. */
+				retry_at = cache_now_ms() + in_backoff;
+				in_backoff = in_backoff < 60000 ? in_backoff * 2 : 60000;
 			}
 		}
 		if (!offline && c->cfg.photos) {
@@ -256,7 +266,7 @@ static void *sync_main(void *arg)
 			backoff = backoff < 30000 ? backoff * 2 : 30000;
 		} else {
 			backoff = 1000;
-			wait = poll_ms >= 0 ? next_round - now : 3600000;
+			wait = want_round ? retry_at - now : poll_ms >= 0 ? next_round - now : 3600000;
 			if (next_out && next_out - now < wait)
 				wait = next_out - now;
 			if (left)

@@ -501,7 +501,7 @@ static int entry_done(sqlite3 *db, const struct entry *e)
 
 /* Pick up to PICK_MAX entries and plan them; those with something to send
  * are marked in flight. *n: how many in v. */
-static int pick(struct cache *c, struct entry *v, size_t *n, int64_t now)
+static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, int64_t now)
 {
 	sqlite3 *db = c->sdb;
 	sqlite3_stmt *st = NULL;
@@ -522,6 +522,7 @@ static int pick(struct cache *c, struct entry *v, size_t *n, int64_t now)
 		struct entry *e = &v[k];
 		int plan;
 
+		r = 0;
 		memset(e, 0, sizeof(*e));
 		buf_init(&e->photo, 0);
 		e->seq = sqlite3_column_int64(st, 0);
@@ -546,6 +547,7 @@ static int pick(struct cache *c, struct entry *v, size_t *n, int64_t now)
 			continue;
 		}
 		if (e->plan == PLAN_DONE) {
+			(*finished)++;
 			r = entry_done(db, e);
 			entry_release(e);
 			continue;
@@ -1324,12 +1326,12 @@ int outbox_pass(struct cache *c, int64_t *next_ms)
 		struct entry *json[PICK_MAX];
 		enum after after[PICK_MAX];
 		struct events ev = {0};
-		size_t n = 0, nj = 0;
+		size_t n = 0, nj = 0, finished = 0;
 
-		if ((r = pick(c, v, &n, cache_now_ms())))
+		if ((r = pick(c, v, &n, &finished, cache_now_ms())))
 			break;
-		if (n == 0)
-			break;
+		if (n == 0 && finished == 0)
+			break; /* (finished entries may free the next of their key) */
 		for (size_t i = 0; i < n; i++) {
 			if (v[i].plan == PLAN_JSON)
 				json[nj++] = &v[i];

@@ -183,10 +183,12 @@ static int drop_unseen_folders(sqlite3 *db, const cJSON *seen, struct events *ev
 	size_t n = 0;
 	int r = db_prepare(db, &st, "SELECT ino, id FROM folders WHERE id IS NOT NULL", NULL);
 
-	while (!r && n < 64 && (r = db_step(st)) == 1)
+	while (!r && n < 64 && (r = db_step(st)) == 1) {
+		r = 0;
 		if (!cJSON_GetObjectItemCaseSensitive(seen,
 						      (const char *)sqlite3_column_text(st, 1)))
 			gone[n++] = sqlite3_column_int64(st, 0);
+	}
 	if (st)
 		sqlite3_finalize(st);
 	if (r < 0)
@@ -627,7 +629,9 @@ static int refresh_exts(struct cache *c, const char *base, const cJSON *ids)
 static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 {
 	sqlite3 *db = c->sdb;
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
+	int64_t *cids = NULL;
+	size_t n = 0;
 	int r;
 
 	if ((r = db_begin(db)))
@@ -638,18 +642,29 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 		"= c.cid WHERE c.folder = ? AND c.id IS NOT NULL AND c.id NOT IN (SELECT id FROM "
 		"seen) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cid = c.cid)",
 		"i", folder);
+	/* Collected first: no deleting under a running SELECT. */
 	while (!r && (r = db_step(st)) == 1) {
+		int64_t *more;
+
+		r = 0;
 		if (sqlite3_column_type(st, 0) != SQLITE_NULL)
 			events_add(ev, CACHE_REMOVED, (uint64_t)sqlite3_column_int64(st, 0),
 				   (uint64_t)sqlite3_column_int64(st, 1),
 				   (const char *)sqlite3_column_text(st, 2), 0, NULL);
-		r = db_run(db, "DELETE FROM nodes WHERE cid = ?", "i", sqlite3_column_int64(st, 3));
-		if (!r)
-			r = db_run(db, "DELETE FROM contacts WHERE cid = ?", "i",
-				   sqlite3_column_int64(st, 3));
+		if (!(more = realloc(cids, (n + 1) * sizeof(*cids)))) {
+			r = -ENOMEM;
+			break;
+		}
+		cids = more;
+		cids[n++] = sqlite3_column_int64(st, 3);
 	}
-	if (st)
-		sqlite3_finalize(st);
+	sqlite3_finalize(st);
+	for (size_t i = 0; i < n && !r; i++) {
+		r = db_run(db, "DELETE FROM nodes WHERE cid = ?", "i", cids[i]);
+		if (!r)
+			r = db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cids[i]);
+	}
+	free(cids);
 	if (r == 0)
 		r = db_run(db, "DELETE FROM seen", NULL);
 	if (r == 0)

@@ -463,7 +463,7 @@ int cache_getattr(struct cache *c, uint64_t ino, struct cache_attr *out)
 
 int cache_readdir(struct cache *c, uint64_t dir, uint64_t offset, cache_dir_fn fn, void *ctx)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	struct node n;
 	int r;
 
@@ -483,8 +483,7 @@ int cache_readdir(struct cache *c, uint64_t dir, uint64_t offset, cache_dir_fn f
 		attr_of(&n, &a);
 		r = fn(n.name, &a, ctx);
 	}
-	if (r == 0 || r == 1 || r != -ENOTDIR)
-		sqlite3_finalize(st);
+	sqlite3_finalize(st);
 	pthread_mutex_unlock(&c->api_lock);
 	return r;
 }
