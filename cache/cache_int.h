@@ -136,6 +136,12 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev) CA
  * folder has no id yet. */
 int folder_base(sqlite3 *db, int64_t folder, char *out, size_t size) CACHE_MUST_CHECK;
 
+/* A string member of a JSON object, or NULL. */
+const char *cache_jstr(const cJSON *o, const char *key);
+
+/* Our open extension in a contact's JSON ("extensions"), or NULL. */
+cJSON *cache_ext_of(const cJSON *contact);
+
 /* A random client key (32 hex digits + NUL). */
 void cache_new_key(char out[33]);
 

@@ -236,7 +236,8 @@ static void *sync_main(void *arg)
 				snprintf(when, sizeof(when), "%lld", (long long)c->last_sync);
 				pthread_mutex_unlock(&c->lock);
 				if (db_meta_set(c->sdb, "last_sync", when))
-					log_warn("cache: could not record the time of the last sync");
+					log_warn("cache: could not record the time of the last "
+						 "sync");
 				want_round = 0;
 				retry_at = 0;
 				in_backoff = 2000;
@@ -266,7 +267,9 @@ static void *sync_main(void *arg)
 			backoff = backoff < 30000 ? backoff * 2 : 30000;
 		} else {
 			backoff = 1000;
-			wait = want_round ? retry_at - now : poll_ms >= 0 ? next_round - now : 3600000;
+			wait = want_round     ? retry_at - now
+			       : poll_ms >= 0 ? next_round - now
+					      : 3600000;
 			if (next_out && next_out - now < wait)
 				wait = next_out - now;
 			if (left)

@@ -711,16 +711,11 @@ static char *server_json(const cJSON *answer, const cJSON *ext_src)
 	return text;
 }
 
-static const char *jstr(const cJSON *o, const char *k)
-{
-	return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
-}
-
 /* Merge the extension body sent into the stored version's extension. */
 static int merge_ext(sqlite3 *db, int64_t cid, const cJSON *sent)
 {
 	sqlite3_stmt *st;
-	cJSON *json = NULL, *exts, *x, *mine = NULL, *it;
+	cJSON *json = NULL, *exts, *mine = NULL, *it;
 	char *text = NULL;
 	int r;
 
@@ -734,14 +729,7 @@ static int merge_ext(sqlite3 *db, int64_t cid, const cJSON *sent)
 	exts = cJSON_GetObjectItemCaseSensitive(json, "extensions");
 	if (!exts)
 		exts = cJSON_AddArrayToObject(json, "extensions");
-	cJSON_ArrayForEach(x, exts)
-	{
-		const char *n = jstr(x, "extensionName"), *id = jstr(x, "id");
-
-		if ((n && !strcasecmp(n, VCARD_EXTENSION_NAME)) ||
-		    (id && strstr(id, VCARD_EXTENSION_NAME)))
-			mine = x;
-	}
+	mine = cache_ext_of(json);
 	if (!mine && exts && (mine = cJSON_CreateObject()))
 		cJSON_AddItemToArray(exts, mine);
 	if (mine) {
@@ -779,7 +767,7 @@ static int on_success(sqlite3 *db, struct entry *e)
 	case OP_CREATE:
 	case OP_MOVE:
 		if (e->stage == 0) {
-			const char *id = jstr(resp, "id");
+			const char *id = cache_jstr(resp, "id");
 			const cJSON *exts = cJSON_GetObjectItemCaseSensitive(e->body, "extensions");
 
 			if (!id)
@@ -798,7 +786,7 @@ static int on_success(sqlite3 *db, struct entry *e)
 				   "UPDATE contacts SET id = ?, change_key = ?, json = ?, "
 				   "photo_state = 1 "
 				   "WHERE cid = ?",
-				   "ttti", id, jstr(resp, "changeKey"), json, e->cid);
+				   "ttti", id, cache_jstr(resp, "changeKey"), json, e->cid);
 			if (!r)
 				r = entry_next(db, e, 1);
 			break;
@@ -833,7 +821,7 @@ static int on_success(sqlite3 *db, struct entry *e)
 			if (!json)
 				return -ENOMEM;
 			r = db_run(db, "UPDATE contacts SET change_key = ?, json = ? WHERE cid = ?",
-				   "tti", jstr(resp, "changeKey"), json, e->cid);
+				   "tti", cache_jstr(resp, "changeKey"), json, e->cid);
 			if (!r)
 				r = entry_next(db, e, 1);
 			break;
@@ -851,10 +839,10 @@ static int on_success(sqlite3 *db, struct entry *e)
 			r = entry_done(db, e);
 		break;
 	case OP_FOLDER_CREATE:
-		if (!jstr(resp, "id"))
+		if (!cache_jstr(resp, "id"))
 			return -EPROTO;
-		r = db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti", jstr(resp, "id"),
-			   e->folder);
+		r = db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti",
+			   cache_jstr(resp, "id"), e->folder);
 		if (!r)
 			r = entry_done(db, e);
 		break;
@@ -977,7 +965,7 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		*after = AFTER_FOLDER_EXISTS;
 		return 0;
 	}
-	msg = jstr(cJSON_GetObjectItemCaseSensitive(e->response, "error"), "message");
+	msg = cache_jstr(cJSON_GetObjectItemCaseSensitive(e->response, "error"), "message");
 	snprintf(why, sizeof(why), "%s %s: HTTP %d %s%s%s", e->method,
 		 e->op == OP_REQUEST ? e->url : "", st, e->code, msg ? ": " : "", msg ? msg : "");
 	if (st == 0 || st == 429 || st >= 500)
@@ -999,22 +987,6 @@ static int is_field(const char *k)
 	return k[0] != '@';
 }
 
-/* Our extension object in a contact's JSON, or NULL. */
-static const cJSON *our_ext(const cJSON *json)
-{
-	const cJSON *x;
-
-	cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(json, "extensions"))
-	{
-		const char *n = jstr(x, "extensionName"), *id = jstr(x, "id");
-
-		if ((n && !strcasecmp(n, VCARD_EXTENSION_NAME)) ||
-		    (id && strstr(id, VCARD_EXTENSION_NAME)))
-			return x;
-	}
-	return NULL;
-}
-
 static int same_value(const cJSON *a, const cJSON *b)
 {
 	if (!a || cJSON_IsNull(a))
@@ -1031,7 +1003,8 @@ static int ext_differs(const cJSON *a, const cJSON *b)
 	static const char *const keys[] = {"uid", "extra", "orig"};
 
 	for (size_t i = 0; i < 3; i++) {
-		const char *x = a ? jstr(a, keys[i]) : NULL, *y = b ? jstr(b, keys[i]) : NULL;
+		const char *x = a ? cache_jstr(a, keys[i]) : NULL,
+			   *y = b ? cache_jstr(b, keys[i]) : NULL;
 
 		if (strcmp(x ? x : "", y ? y : ""))
 			return 1;
@@ -1060,7 +1033,7 @@ static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *t
 		r = tree_render(c, db, cid, ev);
 	if (!r)
 		r = db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?", "tti",
-			   text, jstr(theirs, "changeKey"), cid);
+			   text, cache_jstr(theirs, "changeKey"), cid);
 	free(text);
 	free(mtext);
 	return r;
@@ -1176,7 +1149,8 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 		if (!same_value(b, t) && !same_value(it, t))
 			overlap = 1;
 	}
-	if (ext && ext_differs(our_ext(base), our_ext(theirs)) && ext_differs(ext, our_ext(theirs)))
+	if (ext && ext_differs(cache_ext_of(base), cache_ext_of(theirs)) &&
+	    ext_differs(ext, cache_ext_of(theirs)))
 		overlap = 1;
 	if (!overlap) {
 		/* Theirs plus our fields: the file shows the merge, and the
@@ -1192,7 +1166,7 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 		}
 		if (ext) {
 			cJSON *exts = cJSON_GetObjectItemCaseSensitive(merged, "extensions");
-			cJSON *mine = (cJSON *)our_ext(merged);
+			cJSON *mine = cache_ext_of(merged);
 
 			if (!exts)
 				exts = cJSON_AddArrayToObject(merged, "extensions");
@@ -1271,7 +1245,7 @@ struct named {
 static int match_name(const cJSON *item, void *ctx)
 {
 	struct named *n = ctx;
-	const char *name = jstr(item, "displayName"), *id = jstr(item, "id");
+	const char *name = cache_jstr(item, "displayName"), *id = cache_jstr(item, "id");
 
 	if (name && id && !strcasecmp(name, n->name) && !n->id)
 		n->id = strdup(id);

@@ -22,11 +22,6 @@
 	"/contacts?$select=id&$top=1000&$filter=Extensions/any(f:f/id%20eq%20'" EXT_ID \
 	"')&$expand=Extensions($filter=id%20eq%20'" EXT_ID "')"
 
-static const char *jstr(const cJSON *o, const char *k)
-{
-	return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
-}
-
 /* ---- folders ------------------------------------------------------------------------------ */
 
 struct folder_round {
@@ -107,8 +102,8 @@ static int folder_busy(sqlite3 *db, int64_t ino)
 
 static int apply_folder(struct cache *c, sqlite3 *db, const cJSON *item, struct events *ev)
 {
-	const char *id = jstr(item, "id"), *name = jstr(item, "displayName");
-	const char *parent_id = jstr(item, "parentFolderId");
+	const char *id = cache_jstr(item, "id"), *name = cache_jstr(item, "displayName");
+	const char *parent_id = cache_jstr(item, "parentFolderId");
 	int64_t ino = 0, parent = CACHE_ROOT_INO;
 	char safe[256], unique[256];
 	int r;
@@ -234,7 +229,7 @@ static int sync_folders(struct cache *c)
 	}
 	for (int i = 0; full && i < cJSON_GetArraySize(f.items); i++) {
 		const cJSON *it = cJSON_GetArrayItem(f.items, i);
-		const char *id = jstr(it, "id");
+		const char *id = cache_jstr(it, "id");
 
 		if (id && !cJSON_GetObjectItemCaseSensitive(it, "@removed") &&
 		    !cJSON_GetObjectItemCaseSensitive(seen, id) &&
@@ -252,7 +247,7 @@ static int sync_folders(struct cache *c)
 
 		for (int i = 0; i < cJSON_GetArraySize(f.items) && !r;) {
 			cJSON *it = cJSON_GetArrayItem(f.items, i);
-			const char *pid = jstr(it, "parentFolderId");
+			const char *pid = cache_jstr(it, "parentFolderId");
 			int64_t pino;
 			int known = !pid || cJSON_GetObjectItemCaseSensitive(it, "@removed") ||
 				    !folder_ino(db, pid, &pino);
@@ -260,7 +255,7 @@ static int sync_folders(struct cache *c)
 
 			/* Is the parent itself still waiting in this round? */
 			for (int j = 0; !known && j < cJSON_GetArraySize(f.items); j++) {
-				const char *jid = jstr(cJSON_GetArrayItem(f.items, j), "id");
+				const char *jid = cache_jstr(cJSON_GetArrayItem(f.items, j), "id");
 
 				if (j != i && jid && pid && !strcmp(jid, pid))
 					pending = 1;
@@ -318,7 +313,7 @@ static cJSON *stored_ext(sqlite3 *db, const char *id)
 
 static int apply_contact(struct contact_round *cr, sqlite3 *db, cJSON *item)
 {
-	const char *id = jstr(item, "id"), *ck = jstr(item, "changeKey");
+	const char *id = cache_jstr(item, "id"), *ck = cache_jstr(item, "changeKey");
 	sqlite3_stmt *st;
 	int64_t cid = 0, folder = 0;
 	char *old_ck = NULL, *old_json = NULL;
@@ -443,11 +438,11 @@ static int flush_items(struct contact_round *cr)
 			int64_t cid = 0;
 
 			r = db_int(db, &cid, "SELECT cid FROM contacts WHERE id = ?", "t",
-				   jstr(it, "id"));
+				   cache_jstr(it, "id"));
 			r = r < 0 ? r : r ? tree_render(cr->c, db, cid, cr->ev) : 0;
 			if (!r && cr->changed_ids && !cr->full)
 				cJSON_AddItemToArray(cr->changed_ids,
-						     cJSON_CreateString(jstr(it, "id")));
+						     cJSON_CreateString(cache_jstr(it, "id")));
 		}
 	}
 	r = r ? (db_rollback(db), r) : db_commit(db);
@@ -501,26 +496,11 @@ static int store_exts(struct ext_list *x)
 	return r ? r : x->buf ? 0 : -ENOMEM;
 }
 
-static const cJSON *find_ext(const cJSON *item)
-{
-	const cJSON *e;
-
-	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(item, "extensions"))
-	{
-		const char *n = jstr(e, "extensionName"), *id = jstr(e, "id");
-
-		if ((n && !strcmp(n, VCARD_EXTENSION_NAME)) ||
-		    (id && strstr(id, VCARD_EXTENSION_NAME)))
-			return e;
-	}
-	return NULL;
-}
-
 static int on_ext(const cJSON *item, void *ctx)
 {
 	struct ext_list *x = ctx;
-	const cJSON *e = find_ext(item);
-	const char *id = jstr(item, "id");
+	const cJSON *e = cache_ext_of(item);
+	const char *id = cache_jstr(item, "id");
 
 	if (!e || !id)
 		return 0;
@@ -567,7 +547,7 @@ static int set_ext(struct cache *c, sqlite3 *db, const char *id, const cJSON *ex
 	sqlite3_finalize(st);
 	if (!json)
 		return 0;
-	if (cJSON_Compare(find_ext(json), ext, 1) || (busy = outbox_has(db, cid)) != 0) {
+	if (cJSON_Compare(cache_ext_of(json), ext, 1) || (busy = outbox_has(db, cid)) != 0) {
 		cJSON_Delete(json);
 		return 0;
 	}
@@ -613,7 +593,7 @@ static int refresh_exts(struct cache *c, const char *base, const cJSON *ids)
 					r = set_ext(c, c->sdb,
 						    cJSON_GetStringValue(
 							    cJSON_GetArrayItem(ids, start + i)),
-						    find_ext(items[i].response), &ev);
+						    cache_ext_of(items[i].response), &ev);
 			r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
 		}
 		graph_batch_release(items, (size_t)k);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,6 +113,27 @@ int64_t cache_now_ns(void)
 int64_t cache_now_ms(void)
 {
 	return cache_now_ns() / 1000000;
+}
+
+const char *cache_jstr(const cJSON *o, const char *key)
+{
+	return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+}
+
+cJSON *cache_ext_of(const cJSON *contact)
+{
+	cJSON *x;
+
+	cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(contact, "extensions"))
+	{
+		const char *n = cache_jstr(x, "extensionName"), *id = cache_jstr(x, "id");
+		size_t k = id ? strlen(id) : 0, m = strlen(VCARD_EXTENSION_NAME);
+
+		if ((n && !strcasecmp(n, VCARD_EXTENSION_NAME)) ||
+		    (k >= m && !strcasecmp(id + k - m, VCARD_EXTENSION_NAME)))
+			return x;
+	}
+	return NULL;
 }
 
 void cache_new_key(char out[33])
