@@ -52,10 +52,10 @@ struct cache {
 	pthread_t thread;
 	int started;
 
-	pthread_mutex_t lock; /* protects the fields below */
-	pthread_cond_t wake;  /* the sync thread waits on it */
-	pthread_cond_t pass;  /* broadcast after each outbox pass */
-	int stop, asked, online, synced;
+	pthread_mutex_t lock;			 /* protects the fields below */
+	pthread_cond_t wake;			 /* the sync thread waits on it */
+	pthread_cond_t pass;			 /* broadcast after each outbox pass */
+	int stop, asked, kicked, online, synced; /* asked: a delta round; kicked: the outbox */
 	unsigned passes;
 	time_t last_sync;
 };
@@ -72,7 +72,12 @@ int db_errno(int rc);
  */
 int db_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt,
 	       ...) CACHE_MUST_CHECK;
-/* Prepare, bind, step to completion, finalize. */
+/* Give a statement from db_prepare back (reset, kept for the next caller),
+ * or finalize it. NULL is a no-op. */
+void db_release(sqlite3_stmt *st);
+/* Close a connection and its kept statements. */
+void db_disconnect(sqlite3 *db);
+/* Prepare, bind, step to completion, release. */
 int db_run(sqlite3 *db, const char *sql, const char *fmt, ...) CACHE_MUST_CHECK;
 /* Prepare, bind, step once: 1 with *out set to column 0 as an integer when
  * a row came, 0 when none, -errno. */

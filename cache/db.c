@@ -7,7 +7,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,15 +81,119 @@ static int bind_args(sqlite3_stmt *st, const char *fmt, va_list ap)
 	return rc;
 }
 
+/*
+ * Prepared statements are kept per connection and SQL text, and handed out
+ * again once released: preparing is most of the cost of a small query. A
+ * statement still in use (a walk that runs another query of the same text)
+ * makes the second caller prepare its own, finalized on release.
+ */
+#define STMT_SLOTS 1024
+
+struct stmt_slot {
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	unsigned long hash;
+	int busy;
+};
+
+static struct stmt_slot slots[STMT_SLOTS];
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER; /* protects slots */
+
+static unsigned long sql_hash(const sqlite3 *db, const char *sql)
+{
+	unsigned long h = 1469598103934665603UL ^ (unsigned long)(uintptr_t)db;
+
+	for (; *sql; sql++)
+		h = (h ^ (unsigned char)*sql) * 1099511628211UL;
+	return h;
+}
+
+/* A cached statement for sql on db, marked busy, or NULL. */
+static sqlite3_stmt *slot_take(sqlite3 *db, const char *sql, unsigned long h)
+{
+	sqlite3_stmt *st = NULL;
+
+	pthread_mutex_lock(&slots_lock);
+	for (size_t i = 0, k = h % STMT_SLOTS; i < 8; i++, k = (k + 1) % STMT_SLOTS) {
+		struct stmt_slot *s = &slots[k];
+
+		if (s->st && s->db == db && s->hash == h && !s->busy &&
+		    !strcmp(sqlite3_sql(s->st), sql)) {
+			s->busy = 1;
+			st = s->st;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&slots_lock);
+	return st;
+}
+
+/* Keep a new statement in a free slot (busy), if there is one near. */
+static void slot_put(sqlite3 *db, sqlite3_stmt *st, unsigned long h)
+{
+	pthread_mutex_lock(&slots_lock);
+	for (size_t i = 0, k = h % STMT_SLOTS; i < 8; i++, k = (k + 1) % STMT_SLOTS) {
+		if (!slots[k].st) {
+			slots[k] = (struct stmt_slot){db, st, h, 1};
+			break;
+		}
+	}
+	pthread_mutex_unlock(&slots_lock);
+}
+
+void db_release(sqlite3_stmt *st)
+{
+	int kept = 0;
+
+	if (!st)
+		return;
+	pthread_mutex_lock(&slots_lock);
+	for (size_t k = sql_hash(sqlite3_db_handle(st), sqlite3_sql(st)) % STMT_SLOTS, i = 0; i < 8;
+	     i++, k = (k + 1) % STMT_SLOTS) {
+		if (slots[k].st == st) {
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+			slots[k].busy = 0;
+			kept = 1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&slots_lock);
+	if (!kept)
+		db_release(st);
+}
+
+void db_disconnect(sqlite3 *db)
+{
+	if (!db)
+		return;
+	pthread_mutex_lock(&slots_lock);
+	for (size_t k = 0; k < STMT_SLOTS; k++) {
+		if (slots[k].db == db) {
+			sqlite3_finalize(slots[k].st);
+			memset(&slots[k], 0, sizeof(slots[k]));
+		}
+	}
+	pthread_mutex_unlock(&slots_lock);
+	sqlite3_close(db);
+}
+
 static int prepare_v(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt, va_list ap)
 {
-	int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+	unsigned long h = sql_hash(db, sql);
+	int rc = SQLITE_OK;
 
+	*st = slot_take(db, sql, h);
+	if (!*st) {
+		rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+		if (rc == SQLITE_OK && *st)
+			slot_put(db, *st, h);
+	}
 	if (rc == SQLITE_OK)
 		rc = bind_args(*st, fmt, ap);
 	if (rc != SQLITE_OK) {
 		log_err("cache: preparing \"%.60s\": %s", sql, sqlite3_errmsg(db));
-		sqlite3_finalize(*st);
+		db_release(*st);
 		*st = NULL;
 		return db_errno(rc);
 	}
@@ -132,7 +238,7 @@ int db_run(sqlite3 *db, const char *sql, const char *fmt, ...)
 		return r;
 	while ((r = db_step(st)) == 1)
 		;
-	sqlite3_finalize(st);
+	db_release(st);
 	return r;
 }
 
@@ -150,7 +256,7 @@ int db_int(sqlite3 *db, int64_t *out, const char *sql, const char *fmt, ...)
 	r = db_step(st);
 	if (r == 1)
 		*out = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	db_release(st);
 	return r;
 }
 
@@ -190,7 +296,7 @@ char *db_meta_get(sqlite3 *db, const char *key)
 		return NULL;
 	if (db_step(st) == 1)
 		v = db_strdup(st, 0);
-	sqlite3_finalize(st);
+	db_release(st);
 	return v;
 }
 
@@ -378,7 +484,7 @@ int db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize)
 		return r;
 	if (db_step(st) == 1)
 		check = db_strdup(st, 0);
-	sqlite3_finalize(st);
+	db_release(st);
 	if (!check || strcmp(check, "ok") != 0) {
 		snprintf(errbuf, errsize,
 			 "%s: the cache is damaged (%s); it is left as it is: move it away to "

@@ -169,8 +169,8 @@ void cache_close(struct cache *c)
 		pthread_mutex_unlock(&c->lock);
 		pthread_join(c->thread, NULL);
 	}
-	sqlite3_close(c->sdb);
-	sqlite3_close(c->db);
+	db_disconnect(c->sdb);
+	db_disconnect(c->db);
 	pthread_cond_destroy(&c->pass);
 	pthread_cond_destroy(&c->wake);
 	pthread_mutex_destroy(&c->lock);
@@ -218,6 +218,7 @@ static void *sync_main(void *arg)
 		if (c->asked)
 			want_round = 1;
 		c->asked = 0;
+		c->kicked = 0;
 		pthread_mutex_unlock(&c->lock);
 		if (poll_ms >= 0 && now >= next_round)
 			want_round = 1;
@@ -278,7 +279,7 @@ static void *sync_main(void *arg)
 		if (wait <= 0)
 			continue;
 		pthread_mutex_lock(&c->lock);
-		if (!c->asked && !c->stop) {
+		if (!c->asked && !c->kicked && !c->stop) {
 			struct timespec ts;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -350,7 +351,10 @@ static int wait_until(struct cache *c, int timeout_ms, const char *sql, int64_t 
 			return -EHOSTDOWN;
 		if (cache_now_ms() >= deadline)
 			return -ETIMEDOUT;
-		cache_sync_now(c);
+		pthread_mutex_lock(&c->lock);
+		c->kicked = 1; /* the outbox, not a delta round */
+		pthread_cond_signal(&c->wake);
+		pthread_mutex_unlock(&c->lock);
 		pthread_mutex_lock(&c->lock);
 		while (c->passes == passes && !c->stop) {
 			struct timespec ts;
@@ -408,7 +412,9 @@ int cache_status(struct cache *c, struct cache_status *out)
 	if (r >= 0)
 		r = db_int(c->db, &parked, "SELECT count(*) FROM outbox WHERE parked", NULL);
 	if (r >= 0)
-		r = db_int(c->db, &contacts, "SELECT count(*) FROM contacts WHERE gone = 0", NULL);
+		r = db_int(c->db, &contacts,
+			   /* files that show a contact: an index, not a scan */
+			   "SELECT count(*) FROM nodes WHERE cid IS NOT NULL", NULL);
 	if (r >= 0 && c->cfg.photos)
 		r = db_int(c->db, &photos,
 			   "SELECT count(*) FROM contacts WHERE photo_state = 0 AND id IS NOT NULL",
@@ -447,7 +453,7 @@ int cache_errors(struct cache *c, unsigned limit, cache_error_fn fn, void *ctx)
 		       (const char *)sqlite3_column_text(st, 1),
 		       (const char *)sqlite3_column_text(st, 2), ctx);
 	if (st)
-		sqlite3_finalize(st);
+		db_release(st);
 	pthread_mutex_unlock(&c->api_lock);
 	return r;
 }

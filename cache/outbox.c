@@ -97,7 +97,7 @@ static int contact_row_get(sqlite3 *db, int64_t cid, struct contact_row *k)
 		k->folder = sqlite3_column_int64(st, 4);
 		k->gone = sqlite3_column_int(st, 5);
 	}
-	sqlite3_finalize(st);
+	db_release(st);
 	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
 }
 
@@ -123,7 +123,7 @@ static int file_card(sqlite3 *db, int64_t cid, struct vcard **card, char *name, 
 	} else if (r == 0) {
 		r = -ENOENT;
 	}
-	sqlite3_finalize(st);
+	db_release(st);
 	return r;
 }
 
@@ -379,7 +379,7 @@ static int plan_folder(sqlite3 *db, struct entry *e)
 		name = db_strdup(st, 1);
 		parent = sqlite3_column_int64(st, 2);
 	}
-	sqlite3_finalize(st);
+	db_release(st);
 	if (r < 0)
 		return r;
 	snprintf(e->name, sizeof(e->name), "%s", name ? name : "");
@@ -563,7 +563,7 @@ static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, i
 	}
 	if (r == 1)
 		r = 0;
-	sqlite3_finalize(st);
+	db_release(st);
 	if (!r)
 		r = db_commit(db);
 	else
@@ -723,7 +723,7 @@ static int merge_ext(sqlite3 *db, int64_t cid, const cJSON *sent)
 		return r;
 	if (db_step(st) == 1)
 		json = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	db_release(st);
 	if (!json)
 		return 0;
 	exts = cJSON_GetObjectItemCaseSensitive(json, "extensions");
@@ -814,7 +814,7 @@ static int on_success(sqlite3 *db, struct entry *e)
 				break;
 			if (db_step(st) == 1)
 				old = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-			sqlite3_finalize(st);
+			db_release(st);
 			json = server_json(resp,
 					   cJSON_GetObjectItemCaseSensitive(old, "extensions"));
 			cJSON_Delete(old);
@@ -1065,7 +1065,7 @@ static int keep_ours(sqlite3 *db, int64_t cid, const struct buf *ours, char *kep
 
 			snprintf(want, sizeof(want), "%.*s.conflict-%s", (int)room, n, stamp);
 		}
-		sqlite3_finalize(st);
+		db_release(st);
 	}
 	if ((r = tree_unique_name(db, (uint64_t)folder, want, name)))
 		return r;
@@ -1199,7 +1199,7 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 			if (db_step(st) == 1)
 				r = buf_add(&ours, sqlite3_column_blob(st, 0),
 					    (size_t)sqlite3_column_bytes(st, 0));
-			sqlite3_finalize(st);
+			db_release(st);
 		}
 	}
 	if (!r)

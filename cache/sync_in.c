@@ -63,7 +63,7 @@ static int drop_subtree(sqlite3 *db, int64_t ino, struct events *ev)
 		parent = sqlite3_column_int64(st, 0);
 		snprintf(name, sizeof(name), "%s", sqlite3_column_text(st, 1));
 	}
-	sqlite3_finalize(st);
+	db_release(st);
 	r = db_run(
 		db,
 		"WITH RECURSIVE sub(ino) AS (SELECT ? UNION ALL SELECT n.ino FROM nodes n JOIN sub "
@@ -149,7 +149,7 @@ static int apply_folder(struct cache *c, sqlite3 *db, const cJSON *item, struct 
 			old_parent = sqlite3_column_int64(st, 0);
 			snprintf(old, sizeof(old), "%s", sqlite3_column_text(st, 1));
 		}
-		sqlite3_finalize(st);
+		db_release(st);
 		if ((r = db_int(db, &busy,
 				"SELECT count(*) FROM outbox WHERE folder = ? AND op = ?", "ii",
 				ino, (int64_t)OP_FOLDER_RENAME)) < 0)
@@ -185,7 +185,7 @@ static int drop_unseen_folders(sqlite3 *db, const cJSON *seen, struct events *ev
 			gone[n++] = sqlite3_column_int64(st, 0);
 	}
 	if (st)
-		sqlite3_finalize(st);
+		db_release(st);
 	if (r < 0)
 		return r;
 	r = 0;
@@ -307,7 +307,7 @@ static cJSON *stored_ext(sqlite3 *db, const char *id)
 		return NULL;
 	if (db_step(st) == 1)
 		ext = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	db_release(st);
 	return ext;
 }
 
@@ -335,7 +335,7 @@ static int apply_contact(struct contact_round *cr, sqlite3 *db, cJSON *item)
 		old_ck = db_strdup(st, 2);
 		old_json = db_strdup(st, 3);
 	}
-	sqlite3_finalize(st);
+	db_release(st);
 	if (r < 0)
 		goto out;
 	r = 0;
@@ -362,7 +362,7 @@ static int apply_contact(struct contact_round *cr, sqlite3 *db, cJSON *item)
 			g.parent = sqlite3_column_int64(st, 1);
 			snprintf(g.name, sizeof(g.name), "%s", sqlite3_column_text(st, 2));
 		}
-		sqlite3_finalize(st);
+		db_release(st);
 		if ((r = db_run(db, "DELETE FROM nodes WHERE cid = ?", "i", cid)) ||
 		    (r = db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cid)))
 			goto out;
@@ -544,7 +544,7 @@ static int set_ext(struct cache *c, sqlite3 *db, const char *id, const cJSON *ex
 		cid = sqlite3_column_int64(st, 0);
 		json = cJSON_Parse((const char *)sqlite3_column_text(st, 1));
 	}
-	sqlite3_finalize(st);
+	db_release(st);
 	if (!json)
 		return 0;
 	if (cJSON_Compare(cache_ext_of(json), ext, 1) || (busy = outbox_has(db, cid)) != 0) {
@@ -638,7 +638,7 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 		cids = more;
 		cids[n++] = sqlite3_column_int64(st, 3);
 	}
-	sqlite3_finalize(st);
+	db_release(st);
 	for (size_t i = 0; i < n && !r; i++) {
 		r = db_run(db, "DELETE FROM nodes WHERE cid = ?", "i", cids[i]);
 		if (!r)
@@ -740,7 +740,7 @@ int sync_in(struct cache *c)
 		inos[n] = sqlite3_column_int64(st, 0);
 		links[n++] = db_strdup(st, 1);
 	}
-	sqlite3_finalize(st);
+	db_release(st);
 	r = r < 0 ? r : 0;
 	for (size_t i = 0; i < n && !r; i++)
 		r = sync_folder(c, inos[i], links[i]);
@@ -791,7 +791,7 @@ int sync_photos(struct cache *c, int max, int *left)
 			items[k].url = urls[k];
 			k++;
 		}
-		sqlite3_finalize(st);
+		db_release(st);
 		if (!k)
 			break;
 		if ((r = graph_batch(c->g, items, k)))
@@ -860,7 +860,7 @@ int sync_render(struct cache *c)
 			break;
 		while (n < 200 && db_step(st) == 1)
 			cids[n++] = sqlite3_column_int64(st, 0);
-		sqlite3_finalize(st);
+		db_release(st);
 		if (!n || (r = db_begin(db)))
 			break;
 		for (size_t i = 0; i < n && !r; i++)

@@ -55,7 +55,7 @@ static int node_query(sqlite3 *db, struct node *n, const char *sql, const char *
 	r = db_step(st);
 	if (r == 1)
 		node_read(st, n);
-	sqlite3_finalize(st);
+	db_release(st);
 	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
 }
 
@@ -245,7 +245,7 @@ int folder_base(sqlite3 *db, int64_t folder, char *out, size_t size)
 		snprintf(out, size, "/contactFolders/%s", sqlite3_column_text(st, 0));
 	else if (r >= 0)
 		r = -EAGAIN;
-	sqlite3_finalize(st);
+	db_release(st);
 	return r < 0 ? r : 0;
 }
 
@@ -381,7 +381,7 @@ static int same_photo(sqlite3 *db, int64_t cid, const void *data, size_t len)
 
 		r = (!p && !data) || (p && data && n == len && !memcmp(p, data, len));
 	}
-	sqlite3_finalize(st);
+	db_release(st);
 	return r;
 }
 
@@ -505,7 +505,7 @@ int cache_readdir(struct cache *c, uint64_t dir, uint64_t offset, cache_dir_fn f
 		attr_of(&n, &a);
 		r = fn(n.name, &a, ctx);
 	}
-	sqlite3_finalize(st);
+	db_release(st);
 	pthread_mutex_unlock(&c->api_lock);
 	return r;
 }
@@ -526,7 +526,7 @@ int cache_read(struct cache *c, uint64_t ino, struct buf *out)
 				    (size_t)sqlite3_column_bytes(st, 1));
 		else if (r == 0)
 			r = -ENOENT;
-		sqlite3_finalize(st);
+		db_release(st);
 	}
 	pthread_mutex_unlock(&c->api_lock);
 	return r;
@@ -537,7 +537,7 @@ int cache_read(struct cache *c, uint64_t ino, struct buf *out)
 static void wake_sync(struct cache *c)
 {
 	pthread_mutex_lock(&c->lock);
-	c->asked = 1;
+	c->kicked = 1;
 	pthread_cond_signal(&c->wake);
 	pthread_mutex_unlock(&c->lock);
 }
@@ -871,7 +871,7 @@ static int do_rename(struct cache *c, void *arg)
 			r = vcard_parse_one(sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0)
 								       : "",
 					    (size_t)sqlite3_column_bytes(st, 0), &card, &e);
-		sqlite3_finalize(st);
+		db_release(st);
 		if (r == -EINVAL) {
 			if (a->err)
 				*a->err = e;
@@ -1110,8 +1110,8 @@ done:
 		"UPDATE contacts SET render = 0, uid = coalesce(nullif(?, ''), uid) WHERE cid = ?",
 		"ti", uidbuf, cid);
 out:
-	sqlite3_finalize(st);
-	sqlite3_finalize(nd);
+	db_release(st);
+	db_release(nd);
 	cJSON_Delete(json);
 	vcard_free(card);
 	buf_release(&out);
