@@ -68,6 +68,8 @@ int db_errno(int rc);
 /*
  * Prepare sql and bind the arguments fmt describes, one letter each:
  * 'i' int64_t, 't' const char * (NULL binds NULL), 'b' const void *, size_t.
+ * sql must be a string literal: prepared statements are kept by its address
+ * (db_release hands them back for the next call).
  * 0 with *st ready to step, or -errno (logged).
  */
 int db_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt,

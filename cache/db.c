@@ -88,37 +88,40 @@ static int bind_args(sqlite3_stmt *st, const char *fmt, va_list ap)
  * makes the second caller prepare its own, finalized on release.
  */
 #define STMT_SLOTS 1024
+#define PROBE 8
 
+/* Slots are found by connection and the caller's SQL pointer (the SQL is
+ * a literal: the same text comes at the same address), and again by the
+ * statement when it is released. */
 struct stmt_slot {
 	sqlite3 *db;
+	const char *sql;
 	sqlite3_stmt *st;
-	unsigned long hash;
 	int busy;
 };
 
 static struct stmt_slot slots[STMT_SLOTS];
-static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER; /* protects slots */
+static int by_stmt[STMT_SLOTS]; /* slot + 1 of a statement, by its address */
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER; /* protects both */
 
-static unsigned long sql_hash(const sqlite3 *db, const char *sql)
+static size_t ptr_hash(const void *a, const void *b)
 {
-	unsigned long h = 1469598103934665603UL ^ (unsigned long)(uintptr_t)db;
+	uint64_t h = ((uint64_t)(uintptr_t)a * 0x9e3779b97f4a7c15ULL) ^
+		     ((uint64_t)(uintptr_t)b * 0xc2b2ae3d27d4eb4fULL);
 
-	for (; *sql; sql++)
-		h = (h ^ (unsigned char)*sql) * 1099511628211UL;
-	return h;
+	return (size_t)(h >> 40) % STMT_SLOTS;
 }
 
 /* A cached statement for sql on db, marked busy, or NULL. */
-static sqlite3_stmt *slot_take(sqlite3 *db, const char *sql, unsigned long h)
+static sqlite3_stmt *slot_take(sqlite3 *db, const char *sql)
 {
 	sqlite3_stmt *st = NULL;
 
 	pthread_mutex_lock(&slots_lock);
-	for (size_t i = 0, k = h % STMT_SLOTS; i < 8; i++, k = (k + 1) % STMT_SLOTS) {
+	for (size_t i = 0, k = ptr_hash(db, sql); i < PROBE; i++, k = (k + 1) % STMT_SLOTS) {
 		struct stmt_slot *s = &slots[k];
 
-		if (s->st && s->db == db && s->hash == h && !s->busy &&
-		    !strcmp(sqlite3_sql(s->st), sql)) {
+		if (s->st && s->db == db && s->sql == sql && !s->busy) {
 			s->busy = 1;
 			st = s->st;
 			break;
@@ -129,14 +132,21 @@ static sqlite3_stmt *slot_take(sqlite3 *db, const char *sql, unsigned long h)
 }
 
 /* Keep a new statement in a free slot (busy), if there is one near. */
-static void slot_put(sqlite3 *db, sqlite3_stmt *st, unsigned long h)
+static void slot_put(sqlite3 *db, const char *sql, sqlite3_stmt *st)
 {
 	pthread_mutex_lock(&slots_lock);
-	for (size_t i = 0, k = h % STMT_SLOTS; i < 8; i++, k = (k + 1) % STMT_SLOTS) {
-		if (!slots[k].st) {
-			slots[k] = (struct stmt_slot){db, st, h, 1};
+	for (size_t i = 0, k = ptr_hash(db, sql); i < PROBE; i++, k = (k + 1) % STMT_SLOTS) {
+		if (slots[k].st)
+			continue;
+		for (size_t j = 0, m = ptr_hash(st, NULL); j < PROBE;
+		     j++, m = (m + 1) % STMT_SLOTS) {
+			if (by_stmt[m])
+				continue;
+			slots[k] = (struct stmt_slot){db, sql, st, 1};
+			by_stmt[m] = (int)k + 1;
 			break;
 		}
+		break;
 	}
 	pthread_mutex_unlock(&slots_lock);
 }
@@ -148,9 +158,10 @@ void db_release(sqlite3_stmt *st)
 	if (!st)
 		return;
 	pthread_mutex_lock(&slots_lock);
-	for (size_t k = sql_hash(sqlite3_db_handle(st), sqlite3_sql(st)) % STMT_SLOTS, i = 0; i < 8;
-	     i++, k = (k + 1) % STMT_SLOTS) {
-		if (slots[k].st == st) {
+	for (size_t i = 0, m = ptr_hash(st, NULL); i < PROBE; i++, m = (m + 1) % STMT_SLOTS) {
+		int k = by_stmt[m] - 1;
+
+		if (k >= 0 && slots[k].st == st) {
 			sqlite3_reset(st);
 			sqlite3_clear_bindings(st);
 			slots[k].busy = 0;
@@ -160,7 +171,7 @@ void db_release(sqlite3_stmt *st)
 	}
 	pthread_mutex_unlock(&slots_lock);
 	if (!kept)
-		db_release(st);
+		sqlite3_finalize(st);
 }
 
 void db_disconnect(sqlite3 *db)
@@ -168,6 +179,9 @@ void db_disconnect(sqlite3 *db)
 	if (!db)
 		return;
 	pthread_mutex_lock(&slots_lock);
+	for (size_t m = 0; m < STMT_SLOTS; m++)
+		if (by_stmt[m] && slots[by_stmt[m] - 1].db == db)
+			by_stmt[m] = 0;
 	for (size_t k = 0; k < STMT_SLOTS; k++) {
 		if (slots[k].db == db) {
 			sqlite3_finalize(slots[k].st);
@@ -180,14 +194,13 @@ void db_disconnect(sqlite3 *db)
 
 static int prepare_v(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt, va_list ap)
 {
-	unsigned long h = sql_hash(db, sql);
 	int rc = SQLITE_OK;
 
-	*st = slot_take(db, sql, h);
+	*st = slot_take(db, sql);
 	if (!*st) {
 		rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
 		if (rc == SQLITE_OK && *st)
-			slot_put(db, *st, h);
+			slot_put(db, sql, *st);
 	}
 	if (rc == SQLITE_OK)
 		rc = bind_args(*st, fmt, ap);
