@@ -337,11 +337,11 @@ int db_connect(struct cache *c, sqlite3 **out, char *errbuf, size_t errsize)
 	}
 	sqlite3_busy_timeout(db, 30000);
 	sqlite3_extended_result_codes(db, 1);
-	/* journal_mode is the first statement to read the file: a file that
-	 * is not SQLite fails here. */
+	/* Nothing here writes to the file: a database that turns out not
+	 * to be ours must be left exactly as it was (journal_mode = WAL
+	 * comes after db_schema). */
 	rc = sqlite3_exec(db,
-			  "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-			  "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;"
+			  "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;"
 			  "PRAGMA cache_size = -4000;",
 			  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {

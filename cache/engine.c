@@ -118,21 +118,28 @@ struct cache *cache_open(const struct cache_config *cfg, struct graph *g, char *
 		if (!c->path)
 			goto fail;
 	}
-	/* Create the file 0600 ourselves: SQLite gives the -wal and -shm
-	 * files the database's mode. */
-	fd = open(c->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0 || fchmod(fd, 0600)) {
+	/* Create the file 0600 ourselves; SQLite gives the -wal and -shm
+	 * files the database's mode. An existing file is made 0600 only once
+	 * it is known to be ours. */
+	fd = open(c->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 && errno != EEXIST) {
 		r = -errno;
 		snprintf(errbuf, errsize, "%s: %s", c->path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
 		goto fail;
 	}
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	if ((r = db_connect(c, &c->db, errbuf, errsize)))
 		goto fail;
 	if ((r = db_schema(c, c->db, errbuf, errsize)))
 		goto fail;
+	if (chmod(c->path, 0600) ||
+	    sqlite3_exec(c->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL) != SQLITE_OK) {
+		r = -EIO;
+		snprintf(errbuf, errsize, "%s: cannot set up the cache: %s", c->path,
+			 sqlite3_errmsg(c->db));
+		goto fail;
+	}
 	if ((r = db_connect(c, &c->sdb, errbuf, errsize)))
 		goto fail;
 	/* The last process may have died mid-request: what was in flight is

@@ -867,10 +867,14 @@ static int on_failure(struct cache *c, sqlite3 *db, struct entry *e, int permane
 	int park = permanent || e->attempts + 1 >= (c->cfg.park_after ? c->cfg.park_after : 5);
 	int64_t retry = park ? (int64_t)(c->cfg.park_retry_s ? c->cfg.park_retry_s : 600) * 1000
 			     : backoff_ms(e->attempts);
+	/* A 4xx answer says the request was not carried out: a create that
+	 * got one needs no lookup. */
+	int refused = e->status >= 400 && e->status < 500;
 	int r = db_run(db,
 		       "UPDATE outbox SET inflight = 0, attempts = attempts + 1, parked = ?, "
-		       "not_before = ?, result = ?, error = ? WHERE seq = ?",
-		       "iiiti", (int64_t)park, cache_now_ms() + retry, (int64_t)err, why, e->seq);
+		       "not_before = ?, result = ?, error = ?, sent = sent AND NOT ? WHERE seq = ?",
+		       "iiitii", (int64_t)park, cache_now_ms() + retry, (int64_t)err, why,
+		       (int64_t)refused, e->seq);
 
 	if (!r && park && (!e->parked || permanent))
 		cache_error(db, e->name[0] ? e->name : "outbox", "%s; %s", why,

@@ -674,7 +674,7 @@ static int sync_folder(struct cache *c, int64_t folder, char *link)
 	 * would come in as a stranger. */
 	if ((r = db_int(c->sdb, &uncertain,
 			"SELECT count(*) FROM outbox o JOIN contacts k ON k.cid = o.cid WHERE "
-			"o.sent AND "
+			"o.sent AND NOT o.parked AND "
 			"k.folder = ?",
 			"i", folder)) < 0)
 		goto out;

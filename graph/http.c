@@ -516,13 +516,41 @@ static int retryable(CURLcode c, int idempotent)
 	}
 }
 
-/* One HTTP exchange, no retries. Returns the CURLcode; *retry_after is set
- * from the answer's Retry-After (seconds) or -1. */
+/* The body of a request that must not be sent twice, handed to curl
+ * through a read callback without a seek callback. */
+struct upload {
+	const char *data;
+	size_t len, off;
+};
+
+static size_t on_read(char *out, size_t size, size_t n, void *ctx)
+{
+	struct upload *u = ctx;
+	size_t k = u->len - u->off < size * n ? u->len - u->off : size * n;
+
+	memcpy(out, u->data + u->off, k);
+	u->off += k;
+	return k;
+}
+
+/*
+ * One HTTP exchange, no retries. Returns the CURLcode; *retry_after is set
+ * from the answer's Retry-After (seconds) or -1.
+ *
+ * libcurl sends a request again by itself when a reused connection turns
+ * out dead, even when the server had received it (a lost answer), as long
+ * as it can rewind the body. A request that is not idempotent gets its body
+ * through a callback that cannot rewind: curl then fails the exchange
+ * (CURLE_SEND_FAIL_REWIND) and the caller decides, e.g. by looking the
+ * create up first.
+ */
 static CURLcode exchange(struct graph *g, const char *method, const char *url,
 			 const struct curl_slist *headers, const void *body, size_t len,
-			 struct graph_response *resp, int scheduled, double *retry_after, int *held)
+			 struct graph_response *resp, int scheduled, int idempotent,
+			 double *retry_after, int *held)
 {
 	struct exchange x = {g, resp, 0, -1, 0, scheduled};
+	struct upload up = {body, len, 0};
 	CURL *h = curl_easy_init();
 	CURLcode c;
 
@@ -549,7 +577,12 @@ static CURLcode exchange(struct graph *g, const char *method, const char *url,
 	curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, on_prereq);
 	curl_easy_setopt(h, CURLOPT_PREREQDATA, &x);
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-	if (body) {
+	if (body && !idempotent) {
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(h, CURLOPT_READDATA, &up);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	} else if (body) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 	} else if (!strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH")) {
@@ -688,7 +721,8 @@ int graph_request_slots(struct graph *g, const char *method, const char *path,
 		if (!list)
 			break;
 		slots_take(g, slots);
-		c = exchange(g, method, url, list, body, len, resp, 1, &retry_after, &held);
+		c = exchange(g, method, url, list, body, len, resp, 1, idempotent, &retry_after,
+			     &held);
 		if (c == CURLE_OK && on_answer)
 			on_answer(g, resp);
 		slots_give(g, slots);
@@ -762,8 +796,8 @@ int graph_http_form(struct graph *g, const char *url, const char *body, struct g
 		return -EINVAL;
 	t = curl_slist_append(NULL, "Content-Type: application/x-www-form-urlencoded");
 	if (t && (list = t) && (t = curl_slist_append(list, "Accept: application/json")))
-		c = exchange(g, "POST", url, (list = t), body, strlen(body), resp, 0, &retry_after,
-			     &held);
+		c = exchange(g, "POST", url, (list = t), body, strlen(body), resp, 0, 0,
+			     &retry_after, &held);
 	curl_slist_free_all(list);
 	return c == CURLE_OK ? 0 : curl_errno(c);
 }
