@@ -166,7 +166,9 @@ int cache_getattr(struct cache *c, uint64_t ino, struct cache_attr *out) CACHE_M
 
 /* Called for each entry of a directory in a stable order (by inode), from
  * after offset (0: from the start); each entry's cookie is the offset to
- * resume after it. A non-zero return stops the walk and is returned. */
+ * resume after it (its inode number). A non-zero return stops the walk and
+ * is returned. The callback must not call into the cache (it runs under
+ * the cache's lock): collect, then act. */
 typedef int (*cache_dir_fn)(const char *name, const struct cache_attr *attr, void *ctx);
 int cache_readdir(struct cache *c, uint64_t dir, uint64_t offset, cache_dir_fn fn,
 		  void *ctx) CACHE_MUST_CHECK;
@@ -241,7 +243,8 @@ struct cache_status {
 
 int cache_status(struct cache *c, struct cache_status *out) CACHE_MUST_CHECK;
 
-/* Called for each recorded error, oldest first (at most the last limit). */
+/* Called for each recorded error, oldest first (at most the last limit).
+ * As with cache_readdir, the callback must not call into the cache. */
 typedef int (*cache_error_fn)(time_t when, const char *what, const char *message, void *ctx);
 int cache_errors(struct cache *c, unsigned limit, cache_error_fn fn, void *ctx) CACHE_MUST_CHECK;
 

@@ -169,6 +169,9 @@ int sync_photos(struct cache *c, int max, int *left) CACHE_MUST_CHECK;
 /* Render every contact marked for it. */
 int sync_render(struct cache *c) CACHE_MUST_CHECK;
 
+/* Record whether the server answers (logged when it changes). */
+void cache_set_online(struct cache *c, int online);
+
 /* Whether a graph/ error means the server could not be reached. */
 int cache_offline_errno(int r);
 

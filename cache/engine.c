@@ -200,7 +200,7 @@ static int stopping(struct cache *c)
 	return s;
 }
 
-static void set_online(struct cache *c, int online)
+void cache_set_online(struct cache *c, int online)
 {
 	pthread_mutex_lock(&c->lock);
 	if (c->online != online)
@@ -262,7 +262,7 @@ static void *sync_main(void *arg)
 		}
 		if (sync_render(c))
 			log_warn("cache: rendering contacts failed; trying again later");
-		set_online(c, !offline);
+		cache_set_online(c, !offline);
 		pthread_mutex_lock(&c->lock);
 		c->passes++;
 		pthread_cond_broadcast(&c->pass);

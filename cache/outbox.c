@@ -258,6 +258,15 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e)
 			break;
 		}
 		if (e->stage == 0 && e->sent) {
+			sqlite3_stmt *st;
+
+			if (!db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i",
+					e->cid)) {
+				if (db_step(st) == 1)
+					snprintf(e->name, sizeof(e->name), "%s",
+						 sqlite3_column_text(st, 0));
+				db_release(st);
+			}
 			r = PLAN_LOOKUP;
 			break;
 		}
@@ -1320,6 +1329,9 @@ int outbox_pass(struct cache *c, int64_t *next_ms)
 		}
 		if (nj)
 			send_batch(c, json, nj);
+		for (size_t i = 0; i < n; i++)
+			if (!v[i].err)
+				cache_set_online(c, 1); /* an answer came: at once, for waiters */
 		if (!(r = db_begin(c->sdb))) {
 			for (size_t i = 0; i < n && !r; i++)
 				r = apply(c, c->sdb, &v[i], &offline, &after[i]);
