@@ -1025,6 +1025,20 @@ static int ext_differs(const cJSON *a, const cJSON *b)
 	return 0;
 }
 
+/* Whether field f is one our edit changed (it is in our diff against the
+ * base, and not just the display name repeated). */
+static int claimed(const char *f, const cJSON *patch, const cJSON *base, const cJSON *theirs)
+{
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(patch, f);
+
+	if (!p)
+		return 0;
+	if (!strcmp(f, "displayName"))
+		return !same_value(p, cJSON_GetObjectItemCaseSensitive(base, f)) &&
+		       !same_value(p, cJSON_GetObjectItemCaseSensitive(theirs, f));
+	return 1;
+}
+
 /* Store contact json as the base and write the file from merged (or from
  * json when merged is NULL). */
 static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *theirs,
@@ -1105,6 +1119,8 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 {
 	sqlite3 *db = c->sdb;
 	cJSON *theirs = NULL, *base = NULL, *patch = NULL, *ext = NULL, *merged = NULL, *it;
+	cJSON *todo = NULL, *todo_ext = NULL;
+	int pending = 0;
 	struct contact_row k = {0};
 	struct vcard *card = NULL;
 	struct vcard_error ve;
@@ -1148,34 +1164,60 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 		goto commit;
 	}
 	base = k.json ? cJSON_Parse(k.json) : NULL;
-	if (!base || (r = vcard_graph_diff(base, card, &patch, &ext, &ve))) {
+	/* Ours: what the file changed against the version it was based on.
+	 * Still to send: what the file says otherwise than the server's
+	 * version now (after an update whose answer was lost, nothing). */
+	if (!base || (r = vcard_graph_diff(base, card, &patch, &ext, &ve)) ||
+	    (r = vcard_graph_diff(theirs, card, &todo, &todo_ext, &ve))) {
 		r = r ? r : -EIO;
 		goto commit;
 	}
-	cJSON_ArrayForEach(it, patch)
+	cJSON_ArrayForEach(it, todo)
 	{
-		const cJSON *b = cJSON_GetObjectItemCaseSensitive(base, it->string);
-		const cJSON *t = cJSON_GetObjectItemCaseSensitive(theirs, it->string);
+		const char *f = it->string;
 
-		if (!is_field(it->string) || same_value(it, b))
-			continue; /* not ours to claim */
-		if (!same_value(b, t) && !same_value(it, t))
+		if (!is_field(f) || !claimed(f, patch, base, theirs))
+			continue;
+		pending++;
+		/* They changed it too, to something else. */
+		if (!same_value(cJSON_GetObjectItemCaseSensitive(base, f),
+				cJSON_GetObjectItemCaseSensitive(theirs, f)))
 			overlap = 1;
 	}
-	if (ext && ext_differs(cache_ext_of(base), cache_ext_of(theirs)) &&
-	    ext_differs(ext, cache_ext_of(theirs)))
-		overlap = 1;
+	if (ext && todo_ext) {
+		pending++;
+		if (ext_differs(cache_ext_of(base), cache_ext_of(theirs)))
+			overlap = 1;
+	}
+	if (!pending) {
+		/* The server holds our change already: its version is the
+		 * base now, the file stays as written. */
+		char *text = cJSON_PrintUnformatted(theirs);
+
+		r = text ? db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?",
+				  "tti", text, cache_jstr(theirs, "changeKey"), e->cid)
+			 : -ENOMEM;
+		free(text);
+		if (!r)
+			r = entry_done(db, e);
+		goto commit;
+	}
 	if (!overlap) {
 		/* Theirs plus our fields: the file shows the merge, and the
 		 * entry sends our fields against their version. */
 		merged = cJSON_Duplicate(theirs, 1);
-		cJSON_ArrayForEach(it, patch)
+		cJSON_ArrayForEach(it, todo)
 		{
-			if (!is_field(it->string) ||
-			    same_value(it, cJSON_GetObjectItemCaseSensitive(base, it->string)))
+			if (!is_field(it->string) || !claimed(it->string, patch, base, theirs))
 				continue;
 			cJSON_DeleteItemFromObjectCaseSensitive(merged, it->string);
 			cJSON_AddItemToObject(merged, it->string, cJSON_Duplicate(it, 1));
+		}
+		/* Our extension only if our edit changed it. */
+		if (ext) {
+			cJSON_Delete(ext);
+			ext = todo_ext;
+			todo_ext = NULL;
 		}
 		if (ext) {
 			cJSON *exts = cJSON_GetObjectItemCaseSensitive(merged, "extensions");
@@ -1242,6 +1284,8 @@ out:
 	cJSON_Delete(patch);
 	cJSON_Delete(ext);
 	cJSON_Delete(merged);
+	cJSON_Delete(todo);
+	cJSON_Delete(todo_ext);
 	vcard_free(card);
 	contact_row_release(&k);
 	buf_release(&ours);

@@ -220,6 +220,36 @@ int tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out)
 	if ((r = node_find(db, (int64_t)dir, out, &x)) != 0)
 		return r == -ENOENT ? 0 : r;
 	snprintf(stem, sizeof(stem), "%.*s", (int)(vcf ? n - 4 : n), name);
+	/* The numbered names of this stem sort together: one walk finds the
+	 * highest number, so a thousand namesakes cost a thousand rows, not
+	 * a million lookups. */
+	{
+		char lo[272], hi[272];
+		sqlite3_stmt *st;
+		unsigned long top = 1;
+
+		snprintf(lo, sizeof(lo), "%s (", stem);
+		snprintf(hi, sizeof(hi), "%s )", stem); /* ')' follows '(' */
+		if ((r = db_prepare(
+			     db, &st,
+			     "SELECT name FROM nodes WHERE parent = ? AND name >= ? AND name < ?",
+			     "itt", (int64_t)dir, lo, hi)))
+			return r;
+		while (db_step(st) == 1) {
+			const char *nm = (const char *)sqlite3_column_text(st, 0) + strlen(lo);
+			char *end;
+			unsigned long k = strtoul(nm, &end, 10);
+
+			if (end != nm && *end == ')' && !strcmp(end + 1, vcf ? ".vcf" : "") &&
+			    k > top)
+				top = k;
+		}
+		db_release(st);
+		if (top + 1 < 100000 &&
+		    !cache_numbered_name(stem, vcf ? ".vcf" : "", (unsigned)top + 1, out, 256) &&
+		    (r = node_find(db, (int64_t)dir, out, &x)) != 0)
+			return r == -ENOENT ? 0 : r;
+	}
 	for (unsigned k = 2; k < 100000; k++) {
 		if (cache_numbered_name(stem, vcf ? ".vcf" : "", k, out, 256))
 			return -ENAMETOOLONG;
