@@ -641,8 +641,9 @@ static void send_batch(struct cache *c, struct entry **v, size_t n)
 		v[i]->response = items[i].response;
 		items[i].response = NULL;
 	}
-	if (!r)
-		graph_batch_release(items, n);
+	/* Answers of an earlier round of a batch that failed later are
+	 * freed here too. */
+	graph_batch_release(items, n);
 }
 
 /* Creates that may have reached the server: find them by client key in

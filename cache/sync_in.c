@@ -585,8 +585,10 @@ static int refresh_exts(struct cache *c, const char *base, const cJSON *ids)
 			items[k].method = "GET";
 			items[k].url = urls[k];
 		}
-		if ((r = graph_batch(c->g, items, (size_t)k)))
+		if ((r = graph_batch(c->g, items, (size_t)k))) {
+			graph_batch_release(items, (size_t)k);
 			break;
+		}
 		if (!(r = db_begin(c->sdb))) {
 			for (int i = 0; i < k && !r; i++)
 				if (items[i].status == 200)
@@ -794,8 +796,10 @@ int sync_photos(struct cache *c, int max, int *left)
 		db_release(st);
 		if (!k)
 			break;
-		if ((r = graph_batch(c->g, items, k)))
+		if ((r = graph_batch(c->g, items, k))) {
+			graph_batch_release(items, k);
 			break;
+		}
 		if (!(r = db_begin(db))) {
 			for (size_t i = 0; i < k && !r; i++) {
 				struct buf photo;
