@@ -25,8 +25,6 @@
 /* ---- folders ------------------------------------------------------------------------------ */
 
 struct folder_round {
-	struct cache *c;
-	struct events *ev;
 	cJSON *items; /* the round's items, applied once complete (parents first) */
 };
 
@@ -202,7 +200,7 @@ static int sync_folders(struct cache *c)
 	sqlite3 *db = c->sdb;
 	char *link = db_meta_get(db, "folders_delta"), *next = NULL;
 	struct events ev = {0};
-	struct folder_round f = {c, &ev, cJSON_CreateArray()};
+	struct folder_round f = {cJSON_CreateArray()};
 	cJSON *seen = NULL;
 	int full = !link, r;
 
@@ -293,7 +291,6 @@ struct contact_round {
 	cJSON *pending;	  /* items not yet applied */
 	unsigned changed; /* contacts stored for rendering */
 	struct events *ev;
-	int err;
 	cJSON *changed_ids; /* incremental rounds: ids whose extension to fetch */
 };
 
@@ -345,7 +342,7 @@ static int apply_contact(struct contact_round *cr, sqlite3 *db, cJSON *item)
 		goto out;
 	}
 	if (cJSON_GetObjectItemCaseSensitive(item, "@removed")) {
-		struct node_gone {
+		struct {
 			int64_t ino, parent;
 			char name[256];
 		} g = {0};
@@ -659,7 +656,7 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 static int sync_folder(struct cache *c, int64_t folder, char *link)
 {
 	struct events ev = {0};
-	struct contact_round cr = {c, folder, !link, cJSON_CreateArray(), 0, &ev, 0, NULL};
+	struct contact_round cr = {c, folder, !link, cJSON_CreateArray(), 0, &ev, NULL};
 	char base[512], first[2048];
 	char *next = NULL;
 	int64_t uncertain = 0;
