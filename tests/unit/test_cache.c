@@ -398,29 +398,28 @@ static int server_deleted(struct env *v, const char *id)
 	return found;
 }
 
-/* by_route of /_emulator/requests ($batch items included): how often a
- * route was asked for. -1 on error. */
-static int route_count(struct env *v, const char *route)
+/* One count of /_emulator/requests: table "by_route" ($batch items
+ * included: how often a route was asked for) or "by_status" (how many
+ * answers had a status). -1 on error. */
+static int request_count(struct env *v, const char *table, const char *key)
 {
 	cJSON *j = emulator_admin(&v->e, "GET", "/_emulator/requests", NULL);
-	const cJSON *by = cJSON_GetObjectItemCaseSensitive(j, "by_route");
-	const cJSON *n = cJSON_GetObjectItemCaseSensitive(by, route);
+	const cJSON *by = cJSON_GetObjectItemCaseSensitive(j, table);
+	const cJSON *n = cJSON_GetObjectItemCaseSensitive(by, key);
 	int count = !by ? -1 : cJSON_IsNumber(n) ? n->valueint : 0;
 
 	cJSON_Delete(j);
 	return count;
 }
 
-/* by_status of /_emulator/requests: how many answers had this status. */
+static int route_count(struct env *v, const char *route)
+{
+	return request_count(v, "by_route", route);
+}
+
 static int status_count(struct env *v, const char *status)
 {
-	cJSON *j = emulator_admin(&v->e, "GET", "/_emulator/requests", NULL);
-	const cJSON *by = cJSON_GetObjectItemCaseSensitive(j, "by_status");
-	const cJSON *n = cJSON_GetObjectItemCaseSensitive(by, status);
-	int count = !by ? -1 : cJSON_IsNumber(n) ? n->valueint : 0;
-
-	cJSON_Delete(j);
-	return count;
+	return request_count(v, "by_status", status);
 }
 
 /* Change a contact on the server as another client (Outlook) would:
