@@ -113,7 +113,11 @@ static int apply_folder(struct cache *c, sqlite3 *db, const cJSON *item, struct 
 	if (r && r != -ENOENT)
 		return r;
 	if (cJSON_GetObjectItemCaseSensitive(item, "@removed")) {
-		if (r == -ENOENT || (r = folder_busy(db, ino)) != 0)
+		/* A folder we do not know (or no longer: our own rmdir) has
+		 * nothing to remove; one with changes of ours queued stays. */
+		if (r == -ENOENT)
+			return 0;
+		if ((r = folder_busy(db, ino)) != 0)
 			return r < 0 ? r : 0;
 		return drop_subtree(db, ino, ev);
 	}

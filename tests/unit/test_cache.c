@@ -187,6 +187,7 @@ struct opts {
 	int grace_ms;	  /* delete_grace_ms */
 	int max_attempts; /* of the cache's Graph client; 0: graph's default */
 	int no_emulator;  /* schema tests: a directory only */
+	int photos;	  /* cfg.photos */
 };
 
 struct env {
@@ -278,6 +279,7 @@ static struct env *env_up(const struct opts *o)
 	v->cfg.dir = v->dir;
 	v->cfg.poll_s = -1;
 	v->cfg.delete_grace_ms = o->grace_ms;
+	v->cfg.photos = o->photos;
 	v->cfg.on_change = record_change;
 	v->cfg.ctx = &v->rec;
 	if (o->no_emulator)
@@ -2035,4 +2037,384 @@ BODY(local_only)
 TEST(scratch_files_and_invalid_vcards_stay_local)
 {
 	RUN(local_only, .seed = SEED_REMOTE);
+}
+
+/* ==== 11. moves, folders, photos, raw requests =========================================== */
+
+/* A field of the server folder with this display name (malloc'd, "" for
+ * null), or NULL when there is no such folder. */
+static char *server_folder_field(struct env *v, const char *display_name, const char *field)
+{
+	const cJSON *box, *it;
+	cJSON *doc = server_state(v, &box);
+	char *out = NULL;
+
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(box, "folders"))
+	{
+		const char *dn = jstr(it, "displayName");
+
+		if (dn && !strcmp(dn, display_name)) {
+			const char *s = jstr(it, field);
+
+			out = strdup(s ? s : "");
+			break;
+		}
+	}
+	cJSON_Delete(doc);
+	return out;
+}
+
+/* Whether the server's field of the contact (or folder) is want. */
+static int server_says(struct env *v, int folder, const char *display_name, const char *field,
+		       const char *want)
+{
+	char *got = folder ? server_folder_field(v, display_name, field)
+			   : server_field(v, display_name, field);
+	int same = got && want && !strcmp(got, want);
+
+	if (!same)
+		fprintf(stderr, "%s.%s is [%s], want [%s]\n", display_name, field,
+			got ? got : "(none)", want ? want : "(null)");
+	free(got);
+	return same;
+}
+
+/* How many master categories of the mailbox have this display name; -1
+ * when the state cannot be read. */
+static int server_categories(struct env *v, const char *display_name)
+{
+	const cJSON *box, *it;
+	cJSON *doc = server_state(v, &box);
+	int n = box ? 0 : -1;
+
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(box, "categories"))
+	{
+		const char *dn = jstr(it, "displayName");
+
+		n += dn && !strcmp(dn, display_name);
+	}
+	cJSON_Delete(doc);
+	return n;
+}
+
+/* How many requests that change something (POST, PATCH, PUT, DELETE,
+ * $batch included) the server was asked for; -1 on error. */
+static int write_count(struct env *v)
+{
+	cJSON *j = emulator_admin(&v->e, "GET", "/_emulator/requests", NULL);
+	const cJSON *by = cJSON_GetObjectItemCaseSensitive(j, "by_route"), *it;
+	static const char *const verbs[] = {"POST ", "PATCH ", "PUT ", "DELETE "};
+	int n = by ? 0 : -1;
+
+	cJSON_ArrayForEach(it, by)
+	{
+		for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+			if (!strncmp(it->string, verbs[i], strlen(verbs[i])) && cJSON_IsNumber(it))
+				n += it->valueint;
+	}
+	cJSON_Delete(j);
+	return n;
+}
+
+/* Whether any entry of the error log has a message that contains needle. */
+static int logged_anywhere(struct env *v, const char *needle)
+{
+	struct error_log l;
+
+	memset(&l, 0, sizeof(l));
+	if (cache_errors(v->c, 16, collect_error, &l))
+		return 0;
+	for (int i = 0; i < l.n; i++)
+		if (strstr(l.message[i], needle))
+			return 1;
+	return 0;
+}
+
+/* The UID of a file (malloc'd), or NULL. */
+static char *file_uid(struct env *v, uint64_t parent, const char *name)
+{
+	char *text = read_name(v, parent, name), *uid = card_prop(text, "UID");
+
+	free(text);
+	return uid;
+}
+
+/* clang-format off */
+static const char SEED_MOVE[] = SEED(
+	PERSON("Move", "Me", NOTES("moving")),
+	FOLDER("Work", "", ""));
+/* clang-format on */
+
+BODY(move_keeps_uid)
+{
+	struct vcard_error verr;
+	struct cache_attr work, a;
+	char *uid_before = NULL, *uid_after = NULL, *old_id = NULL, *work_id = NULL, *new_id = NULL;
+	int ok;
+
+	CHECK(start_synced(v) == 0);
+	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Work", &work) == 0);
+	uid_before = file_uid(v, CACHE_ROOT_INO, "Move Me.vcf");
+	old_id = server_field(v, "Move Me", "id");
+	work_id = server_folder_field(v, "Work", "id");
+	ok = uid_before && old_id && work_id;
+	if (ok) {
+		ok = cache_rename(v->c, CACHE_ROOT_INO, "Move Me.vcf", work.ino, "Move Me.vcf", 0,
+				  &verr) == 0 &&
+		     cache_drain(v->c, DRAIN_MS) == 0;
+		if (!ok)
+			fprintf(stderr, "the move was refused or did not drain\n");
+	}
+	if (ok) {
+		new_id = server_field(v, "Move Me", "id");
+		uid_after = file_uid(v, work.ino, "Move Me.vcf");
+		ok = server_count(v, "Move Me") == 1 &&
+		     server_says(v, 0, "Move Me", "parentFolderId", work_id) && new_id &&
+		     strcmp(new_id, old_id) != 0 && server_deleted(v, old_id) && uid_after &&
+		     !strcmp(uid_after, uid_before);
+		if (!ok)
+			fprintf(stderr,
+				"after the move: %d on the server, id %s (was %s), old id deleted: "
+				"%d, "
+				"UID [%s] (was [%s])\n",
+				server_count(v, "Move Me"), new_id ? new_id : "(none)", old_id,
+				server_deleted(v, old_id), uid_after ? uid_after : "(none)",
+				uid_before);
+	}
+	free(uid_before);
+	free(uid_after);
+	free(old_id);
+	free(work_id);
+	free(new_id);
+	CHECK(ok);
+	CHECK_INT(cache_lookup(v->c, CACHE_ROOT_INO, "Move Me.vcf", &a), -ENOENT);
+	CHECK(file_says(v, work.ino, "Move Me.vcf", "NOTE", "moving"));
+
+	/* Within one folder a rename is the file's only: nothing is sent. */
+	CHECK(admin_ok(v, "POST", "/_emulator/requests/reset", "{}") == 0);
+	CHECK(cache_rename(v->c, work.ino, "Move Me.vcf", work.ino, "Moved Along.vcf", 0, &verr) ==
+	      0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK(fresh_round(v) == 0);
+	CHECK_INT(write_count(v), 0);
+	CHECK(cache_lookup(v->c, work.ino, "Moved Along.vcf", &a) == 0);
+	CHECK_INT(cache_lookup(v->c, work.ino, "Move Me.vcf", &a), -ENOENT);
+	CHECK_INT(server_count(v, "Move Me"), 1);
+	CHECK_INT(server_count(v, NULL), 1);
+}
+
+TEST(a_contact_renamed_into_another_folder_is_moved_with_its_uid_and_the_old_copy_deleted)
+{
+	RUN(move_keeps_uid, .seed = SEED_MOVE);
+}
+
+BODY(move_crash)
+{
+	struct vcard_error verr;
+	struct cache_attr work, a;
+	struct listing l;
+	char errbuf[512], *work_id;
+	int64_t deadline;
+	int err, ok;
+
+	CHECK(start_synced(v) == 0);
+	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Work", &work) == 0);
+	CHECK(faults(v, "{\"rate_drop_after\": 1}") == 0);
+	CHECK(cache_rename(v->c, CACHE_ROOT_INO, "Move Me.vcf", work.ino, "Move Me.vcf", 0,
+			   &verr) == 0);
+	/* The create in Work was carried out, its answer lost; the old copy
+	 * is still there. */
+	deadline = mono_ms() + SYNC_MS;
+	while (emulator_stat(&v->e, "dropped") < 1 || server_count(v, "Move Me") < 2) {
+		CHECK(mono_ms() < deadline);
+		poll_pause();
+	}
+	cache_close(v->c);
+	v->c = NULL;
+	CHECK(faults(v, "{\"rate_drop_after\": 0}") == 0);
+	CHECK_INT(server_count(v, "Move Me"), 2);
+
+	v->c = open_cache(v, errbuf, sizeof(errbuf), &err);
+	CHECK(v->c != NULL);
+	CHECK(cache_start(v->c) == 0);
+	CHECK_INT(drain_when_online(v), 0);
+	CHECK_INT(server_count(v, "Move Me"), 1);
+	work_id = server_folder_field(v, "Work", "id");
+	ok = work_id && server_says(v, 0, "Move Me", "parentFolderId", work_id);
+	free(work_id);
+	CHECK(ok);
+	CHECK(fresh_round(v) == 0);
+	CHECK_INT(cache_lookup(v->c, CACHE_ROOT_INO, "Move Me.vcf", &a), -ENOENT);
+	CHECK(list_dir(v, work.ino, &l) == 0);
+	CHECK_INT(names_with(&l, "Move Me"), 1);
+	CHECK_INT(server_count(v, "Move Me"), 1);
+}
+
+TEST(a_move_interrupted_after_its_create_finishes_after_reopening)
+{
+	RUN(move_crash, .seed = SEED_MOVE, .max_attempts = 2);
+}
+
+BODY(folder_life)
+{
+	struct vcard_error verr;
+	struct cache_attr proj, other, a;
+	char text[1024], *pid = NULL;
+	int ok;
+
+	CHECK(start_synced(v) == 0);
+	CHECK(cache_create(v->c, CACHE_ROOT_INO, "Projects", CACHE_FOLDER, NULL, &proj) == 0);
+	CHECK_INT(proj.kind, CACHE_FOLDER);
+	person(text, sizeof(text), "Pia", "Project", "in a new folder", NULL);
+	CHECK(put(v, proj.ino, "Pia Project.vcf", text, NULL) == 0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	pid = server_folder_field(v, "Projects", "id");
+	CHECK(pid != NULL);
+	ok = *pid && server_count(v, "Pia Project") == 1 &&
+	     server_says(v, 0, "Pia Project", "parentFolderId", pid);
+	if (!ok) {
+		free(pid);
+		CHECK(!"the contact is not in the new folder on the server");
+	}
+
+	/* Renamed in place: the same folder on the server, a new name. */
+	ok = cache_rename(v->c, CACHE_ROOT_INO, "Projects", CACHE_ROOT_INO, "Projects 2026", 0,
+			  &verr) == 0 &&
+	     cache_drain(v->c, DRAIN_MS) == 0 && server_says(v, 1, "Projects 2026", "id", pid) &&
+	     !server_folder_field(v, "Projects", "id");
+	free(pid);
+	CHECK(ok);
+
+	/* Into another parent: refused, nothing changes. */
+	CHECK(cache_create(v->c, CACHE_ROOT_INO, "Other", CACHE_FOLDER, NULL, &other) == 0);
+	CHECK_INT(cache_rename(v->c, CACHE_ROOT_INO, "Projects 2026", other.ino, "Projects 2026", 0,
+			       &verr),
+		  -EXDEV);
+	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Projects 2026", &a) == 0);
+	CHECK_INT(a.ino, proj.ino);
+	CHECK_INT(cache_lookup(v->c, other.ino, "Projects 2026", &a), -ENOENT);
+
+	/* Emptied, then removed: gone from the server. */
+	CHECK_INT(cache_unlink(v->c, CACHE_ROOT_INO, "Projects 2026"), -ENOTEMPTY);
+	CHECK(cache_unlink(v->c, proj.ino, "Pia Project.vcf") == 0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK_INT(server_count(v, "Pia Project"), 0);
+	CHECK(cache_unlink(v->c, CACHE_ROOT_INO, "Projects 2026") == 0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	pid = server_folder_field(v, "Projects 2026", "id");
+	ok = pid == NULL;
+	free(pid);
+	CHECK(ok);
+	pid = server_folder_field(v, "Other", "id");
+	ok = pid != NULL;
+	free(pid);
+	CHECK(ok);
+	CHECK(fresh_round(v) == 0);
+	CHECK_INT(cache_lookup(v->c, CACHE_ROOT_INO, "Projects 2026", &a), -ENOENT);
+}
+
+TEST(a_new_folder_is_created_then_renamed_then_deleted_on_the_server)
+{
+	RUN(folder_life, .seed = NULL, .grace_ms = 200);
+}
+
+/* An 8x8 grey JPEG (tests/graph_emulator/generator.py tiny_jpeg). */
+#define TINY_JPEG                                                         \
+	"/9j/4AAQSkZJRgABAQAAAQABAAD/"                                    \
+	"2wBDAAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE" \
+	"BAQEBAQEBAQEBAQEBAQEBAQEBAQH/wAALCAAIAAgBAREA/"                  \
+	"8QAMQAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoLEAE"                  \
+	"AAAAAAAAAAAAAAAAAAAAA/9oACAEBAAA/AB//2Q=="
+
+/* clang-format off */
+static const char SEED_PHOTO[] = SEED(
+	PERSON("Photo", "Phil", ",\"photo_base64\":\"" TINY_JPEG "\""),
+	"");
+/* clang-format on */
+
+BODY(photos_in_background)
+{
+	struct cache_attr before, after;
+	struct cache_status st;
+	char *text;
+	int64_t deadline;
+	int had_photo;
+
+	/* Slow answers: the photo is surely not there yet when the first
+	 * sync completes. */
+	CHECK(faults(v, "{\"latency_ms\": 400}") == 0);
+	CHECK(start_synced(v) == 0);
+	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Photo Phil.vcf", &before) == 0);
+	text = read_ino(v, before.ino);
+	CHECK(text != NULL);
+	had_photo = strstr(text, "\nPHOTO") != NULL;
+	free(text);
+	CHECK(!had_photo);
+	CHECK(faults(v, "{\"latency_ms\": 0}") == 0);
+
+	deadline = mono_ms() + SYNC_MS;
+	for (;;) {
+		CHECK(cache_status(v->c, &st) == 0);
+		if (st.photos_pending == 0 &&
+		    was_told(&v->rec, CACHE_CHANGED, CACHE_ROOT_INO, "Photo Phil.vcf", NULL))
+			break;
+		if (mono_ms() > deadline) {
+			fprintf(stderr, "photos_pending %u, told of a change: %d\n",
+				st.photos_pending,
+				was_told(&v->rec, CACHE_CHANGED, CACHE_ROOT_INO, "Photo Phil.vcf",
+					 NULL));
+			CHECK(!"the photo did not arrive");
+		}
+		cache_sync_now(v->c);
+		poll_pause();
+	}
+	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Photo Phil.vcf", &after) == 0);
+	CHECK_INT(after.ino, before.ino);
+	CHECK(after.size > before.size);
+	text = read_ino(v, after.ino);
+	CHECK(text != NULL);
+	had_photo = strstr(text, "\nPHOTO") != NULL && strlen(text) == after.size;
+	free(text);
+	CHECK(had_photo);
+	CHECK(cache_status(v->c, &st) == 0);
+	CHECK_INT(st.pending, 0);
+}
+
+TEST(photos_are_fetched_in_the_background_and_shown_in_the_file)
+{
+	RUN(photos_in_background, .seed = SEED_PHOTO, .photos = 1);
+}
+
+BODY(raw_request)
+{
+	static const char body[] = "{\"displayName\":\"Cache Test\",\"color\":\"preset3\"}";
+	struct cache_status st;
+	char text[1024];
+	uint64_t ino;
+
+	CHECK(start_synced(v) == 0);
+	CHECK(cache_enqueue_request(v->c, "POST", "/outlook/masterCategories", body) == 0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK_INT(server_categories(v, "Cache Test"), 1);
+	CHECK(cache_status(v->c, &st) == 0);
+	CHECK_INT(st.parked, 0);
+
+	/* The same again: 409, parked with an error; a contact goes out past it. */
+	CHECK(cache_enqueue_request(v->c, "POST", "/outlook/masterCategories", body) == 0);
+	person(text, sizeof(text), "After", "Request", "not blocked", NULL);
+	CHECK(put(v, CACHE_ROOT_INO, "After Request.vcf", text, &ino) == 0);
+	CHECK_INT(cache_wait_file(v->c, ino, DRAIN_MS), 0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK_INT(server_count(v, "After Request"), 1);
+	CHECK_INT(server_categories(v, "Cache Test"), 1);
+	CHECK(status_count(v, "409") >= 1);
+	CHECK(cache_status(v->c, &st) == 0);
+	CHECK(st.parked >= 1);
+	CHECK_INT(st.pending, 0);
+	CHECK(logged_anywhere(v, "409"));
+}
+
+TEST(a_queued_request_creates_a_master_category)
+{
+	RUN(raw_request, .seed = NULL);
 }
