@@ -21,7 +21,7 @@
 int cache_offline_errno(int r)
 {
 	return r == -ECONNREFUSED || r == -EHOSTUNREACH || r == -ENETUNREACH || r == -ETIMEDOUT ||
-	       r == -EHOSTDOWN || r == -ECONNRESET || r == -EAGAIN;
+	       r == -EHOSTDOWN || r == -ECONNRESET;
 }
 
 /* mkdir -p with mode 0700 for what it creates. */

@@ -367,6 +367,18 @@ out:
 	return r;
 }
 
+/* {"displayName": name}, or NULL when out of memory. */
+static cJSON *name_body(const char *name)
+{
+	cJSON *body = cJSON_CreateObject();
+
+	if (body && !cJSON_AddStringToObject(body, "displayName", name)) {
+		cJSON_Delete(body);
+		body = NULL;
+	}
+	return body;
+}
+
 /* A folder's node name and its parent's Graph path ("" for the root, which
  * has no path of its own: /contactFolders). */
 static int plan_folder(sqlite3 *db, struct entry *e)
@@ -411,9 +423,7 @@ static int plan_folder(sqlite3 *db, struct entry *e)
 		}
 		if (r)
 			break;
-		if (!(body = cJSON_CreateObject()) ||
-		    !cJSON_AddStringToObject(body, "displayName", name)) {
-			cJSON_Delete(body);
+		if (!(body = name_body(name))) {
 			r = -ENOMEM;
 			break;
 		}
@@ -435,9 +445,7 @@ static int plan_folder(sqlite3 *db, struct entry *e)
 			r = PLAN_WAIT;
 			break;
 		}
-		if (!(body = cJSON_CreateObject()) ||
-		    !cJSON_AddStringToObject(body, "displayName", name)) {
-			cJSON_Delete(body);
+		if (!(body = name_body(name))) {
 			r = -ENOMEM;
 			break;
 		}

@@ -768,7 +768,7 @@ int sync_photos(struct cache *c, int max, int *left)
 	int64_t cids[GRAPH_BATCH_MAX];
 	char urls[GRAPH_BATCH_MAX][1024];
 	struct graph_batch_item items[GRAPH_BATCH_MAX];
-	int r = 0, done = 0;
+	int r = 0, done = 0, answered = 0;
 
 	*left = 0;
 	while (done < max && !r) {
@@ -809,6 +809,7 @@ int sync_photos(struct cache *c, int max, int *left)
 
 				if (items[i].status != 200 && items[i].status != 404)
 					continue; /* tried again later */
+				answered++;
 				buf_init(&photo, (size_t)8 << 20);
 				if (items[i].status == 200 && cJSON_IsString(body))
 					r = vcard_base64_decode(&photo, body->valuestring,
@@ -832,6 +833,10 @@ int sync_photos(struct cache *c, int max, int *left)
 		graph_batch_release(items, k);
 		events_flush(c, &ev, !r);
 		done += (int)k;
+		/* The same rows would come again: wait for a later turn. */
+		if (!answered)
+			break;
+		answered = 0;
 	}
 	if (!r) {
 		int64_t more = 0;
@@ -839,7 +844,7 @@ int sync_photos(struct cache *c, int max, int *left)
 		if (db_int(db, &more,
 			   "SELECT count(*) FROM contacts WHERE photo_state = 0 AND id IS NOT NULL",
 			   NULL) == 1)
-			*left = more > 0;
+			*left = more > 0 && done >= max; /* stopped by max, not by failures */
 	}
 	if (r && cache_offline_errno(r))
 		r = -EHOSTDOWN;
