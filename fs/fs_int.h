@@ -17,6 +17,7 @@ enum {
 };
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include <cjson/cJSON.h>
 
@@ -31,6 +32,14 @@ int login_main(int argc, char **argv);
 
 /* contactfs logout [-o OPTIONS] */
 int logout_main(int argc, char **argv);
+
+/* contactfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT: mount the mailbox. */
+int mount_main(int argc, char **argv);
+/* The mount's usage text. */
+void mount_usage(FILE *f);
+
+/* contactfs status [MOUNTPOINT...]: what a mount is doing, in words. */
+int status_main(int argc, char **argv);
 
 struct graph_config;
 

@@ -6,12 +6,18 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: contactfs convert --to json|vcard [--vcard-version 3.0|4.0] [FILE]\n"
+	fputs("usage: contactfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT\n"
+	      "       contactfs status [MOUNTPOINT...]\n"
+	      "       contactfs convert --to json|vcard [--vcard-version 3.0|4.0] [FILE]\n"
 	      "       contactfs export [-o OPTIONS] [--vcard-version 3.0|4.0] DIR\n"
 	      "       contactfs login [--tenant T] --client-id ID [-o OPTIONS]\n"
 	      "       contactfs logout [-o OPTIONS]\n"
 	      "       contactfs --help | --version\n"
 	      "\n"
+	      "MOUNTPOINT           mount the mailbox's contacts there (see below and\n"
+	      "                     man contactfs); unmount with fusermount3 -u\n"
+	      "status               what each mount is doing: sync state, pending and\n"
+	      "                     parked changes, last errors\n"
 	      "convert --to json    read vCards (FILE or standard input), write the Graph\n"
 	      "                     create-contact body (an array for several cards)\n"
 	      "convert --to vcard   read Graph contact JSON (object or array), write vCard\n"
@@ -24,8 +30,10 @@ static void usage(FILE *f)
 	      "logout               forget the stored refresh token\n"
 	      "OPTIONS              graph_url=,auth_url=,user=UPN,token_cmd=CMD,client_id=,\n"
 	      "                     tenant= (comma-separated; \\, for a comma in a value)\n"
-	      "Exit status: 0 success, 64 usage, 65 invalid input, 66 cannot open FILE.\n",
+	      "Exit status: 0 success, 64 usage, 65 invalid input, 66 cannot open FILE.\n"
+	      "\n",
 	      f);
+	mount_usage(f);
 }
 
 int main(int argc, char **argv)
@@ -38,6 +46,8 @@ int main(int argc, char **argv)
 		return login_main(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "logout"))
 		return logout_main(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "status"))
+		return status_main(argc - 1, argv + 1);
 	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		usage(stdout);
 		return 0;
@@ -46,6 +56,9 @@ int main(int argc, char **argv)
 		printf("contactfs %s\n", CONTACTFS_VERSION);
 		return 0;
 	}
-	usage(stderr);
-	return EXIT_USAGE;
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	return mount_main(argc, argv);
 }

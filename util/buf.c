@@ -64,6 +64,38 @@ int buf_add(struct buf *b, const void *p, size_t n)
 	return 0;
 }
 
+int buf_resize(struct buf *b, size_t len)
+{
+	int r;
+
+	if (len <= b->len) {
+		if (b->data) {
+			b->len = len;
+			b->data[len] = '\0';
+		}
+		return 0;
+	}
+	if ((r = buf_grow(b, len - b->len)))
+		return r;
+	memset(b->data + b->len, 0, len - b->len + 1);
+	b->len = len;
+	return 0;
+}
+
+int buf_write_at(struct buf *b, size_t off, const void *p, size_t n)
+{
+	size_t end = off + n;
+	int r;
+
+	if (end < off)
+		return -E2BIG;
+	if (end > b->len && (r = buf_resize(b, end)))
+		return r;
+	if (n)
+		memcpy(b->data + off, p, n);
+	return 0;
+}
+
 int buf_addstr(struct buf *b, const char *s)
 {
 	return buf_add(b, s, strlen(s));

@@ -45,6 +45,15 @@ int buf_addch(struct buf *b, char c) UTIL_MUST_CHECK;
 int buf_printf(struct buf *b, const char *fmt, ...) UTIL_PRINTF(2, 3) UTIL_MUST_CHECK;
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap) UTIL_PRINTF(2, 0) UTIL_MUST_CHECK;
 
+/* Set the length to len: shorter cuts, longer appends NUL bytes. 0, or as
+ * buf_add. */
+int buf_resize(struct buf *b, size_t len) UTIL_MUST_CHECK;
+
+/* Write n bytes at offset off, growing the buffer (a gap past the end is
+ * filled with NUL bytes, as in a sparse file). 0, or as buf_add; on failure
+ * the buffer is unchanged. */
+int buf_write_at(struct buf *b, size_t off, const void *p, size_t n) UTIL_MUST_CHECK;
+
 /* Hand the content over to the caller (to free()) and leave the buffer
  * empty. Returns "" (freshly allocated) for a buffer that never grew, or
  * NULL if that allocation fails. */
@@ -58,6 +67,10 @@ void log_set_level(enum log_level level);
 
 /* Whether messages of this level are written. */
 int log_enabled(enum log_level level);
+
+/* From now on write to syslog (facility daemon, with ident) instead of
+ * stderr: for a daemon whose stderr is gone. */
+void log_to_syslog(const char *ident);
 
 /* Write one line to stderr: "contactfs: <level>: <message>". The message
  * says what failed first, in lower case, and carries the contact or folder

@@ -1,0 +1,214 @@
+/*
+ * .contactfs/ in the root: not listed by readdir (so backups do not sweep
+ * it up) but found by name, like ZFS's .zfs. Its files are made when they
+ * are opened (and for stat, so st_size is exact):
+ *   status  what the mount is doing, one "key: value" line each, in words
+ *   errors  the error log, oldest first, one line each
+ */
+#include "mount_int.h"
+
+#include "cache.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static const struct {
+	const char *name;
+	uint64_t ino;
+} ctl_files[] = {
+	{"status", FS_CTL_STATUS_INO},
+	{"errors", FS_CTL_ERRORS_INO},
+};
+
+#define NFILES (sizeof(ctl_files) / sizeof(ctl_files[0]))
+#define STATUS_ERRORS 5 /* the last errors repeated in status */
+
+uint64_t fs_ctl_lookup(const char *name)
+{
+	for (size_t i = 0; i < NFILES; i++)
+		if (!strcmp(name, ctl_files[i].name))
+			return ctl_files[i].ino;
+	return 0;
+}
+
+static void utc(time_t t, char *out, size_t size)
+{
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || !strftime(out, size, "%Y-%m-%d %H:%M:%S UTC", &tm))
+		snprintf(out, size, "%lld", (long long)t);
+}
+
+/* "3 s", "5 min", "2 h", "4 days" */
+static void ago(time_t secs, char *out, size_t size)
+{
+	if (secs < 120)
+		snprintf(out, size, "%lld s", (long long)secs);
+	else if (secs < 7200)
+		snprintf(out, size, "%lld min", (long long)(secs / 60));
+	else if (secs < 2 * 86400)
+		snprintf(out, size, "%lld h", (long long)(secs / 3600));
+	else
+		snprintf(out, size, "%lld days", (long long)(secs / 86400));
+}
+
+struct error_lines {
+	struct buf *out;
+	const char *indent;
+	int r;
+};
+
+static int add_error_line(time_t when, const char *what, const char *message, void *ctx)
+{
+	struct error_lines *e = ctx;
+	char t[64];
+
+	utc(when, t, sizeof(t));
+	e->r = buf_printf(e->out, "%s%s  %s: %s\n", e->indent, t, what && *what ? what : "-",
+			  message);
+	return e->r;
+}
+
+static int render_status(struct fs *fs, struct buf *out)
+{
+	struct cache_status cs;
+	struct error_lines e = {out, "  ", 0};
+	char t[64], a[32];
+	time_t now = time(NULL);
+	int r;
+
+	if ((r = cache_status(fs->cache, &cs)))
+		return r;
+	r = buf_printf(out, "mailbox: %s\n", fs->opt.mailbox ? fs->opt.mailbox : "me");
+	if (!r && fs->opt.offline)
+		r = buf_printf(out, "state: offline (mounted with -o offline): changes wait here\n");
+	else if (!r)
+		r = buf_printf(out, "state: %s\n",
+			       cs.online ? "online"
+					 : "offline: the server cannot be reached; changes wait "
+					   "here and are sent when it can");
+	if (!r && cs.last_sync) {
+		utc(cs.last_sync, t, sizeof(t));
+		ago(now > cs.last_sync ? now - cs.last_sync : 0, a, sizeof(a));
+		r = buf_printf(out, "last sync: %s (%s ago)\n", t, a);
+	} else if (!r) {
+		r = buf_printf(out, "last sync: %s\n",
+			       cs.synced ? "none in this session" : "never (first sync not done)");
+	}
+	if (!r)
+		r = buf_printf(out, "contacts: %u\n", cs.contacts);
+	if (!r)
+		r = buf_printf(out, "pending changes: %u%s\n", cs.pending,
+			       cs.pending ? " (waiting to be sent to the server)" : "");
+	if (!r)
+		r = buf_printf(out, "parked changes: %u%s\n", cs.parked,
+			       cs.parked ? " (failed repeatedly; tried again later, see errors)"
+					 : "");
+	if (!r && cs.photos_pending)
+		r = buf_printf(out, "photos not fetched yet: %u\n", cs.photos_pending);
+	if (!r)
+		r = buf_printf(out, "requests sent: %lu\n", cs.requests);
+	if (!r)
+		r = buf_printf(out, "kernel: %zu inodes looked up, %zu files open\n",
+			       fs_known_live(fs), fs_files_open(fs));
+	if (!r)
+		r = buf_printf(out, "last errors:\n");
+	if (!r) {
+		size_t before = out->len;
+
+		r = cache_errors(fs->cache, STATUS_ERRORS, add_error_line, &e);
+		if (!r)
+			r = e.r;
+		if (!r && out->len == before)
+			r = buf_printf(out, "  none\n");
+	}
+	return r;
+}
+
+int fs_ctl_render(struct fs *fs, uint64_t ino, struct buf *out)
+{
+	struct error_lines e = {out, "", 0};
+	int r;
+
+	switch (ino) {
+	case FS_CTL_STATUS_INO:
+		return render_status(fs, out);
+	case FS_CTL_ERRORS_INO:
+		r = cache_errors(fs->cache, 1000, add_error_line, &e);
+		return r ? r : e.r;
+	default:
+		return -ENOENT;
+	}
+}
+
+int fs_ctl_getattr(struct fs *fs, uint64_t ino, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_nlink = 1;
+	clock_gettime(CLOCK_REALTIME, &st->st_mtim);
+	st->st_ctim = st->st_atim = st->st_mtim;
+	if (ino == FS_CTL_INO) {
+		st->st_mode = S_IFDIR | 0500;
+	} else {
+		struct buf b;
+		int r;
+
+		buf_init(&b, FS_FILE_MAX);
+		r = fs_ctl_render(fs, ino, &b);
+		st->st_size = (off_t)b.len;
+		buf_release(&b);
+		if (r)
+			return r;
+		st->st_mode = S_IFREG | 0400;
+	}
+	return 0;
+}
+
+int fs_ctl_readdir(fuse_req_t req, struct fs *fs, size_t size, off_t off, int plus)
+{
+	char *buf = malloc(size);
+	size_t used = 0;
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (off_t i = off; i < (off_t)NFILES + 2; i++) {
+		const char *name = i == 0 ? "." : i == 1 ? ".." : ctl_files[i - 2].name;
+		struct fuse_entry_param e;
+		size_t need;
+
+		memset(&e, 0, sizeof(e));
+		if (i < 2) {
+			e.attr.st_mode = S_IFDIR;
+			e.attr.st_ino = i == 0 ? FS_CTL_INO : CACHE_ROOT_INO;
+		} else if ((r = fs_ctl_getattr(fs, ctl_files[i - 2].ino, &e.attr))) {
+			break;
+		}
+		if (plus) {
+			if (i >= 2) {
+				e.ino = e.attr.st_ino;
+				e.attr_timeout = e.entry_timeout = 0;
+			}
+			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1);
+		} else {
+			need = fuse_add_direntry(req, buf + used, size - used, name, &e.attr, i + 1);
+		}
+		if (need > size - used)
+			break;
+		used += need;
+		if (plus && e.ino)
+			fs_known_add(fs, e.ino, 1);
+	}
+	if (!r)
+		fuse_reply_buf(req, buf, used);
+	free(buf);
+	return r;
+}
