@@ -110,7 +110,7 @@ static int render_status(struct fs *fs, struct buf *out)
 			       cs.parked ? " (failed repeatedly; tried again later, see errors)"
 					 : "");
 	if (!r && cs.photos_pending)
-		r = buf_printf(out, "contacts whose photo is not fetched yet: %u\n", cs.photos_pending);
+		r = buf_printf(out, "photos still to check: %u\n", cs.photos_pending);
 	if (!r)
 		r = buf_printf(out, "requests sent: %lu\n", cs.requests);
 	if (!r)
