@@ -191,8 +191,11 @@ int cache_create(struct cache *c, uint64_t parent, const char *name, enum cache_
  * For a .vcf in a folder the bytes are parsed: valid, they are stored and
  * the contact's create or update is queued (committed before this returns);
  * invalid, the bytes are kept as a draft, nothing is queued, the reason is
- * recorded in the error log and in err, and -EINVAL is returned. A scratch
- * file just stores the bytes. mtime_ns: the new mtime (0: now).
+ * recorded in the error log and in err, and -EINVAL is returned. A valid
+ * card carrying the UID of a contact that another file of the folder shows
+ * is kept as a draft too, logged, and -EEXIST is returned: a folder holds a
+ * contact once. A scratch file just stores the bytes. mtime_ns: the new
+ * mtime (0: now).
  */
 int cache_write(struct cache *c, uint64_t ino, const void *data, size_t len, int64_t mtime_ns,
 		struct vcard_error *err) CACHE_MUST_CHECK;
@@ -214,7 +217,9 @@ int cache_unlink(struct cache *c, uint64_t parent, const char *name) CACHE_MUST_
  * directory the contact's deletion is queued and the file stays as a
  * scratch file; a scratch file renamed onto a .vcf name in a folder is
  * committed as that contact (-EINVAL, and nothing changes, when it does not
- * parse; err says why). A replaced target goes as if unlinked. A folder
+ * parse; err says why; -EEXIST, and nothing changes, when it carries the UID
+ * of a contact another file of that folder shows). A replaced target goes
+ * as if unlinked. A folder
  * renamed is renamed on the server. -EEXIST with CACHE_RENAME_NOREPLACE
  * when newname is taken; -ENOTEMPTY for a non-empty directory target.
  */

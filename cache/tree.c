@@ -24,6 +24,10 @@ struct node {
 /* What a transaction body returns to have its work committed and the call
  * still fail with -EINVAL (an invalid vCard kept as a draft). */
 #define EINVAL_KEEP 4096
+/* A card with the UID of a contact another file of its folder shows: the
+ * transaction commits what it did (the draft, the log) and the caller gets
+ * -EEXIST. */
+#define EEXIST_KEEP 4097
 
 #define NODE_COLS "ino, parent, cid, size, mtime_ns, kind, draft, written, chosen, name"
 
@@ -395,6 +399,41 @@ static int64_t reconcile(sqlite3 *db, int64_t folder, const char *uid)
 	return r < 0 ? r : r ? cid : 0;
 }
 
+/*
+ * Whether a file other than skip1 and skip2 shows a contact of folder with
+ * this UID: 1 with its name in out, 0, or -errno. A folder holds a contact
+ * once (DESIGN 2): a second file with its UID (cp a.vcf b.vcf, a file
+ * manager's copy and paste) is refused rather than made a second contact
+ * or silently taken as an edit of the first.
+ */
+static int uid_shown_elsewhere(sqlite3 *db, int64_t folder, const char *uid, int64_t skip1,
+			       int64_t skip2, char *out, size_t size)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	if (!uid || !*uid)
+		return 0;
+	if ((r = db_prepare(db, &st,
+			    "SELECT n.name FROM contacts c JOIN nodes n ON n.cid = c.cid "
+			    "WHERE c.folder = ? AND c.uid = ? AND n.ino NOT IN (?, ?) LIMIT 1",
+			    "itii", folder, uid, skip1, skip2)))
+		return r;
+	r = db_step(st);
+	if (r == 1)
+		snprintf(out, size, "%s", (const char *)sqlite3_column_text(st, 0));
+	db_release(st);
+	return r;
+}
+
+static void log_duplicate(sqlite3 *db, const char *name, const char *other, const char *what)
+{
+	cache_error(db, name,
+		    "carries the UID of \"%s\", a contact of this folder, and a folder holds a "
+		    "contact once: %s (edit \"%s\" instead, or give this card a UID of its own)",
+		    other, what, other);
+}
+
 /* The photo of contact cid as stored: 1 when it equals data[0..len), 0
  * when it differs, -errno. */
 static int same_photo(sqlite3 *db, int64_t cid, const void *data, size_t len)
@@ -444,8 +483,15 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
 		}
 	}
 	if (!cid) {
-		char key[33];
+		char key[33], other[256];
 
+		if ((r = uid_shown_elsewhere(db, folder, uid, n->ino, 0, other, sizeof(other))) < 0)
+			return r;
+		if (r) {
+			log_duplicate(db, n->name, other, "kept here as a local draft, not sent");
+			r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
+			return r ? r : -EEXIST_KEEP;
+		}
 		cache_new_key(key);
 		if ((r = db_run(db, "INSERT INTO contacts(folder, uid, ckey) VALUES(?, ?, ?)",
 				"itt", folder, uid, key)))
@@ -581,7 +627,7 @@ static int in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
 	r = db_begin(c->db);
 	if (!r) {
 		r = fn(c, arg);
-		if (r && r != -EINVAL_KEEP)
+		if (r && r != -EINVAL_KEEP && r != -EEXIST_KEEP)
 			db_rollback(c->db);
 		else {
 			int k = db_commit(c->db);
@@ -590,6 +636,8 @@ static int in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
 				r = k;
 			else if (r == -EINVAL_KEEP)
 				r = -EINVAL;
+			else if (r == -EEXIST_KEEP)
+				r = -EEXIST;
 		}
 	}
 	pthread_mutex_unlock(&c->api_lock);
@@ -911,6 +959,27 @@ static int do_rename(struct cache *c, void *arg)
 		}
 		if (r)
 			return r;
+		{
+			const struct vcard_prop *uidp = vcard_find(card, "UID");
+			const char *uid = uidp ? vcard_text(card, uidp) : NULL;
+			char other[256];
+			int64_t cid = reconcile(db, np.ino, uid);
+
+			/* Replacing the file that shows it is an edit (the
+			 * target goes first); another file showing it is not. */
+			r = cid < 0 ? (int)cid
+				    : cid ? 0
+					  : uid_shown_elsewhere(db, np.ino, uid, src.ino,
+								has_dst ? dst.ino : 0, other,
+								sizeof(other));
+			if (r < 0)
+				goto out;
+			if (r) {
+				log_duplicate(db, a->newname, other, "not renamed");
+				r = -EEXIST_KEEP;
+				goto out;
+			}
+		}
 	}
 	if (has_dst && (r = remove_node(c, db, &dst)))
 		goto out;

@@ -251,6 +251,13 @@ static int commit_locked(struct fs *fs, struct fs_file *f)
 		f->dirty = 0;
 		return EINVAL;
 	}
+	if (r == -EEXIST) {
+		/* Kept as a draft; .contactfs/errors names the other file. */
+		log_warn("inode %llu: carries the UID of another file's contact in its folder, "
+			 "kept locally and not sent", (unsigned long long)f->ino);
+		f->dirty = 0;
+		return EEXIST;
+	}
 	if (r == -ENOENT) {
 		f->dirty = 0; /* removed while open: the bytes go with it */
 		return 0;

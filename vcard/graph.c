@@ -1764,6 +1764,37 @@ static int ext_update(struct ext x, struct ext sx, const char *id, cJSON **out)
 	return *out ? 0 : -ENOMEM;
 }
 
+/*
+ * An EMAIL that names no one keeps the name the server has for that address:
+ * programs that rewrite a card from their own model (khard) drop parameters
+ * they do not know, such as X-CONTACTFS-NAME, and an edit of the note must
+ * not rename every address in Outlook. 0 or -ENOMEM.
+ */
+static int keep_email_names(const cJSON *smodel, cJSON *model)
+{
+	const cJSON *theirs = cJSON_GetObjectItemCaseSensitive(smodel, "emailAddresses"), *t;
+	cJSON *mine = cJSON_GetObjectItemCaseSensitive(model, "emailAddresses"), *e;
+
+	cJSON_ArrayForEach(e, mine)
+	{
+		const char *address = json_str(e, "address");
+
+		if (!address || cJSON_GetObjectItemCaseSensitive(e, "name"))
+			continue;
+		cJSON_ArrayForEach(t, theirs)
+		{
+			const char *a = json_str(t, "address"), *n = json_str(t, "name");
+
+			if (a && n && !strcasecmp(a, address)) {
+				if (json_add_str(e, "name", n))
+					return -ENOMEM;
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
 int vcard_graph_diff(const cJSON *server, const struct vcard *card, cJSON **patch, cJSON **ext,
 		     struct vcard_error *err)
 {
@@ -1785,7 +1816,8 @@ int vcard_graph_diff(const cJSON *server, const struct vcard *card, cJSON **patc
 	    (r = graph_str(server, "", "id", &id, err)))
 		goto out;
 	if ((r = read_card(&rd, card)) || (r = ext_of_reading(&rd, &extra, &orig, &x)) ||
-	    (r = patch_body(smodel, rd.model, body)) || (r = ext_update(x, sx, id, &e)))
+	    (r = keep_email_names(smodel, rd.model)) || (r = patch_body(smodel, rd.model, body)) ||
+	    (r = ext_update(x, sx, id, &e)))
 		goto out;
 	*patch = body;
 	*ext = e;

@@ -1327,6 +1327,62 @@ TEST(a_vcf_with_the_uid_of_a_contact_deleted_within_the_grace_period_updates_it)
 	RUN(grace_reconcile, .seed = SEED_GRACE, .grace_ms = 3000);
 }
 
+BODY(duplicate_uid)
+{
+	struct vcard_error verr;
+	struct cache_attr copy, tmp, a;
+	char *text = NULL, *back = NULL;
+	int same;
+
+	CHECK(start_synced(v) == 0);
+	text = read_name(v, CACHE_ROOT_INO, "Grace Hopper.vcf");
+	CHECK(text != NULL);
+	CHECK(admin_ok(v, "POST", "/_emulator/requests/reset", "{}") == 0);
+
+	/* cp "Grace Hopper.vcf" "Grace copy.vcf": refused, kept as a draft. */
+	if (cache_create(v->c, CACHE_ROOT_INO, "Grace copy.vcf", CACHE_FILE, NULL, &copy) ||
+	    cache_write(v->c, copy.ino, text, strlen(text), 0, &verr) != -EEXIST) {
+		free(text);
+		CHECK(!"a second file with a contact's UID was not refused with EEXIST");
+	}
+	CHECK(logged(v, "Grace copy.vcf", "Grace Hopper.vcf"));
+	CHECK(cache_getattr(v->c, copy.ino, &a) == 0);
+	CHECK(a.draft && !a.contact);
+	back = read_ino(v, copy.ino);
+	same = back && !strcmp(back, text);
+	free(back);
+	if (!same)
+		free(text);
+	CHECK(same);
+
+	/* A scratch file with that UID renamed onto a new .vcf name: refused,
+	 * nothing changes. */
+	if (cache_create(v->c, CACHE_ROOT_INO, ".tmp123", CACHE_FILE, NULL, &tmp) ||
+	    cache_write(v->c, tmp.ino, text, strlen(text), 0, &verr)) {
+		free(text);
+		CHECK(!"writing the scratch file failed");
+	}
+	free(text);
+	CHECK_INT(cache_rename(v->c, CACHE_ROOT_INO, ".tmp123", CACHE_ROOT_INO, "Other.vcf", 0,
+			       &verr),
+		  -EEXIST);
+	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, ".tmp123", &a) == 0);
+	CHECK_INT(cache_lookup(v->c, CACHE_ROOT_INO, "Other.vcf", &a), -ENOENT);
+	/* Renamed over the contact's own file, it is an edit of it. */
+	CHECK_INT(cache_rename(v->c, CACHE_ROOT_INO, ".tmp123", CACHE_ROOT_INO, "Grace Hopper.vcf",
+			       0, &verr),
+		  0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK_INT(server_count(v, "Grace Hopper"), 1);
+	CHECK_INT(route_count(v, "POST /me/contacts"), 0);
+	CHECK_INT(route_count(v, "DELETE /me/contacts/{id}"), 0);
+}
+
+TEST(a_second_file_with_a_contacts_uid_in_its_folder_is_refused_and_kept_as_a_draft)
+{
+	RUN(duplicate_uid, .seed = SEED_GRACE, .grace_ms = 3000);
+}
+
 BODY(grace_delete)
 {
 	struct cache_status st;

@@ -1377,6 +1377,31 @@ TEST(graph_diff_of_unchanged_card_is_display_name_only)
 	cJSON_Delete(server);
 }
 
+TEST(graph_diff_keeps_the_servers_email_name_when_the_card_names_no_one)
+{
+	struct diffed d = {NULL, NULL};
+	struct vcard *card =
+		card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Alice Archer\nN:Archer;Alice;;;\n"
+			"EMAIL;TYPE=internet:ALICE@example.org\nEMAIL:new@example.org\n"
+			"UID:AAMkSERVER=\nEND:VCARD\n");
+	cJSON *server = cJSON_Parse(
+		"{\"id\":\"AAMkSERVER=\",\"displayName\":\"Alice Archer\",\"givenName\":"
+		"\"Alice\",\"surname\":\"Archer\",\"emailAddresses\":[{\"address\":"
+		"\"alice@example.org\",\"name\":\"Alice Archer\"}]}");
+	const cJSON *emails;
+
+	CHECK(card && server);
+	CHECK(!diff(server, card, &d));
+	/* The second address is new; the first keeps its name. */
+	emails = cJSON_GetObjectItemCaseSensitive(d.patch, "emailAddresses");
+	CHECK_INT(cJSON_GetArraySize(emails), 2);
+	CHECK_STR(jstr(cJSON_GetArrayItem(emails, 0), "name"), "Alice Archer");
+	CHECK(!cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(emails, 1), "name"));
+	diffed_release(&d);
+	vcard_free(card);
+	cJSON_Delete(server);
+}
+
 TEST(graph_diff_of_unchanged_docs_example_is_display_name_only)
 {
 	char *text = shared_file("v1-get-contact-response.json");
