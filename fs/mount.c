@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <fuse_opt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,6 +247,7 @@ int mount_main(int argc, char **argv)
 	struct fuse_loop_config *loop = NULL;
 	struct fs fs = {0};
 	struct graph *g = NULL;
+	sigset_t stop_signals, old_mask;
 	char *gcopy = NULL, errbuf[512], *fsname = NULL, *cache_dir = NULL;
 	int r, rc = EXIT_USAGE, mounted = 0, nodes = 0, ready = -1;
 
@@ -320,6 +322,13 @@ int mount_main(int argc, char **argv)
 	    parse_int_opt("drain_timeout", m.drain_timeout_s, 1, 30, &fs.opt.drain_timeout_s))
 		goto out;
 
+	/* libfuse checks its own options here: a typo is refused before
+	 * anything is created (the session opens nothing yet). */
+	fs.se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
+	if (!fs.se) {
+		rc = EXIT_USAGE; /* libfuse said which option it did not know */
+		goto out;
+	}
 	if (!cl.foreground && (r = background(&ready))) {
 		fprintf(stderr, "contactfs: cannot go to the background: %s\n", strerror(-r));
 		rc = EXIT_SOFTWARE;
@@ -362,11 +371,6 @@ int mount_main(int argc, char **argv)
 		goto out;
 	}
 
-	fs.se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
-	if (!fs.se) {
-		rc = EXIT_USAGE; /* libfuse said which option it did not know */
-		goto out;
-	}
 	if (fuse_set_signal_handlers(fs.se)) {
 		rc = EXIT_SOFTWARE;
 		goto out;
@@ -382,14 +386,22 @@ int mount_main(int argc, char **argv)
 		ready = -1;
 	}
 
-	/* From here on we are the daemon: threads may start. */
-	if ((r = fs_notify_start(&fs))) {
-		log_err("starting the notification thread: %s", strerror(-r));
-		rc = EXIT_SOFTWARE;
-		goto out;
-	}
-	if (!fs.opt.offline && (r = cache_start(fs.cache))) {
+	/* From here on we are the daemon: threads may start. Ours do not take
+	 * SIGTERM, SIGINT or SIGHUP: libfuse's handler only raises a flag that
+	 * the FUSE threads see when the signal interrupts them, so it must land
+	 * on one of them (they are made after the mask is restored). */
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
+	r = fs_notify_start(&fs);
+	if (!r && !fs.opt.offline && (r = cache_start(fs.cache)))
 		log_err("starting the sync thread: %s", strerror(-r));
+	else if (r)
+		log_err("starting the notification thread: %s", strerror(-r));
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+	if (r) {
 		rc = EXIT_SOFTWARE;
 		goto out;
 	}
