@@ -138,6 +138,16 @@ int outbox_has(sqlite3 *db, int64_t cid) CACHE_MUST_CHECK;
  * shows it, creating or renaming that file as needed. In a transaction. */
 int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev) CACHE_MUST_CHECK;
 
+/*
+ * A contact that arrived from the server carrying ext, our extension: when
+ * its client key is another contact's (a create whose answer was lost, sent
+ * again after a lookup that ran before the first one was carried out), it
+ * is a stray copy: its file goes, and it is deleted on the server. 1 when
+ * it was one, 0, or -errno. In a transaction.
+ */
+int tree_drop_stray(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *ext,
+		    struct events *ev) CACHE_MUST_CHECK;
+
 /* The Graph path of a folder's contacts collection ("" for the default
  * folder, "/contactFolders/ID" otherwise) into out. -EAGAIN when the
  * folder has no id yet. */

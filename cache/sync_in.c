@@ -440,6 +440,12 @@ static int flush_items(struct contact_round *cr)
 
 			r = db_int(db, &cid, "SELECT cid FROM contacts WHERE id = ?", "t",
 				   cache_jstr(it, "id"));
+			/* A first round knows the extensions already (listed
+			 * before): a stray copy of ours never gets a file. */
+			if (r == 1 && cr->full) {
+				r = tree_drop_stray(cr->c, db, cid, cache_ext_of(it), cr->ev);
+				r = r < 0 ? r : r ? 0 : 1;
+			}
 			r = r < 0 ? r : r ? tree_render(cr->c, db, cid, cr->ev) : 0;
 			if (!r && cr->changed_ids && !cr->full)
 				cJSON_AddItemToArray(cr->changed_ids,
@@ -548,6 +554,10 @@ static int set_ext(struct cache *c, sqlite3 *db, const char *id, const cJSON *ex
 	db_release(st);
 	if (!json)
 		return 0;
+	if ((r = tree_drop_stray(c, db, cid, ext, ev)) != 0) {
+		cJSON_Delete(json);
+		return r < 0 ? r : 0;
+	}
 	if (cJSON_Compare(cache_ext_of(json), ext, 1) || (busy = outbox_has(db, cid)) != 0) {
 		cJSON_Delete(json);
 		return 0;

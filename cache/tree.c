@@ -379,6 +379,39 @@ static int contact_gone(struct cache *c, sqlite3 *db, int64_t cid)
 				  (c->cfg.delete_grace_ms ? c->cfg.delete_grace_ms : 5000));
 }
 
+int tree_drop_stray(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *ext,
+		    struct events *ev)
+{
+	const char *key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ext, "key"));
+	struct node n;
+	int64_t mine = 0;
+	int r, shown;
+
+	(void)c;
+	if (!key || !*key)
+		return 0;
+	if ((r = db_int(db, &mine,
+			"SELECT cid FROM contacts WHERE ckey = ? AND cid != ? AND id IS NOT NULL",
+			"ti", key, cid)) <= 0)
+		return r;
+	r = node_of_contact(db, cid, &n);
+	if (r && r != -ENOENT)
+		return r;
+	shown = !r;
+	if (shown) {
+		if ((r = db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n.ino)))
+			return r;
+		events_add(ev, CACHE_REMOVED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
+	}
+	log_warn("contact %lld is a second copy of contact %lld made by a create sent again "
+		 "after its answer was lost: deleting it on the server",
+		 (long long)cid, (long long)mine);
+	/* No UID: a file that appears later is never taken as this copy. */
+	if ((r = db_run(db, "UPDATE contacts SET gone = 1, uid = NULL WHERE cid = ?", "i", cid)))
+		return r;
+	return (r = outbox_add(db, OP_DELETE, cid, 0, NULL, 0)) ? r : 1;
+}
+
 /*
  * The contact of folder whose UID is uid and that no file shows (its
  * deletion pending, or its file renamed away): 0 when none. One whose
