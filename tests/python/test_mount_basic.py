@@ -2,6 +2,7 @@
 does on the server. Every test mounts for real against the emulator."""
 import errno
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -35,3 +36,116 @@ def test_every_server_contact_is_a_file_in_its_folder_with_its_exact_size(tmp_pa
         st = os.stat(m.root / files[0])
         assert st.st_mode & 0o777 == 0o600
         assert os.stat(m.root).st_mode & 0o777 == 0o700
+
+
+def _renameat2(src, dst, flags):
+    """renameat2(2) through libc: 0, or raises OSError."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    AT_FDCWD = -100
+    r = libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags)
+    if r != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), str(src))
+    return 0
+
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def test_inode_numbers_and_names_stay_the_same_across_a_remount(tmp_path):
+    with Emulator("--contacts", "15", "--folders", "2") as emu:
+        with Mount(emu, tmp_path) as m:
+            m.wait_synced()
+            before = {rel: os.stat(m.root / rel).st_ino for rel in vcf_files(m.root)}
+            dirs = {d: os.stat(m.root / d).st_ino for d in os.listdir(m.root)
+                    if (m.root / d).is_dir()}
+        assert len(before) == 15
+        with Mount(emu, tmp_path) as m:
+            after = {rel: os.stat(m.root / rel).st_ino for rel in vcf_files(m.root)}
+            assert after == before
+            assert {d: os.stat(m.root / d).st_ino for d in dirs} == dirs
+
+
+def test_rename_noreplace_refuses_an_existing_name_and_exchange_is_refused(tmp_path):
+    with Emulator("--contacts", "3") as emu, Mount(emu, tmp_path) as m:
+        m.wait_synced()
+        a, b = sorted(vcf_files(m.root))[:2]
+        with pytest.raises(OSError) as e:
+            _renameat2(m.root / a, m.root / b, RENAME_NOREPLACE)
+        assert e.value.errno == errno.EEXIST
+        with pytest.raises(OSError) as e:
+            _renameat2(m.root / a, m.root / b, RENAME_EXCHANGE)
+        assert e.value.errno == errno.EINVAL
+        # Both files as they were, and NOREPLACE to a free name works.
+        assert sorted(vcf_files(m.root))[:2] == [a, b]
+        _renameat2(m.root / a, m.root / "Renamed.vcf", RENAME_NOREPLACE)
+        assert (m.root / "Renamed.vcf").exists() and not (m.root / a).exists()
+
+
+def test_symlinks_are_scratch_links_of_contacts_are_refused_and_devices_cannot_be_made(
+        tmp_path):
+    with Emulator("--contacts", "2") as emu, Mount(emu, tmp_path) as m:
+        m.wait_synced()
+        first = sorted(vcf_files(m.root))[0]
+        reset = emu.admin("POST", "requests/reset", {})
+        assert reset is not None
+        os.symlink("user@host.1234:1", m.root / ".#lock.vcf")
+        assert os.readlink(m.root / ".#lock.vcf") == "user@host.1234:1"
+        os.unlink(m.root / ".#lock.vcf")
+        with pytest.raises(OSError) as e:
+            os.link(m.root / first, m.root / "hard.vcf")
+        assert e.value.errno == errno.EPERM
+        with pytest.raises(OSError) as e:
+            os.mkfifo(m.root / "fifo")
+        assert e.value.errno == errno.EPERM
+        # A scratch file linked to a new .vcf name (vdirsyncer, khard) is a
+        # new contact; the scratch name stays until unlinked.
+        (m.root / "tmp123").write_bytes(
+            b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Linked Lena\r\nN:Lena;Linked;;;\r\n"
+            b"UID:linked-lena-1\r\nEND:VCARD\r\n")
+        os.link(m.root / "tmp123", m.root / "linked-lena-1.vcf")
+        os.unlink(m.root / "tmp123")
+        m.wait_synced()
+        names = [c["displayName"] for c in server_contacts(emu)]
+        assert names.count("Linked Lena") == 1
+        assert len(names) == 3
+
+
+def test_statfs_answers_and_the_kernel_lookup_count_falls_when_the_kernel_forgets(tmp_path):
+    with Emulator("--contacts", "50", "--folders", "2") as emu, Mount(emu, tmp_path) as m:
+        m.wait_synced()
+        st = os.statvfs(m.root)
+        assert st.f_namemax == 255 and st.f_bavail > 0
+        subprocess.run(["ls", "-lR", str(m.root)], check=True, capture_output=True)
+        held = int(m.status()["kernel"].split()[0])
+        assert held >= 50
+        # Ask the kernel to drop every unused dentry and inode: each forget
+        # must take back exactly what lookups gave.
+        Path("/proc/sys/vm/drop_caches").write_text("2")
+        wait_until(lambda: int(m.status()["kernel"].split()[0]) < held // 4, timeout=10,
+                   what="the kernel to forget the inodes")
+
+
+def test_a_written_file_shows_its_new_size_before_and_after_close(tmp_path):
+    with Emulator("--contacts", "1") as emu, Mount(emu, tmp_path) as m:
+        m.wait_synced()
+        (name,) = vcf_files(m.root)
+        p = m.root / name
+        old = p.read_bytes()
+        new = re.sub(rb"NOTE:[^\r\n]*\r\n(?: [^\r\n]*\r\n)*", b"", old).replace(
+            b"END:VCARD", b"NOTE:a longer note than before\r\nEND:VCARD")
+        assert len(new) != len(old)
+        fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, new)
+            assert os.fstat(fd).st_size == len(new)
+            assert os.stat(p).st_size == len(new)
+        finally:
+            os.close(fd)
+        assert os.stat(p).st_size == len(new)
+        assert p.read_bytes() == new
+        m.wait_synced()
+        (c,) = server_contacts(emu)
+        assert c["personalNotes"] == "a longer note than before"
