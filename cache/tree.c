@@ -379,8 +379,7 @@ static int contact_gone(struct cache *c, sqlite3 *db, int64_t cid)
 				  (c->cfg.delete_grace_ms ? c->cfg.delete_grace_ms : 5000));
 }
 
-int tree_drop_stray(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *ext,
-		    struct events *ev)
+int tree_drop_stray(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *ext, struct events *ev)
 {
 	const char *key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ext, "key"));
 	struct node n;
@@ -1001,10 +1000,10 @@ static int do_rename(struct cache *c, void *arg)
 			/* Replacing the file that shows it is an edit (the
 			 * target goes first); another file showing it is not. */
 			r = cid < 0 ? (int)cid
-				    : cid ? 0
-					  : uid_shown_elsewhere(db, np.ino, uid, src.ino,
-								has_dst ? dst.ino : 0, other,
-								sizeof(other));
+			    : cid   ? 0
+				    : uid_shown_elsewhere(db, np.ino, uid, src.ino,
+							  has_dst ? dst.ino : 0, other,
+							  sizeof(other));
 			if (r < 0)
 				goto out;
 			if (r) {

@@ -86,7 +86,8 @@ static int render_status(struct fs *fs, struct buf *out)
 		return r;
 	r = buf_printf(out, "mailbox: %s\n", fs->opt.mailbox ? fs->opt.mailbox : "me");
 	if (!r && fs->opt.offline)
-		r = buf_printf(out, "state: offline (mounted with -o offline): changes wait here\n");
+		r = buf_printf(out,
+			       "state: offline (mounted with -o offline): changes wait here\n");
 	else if (!r)
 		r = buf_printf(out, "state: %s\n",
 			       cs.online ? "online"
@@ -197,9 +198,11 @@ int fs_ctl_readdir(fuse_req_t req, struct fs *fs, size_t size, off_t off, int pl
 				e.ino = e.attr.st_ino;
 				e.attr_timeout = e.entry_timeout = 0;
 			}
-			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1);
+			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
+						      i + 1);
 		} else {
-			need = fuse_add_direntry(req, buf + used, size - used, name, &e.attr, i + 1);
+			need = fuse_add_direntry(req, buf + used, size - used, name, &e.attr,
+						 i + 1);
 		}
 		if (need > size - used)
 			break;

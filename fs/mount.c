@@ -49,7 +49,10 @@ struct mount_args {
 
 enum { KEY_GRAPH, KEY_HELP, KEY_VERSION };
 
-#define OPT(t, p) {t, offsetof(struct mount_args, p), 1}
+#define OPT(t, p)                                    \
+	{                                            \
+		t, offsetof(struct mount_args, p), 1 \
+	}
 static const struct fuse_opt mount_opts[] = {
 	OPT("cache_dir=%s", cache_dir),
 	OPT("vcard_version=%s", vcard_version),
@@ -265,8 +268,8 @@ int mount_main(int argc, char **argv)
 		goto out;
 	}
 	if (m.extra_nonopt || m.nnonopt == 0) {
-		fprintf(stderr, "contactfs: %s\n", m.nnonopt ? "too many arguments"
-							      : "MOUNTPOINT is required");
+		fprintf(stderr, "contactfs: %s\n",
+			m.nnonopt ? "too many arguments" : "MOUNTPOINT is required");
 		mount_usage(stderr);
 		goto out;
 	}
@@ -344,8 +347,9 @@ int mount_main(int argc, char **argv)
 		goto out;
 	}
 	if (!fs.opt.offline && !signed_in(g, &gcfg)) {
-		fprintf(stderr, "contactfs: not signed in: run 'contactfs login --client-id ID%s%s' "
-				"first, or give -o token_cmd=CMD (or mount with -o offline)\n",
+		fprintf(stderr,
+			"contactfs: not signed in: run 'contactfs login --client-id ID%s%s' "
+			"first, or give -o token_cmd=CMD (or mount with -o offline)\n",
 			gcfg.user ? " -o user=" : "", gcfg.user ? gcfg.user : "");
 		rc = EXIT_NOPERM;
 		goto out;

@@ -40,20 +40,20 @@
 
 /* What the command line set, beyond libfuse's own options. */
 struct fs_options {
-	const char *cache_dir;	/* NULL: the default */
-	const char *mailbox;	/* the user= UPN, or NULL for "me" */
-	int poll_s;		/* seconds between delta rounds */
-	int fsync_timeout_s;	/* how long fsync waits for the server */
-	int drain_timeout_s;	/* how long unmounting waits for the outbox */
-	int offline;		/* never talk to the server */
+	const char *cache_dir; /* NULL: the default */
+	const char *mailbox;   /* the user= UPN, or NULL for "me" */
+	int poll_s;	       /* seconds between delta rounds */
+	int fsync_timeout_s;   /* how long fsync waits for the server */
+	int drain_timeout_s;   /* how long unmounting waits for the outbox */
+	int offline;	       /* never talk to the server */
 	enum vcard_version version;
 };
 
 /* One file the kernel has open, shared by every handle on it. */
 struct fs_file {
 	uint64_t ino;
-	unsigned refs;	 /* handles, plus callers holding it: under fs.lock */
-	int stale;	 /* the cache changed it: reload unless dirty (under fs.lock) */
+	unsigned refs; /* handles, plus callers holding it: under fs.lock */
+	int stale;     /* the cache changed it: reload unless dirty (under fs.lock) */
 
 	pthread_mutex_t lock; /* protects the fields below */
 	struct buf data;      /* the file's bytes as the handles see them */
@@ -80,7 +80,7 @@ struct fs {
 	gid_t gid;
 	double timeout; /* entry and attribute validity, seconds */
 
-	pthread_mutex_t lock; /* protects the fields below */
+	pthread_mutex_t lock;	/* protects the fields below */
 	struct fs_known *known; /* open-addressing table: ino -> lookup count */
 	size_t known_size, known_used, known_live;
 	struct fs_file **files; /* hash table of open files by inode */

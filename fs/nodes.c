@@ -138,8 +138,7 @@ void fs_known_forget(struct fs *fs, uint64_t ino, uint64_t n)
 	pthread_mutex_lock(&fs->lock);
 	k = known_slot(fs->known, fs->known_size, ino);
 	if (k->ino != ino) {
-		log_debug("kernel forgot inode %llu it was never told of",
-			  (unsigned long long)ino);
+		log_debug("kernel forgot inode %llu it was never told of", (unsigned long long)ino);
 	} else if (k->count <= n) {
 		if (k->count < n)
 			log_warn("kernel forgot inode %llu %llu times, it was told %llu",

@@ -132,10 +132,10 @@ void fs_notify_change(void *ctx, const struct cache_change *c)
 	if (c->what == CACHE_CHANGED)
 		fs_file_mark_stale(fs, c->ino);
 	/* Nothing cached in the kernel, nothing to drop. */
-	if (c->what == CACHE_CHANGED ? !fs_known_count(fs, c->ino)
-				     : !fs_known_count(fs, c->parent) &&
-					       !(c->what == CACHE_RENAMED &&
-						 fs_known_count(fs, c->old_parent)))
+	if (c->what == CACHE_CHANGED
+		    ? !fs_known_count(fs, c->ino)
+		    : !fs_known_count(fs, c->parent) &&
+			      !(c->what == CACHE_RENAMED && fs_known_count(fs, c->old_parent)))
 		return;
 	e = malloc(sizeof(*e) + len + old_len);
 	if (!e) {

@@ -254,7 +254,8 @@ static int commit_locked(struct fs *fs, struct fs_file *f)
 	if (r == -EEXIST) {
 		/* Kept as a draft; .contactfs/errors names the other file. */
 		log_warn("inode %llu: carries the UID of another file's contact in its folder, "
-			 "kept locally and not sent", (unsigned long long)f->ino);
+			 "kept locally and not sent",
+			 (unsigned long long)f->ino);
 		f->dirty = 0;
 		return EEXIST;
 	}
@@ -426,8 +427,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	make_node(req, parent, name, CACHE_SYMLINK, link);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		     dev_t rdev)
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	(void)rdev;
 	if (!S_ISREG(mode)) {
@@ -716,12 +716,25 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t n = 0;
 	int r = 0;
 
+	/*
+	 * Replies are made from a copy: once the kernel has the bytes, the
+	 * reader may close and the release free the handle while this thread
+	 * is still returning from writev (ASan's writev interceptor looks at
+	 * the buffer after the call).
+	 */
 	(void)ino;
 	if (!f) {
 		src = &h->text;
 		if ((size_t)off < src->len)
 			n = src->len - (size_t)off < size ? src->len - (size_t)off : size;
-		fuse_reply_buf(req, n ? src->data + off : NULL, n);
+		if (n && !(copy = malloc(n))) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		if (n)
+			memcpy(copy, src->data + off, n);
+		fuse_reply_buf(req, copy, n);
+		free(copy);
 		return;
 	}
 	pthread_mutex_lock(&f->lock);
@@ -917,8 +930,8 @@ static int add_entry(struct dir_fill *d, const char *name, const struct stat *st
 			e.attr_timeout = d->fs->timeout;
 			e.entry_timeout = d->fs->timeout;
 		}
-		need = fuse_add_direntry_plus(d->req, d->buf + d->used, d->size - d->used, name,
-					      &e, next);
+		need = fuse_add_direntry_plus(d->req, d->buf + d->used, d->size - d->used, name, &e,
+					      next);
 	} else {
 		need = fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used, name, st,
 					 next);
@@ -986,9 +999,9 @@ static void readdir_any(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 		add_entry(&d, "..", &st, 2, 0);
 	}
 	if (!d.full) {
-		r = cache_readdir(fs->cache, ino, off > DIR_OFF_FIRST ? (uint64_t)off - DIR_OFF_FIRST
-								      : 0,
-				  fill_one, &d);
+		r = cache_readdir(fs->cache, ino,
+				  off > DIR_OFF_FIRST ? (uint64_t)off - DIR_OFF_FIRST : 0, fill_one,
+				  &d);
 		if (r == 1)
 			r = 0; /* the buffer is full */
 	}
