@@ -184,14 +184,23 @@ static struct fs_file **file_bucket(struct fs *fs, uint64_t ino)
 	return &fs->files[hash_ino(ino) & (fs->files_size - 1)];
 }
 
+/* The open file of ino, or NULL. Under fs->lock. */
+static struct fs_file *file_find(struct fs *fs, uint64_t ino)
+{
+	struct fs_file *f;
+
+	for (f = *file_bucket(fs, ino); f && f->ino != ino; f = f->next)
+		;
+	return f;
+}
+
 struct fs_file *fs_file_get(struct fs *fs, uint64_t ino, int create)
 {
 	struct fs_file **b, *f;
 
 	pthread_mutex_lock(&fs->lock);
 	b = file_bucket(fs, ino);
-	for (f = *b; f && f->ino != ino; f = f->next)
-		;
+	f = file_find(fs, ino);
 	if (f) {
 		f->refs++;
 	} else if (create && (f = calloc(1, sizeof(*f)))) {
@@ -209,13 +218,12 @@ struct fs_file *fs_file_get(struct fs *fs, uint64_t ino, int create)
 
 int fs_file_is_open(struct fs *fs, uint64_t ino)
 {
-	struct fs_file *f;
+	int open;
 
 	pthread_mutex_lock(&fs->lock);
-	for (f = *file_bucket(fs, ino); f && f->ino != ino; f = f->next)
-		;
+	open = file_find(fs, ino) != NULL;
 	pthread_mutex_unlock(&fs->lock);
-	return f != NULL;
+	return open;
 }
 
 void fs_file_put(struct fs *fs, struct fs_file *f)
@@ -244,9 +252,8 @@ void fs_file_mark_stale(struct fs *fs, uint64_t ino)
 	struct fs_file *f;
 
 	pthread_mutex_lock(&fs->lock);
-	for (f = *file_bucket(fs, ino); f; f = f->next)
-		if (f->ino == ino)
-			f->stale = 1;
+	if ((f = file_find(fs, ino)))
+		f->stale = 1;
 	pthread_mutex_unlock(&fs->lock);
 }
 

@@ -128,18 +128,25 @@ static int getattr_any(struct fs *fs, uint64_t ino, struct stat *st)
 	return 0;
 }
 
+/* The entry the kernel gets for st; the lookup it will hold is counted
+ * (the caller takes it back if the reply does not reach the kernel). */
+static void entry_of(struct fs *fs, const struct stat *st, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = st->st_ino;
+	e->attr = *st;
+	/* .contactfs files change with every look: never cache their size. */
+	e->attr_timeout = is_ctl(e->ino) ? 0 : fs->timeout;
+	e->entry_timeout = fs->timeout;
+	fs_known_add(fs, e->ino, 1);
+}
+
 /* Answer with an entry and count the lookup the kernel now holds. */
 static void reply_entry(fuse_req_t req, struct fs *fs, const struct stat *st)
 {
 	struct fuse_entry_param e;
 
-	memset(&e, 0, sizeof(e));
-	e.ino = st->st_ino;
-	e.attr = *st;
-	/* .contactfs files change with every look: never cache their size. */
-	e.attr_timeout = is_ctl(e.ino) ? 0 : fs->timeout;
-	e.entry_timeout = fs->timeout;
-	fs_known_add(fs, e.ino, 1);
+	entry_of(fs, st, &e);
 	if (fuse_reply_entry(req, &e))
 		fs_known_forget(fs, e.ino, 1); /* the kernel never got it */
 }
@@ -615,12 +622,7 @@ static void open_file(fuse_req_t req, struct fs *fs, uint64_t ino, struct fuse_f
 		struct fuse_entry_param e;
 
 		fs_stat(fs, created, &st);
-		memset(&e, 0, sizeof(e));
-		e.ino = created->ino;
-		e.attr = st;
-		e.attr_timeout = fs->timeout;
-		e.entry_timeout = fs->timeout;
-		fs_known_add(fs, e.ino, 1);
+		entry_of(fs, &st, &e);
 		if (fuse_reply_create(req, &e, fi)) {
 			fs_known_forget(fs, e.ino, 1);
 			fs_file_put(fs, f);
