@@ -138,6 +138,8 @@ int fs_ctl_readdir(fuse_req_t req, struct fs *fs, size_t size, off_t off, int pl
 int fs_notify_start(struct fs *fs) __attribute__((warn_unused_result));
 /* Stop the thread; later events are dropped. */
 void fs_notify_stop(struct fs *fs);
+/* Have the kernel drop what it caches of ino (attributes, pages). */
+void fs_notify_inode(struct fs *fs, uint64_t ino);
 /* The cache's change callback (runs on the sync thread). */
 void fs_notify_change(void *ctx, const struct cache_change *change);
 

@@ -169,3 +169,10 @@ void fs_notify_change(void *ctx, const struct cache_change *c)
 	pthread_cond_signal(&n->cond);
 	pthread_mutex_unlock(&n->lock);
 }
+
+void fs_notify_inode(struct fs *fs, uint64_t ino)
+{
+	struct cache_change c = {.what = CACHE_CHANGED, .ino = ino, .name = ""};
+
+	fs_notify_change(fs, &c);
+}

@@ -349,6 +349,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 			return;
 		}
 		if ((r = truncate_file(fs, ino, attr->st_size))) {
+			/* Refused as a vCard, but cut all the same (a draft):
+			 * the kernel's cached size must go, from the notify
+			 * thread (never from inside a request). */
+			if (r == EINVAL)
+				fs_notify_inode(fs, ino);
 			fuse_reply_err(req, r);
 			return;
 		}

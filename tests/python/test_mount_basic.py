@@ -149,3 +149,56 @@ def test_a_written_file_shows_its_new_size_before_and_after_close(tmp_path):
         m.wait_synced()
         (c,) = server_contacts(emu)
         assert c["personalNotes"] == "a longer note than before"
+
+
+def test_fsync_returns_the_servers_refusal_and_close_still_keeps_the_change(tmp_path):
+    """fsync waits for the server's verdict: a mailbox that refuses writes
+    (403) makes fsync fail with EACCES; the change stays queued (parked)."""
+    with Emulator("--contacts", "1") as emu, \
+            Mount(emu, tmp_path, expect_errors=[r"refused|ErrorAccessDenied|403"]) as m:
+        m.wait_synced()
+        upn = next(iter(emu.state()["mailboxes"]))
+        emu.faults({"readonly_users": [upn]})
+        (name,) = vcf_files(m.root)
+        p = m.root / name
+        new = p.read_bytes().replace(b"END:VCARD", b"NOTE:refused\r\nEND:VCARD")
+        fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, new)
+            with pytest.raises(OSError) as e:
+                os.fsync(fd)
+            assert e.value.errno == errno.EACCES
+        finally:
+            os.close(fd)
+        assert p.read_bytes() == new
+        s = m.status()
+        assert s["parked changes"].startswith("1"), s
+        emu.faults({"readonly_users": []})
+
+
+def test_truncate_of_a_closed_contact_and_rmdir_of_a_folder_reach_the_server(tmp_path):
+    with Emulator("--contacts", "1") as emu, \
+            Mount(emu, tmp_path, expect_errors=[r"not a valid vCard"]) as m:
+        m.wait_synced()
+        (name,) = vcf_files(m.root)
+        before = server_contacts(emu)[0]
+        # truncate(2) of a closed file commits at once, as a close would:
+        # nothing is not a vCard, so it fails with EINVAL, the file keeps
+        # what it was cut to as a local draft, and the server keeps the
+        # contact as it was.
+        with pytest.raises(OSError) as e:
+            os.truncate(m.root / name, 0)
+        assert e.value.errno == errno.EINVAL
+        # The kernel is told the new size from the notify thread.
+        wait_until(lambda: os.stat(m.root / name).st_size == 0, timeout=5,
+                   what="the truncated size")
+        assert (m.root / name).read_bytes() == b""
+        assert name in m.errors()
+        os.mkdir(m.root / "Temporary")
+        m.wait_synced()
+        assert "Temporary" in [f["displayName"] for f in mailbox(emu)["folders"]]
+        os.rmdir(m.root / "Temporary")
+        m.wait_synced()
+        assert "Temporary" not in [f["displayName"] for f in mailbox(emu)["folders"]]
+        after = server_contacts(emu)[0]
+        assert after["changeKey"] == before["changeKey"]
