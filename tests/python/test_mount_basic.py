@@ -202,3 +202,18 @@ def test_truncate_of_a_closed_contact_and_rmdir_of_a_folder_reach_the_server(tmp
         assert "Temporary" not in [f["displayName"] for f in mailbox(emu)["folders"]]
         after = server_contacts(emu)[0]
         assert after["changeKey"] == before["changeKey"]
+
+
+def test_unmount_sends_what_is_pending_before_the_daemon_exits(tmp_path):
+    with Emulator("--contacts", "1") as emu:
+        m = Mount(emu, tmp_path).start()
+        try:
+            m.wait_synced()
+            emu.faults({"latency_ms": 800})
+            (m.root / "Late Larry.vcf").write_bytes(
+                b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Late Larry\r\nN:Larry;Late;;;\r\n"
+                b"UID:late-larry\r\nEND:VCARD\r\n")
+        finally:
+            m.stop()  # fusermount3 -u, then wait for exit 0
+        names = [c["displayName"] for c in server_contacts(emu)]
+        assert names.count("Late Larry") == 1, names
