@@ -218,7 +218,8 @@ int cache_unlink(struct cache *c, uint64_t parent, const char *name) CACHE_MUST_
  * scratch file; a scratch file renamed onto a .vcf name in a folder is
  * committed as that contact (-EINVAL, and nothing changes, when it does not
  * parse; err says why; -EEXIST, and nothing changes, when it carries the UID
- * of a contact another file of that folder shows). A replaced target goes
+ * of a contact another file of that folder shows; the same for a contact
+ * moved into a folder that shows one with its UID). A replaced target goes
  * as if unlinked. A folder
  * renamed is renamed on the server. -EEXIST with CACHE_RENAME_NOREPLACE
  * when newname is taken; -ENOTEMPTY for a non-empty directory target.

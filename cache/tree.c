@@ -1013,6 +1013,28 @@ static int do_rename(struct cache *c, void *arg)
 			}
 		}
 	}
+	/* A contact moved into another folder that already shows a contact
+	 * with its UID would be a second one there. */
+	if (src.cid && dst_vcf && np.ino != op.ino) {
+		char uid[512] = "", other[256];
+		sqlite3_stmt *st;
+
+		if ((r = db_prepare(db, &st, "SELECT uid FROM contacts WHERE cid = ?", "i",
+				    src.cid)))
+			goto out;
+		if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+			snprintf(uid, sizeof(uid), "%s", (const char *)sqlite3_column_text(st, 0));
+		db_release(st);
+		r = uid_shown_elsewhere(db, np.ino, uid, src.ino, has_dst ? dst.ino : 0, other,
+					sizeof(other));
+		if (r < 0)
+			goto out;
+		if (r) {
+			log_duplicate(db, a->newname, other, "not moved");
+			r = -EEXIST_KEEP;
+			goto out;
+		}
+	}
 	if (has_dst && (r = remove_node(c, db, &dst)))
 		goto out;
 	if ((r = db_run(db, "UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",

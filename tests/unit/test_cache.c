@@ -2257,6 +2257,21 @@ BODY(move_keeps_uid)
 	CHECK_INT(cache_lookup(v->c, work.ino, "Move Me.vcf", &a), -ENOENT);
 	CHECK_INT(server_count(v, "Move Me"), 1);
 	CHECK_INT(server_count(v, NULL), 1);
+
+	/* A copy in the root is a contact of the root with the same UID:
+	 * moving the original there too would make two: refused, unmoved. */
+	{
+		char *text = read_name(v, work.ino, "Moved Along.vcf");
+		int put_ok = text && put(v, CACHE_ROOT_INO, "Copy.vcf", text, NULL) == 0;
+
+		free(text);
+		CHECK(put_ok);
+	}
+	CHECK_INT(cache_rename(v->c, work.ino, "Moved Along.vcf", CACHE_ROOT_INO, "Moved Along.vcf",
+			       0, &verr),
+		  -EEXIST);
+	CHECK(cache_lookup(v->c, work.ino, "Moved Along.vcf", &a) == 0);
+	CHECK(logged(v, "Moved Along.vcf", "Copy.vcf"));
 }
 
 TEST(a_contact_renamed_into_another_folder_is_moved_with_its_uid_and_the_old_copy_deleted)
