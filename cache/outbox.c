@@ -802,7 +802,7 @@ static int on_success(sqlite3 *db, struct entry *e)
 				break;
 			r = db_run(db,
 				   "UPDATE contacts SET id = ?, change_key = ?, json = ?, "
-				   "photo_state = 1 "
+				   "photo_state = 1, render = 1 "
 				   "WHERE cid = ?",
 				   "ttti", id, cache_jstr(resp, "changeKey"), json, e->cid);
 			if (!r)
@@ -838,7 +838,11 @@ static int on_success(sqlite3 *db, struct entry *e)
 			cJSON_Delete(old);
 			if (!json)
 				return -ENOMEM;
-			r = db_run(db, "UPDATE contacts SET change_key = ?, json = ? WHERE cid = ?",
+			/* render: the file is looked at again once the queue
+			 * is empty (kept as written unless it lacks a UID). */
+			r = db_run(db,
+				   "UPDATE contacts SET change_key = ?, json = ?, render = 1 WHERE "
+				   "cid = ?",
 				   "tti", cache_jstr(resp, "changeKey"), json, e->cid);
 			if (!r)
 				r = entry_next(db, e, 1);

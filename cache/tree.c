@@ -1148,7 +1148,11 @@ static int says_the_same(const cJSON *server, const void *data, size_t len)
 
 	if (!data || vcard_parse_one(data, len, &card, &e))
 		return 0;
-	if (!vcard_graph_diff(server, card, &patch, &ext, &e) && !ext && patch) {
+	/* A card written without a UID gets the one it has now (its Graph
+	 * id): identity goes by UID (DESIGN 2), and an editor that saves by
+	 * writing a new file must carry it. */
+	if (vcard_find(card, "UID") && !vcard_graph_diff(server, card, &patch, &ext, &e) && !ext &&
+	    patch) {
 		const cJSON *dn = cJSON_GetObjectItemCaseSensitive(patch, "displayName");
 
 		same = cJSON_GetArraySize(patch) == 1 && dn &&

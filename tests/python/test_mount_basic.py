@@ -217,3 +217,21 @@ def test_unmount_sends_what_is_pending_before_the_daemon_exits(tmp_path):
             m.stop()  # fusermount3 -u, then wait for exit 0
         names = [c["displayName"] for c in server_contacts(emu)]
         assert names.count("Late Larry") == 1, names
+
+
+def test_a_card_written_without_a_uid_gets_one_so_a_later_save_keeps_the_contact(tmp_path):
+    with Emulator("--contacts", "1") as emu, Mount(emu, tmp_path) as m:
+        m.wait_synced()
+        p = m.root / "No Uid.vcf"
+        p.write_bytes(b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:No Uid\r\nN:Uid;No;;;\r\n"
+                      b"NOTE:first\r\nEND:VCARD\r\n")
+        m.wait_synced()
+        (c,) = [c for c in server_contacts(emu) if c["displayName"] == "No Uid"]
+        wait_until(lambda: b"\r\nUID:" in p.read_bytes(), timeout=10, what="a UID in the file")
+        # sed -i writes a temporary file and renames it over: the contact is
+        # found again by the UID the file now carries.
+        subprocess.run(["sed", "-i", "s/^NOTE:first/NOTE:second/", str(p)], check=True)
+        m.wait_synced()
+        after = [x for x in server_contacts(emu) if x["displayName"] == "No Uid"]
+        assert [x["id"] for x in after] == [c["id"]]
+        assert after[0]["personalNotes"] == "second"
