@@ -619,9 +619,13 @@ static void open_file(fuse_req_t req, struct fs *fs, uint64_t ino, struct fuse_f
 		goto fail;
 	h->file = f;
 	fi->fh = (uintptr_t)h;
-	/* The page cache starts afresh at each open: a remote change between
-	 * two opens is never hidden. */
-	fi->keep_cache = 0;
+	/* The kernel's pages of the file stay valid from one open to the next:
+	 * writes go through it, and every change the sync thread makes is
+	 * invalidated by the notify thread (notify.c), so grep and tar of a
+	 * warm tree read from the page cache. */
+	fi->keep_cache = 1;
+	/* A read-only handle has nothing to commit: spare the FLUSH at close. */
+	fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
 	if (created) {
 		struct stat st;
 		struct fuse_entry_param e;
