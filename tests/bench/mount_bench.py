@@ -212,7 +212,9 @@ def main():
                 if needle["value"] and needle["value"][0]["emailAddresses"] else "@"
             reads = {
                 "`ls -lR`": lambda t: ["ls", "-lR", str(t)],
-                "`grep -r` for an address": lambda t: ["grep", "-rqF", needle, str(t)],
+                # -c reads every file (-q would stop at the first match,
+                # which depends on each tree's readdir order).
+                "`grep -r` for an address": lambda t: ["grep", "-rcF", needle, str(t)],
                 "`tar c` of the whole tree": lambda t: ["tar", "cf", "/dev/null",
                                                         "--exclude=.contactfs", "-C", str(t), "."],
             }
