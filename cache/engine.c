@@ -232,6 +232,11 @@ static void *sync_main(void *arg)
 
 		r = outbox_pass(c, &next_out);
 		offline = r == -EHOSTDOWN;
+		/* Files whose upload just finished are looked at again before
+		 * a delta round can take seconds (a card written without a
+		 * UID gets its UID before the next save needs it). */
+		if (sync_render(c))
+			log_warn("cache: rendering contacts failed; trying again later");
 		if (!offline && want_round && now >= retry_at) {
 			r = sync_in(c);
 			offline = r == -EHOSTDOWN;

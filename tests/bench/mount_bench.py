@@ -266,7 +266,8 @@ def main():
             target.write_text("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Vim Bench\r\nN:Bench;Vim;;;\r\n"
                               "EMAIL:vim-bench@example.org\r\nNOTE:start\r\nEND:VCARD\r\n",
                               newline="")
-            wait(cfs.synced, 120, "the vim bench contact")
+            wait(lambda: cfs.synced() and "\nUID:" in target.read_text(), 120,
+                 "the vim bench contact (on the server, its file with the UID it got)")
             found = graph(emu, "GET", "/contacts?$select=id&$filter=emailAddresses/any"
                           "(a:a/address%20eq%20'vim-bench@example.org')")["value"]
             vid = found[0]["id"]
