@@ -212,6 +212,14 @@ static int sync_folders(struct cache *c)
 		free(link);
 		return -ENOMEM;
 	}
+	if (link && !graph_link_is_ours(c->g, link)) {
+		/* Another graph_url than the cursors were made with. */
+		log_info("cache: the stored delta cursors are of another service root; reading "
+			 "every folder again");
+		free(link);
+		link = NULL;
+		full = 1;
+	}
 	r = graph_delta(c->g, link ? link : "/contactFolders/delta", 0, collect, &f, &next);
 	if (r == -ESTALE) {
 		log_info("cache: the folder delta cursor expired; reading every folder again");
@@ -680,6 +688,10 @@ static int sync_folder(struct cache *c, int64_t folder, char *link)
 	if (!cr.pending || !cr.changed_ids) {
 		r = -ENOMEM;
 		goto out;
+	}
+	if (link && !graph_link_is_ours(c->g, link)) {
+		link = NULL; /* made with another graph_url: read the folder again */
+		cr.full = 1;
 	}
 	if ((r = folder_base(c->sdb, folder, base, sizeof(base))))
 		goto out;

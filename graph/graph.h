@@ -92,6 +92,11 @@ int graph_request(struct graph *g, const char *method, const char *path,
 		  const struct graph_header *headers, size_t nheaders, const void *body, size_t len,
 		  const char *content_type, struct graph_response *resp) GRAPH_MUST_CHECK;
 
+/* Whether an absolute URL (a stored nextLink or deltaLink) is on this
+ * client's service root (scheme, host and port of graph_url): only those
+ * are followed. */
+int graph_link_is_ours(const struct graph *g, const char *url);
+
 /* The errno for an HTTP status and Graph error code: 0 for 2xx, -ENOENT for
  * 404, -EEXIST for 409, -ESTALE for 412 and for an expired delta cursor (410,
  * syncStateNotFound, resyncRequired), -EACCES for 401/403, -EINVAL for other

@@ -617,6 +617,22 @@ void graph_response_release(struct graph_response *r)
 	buf_release(&r->body);
 }
 
+/* The length of graph_url's origin (scheme, host and port). */
+static size_t origin_len(const struct graph *g)
+{
+	const char *root = strstr(g->graph_url + 8, "/");
+
+	return root ? (size_t)(root - g->graph_url) : strlen(g->graph_url);
+}
+
+int graph_link_is_ours(const struct graph *g, const char *url)
+{
+	size_t origin = origin_len(g);
+
+	return !strncasecmp(url, g->graph_url, origin) &&
+	       (url[origin] == '/' || url[origin] == '\0');
+}
+
 /* The full URL for a path (see graph_request). NULL: -ENOMEM or a foreign
  * absolute URL (*err says which). */
 static char *full_url(struct graph *g, const char *path, int *err)
@@ -626,15 +642,10 @@ static char *full_url(struct graph *g, const char *path, int *err)
 
 	buf_init(&b, 1 << 20);
 	if (!strncasecmp(path, "https://", 8) || !strncasecmp(path, "http://", 7)) {
-		size_t n = strlen(g->graph_url);
 		/* Only links into our own service root are followed: a
 		 * nextLink must never carry the token elsewhere. */
-		const char *root = strstr(g->graph_url + 8, "/");
-		size_t origin = root ? (size_t)(root - g->graph_url) : n;
-
-		if (strncasecmp(path, g->graph_url, origin) != 0 ||
-		    (path[origin] != '/' && path[origin] != '\0')) {
-			log_err("refusing to follow a link outside %.*s", (int)origin,
+		if (!graph_link_is_ours(g, path)) {
+			log_err("refusing to follow a link outside %.*s", (int)origin_len(g),
 				g->graph_url);
 			*err = -EPROTO;
 			return NULL;

@@ -235,3 +235,21 @@ def test_a_card_written_without_a_uid_gets_one_so_a_later_save_keeps_the_contact
         after = [x for x in server_contacts(emu) if x["displayName"] == "No Uid"]
         assert [x["id"] for x in after] == [c["id"]]
         assert after[0]["personalNotes"] == "second"
+
+
+def test_a_cache_mounted_again_with_another_graph_url_reads_everything_again(tmp_path):
+    """Stored delta cursors are absolute links of the service root they came
+    from; with another graph_url they are not followed (the token must not
+    go elsewhere): the folders are read again, without an error."""
+    with Emulator("--contacts", "12", "--folders", "2") as emu:
+        with Mount(emu, tmp_path) as m:
+            m.wait_synced()
+            before = {rel: os.stat(m.root / rel).st_ino for rel in vcf_files(m.root)}
+        other = emu.url.replace("127.0.0.1", "localhost")
+        with Mount(emu, tmp_path, graph_url=other + "/v1.0", auth_url=other) as m:
+            first = m.status().get("last sync")
+            wait_until(lambda: m.status().get("last sync") not in (None, first)
+                       and "delta round" not in m.log_text(), timeout=30,
+                       what="a delta round against the other graph_url")
+            assert "refusing to follow" not in m.log_text(), m.log_text()
+            assert {rel: os.stat(m.root / rel).st_ino for rel in vcf_files(m.root)} == before
