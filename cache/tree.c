@@ -458,12 +458,22 @@ static int uid_shown_elsewhere(sqlite3 *db, int64_t folder, const char *uid, int
 	return r;
 }
 
-static void log_duplicate(sqlite3 *db, const char *name, const char *other, const char *what)
+/* 0 when no file but skip1 and skip2 shows a contact of folder with this
+ * UID; else the refusal of name is logged (what: what happens to it) and
+ * -EEXIST_KEEP returned; or -errno. */
+static int refuse_duplicate(sqlite3 *db, int64_t folder, const char *uid, int64_t skip1,
+			    int64_t skip2, const char *name, const char *what)
 {
+	char other[256];
+	int r = uid_shown_elsewhere(db, folder, uid, skip1, skip2, other, sizeof(other));
+
+	if (r <= 0)
+		return r;
 	cache_error(db, name,
 		    "carries the UID of \"%s\", a contact of this folder, and a folder holds a "
 		    "contact once: %s (edit \"%s\" instead, or give this card a UID of its own)",
 		    other, what, other);
+	return -EEXIST_KEEP;
 }
 
 /* The photo of contact cid as stored: 1 when it equals data[0..len), 0
@@ -515,14 +525,16 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
 		}
 	}
 	if (!cid) {
-		char key[33], other[256];
+		char key[33];
+		int k;
 
-		if ((r = uid_shown_elsewhere(db, folder, uid, n->ino, 0, other, sizeof(other))) < 0)
+		if ((r = refuse_duplicate(db, folder, uid, n->ino, 0, n->name,
+					  "kept here as a local draft, not sent"))) {
+			if (r == -EEXIST_KEEP &&
+			    (k = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i",
+					n->ino)))
+				return k;
 			return r;
-		if (r) {
-			log_duplicate(db, n->name, other, "kept here as a local draft, not sent");
-			r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
-			return r ? r : -EEXIST_KEEP;
 		}
 		cache_new_key(key);
 		if ((r = db_run(db, "INSERT INTO contacts(folder, uid, ckey) VALUES(?, ?, ?)",
@@ -994,29 +1006,23 @@ static int do_rename(struct cache *c, void *arg)
 		{
 			const struct vcard_prop *uidp = vcard_find(card, "UID");
 			const char *uid = uidp ? vcard_text(card, uidp) : NULL;
-			char other[256];
 			int64_t cid = reconcile(db, np.ino, uid);
 
 			/* Replacing the file that shows it is an edit (the
 			 * target goes first); another file showing it is not. */
 			r = cid < 0 ? (int)cid
 			    : cid   ? 0
-				    : uid_shown_elsewhere(db, np.ino, uid, src.ino,
-							  has_dst ? dst.ino : 0, other,
-							  sizeof(other));
-			if (r < 0)
+				    : refuse_duplicate(db, np.ino, uid, src.ino,
+						       has_dst ? dst.ino : 0, a->newname,
+						       "not renamed");
+			if (r)
 				goto out;
-			if (r) {
-				log_duplicate(db, a->newname, other, "not renamed");
-				r = -EEXIST_KEEP;
-				goto out;
-			}
 		}
 	}
 	/* A contact moved into another folder that already shows a contact
 	 * with its UID would be a second one there. */
 	if (src.cid && dst_vcf && np.ino != op.ino) {
-		char uid[512] = "", other[256];
+		char uid[512] = "";
 		sqlite3_stmt *st;
 
 		if ((r = db_prepare(db, &st, "SELECT uid FROM contacts WHERE cid = ?", "i",
@@ -1025,15 +1031,9 @@ static int do_rename(struct cache *c, void *arg)
 		if (db_step(st) == 1 && sqlite3_column_text(st, 0))
 			snprintf(uid, sizeof(uid), "%s", (const char *)sqlite3_column_text(st, 0));
 		db_release(st);
-		r = uid_shown_elsewhere(db, np.ino, uid, src.ino, has_dst ? dst.ino : 0, other,
-					sizeof(other));
-		if (r < 0)
+		if ((r = refuse_duplicate(db, np.ino, uid, src.ino, has_dst ? dst.ino : 0,
+					  a->newname, "not moved")))
 			goto out;
-		if (r) {
-			log_duplicate(db, a->newname, other, "not moved");
-			r = -EEXIST_KEEP;
-			goto out;
-		}
 	}
 	if (has_dst && (r = remove_node(c, db, &dst)))
 		goto out;
