@@ -238,6 +238,8 @@ static void *sync_main(void *arg)
 		if (sync_render(c))
 			log_warn("cache: rendering contacts failed; trying again later");
 		if (!offline && want_round && now >= retry_at) {
+			int64_t started = cache_now_ms();
+
 			r = sync_in(c);
 			offline = r == -EHOSTDOWN;
 			if (!r) {
@@ -254,7 +256,15 @@ static void *sync_main(void *arg)
 				want_round = 0;
 				retry_at = 0;
 				in_backoff = 2000;
-				next_round = cache_now_ms() + (poll_ms > 0 ? poll_ms : 0);
+				/* poll is from the start of one round to the
+				 * start of the next: a change made on the
+				 * server just after its folder was read is
+				 * seen within poll plus one request, however
+				 * long the round took. A round longer than
+				 * poll is followed by a pause of a second. */
+				next_round = started + (poll_ms > 0 ? poll_ms : 0);
+				if (poll_ms > 0 && next_round < cache_now_ms() + 1000)
+					next_round = cache_now_ms() + 1000;
 			} else if (!offline) {
 				/* Not the network: try again later, not at once. */
 				retry_at = cache_now_ms() + in_backoff;

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <fuse_opt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -254,6 +255,14 @@ int mount_main(int argc, char **argv)
 	char *gcopy = NULL, errbuf[512], *fsname = NULL, *cache_dir = NULL;
 	int r, rc = EXIT_USAGE, mounted = 0, nodes = 0, ready = -1;
 
+	/* One malloc arena for all threads. With one per thread (glibc's
+	 * default, up to 8 per core), memory freed by one thread stays with
+	 * its arena: a first sync of 100,000 contacts peaked at 98 MB
+	 * resident against 29 MB with one arena, at the same speed
+	 * (scripts/bench --big; the FUSE threads mostly wait for the cache's
+	 * lock anyway). MALLOC_ARENA_MAX in the environment still wins. */
+	if (!getenv("MALLOC_ARENA_MAX"))
+		mallopt(M_ARENA_MAX, 1);
 	buf_init(&m.graph_spec, 1 << 16);
 	if (fuse_opt_parse(&args, &m, mount_opts, mount_opt_proc) == -1)
 		goto out;
