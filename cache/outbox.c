@@ -12,6 +12,7 @@
 #include "cache_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -652,6 +653,56 @@ static void send_batch(struct cache *c, struct entry **v, size_t n)
 	/* Answers of an earlier round of a batch that failed later are
 	 * freed here too. */
 	graph_batch_release(items, n);
+}
+
+/* ---- photos and lookups, side by side with the batch ---------------------------------------- */
+
+static void lookup(struct cache *c, struct entry *e);
+
+struct sender {
+	struct cache *c;
+	struct entry *e;
+	pthread_t thread;
+	int started;
+};
+
+static void *send_alone(void *arg)
+{
+	struct sender *s = arg;
+
+	if (s->e->plan == PLAN_PHOTO)
+		send_one(s->c, s->e);
+	else
+		lookup(s->c, s->e);
+	return NULL;
+}
+
+/* Send the pass's requests at once: the JSON ones in a batch on this
+ * thread, each photo and lookup on a thread of its own. The graph client
+ * keeps at most GRAPH_MAX_IN_FLIGHT on the wire; one after the other, 100
+ * photos of an rsync took 100 round trips instead of 25. */
+static void send_pass(struct cache *c, struct entry *v, size_t n)
+{
+	struct entry *json[PICK_MAX];
+	struct sender s[PICK_MAX];
+	size_t nj = 0, ns = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].plan == PLAN_JSON) {
+			json[nj++] = &v[i];
+		} else if (v[i].plan == PLAN_PHOTO || v[i].plan == PLAN_LOOKUP) {
+			s[ns] = (struct sender){c, &v[i], 0, 0};
+			s[ns].started = !pthread_create(&s[ns].thread, NULL, send_alone, &s[ns]);
+			if (!s[ns].started)
+				send_alone(&s[ns]); /* no thread: in turn, then */
+			ns++;
+		}
+	}
+	if (nj)
+		send_batch(c, json, nj);
+	for (size_t i = 0; i < ns; i++)
+		if (s[i].started)
+			pthread_join(s[i].thread, NULL);
 }
 
 /* Creates that may have reached the server: find them by client key in
@@ -1367,25 +1418,15 @@ int outbox_pass(struct cache *c, int64_t *next_ms)
 
 	*next_ms = 0;
 	for (int round = 0; round < 1000 && !offline; round++) {
-		struct entry *json[PICK_MAX];
 		enum after after[PICK_MAX];
 		struct events ev = {0};
-		size_t n = 0, nj = 0, finished = 0;
+		size_t n = 0, finished = 0;
 
 		if ((r = pick(c, v, &n, &finished, cache_now_ms())))
 			break;
 		if (n == 0 && finished == 0)
 			break; /* (finished entries may free the next of their key) */
-		for (size_t i = 0; i < n; i++) {
-			if (v[i].plan == PLAN_JSON)
-				json[nj++] = &v[i];
-			else if (v[i].plan == PLAN_PHOTO)
-				send_one(c, &v[i]);
-			else if (v[i].plan == PLAN_LOOKUP)
-				lookup(c, &v[i]);
-		}
-		if (nj)
-			send_batch(c, json, nj);
+		send_pass(c, v, n);
 		for (size_t i = 0; i < n; i++)
 			if (!v[i].err)
 				cache_set_online(c, 1); /* an answer came: at once, for waiters */
