@@ -117,8 +117,11 @@ def contact(i, rnd):
         lines.append("CATEGORIES:" + ",".join(esc(c) for c in
                                               rnd.sample(CATEGORIES, rnd.randint(1, 3))))
     if rnd.random() < 0.1:
-        # A small JPEG-shaped blob: SOI, JFIF header, random bytes, EOI.
+        # A small JPEG-shaped blob: SOI, JFIF header, a baseline frame
+        # header (96 x 96, 3 components: what a server reads for the size),
+        # random bytes, EOI.
         blob = (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" +
+                b"\xff\xc0\x00\x11\x08\x00\x60\x00\x60\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01" +
                 bytes(rnd.getrandbits(8) for _ in range(rnd.randint(600, 2400))) + b"\xff\xd9")
         lines.append("PHOTO;ENCODING=b;TYPE=JPEG:" + base64.b64encode(blob).decode())
     lines.append(f"REV:2024-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}T"

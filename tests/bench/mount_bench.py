@@ -97,6 +97,11 @@ class ContactfsMount:
 
     def synced(self):
         s = status(self.root)
+        if not s.get("parked changes", "0").startswith("0"):
+            # Refused by the server: it will never be "synced", and a
+            # figure taken now would hide that.
+            raise SystemExit("bench: changes parked in %s:\n%s" % (
+                self.root, (self.root / ".contactfs" / "errors").read_text()))
         return (s.get("pending changes", "").startswith("0")
                 and s.get("last sync", "").startswith("20")
                 and int(s.get("photos still to check", "0")) == 0)
@@ -241,9 +246,15 @@ def main():
                       str(a.new), "--seed", "7"]).stdout.decode()
             for i, card in enumerate(re.findall(r"BEGIN:VCARD.*?END:VCARD\r\n", gen, re.S)):
                 (src / ("new-%05d.vcf" % i)).write_text(card, newline="")
+            # tmpfs, and tmpfs through bindfs: every file rsync writes
+            # costs a dozen FUSE requests (lookup, create, setattr, write,
+            # flush, release, getattr, open, rename...), whatever the
+            # filesystem behind them does.
             tmp_target = work / "rsync-target"
             tmp_target.mkdir()
             t_tmpfs = timed(["rsync", "-a", str(src) + "/", str(tmp_target) + "/"])
+            t_bindfs = timed(["rsync", "-a", str(src) + "/",
+                              str(mounts["bindfs"] / "rsync-target-bindfs") + "/"])
             (cfs.root / "Imported").mkdir()
             wait(cfs.synced, 120, "the new folder")
             emu.admin("POST", "requests/reset", {})
@@ -254,8 +265,10 @@ def main():
             t_server = time.monotonic() - t0
             req = requests(emu)
             rows.append(("`rsync -a` of %d new contacts: rsync itself" % a.new,
-                         "%.2f s" % t_rsync, "onto tmpfs %.2f s" % t_tmpfs, t_rsync / t_tmpfs,
-                         "≤ 2 × tmpfs", 2.0))
+                         "%.2f s" % t_rsync,
+                         "onto tmpfs %.2f s, onto bindfs %.2f s (%.1f × tmpfs, %.2f × bindfs)"
+                         % (t_tmpfs, t_bindfs, t_rsync / t_tmpfs, t_rsync / t_bindfs),
+                         t_rsync / t_tmpfs, "≤ 2 × tmpfs", 2.0))
             rows.append(("`rsync -a` of %d new contacts: all on the server" % a.new,
                          "%.2f s (%d requests)" % (t_server, req),
                          "network bound %.2f s" % (req / 4 * lat), t_server / (req / 4 * lat),
