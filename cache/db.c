@@ -320,6 +320,28 @@ int db_meta_set(sqlite3 *db, const char *key, const char *value)
 
 /* ---- connections -------------------------------------------------------------- */
 
+/*
+ * The two connections of a cache (FUSE threads, sync thread) wait for each
+ * other's write transactions, which last a millisecond or so. SQLite's own
+ * busy timeout sleeps 1, 2, 5, 10... ms: a FUSE request stuck behind an
+ * upload's transaction slept far longer than the transaction. This one
+ * looks again every 100 us for the first 10 ms, then every ms, then every
+ * 10 ms, and gives up after 30 s.
+ */
+static int busy_wait(void *arg, int count)
+{
+	(void)arg;
+	if (count < 100)
+		usleep(100);
+	else if (count < 1000)
+		usleep(1000);
+	else if (count < 1000 + 2910)
+		usleep(10000);
+	else
+		return 0;
+	return 1;
+}
+
 int db_connect(struct cache *c, sqlite3 **out, char *errbuf, size_t errsize)
 {
 	sqlite3 *db = NULL;
@@ -335,7 +357,7 @@ int db_connect(struct cache *c, sqlite3 **out, char *errbuf, size_t errsize)
 		sqlite3_close(db);
 		return db_errno(rc);
 	}
-	sqlite3_busy_timeout(db, 30000);
+	sqlite3_busy_handler(db, busy_wait, NULL);
 	sqlite3_extended_result_codes(db, 1);
 	/* Nothing here writes to the file: a database that turns out not
 	 * to be ours must be left exactly as it was (journal_mode = WAL

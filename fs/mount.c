@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Our options as fuse_opt sees them. Strings are malloc'd by fuse_opt. */
@@ -408,6 +409,9 @@ int mount_main(int argc, char **argv)
 	sigaddset(&stop_signals, SIGINT);
 	sigaddset(&stop_signals, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
+	/* The sync thread's first round starts now: a directory listed
+	 * within the first poll interval does not ask for another. */
+	fs.asked = time(NULL);
 	r = fs_notify_start(&fs);
 	if (!r && !fs.opt.offline && (r = cache_start(fs.cache)))
 		log_err("starting the sync thread: %s", strerror(-r));
