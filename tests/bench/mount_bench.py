@@ -364,13 +364,14 @@ def report(a, rows):
         script = """
 set terminal pngcairo size 1200,700 font ",10"
 set output "%s"
-set title "contactfs: figure / goal reference (below the goal line is met)"
+set title "contactfs: figure / goal reference, log scale (below the goal mark is met)"
 set style data histograms
 set style fill solid 0.8
 set boxwidth 0.6
 set xtics rotate by 35 right
 set ylabel "ratio"
-set yrange [0:*]
+set logscale y
+set yrange [0.05:*]
 set key top left
 plot "%s" using 3:xtic(2) title "ratio", "" using 0:4 with points pt 7 ps 1.5 lc rgb "red" title "goal"
 """ % (out / (name + ".png"), dat)
