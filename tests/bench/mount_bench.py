@@ -359,10 +359,13 @@ def report(a, rows):
     for w, c, ref, ratio, goal, limit in rows:
         lines.append("| %s | %s | %s | %.2f | %s | %s |" % (
             w, c, ref, ratio, goal, "yes" if ratio <= limit else "**no**"))
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True).stdout.strip() or "unknown"
     head = ("contactfs mount benchmark: %d contacts in %d folders (10 %% with photos), emulator "
-            "latency %d ms, median of %d runs, %s, %d cores.\n\n"
+            "latency %d ms, median of %d runs, %s, %d cores, commit %s.\n\n"
             % (a.contacts, a.folders, a.latency_ms, a.runs, time.strftime("%Y-%m-%d"),
-               os.cpu_count()))
+               os.cpu_count(), commit))
     text = head + "\n".join(lines) + "\n"
     (out / (name + ".md")).write_text(text)
     print(text)
