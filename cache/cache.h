@@ -234,6 +234,19 @@ int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t ne
 int cache_enqueue_request(struct cache *c, const char *method, const char *path,
 			  const char *body) CACHE_MUST_CHECK;
 
+/* .contactfs/categories: the master category list as text, "name: colour"
+ * a line (asked of the server first when the last answer is older than
+ * the poll interval and no change to it waits). */
+int cache_categories_text(struct cache *c, struct buf *out) CACHE_MUST_CHECK;
+
+/* The file written whole: its difference from the list becomes requests
+ * (POST, PATCH of the colour, DELETE), sent in the background. -EINVAL
+ * with why ("line N: ...", also in the errors) when a line is not
+ * "name: colour" with an Outlook colour, or names a category twice;
+ * nothing changes then. */
+int cache_categories_write(struct cache *c, const char *text, size_t len, char *why,
+			   size_t whysize) CACHE_MUST_CHECK;
+
 /* ---- status ------------------------------------------------------------------ */
 
 struct cache_status {

@@ -109,6 +109,13 @@ int db_meta_set(sqlite3 *db, const char *key, const char *value) CACHE_MUST_CHEC
 int64_t cache_now_ns(void);
 int64_t cache_now_ms(void);
 
+/* Run fn in a transaction on the API connection (under the API lock) and
+ * wake the sync thread when it committed. fn may return CACHE_EINVAL_KEEP
+ * (negative): committed all the same (an error it recorded stays), and the
+ * caller gets -EINVAL. */
+#define CACHE_EINVAL_KEEP (-4096)
+int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg);
+
 /* Record an error for .contactfs/errors and the log. */
 void cache_error(sqlite3 *db, const char *what, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -23,7 +23,7 @@ struct node {
 
 /* What a transaction body returns to have its work committed and the call
  * still fail with -EINVAL (an invalid vCard kept as a draft). */
-#define EINVAL_KEEP 4096
+#define EINVAL_KEEP (-CACHE_EINVAL_KEEP)
 /* A card with the UID of a contact another file of its folder shows: the
  * transaction commits what it did (the draft, the log) and the caller gets
  * -EEXIST. */
@@ -662,8 +662,7 @@ static void wake_sync(struct cache *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* Run fn inside a transaction on the API connection. */
-static int in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
+int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
 {
 	int r;
 
@@ -749,7 +748,7 @@ int cache_create(struct cache *c, uint64_t parent, const char *name, enum cache_
 
 	if (kind == CACHE_SYMLINK && !target)
 		return -EINVAL;
-	return in_txn(c, do_create, &a);
+	return cache_in_txn(c, do_create, &a);
 }
 
 static int do_write(struct cache *c, void *arg)
@@ -798,7 +797,7 @@ int cache_write(struct cache *c, uint64_t ino, const void *data, size_t len, int
 
 	if (err)
 		memset(err, 0, sizeof(*err));
-	return in_txn(c, do_write, &a);
+	return cache_in_txn(c, do_write, &a);
 }
 
 static int do_set_mtime(struct cache *c, void *arg)
@@ -817,7 +816,7 @@ int cache_set_mtime(struct cache *c, uint64_t ino, int64_t mtime_ns)
 {
 	struct op_args a = {.ino = ino, .mtime_ns = mtime_ns};
 
-	return in_txn(c, do_set_mtime, &a);
+	return cache_in_txn(c, do_set_mtime, &a);
 }
 
 /* Remove node n from the tree, with what that means on the server. */
@@ -874,7 +873,7 @@ int cache_unlink(struct cache *c, uint64_t parent, const char *name)
 {
 	struct op_args a = {.parent = parent, .name = name};
 
-	return in_txn(c, do_unlink, &a);
+	return cache_in_txn(c, do_unlink, &a);
 }
 
 /* Move contact cid (shown by a file now in folder to) out of folder from. */
@@ -1072,7 +1071,7 @@ int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t ne
 
 	if (err)
 		memset(err, 0, sizeof(*err));
-	return in_txn(c, do_rename, &a);
+	return cache_in_txn(c, do_rename, &a);
 }
 
 static int do_request(struct cache *c, void *arg)
@@ -1096,7 +1095,7 @@ int cache_enqueue_request(struct cache *c, const char *method, const char *path,
 {
 	struct op_args a = {.name = method, .newname = path, .target = body};
 
-	return in_txn(c, do_request, &a);
+	return cache_in_txn(c, do_request, &a);
 }
 
 /* ---- rendering a server version into the tree ------------------------------------- */

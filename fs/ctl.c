@@ -4,6 +4,8 @@
  * are opened (and for stat, so st_size is exact):
  *   status  what the mount is doing, one "key: value" line each, in words
  *   errors  the error log, oldest first, one line each
+ *   categories  the master category list, "name: colour" a line; the one
+ *           file that may be written (whole: the difference is sent)
  */
 #include "mount_int.h"
 
@@ -23,6 +25,7 @@ static const struct {
 } ctl_files[] = {
 	{"status", FS_CTL_STATUS_INO},
 	{"errors", FS_CTL_ERRORS_INO},
+	{"categories", FS_CTL_CATEGORIES_INO},
 };
 
 #define NFILES (sizeof(ctl_files) / sizeof(ctl_files[0]))
@@ -142,9 +145,34 @@ int fs_ctl_render(struct fs *fs, uint64_t ino, struct buf *out)
 	case FS_CTL_ERRORS_INO:
 		r = cache_errors(fs->cache, 1000, add_error_line, &e);
 		return r ? r : e.r;
+	case FS_CTL_CATEGORIES_INO:
+		return cache_categories_text(fs->cache, out);
 	default:
 		return -ENOENT;
 	}
+}
+
+int fs_ctl_writable(uint64_t ino)
+{
+	return ino == FS_CTL_CATEGORIES_INO;
+}
+
+int fs_ctl_commit(struct fs *fs, uint64_t ino, const struct buf *text)
+{
+	char why[512];
+	int r;
+
+	if (ino != FS_CTL_CATEGORIES_INO)
+		return EACCES;
+	r = cache_categories_write(fs->cache, text->data ? text->data : "", text->len, why,
+				   sizeof(why));
+	if (r == -EINVAL)
+		return EINVAL; /* the reason is in the errors already */
+	if (r) {
+		log_err(".contactfs/categories: saving the list failed: %s", strerror(-r));
+		return r == -ENOMEM ? ENOMEM : EIO;
+	}
+	return 0;
 }
 
 int fs_ctl_getattr(struct fs *fs, uint64_t ino, struct stat *st)
@@ -165,10 +193,24 @@ int fs_ctl_getattr(struct fs *fs, uint64_t ino, struct stat *st)
 		buf_init(&b, FS_FILE_MAX);
 		r = fs_ctl_render(fs, ino, &b);
 		st->st_size = (off_t)b.len;
+		if (!r && fs_ctl_writable(ino)) {
+			/* Its mtime moves when its text does, not at each look. */
+			uint64_t h = 1469598103934665603ULL;
+
+			for (size_t i = 0; i < b.len; i++)
+				h = (h ^ (unsigned char)b.data[i]) * 1099511628211ULL;
+			pthread_mutex_lock(&fs->lock);
+			if (h != fs->ctl_hash || !fs->ctl_mtime.tv_sec) {
+				fs->ctl_hash = h;
+				fs->ctl_mtime = st->st_mtim;
+			}
+			st->st_mtim = st->st_ctim = fs->ctl_mtime;
+			pthread_mutex_unlock(&fs->lock);
+		}
 		buf_release(&b);
 		if (r)
 			return r;
-		st->st_mode = S_IFREG | 0400;
+		st->st_mode = S_IFREG | (fs_ctl_writable(ino) ? 0600 : 0400);
 	}
 	return 0;
 }

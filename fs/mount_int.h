@@ -32,7 +32,8 @@
 #define FS_CTL_INO (UINT64_C(1) << 62)
 #define FS_CTL_STATUS_INO (FS_CTL_INO + 1)
 #define FS_CTL_ERRORS_INO (FS_CTL_INO + 2)
-#define FS_CTL_LAST_INO FS_CTL_ERRORS_INO
+#define FS_CTL_CATEGORIES_INO (FS_CTL_INO + 3)
+#define FS_CTL_LAST_INO FS_CTL_CATEGORIES_INO
 
 /* The biggest file we hold in memory: a vCard with a 4 MB photo in base64
  * is about 5.5 MB. */
@@ -86,6 +87,10 @@ struct fs {
 	struct fs_file **files; /* hash table of open files by inode */
 	size_t files_size, files_open;
 	time_t asked; /* when opendir last asked for a delta round */
+	/* .contactfs/categories: a hash of what it showed last and since
+	 * when (an editor that finds the mtime moved refuses to save). */
+	uint64_t ctl_hash;
+	struct timespec ctl_mtime;
 
 	struct fs_notify notify;
 };
@@ -131,6 +136,11 @@ int fs_ctl_getattr(struct fs *fs, uint64_t ino, struct stat *st);
 int fs_ctl_render(struct fs *fs, uint64_t ino, struct buf *out) __attribute__((warn_unused_result));
 /* The node called name in .contactfs/, or 0. */
 uint64_t fs_ctl_lookup(const char *name);
+/* Whether a .contactfs file may be written (categories). */
+int fs_ctl_writable(uint64_t ino);
+/* A written .contactfs file's new content: 0, or an errno (EINVAL: refused,
+ * the reason is in .contactfs/errors). */
+int fs_ctl_commit(struct fs *fs, uint64_t ino, const struct buf *text);
 int fs_ctl_readdir(fuse_req_t req, struct fs *fs, size_t size, off_t off, int plus);
 
 /* ---- notify.c ----------------------------------------------------------------- */

@@ -31,7 +31,25 @@
 struct fs_handle {
 	struct fs_file *file; /* a cache file; NULL for a .contactfs file */
 	struct buf text;      /* a .contactfs file's content, made at open */
+	/* A .contactfs file opened for writing (categories): text is what
+	 * this handle wrote, committed whole at flush, fsync or release. */
+	int writable, dirty;
+	pthread_mutex_t lock;
 };
+
+/* A written .contactfs file's text goes to the cache (once per change). */
+static int ctl_commit(struct fs *fs, uint64_t ino, struct fs_handle *h)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->dirty) {
+		h->dirty = 0; /* refused or not: said once, at this close */
+		r = fs_ctl_commit(fs, ino, &h->text);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return r;
+}
 
 static struct fs *fs_of(fuse_req_t req)
 {
@@ -327,9 +345,36 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct stat st;
 	int r;
 
-	(void)fi;
 	if (is_ctl(ino)) {
-		fuse_reply_err(req, EPERM);
+		struct fs_handle *h = fi ? (struct fs_handle *)(uintptr_t)fi->fh : NULL;
+
+		/* ftruncate of a .contactfs file open for writing cuts what
+		 * this handle will commit; anything else changes nothing. */
+		if (!h || !h->writable ||
+		    (to_set &
+		     ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW |
+		       FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_CTIME))) {
+			fuse_reply_err(req, EPERM);
+			return;
+		}
+		if ((r = fs_ctl_getattr(fs, ino, &st))) {
+			fuse_reply_err(req, err_of(r));
+			return;
+		}
+		pthread_mutex_lock(&h->lock);
+		if (to_set & FUSE_SET_ATTR_SIZE) {
+			r = attr->st_size < 0 || (uint64_t)attr->st_size > FS_FILE_MAX
+				    ? -EFBIG
+				    : buf_resize(&h->text, (size_t)attr->st_size);
+			if (!r)
+				h->dirty = 1;
+		}
+		st.st_size = (off_t)h->text.len;
+		pthread_mutex_unlock(&h->lock);
+		if (r)
+			fuse_reply_err(req, err_of(r));
+		else
+			fuse_reply_attr(req, &st, 0);
 		return;
 	}
 	if ((r = getattr_any(fs, ino, &st))) {
@@ -663,7 +708,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			fuse_reply_err(req, EISDIR);
 			return;
 		}
-		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+		if ((fi->flags & O_ACCMODE) != O_RDONLY && !fs_ctl_writable(ino)) {
 			fuse_reply_err(req, EACCES);
 			return;
 		}
@@ -671,9 +716,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
+		pthread_mutex_init(&h->lock, NULL);
+		h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 		buf_init(&h->text, FS_FILE_MAX);
-		if ((r = fs_ctl_render(fs, ino, &h->text))) {
+		/* O_TRUNC: an empty text, committed at close like any write. */
+		if (h->writable && (fi->flags & O_TRUNC))
+			h->dirty = 1;
+		else if ((r = fs_ctl_render(fs, ino, &h->text))) {
 			buf_release(&h->text);
+			pthread_mutex_destroy(&h->lock);
 			free(h);
 			fuse_reply_err(req, err_of(r));
 			return;
@@ -682,6 +733,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->direct_io = 1; /* its size is what it is at each open */
 		if (fuse_reply_open(req, fi)) {
 			buf_release(&h->text);
+			pthread_mutex_destroy(&h->lock);
 			free(h);
 		}
 		return;
@@ -735,16 +787,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 */
 	(void)ino;
 	if (!f) {
+		pthread_mutex_lock(&h->lock);
 		src = &h->text;
 		if ((size_t)off < src->len)
 			n = src->len - (size_t)off < size ? src->len - (size_t)off : size;
-		if (n && !(copy = malloc(n))) {
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-		if (n)
+		if (n && (copy = malloc(n)))
 			memcpy(copy, src->data + off, n);
-		fuse_reply_buf(req, copy, n);
+		pthread_mutex_unlock(&h->lock);
+		if (n && !copy)
+			fuse_reply_err(req, ENOMEM);
+		else
+			fuse_reply_buf(req, copy, n);
 		free(copy);
 		return;
 	}
@@ -776,7 +829,23 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 
 	(void)ino;
 	if (!f) {
-		fuse_reply_err(req, EBADF);
+		if (!h->writable) {
+			fuse_reply_err(req, EBADF);
+			return;
+		}
+		if (off < 0 || (size_t)off > FS_FILE_MAX || size > FS_FILE_MAX - (size_t)off) {
+			fuse_reply_err(req, EFBIG);
+			return;
+		}
+		pthread_mutex_lock(&h->lock);
+		r = buf_write_at(&h->text, (size_t)off, data, size);
+		if (!r)
+			h->dirty = 1;
+		pthread_mutex_unlock(&h->lock);
+		if (r)
+			fuse_reply_err(req, r == -E2BIG ? EFBIG : err_of(r));
+		else
+			fuse_reply_write(req, size);
 		return;
 	}
 	if (off < 0 || (size_t)off > FS_FILE_MAX || size > FS_FILE_MAX - (size_t)off) {
@@ -806,11 +875,12 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs_file *f = h->file;
 	int r = 0;
 
-	(void)ino;
 	if (f) {
 		pthread_mutex_lock(&f->lock);
 		r = commit_locked(fs, f);
 		pthread_mutex_unlock(&f->lock);
+	} else if (h->writable) {
+		r = ctl_commit(fs, ino, h);
 	}
 	fuse_reply_err(req, r);
 }
@@ -833,6 +903,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			log_err("inode %llu: written bytes could not be saved at release: %s",
 				(unsigned long long)f->ino, strerror(r));
 		fs_file_put(fs, f);
+	} else {
+		if (h->writable && ctl_commit(fs, ino, h) == EIO)
+			log_err(".contactfs: written bytes could not be saved at release");
+		pthread_mutex_destroy(&h->lock);
 	}
 	buf_release(&h->text);
 	free(h);
@@ -848,7 +922,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
 	(void)datasync;
 	if (!f) {
-		fuse_reply_err(req, 0);
+		fuse_reply_err(req, h->writable ? ctl_commit(fs, ino, h) : 0);
 		return;
 	}
 	pthread_mutex_lock(&f->lock);
