@@ -247,6 +247,10 @@ int cache_categories_text(struct cache *c, struct buf *out) CACHE_MUST_CHECK;
 int cache_categories_write(struct cache *c, const char *text, size_t len, char *why,
 			   size_t whysize) CACHE_MUST_CHECK;
 
+/* .contactfs/birthdays.ics: an iCalendar with a yearly all-day event for
+ * each contact's birthday and anniversary (see birthdays.c). */
+int cache_birthdays_ics(struct cache *c, struct buf *out) CACHE_MUST_CHECK;
+
 /* ---- status ------------------------------------------------------------------ */
 
 struct cache_status {

@@ -6,6 +6,7 @@
  *   errors  the error log, oldest first, one line each
  *   categories  the master category list, "name: colour" a line; the one
  *           file that may be written (whole: the difference is sent)
+ *   birthdays.ics  contacts' birthdays and anniversaries, yearly events
  */
 #include "mount_int.h"
 
@@ -26,6 +27,7 @@ static const struct {
 	{"status", FS_CTL_STATUS_INO},
 	{"errors", FS_CTL_ERRORS_INO},
 	{"categories", FS_CTL_CATEGORIES_INO},
+	{"birthdays.ics", FS_CTL_BIRTHDAYS_INO},
 };
 
 #define NFILES (sizeof(ctl_files) / sizeof(ctl_files[0]))
@@ -147,6 +149,8 @@ int fs_ctl_render(struct fs *fs, uint64_t ino, struct buf *out)
 		return r ? r : e.r;
 	case FS_CTL_CATEGORIES_INO:
 		return cache_categories_text(fs->cache, out);
+	case FS_CTL_BIRTHDAYS_INO:
+		return cache_birthdays_ics(fs->cache, out);
 	default:
 		return -ENOENT;
 	}

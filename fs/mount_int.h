@@ -33,7 +33,8 @@
 #define FS_CTL_STATUS_INO (FS_CTL_INO + 1)
 #define FS_CTL_ERRORS_INO (FS_CTL_INO + 2)
 #define FS_CTL_CATEGORIES_INO (FS_CTL_INO + 3)
-#define FS_CTL_LAST_INO FS_CTL_CATEGORIES_INO
+#define FS_CTL_BIRTHDAYS_INO (FS_CTL_INO + 4)
+#define FS_CTL_LAST_INO FS_CTL_BIRTHDAYS_INO
 
 /* The biggest file we hold in memory: a vCard with a 4 MB photo in base64
  * is about 5.5 MB. */
