@@ -3,9 +3,8 @@
  * anniversary as a yearly all-day event, built with libical from the cards
  * the mount shows (so what a person wrote and what Outlook holds agree).
  *
- * Dates: "1974-07-22", "19740722", "--07-22", "--0722" (no year), with a
- * time after them ignored; Outlook's year 1604 and Apple's
- * X-APPLE-OMIT-YEAR mean "no year". An event without a year starts in 1604
+ * Dates are read by vcard_date(); Outlook's year 1604, a date without a
+ * year and Apple's X-APPLE-OMIT-YEAR all mean "no year". An event without a year starts in 1604
  * (a leap year, as Outlook does), one with a year on the date itself. A 29
  * February recurs on the last day of February: the 29th in leap years, the
  * 28th in the others (RRULE BYMONTHDAY=-1), not only once in four years.
@@ -21,57 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define NO_YEAR 1604
-
-static int digits(const char *s, int n)
-{
-	int v = 0;
-
-	for (int i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	return v;
-}
-
-/* y/m/d of a vCard date; *y = NO_YEAR without one. 0 or -EINVAL. */
-static int read_date(const char *s, int *y, int *m, int *d)
-{
-	size_t n = strcspn(s, "T");
-
-	*y = NO_YEAR;
-	if (n >= 4 && !strncmp(s, "--", 2)) {
-		s += 2;
-		n -= 2;
-	} else if (n == 10 && s[4] == '-' && s[7] == '-') {
-		*y = digits(s, 4);
-		s += 5;
-		n -= 5;
-	} else if (n == 8) {
-		*y = digits(s, 4);
-		s += 4;
-		n -= 4;
-	} else {
-		return -EINVAL;
-	}
-	if (n == 5 && s[2] == '-') {
-		*m = digits(s, 2);
-		*d = digits(s + 3, 2);
-	} else if (n == 4) {
-		*m = digits(s, 2);
-		*d = digits(s + 2, 2);
-	} else {
-		return -EINVAL;
-	}
-	if (*y < 0 || *m < 1 || *m > 12 || *d < 1 || *d > 31)
-		return -EINVAL;
-	if (*d > icaltime_days_in_month(*m, *y == NO_YEAR ? 2000 : *y) && !(*m == 2 && *d == 29))
-		return -EINVAL;
-	if (*m == 2 && *d == 29 && *y != NO_YEAR && icaltime_days_in_month(2, *y) != 29)
-		return -EINVAL;
-	return 0;
-}
+#define NO_YEAR VCARD_NO_YEAR
 
 static int add_event(icalcomponent *cal, const char *uid, const char *what, const char *who,
 		     struct vcard *card, const struct vcard_prop *p)
@@ -84,7 +33,7 @@ static int add_event(icalcomponent *cal, const char *uid, const char *what, cons
 	char text[1024];
 	int y, m, d;
 
-	if (!value || read_date(value, &y, &m, &d))
+	if (!value || vcard_date(value, &y, &m, &d))
 		return 0; /* VALUE=text ("circa 1800") or not a date: no event */
 	if (omit && omit->nvals && y == atoi(omit->vals[0]))
 		y = NO_YEAR;

@@ -138,6 +138,12 @@ int tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out) CAC
 int outbox_add(sqlite3 *db, enum op op, int64_t cid, int64_t folder, const char *arg,
 	       int64_t not_before_ms) CACHE_MUST_CHECK;
 
+/* Queue a request that has no contact (OP_REQUEST: master categories):
+ * method, path relative to the mailbox, JSON body text or NULL. In the
+ * open transaction. */
+int outbox_add_request(sqlite3 *db, const char *method, const char *path,
+		       const char *body) CACHE_MUST_CHECK;
+
 /* Whether contact cid has any outbox entry. 1, 0 or -errno. */
 int outbox_has(sqlite3 *db, int64_t cid) CACHE_MUST_CHECK;
 

@@ -342,18 +342,10 @@ static int parse(const char *text, size_t len, struct wanted **out, size_t *n, c
 
 static int enqueue(sqlite3 *db, const char *method, const char *path, const cJSON *body)
 {
-	cJSON *o = cJSON_CreateObject();
-	char *btext = body ? cJSON_PrintUnformatted(body) : NULL, *text = NULL;
-	int r = -ENOMEM;
+	char *text = body ? cJSON_PrintUnformatted(body) : NULL;
+	int r = body && !text ? -ENOMEM : outbox_add_request(db, method, path, text);
 
-	if (o && (!body || btext) && cJSON_AddStringToObject(o, "method", method) &&
-	    cJSON_AddStringToObject(o, "path", path) &&
-	    (!btext || cJSON_AddStringToObject(o, "body", btext)) &&
-	    (text = cJSON_PrintUnformatted(o)))
-		r = outbox_add(db, OP_REQUEST, 0, 0, text, 0);
 	free(text);
-	free(btext);
-	cJSON_Delete(o);
 	return r;
 }
 

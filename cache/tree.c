@@ -1074,21 +1074,27 @@ int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t ne
 	return cache_in_txn(c, do_rename, &a);
 }
 
-static int do_request(struct cache *c, void *arg)
+int outbox_add_request(sqlite3 *db, const char *method, const char *path, const char *body)
 {
-	struct op_args *a = arg;
 	cJSON *o = cJSON_CreateObject();
 	char *text = NULL;
 	int r = -ENOMEM;
 
-	if (o && cJSON_AddStringToObject(o, "method", a->name) &&
-	    cJSON_AddStringToObject(o, "path", a->newname) &&
-	    (!a->target || cJSON_AddStringToObject(o, "body", a->target)) &&
+	if (o && cJSON_AddStringToObject(o, "method", method) &&
+	    cJSON_AddStringToObject(o, "path", path) &&
+	    (!body || cJSON_AddStringToObject(o, "body", body)) &&
 	    (text = cJSON_PrintUnformatted(o)))
-		r = outbox_add(c->db, OP_REQUEST, 0, 0, text, 0);
+		r = outbox_add(db, OP_REQUEST, 0, 0, text, 0);
 	free(text);
 	cJSON_Delete(o);
 	return r;
+}
+
+static int do_request(struct cache *c, void *arg)
+{
+	struct op_args *a = arg;
+
+	return outbox_add_request(c->db, a->name, a->newname, a->target);
 }
 
 int cache_enqueue_request(struct cache *c, const char *method, const char *path, const char *body)

@@ -39,7 +39,7 @@
 #define CREATED_PROP "X-CONTACTFS-CREATED"
 #define EXT_TYPE "microsoft.graph.openTypeExtension"
 #define EXT_VERSION 1
-#define NO_YEAR 1604	       /* Outlook's and Apple's "no year" */
+#define NO_YEAR VCARD_NO_YEAR
 #define BDAY_TIME "T11:59:00Z" /* Outlook's own time for birthdays */
 #define NO_LIMIT ((unsigned)-1)
 #define BROKEN_EXT "the contactfs extension does not parse; its properties are left out"
@@ -306,6 +306,19 @@ static int parse_date(const char *s, struct date *d)
 	if (*s && *s != 'T' && *s != 't')
 		return -EINVAL;
 	return date_valid(d) ? 0 : -EINVAL;
+}
+
+int vcard_date(const char *s, int *year, int *month, int *day)
+{
+	struct date d;
+	int r = parse_date(s, &d);
+
+	if (!r) {
+		*year = d.year;
+		*month = d.month;
+		*day = d.day;
+	}
+	return r;
 }
 
 /* The model's form of a date: "YYYY-MM-DD". */

@@ -196,6 +196,15 @@ int vcard_base64_encode(struct buf *out, const void *data, size_t len) VCARD_MUS
  * other character (*bad, if not NULL, is its offset); -ENOMEM or -E2BIG. */
 int vcard_base64_decode(struct buf *out, const char *s, size_t n, size_t *bad) VCARD_MUST_CHECK;
 
+/* ---- dates ---------------------------------------------------------------- */
+
+#define VCARD_NO_YEAR 1604 /* Outlook's and Apple's year for "no year" */
+
+/* A date value (BDAY, ANNIVERSARY): "1974-07-22", "19740722", "--07-22" or
+ * "--0722", a time after it ignored. *year is VCARD_NO_YEAR without one.
+ * 0, or -EINVAL for anything else or a day the month does not have. */
+int vcard_date(const char *s, int *year, int *month, int *day) VCARD_MUST_CHECK;
+
 /* ---- Microsoft Graph mapping ------------------------------------------- */
 
 /* Name of the open extension that carries what Graph cannot hold. */

@@ -1801,3 +1801,22 @@ TEST(graph_photo_keeps_its_group_and_parameters)
 	vcard_free(back);
 	vcard_free(card0);
 }
+
+TEST(vcard_date_reads_every_spelling_of_a_date_and_refuses_days_the_month_lacks)
+{
+	int y = 0, m = 0, d = 0;
+
+	CHECK_INT(vcard_date("1974-07-22", &y, &m, &d), 0);
+	CHECK(y == 1974 && m == 7 && d == 22);
+	CHECK_INT(vcard_date("19740722T000000Z", &y, &m, &d), 0);
+	CHECK(y == 1974 && m == 7 && d == 22);
+	CHECK_INT(vcard_date("--07-22", &y, &m, &d), 0);
+	CHECK(y == VCARD_NO_YEAR && m == 7 && d == 22);
+	CHECK_INT(vcard_date("--0229", &y, &m, &d), 0);
+	CHECK(y == VCARD_NO_YEAR && m == 2 && d == 29);
+	CHECK_INT(vcard_date("1992-02-29", &y, &m, &d), 0);
+	CHECK_INT(vcard_date("1993-02-29", &y, &m, &d), -EINVAL);
+	CHECK_INT(vcard_date("1974-04-31", &y, &m, &d), -EINVAL);
+	CHECK_INT(vcard_date("circa 1800", &y, &m, &d), -EINVAL);
+	CHECK_INT(vcard_date("", &y, &m, &d), -EINVAL);
+}
