@@ -69,19 +69,20 @@ static int add_event(icalcomponent *cal, const char *uid, const char *what, cons
 static const char *const ANNIVERSARIES[] = {"ANNIVERSARY", "X-ANNIVERSARY", "X-MS-ANNIVERSARY",
 					    "X-EVOLUTION-ANNIVERSARY"};
 
-int cache_birthdays_ics(struct cache *c, struct buf *out)
+/* The calendar of the cards as they are now, into *text (malloc'd). Under
+ * api_lock. */
+static int make(struct cache *c, char **text)
 {
 	icalcomponent *cal;
 	sqlite3_stmt *st;
-	char *text;
 	int r;
 
+	*text = NULL;
 	cal = icalcomponent_vanew(ICAL_VCALENDAR_COMPONENT, icalproperty_new_version("2.0"),
 				  icalproperty_new_prodid("-//contactfs//birthdays//EN"),
 				  icalproperty_new_calscale("GREGORIAN"), (void *)0);
 	if (!cal)
 		return -ENOMEM;
-	pthread_mutex_lock(&c->api_lock);
 	r = db_prepare(c->db, &st,
 		       "SELECT n.data, k.id FROM nodes n JOIN contacts k ON k.cid = n.cid WHERE "
 		       "n.cid IS NOT NULL ORDER BY n.ino",
@@ -118,16 +119,35 @@ int cache_birthdays_ics(struct cache *c, struct buf *out)
 	}
 	if (st)
 		db_release(st);
-	pthread_mutex_unlock(&c->api_lock);
-	if (r < 0) {
-		icalcomponent_free(cal);
-		return r;
-	}
-	text = icalcomponent_as_ical_string_r(cal);
+	if (!r && !(*text = icalcomponent_as_ical_string_r(cal)))
+		r = -ENOMEM;
 	icalcomponent_free(cal);
-	if (!text)
-		return -ENOMEM;
-	r = buf_add(out, text, strlen(text));
-	free(text);
-	return r;
+	return r < 0 ? r : 0;
+}
+
+int cache_birthdays_ics(struct cache *c, struct buf *out)
+{
+	int64_t version = 0, changes;
+	int r;
+
+	/* Made again only when the database changed since: a stat of the
+	 * file (ls -l .contactfs) would otherwise parse every card. */
+	pthread_mutex_lock(&c->api_lock);
+	r = db_int(c->db, &version, "PRAGMA data_version", NULL);
+	changes = (int64_t)sqlite3_total_changes(c->db);
+	if (r >= 0 && (!c->ics || version != c->ics_version || changes != c->ics_changes)) {
+		char *text;
+
+		if (!(r = make(c, &text))) {
+			free(c->ics);
+			c->ics = text;
+			c->ics_len = strlen(text);
+			c->ics_version = version;
+			c->ics_changes = changes;
+		}
+	}
+	if (r >= 0)
+		r = buf_add(out, c->ics, c->ics_len);
+	pthread_mutex_unlock(&c->api_lock);
+	return r < 0 ? r : 0;
 }

@@ -48,6 +48,12 @@ struct cache {
 	pthread_mutex_t api_lock; /* serialises use of db */
 	sqlite3 *db;
 	sqlite3 *sdb; /* the sync thread's */
+	/* birthdays.ics as last made (under api_lock), and the state of the
+	 * database it was made from: PRAGMA data_version (commits of the
+	 * sync thread) and total changes on db (ours). */
+	char *ics;
+	size_t ics_len;
+	int64_t ics_version, ics_changes;
 
 	pthread_t thread;
 	int started;

@@ -182,6 +182,7 @@ void cache_close(struct cache *c)
 	pthread_cond_destroy(&c->wake);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->api_lock);
+	free(c->ics);
 	free(c->path);
 	free(c->dir);
 	free(c->mailbox);
