@@ -143,6 +143,14 @@ static void refresh(struct cache *c, int64_t max_age_ms)
 
 	if (!c->g || !c->started)
 		return;
+	/* Offline, a request here would hold the FUSE request (a stat) for
+	 * the client's retries: the stored list stands until the sync thread
+	 * reaches the server again. */
+	pthread_mutex_lock(&c->lock);
+	r = c->online;
+	pthread_mutex_unlock(&c->lock);
+	if (!r)
+		return;
 	pthread_mutex_lock(&c->api_lock);
 	at = db_meta_get(c->db, "categories_at");
 	r = waiting(c->db);

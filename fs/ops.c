@@ -904,8 +904,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 				(unsigned long long)f->ino, strerror(r));
 		fs_file_put(fs, f);
 	} else {
-		if (h->writable && ctl_commit(fs, ino, h) == EIO)
-			log_err(".contactfs: written bytes could not be saved at release");
+		if (h->writable)
+			(void)ctl_commit(fs, ino, h); /* fs_ctl_commit logs a failure */
 		pthread_mutex_destroy(&h->lock);
 	}
 	buf_release(&h->text);
