@@ -36,6 +36,7 @@ enum op {
 	OP_FOLDER_RENAME = 7, /* folder */
 	OP_FOLDER_DELETE = 8, /* folder, arg: its id */
 	OP_REQUEST = 9,	      /* arg: {"method","path","body"} */
+	OP_DROP_FILE = 10,    /* folder, arg {"ino"}: remove an imported file of cards */
 };
 
 struct cache {
@@ -149,6 +150,15 @@ int outbox_add(sqlite3 *db, enum op op, int64_t cid, int64_t folder, const char 
  * open transaction. */
 int outbox_add_request(sqlite3 *db, const char *method, const char *path,
 		       const char *body) CACHE_MUST_CHECK;
+
+/* Whether a PATCH body changes nothing (it always repeats the display
+ * name). */
+int cache_patch_is_empty(const cJSON *patch, const cJSON *base);
+
+/* The sync thread's side of an import (tree.c): file ino, a file of cards
+ * already imported, goes, unless it was written again since. In a
+ * transaction. */
+int tree_drop_imported(sqlite3 *db, int64_t ino, struct events *ev) CACHE_MUST_CHECK;
 
 /* Whether contact cid has any outbox entry. 1, 0 or -errno. */
 int outbox_has(sqlite3 *db, int64_t cid) CACHE_MUST_CHECK;

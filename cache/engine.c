@@ -431,7 +431,9 @@ int cache_status(struct cache *c, struct cache_status *out)
 
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&c->api_lock);
-	r = db_int(c->db, &pending, "SELECT count(*) FROM outbox WHERE parked = 0", NULL);
+	/* An imported file waiting to go is no change for the server. */
+	r = db_int(c->db, &pending, "SELECT count(*) FROM outbox WHERE parked = 0 AND op != ?", "i",
+		   (int64_t)OP_DROP_FILE);
 	if (r >= 0)
 		r = db_int(c->db, &parked, "SELECT count(*) FROM outbox WHERE parked", NULL);
 	if (r >= 0)

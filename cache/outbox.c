@@ -202,15 +202,6 @@ static void set_json(struct entry *e, const char *method, cJSON *body, const cha
 	e->body = body;
 }
 
-/* Whether patch changes nothing but repeats the display name. */
-static int patch_is_empty(const cJSON *patch, const cJSON *base)
-{
-	const cJSON *dn = cJSON_GetObjectItemCaseSensitive(patch, "displayName");
-
-	return cJSON_GetArraySize(patch) == 1 && dn &&
-	       cJSON_Compare(dn, cJSON_GetObjectItemCaseSensitive(base, "displayName"), 1);
-}
-
 /* Decide what entry e sends now. Returns a plan or -errno. */
 static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e)
 {
@@ -335,7 +326,7 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e)
 			break;
 		}
 		if (e->stage == 0) {
-			if (patch_is_empty(patch, base) && !ext) {
+			if (cache_patch_is_empty(patch, base) && !ext) {
 				r = PLAN_DONE;
 				break;
 			}
@@ -498,6 +489,8 @@ static int plan_entry(struct cache *c, sqlite3 *db, struct entry *e)
 		return plan_folder(db, e);
 	case OP_REQUEST:
 		return plan_request(e);
+	case OP_DROP_FILE:
+		return PLAN_DONE; /* local: done when picked (see pick) */
 	default:
 		return plan_contact(c, db, e);
 	}
@@ -517,9 +510,21 @@ static int entry_done(sqlite3 *db, const struct entry *e)
 	return r;
 }
 
+/* An imported file of cards whose time is up goes (tree_drop_imported). */
+static int drop_file(sqlite3 *db, const struct entry *e, struct events *ev)
+{
+	cJSON *o = e->arg ? cJSON_Parse(e->arg) : NULL;
+	const cJSON *ino = cJSON_GetObjectItemCaseSensitive(o, "ino");
+	int r = cJSON_IsNumber(ino) ? tree_drop_imported(db, (int64_t)ino->valuedouble, ev) : 0;
+
+	cJSON_Delete(o);
+	return r;
+}
+
 /* Pick up to PICK_MAX entries and plan them; those with something to send
  * are marked in flight. *n: how many in v. */
-static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, int64_t now)
+static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, int64_t now,
+		struct events *ev)
 {
 	sqlite3 *db = c->sdb;
 	sqlite3_stmt *st = NULL;
@@ -566,7 +571,10 @@ static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, i
 		}
 		if (e->plan == PLAN_DONE) {
 			(*finished)++;
-			r = entry_done(db, e);
+			if (e->op == OP_DROP_FILE)
+				r = drop_file(db, e, ev);
+			if (!r)
+				r = entry_done(db, e);
 			entry_release(e);
 			continue;
 		}
@@ -1422,8 +1430,10 @@ int outbox_pass(struct cache *c, int64_t *next_ms)
 		struct events ev = {0};
 		size_t n = 0, finished = 0;
 
-		if ((r = pick(c, v, &n, &finished, cache_now_ms())))
+		if ((r = pick(c, v, &n, &finished, cache_now_ms(), &ev))) {
+			events_flush(c, &ev, 0);
 			break;
+		}
 		if (n == 0 && finished == 0)
 			break; /* (finished entries may free the next of their key) */
 		send_pass(c, v, n);

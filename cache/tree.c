@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 struct node {
 	int64_t ino, parent, cid, size, mtime_ns;
 	int kind, draft, written, chosen;
@@ -122,6 +124,14 @@ int64_t cache_now_ms(void)
 const char *cache_jstr(const cJSON *o, const char *key)
 {
 	return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+}
+
+int cache_patch_is_empty(const cJSON *patch, const cJSON *base)
+{
+	const cJSON *dn = cJSON_GetObjectItemCaseSensitive(patch, "displayName");
+
+	return cJSON_GetArraySize(patch) == 1 && dn &&
+	       cJSON_Compare(dn, cJSON_GetObjectItemCaseSensitive(base, "displayName"), 1);
 }
 
 cJSON *cache_ext_of(const cJSON *contact)
@@ -292,6 +302,8 @@ int outbox_add(sqlite3 *db, enum op op, int64_t cid, int64_t folder, const char 
 
 	if (op == OP_REQUEST)
 		snprintf(key, sizeof(key), "r");
+	else if (op == OP_DROP_FILE)
+		snprintf(key, sizeof(key), "d");
 	else if (cid)
 		snprintf(key, sizeof(key), "c%lld", (long long)cid);
 	else
@@ -573,6 +585,239 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
 	return enqueue_once(db, OP_PHOTO, cid, folder);
 }
 
+/* ---- a file of several cards: an import ------------------------------------------------ */
+
+/*
+ * Google, Apple and Outlook export a whole address book as one file of
+ * cards. Dropped into a folder, each card becomes a contact of that folder,
+ * in a file of its own named as any contact's; the file of cards itself is
+ * not a contact (it is marked CACHE_IMPORTED, and the sync thread removes
+ * it after the grace period: cp -p, tar and file managers set its times
+ * after closing it, by name). A card whose UID a contact of the folder has
+ * updates that contact; a card without a UID gets one derived from its
+ * text, so the same export dropped again matches instead of duplicating.
+ */
+#define IMPORTED 2 /* nodes.draft of a file of cards already imported */
+
+struct import_counts {
+	unsigned created, updated, same, refused;
+};
+
+/* "urn:uuid:..." from the SHA-256 of the card's text (a UUID of version 8,
+ * RFC 9562: a name-based one with a hash of our choice). */
+static int derived_uid(const struct vcard *card, char *out, size_t size)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	struct buf b;
+	int r;
+
+	buf_init(&b, (size_t)64 << 20);
+	r = vcard_write(card, VCARD_V40, &b);
+	if (!r && !EVP_Digest(b.data ? b.data : "", b.len, md, &mdlen, EVP_sha256(), NULL))
+		r = -ENOMEM;
+	buf_release(&b);
+	if (r)
+		return r;
+	md[6] = (unsigned char)((md[6] & 0x0f) | 0x80);
+	md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
+	snprintf(out, size,
+		 "urn:uuid:%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 md[0], md[1], md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10],
+		 md[11], md[12], md[13], md[14], md[15]);
+	return 0;
+}
+
+/* The card's UID, given one first when it has none (or an empty one).
+ * NULL when out of memory. */
+static const char *import_uid(struct vcard *card)
+{
+	struct vcard_prop *p = vcard_find(card, "UID");
+	const char *uid = p ? vcard_text(card, p) : NULL;
+	char made[64];
+
+	if (uid && *uid)
+		return uid;
+	if (derived_uid(card, made, sizeof(made)) || (!p && !(p = vcard_add(card, NULL, "UID"))) ||
+	    vcard_set_text(card, p, made))
+		return NULL;
+	return vcard_text(card, p);
+}
+
+/* Whether file n (showing contact n->cid) already says what card says:
+ * its bytes are the card's, or the server's version differs in nothing
+ * the card would change. 1, 0 or -errno. */
+static int import_same(sqlite3 *db, const struct node *n, const struct vcard *card,
+		       const struct buf *text)
+{
+	const struct vcard_prop *photo = vcard_photo(card);
+	cJSON *server = NULL, *patch = NULL, *ext = NULL;
+	struct vcard_error e;
+	sqlite3_stmt *st;
+	int r;
+
+	if ((r = db_prepare(db, &st,
+			    "SELECT data, (SELECT json FROM contacts WHERE cid = ?) "
+			    "FROM nodes WHERE ino = ?",
+			    "ii", n->cid, n->ino)))
+		return r;
+	if ((r = db_step(st)) == 1) {
+		const void *data = sqlite3_column_blob(st, 0);
+		size_t len = (size_t)sqlite3_column_bytes(st, 0);
+
+		r = len == text->len && data && !memcmp(data, text->data, len);
+		if (!r && sqlite3_column_text(st, 1))
+			server = cJSON_Parse((const char *)sqlite3_column_text(st, 1));
+	}
+	db_release(st);
+	if (r || !server)
+		return r < 0 ? r : r == 1;
+	r = vcard_graph_diff(server, card, &patch, &ext, &e);
+	if (!r)
+		r = cache_patch_is_empty(patch, server) && !ext;
+	if (r == 1 && photo)
+		r = same_photo(db, n->cid, photo->data, photo->len);
+	cJSON_Delete(server);
+	cJSON_Delete(patch);
+	cJSON_Delete(ext);
+	return r == -EINVAL ? 0 : r;
+}
+
+/* Card number i of file `from` (text: the card written out) into folder. */
+static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcard *card,
+		       const struct buf *text, const char *from, size_t i, struct import_counts *k,
+		       struct events *ev)
+{
+	const struct vcard_prop *uidp = vcard_find(card, "UID");
+	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
+	char want[256], name[256];
+	struct vcard_error e;
+	int64_t ino = 0, now = cache_now_ns();
+	cJSON *json = NULL;
+	struct node n;
+	int r;
+
+	(void)c;
+	if ((r = db_int(
+		     db, &ino,
+		     "SELECT n.ino FROM contacts c JOIN nodes n ON n.cid = c.cid WHERE c.folder = "
+		     "? AND c.uid = ? LIMIT 1",
+		     "it", folder, uid)) < 0)
+		return r;
+	if (r == 1) {
+		/* An update of the contact with that UID. */
+		if ((r = node_get(db, ino, &n)))
+			return r;
+		if ((r = import_same(db, &n, card, text)) != 0) {
+			k->same += r == 1;
+			return r < 0 ? r : 0;
+		}
+		if ((r = db_run(db,
+				"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, "
+				"draft = 0 WHERE ino = ?",
+				"biii", text->data, text->len, (int64_t)text->len, now, n.ino)) ||
+		    (r = commit_contact(db, &n, folder, card)))
+			return r;
+		events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
+		k->updated++;
+		return 0;
+	}
+	/* A new contact, in a file named as the server's version would be. */
+	if ((r = vcard_to_graph(card, &json, &e)) == -EINVAL) {
+		cache_error(db, from, "card %zu (line %u) not imported: %s", i + 1, card->line,
+			    e.msg);
+		k->refused++;
+		return 0;
+	}
+	if (r)
+		return r;
+	cache_contact_name(json, want, sizeof(want));
+	cJSON_Delete(json);
+	if ((r = tree_unique_name(db, (uint64_t)folder, want, name)) ||
+	    (r = db_run(db,
+			"INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, written) "
+			"VALUES(?, ?, ?, ?, ?, ?, 1)",
+			"itiiib", folder, name, (int64_t)CACHE_FILE, now, (int64_t)text->len,
+			text->data, text->len)) ||
+	    (r = node_get(db, sqlite3_last_insert_rowid(db), &n)) ||
+	    (r = commit_contact(db, &n, folder, card)))
+		return r;
+	events_add(ev, CACHE_ADDED, (uint64_t)n.ino, (uint64_t)folder, n.name, 0, NULL);
+	k->created++;
+	return 0;
+}
+
+/*
+ * File n of folder holds cards[0..ncards), more than one: import each. The
+ * file itself is removed after the grace period (an outbox entry that
+ * sends nothing). A card that cannot become a contact is logged; then the
+ * file stays (nothing of it is lost) and -EINVAL_KEEP is returned. A file
+ * that shows a contact is not an import: refused as a draft, as any
+ * write a contact cannot take.
+ */
+static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t folder,
+			struct vcard **cards, size_t ncards, struct events *ev)
+{
+	struct import_counts k = {0};
+	char arg[600];
+	cJSON *o;
+	int r = 0;
+
+	if (n->cid) {
+		cache_error(db, n->name,
+			    "holds %zu cards, and a contact's file holds one: kept here as a local "
+			    "draft, not sent (drop a file of several cards under a new name to "
+			    "import them)",
+			    ncards);
+		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
+		return r ? r : -EINVAL_KEEP;
+	}
+	for (size_t i = 0; i < ncards && !r; i++) {
+		struct buf text;
+
+		buf_init(&text, (size_t)64 << 20);
+		if (!import_uid(cards[i]))
+			r = -ENOMEM;
+		else if (!(r = vcard_write(cards[i], c->cfg.version ? c->cfg.version : VCARD_V30,
+					   &text)))
+			r = import_card(c, db, folder, cards[i], &text, n->name, i, &k, ev);
+		buf_release(&text);
+	}
+	if (r)
+		return r;
+	log_info("%s: %zu cards imported: %u new contacts, %u updated, %u unchanged, %u refused",
+		 n->name, ncards, k.created, k.updated, k.same, k.refused);
+	if (k.refused) {
+		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
+		return r ? r : -EINVAL_KEEP;
+	}
+	if (!(o = cJSON_CreateObject()) || !cJSON_AddNumberToObject(o, "ino", (double)n->ino) ||
+	    !cJSON_PrintPreallocated(o, arg, sizeof(arg), 0)) {
+		cJSON_Delete(o);
+		return -ENOMEM;
+	}
+	cJSON_Delete(o);
+	if ((r = db_run(db, "UPDATE nodes SET draft = ? WHERE ino = ?", "ii", (int64_t)IMPORTED,
+			n->ino)))
+		return r;
+	return outbox_add(db, OP_DROP_FILE, 0, folder, arg,
+			  cache_now_ms() +
+				  (c->cfg.delete_grace_ms ? c->cfg.delete_grace_ms : 5000));
+}
+
+int tree_drop_imported(sqlite3 *db, int64_t ino, struct events *ev)
+{
+	struct node n;
+	int r = node_get(db, ino, &n);
+
+	if (r == -ENOENT || (!r && (n.draft != IMPORTED || n.cid)))
+		return 0; /* gone, or written again since */
+	if (r || (r = db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n.ino)))
+		return r;
+	events_add(ev, CACHE_REMOVED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
+	return 0;
+}
+
 /* ---- reading ------------------------------------------------------------------------ */
 
 int cache_lookup(struct cache *c, uint64_t parent, const char *name, struct cache_attr *out)
@@ -699,6 +944,7 @@ struct op_args {
 	unsigned flags;
 	struct vcard_error *err;
 	struct cache_attr *out;
+	struct events ev; /* told once committed (an import's files) */
 };
 
 static int do_create(struct cache *c, void *arg)
@@ -755,7 +1001,8 @@ static int do_write(struct cache *c, void *arg)
 {
 	struct op_args *a = arg;
 	sqlite3 *db = c->db;
-	struct vcard *card = NULL;
+	struct vcard **cards = NULL;
+	size_t ncards = 0;
 	struct vcard_error e;
 	struct node n, p;
 	int r;
@@ -774,7 +1021,7 @@ static int do_write(struct cache *c, void *arg)
 		return r;
 	if (p.kind != CACHE_FOLDER || !cache_is_vcf_name(n.name))
 		return 0; /* a scratch file */
-	r = vcard_parse_one(a->data ? a->data : "", a->len, &card, &e);
+	r = vcard_parse(a->data ? a->data : "", a->len, &cards, &ncards, &e);
 	if (r == -EINVAL) {
 		if (a->err)
 			*a->err = e;
@@ -782,11 +1029,11 @@ static int do_write(struct cache *c, void *arg)
 		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
 		return r ? r : -EINVAL_KEEP;
 	}
-	if (!r)
-		r = db_run(db, "UPDATE nodes SET draft = 0 WHERE ino = ?", "i", n.ino);
-	if (!r)
-		r = commit_contact(db, &n, p.ino, card);
-	vcard_free(card);
+	if (!r && ncards > 1)
+		r = import_cards(c, db, &n, p.ino, cards, ncards, &a->ev);
+	else if (!r && !(r = db_run(db, "UPDATE nodes SET draft = 0 WHERE ino = ?", "i", n.ino)))
+		r = commit_contact(db, &n, p.ino, cards[0]);
+	vcard_free_all(cards, ncards);
 	return r;
 }
 
@@ -794,10 +1041,13 @@ int cache_write(struct cache *c, uint64_t ino, const void *data, size_t len, int
 		struct vcard_error *err)
 {
 	struct op_args a = {.ino = ino, .data = data, .len = len, .mtime_ns = mtime_ns, .err = err};
+	int r;
 
 	if (err)
 		memset(err, 0, sizeof(*err));
-	return cache_in_txn(c, do_write, &a);
+	r = cache_in_txn(c, do_write, &a);
+	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST); /* _KEEP: committed */
+	return r;
 }
 
 static int do_set_mtime(struct cache *c, void *arg)
@@ -916,7 +1166,8 @@ static int do_rename(struct cache *c, void *arg)
 	struct op_args *a = arg;
 	sqlite3 *db = c->db;
 	struct node src, dst, np, op;
-	struct vcard *card = NULL;
+	struct vcard **cards = NULL, *card = NULL;
+	size_t ncards = 0;
 	int has_dst, src_vcf, dst_vcf, r;
 
 	if ((r = node_find(db, (int64_t)a->parent, a->name, &src)))
@@ -989,10 +1240,12 @@ static int do_rename(struct cache *c, void *arg)
 		if ((r = db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ?", "i", src.ino)))
 			return r;
 		if ((r = db_step(st)) == 1)
-			r = vcard_parse_one(sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0)
-								       : "",
-					    (size_t)sqlite3_column_bytes(st, 0), &card, &e);
+			r = vcard_parse(sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0)
+								   : "",
+					(size_t)sqlite3_column_bytes(st, 0), &cards, &ncards, &e);
 		db_release(st);
+		if (!r && ncards == 1)
+			card = cards[0];
 		if (r == -EINVAL) {
 			if (a->err)
 				*a->err = e;
@@ -1002,7 +1255,7 @@ static int do_rename(struct cache *c, void *arg)
 		}
 		if (r)
 			return r;
-		{
+		if (card) {
 			const struct vcard_prop *uidp = vcard_find(card, "UID");
 			const char *uid = uidp ? vcard_text(card, uidp) : NULL;
 			int64_t cid = reconcile(db, np.ino, uid);
@@ -1053,9 +1306,11 @@ static int do_rename(struct cache *c, void *arg)
 			r = db_run(db, "UPDATE nodes SET written = 1 WHERE ino = ?", "i", src.ino);
 	} else if (card) {
 		r = commit_contact(db, &src, np.ino, card);
+	} else if (cards) {
+		r = import_cards(c, db, &src, np.ino, cards, ncards, &a->ev);
 	}
 out:
-	vcard_free(card);
+	vcard_free_all(cards, ncards);
 	return r;
 }
 
@@ -1069,9 +1324,13 @@ int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t ne
 			    .flags = flags,
 			    .err = err};
 
+	int r;
+
 	if (err)
 		memset(err, 0, sizeof(*err));
-	return cache_in_txn(c, do_rename, &a);
+	r = cache_in_txn(c, do_rename, &a);
+	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST); /* _KEEP: committed */
+	return r;
 }
 
 int outbox_add_request(sqlite3 *db, const char *method, const char *path, const char *body)
