@@ -285,6 +285,30 @@ def main():
                          "network bound %.2f s" % (req / 4 * lat), t_server / (req / 4 * lat),
                          "≤ 1.5", 1.5))
 
+            # ---- one export file of the same cards dropped in --------------------------------
+            export = disk / "export.vcf"
+            export.write_text(gen, newline="")
+            i_server, i_req = [], []
+            for i in range(a.runs):
+                folder = cfs.root / ("Dropped %d" % (i + 1))
+                folder.mkdir()
+                wait(cfs.synced, 120, "the new folder")
+                emu.admin("POST", "requests/reset", {})
+                t0 = time.monotonic()
+                sh(["cp", str(export), str(folder / "export.vcf")])
+                wait(cfs.synced, 3600, "the imported contacts to reach the server")
+                i_server.append(time.monotonic() - t0)
+                i_req.append(requests(emu))
+                wait(lambda: not (folder / "export.vcf").exists(), 120, "the export file to go")
+                got = len(list(folder.glob("*.vcf")))
+                if got != a.new:
+                    raise SystemExit("bench: %d cards dropped, %d files" % (a.new, got))
+            t_import, req = median(i_server), median(i_req)
+            rows.append(("one file of %d cards dropped in: all on the server" % a.new,
+                         "%.2f s (%d requests)" % (t_import, req),
+                         "network bound %.2f s" % (req / 4 * lat), t_import / (req / 4 * lat),
+                         "≤ 1.5", 1.5))
+
             # ---- one edit with vim -----------------------------------------------------------
             target = cfs.root / "Vim Bench.vcf"
             target.write_text("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Vim Bench\r\nN:Bench;Vim;;;\r\n"
