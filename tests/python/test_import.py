@@ -76,24 +76,29 @@ def test_cp_of_a_google_export_makes_one_contact_per_card_and_the_file_goes(tmp_
         assert st["pending changes"] == "0", st
 
 
-def test_a_second_drop_of_the_same_export_sends_nothing_and_duplicates_nothing(tmp_path):
+@pytest.mark.parametrize("export,cards", [(GMAIL, 3), (ANDROID, 3), (EVOLUTION, 17)],
+                         ids=["google", "android-2.1", "evolution"])
+def test_a_second_drop_of_the_same_export_sends_nothing_and_duplicates_nothing(
+        tmp_path, export, cards):
     with Emulator("--seed", str(seeded(tmp_path))) as emu, Mount(emu, tmp_path) as m:
         m.wait_synced()
-        shutil.copyfile(GMAIL, m.root / "export.vcf")
+        shutil.copyfile(export, m.root / "export.vcf")
         wait_until(gone(m.root / "export.vcf"), what="the first drop to go")
         m.wait_synced()
-        wait_until(lambda: len(server_contacts(emu, ME)) == 3, what="3 contacts")
+        wait_until(lambda: len(server_contacts(emu, ME)) == cards, what="the contacts")
         ids = sorted(c["id"] for c in server_contacts(emu, ME))
+        files = vcf_files(m.root)
+        assert len(files) == cards
         before = writes(emu)
-        mtimes = {p: os.stat(m.root / p).st_mtime_ns for p in GMAIL_NAMES}
+        mtimes = {p: os.stat(m.root / p).st_mtime_ns for p in files}
         # Again, under another name, with cp -p (times set after close).
-        subprocess.run(["cp", "-p", str(GMAIL), str(m.root / "again.vcf")], check=True)
+        subprocess.run(["cp", "-p", str(export), str(m.root / "again.vcf")], check=True)
         wait_until(gone(m.root / "again.vcf"), what="the second drop to go")
         m.wait_synced()
         assert writes(emu) == before, emu.requests()["by_route"]
         assert sorted(c["id"] for c in server_contacts(emu, ME)) == ids
-        assert vcf_files(m.root) == GMAIL_NAMES
-        assert {p: os.stat(m.root / p).st_mtime_ns for p in GMAIL_NAMES} == mtimes
+        assert vcf_files(m.root) == files
+        assert {p: os.stat(m.root / p).st_mtime_ns for p in files} == mtimes
 
 
 def test_a_card_whose_uid_the_folder_has_updates_that_contact(tmp_path):
