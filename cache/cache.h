@@ -251,6 +251,31 @@ int cache_categories_write(struct cache *c, const char *text, size_t len, char *
  * each contact's birthday and anniversary (see birthdays.c). */
 int cache_birthdays_ics(struct cache *c, struct buf *out) CACHE_MUST_CHECK;
 
+/* .contactfs/people/: the people the People API finds most relevant,
+ * most relevant first, as read-only vCards. */
+#define CACHE_PEOPLE_MAX 100
+#define CACHE_PEOPLE_MAX_TEXT "100"
+
+struct cache_person {
+	char name[256];	  /* "001 Megan Bowen.vcf": the rank first, so ls sorts by it */
+	const char *card; /* the vCard */
+	size_t len;
+};
+
+struct cache_people {
+	size_t n;
+	struct cache_person *v;
+	int64_t mtime_ns; /* when the server gave the list (0: never) */
+	unsigned refs;	  /* the cache's */
+};
+
+/* The people as the server last gave them (none before the first answer,
+ * and offline the stored list). ask: first ask the server again when the
+ * stored list is older than the poll interval (a network round trip, on
+ * the caller's thread). Hand the snapshot back with cache_people_put. */
+int cache_people_get(struct cache *c, int ask, struct cache_people **out) CACHE_MUST_CHECK;
+void cache_people_put(struct cache *c, struct cache_people *p);
+
 /* ---- status ------------------------------------------------------------------ */
 
 struct cache_status {

@@ -65,6 +65,8 @@ struct cache {
 	int stop, asked, kicked, online, synced; /* asked: a delta round; kicked: the outbox */
 	unsigned passes;
 	time_t last_sync;
+	struct cache_people *people; /* .contactfs/people/ as last made (people.c) */
+	unsigned people_gen;	     /* counts the lists stored */
 };
 
 /* ---- db.c ---------------------------------------------------------------- */

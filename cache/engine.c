@@ -178,6 +178,7 @@ void cache_close(struct cache *c)
 	}
 	db_disconnect(c->sdb);
 	db_disconnect(c->db);
+	cache_people_put(c, c->people);
 	pthread_cond_destroy(&c->pass);
 	pthread_cond_destroy(&c->wake);
 	pthread_mutex_destroy(&c->lock);

@@ -7,6 +7,8 @@
  *   categories  the master category list, "name: colour" a line; the one
  *           file that may be written (whole: the difference is sent)
  *   birthdays.ics  contacts' birthdays and anniversaries, yearly events
+ *   people/  the People API's most relevant people, one read-only vCard
+ *           each, "NNN Name.vcf" by rank; every write fails with EROFS
  */
 #include "mount_int.h"
 
@@ -24,21 +26,55 @@ static const struct {
 	const char *name;
 	uint64_t ino;
 } ctl_files[] = {
-	{"status", FS_CTL_STATUS_INO},
-	{"errors", FS_CTL_ERRORS_INO},
-	{"categories", FS_CTL_CATEGORIES_INO},
-	{"birthdays.ics", FS_CTL_BIRTHDAYS_INO},
+	{"status", FS_CTL_STATUS_INO},	       {"errors", FS_CTL_ERRORS_INO},
+	{"categories", FS_CTL_CATEGORIES_INO}, {"birthdays.ics", FS_CTL_BIRTHDAYS_INO},
+	{"people", FS_CTL_PEOPLE_INO},
 };
 
 #define NFILES (sizeof(ctl_files) / sizeof(ctl_files[0]))
 #define STATUS_ERRORS 5 /* the last errors repeated in status */
 
-uint64_t fs_ctl_lookup(const char *name)
+int fs_ctl_is_people(uint64_t ino)
 {
-	for (size_t i = 0; i < NFILES; i++)
-		if (!strcmp(name, ctl_files[i].name))
-			return ctl_files[i].ino;
-	return 0;
+	return ino >= FS_CTL_PEOPLE_INO && ino <= FS_CTL_LAST_INO;
+}
+
+/* The people as last fetched (NULL when they cannot be had). */
+static struct cache_people *people(struct fs *fs, int ask)
+{
+	struct cache_people *p = NULL;
+	int r = cache_people_get(fs->cache, ask && !fs->opt.offline, &p);
+
+	if (r)
+		log_warn(".contactfs/people: %s", strerror(-r));
+	return p;
+}
+
+void fs_ctl_opendir(struct fs *fs, uint64_t ino)
+{
+	if (ino == FS_CTL_PEOPLE_INO)
+		cache_people_put(fs->cache, people(fs, 1));
+}
+
+uint64_t fs_ctl_lookup(struct fs *fs, uint64_t parent, const char *name)
+{
+	struct cache_people *p;
+	uint64_t ino = 0;
+
+	if (parent == FS_CTL_INO) {
+		for (size_t i = 0; i < NFILES; i++)
+			if (!strcmp(name, ctl_files[i].name))
+				ino = ctl_files[i].ino;
+		fs_ctl_opendir(fs, ino); /* `ls people/` looks it up first */
+		return ino;
+	}
+	if (parent != FS_CTL_PEOPLE_INO || !(p = people(fs, 0)))
+		return 0;
+	for (size_t i = 0; i < p->n && !ino; i++)
+		if (!strcmp(name, p->v[i].name))
+			ino = FS_CTL_PEOPLE_INO + 1 + i;
+	cache_people_put(fs->cache, p);
+	return ino;
 }
 
 static void utc(time_t t, char *out, size_t size)
@@ -136,6 +172,33 @@ static int render_status(struct fs *fs, struct buf *out)
 	return r;
 }
 
+/* Person file ino: its card appended to out, or its attributes into st
+ * (either may be NULL). -ENOENT when the list has no such rank (any
+ * more). */
+static int render_person(struct fs *fs, uint64_t ino, struct buf *out, struct stat *st)
+{
+	struct cache_people *p;
+	size_t i = (size_t)(ino - FS_CTL_PEOPLE_INO - 1);
+	int r = -ENOENT;
+
+	if (ino <= FS_CTL_PEOPLE_INO || !fs_ctl_is_people(ino))
+		return -ENOENT;
+	if (!(p = people(fs, 0)))
+		return -EIO;
+	if (i < p->n) {
+		r = out ? buf_add(out, p->v[i].card, p->v[i].len) : 0;
+		if (st) {
+			st->st_mode = S_IFREG | 0400;
+			st->st_size = (off_t)p->v[i].len;
+			st->st_mtim.tv_sec = p->mtime_ns / 1000000000;
+			st->st_mtim.tv_nsec = p->mtime_ns % 1000000000;
+			st->st_ctim = st->st_mtim;
+		}
+	}
+	cache_people_put(fs->cache, p);
+	return r;
+}
+
 int fs_ctl_render(struct fs *fs, uint64_t ino, struct buf *out)
 {
 	struct error_lines e = {out, "", 0};
@@ -152,7 +215,7 @@ int fs_ctl_render(struct fs *fs, uint64_t ino, struct buf *out)
 	case FS_CTL_BIRTHDAYS_INO:
 		return cache_birthdays_ics(fs->cache, out);
 	default:
-		return -ENOENT;
+		return render_person(fs, ino, out, NULL);
 	}
 }
 
@@ -188,8 +251,10 @@ int fs_ctl_getattr(struct fs *fs, uint64_t ino, struct stat *st)
 	st->st_nlink = 1;
 	clock_gettime(CLOCK_REALTIME, &st->st_mtim);
 	st->st_ctim = st->st_atim = st->st_mtim;
-	if (ino == FS_CTL_INO) {
+	if (ino == FS_CTL_INO || ino == FS_CTL_PEOPLE_INO) {
 		st->st_mode = S_IFDIR | 0500;
+	} else if (fs_ctl_is_people(ino)) {
+		return render_person(fs, ino, NULL, st);
 	} else {
 		struct buf b;
 		int r;
@@ -219,24 +284,49 @@ int fs_ctl_getattr(struct fs *fs, uint64_t ino, struct stat *st)
 	return 0;
 }
 
-int fs_ctl_readdir(fuse_req_t req, struct fs *fs, size_t size, off_t off, int plus)
+/* The entries of a .contactfs directory: names (pointing into ctl_files
+ * or the snapshot p) and inodes. */
+static size_t dir_entries(struct fs *fs, uint64_t dir, struct cache_people **p, const char ***names,
+			  uint64_t **inos)
 {
+	size_t n = dir == FS_CTL_INO ? NFILES : (*p = people(fs, 0)) ? (*p)->n : 0;
+
+	*names = calloc(n + 1, sizeof(**names));
+	*inos = calloc(n + 1, sizeof(**inos));
+	if (!*names || !*inos)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		(*names)[i] = dir == FS_CTL_INO ? ctl_files[i].name : (*p)->v[i].name;
+		(*inos)[i] = dir == FS_CTL_INO ? ctl_files[i].ino : FS_CTL_PEOPLE_INO + 1 + i;
+	}
+	return n;
+}
+
+int fs_ctl_readdir(fuse_req_t req, struct fs *fs, uint64_t dir, size_t size, off_t off, int plus)
+{
+	struct cache_people *p = NULL;
+	const char **names = NULL;
+	uint64_t *inos = NULL;
+	size_t n = dir_entries(fs, dir, &p, &names, &inos), used = 0;
 	char *buf = malloc(size);
-	size_t used = 0;
 	int r = 0;
 
-	if (!buf)
-		return -ENOMEM;
-	for (off_t i = off; i < (off_t)NFILES + 2; i++) {
-		const char *name = i == 0 ? "." : i == 1 ? ".." : ctl_files[i - 2].name;
+	if (!buf || !names || !inos) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (off_t i = off; i < (off_t)n + 2; i++) {
+		const char *name = i == 0 ? "." : i == 1 ? ".." : names[i - 2];
 		struct fuse_entry_param e;
 		size_t need;
 
 		memset(&e, 0, sizeof(e));
 		if (i < 2) {
 			e.attr.st_mode = S_IFDIR;
-			e.attr.st_ino = i == 0 ? FS_CTL_INO : CACHE_ROOT_INO;
-		} else if ((r = fs_ctl_getattr(fs, ctl_files[i - 2].ino, &e.attr))) {
+			e.attr.st_ino = i == 0		    ? dir
+					: dir == FS_CTL_INO ? CACHE_ROOT_INO
+							    : FS_CTL_INO;
+		} else if ((r = fs_ctl_getattr(fs, inos[i - 2], &e.attr))) {
 			break;
 		}
 		if (plus) {
@@ -258,6 +348,11 @@ int fs_ctl_readdir(fuse_req_t req, struct fs *fs, size_t size, off_t off, int pl
 	}
 	if (!r)
 		fuse_reply_buf(req, buf, used);
+out:
+	if (p)
+		cache_people_put(fs->cache, p);
+	free(names);
+	free(inos);
 	free(buf);
 	return r;
 }

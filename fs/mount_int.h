@@ -34,7 +34,8 @@
 #define FS_CTL_ERRORS_INO (FS_CTL_INO + 2)
 #define FS_CTL_CATEGORIES_INO (FS_CTL_INO + 3)
 #define FS_CTL_BIRTHDAYS_INO (FS_CTL_INO + 4)
-#define FS_CTL_LAST_INO FS_CTL_BIRTHDAYS_INO
+#define FS_CTL_PEOPLE_INO (FS_CTL_INO + 5) /* people/; person i is + 1 + i */
+#define FS_CTL_LAST_INO (FS_CTL_PEOPLE_INO + CACHE_PEOPLE_MAX)
 
 /* The biggest file we hold in memory: a vCard with a 4 MB photo in base64
  * is about 5.5 MB. */
@@ -135,14 +136,21 @@ size_t fs_files_open(struct fs *fs);
 int fs_ctl_getattr(struct fs *fs, uint64_t ino, struct stat *st);
 /* A .contactfs file's content, appended to out. */
 int fs_ctl_render(struct fs *fs, uint64_t ino, struct buf *out) __attribute__((warn_unused_result));
-/* The node called name in .contactfs/, or 0. */
-uint64_t fs_ctl_lookup(const char *name);
+/* The node called name in directory parent of .contactfs (itself or
+ * people/), or 0. */
+uint64_t fs_ctl_lookup(struct fs *fs, uint64_t parent, const char *name);
 /* Whether a .contactfs file may be written (categories). */
 int fs_ctl_writable(uint64_t ino);
+/* Whether ino is people/ or a file in it: read-only, writes fail with
+ * EROFS (the rest of .contactfs answers EPERM or EACCES). */
+int fs_ctl_is_people(uint64_t ino);
+/* people/ is opened: the list is asked of the server when it is older
+ * than the poll interval. */
+void fs_ctl_opendir(struct fs *fs, uint64_t ino);
 /* A written .contactfs file's new content: 0, or an errno (EINVAL: refused,
  * the reason is in .contactfs/errors). */
 int fs_ctl_commit(struct fs *fs, uint64_t ino, const struct buf *text);
-int fs_ctl_readdir(fuse_req_t req, struct fs *fs, size_t size, off_t off, int plus);
+int fs_ctl_readdir(fuse_req_t req, struct fs *fs, uint64_t dir, size_t size, off_t off, int plus);
 
 /* ---- notify.c ----------------------------------------------------------------- */
 

@@ -61,6 +61,21 @@ static int is_ctl(uint64_t ino)
 	return ino >= FS_CTL_INO && ino <= FS_CTL_LAST_INO;
 }
 
+/* What a change to a .contactfs node gets: people/ is a read-only
+ * directory tree, the rest is ours. */
+static int ctl_refusal(uint64_t ino)
+{
+	return fs_ctl_is_people(ino) ? EROFS : EPERM;
+}
+
+/* The same for the name in parent (people/ itself in .contactfs). */
+static int ctl_name_refusal(uint64_t parent, const char *name)
+{
+	if (parent == FS_CTL_INO && !strcmp(name, "people"))
+		return EROFS;
+	return ctl_refusal(parent);
+}
+
 static int64_t now_ns(void)
 {
 	struct timespec ts;
@@ -153,9 +168,10 @@ static void entry_of(struct fs *fs, const struct stat *st, struct fuse_entry_par
 	memset(e, 0, sizeof(*e));
 	e->ino = st->st_ino;
 	e->attr = *st;
-	/* .contactfs files change with every look: never cache their size. */
+	/* .contactfs files change with every look: never cache their size;
+	 * people/'s names change with the list. */
 	e->attr_timeout = is_ctl(e->ino) ? 0 : fs->timeout;
-	e->entry_timeout = fs->timeout;
+	e->entry_timeout = fs_ctl_is_people(e->ino) ? 0 : fs->timeout;
 	fs_known_add(fs, e->ino, 1);
 }
 
@@ -198,8 +214,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct stat st;
 	int r;
 
-	if (reserved(parent, name) || parent == FS_CTL_INO) {
-		uint64_t ino = parent == FS_CTL_INO ? fs_ctl_lookup(name) : FS_CTL_INO;
+	if (reserved(parent, name) || parent == FS_CTL_INO || parent == FS_CTL_PEOPLE_INO) {
+		uint64_t ino = is_ctl(parent) ? fs_ctl_lookup(fs, parent, name) : FS_CTL_INO;
 
 		if (!ino || (r = fs_ctl_getattr(fs, ino, &st))) {
 			fuse_reply_err(req, ENOENT);
@@ -354,7 +370,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		    (to_set &
 		     ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW |
 		       FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_CTIME))) {
-			fuse_reply_err(req, EPERM);
+			fuse_reply_err(req, ctl_refusal(ino));
 			return;
 		}
 		if ((r = fs_ctl_getattr(fs, ino, &st))) {
@@ -448,7 +464,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 static int check_new_name(uint64_t parent, const char *name)
 {
 	if (is_ctl(parent))
-		return EPERM;
+		return ctl_refusal(parent);
 	if (reserved(parent, name))
 		return EEXIST;
 	if (strlen(name) > 255)
@@ -511,7 +527,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	int r;
 
 	if (is_ctl(ino)) {
-		fuse_reply_err(req, EPERM);
+		fuse_reply_err(req, ctl_refusal(ino));
 		return;
 	}
 	if ((r = check_new_name(newparent, newname))) {
@@ -565,7 +581,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int r;
 
 	if (is_ctl(parent) || reserved(parent, name)) {
-		fuse_reply_err(req, EPERM);
+		fuse_reply_err(req, ctl_name_refusal(parent, name));
 		return;
 	}
 	r = cache_unlink(fs->cache, parent, name);
@@ -590,7 +606,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		return;
 	}
 	if (is_ctl(parent) || reserved(parent, name)) {
-		fuse_reply_err(req, EPERM);
+		fuse_reply_err(req, ctl_name_refusal(parent, name));
 		return;
 	}
 	if ((r = check_new_name(newparent, newname))) {
@@ -704,12 +720,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (is_ctl(ino)) {
 		struct fs_handle *h;
 
-		if (ino == FS_CTL_INO) {
+		if (ino == FS_CTL_INO || ino == FS_CTL_PEOPLE_INO) {
 			fuse_reply_err(req, EISDIR);
 			return;
 		}
-		if ((fi->flags & O_ACCMODE) != O_RDONLY && !fs_ctl_writable(ino)) {
-			fuse_reply_err(req, EACCES);
+		if (((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) &&
+		    !fs_ctl_writable(ino)) {
+			fuse_reply_err(req, fs_ctl_is_people(ino) ? EROFS : EACCES);
 			return;
 		}
 		if (!(h = calloc(1, sizeof(*h)))) {
@@ -952,7 +969,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	time_t now = time(NULL);
 	int r, ask = 0;
 
-	if (ino == FS_CTL_INO) {
+	if (ino == FS_CTL_INO || ino == FS_CTL_PEOPLE_INO) {
+		fs_ctl_opendir(fs, ino);
 		fuse_reply_open(req, fi);
 		return;
 	}
@@ -1055,8 +1073,8 @@ static void readdir_any(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 	struct stat st;
 	int r = 0;
 
-	if (ino == FS_CTL_INO) {
-		r = fs_ctl_readdir(req, fs, size, off, plus);
+	if (ino == FS_CTL_INO || ino == FS_CTL_PEOPLE_INO) {
+		r = fs_ctl_readdir(req, fs, ino, size, off, plus);
 		if (r)
 			fuse_reply_err(req, err_of(r));
 		return;

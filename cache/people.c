@@ -1,0 +1,373 @@
+/*
+ * The People API as read-only vCards (DESIGN 10): .contactfs/people/, the
+ * CACHE_PEOPLE_MAX people most relevant to the mailbox, most relevant
+ * first. Graph's person is not a contact: it is turned into a contact's
+ * JSON (the fields the two share) and rendered by the mapping, then given
+ * what a contact cannot hold (other phone types, a group's KIND).
+ *
+ * The list is kept in the meta table as the server's JSON ("people", with
+ * "people_at" in ms), so the directory reads offline. It is asked for when
+ * the directory is opened and the stored list is older than the poll
+ * interval; a mount whose people/ is never opened never asks (the delta
+ * round does not). The rendered files are kept as a snapshot shared by
+ * reference until the next answer replaces it.
+ */
+#include "cache_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FIELDS                                                                                    \
+	"id,displayName,givenName,surname,birthday,personNotes,jobTitle,companyName,yomiCompany," \
+	"department,officeLocation,profession,imAddress,scoredEmailAddresses,phones,websites,"    \
+	"personType"
+
+/* ---- a person as a card ---------------------------------------------------------- */
+
+static int copy_str(cJSON *to, const char *key, const cJSON *from, const char *from_key)
+{
+	const char *v = cache_jstr(from, from_key);
+
+	if (!v || !*v)
+		return 0;
+	return cJSON_AddStringToObject(to, key, v) ? 0 : -ENOMEM;
+}
+
+static int add_to_list(cJSON *o, const char *key, cJSON *item)
+{
+	cJSON *list = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	if (!item)
+		return -ENOMEM;
+	if (!list && !(list = cJSON_AddArrayToObject(o, key))) {
+		cJSON_Delete(item);
+		return -ENOMEM;
+	}
+	cJSON_AddItemToArray(list, item);
+	return 0;
+}
+
+/* The phones of a person: the types a contact has go in its fields, the
+ * rest into extra as "type\tnumber" (a TEL each, later). */
+static int person_phones(const cJSON *person, cJSON *contact, cJSON *extra)
+{
+	const cJSON *ph;
+	int nbus = 0, nhome = 0, r = 0;
+
+	cJSON_ArrayForEach(ph, cJSON_GetObjectItemCaseSensitive(person, "phones"))
+	{
+		const char *type = cache_jstr(ph, "type"), *num = cache_jstr(ph, "number");
+
+		if (!num || !*num || r)
+			continue;
+		type = type ? type : "other";
+		if (!strcmp(type, "business") && nbus < 2) {
+			nbus++;
+			r = add_to_list(contact, "businessPhones", cJSON_CreateString(num));
+		} else if (!strcmp(type, "home") && nhome < 2) {
+			nhome++;
+			r = add_to_list(contact, "homePhones", cJSON_CreateString(num));
+		} else if (!strcmp(type, "mobile") &&
+			   !cJSON_GetObjectItemCaseSensitive(contact, "mobilePhone")) {
+			r = cJSON_AddStringToObject(contact, "mobilePhone", num) ? 0 : -ENOMEM;
+		} else {
+			cJSON *pair = cJSON_CreateArray();
+
+			if (pair) {
+				cJSON_AddItemToArray(pair, cJSON_CreateString(type));
+				cJSON_AddItemToArray(pair, cJSON_CreateString(num));
+			}
+			r = add_to_list(extra, "tel", pair);
+		}
+	}
+	return r;
+}
+
+/* A Graph contact's JSON with what a person shares with contacts. */
+static int person_contact(const cJSON *person, cJSON *contact, cJSON *extra)
+{
+	static const char *const same[][2] = {
+		{"id", "id"},
+		{"displayName", "displayName"},
+		{"givenName", "givenName"},
+		{"surname", "surname"},
+		{"jobTitle", "jobTitle"},
+		{"companyName", "companyName"},
+		{"yomiCompanyName", "yomiCompany"},
+		{"department", "department"},
+		{"officeLocation", "officeLocation"},
+		{"profession", "profession"},
+		{"personalNotes", "personNotes"},
+	};
+	const char *bday = cache_jstr(person, "birthday"), *im = cache_jstr(person, "imAddress");
+	const cJSON *x;
+	int y, m, d, n = 0, r = 0;
+
+	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]) && !r; i++)
+		r = copy_str(contact, same[i][0], person, same[i][1]);
+	if (!r && bday && !vcard_date(bday, &y, &m, &d))
+		r = copy_str(contact, "birthday", person, "birthday");
+	cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(person, "scoredEmailAddresses"))
+	{
+		const char *a = cache_jstr(x, "address");
+		cJSON *e;
+
+		if (r || !a || !*a || n++ >= 3)
+			continue;
+		if (!(e = cJSON_CreateObject()) || !cJSON_AddStringToObject(e, "address", a)) {
+			cJSON_Delete(e);
+			r = -ENOMEM;
+			continue;
+		}
+		r = add_to_list(contact, "emailAddresses", e);
+	}
+	if (!r && im && *im)
+		r = add_to_list(contact, "imAddresses", cJSON_CreateString(im));
+	x = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(person, "websites"), 0);
+	if (!r)
+		r = copy_str(contact, "businessHomePage", x, "address");
+	return r ? r : person_phones(person, contact, extra);
+}
+
+/* Graph's phone types that contacts lack, as vCard TEL types. */
+static const char *tel_type(const char *graph)
+{
+	static const char *const map[][2] = {
+		{"businessFax", "fax,work"}, {"homeFax", "fax,home"}, {"otherFax", "fax"},
+		{"pager", "pager"},	     {"radio", "x-radio"},    {"assistant", "x-assistant"},
+		{"mobile", "cell"},	     {"business", "work"},    {"home", "home"},
+	};
+
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (!strcmp(graph, map[i][0]))
+			return map[i][1];
+	return "voice";
+}
+
+/* What the mapping could not carry: more phones, and a group's kind. */
+static int person_extra(struct vcard *card, const cJSON *person, const cJSON *extra,
+			enum vcard_version version)
+{
+	const char *cls =
+		cache_jstr(cJSON_GetObjectItemCaseSensitive(person, "personType"), "class");
+	struct vcard_prop *p;
+	const cJSON *t;
+	int r = 0;
+
+	cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(extra, "tel"))
+	{
+		const char *type = cJSON_GetStringValue(cJSON_GetArrayItem(t, 0));
+		const char *num = cJSON_GetStringValue(cJSON_GetArrayItem(t, 1));
+
+		if (r || !type || !num)
+			continue;
+		if (!(p = vcard_add(card, NULL, "TEL")))
+			return -ENOMEM;
+		if (!(r = vcard_set_text(card, p, num)))
+			r = vcard_add_param(card, p, "TYPE", tel_type(type));
+	}
+	if (!r && cls && !strcmp(cls, "Group")) {
+		if (!(p = vcard_add(card, NULL,
+				    version == VCARD_V40 ? "KIND" : "X-ADDRESSBOOKSERVER-KIND")))
+			return -ENOMEM;
+		r = vcard_set_text(card, p, "group");
+	}
+	return r;
+}
+
+/* Person number rank (0-based) into one file of the snapshot. -EINVAL
+ * for a person the mapping refuses (skipped by the caller). */
+static int render_person(const cJSON *person, size_t rank, enum vcard_version version,
+			 struct cache_person *out)
+{
+	cJSON *contact = cJSON_CreateObject(), *extra = cJSON_CreateObject();
+	struct vcard *card = NULL;
+	struct vcard_error e;
+	struct buf b;
+	char name[252];
+	int r;
+
+	buf_init(&b, (size_t)1 << 20);
+	r = contact && extra ? person_contact(person, contact, extra) : -ENOMEM;
+	if (!r && (r = vcard_from_graph(contact, NULL, 0, NULL, &card, &e)) == -EINVAL)
+		log_warn("cache: person \"%s\" cannot be shown: %s",
+			 cache_jstr(person, "displayName") ?: "?", e.msg);
+	if (!r)
+		r = person_extra(card, person, extra, version);
+	if (!r)
+		r = vcard_write(card, version, &b);
+	if (!r) {
+		cache_contact_name(contact, name, sizeof(name));
+		snprintf(out->name, sizeof(out->name), "%03zu %s", rank + 1, name);
+		out->card = b.data;
+		out->len = b.len;
+		b.data = NULL;
+	}
+	buf_release(&b);
+	vcard_free(card);
+	cJSON_Delete(contact);
+	cJSON_Delete(extra);
+	return r;
+}
+
+/* ---- the snapshot ------------------------------------------------------------------- */
+
+static void snapshot_free(struct cache_people *p)
+{
+	for (size_t i = 0; p && i < p->n; i++)
+		free((char *)p->v[i].card);
+	if (p)
+		free(p->v);
+	free(p);
+}
+
+void cache_people_put(struct cache *c, struct cache_people *p)
+{
+	int last;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&c->lock);
+	last = --p->refs == 0;
+	pthread_mutex_unlock(&c->lock);
+	if (last)
+		snapshot_free(p);
+}
+
+/* The files of the stored list. */
+static int snapshot_make(struct cache *c, struct cache_people **out)
+{
+	enum vcard_version version = c->cfg.version ? c->cfg.version : VCARD_V30;
+	struct cache_people *p = calloc(1, sizeof(*p));
+	char *text, *at;
+	cJSON *list;
+	const cJSON *x;
+	int r = 0;
+
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->api_lock);
+	text = db_meta_get(c->db, "people");
+	at = db_meta_get(c->db, "people_at");
+	pthread_mutex_unlock(&c->api_lock);
+	list = text ? cJSON_Parse(text) : NULL;
+	p->mtime_ns = at ? strtoll(at, NULL, 10) * 1000000 : 0;
+	free(text);
+	free(at);
+	if (cJSON_GetArraySize(list) > 0 &&
+	    !(p->v = calloc((size_t)cJSON_GetArraySize(list), sizeof(*p->v))))
+		r = -ENOMEM;
+	cJSON_ArrayForEach(x, list)
+	{
+		if (r || p->n >= CACHE_PEOPLE_MAX)
+			break;
+		if ((r = render_person(x, p->n, version, &p->v[p->n])) == -EINVAL)
+			r = 0; /* skipped, logged */
+		else if (!r)
+			p->n++;
+	}
+	cJSON_Delete(list);
+	if (r) {
+		snapshot_free(p);
+		return r;
+	}
+	*out = p;
+	return 0;
+}
+
+/* ---- asking the server -------------------------------------------------------------- */
+
+/* The list again when the stored one is older than the poll interval;
+ * online only, as the category list. 1 when a new list was stored. */
+static int refresh(struct cache *c)
+{
+	int64_t max_age = (int64_t)(c->cfg.poll_s > 0 ? c->cfg.poll_s : 300) * 1000;
+	cJSON *answer = NULL;
+	char *at, *text, when[32];
+	int r;
+
+	if (!c->g || !c->started)
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	r = c->online;
+	pthread_mutex_unlock(&c->lock);
+	if (!r)
+		return 0;
+	pthread_mutex_lock(&c->api_lock);
+	at = db_meta_get(c->db, "people_at");
+	pthread_mutex_unlock(&c->api_lock);
+	r = at && cache_now_ms() - strtoll(at, NULL, 10) < max_age;
+	free(at);
+	if (r)
+		return 0;
+	r = graph_get_json(c->g, "/people?$top=" CACHE_PEOPLE_MAX_TEXT "&$select=" FIELDS, NULL, 0,
+			   &answer);
+	if (r) {
+		if (!cache_offline_errno(r))
+			log_warn("cache: reading the people list: %s", strerror(-r));
+		return 0;
+	}
+	text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(answer, "value"));
+	cJSON_Delete(answer);
+	if (!text)
+		return -ENOMEM;
+	snprintf(when, sizeof(when), "%lld", (long long)cache_now_ms());
+	pthread_mutex_lock(&c->api_lock);
+	if (!(r = db_begin(c->db))) {
+		if ((r = db_meta_set(c->db, "people", text)) ||
+		    (r = db_meta_set(c->db, "people_at", when)))
+			db_rollback(c->db);
+		else
+			r = db_commit(c->db);
+	}
+	pthread_mutex_unlock(&c->api_lock);
+	free(text);
+	if (r)
+		log_warn("cache: keeping the people list: %s", strerror(-r));
+	return r ? r : 1;
+}
+
+int cache_people_get(struct cache *c, int ask, struct cache_people **out)
+{
+	struct cache_people *p, *old = NULL;
+	unsigned gen;
+	int r;
+
+	*out = NULL;
+	if (ask && refresh(c) == 1) {
+		pthread_mutex_lock(&c->lock);
+		old = c->people;
+		c->people = NULL;
+		c->people_gen++;
+		pthread_mutex_unlock(&c->lock);
+		cache_people_put(c, old);
+		old = NULL;
+	}
+	pthread_mutex_lock(&c->lock);
+	if ((p = c->people))
+		p->refs++;
+	gen = c->people_gen;
+	pthread_mutex_unlock(&c->lock);
+	if (p) {
+		*out = p;
+		return 0;
+	}
+	if ((r = snapshot_make(c, &p)))
+		return r;
+	pthread_mutex_lock(&c->lock);
+	if (c->people) {
+		/* Made meanwhile by another caller: take that one. */
+		old = p;
+		p = c->people;
+	} else if (c->people_gen == gen) {
+		c->people = p;
+		p->refs = 1; /* the cache's own */
+	} /* else a newer list came meanwhile: this one serves this caller only */
+	p->refs++;
+	pthread_mutex_unlock(&c->lock);
+	snapshot_free(old);
+	*out = p;
+	return 0;
+}
