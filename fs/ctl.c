@@ -26,9 +26,13 @@ static const struct {
 	const char *name;
 	uint64_t ino;
 } ctl_files[] = {
-	{"status", FS_CTL_STATUS_INO},	       {"errors", FS_CTL_ERRORS_INO},
-	{"categories", FS_CTL_CATEGORIES_INO}, {"birthdays.ics", FS_CTL_BIRTHDAYS_INO},
+	/* clang-format off */
+	{"status", FS_CTL_STATUS_INO},
+	{"errors", FS_CTL_ERRORS_INO},
+	{"categories", FS_CTL_CATEGORIES_INO},
+	{"birthdays.ics", FS_CTL_BIRTHDAYS_INO},
 	{"people", FS_CTL_PEOPLE_INO},
+	/* clang-format on */
 };
 
 #define NFILES (sizeof(ctl_files) / sizeof(ctl_files[0]))
