@@ -137,7 +137,8 @@ int cache_drain(struct cache *c, int timeout_ms) CACHE_MUST_CHECK;
 
 /* Wait until no entry for the contact that file ino shows is pending, or
  * timeout_ms. 0: on the server; the -errno of a rejection (the entry was
- * parked); -ETIMEDOUT; -EHOSTDOWN when offline. 0 for a scratch file. */
+ * parked); -ETIMEDOUT; -EHOSTDOWN when offline. 0 for a scratch file. For
+ * an imported file of cards: until no entry of its folder is pending. */
 int cache_wait_file(struct cache *c, uint64_t ino, int timeout_ms) CACHE_MUST_CHECK;
 
 /* ---- the tree (what fs/ calls) --------------------------------------------- */
@@ -156,8 +157,13 @@ struct cache_attr {
 	uint64_t size;	  /* bytes of the file, of the symlink's target; 0 for dirs */
 	int64_t mtime_ns; /* since the epoch */
 	int contact;	  /* a file that shows a contact */
-	int draft;	  /* a .vcf whose bytes did not parse: local only */
+	int draft;	  /* a .vcf whose bytes did not parse: local only; or
+			   * CACHE_IMPORTED */
 };
+
+/* cache_attr.draft of a file of several cards already imported into its
+ * folder (each card a contact of its own); it goes after the grace period. */
+#define CACHE_IMPORTED 2
 
 /* The node called name in directory parent. -ENOENT, -ENOTDIR. */
 int cache_lookup(struct cache *c, uint64_t parent, const char *name,

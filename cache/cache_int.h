@@ -38,6 +38,7 @@ enum op {
 	OP_REQUEST = 9,	      /* arg: {"method","path","body"} */
 	OP_DROP_FILE = 10,    /* folder, arg {"ino"}: remove an imported file of cards */
 };
+#define OP_DROP_FILE_TEXT "10" /* for SQL text */
 
 struct cache {
 	struct cache_config cfg;

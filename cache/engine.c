@@ -342,7 +342,10 @@ void cache_sync_now(struct cache *c)
 
 /* ---- waiting and asking ------------------------------------------------------------- */
 
-static int wait_until(struct cache *c, int timeout_ms, const char *sql, int64_t arg, int *verdict)
+/* Wait until sql (a count, of arg) is 0; with verdict, stop at the first
+ * parked entry verdict_sql (its result, of arg) finds. */
+static int wait_until(struct cache *c, int timeout_ms, const char *sql, int64_t arg,
+		      const char *verdict_sql, int *verdict)
 {
 	int64_t deadline = cache_now_ms() + timeout_ms;
 
@@ -354,10 +357,7 @@ static int wait_until(struct cache *c, int timeout_ms, const char *sql, int64_t 
 		pthread_mutex_lock(&c->api_lock);
 		r = db_int(c->db, &n, sql, arg ? "i" : "", arg);
 		if (r >= 0 && verdict && arg)
-			r = db_int(c->db, &parked,
-				   "SELECT result FROM outbox WHERE cid = ? AND parked ORDER BY "
-				   "seq LIMIT 1",
-				   "i", arg);
+			r = db_int(c->db, &parked, verdict_sql, "i", arg);
 		pthread_mutex_unlock(&c->api_lock);
 		if (r < 0)
 			return r;
@@ -400,7 +400,8 @@ static int wait_until(struct cache *c, int timeout_ms, const char *sql, int64_t 
 
 int cache_drain(struct cache *c, int timeout_ms)
 {
-	return wait_until(c, timeout_ms, "SELECT count(*) FROM outbox WHERE parked = 0", 0, NULL);
+	return wait_until(c, timeout_ms, "SELECT count(*) FROM outbox WHERE parked = 0", 0, NULL,
+			  NULL);
 }
 
 int cache_wait_file(struct cache *c, uint64_t ino, int timeout_ms)
@@ -417,10 +418,23 @@ int cache_wait_file(struct cache *c, uint64_t ino, int timeout_ms)
 		return r;
 	if (r == 0)
 		return cache_getattr(c, ino, &a);
-	if (!cid)
-		return 0;
+	if (!cid) {
+		/* An imported file of cards: its folder's changes. */
+		if ((r = cache_getattr(c, ino, &a)) || a.draft != CACHE_IMPORTED)
+			return r;
+		r = wait_until(c, timeout_ms,
+			       "SELECT count(*) FROM outbox WHERE folder = ? AND parked = 0 AND "
+			       "op != " OP_DROP_FILE_TEXT,
+			       (int64_t)a.parent,
+			       "SELECT result FROM outbox WHERE folder = ? AND parked ORDER BY seq "
+			       "LIMIT 1",
+			       &verdict);
+		return r ? r : verdict;
+	}
 	r = wait_until(c, timeout_ms, "SELECT count(*) FROM outbox WHERE cid = ? AND parked = 0",
-		       cid, &verdict);
+		       cid,
+		       "SELECT result FROM outbox WHERE cid = ? AND parked ORDER BY seq LIMIT 1",
+		       &verdict);
 	return r ? r : verdict;
 }
 

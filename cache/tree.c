@@ -591,13 +591,12 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
  * Google, Apple and Outlook export a whole address book as one file of
  * cards. Dropped into a folder, each card becomes a contact of that folder,
  * in a file of its own named as any contact's; the file of cards itself is
- * not a contact (it is marked CACHE_IMPORTED, and the sync thread removes
+ * not a contact (its draft is CACHE_IMPORTED, and the sync thread removes
  * it after the grace period: cp -p, tar and file managers set its times
  * after closing it, by name). A card whose UID a contact of the folder has
  * updates that contact; a card without a UID gets one derived from its
  * text, so the same export dropped again matches instead of duplicating.
  */
-#define IMPORTED 2 /* nodes.draft of a file of cards already imported */
 
 struct import_counts {
 	unsigned created, updated, same, refused;
@@ -797,8 +796,8 @@ static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t fo
 		return -ENOMEM;
 	}
 	cJSON_Delete(o);
-	if ((r = db_run(db, "UPDATE nodes SET draft = ? WHERE ino = ?", "ii", (int64_t)IMPORTED,
-			n->ino)))
+	if ((r = db_run(db, "UPDATE nodes SET draft = ? WHERE ino = ?", "ii",
+			(int64_t)CACHE_IMPORTED, n->ino)))
 		return r;
 	return outbox_add(db, OP_DROP_FILE, 0, folder, arg,
 			  cache_now_ms() +
@@ -810,7 +809,7 @@ int tree_drop_imported(sqlite3 *db, int64_t ino, struct events *ev)
 	struct node n;
 	int r = node_get(db, ino, &n);
 
-	if (r == -ENOENT || (!r && (n.draft != IMPORTED || n.cid)))
+	if (r == -ENOENT || (!r && (n.draft != CACHE_IMPORTED || n.cid)))
 		return 0; /* gone, or written again since */
 	if (r || (r = db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n.ino)))
 		return r;

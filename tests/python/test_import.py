@@ -217,3 +217,19 @@ def test_a_thousand_card_export_lands_once_each(tmp_path):
         assert len(vcf_files(m.root)) == 1000
         st = json.dumps(emu.requests()["by_route"])
         assert "DELETE" not in st, st
+
+
+def test_fsync_of_a_file_of_cards_returns_when_every_card_is_on_the_server(tmp_path):
+    with Emulator("--seed", str(seeded(tmp_path))) as emu, Mount(emu, tmp_path) as m:
+        m.wait_synced()
+        emu.faults({"latency_ms": 200})   # the creates are not there at once
+        fd = os.open(m.root / "export.vcf", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, GMAIL.read_bytes())
+            os.fsync(fd)
+            # No waiting here: fsync's return is the promise.
+            assert names_on_server(emu) == ["Arnold Smith", "Chris Beatle", "Doug White"]
+        finally:
+            os.close(fd)
+        emu.faults({"latency_ms": 0})
+        wait_until(gone(m.root / "export.vcf"), what="the file of cards to go")
