@@ -683,9 +683,8 @@ static int import_same(sqlite3 *db, const struct node *n, const struct vcard *ca
 }
 
 /* Card number i of file `from` (text: the card written out) into folder. */
-static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcard *card,
-		       const struct buf *text, const char *from, size_t i, struct import_counts *k,
-		       struct events *ev)
+static int import_card(sqlite3 *db, int64_t folder, struct vcard *card, const struct buf *text,
+		       const char *from, size_t i, struct import_counts *k, struct events *ev)
 {
 	const struct vcard_prop *uidp = vcard_find(card, "UID");
 	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
@@ -696,7 +695,6 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
 	struct node n;
 	int r;
 
-	(void)c;
 	if ((r = db_int(
 		     db, &ino,
 		     "SELECT n.ino FROM contacts c JOIN nodes n ON n.cid = c.cid WHERE c.folder = "
@@ -758,8 +756,7 @@ static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t fo
 			struct vcard **cards, size_t ncards, struct events *ev)
 {
 	struct import_counts k = {0};
-	char arg[600];
-	cJSON *o;
+	char arg[64];
 	int r = 0;
 
 	if (n->cid) {
@@ -779,7 +776,7 @@ static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t fo
 			r = -ENOMEM;
 		else if (!(r = vcard_write(cards[i], c->cfg.version ? c->cfg.version : VCARD_V30,
 					   &text)))
-			r = import_card(c, db, folder, cards[i], &text, n->name, i, &k, ev);
+			r = import_card(db, folder, cards[i], &text, n->name, i, &k, ev);
 		buf_release(&text);
 	}
 	if (r)
@@ -790,12 +787,7 @@ static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t fo
 		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
 		return r ? r : -EINVAL_KEEP;
 	}
-	if (!(o = cJSON_CreateObject()) || !cJSON_AddNumberToObject(o, "ino", (double)n->ino) ||
-	    !cJSON_PrintPreallocated(o, arg, sizeof(arg), 0)) {
-		cJSON_Delete(o);
-		return -ENOMEM;
-	}
-	cJSON_Delete(o);
+	snprintf(arg, sizeof(arg), "{\"ino\":%lld}", (long long)n->ino);
 	if ((r = db_run(db, "UPDATE nodes SET draft = ? WHERE ino = ?", "ii",
 			(int64_t)CACHE_IMPORTED, n->ino)))
 		return r;
