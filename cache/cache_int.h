@@ -59,6 +59,9 @@ struct cache {
 
 	pthread_t thread;
 	int started;
+	/* The sync thread's own: delta rounds left before the folder tree is
+	 * listed again (sync_in.c; 0: at the next round). */
+	int folder_walk_in;
 
 	pthread_mutex_t lock;			 /* protects the fields below */
 	pthread_cond_t wake;			 /* the sync thread waits on it */

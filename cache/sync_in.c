@@ -24,8 +24,13 @@
 
 /* ---- folders ------------------------------------------------------------------------------ */
 
+/* Delta rounds between two listings of the folder tree while delta has not
+ * shown that it reports nested folders (docs/graph.md, "Folders"). */
+#define FOLDER_WALK_EVERY 5
+
 struct folder_round {
 	cJSON *items; /* the round's items, applied once complete (parents first) */
+	const char *default_id; /* the default folder's: never a folder of its own */
 };
 
 static int collect(const cJSON *item, void *ctx)
@@ -98,7 +103,8 @@ static int folder_busy(sqlite3 *db, int64_t ino)
 	return r < 0 ? r : n > 0;
 }
 
-static int apply_folder(struct cache *c, sqlite3 *db, const cJSON *item, struct events *ev)
+static int apply_folder(const struct folder_round *f, sqlite3 *db, const cJSON *item,
+			struct events *ev)
 {
 	const char *id = cache_jstr(item, "id"), *name = cache_jstr(item, "displayName");
 	const char *parent_id = cache_jstr(item, "parentFolderId");
@@ -106,8 +112,9 @@ static int apply_folder(struct cache *c, sqlite3 *db, const cJSON *item, struct 
 	char safe[256], unique[256];
 	int r;
 
-	(void)c;
-	if (!id)
+	/* A reading of contactFolders/delta that lists the default folder
+	 * too: it is the mount's root, not a folder in it. */
+	if (!id || !strcmp(id, f->default_id))
 		return 0;
 	r = folder_ino(db, id, &ino);
 	if (r && r != -ENOENT)
@@ -199,14 +206,53 @@ static int drop_unseen_folders(sqlite3 *db, const cJSON *seen, struct events *ev
 	return r;
 }
 
-static int sync_folders(struct cache *c)
+/* Whether delta named a folder inside another one: then it reports nested
+ * folders, and the tree need not be listed between full rounds. */
+static int delta_shows_nesting(sqlite3 *db, const struct folder_round *f, int delta_items)
+{
+	for (int i = 0; i < delta_items; i++) {
+		const cJSON *it = cJSON_GetArrayItem(f->items, i);
+		const char *pid = cache_jstr(it, "parentFolderId");
+		int64_t ino;
+
+		if (!pid || !strcmp(pid, f->default_id) ||
+		    cJSON_GetObjectItemCaseSensitive(it, "@removed"))
+			continue;
+		if (!folder_ino(db, pid, &ino))
+			return 1;
+		for (int j = 0; j < delta_items; j++)
+			if (j != i &&
+			    !strcmp(pid, cache_jstr(cJSON_GetArrayItem(f->items, j), "id") ?: ""))
+				return 1;
+	}
+	return 0;
+}
+
+/* The default folder's id, learned once and kept in meta; NULL (0
+ * returned) while the mailbox cannot tell (nothing in its default folder). */
+static int default_folder(struct cache *c, char **id)
+{
+	int r;
+
+	if ((*id = db_meta_get(c->sdb, "default_folder")))
+		return 0;
+	if ((r = graph_default_folder(c->g, id)) || !*id)
+		return r;
+	if ((r = db_meta_set(c->sdb, "default_folder", *id))) {
+		free(*id);
+		*id = NULL;
+	}
+	return r;
+}
+
+static int sync_folders(struct cache *c, const char *default_id)
 {
 	sqlite3 *db = c->sdb;
-	char *link = db_meta_get(db, "folders_delta"), *next = NULL;
+	char *link = db_meta_get(db, "folders_delta"), *next = NULL, *nested = NULL;
 	struct events ev = {0};
-	struct folder_round f = {cJSON_CreateArray()};
+	struct folder_round f = {cJSON_CreateArray(), default_id};
 	cJSON *seen = NULL;
-	int full = !link, r;
+	int full = !link, walk, delta_items, r;
 
 	if (!f.items) {
 		free(link);
@@ -233,6 +279,25 @@ static int sync_folders(struct cache *c)
 	}
 	if (r)
 		goto out;
+	/* Whether delta lists nested folders is not documented: unless it has
+	 * shown that it does, the tree is also listed, on full rounds and
+	 * every FOLDER_WALK_EVERY rounds, and the listing is complete. */
+	delta_items = cJSON_GetArraySize(f.items);
+	nested = db_meta_get(db, "folders_nested");
+	if (!nested && delta_shows_nesting(db, &f, delta_items)) {
+		if ((r = db_meta_set(db, "folders_nested", "delta")))
+			goto out;
+		nested = strdup("delta");
+	}
+	walk = full || (!nested && c->folder_walk_in <= 0);
+	if (walk) {
+		if ((r = graph_folder_walk(c->g, collect, &f)))
+			goto out;
+		full = 1;
+		c->folder_walk_in = FOLDER_WALK_EVERY;
+	} else {
+		c->folder_walk_in--;
+	}
 	if (full && !(seen = cJSON_CreateObject())) {
 		r = -ENOMEM;
 		goto out;
@@ -260,7 +325,7 @@ static int sync_folders(struct cache *c)
 			const char *pid = cache_jstr(it, "parentFolderId");
 			int64_t pino;
 			int known = !pid || cJSON_GetObjectItemCaseSensitive(it, "@removed") ||
-				    !folder_ino(db, pid, &pino);
+				    !strcmp(pid, default_id) || !folder_ino(db, pid, &pino);
 			int pending = 0;
 
 			/* Is the parent itself still waiting in this round? */
@@ -274,7 +339,14 @@ static int sync_folders(struct cache *c)
 				i++;
 				continue;
 			}
-			r = apply_folder(c, db, it, &ev);
+			/* Neither in the default folder nor in one of its
+			 * folders (the default folder itself, in a reading of
+			 * delta that lists it): not a folder of the mount. */
+			if (!known && !pending) {
+				cJSON_DeleteItemFromArray(f.items, i);
+				continue;
+			}
+			r = apply_folder(&f, db, it, &ev);
 			cJSON_DeleteItemFromArray(f.items, i);
 		}
 		if (cJSON_GetArraySize(f.items) == before)
@@ -289,6 +361,7 @@ out:
 	events_flush(c, &ev, !r);
 	cJSON_Delete(f.items);
 	cJSON_Delete(seen);
+	free(nested);
 	free(link);
 	free(next);
 	return r;
@@ -675,7 +748,7 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 	return r;
 }
 
-static int sync_folder(struct cache *c, int64_t folder, char *link)
+static int sync_folder(struct cache *c, const char *default_id, int64_t folder, char *link)
 {
 	struct events ev = {0};
 	struct contact_round cr = {c, folder, !link, cJSON_CreateArray(), 0, &ev, NULL};
@@ -707,7 +780,11 @@ static int sync_folder(struct cache *c, int64_t folder, char *link)
 		r = 0;
 		goto out;
 	}
-	snprintf(first, sizeof(first), "%s/contacts/delta?$select=%s", base, VCARD_GRAPH_SELECT);
+	/* Contact delta is documented for a folder (contact-delta.md), the
+	 * default one included, by its id; never as /contacts/delta. */
+	snprintf(first, sizeof(first), "%s%s/contacts/delta?$select=%s",
+		 folder == CACHE_ROOT_INO ? "/contactFolders/" : base,
+		 folder == CACHE_ROOT_INO ? default_id : "", VCARD_GRAPH_SELECT);
 again:
 	if (cr.full) {
 		if ((r = db_run(c->sdb, "DELETE FROM seen", NULL)) || (r = list_exts(c, base)))
@@ -750,11 +827,15 @@ int sync_in(struct cache *c)
 {
 	sqlite3_stmt *st;
 	int64_t inos[4096];
-	char *links[4096];
+	char *links[4096], *default_id = NULL;
 	size_t n = 0;
-	int r = sync_folders(c);
+	int r = default_folder(c, &default_id);
 
-	if (r)
+	/* A mailbox that cannot name its default folder has no contact in it
+	 * and no folder below it: there is nothing to read yet. */
+	if (r || !default_id)
+		goto out;
+	if ((r = sync_folders(c, default_id)))
 		goto out;
 	if ((r = db_prepare(
 		     c->sdb, &st,
@@ -767,11 +848,23 @@ int sync_in(struct cache *c)
 	}
 	db_release(st);
 	r = r < 0 ? r : 0;
-	for (size_t i = 0; i < n && !r; i++)
-		r = sync_folder(c, inos[i], links[i]);
+	for (size_t i = 0; i < n && !r; i++) {
+		r = sync_folder(c, default_id, inos[i], links[i]);
+		if (r == -ENOENT && inos[i] != CACHE_ROOT_INO) {
+			/* Gone on the server, which a delta that leaves out
+			 * nested folders does not say: the next round lists
+			 * the tree. */
+			log_info("cache: folder %lld is not on the server any more; listing the "
+				 "folders again",
+				 (long long)inos[i]);
+			c->folder_walk_in = 0;
+			r = 0;
+		}
+	}
 	for (size_t i = 0; i < n; i++)
 		free(links[i]);
 out:
+	free(default_id);
 	if (r && r != -EHOSTDOWN) {
 		if (cache_offline_errno(r))
 			r = -EHOSTDOWN;
@@ -842,7 +935,10 @@ int sync_photos(struct cache *c, int max, int *left)
 						   "photo_state "
 						   "= 1 WHERE cid = ?",
 						   "bti", photo.len ? photo.data : NULL, photo.len,
-						   photo.len ? "image/jpeg" : NULL, cids[i]);
+						   !photo.len		      ? NULL
+						   : items[i].content_type[0] ? items[i].content_type
+									      : "image/jpeg",
+						   cids[i]);
 				buf_release(&photo);
 				busy = r ? 0 : outbox_has(db, cids[i]);
 				if (!r && busy == 0 && items[i].status == 200)

@@ -44,6 +44,7 @@ struct export
 	enum vcard_version version;
 	struct folder *folders;
 	size_t nfolders;
+	char *default_id; /* the default folder's id; NULL: it holds nothing */
 	int tty;
 
 	pthread_mutex_t lock; /* protects the fields below */
@@ -164,7 +165,6 @@ static int folder_path(struct export *x, struct folder *f, int depth)
 
 static int load_folders(struct export *x)
 {
-	char *next = NULL;
 	int r;
 
 	x->folders = calloc(1, sizeof(*x->folders));
@@ -176,8 +176,11 @@ static int load_folders(struct export *x)
 	x->folders[0].parent = strdup("");
 	if (!x->folders[0].path || !x->folders[0].name || !x->folders[0].parent)
 		return -ENOMEM;
-	r = graph_delta(x->g, "/contactFolders/delta", 0, add_folder, x, &next);
-	free(next);
+	/* A listing of the tree, not contactFolders/delta: what delta includes
+	 * (nested folders? the default one?) is not documented. */
+	r = graph_default_folder(x->g, &x->default_id);
+	if (!r)
+		r = graph_folder_walk(x->g, add_folder, x);
 	for (size_t i = 1; !r && i < x->nfolders; i++)
 		r = folder_path(x, &x->folders[i], 0);
 	/* Every directory before any worker starts. A parent's path is a
@@ -333,7 +336,8 @@ static int fetch_photos(struct export *x, const struct folder *f, cJSON *list, s
 			/* Binary bodies come base64-encoded in a batch. */
 			r = vcard_base64_decode(&photos[idx[j]], body->valuestring,
 						strlen(body->valuestring), NULL);
-			snprintf(types[idx[j]], sizeof(types[0]), "image/jpeg");
+			snprintf(types[idx[j]], sizeof(types[0]), "%s",
+				 items[j].content_type[0] ? items[j].content_type : "image/jpeg");
 		}
 		graph_batch_release(items, k);
 	}
@@ -345,6 +349,7 @@ static int export_folder(struct export *x, struct folder *f)
 	struct contacts c = {cJSON_CreateArray(), cJSON_CreateObject()};
 	char delta[1024], list[1024], dir[4096], name[256], numbered[256];
 	const char *base = f->id ? "/contactFolders/" : "", *fid = f->id ? f->id : "";
+	const char *delta_id = f->id ? f->id : x->default_id;
 	struct buf *photos = NULL, out;
 	char(*types)[64] = NULL;
 	cJSON *names = cJSON_CreateObject();
@@ -357,8 +362,14 @@ static int export_folder(struct export *x, struct folder *f)
 		r = -ENOMEM;
 		goto out;
 	}
-	/* The default folder is /contacts; the others /contactFolders/ID/contacts. */
-	snprintf(delta, sizeof(delta), "%s%s/contacts/delta?$select=%s", base, fid,
+	/* The default folder is /contacts; the others /contactFolders/ID/contacts.
+	 * Delta is only documented by folder id (contact-delta.md), the
+	 * default folder's included; without that id the folder is empty. */
+	if (!delta_id) {
+		r = 0;
+		goto out;
+	}
+	snprintf(delta, sizeof(delta), "/contactFolders/%s/contacts/delta?$select=%s", delta_id,
 		 VCARD_GRAPH_SELECT);
 	snprintf(list, sizeof(list),
 		 "%s%s/contacts?$select=id&$top=100&$filter=Extensions/any(f:f/id%%20eq%%20'%s')"
@@ -578,6 +589,7 @@ out:
 		free(x.folders[i].path);
 	}
 	free(x.folders);
+	free(x.default_id);
 	pthread_mutex_destroy(&x.lock);
 	graph_free(x.g);
 	free(opts);

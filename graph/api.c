@@ -206,16 +206,16 @@ static cJSON *batch_body(struct graph *g, const struct graph_batch_item *items, 
 		    !cJSON_AddStringToObject(req, "method", it->method) ||
 		    !cJSON_AddStringToObject(req, "url", url))
 			goto fail;
-		if (it->body || it->if_match) {
-			if (!(hdrs = cJSON_AddObjectToObject(req, "headers")))
-				goto fail;
-			if (it->body &&
-			    !cJSON_AddStringToObject(hdrs, "Content-Type", "application/json"))
-				goto fail;
-			if (it->if_match &&
-			    !cJSON_AddStringToObject(hdrs, "If-Match", it->if_match))
-				goto fail;
-		}
+		/* An item is a request of its own: the envelope's headers do
+		 * not reach it (concepts/json-batching.md), so it asks for
+		 * immutable ids itself. */
+		if (!(hdrs = cJSON_AddObjectToObject(req, "headers")) ||
+		    !cJSON_AddStringToObject(hdrs, "Prefer", GRAPH_PREFER_IDS))
+			goto fail;
+		if (it->body && !cJSON_AddStringToObject(hdrs, "Content-Type", "application/json"))
+			goto fail;
+		if (it->if_match && !cJSON_AddStringToObject(hdrs, "If-Match", it->if_match))
+			goto fail;
 		if (it->body && !cJSON_AddItemToObject(req, "body", cJSON_Duplicate(it->body, 1)))
 			goto fail;
 	}
@@ -336,6 +336,12 @@ static int batch_once(struct graph *g, struct graph_batch_item *items, const siz
 		cJSON_Delete(it->response);
 		it->response = cJSON_DetachItemFromObjectCaseSensitive(resp, "body");
 		it->code[0] = '\0';
+		/* A photo comes base64 in the body, its type in the item's own
+		 * Content-Type (concepts/json-batching.md). */
+		snprintf(it->content_type, sizeof(it->content_type), "%s",
+			 item_header(resp, "Content-Type") ? item_header(resp, "Content-Type")
+							    : "");
+		it->content_type[strcspn(it->content_type, "; ")] = '\0';
 		if (it->status >= 400) {
 			const cJSON *e = cJSON_GetObjectItemCaseSensitive(it->response, "error");
 			const char *c =
@@ -370,6 +376,7 @@ int graph_batch(struct graph *g, struct graph_batch_item *items, size_t n)
 		items[i].status = 0;
 		items[i].response = NULL;
 		items[i].code[0] = '\0';
+		items[i].content_type[0] = '\0';
 	}
 	for (size_t start = 0; start < n && !r; start += GRAPH_BATCH_MAX) {
 		size_t k = n - start < GRAPH_BATCH_MAX ? n - start : GRAPH_BATCH_MAX;

@@ -137,6 +137,27 @@ int graph_list(struct graph *g, const char *path, const struct graph_header *hea
 int graph_delta(struct graph *g, const char *link, int page_size, graph_item_fn fn, void *ctx,
 		char **next) GRAPH_MUST_CHECK;
 
+/* ---- contact folders --------------------------------------------------------- */
+
+/*
+ * The default Contacts folder's id (malloc'd) into *id. No listing names it
+ * (GET /contactFolders leaves it out), so it is read off a contact of it or
+ * a folder in it (the documented workaround). 0 with *id NULL when the
+ * mailbox cannot tell: the default folder holds no contact and no folder.
+ * -errno when a request failed (*id NULL).
+ */
+int graph_default_folder(struct graph *g, char **id) GRAPH_MUST_CHECK;
+
+/*
+ * Every contact folder below the default one, by listing rather than delta:
+ * GET /contactFolders, then each folder's childFolders, to any depth,
+ * parents before children. fn gets each folder as Graph returns it (id,
+ * displayName, parentFolderId: the default folder's id for the top level)
+ * and may stop the walk with a non-zero return, which is returned. The
+ * default folder itself is never among them.
+ */
+int graph_folder_walk(struct graph *g, graph_item_fn fn, void *ctx) GRAPH_MUST_CHECK;
+
 /* ---- $batch --------------------------------------------------------------- */
 
 struct graph_batch_item {
@@ -147,8 +168,9 @@ struct graph_batch_item {
 	const char *if_match; /* or NULL */
 	/* out */
 	int status;	 /* HTTP status of the item */
-	char code[64];	 /* Graph error code, if any */
-	cJSON *response; /* its body, or NULL; freed by graph_batch_release */
+	char code[64];	       /* Graph error code, if any */
+	char content_type[96]; /* its media type, without parameters; "" if none */
+	cJSON *response;       /* its body, or NULL; freed by graph_batch_release */
 };
 
 /*

@@ -12,6 +12,10 @@
 
 #include <curl/curl.h>
 
+/* The preference every request carries, $batch items included: ids that do
+ * not change when a contact moves (concepts/outlook-immutable-id.md). */
+#define GRAPH_PREFER_IDS "IdType=\"ImmutableId\""
+
 struct graph {
 	/* Set by graph_new, read-only afterwards. */
 	char *graph_url; /* no trailing '/' */

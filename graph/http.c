@@ -679,13 +679,14 @@ static struct curl_slist *build_headers(const char *auth, const struct graph_hea
 	} while (0)
 	ADD(auth);
 	ADD("Accept: application/json");
-	ADD("Prefer: IdType=\"ImmutableId\"");
 	ADD("Expect:");
 	if (content_type) {
 		snprintf(line, sizeof(line), "Content-Type: %s", content_type);
 		ADD(line);
 	}
 	for (size_t i = 0; i < nheaders; i++) {
+		if (!strcasecmp(headers[i].name, "Prefer"))
+			continue;
 		if (snprintf(line, sizeof(line), "%s: %s", headers[i].name, headers[i].value) >=
 		    (int)sizeof(line)) {
 			*err = -EINVAL;
@@ -693,6 +694,22 @@ static struct curl_slist *build_headers(const char *auth, const struct graph_hea
 		}
 		ADD(line);
 	}
+	/* Every request asks for immutable ids (concepts/outlook-immutable-id.md:
+	 * the preference holds for the request that carries it). A caller's
+	 * own preferences join it in the one Prefer header, comma-separated. */
+	snprintf(line, sizeof(line), "Prefer: %s", GRAPH_PREFER_IDS);
+	for (size_t i = 0; i < nheaders; i++) {
+		size_t used = strlen(line);
+
+		if (strcasecmp(headers[i].name, "Prefer"))
+			continue;
+		if (snprintf(line + used, sizeof(line) - used, ", %s", headers[i].value) >=
+		    (int)(sizeof(line) - used)) {
+			*err = -EINVAL;
+			goto fail;
+		}
+	}
+	ADD(line);
 #undef ADD
 	*err = 0;
 	return list;

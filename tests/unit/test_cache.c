@@ -1933,7 +1933,8 @@ BODY(expired_cursor)
 	 * made while the folder is read again. */
 	cache_sync_now(v->c);
 	deadline = mono_ms() + SYNC_MS;
-	while (route_count(v, "GET /me/contacts/delta") < 1 && mono_ms() < deadline)
+	while (route_count(v, "GET /me/contactFolders/{id}/contacts/delta") < 1 &&
+	       mono_ms() < deadline)
 		poll_pause();
 	t = read_name(v, CACHE_ROOT_INO, "Cursor Alpha.vcf");
 	changed = t ? with_line(t, "NOTE:", "NOTE:a1 here") : NULL;
@@ -1967,7 +1968,9 @@ BODY(expired_cursor)
 	CHECK(file_says(v, CACHE_ROOT_INO, "Cursor Alpha.vcf", "NOTE", "a1 here"));
 	/* The cursor did expire, and the folder was read again. */
 	CHECK(status_count(v, "410") >= 1);
-	CHECK(route_count(v, "GET /me/contacts/delta") >= 2);
+	/* Each of the two folders (the root and Team): the 410, then the
+	 * folder read again. */
+	CHECK(route_count(v, "GET /me/contactFolders/{id}/contacts/delta") >= 4);
 	/* Nothing twice, here or there. */
 	CHECK_INT(server_count(v, NULL), 3);
 	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
