@@ -1709,12 +1709,33 @@ out:
 	return err_finish(err, r);
 }
 
+/*
+ * A physicalAddress for a PATCH: every field, null where adr has none (adr
+ * may be NULL: all null). Nothing documented says that {} or a partial
+ * object clears the fields it leaves out, and PATCH keeps what a body does
+ * not name (contact-update.md), so each field is named.
+ */
+static cJSON *address_body(const cJSON *adr)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	for (size_t k = 0; o && adr_fields[k]; k++) {
+		const cJSON *v = json_get(adr, adr_fields[k]);
+
+		if (json_add(o, adr_fields[k], v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull())) {
+			cJSON_Delete(o);
+			return NULL;
+		}
+	}
+	return o;
+}
+
 /* The body's value for a Graph field that is no longer set. */
 static cJSON *cleared(const struct slot *s)
 {
 	if (is_collection(s) || s->kind == SK_LIST)
 		return cJSON_CreateArray();
-	return s->kind == SK_ADR ? cJSON_CreateObject() : cJSON_CreateNull();
+	return s->kind == SK_ADR ? address_body(NULL) : cJSON_CreateNull();
 }
 
 /* Add field to patch if it differs between the Graph forms old and new. */
@@ -1725,7 +1746,10 @@ static int patch_field(cJSON *patch, const struct slot *s, const char *field, co
 
 	if ((!a && !b) || (a && b && cJSON_Compare(a, b, 1)))
 		return 0;
-	return json_add(patch, field, b ? cJSON_Duplicate(b, 1) : cleared(s));
+	if (!b)
+		return json_add(patch, field, cleared(s));
+	return json_add(patch, field,
+			s->kind == SK_ADR ? address_body(b) : cJSON_Duplicate(b, 1));
 }
 
 /* The PATCH body from model old to model new: displayName and every field

@@ -1377,6 +1377,42 @@ TEST(graph_diff_of_unchanged_card_is_display_name_only)
 	cJSON_Delete(server);
 }
 
+/* A PATCH names every field of an address it changes: nothing documented
+ * says that {} or a partial object clears what it leaves out. */
+TEST(graph_diff_names_every_address_field_it_changes_or_clears)
+{
+	struct diffed d = {NULL, NULL};
+	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Ann Lee\nN:Lee;Ann;;;\n"
+				     "ADR;TYPE=WORK:;;1 Main St;;;;\nUID:AAMkSERVER=\nEND:VCARD\n");
+	cJSON *server = cJSON_Parse(
+		"{\"id\":\"AAMkSERVER=\",\"displayName\":\"Ann Lee\",\"givenName\":\"Ann\","
+		"\"surname\":\"Lee\",\"homeAddress\":{\"street\":\"2 Elm St\",\"city\":"
+		"\"Oslo\"},\"businessAddress\":{\"street\":\"1 Main St\",\"city\":\"Bergen\","
+		"\"postalCode\":\"5003\"}}");
+	const cJSON *home, *work;
+	static const char *const fields[] = {"street", "city", "state", "postalCode",
+					     "countryOrRegion"};
+
+	CHECK(card && server);
+	CHECK(!diff(server, card, &d));
+	home = cJSON_GetObjectItemCaseSensitive(d.patch, "homeAddress");
+	work = cJSON_GetObjectItemCaseSensitive(d.patch, "businessAddress");
+	CHECK(cJSON_IsObject(home) && cJSON_IsObject(work));
+	for (size_t i = 0; i < 5; i++) {
+		/* Cleared: every field null. */
+		CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(home, fields[i])));
+		CHECK(cJSON_GetObjectItemCaseSensitive(work, fields[i]));
+	}
+	/* Changed: the street kept, the fields the card no longer has null. */
+	CHECK_STR(jstr(work, "street"), "1 Main St");
+	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(work, "city")));
+	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(work, "postalCode")));
+	CHECK(!cJSON_GetObjectItemCaseSensitive(d.patch, "otherAddress"));
+	diffed_release(&d);
+	vcard_free(card);
+	cJSON_Delete(server);
+}
+
 TEST(graph_diff_keeps_the_servers_email_name_when_the_card_names_no_one)
 {
 	struct diffed d = {NULL, NULL};
@@ -1478,8 +1514,11 @@ TEST(graph_diff_clears_what_the_card_no_longer_has)
 	CHECK_STR(keys, "displayName,mobilePhone,homeAddress,businessAddress,birthday,"
 			"personalNotes,categories");
 	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(d.patch, "mobilePhone")));
+	/* A cleared address names each field null (docs/graph.md). */
 	CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(d.patch, "homeAddress")));
-	CHECK(!cJSON_GetObjectItemCaseSensitive(d.patch, "homeAddress")->child);
+	CHECK(cJSON_IsNull(
+		cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(d.patch, "homeAddress"), "street")));
 	CHECK(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(d.patch, "categories")));
 	CHECK_INT(jsize(d.patch, "categories"), 0);
 	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(d.patch, "birthday")));
