@@ -23,6 +23,15 @@
 	"/contacts?$select=id&$top=1000&$filter=Extensions/any(f:f/id%20eq%20'" EXT_ID \
 	"')&$expand=Extensions($filter=id%20eq%20'" EXT_ID "')"
 
+/*
+ * The stage that reads a contact back after a write that gives it a new
+ * change key without returning it (an extension write, a photo PUT). The
+ * key is adopted only when the contact says what we stored, so a change
+ * made elsewhere meanwhile still comes in with the next delta round.
+ * Stored in the outbox: never renumber.
+ */
+#define STAGE_REFRESH 3
+
 enum plan {
 	PLAN_WAIT,   /* not now (a folder without its id yet) */
 	PLAN_DONE,   /* nothing left to send: the entry is finished */
@@ -224,6 +233,16 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e)
 	if (r)
 		goto out;
 	snprintf(e->key, sizeof(e->key), "%s", k.ckey ? k.ckey : "");
+	if (e->stage == STAGE_REFRESH && e->op != OP_DELETE) {
+		if (!k.id || k.gone) {
+			r = PLAN_DONE;
+			goto out;
+		}
+		set_json(e, "GET", NULL, "%s/contacts/%s?$select=%s", e->base, k.id,
+			 VCARD_GRAPH_SELECT);
+		r = PLAN_JSON;
+		goto out;
+	}
 	switch (e->op) {
 	case OP_DELETE:
 		if (!k.id) {
@@ -338,8 +357,10 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e)
 			r = PLAN_DONE;
 			break;
 		} else if (e->stage == 1) {
+			/* The URL names an extension by its short name
+			 * (opentypeextension-update.md); $filter by its id. */
 			set_json(e, "PATCH", ext, "%s/contacts/%s/extensions/%s", e->base, k.id,
-				 EXT_ID);
+				 VCARD_EXTENSION_NAME);
 			ext = NULL;
 		} else {
 			set_json(e, "POST", ext, "%s/contacts/%s/extensions", e->base, k.id);
@@ -834,6 +855,50 @@ static int entry_next(sqlite3 *db, struct entry *e, int stage)
 		"ii", (int64_t)stage, e->seq);
 }
 
+static int same_fields(const cJSON *answer, const cJSON *stored);
+
+/* The answer of a STAGE_REFRESH read: its change key becomes the contact's
+ * when every field it carries is the one stored (the change key is then of
+ * our own writes); otherwise someone changed the contact meanwhile and the
+ * old key stays, so that the next delta round brings their change. */
+static int adopt_change_key(sqlite3 *db, const struct entry *e)
+{
+	sqlite3_stmt *st;
+	cJSON *stored = NULL;
+	const char *ck = cache_jstr(e->response, "changeKey");
+	int r;
+
+	if (!ck)
+		return 0;
+	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", e->cid)))
+		return r;
+	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+		stored = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+	db_release(st);
+	if (!stored)
+		return 0;
+	if (same_fields(e->response, stored)) {
+		cJSON_DeleteItemFromObjectCaseSensitive(stored, "changeKey");
+		if (!cJSON_AddStringToObject(stored, "changeKey", ck))
+			r = -ENOMEM;
+		else {
+			char *text = cJSON_PrintUnformatted(stored);
+
+			r = text ? db_run(db,
+					  "UPDATE contacts SET change_key = ?, json = ? WHERE cid = ?",
+					  "tti", ck, text, e->cid)
+				 : -ENOMEM;
+			free(text);
+		}
+	} else {
+		log_info("cache: %s changed on the server since our write; the next delta round "
+			 "brings it",
+			 e->name[0] ? e->name : "a contact");
+	}
+	cJSON_Delete(stored);
+	return r;
+}
+
 static int on_success(sqlite3 *db, struct entry *e)
 {
 	const cJSON *resp = e->response;
@@ -876,7 +941,16 @@ static int on_success(sqlite3 *db, struct entry *e)
 					"WHERE cid = ?",
 					"bti", e->photo.data, e->photo.len, e->photo_type, e->cid)))
 				break;
-			r = e->op == OP_MOVE ? entry_next(db, e, 2) : entry_done(db, e);
+			if (e->plan == PLAN_PHOTO)
+				r = entry_next(db, e, STAGE_REFRESH);
+			else
+				r = e->op == OP_MOVE ? entry_next(db, e, 2) : entry_done(db, e);
+			break;
+		}
+		if (e->stage == STAGE_REFRESH) {
+			r = adopt_change_key(db, e);
+			if (!r)
+				r = e->op == OP_MOVE ? entry_next(db, e, 2) : entry_done(db, e);
 			break;
 		}
 		r = entry_done(db, e);
@@ -907,17 +981,29 @@ static int on_success(sqlite3 *db, struct entry *e)
 				r = entry_next(db, e, 1);
 			break;
 		}
+		if (e->stage == STAGE_REFRESH) {
+			r = adopt_change_key(db, e);
+			if (!r)
+				r = entry_done(db, e);
+			break;
+		}
 		r = merge_ext(db, e->cid, e->body);
 		if (!r)
-			r = entry_done(db, e);
+			r = entry_next(db, e, STAGE_REFRESH);
 		break;
 	case OP_PHOTO:
+		if (e->stage == STAGE_REFRESH) {
+			r = adopt_change_key(db, e);
+			if (!r)
+				r = entry_done(db, e);
+			break;
+		}
 		r = db_run(db,
 			   "UPDATE contacts SET photo = ?, photo_type = ?, photo_state = 1 WHERE "
 			   "cid = ?",
 			   "bti", e->photo.data, e->photo.len, e->photo_type, e->cid);
 		if (!r)
-			r = entry_done(db, e);
+			r = entry_next(db, e, STAGE_REFRESH);
 		break;
 	case OP_FOLDER_CREATE:
 		if (!cache_jstr(resp, "id"))
@@ -1024,6 +1110,8 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 	if (e->plan == PLAN_LOOKUP && st == 404) /* not there: send it again */
 		return db_run(db, "UPDATE outbox SET inflight = 0, sent = 0 WHERE seq = ?", "i",
 			      e->seq);
+	if (st == 404 && e->stage == STAGE_REFRESH) /* gone meanwhile: delta says so */
+		return e->op == OP_MOVE ? entry_next(db, e, 2) : entry_done(db, e);
 	if (st == 404) {
 		switch (e->op) {
 		case OP_UPDATE:
@@ -1080,6 +1168,52 @@ static int same_value(const cJSON *a, const cJSON *b)
 	if (!b || cJSON_IsNull(b))
 		return same_value(b, a);
 	return cJSON_Compare(a, b, 1);
+}
+
+/* An object with no member set (an address of nulls and empty strings)
+ * says nothing, as an absent one. */
+static int blank_object(const cJSON *o)
+{
+	const cJSON *m;
+
+	if (!cJSON_IsObject(o))
+		return 0;
+	cJSON_ArrayForEach(m, o)
+	{
+		if (!same_value(m, NULL) && !blank_object(m))
+			return 0;
+	}
+	return 1;
+}
+
+/* Whether every field of answer (a contact as Graph returns it) has the
+ * value stored has for it. */
+static int same_fields(const cJSON *answer, const cJSON *stored)
+{
+	const cJSON *a;
+
+	cJSON_ArrayForEach(a, answer)
+	{
+		const cJSON *b = cJSON_GetObjectItemCaseSensitive(stored, a->string);
+
+		if (!is_field(a->string) || same_value(a, b) ||
+		    (blank_object(a) && (!b || same_value(b, NULL) || blank_object(b))))
+			continue;
+		if (cJSON_IsObject(a) && cJSON_IsObject(b)) {
+			/* Addresses: member by member, absent = null. */
+			const cJSON *m;
+			int same = 1;
+
+			cJSON_ArrayForEach(m, a) same &= same_value(
+				m, cJSON_GetObjectItemCaseSensitive(b, m->string));
+			cJSON_ArrayForEach(m, b) same &= same_value(
+				m, cJSON_GetObjectItemCaseSensitive(a, m->string));
+			if (same)
+				continue;
+		}
+		return 0;
+	}
+	return 1;
 }
 
 /* Whether the extension texts (uid, extra, orig) of two versions differ. */
