@@ -127,6 +127,9 @@ int64_t cache_now_ms(void);
  * (negative): committed all the same (an error it recorded stays), and the
  * caller gets -EINVAL. */
 #define CACHE_EINVAL_KEEP (-4096)
+/* The same for a card Outlook cannot take for its size: the caller gets
+ * -EFBIG. */
+#define CACHE_EFBIG_KEEP (-4098)
 int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg);
 
 /* Record an error for .contactfs/errors and the log. */

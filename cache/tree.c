@@ -30,6 +30,9 @@ struct node {
  * transaction commits what it did (the draft, the log) and the caller gets
  * -EEXIST. */
 #define EEXIST_KEEP 4097
+/* A card whose photo Outlook refuses for its size: committed (the draft,
+ * the log), the caller gets -EFBIG. */
+#define EFBIG_KEEP (-CACHE_EFBIG_KEEP)
 
 #define NODE_COLS "ino, parent, cid, size, mtime_ns, kind, draft, written, chosen, name"
 
@@ -513,6 +516,21 @@ static int same_photo(sqlite3 *db, int64_t cid, const void *data, size_t len)
  * contact it is (its own, one its UID names, or a new one) and queue what
  * the server must be told. In a transaction.
  */
+/* Whether Outlook can take card's photo: a photo of GRAPH_PHOTO_MAX bytes or
+ * more would be refused by the server after the contact exists (and a move
+ * would leave two copies), so such a card is refused here. 0, or -EFBIG
+ * with why in msg. */
+static int photo_fits(const struct vcard *card, char *msg, size_t size)
+{
+	const struct vcard_prop *photo = vcard_photo(card);
+
+	if (!photo || photo->len < GRAPH_PHOTO_MAX)
+		return 0;
+	snprintf(msg, size, "its photo is %zu bytes; Outlook takes photos under %zu bytes (4 MB)",
+		 photo->len, GRAPH_PHOTO_MAX);
+	return -EFBIG;
+}
+
 static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vcard *card)
 {
 	const struct vcard_prop *uidp = vcard_find(card, "UID");
@@ -693,8 +711,15 @@ static int import_card(sqlite3 *db, int64_t folder, struct vcard *card, const st
 	int64_t ino = 0, now = cache_now_ns();
 	cJSON *json = NULL;
 	struct node n;
+	char why[160];
 	int r;
 
+	if (photo_fits(card, why, sizeof(why))) {
+		cache_error(db, from, "card %zu (line %u) not imported: %s", i + 1, card->line,
+			    why);
+		k->refused++;
+		return 0;
+	}
 	if ((r = db_int(
 		     db, &ino,
 		     "SELECT n.ino FROM contacts c JOIN nodes n ON n.cid = c.cid WHERE c.folder = "
@@ -906,7 +931,7 @@ int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
 	r = db_begin(c->db);
 	if (!r) {
 		r = fn(c, arg);
-		if (r && r != -EINVAL_KEEP && r != -EEXIST_KEEP)
+		if (r && r != -EINVAL_KEEP && r != -EEXIST_KEEP && r != -EFBIG_KEEP)
 			db_rollback(c->db);
 		else {
 			int k = db_commit(c->db);
@@ -917,6 +942,8 @@ int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
 				r = -EINVAL;
 			else if (r == -EEXIST_KEEP)
 				r = -EEXIST;
+			else if (r == -EFBIG_KEEP)
+				r = -EFBIG;
 		}
 	}
 	pthread_mutex_unlock(&c->api_lock);
@@ -996,6 +1023,7 @@ static int do_write(struct cache *c, void *arg)
 	size_t ncards = 0;
 	struct vcard_error e;
 	struct node n, p;
+	char why[160];
 	int r;
 
 	if ((r = node_get(db, (int64_t)a->ino, &n)))
@@ -1019,6 +1047,12 @@ static int do_write(struct cache *c, void *arg)
 		cache_error(db, n.name, "not a valid vCard, kept here and not sent: %s", e.msg);
 		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
 		return r ? r : -EINVAL_KEEP;
+	}
+	if (!r && ncards == 1 && photo_fits(cards[0], why, sizeof(why))) {
+		cache_error(db, n.name, "%s: kept here as a local draft, not sent", why);
+		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
+		vcard_free_all(cards, ncards);
+		return r ? r : -EFBIG_KEEP;
 	}
 	if (!r && ncards > 1)
 		r = import_cards(c, db, &n, p.ino, cards, ncards, &a->ev);
@@ -1159,6 +1193,7 @@ static int do_rename(struct cache *c, void *arg)
 	struct node src, dst, np, op;
 	struct vcard **cards = NULL, *card = NULL;
 	size_t ncards = 0;
+	char why[160];
 	int has_dst, src_vcf, dst_vcf, r;
 
 	if ((r = node_find(db, (int64_t)a->parent, a->name, &src)))
@@ -1246,6 +1281,11 @@ static int do_rename(struct cache *c, void *arg)
 		}
 		if (r)
 			return r;
+		if (card && photo_fits(card, why, sizeof(why))) {
+			cache_error(db, a->newname, "%s: not renamed", why);
+			r = -EFBIG_KEEP;
+			goto out;
+		}
 		if (card) {
 			const struct vcard_prop *uidp = vcard_find(card, "UID");
 			const char *uid = uidp ? vcard_text(card, uidp) : NULL;

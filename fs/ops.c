@@ -300,6 +300,14 @@ static int commit_locked(struct fs *fs, struct fs_file *f)
 		f->dirty = 0;
 		return EEXIST;
 	}
+	if (r == -EFBIG) {
+		/* Kept as a draft; .contactfs/errors says the photo's size. */
+		log_warn("inode %llu: its photo is too large for Outlook, kept locally and not "
+			 "sent",
+			 (unsigned long long)f->ino);
+		f->dirty = 0;
+		return EFBIG;
+	}
 	if (r == -ENOENT) {
 		f->dirty = 0; /* removed while open: the bytes go with it */
 		return 0;

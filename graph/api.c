@@ -454,7 +454,7 @@ int graph_photo_put(struct graph *g, const char *contact_id, const void *data, s
 
 	if (r)
 		return r;
-	if (len >= (size_t)4 << 20)
+	if (len >= GRAPH_PHOTO_MAX)
 		return -E2BIG;
 	graph_response_init(&resp);
 	r = graph_request(g, "PUT", path, NULL, 0, data, len, type ? type : "image/jpeg", &resp);

@@ -190,7 +190,11 @@ void graph_batch_release(struct graph_batch_item *items, size_t n);
 int graph_photo_get(struct graph *g, const char *contact_id, struct buf *out, char *type,
 		    size_t type_size) GRAPH_MUST_CHECK;
 
-/* Set a contact's photo (JPEG, PNG or GIF, under 4 MB). */
+/* The largest photo Graph takes is under 4 MB (profilephoto-update.md). */
+#define GRAPH_PHOTO_MAX ((size_t)4 << 20)
+
+/* Set a contact's photo (JPEG, PNG or GIF, under GRAPH_PHOTO_MAX bytes:
+ * -E2BIG without a request otherwise). */
 int graph_photo_put(struct graph *g, const char *contact_id, const void *data, size_t len,
 		    const char *type) GRAPH_MUST_CHECK;
 
