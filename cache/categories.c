@@ -24,6 +24,14 @@
 
 #define PATH "/outlook/masterCategories"
 
+/* Another mailbox's master category list (-o user=) is not asked for: the
+ * delegated permissions to read it are for one's own mailbox only, there is
+ * no .Shared one (outlookuser-list-mastercategories.md), so it would be
+ * 403 at every read. */
+#define SHARED_TEXT                                                                          \
+	"# The master category list of another mailbox cannot be read or changed: Graph has\n" \
+	"# no delegated permission for it. Contacts keep their categories (CATEGORIES).\n"
+
 /* Outlook's names of preset0 ... preset24. */
 static const char *const COLOURS[] = {
 	"Red",	    "Orange",	  "Brown",     "Yellow",     "Green",
@@ -141,7 +149,7 @@ static void refresh(struct cache *c, int64_t max_age_ms)
 	char *at;
 	int r;
 
-	if (!c->g || !c->started)
+	if (!c->g || !c->started || c->cfg.mailbox)
 		return;
 	/* Offline, a request here would hold the FUSE request (a stat) for
 	 * the client's retries: the stored list stands until the sync thread
@@ -189,6 +197,8 @@ int cache_categories_text(struct cache *c, struct buf *out)
 	cJSON *list;
 	int r;
 
+	if (c->cfg.mailbox)
+		return buf_printf(out, "%s", SHARED_TEXT);
 	refresh(c, (int64_t)(c->cfg.poll_s > 0 ? c->cfg.poll_s : 300) * 1000);
 	pthread_mutex_lock(&c->api_lock);
 	list = stored(c->db);
@@ -486,6 +496,14 @@ int cache_categories_write(struct cache *c, const char *text, size_t len, char *
 
 	if (whysize)
 		why[0] = '\0';
+	if (c->cfg.mailbox) {
+		snprintf(why, whysize, "another mailbox's category list cannot be changed");
+		pthread_mutex_lock(&c->api_lock);
+		cache_error(c->db, "categories", "%s: Graph has no delegated permission for it",
+			    why);
+		pthread_mutex_unlock(&c->api_lock);
+		return -EACCES;
+	}
 	/* The difference is taken against the server's list as it is now
 	 * (ids of categories made since the last read included). */
 	refresh(c, 0);

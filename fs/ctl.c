@@ -239,6 +239,8 @@ int fs_ctl_commit(struct fs *fs, uint64_t ino, const struct buf *text)
 				   sizeof(why));
 	if (r == -EINVAL)
 		return EINVAL; /* the reason is in the errors already */
+	if (r == -EACCES)
+		return EACCES; /* another mailbox's list (-o user=): said in the errors */
 	if (r) {
 		log_err(".contactfs/categories: saving the list failed: %s", strerror(-r));
 		return r == -ENOMEM ? ENOMEM : EIO;
