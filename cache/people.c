@@ -131,19 +131,30 @@ static int person_contact(const cJSON *person, cJSON *contact, cJSON *extra)
 	return r ? r : person_phones(person, contact, extra);
 }
 
-/* Graph's phone types that contacts lack, as vCard TEL types. */
-static const char *tel_type(const char *graph)
+/* Graph's phone types that contacts lack, as vCard TEL types: one value
+ * each (TYPE=FAX,WORK), upper case, as the mapping writes a contact's. */
+static const char *const *tel_types(const char *graph)
 {
-	static const char *const map[][2] = {
-		{"businessFax", "fax,work"}, {"homeFax", "fax,home"}, {"otherFax", "fax"},
-		{"pager", "pager"},	     {"radio", "x-radio"},    {"assistant", "x-assistant"},
-		{"mobile", "cell"},	     {"business", "work"},    {"home", "home"},
+	static const struct {
+		const char *graph;
+		const char *types[3];
+	} map[] = {
+		{"businessFax", {"FAX", "WORK"}},
+		{"homeFax", {"FAX", "HOME"}},
+		{"otherFax", {"FAX"}},
+		{"pager", {"PAGER"}},
+		{"radio", {"X-RADIO"}},
+		{"assistant", {"X-ASSISTANT"}},
+		{"mobile", {"CELL"}},
+		{"business", {"WORK", "VOICE"}},
+		{"home", {"HOME", "VOICE"}},
 	};
+	static const char *const voice[] = {"VOICE", NULL};
 
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-		if (!strcmp(graph, map[i][0]))
-			return map[i][1];
-	return "voice";
+		if (!strcmp(graph, map[i].graph))
+			return map[i].types;
+	return voice;
 }
 
 /* What the mapping could not carry: more phones, and a group's kind. */
@@ -165,8 +176,9 @@ static int person_extra(struct vcard *card, const cJSON *person, const cJSON *ex
 			continue;
 		if (!(p = vcard_add(card, NULL, "TEL")))
 			return -ENOMEM;
-		if (!(r = vcard_set_text(card, p, num)))
-			r = vcard_add_param(card, p, "TYPE", tel_type(type));
+		r = vcard_set_text(card, p, num);
+		for (const char *const *v = tel_types(type); !r && *v; v++)
+			r = vcard_add_param(card, p, "TYPE", *v);
 	}
 	if (!r && cls && !strcmp(cls, "Group")) {
 		if (!(p = vcard_add(card, NULL,

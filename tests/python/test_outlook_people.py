@@ -3,9 +3,13 @@ vCards (DESIGN 10). The emulator ranks the mailbox's contacts that have an
 email address, plus three directory entries (Megan Bowen, Alex Wilber, the
 group Marketing), by a relevance score. Each test mounts for real."""
 import errno
+import http.client
+import http.server
 import json
 import os
 import subprocess
+import threading
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -54,6 +58,70 @@ def server_people(emu, upn=None):
 
 def expected_names(people):
     return ["%03d %s.vcf" % (i + 1, p["displayName"]) for i, p in enumerate(people)]
+
+
+class PeopleWithMore:
+    """An HTTP proxy to the emulator that adds fields to the people of each
+    /people answer. Graph's people carry what the emulator's (made from the
+    mailbox's contacts) cannot: more phone types than a contact has.
+    more: {displayName: {field: value to append to the person's list}}."""
+
+    def __init__(self, emu, more):
+        self.token = emu.token
+        target = urllib.parse.urlsplit(emu.url)
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection", "content-length")}
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    r = conn.getresponse()
+                    data = r.read()
+                    answer = r.getheaders()
+                finally:
+                    conn.close()
+                if self.command == "GET" and r.status == 200 and \
+                        urllib.parse.urlsplit(self.path).path.endswith("/people"):
+                    data = outer.add(data)
+                self.send_response(r.status, r.reason)
+                for k, v in answer:
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = forward
+
+        self.more = more
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def add(self, data):
+        doc = json.loads(data)
+        for p in doc["value"]:
+            for field, values in self.more.get(p["displayName"], {}).items():
+                p[field] = p.get(field, []) + values
+        return json.dumps(doc).encode()
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def people_gets(emu):
@@ -196,3 +264,27 @@ def test_a_shared_mailbox_shows_its_own_people(tmp_path):
         routes = emu.requests()["by_route"]
         assert routes.get("GET /users/{upn}/people", 0) >= 1, routes
         assert mailbox(emu, GARTH) is not None
+
+
+def test_phone_types_a_contact_lacks_are_separate_type_values(tmp_path):
+    more = {"Ada Lovelace": {"phones": [
+        {"type": "businessFax", "number": "+44 20 7946 0002"},
+        {"type": "homeFax", "number": "+44 20 7946 0003"},
+        {"type": "pager", "number": "+44 7700 900002"}]}}
+    with Emulator("--seed", str(seeded(tmp_path))) as emu, PeopleWithMore(emu, more) as via, \
+            Mount(via, tmp_path) as m:
+        m.wait_synced()
+        d = m.root / ".contactfs" / "people"
+        ada = [n for n in os.listdir(d) if n.endswith(" Ada Lovelace.vcf")]
+        assert len(ada) == 1, os.listdir(d)
+        text = (d / ada[0]).read_text()
+        card = vobject.readOne(text)
+        tels = sorted((t.value, tuple(sorted(t.params.get("TYPE", [])))) for t in card.tel_list)
+        assert tels == [("+44 20 7946 0001", ("VOICE", "WORK")),
+                        ("+44 20 7946 0002", ("FAX", "WORK")),
+                        ("+44 20 7946 0003", ("FAX", "HOME")),
+                        ("+44 7700 900001", ("CELL",)),
+                        ("+44 7700 900002", ("PAGER",))], text
+        # As a contact's TELs are written: one TYPE, its values unquoted.
+        assert "TEL;TYPE=FAX,WORK:+44 20 7946 0002" in text.splitlines(), text
+        assert not [t for t in text.splitlines() if t.startswith("TEL") and '"' in t], text
