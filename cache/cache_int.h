@@ -23,7 +23,10 @@
 #include <sqlite3.h>
 #include <stdint.h>
 
-#define EXT_ID "Microsoft.OutlookServices.OpenTypeExtension." VCARD_EXTENSION_NAME
+/* Our open extension as $filter and $expand name it: by its short name, the
+ * one form the docs show in every place (opentypeextension-get.md). Answers
+ * carry a longer id that ends with it (cache_ext_of). */
+#define EXT_ID VCARD_EXTENSION_NAME
 
 /* Outbox operations (the op column). Stored: never renumber. */
 enum op {

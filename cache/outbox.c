@@ -185,6 +185,8 @@ static int plan_photo(struct entry *e, const struct vcard *card, const char *id)
 
 	if (!p)
 		return PLAN_DONE;
+	if (p->len >= GRAPH_PHOTO_MAX)
+		return -EFBIG; /* refused where it was written; never sent */
 	buf_init(&e->photo, (size_t)8 << 20);
 	if (buf_add(&e->photo, p->data, p->len))
 		return -ENOMEM;

@@ -27,7 +27,6 @@
 #include <unistd.h>
 
 #define EXPORT_THREADS 4
-#define EXT_ID "Microsoft.OutlookServices.OpenTypeExtension." VCARD_EXTENSION_NAME
 
 struct folder {
 	char *id;     /* NULL for the default folder */
@@ -80,8 +79,9 @@ static int add_folder(const cJSON *item, void *ctx)
 		cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "parentFolderId"));
 	struct folder *f;
 
-	if (!id || cJSON_GetObjectItemCaseSensitive(item, "@removed"))
-		return 0;
+	if (!id || cJSON_GetObjectItemCaseSensitive(item, "@removed") ||
+	    (x->default_id && !strcmp(id, x->default_id)))
+		return 0; /* the default folder is the export's root */
 	/* Delta may repeat an item: the last one wins. */
 	for (size_t i = 1; i < x->nfolders; i++) {
 		if (!strcmp(x->folders[i].id, id)) {
@@ -374,7 +374,7 @@ static int export_folder(struct export *x, struct folder *f)
 	snprintf(list, sizeof(list),
 		 "%s%s/contacts?$select=id&$top=100&$filter=Extensions/any(f:f/id%%20eq%%20'%s')"
 		 "&$expand=Extensions($filter=id%%20eq%%20'%s')",
-		 base, fid, EXT_ID, EXT_ID);
+		 base, fid, VCARD_EXTENSION_NAME, VCARD_EXTENSION_NAME);
 	if ((r = graph_delta(x->g, delta, 200, add_contact, &c, &next)) ||
 	    (r = graph_list(x->g, list, NULL, 0, attach_extension, &c)))
 		goto out;

@@ -25,29 +25,111 @@ static int first_parent(const cJSON *item, void *ctx)
 	return *id ? 1 : -ENOMEM; /* 1: stop the walk, found */
 }
 
+static int add_folder(const cJSON *item, void *ctx)
+{
+	cJSON *copy = cJSON_Duplicate(item, 1);
+
+	if (!copy || !cJSON_AddItemToArray(ctx, copy)) {
+		cJSON_Delete(copy);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static const char *field(const cJSON *item, const char *name)
+{
+	return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, name));
+}
+
+/* Whether a folder of list has this id. */
+static const cJSON *listed(const cJSON *list, const char *id)
+{
+	const cJSON *x;
+
+	cJSON_ArrayForEach(x, list)
+	{
+		if (id && field(x, "id") && !strcmp(field(x, "id"), id))
+			return x;
+	}
+	return NULL;
+}
+
+/*
+ * The default folder from the folder listing (user-list-contactfolders.md).
+ * Its text says the listing is of the folders in the default one, which
+ * leaves the default out (concepts/known-issues.md); its example lists a
+ * "Contacts" folder that may be the default itself, whose parent is the
+ * mailbox's root. Under either reading, the folders whose parent is not
+ * listed share one parent P: when P is a contact folder (GET answers), it is
+ * the default; when it is not, the one listed folder inside P is.
+ */
+static int default_from_listing(struct graph *g, char **id)
+{
+	cJSON *list = cJSON_CreateArray(), *probe = NULL;
+	const cJSON *x;
+	const char *top = NULL, *inner = NULL;
+	char path[1024];
+	int n_inner = 0, r;
+
+	if (!list)
+		return -ENOMEM;
+	if ((r = graph_list(g, "/contactFolders?$select=id,parentFolderId", NULL, 0, add_folder,
+			    list)))
+		goto out;
+	cJSON_ArrayForEach(x, list)
+	{
+		const char *p = field(x, "parentFolderId");
+
+		if (!p || listed(list, p))
+			continue;
+		if (top && strcmp(top, p)) {
+			r = 0; /* two roots: cannot tell */
+			goto out;
+		}
+		top = p;
+		inner = field(x, "id");
+		n_inner++;
+	}
+	if (!top || strpbrk(top, "/?#") ||
+	    snprintf(path, sizeof(path), "/contactFolders/%s?$select=id", top) >= (int)sizeof(path))
+		goto out;
+	r = graph_get_json(g, path, NULL, 0, &probe);
+	if (!r) {
+		*id = strdup(top); /* a contact folder: the default */
+	} else if (r == -ENOENT || r == -EINVAL) {
+		r = 0; /* no contact folder (the mailbox's root) */
+		if (n_inner != 1 || !inner)
+			goto out;
+		*id = strdup(inner);
+	} else {
+		goto out;
+	}
+	if (!*id)
+		r = -ENOMEM;
+out:
+	cJSON_Delete(probe);
+	cJSON_Delete(list);
+	return r;
+}
+
 int graph_default_folder(struct graph *g, char **id)
 {
-	/* concepts/known-issues.md: /me/contactFolders leaves the default
-	 * folder out; a contact of it, or a folder in it, names it as its
-	 * parent. */
-	static const char *const ask[] = {
-		"/contacts?$top=1&$select=parentFolderId",
-		"/contactFolders?$top=1&$select=parentFolderId",
-	};
-	int r = 0;
+	char *from_contact = NULL;
+	int r;
 
 	*id = NULL;
-	for (size_t i = 0; i < sizeof(ask) / sizeof(ask[0]) && !*id; i++) {
-		r = graph_list(g, ask[i], NULL, 0, first_parent, id);
-		if (r == 1)
-			r = 0;
-		if (r)
-			break;
+	/* The folder listing first: it says the most about the tree. Then the
+	 * known-issues workaround, a contact of the default folder naming its
+	 * parent (user-list-contacts.md: /contacts is the default folder). */
+	if ((r = default_from_listing(g, id)) || *id)
+		return r;
+	r = graph_list(g, "/contacts?$top=1&$select=parentFolderId", NULL, 0, first_parent,
+		       &from_contact);
+	if (r == 1) {
+		*id = from_contact;
+		return 0;
 	}
-	if (r) {
-		free(*id);
-		*id = NULL;
-	}
+	free(from_contact);
 	return r;
 }
 

@@ -140,11 +140,13 @@ int graph_delta(struct graph *g, const char *link, int page_size, graph_item_fn 
 /* ---- contact folders --------------------------------------------------------- */
 
 /*
- * The default Contacts folder's id (malloc'd) into *id. No listing names it
- * (GET /contactFolders leaves it out), so it is read off a contact of it or
- * a folder in it (the documented workaround). 0 with *id NULL when the
- * mailbox cannot tell: the default folder holds no contact and no folder.
- * -errno when a request failed (*id NULL).
+ * The default Contacts folder's id (malloc'd) into *id. No call names it, so
+ * it is read off the folder listing (the parent of the folders in it, or,
+ * where the listing includes the default folder, the folder whose parent is
+ * not a contact folder), else off a contact of it (the documented
+ * workaround): docs/graph.md, "Folders". 0 with *id NULL when the mailbox
+ * cannot tell: the default folder holds no contact and no folder. -errno
+ * when a request failed (*id NULL).
  */
 int graph_default_folder(struct graph *g, char **id) GRAPH_MUST_CHECK;
 
