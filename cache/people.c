@@ -11,6 +11,11 @@
  * interval; a mount whose people/ is never opened never asks (the delta
  * round does not). The rendered files are kept as a snapshot shared by
  * reference until the next answer replaces it.
+ *
+ * A file's name starts with the person's rank in the server's list, so a
+ * person that cannot be shown (refused by the mapping, or a card over
+ * PERSON_CARD_CAP) is left out, logged by id, and leaves a gap: the others
+ * keep their names.
  */
 #include "cache_int.h"
 
@@ -23,6 +28,10 @@
 	"id,displayName,givenName,surname,birthday,personNotes,jobTitle,companyName,yomiCompany," \
 	"department,officeLocation,profession,imAddress,scoredEmailAddresses,phones,websites,"    \
 	"personType"
+
+/* The most a person's card may take. */
+#define PERSON_CARD_CAP ((size_t)1 << 20)
+#define PERSON_CARD_CAP_TEXT "1 MiB"
 
 /* ---- a person as a card ---------------------------------------------------------- */
 
@@ -190,7 +199,8 @@ static int person_extra(struct vcard *card, const cJSON *person, const cJSON *ex
 }
 
 /* Person number rank (0-based) into one file of the snapshot. -EINVAL
- * for a person the mapping refuses (skipped by the caller). */
+ * for a person the mapping refuses, -E2BIG for one whose card would pass
+ * PERSON_CARD_CAP: both logged here, and left out by the caller. */
 static int render_person(const cJSON *person, size_t rank, enum vcard_version version,
 			 struct cache_person *out)
 {
@@ -201,15 +211,16 @@ static int render_person(const cJSON *person, size_t rank, enum vcard_version ve
 	char name[252];
 	int r;
 
-	buf_init(&b, (size_t)1 << 20);
+	buf_init(&b, PERSON_CARD_CAP);
 	r = contact && extra ? person_contact(person, contact, extra) : -ENOMEM;
 	if (!r && (r = vcard_from_graph(contact, NULL, 0, NULL, &card, &e)) == -EINVAL)
 		log_warn("cache: person \"%s\" cannot be shown: %s",
 			 cache_jstr(person, "displayName") ?: "?", e.msg);
 	if (!r)
 		r = person_extra(card, person, extra, version);
-	if (!r)
-		r = vcard_write(card, version, &b);
+	if (!r && (r = vcard_write(card, version, &b)) == -E2BIG)
+		log_warn("cache: person %s cannot be shown: its card is over %s",
+			 cache_jstr(person, "id") ?: "?", PERSON_CARD_CAP_TEXT);
 	if (!r) {
 		cache_contact_name(contact, name, sizeof(name));
 		snprintf(out->name, sizeof(out->name), "%03zu %s", rank + 1, name);
@@ -256,6 +267,7 @@ static int snapshot_make(struct cache *c, struct cache_people **out)
 	char *text, *at;
 	cJSON *list;
 	const cJSON *x;
+	size_t rank = 0;
 	int r = 0;
 
 	if (!p)
@@ -273,10 +285,11 @@ static int snapshot_make(struct cache *c, struct cache_people **out)
 		r = -ENOMEM;
 	cJSON_ArrayForEach(x, list)
 	{
-		if (r || p->n >= CACHE_PEOPLE_MAX)
+		if (r || rank >= CACHE_PEOPLE_MAX)
 			break;
-		if ((r = render_person(x, p->n, version, &p->v[p->n])) == -EINVAL)
-			r = 0; /* skipped, logged */
+		r = render_person(x, rank++, version, &p->v[p->n]);
+		if (r == -EINVAL || r == -E2BIG)
+			r = 0; /* left out, logged; the next keeps its own rank */
 		else if (!r)
 			p->n++;
 	}

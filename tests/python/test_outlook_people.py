@@ -60,6 +60,18 @@ def expected_names(people):
     return ["%03d %s.vcf" % (i + 1, p["displayName"]) for i, p in enumerate(people)]
 
 
+def person_files(d):
+    """{person id: (file name, bytes)} of people/, the names matched to the
+    server's people by each card's UID."""
+    out = {}
+    for name in os.listdir(d):
+        data = (d / name).read_bytes()
+        assert os.stat(d / name).st_size == len(data)
+        out[vobject.readOne(data.decode()).uid.value] = (name, data)
+    assert len(out) == len(os.listdir(d))
+    return out
+
+
 class PeopleWithMore:
     """An HTTP proxy to the emulator that adds fields to the people of each
     /people answer. Graph's people carry what the emulator's (made from the
@@ -288,3 +300,37 @@ def test_phone_types_a_contact_lacks_are_separate_type_values(tmp_path):
         # As a contact's TELs are written: one TYPE, its values unquoted.
         assert "TEL;TYPE=FAX,WORK:+44 20 7946 0002" in text.splitlines(), text
         assert not [t for t in text.splitlines() if t.startswith("TEL") and '"' in t], text
+
+
+def test_a_person_too_big_to_show_is_left_out_and_the_others_keep_rank_name_and_bytes(tmp_path):
+    with Emulator("--seed", str(seeded(tmp_path))) as emu, Mount(emu, tmp_path, poll=2) as m:
+        m.wait_synced()
+        d = m.root / ".contactfs" / "people"
+        before = person_files(d)
+        assert len(before) == 5
+        listed_at = max(os.stat(d / n).st_mtime_ns for n, _ in before.values())
+        # Over the 1 MiB a person's card may take, under Graph's 4 MB body. Ids
+        # (and so ranks) are random: one ranked last would leave no gap to see.
+        big = contact("Huge", "Title", "huge@example.org", jobTitle="x" * (1100 * 1024))
+        for _ in range(30):
+            created = graph(emu, "POST", "/contacts", big)
+            people = server_people(emu)
+            if people[-1]["displayName"] != "Huge Title":
+                break
+            graph(emu, "DELETE", "/contacts/" + created["id"])
+        huge = [p for p in people if p["displayName"] == "Huge Title"]
+        assert len(huge) == 1 and len(people) == 6 and people[-1] is not huge[0]
+        # The server's rank stays in each name: the one left out leaves a gap.
+        want = [n for n, p in zip(expected_names(people), people) if p is not huge[0]]
+
+        def new_list_shown():
+            names = sorted(os.listdir(d))
+            return names == want and all(os.stat(d / n).st_mtime_ns > listed_at for n in names)
+        wait_until(new_list_shown, timeout=30, what="people/ without the person too big to show")
+        after = person_files(d)
+        assert sorted(after) == sorted(before)
+        for pid, (name, data) in after.items():
+            assert data == before[pid][1], name
+        log = m.log_text()
+        assert [line for line in log.splitlines() if huge[0]["id"] in line], log
+        assert "Huge" not in log, log
