@@ -19,6 +19,24 @@ import time
 import uuid
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+GRAPH_RESOURCE = "https://graph.microsoft.com/"
+# The scopes of a token made without a flow (--token, POST /_emulator/tokens)
+# unless it is given others: what contactfs asks for.
+DEFAULT_SCOPES = ("Contacts.ReadWrite", "Contacts.ReadWrite.Shared", "People.Read",
+                  "MailboxSettings.ReadWrite", "offline_access")
+
+
+def parse_scopes(value):
+    """Scope names from a scope string ("a b", commas too) or a list, with
+    the Graph resource prefix dropped: ["Contacts.ReadWrite", ...]."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        if item.lower().startswith(GRAPH_RESOURCE):
+            item = item[len(GRAPH_RESOURCE):]
+        if item and item not in out:
+            out.append(item)
+    return out
 
 
 class OAuthError(Exception):
@@ -54,7 +72,7 @@ class Identity:
         self.faults = faults
         self.knob = faults.get
         self.default_upn = default_upn
-        self.access = {}     # access token -> {"upn", "expires": monotonic time or None}
+        self.access = {}     # access token -> {"upn", "expires": monotonic time or None, "scopes"}
         self.refresh = {}    # refresh token -> {"upn", "client_id", "scope"}
         self.flows = {}      # device code -> flow dict
 
@@ -67,32 +85,35 @@ class Identity:
                                      "jti": secrets.token_hex(8)}).encode())
         return f"{header}.{claims}.{_b64url(secrets.token_bytes(32))}"
 
-    def add_token(self, token, upn, ttl=None):
-        """Accept `token` for `upn` (ttl None: never expires)."""
+    def add_token(self, token, upn, ttl=None, scopes=None):
+        """Accept `token` for `upn` (ttl None: never expires) with `scopes`
+        (None: DEFAULT_SCOPES)."""
+        scopes = DEFAULT_SCOPES if scopes is None else scopes
         with self.lock:
-            self.access[token] = {"upn": upn, "expires": None if ttl is None else time.monotonic() + ttl}
+            self.access[token] = {"upn": upn, "expires": None if ttl is None else time.monotonic() + ttl,
+                                  "scopes": {s.lower() for s in scopes}}
 
-    def issue(self, upn, ttl=None):
+    def issue(self, upn, ttl=None, scopes=None):
         ttl = float(self.knob("token_ttl_s")) if ttl is None else ttl
         token = self._jwt_like(upn, ttl)
-        self.add_token(token, upn, ttl)
+        self.add_token(token, upn, ttl, scopes)
         return token, ttl
 
     def check(self, authorization):
-        """The UPN an Authorization header's bearer token belongs to, or a
-        (message) string saying why it is refused."""
+        """(UPN, lower-case scopes, None) of an Authorization header's bearer
+        token, or (None, None, a message saying why it is refused)."""
         if not authorization:
-            return None, "Access token is empty."
+            return None, None, "Access token is empty."
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return None, "Access token is empty."
+            return None, None, "Access token is empty."
         with self.lock:
             entry = self.access.get(token.strip())
             if entry is None:
-                return None, "Access token validation failure. Invalid audience."
+                return None, None, "Access token validation failure. Invalid audience."
             if entry["expires"] is not None and time.monotonic() >= entry["expires"]:
-                return None, "Lifetime validation failed, the token is expired."
-            return entry["upn"], None
+                return None, None, "Lifetime validation failed, the token is expired."
+            return entry["upn"], set(entry["scopes"]), None
 
     def expire_all(self):
         """Make every access token issued so far expired (--token ones too)."""
@@ -189,7 +210,9 @@ class Identity:
         return self._grant(entry["upn"], entry["client_id"], form.get("scope") or entry["scope"])
 
     def _grant(self, upn, client_id, scope):
-        token, ttl = self.issue(upn)
+        # The access token carries the scopes asked for (device flow) or
+        # asked for again (refresh).
+        token, ttl = self.issue(upn, scopes=parse_scopes(scope))
         scopes = scope.split()
         body = {"token_type": "Bearer", "scope": " ".join(s for s in scopes if s not in
                                                           ("offline_access", "openid", "profile")),

@@ -33,9 +33,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 sys.dont_write_bytecode = True      # never leave __pycache__ in the source tree
 import generator                                            # noqa: E402
-from identity import Identity, OAuthError                   # noqa: E402
+from identity import DEFAULT_SCOPES, Identity, OAuthError, parse_scopes  # noqa: E402
 from store import (CONTACT_FIELDS, DELTA_PAGE, FOLDER_FIELDS, LIST_PAGE, MAX_PAGE,  # noqa: E402
-                   SELECTABLE, GraphError, Store, bad_request, ext_key)
+                   SELECTABLE, GraphError, Store, bad_request, ext_key, validate_flag)
 
 DEFAULT_UPN = "me@contoso.example"
 MAX_BODY = 4 * 1024 * 1024          # Graph's limit on one REST request (photos "under 4 MB")
@@ -58,7 +58,11 @@ class Faults:
         ("delta_token_cap", 10000), ("next_device_flow", None), ("device_user", None),
         ("device_interval_s", 1), ("device_pending_polls", 2), ("readonly_users", []),
         ("max_concurrency", 4), ("early_grace_ms", 50), ("birthday_noon", False), ("seed", None),
+        ("immutable_ids", "request"), ("folder_delta", "all"), ("ext_changes_key", True),
+        ("extra_scopes", []),
     ])
+    CHOICES = {"immutable_ids": ("request", "always"), "folder_delta": ("all", "top", "with_default")}
+    BOOLEANS = ("birthday_noon", "ext_changes_key")
     PROBABILITIES = ("rate_429", "rate_503", "rate_drop", "rate_drop_after", "delta_replay")
     NUMBERS = ("latency_ms", "retry_after", "token_ttl_s", "delta_token_cap", "device_interval_s",
                "device_pending_polls", "max_concurrency", "early_grace_ms")
@@ -117,9 +121,15 @@ class Faults:
             elif k == "readonly_users":
                 if not isinstance(v, list) or not all(isinstance(u, str) for u in v):
                     raise bad_request("faults: readonly_users must be a list of UPNs", "InvalidFaults")
-            elif k == "birthday_noon":
+            elif k == "extra_scopes":
+                if not isinstance(v, list) or not all(isinstance(u, str) for u in v):
+                    raise bad_request("faults: extra_scopes must be a list of scope names", "InvalidFaults")
+            elif k in self.BOOLEANS:
                 if not isinstance(v, bool):
-                    raise bad_request("faults: birthday_noon must be true or false", "InvalidFaults")
+                    raise bad_request(f"faults: {k} must be true or false", "InvalidFaults")
+            elif k in self.CHOICES:
+                if v not in self.CHOICES[k]:
+                    raise bad_request(f"faults: {k} is one of {', '.join(self.CHOICES[k])}", "InvalidFaults")
             elif k == "seed":
                 if v is not None and not isinstance(v, int):
                     raise bad_request("faults: seed must be an integer or null", "InvalidFaults")
@@ -158,6 +168,7 @@ class Stats:
             self.early_retries = 0
             self.early_details = []   # the last early requests, for a test's message
             self.dropped = 0
+            self.prefer_lines_multi = 0  # requests with more than one Prefer header line
             self.windows = {}            # mailbox -> [(sent, until, connection id)]
 
     def count(self, route, kind):
@@ -179,6 +190,10 @@ class Stats:
     def count_drop(self):
         with self.lock:
             self.dropped += 1
+
+    def count_prefer_lines(self):
+        with self.lock:
+            self.prefer_lines_multi += 1
 
     def enter(self, mailbox):
         """Take an in-flight slot; False (and no slot) when the mailbox is at
@@ -238,7 +253,7 @@ class Stats:
                 ("in_flight", {k: v for k, v in self.in_flight.items() if v}),
                 ("early_retries", self.early_retries),
                 ("early_details", self.early_details[-20:]), ("throttled", self.throttled),
-                ("dropped", self.dropped)])
+                ("dropped", self.dropped), ("prefer_lines_multi", self.prefer_lines_multi)])
 
 
 # ---- responses ------------------------------------------------------------------------
@@ -289,10 +304,11 @@ def seconds_text(seconds):
 # ---- one Graph request ----------------------------------------------------------------
 
 class Call:
-    """A /v1.0 request, top-level or a $batch item. path is relative to
-    /v1.0 ("/me/contacts/ID"); headers have lower-case names."""
+    """A /v1.0 (or /beta) request, top-level or a $batch item. path is
+    relative to the service root ("/me/contacts/ID"); headers have
+    lower-case names; version is "v1.0" or "beta"."""
 
-    def __init__(self, method, path, query, headers, body, caller, base):
+    def __init__(self, method, path, query, headers, body, caller, base, version="v1.0"):
         self.method = method
         self.path = path
         self.query = query
@@ -307,21 +323,62 @@ class Call:
         self.prefix = None               # "/me" or "/users/{upn}" as requested
         self.applied = []                # Preference-Applied values
         self.prefer = parse_prefer(headers.get("prefer", ""))
+        self.version = version
+        self.scopes = set()              # the token's scopes (lower case), once checked
+        self.envelope = False            # a $batch: its own headers apply to no item
+        self.immutable = True            # set from the immutable_ids knob and Prefer
+
+    def wants_immutable(self):
+        return self.prefer.get("idtype", "").lower() == "immutableid"
 
     def link(self, tail=""):
-        return f"{self.base}/v1.0{self.path}{tail}"
+        return f"{self.base}/{self.version}{self.path}{tail}"
 
     def context(self, tail):
-        return f"{self.base}/v1.0/$metadata#users('{self.user_id}')/{tail}"
+        return f"{self.base}/{self.version}/$metadata#users('{self.user_id}')/{tail}"
+
+
+def _split_outside_quotes(text, sep):
+    """text split at `sep` where it is not inside a quoted-string."""
+    parts, cur, quoted, escaped = [], [], False, False
+    for ch in text:
+        if escaped:
+            cur.append(ch)
+            escaped = False
+        elif quoted and ch == "\\":
+            cur.append(ch)
+            escaped = True
+        elif ch == '"':
+            cur.append(ch)
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def _unquote_word(word):
+    word = word.strip()
+    if len(word) >= 2 and word[0] == word[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", word[1:-1])
+    return word
 
 
 def parse_prefer(value):
-    """{lower-case preference: value} from one or more Prefer values."""
+    """{lower-case preference: value} from a Prefer header (RFC 7240): one
+    line or several joined with ", ", preferences separated by commas, values
+    tokens or quoted strings, optional ";" parameters (ignored). The first
+    occurrence of a preference wins (RFC 7240 §2)."""
     prefs = {}
-    for part in value.split(","):
-        name, _, val = part.strip().partition("=")
-        if name:
-            prefs[name.strip().lower()] = val.strip().strip('"')
+    for element in _split_outside_quotes(value, ","):
+        head = _split_outside_quotes(element, ";")[0]
+        name, eq, val = head.partition("=")
+        name = name.strip().lower()
+        if name and name not in prefs:
+            prefs[name] = _unquote_word(val) if eq else ""
     return prefs
 
 
@@ -349,8 +406,9 @@ _CANON = {"contacts": "contacts", "contactfolders": "contactFolders", "childfold
           "permanentdelete": "permanentDelete", "$value": "$value", "$batch": "$batch"}
 
 
-def route_name(method, segs):
-    """"GET /me/contactFolders/{id}/contacts/delta": the route, ids replaced."""
+def route_name(method, segs, version="v1.0"):
+    """"GET /me/contactFolders/{id}/contacts/delta": the route, ids replaced
+    ("GET beta /me/contacts/{id}" under /beta)."""
     out, want_id = [], None
     for seg in segs:
         low = seg.lower()
@@ -360,7 +418,7 @@ def route_name(method, segs):
             continue
         want_id = _ID_AFTER.get(low)
         out.append(_CANON.get(low, seg))
-    return f"{method} /" + "/".join(out)
+    return f"{method} {'beta ' if version == 'beta' else ''}/" + "/".join(out)
 
 
 def options(call, allowed):
@@ -509,7 +567,7 @@ def list_contacts(app, call, chain):
         if not m or m.group(1).lower() not in canon:
             raise GraphError(400, "BadRequest", f"$orderby '{opts['$orderby']}' is not supported.")
         query["orderby"] = (canon[m.group(1).lower()], (m.group(2) or "").lower() == "desc")
-    page, total = app.store.list_contacts(call.upn, folder_id, query)
+    page, total = app.store.list_contacts(call.upn, folder_id, query, call.immutable)
     body = OrderedDict([("@odata.context", call.context("contacts"))])
     if opts.get("$count", "").lower() == "true":
         body["@odata.count"] = total
@@ -522,7 +580,7 @@ def list_contacts(app, call, chain):
 def create_contact(app, call, chain):
     options(call, set())
     folder_id = app.store.resolve_folder(call.upn, chain)
-    contact = app.store.create_contact(call.upn, folder_id, json_body(call))
+    contact = app.store.create_contact(call.upn, folder_id, json_body(call), call.immutable)
     return entity(call, "contacts/$entity", contact, 201)
 
 
@@ -537,7 +595,7 @@ def get_contact(app, call, chain, contact_id):
               if "$select" in opts else None)
     expand = parse_expand(opts["$expand"]) if "$expand" in opts else None
     folder_id = _contact_folder(app, call, chain)
-    contact = app.store.get_contact(call.upn, folder_id, contact_id, select, expand)
+    contact = app.store.get_contact(call.upn, folder_id, contact_id, select, expand, call.immutable)
     return entity(call, "contacts/$entity", contact)
 
 
@@ -545,7 +603,7 @@ def update_contact(app, call, chain, contact_id):
     options(call, set())
     folder_id = _contact_folder(app, call, chain)
     contact = app.store.update_contact(call.upn, folder_id, contact_id, json_body(call),
-                                       call.headers.get("if-match"))
+                                       call.headers.get("if-match"), call.immutable)
     if call.prefer.get("return") == "minimal":
         call.applied.append("return=minimal")
         return Resp(204)
@@ -567,6 +625,11 @@ def permanent_delete_contact(app, call, chain, contact_id):
 
 
 def contacts_delta(app, call, chain):
+    if not chain:
+        # contact-delta.md documents only /contactFolders/{id}/contacts/delta;
+        # Graph answers a delta it does not track this way (README).
+        raise GraphError(400, "BadRequest", "Unsupported request: Change tracking is not supported "
+                                            "against 'microsoft.graph.contact'.")
     folder_id = app.store.resolve_folder(call.upn, chain)
     return _delta(app, call, ("contacts", folder_id), SELECTABLE, "microsoft.graph.contact", "contact")
 
@@ -583,7 +646,8 @@ def _delta(app, call, scope, selectable, type_name, short):
     select = parse_select(opts["$select"], selectable, type_name) if "$select" in opts else None
     size = page_size(call, {}, DELTA_PAGE, DELTA_PAGE)
     body = app.store.delta(call.upn, scope, call.link(), skiptoken=skiptoken, deltatoken=deltatoken,
-                           select=sorted(select) if select else None, page_size=size)
+                           select=sorted(select) if select else None, page_size=size,
+                           immutable=call.immutable)
     out = OrderedDict([("@odata.context", f"{call.base}/v1.0/$metadata#Collection({short})")])
     out.update(body)
     return Resp(200, out)
@@ -593,9 +657,11 @@ def _delta(app, call, scope, selectable, type_name, short):
 
 def get_photo_meta(app, call, chain, contact_id):
     options(call, {"$select"})
-    photo = app.store.get_photo(call.upn, _contact_folder(app, call, chain), contact_id)
+    folder_id = _contact_folder(app, call, chain)
+    photo = app.store.get_photo(call.upn, folder_id, contact_id)
+    ref = app.store.contact_ref(call.upn, folder_id, contact_id, call.immutable)
     return Resp(200, OrderedDict([
-        ("@odata.context", call.context(f"contacts('{contact_id}')/photo/$entity")),
+        ("@odata.context", call.context(f"contacts('{ref}')/photo/$entity")),
         ("@odata.mediaContentType", photo["contentType"]),
         ("@odata.mediaEtag", f'"{photo["etag"]}"'),
         ("id", f"{photo['width']}X{photo['height']}"), ("width", photo["width"]),
@@ -617,6 +683,10 @@ def put_photo(app, call, chain, contact_id):
                          "image/png, image/gif).")
     if not call.body:
         raise GraphError(400, "ErrorInvalidRequest", "The photo body is empty.")
+    if len(call.body) >= MAX_BODY:
+        # profilephoto-update.md: a REST request is limited to 4 MB, so a
+        # photo must be under 4 MB.
+        raise GraphError(413, "RequestEntityTooLarge", "The photo is 4 MB or more.")
     app.store.put_photo(call.upn, _contact_folder(app, call, chain), contact_id, call.body, ctype)
     return Resp(200)
 
@@ -629,32 +699,35 @@ def refuse_photo_delete(app, call, chain, contact_id):
 
 # ---- routes: open extensions ------------------------------------------------------------------
 
-def _ext_entity(call, contact_id, ext, status=200):
-    return entity(call, f"contacts('{contact_id}')/extensions/$entity", ext, status)
+def _ext_entity(app, call, chain, contact_id, ext, status=200):
+    ref = app.store.contact_ref(call.upn, _contact_folder(app, call, chain), contact_id, call.immutable)
+    return entity(call, f"contacts('{ref}')/extensions/$entity", ext, status)
 
 
 def list_extensions(app, call, chain, contact_id):
     options(call, set())
-    exts = app.store.list_extensions(call.upn, _contact_folder(app, call, chain), contact_id)
-    return Resp(200, OrderedDict([("@odata.context", call.context(f"contacts('{contact_id}')/extensions")),
+    folder_id = _contact_folder(app, call, chain)
+    exts = app.store.list_extensions(call.upn, folder_id, contact_id)
+    ref = app.store.contact_ref(call.upn, folder_id, contact_id, call.immutable)
+    return Resp(200, OrderedDict([("@odata.context", call.context(f"contacts('{ref}')/extensions")),
                                   ("value", exts)]))
 
 
 def create_extension(app, call, chain, contact_id):
     options(call, set())
     ext = app.store.create_extension(call.upn, _contact_folder(app, call, chain), contact_id, json_body(call))
-    return _ext_entity(call, contact_id, ext, 201)
+    return _ext_entity(app, call, chain, contact_id, ext, 201)
 
 
 def get_extension(app, call, chain, contact_id, ext_id):
     options(call, set())
-    return _ext_entity(call, contact_id, app.store.get_extension(
+    return _ext_entity(app, call, chain, contact_id, app.store.get_extension(
         call.upn, _contact_folder(app, call, chain), contact_id, ext_id))
 
 
 def update_extension(app, call, chain, contact_id, ext_id):
     options(call, set())
-    return _ext_entity(call, contact_id, app.store.update_extension(
+    return _ext_entity(app, call, chain, contact_id, app.store.update_extension(
         call.upn, _contact_folder(app, call, chain), contact_id, ext_id, json_body(call)))
 
 
@@ -789,13 +862,99 @@ def get_user(app, call):
                                   ("userPrincipalName", mb.upn), ("mail", mb.upn)]))
 
 
+# ---- routes: beta (the contact's follow-up flag only) ----------------------------------------
+#
+# Graph has contact.flag only in beta (api-reference/beta/resources/contact.md,
+# followupflag.md). The emulator's beta serves that and nothing else: other
+# beta routes, properties and query options are 501 (or 400 in a body).
+
+BETA_ONLY = "This emulator models only the contact's flag in beta."
+BETA_KNOWN = SELECTABLE | {"flag", "phones", "postalAddresses", "websites", "gender", "isFavorite",
+                           "weddingAnniversary"}
+
+
+def _beta_select(opts):
+    if "$select" not in opts:
+        raise GraphError(501, "NotImplemented", BETA_ONLY + " Ask for it with $select=flag.")
+    names = parse_select(opts["$select"], BETA_KNOWN, "microsoft.graph.contact")
+    other = names - set(Store.BETA_SELECTABLE)
+    if other:
+        raise GraphError(501, "NotImplemented",
+                         f"{BETA_ONLY} $select may name only {', '.join(Store.BETA_SELECTABLE)}; "
+                         f"not {', '.join(sorted(other))}.")
+    return names
+
+
+def beta_list_contacts(app, call, chain):
+    """beta GET /contacts (every folder: beta /contacts spans the mailbox) or
+    /contactFolders/{id}/contacts, paged like v1.0 lists."""
+    opts = options(call, {"$select", "$top", "$skip", "$count"})
+    select = _beta_select(opts)
+    folder_id = None if chain is None else app.store.resolve_folder(call.upn, chain)
+    skip = int_option(opts, "$skip", 0, 10 ** 9) if "$skip" in opts else 0
+    top = page_size(call, opts, LIST_PAGE, MAX_PAGE)
+    page, total = app.store.beta_list(call.upn, folder_id, skip, top, select, call.immutable)
+    body = OrderedDict([("@odata.context", call.context(f"contacts({','.join(sorted(select))})"))])
+    if opts.get("$count", "").lower() == "true":
+        body["@odata.count"] = total
+    body["value"] = page
+    if skip + len(page) < total:
+        body["@odata.nextLink"] = next_link(call, skip + len(page))
+    return Resp(200, body)
+
+
+def beta_get_contact(app, call, contact_id):
+    opts = options(call, {"$select"})
+    select = _beta_select(opts)
+    return entity(call, f"contacts({','.join(sorted(select))})/$entity",
+                  app.store.beta_get(call.upn, contact_id, select, call.immutable))
+
+
+def beta_update_contact(app, call, contact_id):
+    """beta PATCH /contacts/{id} whose body sets only flag."""
+    options(call, set())
+    body = json_body(call)
+    if not isinstance(body, dict):
+        raise GraphError(400, "UnableToDeserializePostBody", "The request body must be a JSON object.")
+    names = [k for k in body if not k.startswith("@") and "@" not in k]
+    if names != ["flag"]:
+        raise GraphError(400, "ErrorInvalidRequest",
+                         f"{BETA_ONLY} A beta PATCH body may set only flag"
+                         + (f", not {', '.join(n for n in names if n != 'flag')}." if names else "."))
+    contact = app.store.beta_update_flag(call.upn, contact_id, validate_flag(body["flag"]),
+                                         call.headers.get("if-match"), call.immutable)
+    if call.prefer.get("return") == "minimal":
+        call.applied.append("return=minimal")
+        return Resp(204)
+    return entity(call, "contacts/$entity", contact)
+
+
+def match_beta_route(rest):
+    """The Route for a beta path after /me or /users/{upn}."""
+    low = [s.lower() for s in rest]
+    if low[:1] == ["contacts"]:
+        if len(rest) == 1:
+            return Route({"GET": beta_list_contacts}, (None,))
+        if len(rest) == 2 and low[1] != "delta":
+            return Route({"GET": beta_get_contact, "PATCH": beta_update_contact}, (rest[1],))
+    if low[:1] == ["contactfolders"] and len(rest) >= 3:
+        chain, i = [rest[1]], 2
+        while i + 1 < len(rest) and low[i] == "childfolders":
+            chain.append(rest[i + 1])
+            i += 2
+        if low[i:] == ["contacts"]:
+            return Route({"GET": beta_list_contacts}, (chain,))
+    raise GraphError(501, "NotImplemented", BETA_ONLY + " Not modelled: /" + "/".join(rest) + ".")
+
+
 # ---- routing -------------------------------------------------------------------------------
 
 class Route:
-    def __init__(self, methods, params, outlook=True):
+    def __init__(self, methods, params, outlook=True, kind=None):
         self.methods = methods           # {"GET": handler, ...}
         self.params = params
         self.outlook = outlook           # counts toward the mailbox's concurrency
+        self.kind = kind                 # "people" / "categories": permission checks
 
 
 def _unknown_segment(seg):
@@ -854,12 +1013,12 @@ def match_route(rest):
         raise _unknown_segment(tail[0])
     if low[:2] == ["outlook", "mastercategories"]:
         if len(rest) == 2:
-            return Route({"GET": list_categories, "POST": create_category}, ())
+            return Route({"GET": list_categories, "POST": create_category}, (), kind="categories")
         if len(rest) == 3:
             return Route({"GET": get_category, "PATCH": update_category, "DELETE": delete_category},
-                         (rest[2],))
+                         (rest[2],), kind="categories")
     if low == ["people"]:
-        return Route({"GET": list_people}, ())
+        return Route({"GET": list_people}, (), kind="people")
     raise _unknown_segment(rest[-1] if low[0] in ("outlook",) else rest[0])
 
 
@@ -893,11 +1052,30 @@ class App:
         else:
             raise _unknown_segment(segs[0])
         call.upn, call.user_id = mb.upn, mb.user_id
-        route = match_route(rest)
+        route = match_beta_route(rest) if call.version == "beta" else match_route(rest)
         handler = route.methods.get(call.method)
         if handler is None:
+            if call.version == "beta":
+                raise GraphError(501, "NotImplemented", f"{BETA_ONLY} Not modelled: {call.method}.")
             raise GraphError(405, "ErrorInvalidRequest", "The OData request is not supported.")
         return route, handler
+
+    def has_scope(self, call, scope):
+        extra = {s.lower() for s in self.faults.get("extra_scopes")}
+        return scope.lower() in call.scopes | extra
+
+    def check_permission(self, call, route):
+        """What the token may not do with another user's mailbox (README)."""
+        if call.caller is None or call.upn.lower() == call.caller.lower():
+            return
+        if route.kind == "people" and not self.has_scope(call, "People.Read.All"):
+            # people-insights-overview.md: /users/{id}/people needs People.Read.All.
+            raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again. "
+                                                       "(/users/{id}/people needs People.Read.All.)")
+        if route.kind == "categories":
+            # outlookuser-list-mastercategories.md: MailboxSettings.Read(Write)
+            # only; no .Shared permission reaches another user's categories.
+            raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
 
     def execute(self, call, conn_id=None, arrival=None):
         """Run one call: route, concurrency slot, latency, faults, handler.
@@ -906,10 +1084,12 @@ class App:
         top_level = conn_id is not None
         try:
             segs = split_segments(call.path)
-            self.stats.count(route_name(call.method, segs), "request" if top_level else "item")
+            self.stats.count(route_name(call.method, segs, call.version), "request" if top_level else "item")
             route, handler = self.resolve(call, segs)
         except GraphError as err:
             return self.finish(call, error_resp(err, call.request_id, call.client_request_id))
+        # The id form follows this request's own Prefer header (README).
+        call.immutable = self.faults.get("immutable_ids") == "always" or call.wants_immutable()
         mailbox = call.upn.lower()
         if top_level:
             self.stats.check_early([mailbox], conn_id, arrival)
@@ -937,6 +1117,7 @@ class App:
 
     def dispatch(self, call, route, handler):
         try:
+            self.check_permission(call, route)
             if call.method != "GET" and self.readonly(call.upn):
                 raise GraphError(403, "ErrorAccessDenied",
                                  "Access is denied. Check credentials and try again.")
@@ -969,12 +1150,12 @@ class App:
         return resp
 
     def finish(self, call, resp):
+        if call.wants_immutable() and not call.envelope:
+            # Honoured for this request (never for a $batch envelope, whose
+            # headers do not reach its items).
+            call.applied.append('IdType="ImmutableId"')
         if call.applied:
             resp.headers["Preference-Applied"] = ", ".join(call.applied)
-        if call.prefer.get("idtype", "").lower() == "immutableid":
-            # Ids are always immutable here; the header is accepted and echoed.
-            prev = resp.headers.get("Preference-Applied")
-            resp.headers["Preference-Applied"] = (prev + ", " if prev else "") + 'IdType="ImmutableId"'
         self.stats.count_status(resp.status)
         return resp
 
@@ -984,6 +1165,7 @@ class App:
         """POST /$batch: up to 20 requests, four at a time, dependsOn
         honoured (a failed dependency gives 424), responses in random order.
         The batch is answered 200 whatever its items' statuses."""
+        outer.envelope = True
         try:
             items = self._batch_items(outer)
         except GraphError as err:
@@ -1051,8 +1233,11 @@ class App:
                     raise GraphError(400, "BadRequest", f"Write request id : {rid} does not "
                                                         "contain Content-Type header or body.")
                 if isinstance(r["body"], str):              # binary bodies travel as base64
+                    text = r["body"]
+                    if "-" in text or "_" in text:          # json-batching.md: "base64 URL-encoded"
+                        text = text.replace("-", "+").replace("_", "/")
                     try:
-                        body = base64.b64decode(r["body"], validate=True)
+                        body = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
                     except ValueError:
                         raise GraphError(400, "BadRequest", f"Request {rid}: body is not base64.") from None
                 else:
@@ -1061,7 +1246,9 @@ class App:
                 call = GraphError(400, "BadRequest", "Invalid request URL: batch URLs must be relative.")
             else:
                 path, _, query = ("/" + url.lstrip("/")).partition("?")
-                call = Call(method.upper(), path, query, headers, body, outer.caller, outer.base)
+                call = Call(method.upper(), path, query, headers, body, outer.caller, outer.base,
+                            outer.version)
+                call.scopes = outer.scopes
                 if path.strip("/").lower() == "$batch":
                     call = GraphError(400, "BadRequest", "Nested batch requests are not supported.")
             items.append({"id": rid, "deps": deps, "call": call})
@@ -1200,8 +1387,13 @@ class App:
                 return Resp(200, self.faults.snapshot())
             if (method, path) == ("POST", "/_emulator/tokens"):
                 ttl = doc.get("ttl_s")
+                scopes = doc.get("scopes")
+                if scopes is not None and not (isinstance(scopes, str) or (
+                        isinstance(scopes, list) and all(isinstance(x, str) for x in scopes))):
+                    raise ValueError("scopes: a list of scope names or one space-separated string")
                 token, ttl = self.identity.issue(doc.get("upn", self.default_upn),
-                                                 None if ttl is None else float(ttl))
+                                                 None if ttl is None else float(ttl),
+                                                 scopes=parse_scopes(scopes) if scopes is not None else None)
                 return Resp(200, {"access_token": token, "expires_in": ttl})
             if (method, path) == ("POST", "/_emulator/move"):
                 return Resp(200, self.store.move_contact(doc.get("upn", self.default_upn),
@@ -1310,7 +1502,11 @@ class Handler(BaseHTTPRequestHandler):
             low = name.lower()
             headers[low] = f"{headers[low]}, {value}" if low in headers else value
         base = f"http://{self.headers.get('Host') or '127.0.0.1:%d' % self.server.server_address[1]}"
-        call = Call(self.command, url.path[len("/v1.0"):] or "/", url.query, headers, b"", None, base)
+        version = next((v for v in ("v1.0", "beta") if url.path == "/" + v or url.path.startswith(f"/{v}/")),
+                       None)
+        root = len(version) + 1 if version else 0
+        call = Call(self.command, url.path[root:] or "/", url.query, headers, b"", None, base,
+                    version or "v1.0")
         try:
             call.body = self.read_body()
         except GraphError as err:
@@ -1320,18 +1516,20 @@ class Handler(BaseHTTPRequestHandler):
             resp = app.admin(self.command, url.path, call.body)
         elif oauth:
             resp = app.oauth(self.command, oauth.group(1), oauth.group(2), headers, call.body)
-        elif url.path == "/v1.0" or url.path.startswith("/v1.0/"):
+        elif version:
+            if len(self.headers.get_all("Prefer") or []) > 1:
+                app.stats.count_prefer_lines()
             resp = self.serve_graph(app, call, arrival)
         else:
-            resp = error_resp(GraphError(400, "BadRequest", "Invalid version: use /v1.0."),
+            resp = error_resp(GraphError(400, "BadRequest", "Invalid version: use /v1.0 or /beta."),
                               call.request_id, call.client_request_id)
         self.send(resp, call)
 
     def serve_graph(self, app, call, arrival):
-        upn, problem = app.identity.check(call.headers.get("authorization"))
+        upn, scopes, problem = app.identity.check(call.headers.get("authorization"))
         if problem:
             try:
-                app.stats.count(route_name(call.method, split_segments(call.path)), "request")
+                app.stats.count(route_name(call.method, split_segments(call.path), call.version), "request")
             except GraphError:
                 app.stats.count(f"{call.method} (bad path)", "request")
             challenge = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
@@ -1339,8 +1537,9 @@ class Handler(BaseHTTPRequestHandler):
             err = GraphError(401, "InvalidAuthenticationToken", problem, {"WWW-Authenticate": challenge})
             return app.finish(call, error_resp(err, call.request_id, call.client_request_id))
         call.caller = upn
+        call.scopes = scopes
         if call.path.strip("/").lower() == "$batch":
-            app.stats.count(f"{call.method} /$batch", "request")
+            app.stats.count(f"{call.method} {'beta ' if call.version == 'beta' else ''}/$batch", "request")
             if call.method != "POST":
                 err = GraphError(405, "ErrorInvalidRequest", "Use POST for $batch.")
                 return app.finish(call, error_resp(err, call.request_id, call.client_request_id))
@@ -1421,6 +1620,9 @@ def main(argv=None):
     parser.add_argument("--gen-seed", type=int, default=1, help="random seed of the generator")
     parser.add_argument("--latency-ms", type=float, default=0, help="initial latency_ms fault")
     parser.add_argument("--token", action="append", default=[], help="an access token that never expires")
+    parser.add_argument("--token-scopes", default=None,
+                        help="the scopes of the --token tokens (space- or comma-separated; default: "
+                             + " ".join(DEFAULT_SCOPES) + ")")
     parser.add_argument("--user", default=DEFAULT_UPN, help="the default user (/me of --token)")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
@@ -1432,8 +1634,9 @@ def main(argv=None):
         sys.stderr.write(f"graph emulator: bad seed: {getattr(err, 'message', err)}\n")
         return 2
     app.faults.update({"latency_ms": args.latency_ms})
+    scopes = parse_scopes(args.token_scopes) if args.token_scopes is not None else None
     for token in args.token:
-        app.identity.add_token(token, args.user)
+        app.identity.add_token(token, args.user, scopes=scopes)
 
     server = Server(("127.0.0.1", args.port), Handler)
     server.app = app

@@ -172,8 +172,10 @@ def _check_value(prop, kind, value):
             out.append(OrderedDict([("name", item.get("name")), ("address", item.get("address"))]))
         return out
     if kind == "address":
+        # None means "clear the whole address"; a dict holds the fields the
+        # body names (a field's None or "" clears it; see merge_address).
         if value is None:
-            return OrderedDict()
+            return None
         if not isinstance(value, dict):
             raise _type_error(prop, "microsoft.graph.physicalAddress", value)
         out = OrderedDict()
@@ -187,6 +189,103 @@ def _check_value(prop, kind, value):
             out[k] = _check_string(f"{prop}.{k}", v)
         return out
     raise AssertionError(kind)
+
+
+def merge_address(stored, patch):
+    """A physicalAddress after a PATCH (OData: a complex property in a PATCH
+    body is applied as a PATCH itself): named fields are set, a field set to
+    null or "" is cleared, fields not named keep their value, {} changes
+    nothing and null clears the address. Only non-empty fields are kept, in
+    the type's order, so an address with nothing left reads back as {}."""
+    if patch is None:
+        return OrderedDict()
+    merged = dict(stored or {})
+    for k, v in patch.items():
+        if v is None or v == "":
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    return OrderedDict((k, merged[k]) for k in ADDRESS_KEYS if merged.get(k))
+
+
+# ---- the beta follow-up flag (api-reference/beta/resources/followupflag.md) -------------
+
+FLAG_STATUSES = ("notFlagged", "complete", "flagged")
+FLAG_DATES = ("startDateTime", "dueDateTime", "completedDateTime")
+_LOCAL_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?$")
+
+
+def _check_date_time_zone(prop, value):
+    """A dateTimeTimeZone {dateTime, timeZone}, dateTime normalised as Graph
+    writes it ("2024-05-01T09:00:00.0000000")."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _type_error(prop, "microsoft.graph.dateTimeTimeZone", value)
+    out = {}
+    for k, v in value.items():
+        if k.startswith("@") or "@" in k:
+            continue
+        if k not in ("dateTime", "timeZone"):
+            raise bad_request(f"The property '{k}' does not exist on type "
+                              "'microsoft.graph.dateTimeTimeZone'.")
+        out[k] = v
+    dt, tz = out.get("dateTime"), out.get("timeZone")
+    if not isinstance(dt, str) or not isinstance(tz, str) or not tz.strip():
+        raise bad_request(f"{prop} needs a dateTime and a timeZone string.")
+    m = _LOCAL_DATETIME.match(dt.rstrip("Z"))
+    if not m:
+        raise _type_error(f"{prop}.dateTime", "Edm.String (date and time)", dt)
+    y, mo, d, h, mi, sec = (int(g) if g else 0 for g in m.group(1, 2, 3, 4, 5, 6))
+    try:
+        datetime.datetime(y, mo, d, h, mi, sec)
+    except ValueError:
+        raise _type_error(f"{prop}.dateTime", "Edm.String (date and time)", dt) from None
+    frac = (m.group(7) or "").ljust(7, "0")
+    return OrderedDict([("dateTime", f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{sec:02d}.{frac}"),
+                        ("timeZone", tz)])
+
+
+def validate_flag(value):
+    """A followupFlag body: {field: value or None} of the fields it names
+    (None for the whole flag: reset). dueDateTime needs startDateTime in the
+    same body (followupflag.md: else 400 Bad Request)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _type_error("flag", "microsoft.graph.followupFlag", value)
+    out = OrderedDict()
+    for k, v in value.items():
+        if k.startswith("@") or "@" in k:
+            continue
+        if k == "flagStatus":
+            if v not in FLAG_STATUSES:
+                raise bad_request(f"The value '{v}' is not a valid followupFlagStatus "
+                                  "(notFlagged, complete, flagged).")
+            out[k] = v
+        elif k in FLAG_DATES:
+            out[k] = _check_date_time_zone(f"flag.{k}", v)
+        else:
+            raise bad_request(f"The property '{k}' does not exist on type 'microsoft.graph.followupFlag'.")
+    if out.get("dueDateTime") is not None and out.get("startDateTime") is None:
+        raise GraphError(400, "ErrorInvalidRequest",
+                         "To set the dueDateTime of a flag, the startDateTime must be set too.")
+    return out
+
+
+def merge_flag(stored, patch):
+    """The stored flag after a PATCH of it (merged like any complex property;
+    None resets the flag)."""
+    if patch is None:
+        return None
+    merged = OrderedDict(stored or {"flagStatus": "notFlagged"})
+    for k, v in patch.items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    merged.setdefault("flagStatus", "notFlagged")
+    return OrderedDict((k, merged[k]) for k in ("flagStatus",) + FLAG_DATES if k in merged)
 
 
 def _check_odata_type(value, expected):
@@ -358,7 +457,9 @@ class Mailbox:
         self.deleted_folders = []
         self.seq = 0                       # change sequence for delta
         self.contact_tombstones = []       # (seq, contact id, folder id, reason)
-        self.folder_tombstones = []        # (seq, folder id)
+        self.folder_tombstones = []        # (seq, folder id, parent id when deleted)
+        self.folder_moves = []             # (seq, folder id, parent id it left)
+        self.mutable_ids = {}              # mutable ("regular") id -> immutable id
         self.folders[self.default_id] = {"id": self.default_id, "displayName": "Contacts",
                                          "parentFolderId": self.root_id, "seq": 0}
 
@@ -463,8 +564,11 @@ class Store:
                 raise bad_request("a seed contact must be an object", "InvalidSeed")
             spec = dict(spec)
             seed_only = {k: spec.pop(k) for k in ("id", "createdDateTime", "lastModifiedDateTime",
-                                                  "photo_base64", "photo_content_type") if k in spec}
+                                                  "photo_base64", "photo_content_type", "flag")
+                         if k in spec}
             rec = self._create_contact(mb, folder_id, spec, contact_id=seed_only.get("id"))
+            if "flag" in seed_only:
+                rec["flag"] = merge_flag(None, validate_flag(seed_only["flag"]))
             for k in ("createdDateTime", "lastModifiedDateTime"):
                 if k in seed_only:
                     rec[k] = parse_datetime(k, seed_only[k])
@@ -609,8 +713,10 @@ class Store:
             name = changes.get("displayName", folder["displayName"])
             self._check_folder_name(mb, parent, name, exclude=folder_id)
             folder["displayName"] = name
-            folder["parentFolderId"] = parent
             folder["seq"] = mb.bump()
+            if parent != folder["parentFolderId"]:
+                mb.folder_moves.append((folder["seq"], folder_id, folder["parentFolderId"]))
+            folder["parentFolderId"] = parent
             return self._render_folder(folder)
 
     def delete_folder(self, upn, folder_id, permanent=False):
@@ -629,7 +735,7 @@ class Store:
                 for rec in [r for r in mb.contacts.values() if r["folder"] == fid]:
                     self._remove_contact(mb, rec, permanent, stamp)
                 folder = mb.folders.pop(fid)
-                mb.folder_tombstones.append((mb.bump(), fid))
+                mb.folder_tombstones.append((mb.bump(), fid, folder["parentFolderId"]))
                 if not permanent:
                     mb.deleted_folders.append(dict(self._render_folder(folder), deletedDateTime=stamp))
 
@@ -639,16 +745,56 @@ class Store:
         now = iso(utc_now())
         rec = {"id": contact_id or self._new_id(), "folder": folder_id, "createdDateTime": now,
                "lastModifiedDateTime": now, "changeKey": self._new_change_key(), "seq": mb.bump(),
-               "props": OrderedDict(), "extensions": OrderedDict(), "photo": None}
+               "props": OrderedDict(), "extensions": OrderedDict(), "photo": None, "flag": None}
         for name, kind in CONTACT_FIELDS.items():
             rec["props"][name] = {"string": None, "datetime": None, "strings": [], "emails": [],
                                   "address": OrderedDict()}[kind]
         rec["props"]["fileAs"] = ""
         return rec
 
-    def _contact(self, mb, folder_id, contact_id):
-        """The record of a contact in folder_id (None: any folder)."""
+    # -- ids: immutable and regular --
+    #
+    # A record's "id" is its immutable id. Its regular ("mutable") id is
+    # derived from the immutable id and the folder it is in, so it changes
+    # when Outlook moves the contact (concepts/outlook-immutable-id.md).
+    # Either form names the contact; a regular id of a folder the contact
+    # has left names nothing.
+
+    @staticmethod
+    def _mutable_id(mb, immutable_id, folder_id):
+        digest = hashlib.sha512(f"rest:{immutable_id}:{folder_id}".encode()).digest()
+        mid = "AAMkA" + base64.urlsafe_b64encode(digest[:41]).decode()
+        mb.mutable_ids[mid] = immutable_id
+        return mid
+
+    def _lookup(self, mb, contact_id):
+        """The live record a contact id of either form names, or None."""
         rec = mb.contacts.get(contact_id)
+        if rec is not None:
+            return rec
+        imm = mb.mutable_ids.get(contact_id)
+        if imm is None:
+            for r in mb.contacts.values():          # ids never handed out yet
+                self._mutable_id(mb, r["id"], r["folder"])
+            imm = mb.mutable_ids.get(contact_id)
+        rec = mb.contacts.get(imm) if imm is not None else None
+        if rec is None or self._mutable_id(mb, rec["id"], rec["folder"]) != contact_id:
+            return None
+        return rec
+
+    def _out_id(self, mb, immutable_id, folder_id, immutable):
+        return immutable_id if immutable else self._mutable_id(mb, immutable_id, folder_id)
+
+    def contact_ref(self, upn, folder_id, contact_id, immutable):
+        """The id of the contact a URL names, in the form the request asked for."""
+        with self.lock:
+            mb = self.mailbox(upn)
+            rec = self._contact(mb, folder_id, contact_id)
+            return self._out_id(mb, rec["id"], rec["folder"], immutable)
+
+    def _contact(self, mb, folder_id, contact_id):
+        """The record of a contact (either id) in folder_id (None: any folder)."""
+        rec = self._lookup(mb, contact_id)
         if rec is None or (folder_id is not None and rec["folder"] != folder_id):
             raise not_found()
         return rec
@@ -664,6 +810,15 @@ class Store:
         if self.knob("birthday_noon") and props.get("birthday"):
             props["birthday"] = props["birthday"][:10] + "T11:59:00Z"
 
+    @staticmethod
+    def _apply_props(rec, props):
+        """Set validated properties; addresses merge (merge_address)."""
+        for name, value in props.items():
+            if CONTACT_FIELDS[name] == "address":
+                rec["props"][name] = merge_address(rec["props"][name], value)
+            else:
+                rec["props"][name] = value
+
     def _create_contact(self, mb, folder_id, body, contact_id=None):
         self._folder(mb, folder_id)
         props, parent, extensions = validate_contact(body, creating=True)
@@ -673,7 +828,7 @@ class Store:
         rec = self._new_record(mb, folder_id, contact_id)
         if rec["id"] in mb.contacts:
             raise bad_request(f"duplicate contact id {rec['id']}", "InvalidSeed")
-        rec["props"].update(props)
+        self._apply_props(rec, props)
         if not rec["props"].get("displayName"):
             rec["props"]["displayName"] = computed_display_name(rec["props"])
         self._apply_birthday_quirk(rec["props"])
@@ -682,11 +837,11 @@ class Store:
         mb.contacts[rec["id"]] = rec
         return rec
 
-    def create_contact(self, upn, folder_id, body):
+    def create_contact(self, upn, folder_id, body, immutable=True):
         with self.lock:
             mb = self.mailbox(upn)
             rec = self._create_contact(mb, folder_id, body)
-            return self.render_contact(mb, rec, expand=[])
+            return self.render_contact(mb, rec, expand=[], immutable=immutable)
 
     @staticmethod
     def check_if_match(rec, if_match):
@@ -707,7 +862,7 @@ class Store:
                              "key passed in the request does not match the current change key for the "
                              "item.")
 
-    def update_contact(self, upn, folder_id, contact_id, body, if_match=None):
+    def update_contact(self, upn, folder_id, contact_id, body, if_match=None, immutable=True):
         with self.lock:
             mb = self.mailbox(upn)
             rec = self._contact(mb, folder_id, contact_id)
@@ -716,7 +871,7 @@ class Store:
             if parent is not None:
                 raise GraphError(400, "ErrorInvalidRequest",
                                  "A contact cannot be moved: parentFolderId cannot be changed.")
-            rec["props"].update(props)
+            self._apply_props(rec, props)
             # Outlook recomputes the display name when the name parts change
             # and the request does not say what it should be (graph-facts §1.1).
             if (any(k in props for k in NAME_PARTS) and "displayName" not in props) \
@@ -725,7 +880,7 @@ class Store:
             if "birthday" in props:
                 self._apply_birthday_quirk(rec["props"])
             self._touch(mb, rec)
-            return self.render_contact(mb, rec, expand=[])
+            return self.render_contact(mb, rec, expand=[], immutable=immutable)
 
     def _remove_contact(self, mb, rec, permanent, stamp):
         del mb.contacts[rec["id"]]
@@ -753,15 +908,15 @@ class Store:
                 mb.contact_tombstones.append((mb.bump(), rec["id"], rec["folder"], "changed"))
                 rec["folder"] = folder_id
                 self._touch(mb, rec)
-            return self.render_contact(mb, rec, expand=[])
+            return self._state_contact(mb, rec)
 
-    def render_contact(self, mb, rec, select=None, expand=None):
-        """A contact as Graph returns it. select: property names (id is
+    def render_contact(self, mb, rec, select=None, expand=None, immutable=True):
+        """A contact as Graph v1.0 returns it. select: property names (id is
         always there); expand: None, or a list of extension keys to include
-        ([] = all)."""
+        ([] = all); immutable: its immutable id, else its regular id."""
         out = OrderedDict()
         out["@odata.etag"] = f'W/"{rec["changeKey"]}"'
-        out["id"] = rec["id"]
+        out["id"] = self._out_id(mb, rec["id"], rec["folder"], immutable)
         out["createdDateTime"] = rec["createdDateTime"]
         out["lastModifiedDateTime"] = rec["lastModifiedDateTime"]
         out["changeKey"] = rec["changeKey"]
@@ -789,12 +944,54 @@ class Store:
         out.update(copy.deepcopy(ext["props"]))
         return out
 
-    def get_contact(self, upn, folder_id, contact_id, select=None, expand=None):
+    def get_contact(self, upn, folder_id, contact_id, select=None, expand=None, immutable=True):
         with self.lock:
             mb = self.mailbox(upn)
-            return self.render_contact(mb, self._contact(mb, folder_id, contact_id), select, expand)
+            return self.render_contact(mb, self._contact(mb, folder_id, contact_id), select, expand,
+                                       immutable)
 
-    def list_contacts(self, upn, folder_id, query):
+    # -- beta: the follow-up flag only --
+
+    BETA_SELECTABLE = ("id", "changeKey", "createdDateTime", "lastModifiedDateTime", "parentFolderId", "flag")
+
+    def render_beta(self, mb, rec, select, immutable=True):
+        """A contact as the emulator's beta shows it: @odata.etag, id and the
+        selected properties of BETA_SELECTABLE."""
+        full = OrderedDict([
+            ("@odata.etag", f'W/"{rec["changeKey"]}"'),
+            ("id", self._out_id(mb, rec["id"], rec["folder"], immutable)),
+            ("createdDateTime", rec["createdDateTime"]), ("lastModifiedDateTime", rec["lastModifiedDateTime"]),
+            ("changeKey", rec["changeKey"]), ("parentFolderId", rec["folder"]),
+            ("flag", copy.deepcopy(rec["flag"]) or OrderedDict([("flagStatus", "notFlagged")]))])
+        return OrderedDict((k, v) for k, v in full.items() if k in ("@odata.etag", "id") or k in select)
+
+    def beta_get(self, upn, contact_id, select, immutable=True):
+        """beta GET /contacts/{id}: any folder of the mailbox."""
+        with self.lock:
+            mb = self.mailbox(upn)
+            return self.render_beta(mb, self._contact(mb, None, contact_id), select, immutable)
+
+    def beta_list(self, upn, folder_id, skip, top, select, immutable=True):
+        """One page of beta contacts: a folder's, or (folder_id None) every
+        folder's, as beta /contacts spans the mailbox. Returns (page, total)."""
+        with self.lock:
+            mb = self.mailbox(upn)
+            if folder_id is not None:
+                self._folder(mb, folder_id)
+            recs = [r for r in mb.contacts.values() if folder_id is None or r["folder"] == folder_id]
+            return [self.render_beta(mb, r, select, immutable) for r in recs[skip:skip + top]], len(recs)
+
+    def beta_update_flag(self, upn, contact_id, flag_patch, if_match=None, immutable=True):
+        """beta PATCH /contacts/{id} with {"flag": ...}: a new changeKey."""
+        with self.lock:
+            mb = self.mailbox(upn)
+            rec = self._contact(mb, None, contact_id)
+            self.check_if_match(rec, if_match)
+            rec["flag"] = merge_flag(rec["flag"], flag_patch)
+            self._touch(mb, rec)
+            return self.render_beta(mb, rec, set(self.BETA_SELECTABLE), immutable)
+
+    def list_contacts(self, upn, folder_id, query, immutable=True):
         """One page of a folder's contacts. query: {"filter": None | ("email",
         address) | ("extension", key), "orderby": None | (prop, descending),
         "skip", "top", "select", "expand"}. Returns (page, total)."""
@@ -818,7 +1015,8 @@ class Store:
                 recs = present + absent
             total = len(recs)
             page = recs[query["skip"]:query["skip"] + query["top"]]
-            return [self.render_contact(mb, r, query.get("select"), query.get("expand")) for r in page], total
+            return [self.render_contact(mb, r, query.get("select"), query.get("expand"), immutable)
+                    for r in page], total
 
     @staticmethod
     def _sort_value(rec, prop):
@@ -840,8 +1038,8 @@ class Store:
             self._touch(bump, rec)
 
     def put_photo(self, upn, folder_id, contact_id, data, content_type):
-        # A photo upload changes the contact's changeKey (emulator decision;
-        # Graph unverified, see README).
+        # A photo upload changes the contact's changeKey (README: the photo is
+        # part of the item, whose changeKey changes with every change).
         with self.lock:
             mb = self.mailbox(upn)
             rec = self._contact(mb, folder_id, contact_id)
@@ -856,7 +1054,15 @@ class Store:
                 raise GraphError(404, "ErrorItemNotFound", "The photo wasn't found.")
             return dict(rec["photo"])
 
-    # -- open extensions (not tracked by delta: no changeKey bump) --
+    # -- open extensions --
+    #
+    # An open extension is a MAPI named property of the contact, so writing
+    # one changes the contact: a new changeKey, and delta reports it, unless
+    # the ext_changes_key knob is false (README).
+
+    def _ext_touch(self, mb, rec):
+        if self.knob("ext_changes_key"):
+            self._touch(mb, rec)
 
     def list_extensions(self, upn, folder_id, contact_id):
         with self.lock:
@@ -883,17 +1089,20 @@ class Store:
             if ext_key(name) in rec["extensions"]:
                 raise GraphError(409, "nameAlreadyExists", f"An extension named '{name}' already exists.")
             rec["extensions"][ext_key(name)] = {"extensionName": name, "props": props}
+            self._ext_touch(mb, rec)
             return self._render_ext(rec["extensions"][ext_key(name)])
 
     def update_extension(self, upn, folder_id, contact_id, ext_id, body):
         """Merge: given properties are set, the others kept."""
         with self.lock:
             mb = self.mailbox(upn)
-            ext = self._extension(self._contact(mb, folder_id, contact_id), ext_id)
+            rec = self._contact(mb, folder_id, contact_id)
+            ext = self._extension(rec, ext_id)
             name, props = validate_extension(body, creating=False)
             if name is not None and name.lower() != ext["extensionName"].lower():
                 raise bad_request("extensionName cannot be changed.", "ErrorInvalidRequest")
             ext["props"].update(props)
+            self._ext_touch(mb, rec)
             return self._render_ext(ext)
 
     def delete_extension(self, upn, folder_id, contact_id, ext_id):
@@ -902,6 +1111,7 @@ class Store:
             rec = self._contact(mb, folder_id, contact_id)
             self._extension(rec, ext_id)
             del rec["extensions"][ext_key(ext_id)]
+            self._ext_touch(mb, rec)
 
     # -- master categories --
 
@@ -1074,12 +1284,19 @@ class Store:
                 entries += [(seq, "removed", cid, reason) for seq, cid, fid, reason in mb.contact_tombstones
                             if fid == folder_id and seq > since]
         else:
+            # The folder_delta knob: which folders the folder delta covers.
+            mode = self.knob("folder_delta")
             for f in mb.folders.values():
-                if f["id"] != mb.default_id and (since is None or f["seq"] > since):
+                if (since is None or f["seq"] > since) and self._in_folder_view(mb, f, mode):
                     entries.append((f["seq"], "item", f["id"], None))
             if since is not None:
-                entries += [(seq, "removed", fid, "deleted") for seq, fid in mb.folder_tombstones
-                            if seq > since]
+                entries += [(seq, "removed", fid, "deleted") for seq, fid, parent in mb.folder_tombstones
+                            if seq > since and (mode != "top" or parent == mb.default_id)]
+                if mode == "top":
+                    # A folder moved away from the top level leaves the view.
+                    entries += [(seq, "removed", fid, "changed") for seq, fid, parent in mb.folder_moves
+                                if seq > since and parent == mb.default_id and fid in mb.folders
+                                and mb.folders[fid]["parentFolderId"] != mb.default_id]
         entries.sort(key=lambda e: e[0])
         entries = [e[1:] for e in entries]
         if replay:
@@ -1092,11 +1309,25 @@ class Store:
         return {"type": "round", "scope": [kind, folder_id], "mailbox": mb.upn.lower(),
                 "entries": entries, "watermark": mb.seq, "since": since}
 
-    def delta(self, upn, scope, link, skiptoken=None, deltatoken=None, select=None, page_size=DELTA_PAGE):
+    @staticmethod
+    def _in_folder_view(mb, folder, mode):
+        """Whether contactFolders/delta shows `folder` under folder_delta
+        `mode`: "all" every folder below the default one, "top" only its
+        direct children, "with_default" all of them and the default folder."""
+        if folder["id"] == mb.default_id:
+            return mode == "with_default"
+        if mode == "top":
+            return folder["parentFolderId"] == mb.default_id
+        return True
+
+    def delta(self, upn, scope, link, skiptoken=None, deltatoken=None, select=None, page_size=DELTA_PAGE,
+              immutable=True):
         """One delta page for scope ("contacts", folder id) or ("folders",
         None). link is the absolute URL of the delta resource (no query); the
-        page's nextLink / deltaLink are built on it. Returns the response
-        body (without @odata.context)."""
+        page's nextLink / deltaLink are built on it. immutable: the page's
+        contact ids are immutable ones, else regular ones (each page follows
+        its own request; the tokens do not care). Returns the response body
+        (without @odata.context)."""
         with self.lock:
             mb = self.mailbox(upn)
             scope = list(scope)
@@ -1138,10 +1369,10 @@ class Store:
                                          "since": rnd["since"]})
                 body["@odata.deltaLink"] = link + "?$deltatoken=" + self._token(
                     dict(common, type="cursor", id=cursor))
-            body["value"] = [self._render_delta_entry(mb, scope, e, select) for e in page]
+            body["value"] = [self._render_delta_entry(mb, scope, e, select, immutable) for e in page]
             return body
 
-    def _render_delta_entry(self, mb, scope, entry, select):
+    def _render_delta_entry(self, mb, scope, entry, select, immutable=True):
         what, item_id, reason = entry
         kind, folder_id = scope
         odata_type = "#microsoft.graph.contact" if kind == "contacts" else "#microsoft.graph.contactFolder"
@@ -1149,15 +1380,18 @@ class Store:
             if kind == "contacts":
                 rec = mb.contacts.get(item_id)
                 if rec is not None and rec["folder"] == folder_id:
-                    return self.render_contact(mb, rec, select)
+                    return self.render_contact(mb, rec, select, immutable=immutable)
                 reason = "changed" if rec is not None else "deleted"
             else:
                 folder = mb.folders.get(item_id)
-                if folder is not None:
+                if folder is not None and self._in_folder_view(mb, folder, self.knob("folder_delta")):
                     out = self._render_folder(folder)
                     return OrderedDict((k, v) for k, v in out.items()
                                        if not select or k == "id" or k in select)
-                reason = "deleted"
+                reason = "deleted" if folder is None else "changed"
+        if kind == "contacts":
+            # A removal names the contact as the client knew it: in this folder.
+            item_id = self._out_id(mb, item_id, folder_id, immutable)
         return OrderedDict([("@odata.type", odata_type), ("id", item_id),
                             ("@removed", {"reason": reason})])
 
@@ -1168,15 +1402,10 @@ class Store:
         with self.lock:
             boxes = OrderedDict()
             for mb in self.mailboxes.values():
-                contacts = []
-                for rec in mb.contacts.values():
-                    c = self.render_contact(mb, rec, expand=[])
-                    c["photo"] = self._photo_summary(rec)
-                    contacts.append(c)
+                contacts = [self._state_contact(mb, rec) for rec in mb.contacts.values()]
                 deleted = []
                 for rec in mb.deleted_contacts:
-                    c = self.render_contact(mb, rec, expand=[])
-                    c["photo"] = self._photo_summary(rec)
+                    c = self._state_contact(mb, rec)
                     c["deletedDateTime"] = rec["deletedDateTime"]
                     deleted.append(c)
                 folders = [dict(self._render_folder(f), isDefault=f["id"] == mb.default_id)
@@ -1187,6 +1416,17 @@ class Store:
                     ("contacts", contacts), ("categories", [dict(c) for c in mb.categories.values()]),
                     ("deletedItems", {"contacts": deleted, "folders": list(mb.deleted_folders)})])
             return {"mailboxes": boxes}
+
+    def _state_contact(self, mb, rec):
+        """A contact in /_emulator/state: its v1.0 JSON with the immutable id,
+        its current regular id as mutableId, extensions, a photo summary and
+        the beta flag when it has one."""
+        c = self.render_contact(mb, rec, expand=[])
+        c["mutableId"] = self._mutable_id(mb, rec["id"], rec["folder"])
+        c["photo"] = self._photo_summary(rec)
+        if rec.get("flag") is not None:
+            c["flag"] = copy.deepcopy(rec["flag"])
+        return c
 
     @staticmethod
     def _photo_summary(rec):
