@@ -251,12 +251,123 @@ def test_error_envelope_echoes_client_request_id(emu):
     assert inner["date"] and err["error"]["message"]
 
 
-def test_immutable_id_preference_is_accepted_and_echoed(emu):
+def test_ids_are_regular_unless_the_request_asks_for_immutable_ones(emu):
+    # concepts/outlook-immutable-id.md: the header applies to the request it
+    # comes with; without it Outlook ids are the regular ones.
+    c = emu.ok("POST", "/me/contacts", {"givenName": "Pavel"}, want=201, immutable=False)
+    st = emu.state()["contacts"][0]
+    imm, mut = st["id"], st["mutableId"]
+    assert imm != mut and c["id"] == mut
+    status, headers, got = emu.call("GET", f"/me/contacts/{imm}", immutable=False)
+    assert status == 200 and got["id"] == mut and "Preference-Applied" not in headers
+    status, headers, got = emu.call("GET", f"/me/contacts/{mut}")
+    assert status == 200 and got["id"] == imm and headers["Preference-Applied"] == 'IdType="ImmutableId"'
+    assert emu.ok("GET", "/me/contacts", immutable=False)["value"][0]["id"] == mut
+    assert emu.ok("GET", "/me/contacts")["value"][0]["id"] == imm
+    assert emu.ok("PATCH", f"/me/contacts/{mut}", {"nickName": "P"}, immutable=False)["id"] == mut
+    assert emu.ok("PATCH", f"/me/contacts/{mut}", {"nickName": "Q"})["id"] == imm
+    assert emu.ok("POST", "/me/contacts", {"givenName": "I"}, want=201)["id"] in \
+        {x["id"] for x in emu.state()["contacts"]}
+    meta = emu.ok("GET", f"/me/contacts/{imm}/extensions", immutable=False)
+    assert f"contacts('{mut}')" in meta["@odata.context"]
+    # The old reading: always immutable, and nothing to echo without the header.
+    emu.faults(immutable_ids="always")
+    status, headers, got = emu.call("GET", f"/me/contacts/{mut}", immutable=False)
+    assert got["id"] == imm and "Preference-Applied" not in headers
+    assert emu.admin("GET", "faults")["immutable_ids"] == "always"
+    status, _, _ = emu.raw("POST", "/_emulator/faults", json.dumps({"immutable_ids": "never"}).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 400
+
+
+def test_a_regular_id_changes_when_the_contact_moves(emu):
+    f = emu.ok("POST", "/me/contactFolders", {"displayName": "F"}, want=201)
+    c = emu.ok("POST", "/me/contacts", {"givenName": "M"}, want=201, immutable=False)
+    old = c["id"]
+    st = emu.state()["contacts"][0]
+    imm = st["id"]
+    moved = emu.admin("POST", "move", {"contactId": old, "folderId": f["id"]})      # either id
+    assert moved["id"] == imm and moved["mutableId"] != old
+    new = emu.state()["contacts"][0]["mutableId"]
+    assert new == moved["mutableId"]
+    base = f"/me/contactFolders/{f['id']}/contacts"
+    for path in (f"{base}/{old}", f"{base}/{old}/photo", f"{base}/{old}/extensions"):
+        status, _, err = emu.call("GET", path)
+        assert status == 404 and err["error"]["code"] == "ErrorItemNotFound", path
+    assert emu.call("PATCH", f"{base}/{old}", {"nickName": "x"})[0] == 404
+    assert emu.ok("GET", f"{base}/{new}", immutable=False)["id"] == new
+    assert emu.ok("GET", f"{base}/{imm}")["id"] == imm
+    emu.ok("PUT", f"{base}/{new}/photo/$value", raw_body=jpeg(2), headers={"Content-Type": "image/jpeg"})
+    assert emu.admin("POST", "move", {"contactId": new, "folderId": emu.state()["defaultFolderId"]})["id"] == imm
+
+
+def test_delta_ids_follow_the_header_of_each_page_request(emu):
+    cs = [new_contact(emu, {"givenName": f"D{i}"}) for i in range(4)]
+    st = {c["id"]: c["mutableId"] for c in emu.state()["contacts"]}
+    url, seen = default_delta(emu), []
+    for n in range(4):
+        immutable = n % 2 == 0
+        page = emu.ok("GET", url, headers={"Prefer": "odata.maxpagesize=1"}, immutable=immutable)
+        seen.append((immutable, page["value"][0]["id"]))
+        url = page.get("@odata.nextLink") or page["@odata.deltaLink"]
+    for immutable, cid in seen:
+        assert (cid in st) if immutable else (cid in st.values())
+    emu.ok("DELETE", f"/me/contacts/{cs[0]['id']}", want=204)
+    removed = emu.ok("GET", url, immutable=False)
+    assert removed["value"] == [{"@odata.type": "#microsoft.graph.contact", "id": st[cs[0]["id"]],
+                                 "@removed": {"reason": "deleted"}}]
+    assert emu.state()["deletedItems"]["contacts"][0]["id"] == cs[0]["id"]
+
+
+def test_batch_items_follow_their_own_prefer_header_only(emu):
     c = new_contact(emu)
-    status, headers, got = emu.call("GET", f"/me/contacts/{c['id']}",
-                                    headers={"Prefer": 'IdType="ImmutableId"'})
-    assert status == 200 and got["id"] == c["id"]
-    assert 'IdType="ImmutableId"' in headers["Preference-Applied"]
+    mut = emu.state()["contacts"][0]["mutableId"]
+    out = emu.ok("POST", "/$batch", {"requests": [
+        {"id": "plain", "method": "GET", "url": f"/me/contacts/{c['id']}"},
+        {"id": "asks", "method": "GET", "url": f"/me/contacts/{mut}",
+         "headers": {"Prefer": 'IdType="ImmutableId"'}}]},
+        headers={"Prefer": 'IdType="ImmutableId"'})
+    by_id = {r["id"]: r for r in out["responses"]}
+    assert by_id["plain"]["body"]["id"] == mut, "the envelope's Prefer does not reach the items"
+    assert "Preference-Applied" not in by_id["plain"]["headers"]
+    assert by_id["asks"]["body"]["id"] == c["id"]
+    assert by_id["asks"]["headers"]["Preference-Applied"] == 'IdType="ImmutableId"'
+    status, headers, _ = emu.call("POST", "/$batch", {"requests": [
+        {"id": "1", "method": "GET", "url": "/me/contacts"}]})
+    assert "Preference-Applied" not in headers, "not honoured for the envelope"
+
+
+def raw_request(emu, method, path, header_lines):
+    """One request with the header lines exactly as given (name, value),
+    repeated names included: (status, headers, JSON body)."""
+    conn = http.client.HTTPConnection(emu.base.split("//")[1], timeout=10)
+    conn.putrequest(method, path)
+    for name, value in [("Authorization", f"Bearer {TOKEN}")] + header_lines:
+        conn.putheader(name, value)
+    conn.endheaders()
+    r = conn.getresponse()
+    body = json.loads(r.read() or b"null")
+    conn.close()
+    return r.status, r.headers, body
+
+
+def test_prefer_is_parsed_as_a_list_of_preferences_on_one_line_or_several(emu):
+    for i in range(5):
+        new_contact(emu, {"givenName": f"P{i}"})
+    imm = {c["id"] for c in emu.state()["contacts"]}
+    for line in ('IdType="ImmutableId", odata.maxpagesize=2', 'odata.maxpagesize=2,IdType="ImmutableId"',
+                 ' IdType = "ImmutableId" ;x=y , odata.maxpagesize = "2" '):
+        status, headers, page = raw_request(emu, "GET", "/v1.0/me/contacts", [("Prefer", line)])
+        assert status == 200 and len(page["value"]) == 2, line
+        assert {c["id"] for c in page["value"]} <= imm, line
+        assert headers["Preference-Applied"] == 'odata.maxpagesize=2, IdType="ImmutableId"', line
+    assert emu.requests()["prefer_lines_multi"] == 0
+    status, headers, page = raw_request(emu, "GET", "/v1.0/me/contacts",
+                                        [("Prefer", 'IdType="ImmutableId"'), ("Prefer", "odata.maxpagesize=3")])
+    assert status == 200 and len(page["value"]) == 3 and {c["id"] for c in page["value"]} <= imm
+    assert emu.requests()["prefer_lines_multi"] == 1, "a client can be pinned to one Prefer line"
+    status, _, page = raw_request(emu, "GET", "/v1.0/me/contacts", [("Prefer", 'IdType="RestId"')])
+    assert not {c["id"] for c in page["value"]} & imm
 
 
 # ---- strict validation ----------------------------------------------------------------------------
@@ -543,6 +654,90 @@ def test_outlook_side_move_shows_as_changed_removal(emu):
     assert delta_round(emu, src)[0] == [{"@odata.type": "#microsoft.graph.contact", "id": c["id"],
                                          "@removed": {"reason": "changed"}}]
     assert [i["id"] for i in delta_round(emu, dst)[0]] == [c["id"]]
+
+
+def test_folder_less_contact_delta_is_refused(emu):
+    # contact-delta.md documents only /contactFolders/{id}/contacts/delta;
+    # Graph refuses a folder-less delta of Outlook items with 400 BadRequest
+    # "Change tracking is not supported against ..." (field reports, README).
+    new_contact(emu)
+    for path in ("/me/contacts/delta", f"/users/{OTHER}/contacts/delta", "/me/contacts/delta?$select=id"):
+        status, _, err = emu.call("GET", path)
+        assert status == 400 and err["error"]["code"] == "BadRequest", path
+        assert "Change tracking is not supported against 'microsoft.graph.contact'" in err["error"]["message"]
+    assert emu.requests()["by_route"]["GET /me/contacts/delta"] == 2
+
+
+def test_the_default_folder_is_reachable_by_its_id(emu):
+    data = jpeg(4)
+    c = new_contact(emu, {"givenName": "D", "extensions": [
+        {"@odata.type": "microsoft.graph.openTypeExtension", "extensionName": "org.x", "n": 1}]})
+    default = emu.state()["defaultFolderId"]
+    base = f"/me/contactFolders/{default}"
+    assert emu.ok("GET", base)["id"] == default
+    assert [x["id"] for x in emu.ok("GET", f"{base}/contacts")["value"]] == [c["id"]]
+    assert emu.ok("GET", f"{base}/contacts/{c['id']}")["id"] == c["id"]
+    emu.ok("PUT", f"{base}/contacts/{c['id']}/photo/$value", raw_body=data, headers={"Content-Type": "image/jpeg"})
+    assert emu.ok("GET", f"{base}/contacts/{c['id']}/photo/$value") == data
+    assert emu.ok("GET", f"{base}/contacts/{c['id']}/photo")["width"] == 48
+    assert emu.ok("GET", f"{base}/contacts/{c['id']}/extensions/org.x")["n"] == 1
+    items, _, _ = delta_round(emu, f"{base}/contacts/delta")
+    assert [i["id"] for i in items] == [c["id"]]
+    assert [x["id"] for x in emu.ok("GET", f"/users/{ME}/contactFolders/{default}/contacts")["value"]] \
+        == [c["id"]]
+
+
+def test_learning_the_default_folder_id(emu):
+    # known-issues.md (Contacts, "Default contacts folder"): /me/contactFolders
+    # leaves the default folder out; $top=1&$select=parentFolderId of a
+    # contact (or of a top folder) names it.
+    default = emu.state()["defaultFolderId"]
+    assert emu.ok("GET", "/me/contacts?$top=1&$select=parentFolderId")["value"] == []
+    emu.ok("POST", "/me/contactFolders", {"displayName": "Work"}, want=201)
+    page = emu.ok("GET", "/me/contactFolders?$top=1&$select=parentFolderId")
+    assert set(page["value"][0]) == {"id", "parentFolderId"} and page["value"][0]["parentFolderId"] == default
+    new_contact(emu)
+    page = emu.ok("GET", "/me/contacts?$top=1&$select=parentFolderId")
+    assert set(page["value"][0]) == {"@odata.etag", "id", "parentFolderId"}
+    assert page["value"][0]["parentFolderId"] == default
+
+
+@pytest.mark.parametrize("reading", ["all", "top", "with_default"])
+def test_folder_delta_readings_and_the_listings_they_leave_alone(emu, reading):
+    emu.faults(folder_delta=reading)
+    st = emu.state()
+    default, root = st["defaultFolderId"], st["folders"][0]["parentFolderId"]
+    a = emu.ok("POST", "/me/contactFolders", {"displayName": "A"}, want=201)
+    b = emu.ok("POST", "/me/contactFolders", {"displayName": "B"}, want=201)
+    sub = emu.ok("POST", f"/me/contactFolders/{a['id']}/childFolders", {"displayName": "Sub"}, want=201)
+    items, link, _ = delta_round(emu, "/me/contactFolders/delta")
+    got = {i["id"]: i["parentFolderId"] for i in items}
+    want = {a["id"]: default, b["id"]: default}
+    if reading != "top":
+        want[sub["id"]] = a["id"]
+    if reading == "with_default":
+        want[default] = root
+        status, _, err = emu.call("GET", f"/me/contactFolders/{root}")
+        assert status == 404, "the mailbox root is not a contact folder"
+    assert got == want
+    # The listings are the same under every reading (user-list-contactfolders.md:
+    # the folders in the default Contacts folder).
+    assert sorted(f["id"] for f in emu.ok("GET", "/me/contactFolders")["value"]) == sorted([a["id"], b["id"]])
+    assert [f["id"] for f in emu.ok("GET", f"/me/contactFolders/{a['id']}/childFolders")["value"]] == [sub["id"]]
+    assert sorted(f["id"] for f in emu.ok("GET", f"/me/contactFolders/{default}/childFolders")["value"]) \
+        == sorted([a["id"], b["id"]])
+    # Changes: a nested folder renamed, B moved below A, Sub deleted.
+    emu.ok("PATCH", f"/me/contactFolders/{b['id']}", {"parentFolderId": a["id"]})
+    emu.ok("DELETE", f"/me/contactFolders/{sub['id']}", want=204)
+    items, _, _ = delta_round(emu, link)
+    by_id = {i["id"]: i for i in items}
+    if reading == "top":
+        assert by_id == {b["id"]: {"@odata.type": "#microsoft.graph.contactFolder", "id": b["id"],
+                                   "@removed": {"reason": "changed"}}}
+    else:
+        assert by_id[b["id"]]["parentFolderId"] == a["id"]
+        assert by_id[sub["id"]]["@removed"] == {"reason": "deleted"}
+        assert set(by_id) == {b["id"], sub["id"]}
 
 
 # ---- $batch --------------------------------------------------------------------------------------
