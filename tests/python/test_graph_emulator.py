@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
 
 import pytest
@@ -805,6 +807,13 @@ def test_photo_upload_in_a_batch_is_base64(emu):
     out = emu.ok("POST", "/$batch", {"requests": [
         {"id": "1", "method": "GET", "url": f"/me/contacts/{c['id']}/photo/$value"}]})
     assert base64.b64decode(out["responses"][0]["body"]) == data
+    # json-batching.md: a binary body is "base64 URL-encoded"; that alphabet works too.
+    other = jpeg(8)
+    out = emu.ok("POST", "/$batch", {"requests": [
+        {"id": "1", "method": "PUT", "url": f"/me/contacts/{c['id']}/photo/$value",
+         "headers": {"Content-Type": "image/jpeg"}, "body": base64.urlsafe_b64encode(other).decode().rstrip("=")}]})
+    assert out["responses"][0]["status"] == 200
+    assert emu.state()["contacts"][0]["photo"]["sha256"] == hashlib.sha256(other).hexdigest()
 
 
 # ---- throttling: concurrency, Retry-After, early retries ------------------------------------------------
@@ -960,6 +969,85 @@ def test_photos(emu):
                     headers={"Content-Type": "image/jpeg"})[0] == 400
     big = data + b"\0" * (4 * 1024 * 1024)
     assert emu.call("PUT", path + "/$value", raw_body=big, headers={"Content-Type": "image/jpeg"})[0] == 413
+
+
+def tiny_png(width=2, height=2):
+    """A valid RGB PNG of one grey shade."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    rows = b"".join(b"\0" + b"\x80\x80\x80" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_a_photo_of_4_mb_or_more_is_refused(emu):
+    # profilephoto-update.md: requests are limited to 4 MB, so a photo must be under 4 MB.
+    c = new_contact(emu)
+    path = f"/me/contacts/{c['id']}/photo/$value"
+    data = jpeg(1)
+    status, _, err = emu.call("PUT", path, raw_body=data + b"\0" * (4 * 1024 * 1024 - len(data)),
+                              headers={"Content-Type": "image/jpeg"})
+    assert status == 413 and err["error"]["code"] == "RequestEntityTooLarge"
+    assert emu.state()["contacts"][0]["photo"] is None
+    almost = data + b"\0" * (4 * 1024 * 1024 - 1 - len(data))
+    assert emu.call("PUT", path, raw_body=almost, headers={"Content-Type": "image/jpeg"})[0] == 200
+    assert emu.state()["contacts"][0]["photo"]["size"] == len(almost)
+
+
+def test_a_batch_photo_answer_carries_the_photo_content_type(emu):
+    c = new_contact(emu)
+    png = tiny_png()
+    emu.ok("PUT", f"/me/contacts/{c['id']}/photo/$value", raw_body=png, headers={"Content-Type": "image/png"})
+    out = emu.ok("POST", "/$batch", {"requests": [
+        {"id": "v", "method": "GET", "url": f"/me/contacts/{c['id']}/photo/$value"},
+        {"id": "m", "method": "GET", "url": f"/me/contacts/{c['id']}/photo"}]})
+    by_id = {r["id"]: r for r in out["responses"]}
+    assert by_id["v"]["status"] == 200 and by_id["v"]["headers"]["Content-Type"] == "image/png"
+    assert base64.b64decode(by_id["v"]["body"]) == png
+    assert by_id["m"]["body"]["@odata.mediaContentType"] == "image/png" and by_id["m"]["body"]["width"] == 2
+
+
+@pytest.mark.parametrize("prop", ["businessAddress", "homeAddress", "otherAddress"])
+def test_address_patch_merges_fields(emu, prop):
+    c = new_contact(emu, {"givenName": "A", prop: {"street": "1 Main St", "city": "Seattle",
+                                                   "postalCode": "98101"}})
+    path = f"/me/contacts/{c['id']}"
+    full = {"street": "1 Main St", "city": "Seattle", "postalCode": "98101"}
+    assert c[prop] == full
+    assert emu.ok("PATCH", path, {prop: {}})[prop] == full, "{} changes nothing"
+    assert emu.ok("PATCH", path, {prop: {"city": "Redmond"}})[prop] == dict(full, city="Redmond")
+    assert emu.ok("PATCH", path, {prop: {"street": None, "state": "WA"}})[prop] == \
+        {"city": "Redmond", "state": "WA", "postalCode": "98101"}
+    assert emu.ok("PATCH", path, {prop: {"city": None, "state": "", "postalCode": None}})[prop] == {}
+    assert emu.ok("GET", path)[prop] == {}
+    emu.ok("PATCH", path, {prop: {"countryOrRegion": "US"}})
+    assert emu.ok("PATCH", path, {prop: None})[prop] == {}, "null clears the address"
+    assert new_contact(emu, {"givenName": "B", prop: {"city": None}})[prop] == {}
+
+
+def test_extension_writes_and_photos_give_the_contact_a_new_change_key(emu):
+    emu.admin("POST", "reset", {"mailboxes": {ME: {"contacts": [
+        {"id": "AAMkAseeded=", "givenName": "E", "lastModifiedDateTime": "2020-01-01T00:00:00Z"}]}, OTHER: {}}})
+    path = "/me/contacts/AAMkAseeded="
+    _, link, _ = delta_round(emu, default_delta(emu))
+    ext = {"@odata.type": "microsoft.graph.openTypeExtension", "extensionName": "org.x", "n": 1}
+    steps = [("POST", path + "/extensions", ext, 201),
+             ("PATCH", path + "/extensions/org.x", dict(ext, n=2), 200),
+             ("DELETE", path + "/extensions/org.x", None, 204)]
+    before = emu.ok("GET", path)
+    for method, url, body, want in steps:
+        emu.ok(method, url, body, want=want)
+        after = emu.ok("GET", path)
+        assert after["changeKey"] != before["changeKey"], method
+        assert after["lastModifiedDateTime"] > "2020-01-01T00:00:00Z", method
+        items, link, _ = delta_round(emu, link)
+        assert [i["id"] for i in items] == ["AAMkAseeded="], f"delta reports the {method}"
+        assert items[0]["changeKey"] == after["changeKey"]
+        before = after
+    emu.ok("PUT", path + "/photo/$value", raw_body=jpeg(3), headers={"Content-Type": "image/jpeg"})
+    assert emu.ok("GET", path)["changeKey"] != before["changeKey"]
+    assert [i["id"] for i in delta_round(emu, link)[0]] == ["AAMkAseeded="]
 
 
 # ---- open extensions -------------------------------------------------------------------------------
