@@ -1142,6 +1142,208 @@ def test_read_only_mailbox_refuses_writes(emu):
     assert emu.call("POST", f"/users/{OTHER}/contactFolders", {"displayName": "x"})[0] == 403
 
 
+def test_another_users_people_need_people_read_all(emu):
+    # people-insights-overview.md (Authorization): People.Read for /me/people,
+    # People.Read.All for /users/{id}/people.
+    new_contact(emu, {"givenName": "P", "emailAddresses": [{"address": "p@x.example"}]})
+    status, _, err = emu.call("GET", f"/users/{OTHER}/people")
+    assert status == 403 and err["error"]["code"] == "ErrorAccessDenied"
+    emu.ok("GET", f"/users/{ME}/people")
+    emu.ok("GET", "/me/people")
+    emu.faults(extra_scopes=["People.Read.All"])
+    emu.ok("GET", f"/users/{OTHER}/people")
+    emu.faults(extra_scopes=[])
+    granted = emu.admin("POST", "tokens", {"scopes": ["Contacts.ReadWrite", "People.Read.All"]})["access_token"]
+    emu.ok("GET", f"/users/{OTHER}/people", token=granted)
+    emu.faults(device_pending_polls=0)
+    for scope, want in (("offline_access https://graph.microsoft.com/People.Read.All", 200),
+                        ("offline_access https://graph.microsoft.com/People.Read", 403)):
+        tok = poll(emu, device_flow(emu, scope=scope))[1]
+        assert emu.call("GET", f"/users/{OTHER}/people", token=tok["access_token"])[0] == want, scope
+        new = emu.form("/common/oauth2/v2.0/token", {
+            "grant_type": "refresh_token", "client_id": "cid", "refresh_token": tok["refresh_token"]})[1]
+        assert emu.call("GET", f"/users/{OTHER}/people", token=new["access_token"])[0] == want, "refreshed"
+    status, _, _ = emu.raw("POST", "/_emulator/faults", json.dumps({"extra_scopes": "People.Read.All"}).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 400
+
+
+def test_another_users_master_categories_are_refused(emu):
+    # outlookuser-list-mastercategories.md: MailboxSettings.Read only, no
+    # .Shared permission, so no delegated token reaches another mailbox's list.
+    emu.faults(extra_scopes=["MailboxSettings.ReadWrite", "People.Read.All", "Contacts.ReadWrite.Shared"])
+    for method, path, body in (("GET", "/outlook/masterCategories", None),
+                               ("POST", "/outlook/masterCategories", {"displayName": "X"}),
+                               ("GET", "/outlook/masterCategories/nope", None)):
+        status, _, err = emu.call(method, f"/users/{OTHER}{path}", body)
+        assert status == 403 and err["error"]["code"] == "ErrorAccessDenied", (method, path)
+    assert emu.ok("GET", f"/users/{ME}/outlook/masterCategories")["value"]
+    assert emu.ok("GET", "/me/outlook/masterCategories")["value"]
+    out = emu.ok("POST", "/$batch", {"requests": [
+        {"id": "1", "method": "GET", "url": f"/users/{OTHER}/outlook/masterCategories"}]})
+    assert out["responses"][0]["status"] == 403
+
+
+def test_token_scopes_flag():
+    proc, base = start_emulator("--token", TOKEN, "--token-scopes", "Contacts.ReadWrite People.Read.All")
+    try:
+        emu = Emu(base)
+        emu.admin("POST", "reset", {"mailboxes": {ME: {}, OTHER: {}}})
+        emu.ok("GET", f"/users/{OTHER}/people")
+    finally:
+        assert stop_emulator(proc)[0] == 0
+    proc, base = start_emulator("--token", TOKEN)
+    try:
+        emu = Emu(base)
+        emu.admin("POST", "reset", {"mailboxes": {ME: {}, OTHER: {}}})
+        assert emu.call("GET", f"/users/{OTHER}/people")[0] == 403, "the default set has People.Read only"
+    finally:
+        assert stop_emulator(proc)[0] == 0
+
+
+def test_extension_ids_as_the_docs_show_them(emu):
+    # opentypeextension-get.md / -update.md / -delete.md: {extensionId} is
+    # the extension's name or its fully qualified name (both in examples);
+    # $filter=Extensions/any(f:f/id eq '…') and $expand=Extensions($filter=id
+    # eq '…') show the name and the fully qualified name.
+    c = new_contact(emu, {"givenName": "X", "extensions": [
+        {"@odata.type": "microsoft.graph.openTypeExtension", "extensionName": "Com.Contoso.Referral", "n": 1}]})
+    forms = ("Com.Contoso.Referral", "Microsoft.OutlookServices.OpenTypeExtension.Com.Contoso.Referral",
+             "microsoft.graph.openTypeExtension.Com.Contoso.Referral")
+    for ext_id in forms:
+        got = emu.ok("GET", f"/me/contacts/{c['id']}/extensions/{ext_id}")
+        assert got["id"] == "Microsoft.OutlookServices.OpenTypeExtension.Com.Contoso.Referral", ext_id
+        emu.ok("PATCH", f"/me/contacts/{c['id']}/extensions/{ext_id}",
+               {"@odata.type": "microsoft.graph.openTypeExtension", "extensionName": "Com.Contoso.Referral"})
+        flt = urllib.parse.quote(f"Extensions/any(f:f/id eq '{ext_id}')")
+        exp = urllib.parse.quote(f"Extensions($filter=id eq '{ext_id}')")
+        page = emu.ok("GET", f"/me/contacts?$filter={flt}&$expand={exp}")
+        assert [x["id"] for x in page["value"]] == [c["id"]] and page["value"][0]["extensions"][0]["n"] == 1
+        assert emu.ok("GET", f"/me/contacts/{c['id']}?$expand={exp}")["extensions"][0]["n"] == 1
+    for bad in ("Contoso.Referral", "Other.Prefix.Com.Contoso.Referral"):
+        assert emu.call("GET", f"/me/contacts/{c['id']}/extensions/{bad}")[0] == 404, bad
+    emu.ok("DELETE", f"/me/contacts/{c['id']}/extensions/{forms[1]}", want=204)
+
+
+# ---- beta: the follow-up flag ----------------------------------------------------------------------------
+
+FLAG = {"flagStatus": "flagged", "startDateTime": {"dateTime": "2026-05-01T09:00:00", "timeZone": "UTC"},
+        "dueDateTime": {"dateTime": "2026-05-08T09:00:00.5", "timeZone": "UTC"}}
+
+
+def flag_seed(emu):
+    emu.admin("POST", "reset", {"mailboxes": {ME: {
+        "contacts": [{"givenName": f"R{i}"} for i in range(3)],
+        "folders": [{"displayName": "Work", "contacts": [
+            {"givenName": "W", "flag": {"flagStatus": "complete",
+                                        "completedDateTime": {"dateTime": "2026-01-02T03:04:05",
+                                                              "timeZone": "Pacific Standard Time"}}}]}]},
+        OTHER: {"contacts": [{"givenName": "G"}]}}})
+    st = emu.state()
+    return st, next(c for c in st["contacts"] if c["givenName"] == "W")
+
+
+def test_beta_serves_the_flag_of_a_contact_in_any_folder(emu):
+    st, w = flag_seed(emu)
+    assert w["flag"] == {"flagStatus": "complete", "completedDateTime": {
+        "dateTime": "2026-01-02T03:04:05.0000000", "timeZone": "Pacific Standard Time"}}
+    assert "flag" not in st["contacts"][0], "state shows a flag only where there is one"
+    got = emu.ok("GET", f"/beta/me/contacts/{w['id']}?$select=flag")
+    assert set(got) == {"@odata.context", "@odata.etag", "id", "flag"} and got["id"] == w["id"]
+    assert got["@odata.context"].startswith(emu.base + "/beta/$metadata#")
+    assert got["flag"] == w["flag"]
+    plain = emu.ok("GET", f"/beta/me/contacts/{st['contacts'][0]['id']}?$select=flag")
+    assert plain["flag"] == {"flagStatus": "notFlagged"}
+    assert emu.ok("GET", f"/beta/me/contacts/{w['id']}?$select=flag", immutable=False)["id"] == w["mutableId"]
+    assert emu.ok("GET", f"/beta/users/{OTHER}/contacts?$select=flag")["value"][0]["flag"] == \
+        {"flagStatus": "notFlagged"}
+    # v1.0 never shows it, and refuses it.
+    assert "flag" not in emu.ok("GET", f"/me/contactFolders/{w['parentFolderId']}/contacts/{w['id']}")
+    assert emu.call("GET", f"/me/contacts/{st['contacts'][0]['id']}?$select=flag")[0] == 400
+    status, _, err = emu.call("PATCH", f"/me/contacts/{st['contacts'][0]['id']}", {"flag": FLAG})
+    assert status == 400 and "flag" in err["error"]["message"]
+    # Only the flag is modelled.
+    status, _, err = emu.call("GET", f"/beta/me/contacts/{w['id']}")
+    assert status == 501 and "flag" in err["error"]["message"]
+    assert emu.call("GET", f"/beta/me/contacts/{w['id']}?$select=flag,phones")[0] == 501
+    assert emu.call("GET", f"/beta/me/contacts/{w['id']}?$select=nope")[0] == 400
+    assert emu.call("GET", "/beta/me/contactFolders")[0] == 501
+    assert emu.call("POST", "/beta/me/contacts", {"givenName": "x"})[0] == 501
+
+
+def test_beta_lists_page_like_v1(emu):
+    st, w = flag_seed(emu)
+    ids, url = [], "/beta/me/contacts?$select=flag&$top=2"
+    while url:
+        page = emu.ok("GET", url)
+        assert len(page["value"]) <= 2 and all(set(x) == {"@odata.etag", "id", "flag"} for x in page["value"])
+        ids += [x["id"] for x in page["value"]]
+        url = page.get("@odata.nextLink")
+        assert url is None or url.startswith(emu.base + "/beta/me/contacts?")
+    assert sorted(ids) == sorted(c["id"] for c in st["contacts"]), "beta /contacts spans the mailbox"
+    page = emu.ok("GET", f"/beta/me/contactFolders/{w['parentFolderId']}/contacts?$select=flag")
+    assert [x["id"] for x in page["value"]] == [w["id"]]
+    status, headers, page = emu.call("GET", "/beta/me/contacts?$select=flag",
+                                     headers={"Prefer": "odata.maxpagesize=3"})
+    assert len(page["value"]) == 3 and "odata.maxpagesize=3" in headers["Preference-Applied"]
+
+
+def test_beta_patch_of_the_flag(emu):
+    st, w = flag_seed(emu)
+    c = st["contacts"][0]
+    path = f"/beta/me/contacts/{c['id']}"
+    _, link, _ = delta_round(emu, default_delta(emu))
+    emu.admin("POST", "requests/reset")
+    u = emu.ok("PATCH", path, {"flag": FLAG}, headers={"If-Match": c["@odata.etag"]})
+    assert u["flag"] == {"flagStatus": "flagged",
+                         "startDateTime": {"dateTime": "2026-05-01T09:00:00.0000000", "timeZone": "UTC"},
+                         "dueDateTime": {"dateTime": "2026-05-08T09:00:00.5000000", "timeZone": "UTC"}}
+    assert u["changeKey"] != c["changeKey"] and u["@odata.etag"] == f'W/"{u["changeKey"]}"'
+    items, link, _ = delta_round(emu, link)
+    assert [i["id"] for i in items] == [c["id"]] and "flag" not in items[0], "delta (v1.0) reports it"
+    assert emu.state()["contacts"][0]["flag"] == u["flag"]
+    # If-Match as in v1.0; a stale etag is 412.
+    status, _, err = emu.call("PATCH", path, {"flag": {"flagStatus": "complete"}},
+                              headers={"If-Match": c["@odata.etag"]})
+    assert status == 412 and err["error"]["code"] == "ErrorIrresolvableConflict"
+    # Merged like any complex property; null resets it.
+    assert emu.ok("PATCH", path, {"flag": {"flagStatus": "complete"}})["flag"]["startDateTime"]
+    assert emu.ok("PATCH", path, {"flag": None})["flag"] == {"flagStatus": "notFlagged"}
+    for body in ({"flag": {"dueDateTime": FLAG["dueDateTime"]}},           # due needs start
+                 {"flag": {"flagStatus": "urgent"}},
+                 {"flag": {"startDateTime": {"dateTime": "2026-13-01T00:00:00", "timeZone": "UTC"}}},
+                 {"flag": {"startDateTime": {"dateTime": "2026-05-01T00:00:00"}}},
+                 {"flag": FLAG, "givenName": "x"}, {"givenName": "x"}, {}):
+        status, _, err = emu.call("PATCH", path, body)
+        assert status == 400, body
+    status, _, err = emu.call("PATCH", path, {"flag": FLAG, "phones": []})
+    assert "only flag" in err["error"]["message"]
+    status, headers, _ = emu.call("PATCH", path, {"flag": FLAG}, headers={"Prefer": "return=minimal"})
+    assert status == 204
+    routes = emu.requests()["by_route"]
+    assert routes["PATCH beta /me/contacts/{id}"] == 13
+    assert not any(r.split()[1] == "beta" for r in routes if r.startswith("GET")), routes
+
+
+def test_beta_batch_items_are_relative_to_beta(emu):
+    st, w = flag_seed(emu)
+    c = st["contacts"][0]
+    out = emu.ok("POST", "/beta/$batch", {"requests": [
+        {"id": "get", "method": "GET", "url": f"/me/contacts/{w['id']}?$select=flag",
+         "headers": {"Prefer": 'IdType="ImmutableId"'}},
+        {"id": "set", "method": "PATCH", "url": f"/me/contacts/{c['id']}",
+         "headers": {"Content-Type": "application/json"}, "body": {"flag": {"flagStatus": "flagged"}}}]})
+    by_id = {r["id"]: r for r in out["responses"]}
+    assert by_id["get"]["status"] == 200 and by_id["get"]["body"]["flag"]["flagStatus"] == "complete"
+    assert by_id["set"]["status"] == 200 and by_id["set"]["body"]["id"] == c["mutableId"]
+    assert emu.state()["contacts"][0]["flag"] == {"flagStatus": "flagged"}
+    routes = emu.requests()["by_route"]
+    assert routes["POST beta /$batch"] == 1 and routes["GET beta /me/contacts/{id}"] == 1
+    v1 = emu.ok("POST", "/$batch", {"requests": [
+        {"id": "1", "method": "GET", "url": f"/me/contacts/{c['id']}?$select=flag"}]})
+    assert v1["responses"][0]["status"] == 400, "a v1.0 batch item is v1.0"
+
+
 # ---- identity: device code, refresh, expiry ------------------------------------------------------------
 
 def device_flow(emu, scope="offline_access openid https://graph.microsoft.com/Contacts.ReadWrite"):
