@@ -329,13 +329,25 @@ static int refresh(struct cache *c)
 		return 0;
 	r = graph_get_json(c->g, "/people?$top=" CACHE_PEOPLE_MAX_TEXT "&$select=" FIELDS, NULL, 0,
 			   &answer);
-	if (r) {
+	if (r == -EACCES && c->cfg.mailbox) {
+		/* Another mailbox's people need People.Read.All, which needs an
+		 * administrator's consent (user-list-people.md) and which we do
+		 * not ask for: an empty list, said once a poll interval. */
+		pthread_mutex_lock(&c->api_lock);
+		cache_error(c->db, "people",
+			    "the people of %s cannot be read: that needs the permission "
+			    "People.Read.All, which an administrator must grant; people/ stays empty",
+			    c->cfg.mailbox);
+		pthread_mutex_unlock(&c->api_lock);
+		text = strdup("[]");
+	} else if (r) {
 		if (!cache_offline_errno(r))
 			log_warn("cache: reading the people list: %s", strerror(-r));
 		return 0;
+	} else {
+		text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(answer, "value"));
+		cJSON_Delete(answer);
 	}
-	text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(answer, "value"));
-	cJSON_Delete(answer);
 	if (!text)
 		return -ENOMEM;
 	snprintf(when, sizeof(when), "%lld", (long long)cache_now_ms());
