@@ -62,6 +62,7 @@ struct fs_file {
 	struct buf data;      /* the file's bytes as the handles see them */
 	int loaded;	      /* data holds the file */
 	int dirty;	      /* written since the last commit */
+	unsigned writers;     /* handles open for writing */
 	int64_t mtime_ns;     /* of the last write, while dirty */
 	struct fs_file *next; /* in the table's bucket: under fs.lock */
 };

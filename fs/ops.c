@@ -32,7 +32,9 @@ struct fs_handle {
 	struct fs_file *file; /* a cache file; NULL for a .contactfs file */
 	struct buf text;      /* a .contactfs file's content, made at open */
 	/* A .contactfs file opened for writing (categories): text is what
-	 * this handle wrote, committed whole at flush, fsync or release. */
+	 * this handle wrote, committed whole at flush, fsync or release.
+	 * A cache file's handle: dirty while the file holds writes made
+	 * through it (or its O_TRUNC) that no commit has taken yet. */
 	int writable, dirty;
 	pthread_mutex_t lock;
 };
@@ -321,7 +323,24 @@ static int commit_locked(struct fs *fs, struct fs_file *f)
 	return 0;
 }
 
-static int truncate_file(struct fs *fs, uint64_t ino, off_t size)
+/*
+ * Commit at h's flush, fsync or release: only what h wrote, or, once no
+ * writer is left, what a truncate(2) by path left behind. A reader's late
+ * release, or a writer's release after its flush, must not commit the
+ * empty text of another handle's O_TRUNC before that handle has written.
+ * Called with f->lock held.
+ */
+static int commit_handle_locked(struct fs *fs, struct fs_handle *h)
+{
+	struct fs_file *f = h->file;
+
+	if (!h->dirty && f->writers)
+		return 0;
+	h->dirty = 0;
+	return commit_locked(fs, f);
+}
+
+static int truncate_file(struct fs *fs, uint64_t ino, off_t size, struct fs_handle *h)
 {
 	struct fs_file *f;
 	int r = 0;
@@ -342,6 +361,8 @@ static int truncate_file(struct fs *fs, uint64_t ino, off_t size)
 		if (!r && (r = buf_resize(&f->data, (size_t)size)) == 0) {
 			f->dirty = 1;
 			f->mtime_ns = now_ns();
+			if (h && h->file == f)
+				h->dirty = 1; /* ftruncate: this handle's change */
 		}
 		pthread_mutex_unlock(&f->lock);
 		fs_file_put(fs, f);
@@ -417,7 +438,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 			fuse_reply_err(req, S_ISDIR(st.st_mode) ? EISDIR : EINVAL);
 			return;
 		}
-		if ((r = truncate_file(fs, ino, attr->st_size))) {
+		if ((r = truncate_file(fs, ino, attr->st_size,
+				       fi ? (struct fs_handle *)(uintptr_t)fi->fh : NULL))) {
 			/* Refused as a vCard, but cut all the same (a draft):
 			 * the kernel's cached size must go, from the notify
 			 * thread (never from inside a request). */
@@ -657,6 +679,20 @@ static int load_locked(struct fs *fs, struct fs_file *f)
 	return r;
 }
 
+/* A cache file's handle goes: its file loses a writer and a reference. */
+static void handle_drop(struct fs *fs, struct fs_handle *h, struct fs_file *f)
+{
+	if (f) {
+		if (h->writable) {
+			pthread_mutex_lock(&f->lock);
+			f->writers--;
+			pthread_mutex_unlock(&f->lock);
+		}
+		fs_file_put(fs, f);
+	}
+	free(h);
+}
+
 static void open_file(fuse_req_t req, struct fs *fs, uint64_t ino, struct fuse_file_info *fi,
 		      const struct cache_attr *created)
 {
@@ -665,10 +701,15 @@ static void open_file(fuse_req_t req, struct fs *fs, uint64_t ino, struct fuse_f
 	int r = 0;
 
 	if (!h || !(f = fs_file_get(fs, ino, 1))) {
-		r = -ENOMEM;
-		goto fail;
+		fs_file_put(fs, f);
+		free(h);
+		fuse_reply_err(req, ENOMEM);
+		return;
 	}
+	h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 	pthread_mutex_lock(&f->lock);
+	if (h->writable)
+		f->writers++;
 	if (created) {
 		if (!f->loaded) {
 			buf_reset(&f->data);
@@ -678,6 +719,7 @@ static void open_file(fuse_req_t req, struct fs *fs, uint64_t ino, struct fuse_f
 		buf_reset(&f->data);
 		f->loaded = 1;
 		f->dirty = 1;
+		h->dirty = 1;
 		f->mtime_ns = now_ns();
 		fs_file_take_stale(fs, f);
 	} else if (!f->loaded || (fs_file_take_stale(fs, f) && !f->dirty)) {
@@ -703,19 +745,15 @@ static void open_file(fuse_req_t req, struct fs *fs, uint64_t ino, struct fuse_f
 		entry_of(fs, &st, &e);
 		if (fuse_reply_create(req, &e, fi)) {
 			fs_known_forget(fs, e.ino, 1);
-			fs_file_put(fs, f);
-			free(h);
+			handle_drop(fs, h, f);
 		}
 		return;
 	}
-	if (fuse_reply_open(req, fi)) {
-		fs_file_put(fs, f);
-		free(h);
-	}
+	if (fuse_reply_open(req, fi))
+		handle_drop(fs, h, f);
 	return;
 fail:
-	fs_file_put(fs, f);
-	free(h);
+	handle_drop(fs, h, f);
 	fuse_reply_err(req, err_of(r));
 }
 
@@ -884,6 +922,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		r = buf_write_at(&f->data, (size_t)off, data, size);
 	if (!r) {
 		f->dirty = 1;
+		h->dirty = 1;
 		f->mtime_ns = now_ns();
 	}
 	pthread_mutex_unlock(&f->lock);
@@ -902,7 +941,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (f) {
 		pthread_mutex_lock(&f->lock);
-		r = commit_locked(fs, f);
+		r = commit_handle_locked(fs, h);
 		pthread_mutex_unlock(&f->lock);
 	} else if (h->writable) {
 		r = ctl_commit(fs, ino, h);
@@ -922,7 +961,9 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 		/* flush normally committed already; this catches the rest. */
 		pthread_mutex_lock(&f->lock);
-		r = commit_locked(fs, f);
+		if (h->writable)
+			f->writers--;
+		r = commit_handle_locked(fs, h);
 		pthread_mutex_unlock(&f->lock);
 		if (r && r != EINVAL)
 			log_err("inode %llu: written bytes could not be saved at release: %s",
@@ -951,7 +992,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 		return;
 	}
 	pthread_mutex_lock(&f->lock);
-	r = commit_locked(fs, f);
+	r = commit_handle_locked(fs, h);
 	pthread_mutex_unlock(&f->lock);
 	if (r) {
 		fuse_reply_err(req, r);

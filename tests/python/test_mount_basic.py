@@ -151,6 +151,37 @@ def test_a_written_file_shows_its_new_size_before_and_after_close(tmp_path):
         assert c["personalNotes"] == "a longer note than before"
 
 
+def test_closing_another_handle_never_commits_a_writers_empty_o_trunc(tmp_path):
+    """A save opens with O_TRUNC, then writes. Another handle of the same
+    file closing in between (a reader's late release, or an earlier writer
+    that already flushed) must not send the empty text as the contact: no
+    error, no draft, one update with the writer's bytes."""
+    with Emulator("--contacts", "1") as emu, Mount(emu, tmp_path) as m:
+        m.wait_synced()
+        (name,) = vcf_files(m.root)
+        p = m.root / name
+        old = p.read_bytes()
+        for step, note in enumerate(["after a reader", "after a writer"]):
+            new = re.sub(rb"NOTE:[^\r\n]*\r\n(?: [^\r\n]*\r\n)*", b"", old).replace(
+                b"END:VCARD", b"NOTE:" + note.encode() + b"\r\nEND:VCARD")
+            if step == 0:
+                other = os.open(p, os.O_RDONLY)
+            else:
+                other = os.open(p, os.O_RDWR)
+                os.write(other, p.read_bytes())
+                os.fsync(other)  # its writes are committed: nothing left to send
+            w = os.open(p, os.O_WRONLY | os.O_TRUNC)
+            os.close(other)  # closes while the writer's text is empty
+            os.write(w, new)
+            os.close(w)
+            assert p.read_bytes() == new
+            m.wait_synced()
+            (c,) = server_contacts(emu)
+            assert c["personalNotes"] == note
+            assert "not a valid vCard" not in m.errors(), m.errors()
+            old = new
+
+
 def test_fsync_returns_the_servers_refusal_and_close_still_keeps_the_change(tmp_path):
     """fsync waits for the server's verdict: a mailbox that refuses writes
     (403) makes fsync fail with EACCES; the change stays queued (parked)."""
