@@ -42,7 +42,7 @@
 #define CACHE_MUST_CHECK __attribute__((warn_unused_result))
 
 #define CACHE_ROOT_INO 1 /* the default contact folder */
-#define CACHE_SCHEMA_VERSION 1
+#define CACHE_SCHEMA_VERSION 2
 
 struct graph;
 struct buf;
@@ -126,6 +126,18 @@ int cache_start(struct cache *c) CACHE_MUST_CHECK;
 
 /* Ask for a delta round and an outbox pass now (does not wait). */
 void cache_sync_now(struct cache *c);
+
+/*
+ * Writers of file ino through the mount (DESIGN point 1). While a file has
+ * one, and for CACHE_NAME_GRACE_MS after the last one closes (an editor's
+ * save and reopen), a display-name change from the server does not rename
+ * it: the rename waits and is made then. Call cache_name_hold when a file
+ * gets its first writer and cache_name_release when its last one closes.
+ * cache_name_hold returns 0 or -ENOMEM (then the name is not held).
+ */
+#define CACHE_NAME_GRACE_MS 3000
+int cache_name_hold(struct cache *c, uint64_t ino) CACHE_MUST_CHECK;
+void cache_name_release(struct cache *c, uint64_t ino);
 
 /*
  * Wait until the outbox holds no entry that can be sent now (pending deletes

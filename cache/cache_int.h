@@ -74,7 +74,22 @@ struct cache {
 	time_t last_sync;
 	struct cache_people *people; /* .contactfs/people/ as last made (people.c) */
 	unsigned people_gen;	     /* counts the lists stored */
+	struct name_hold *holds;     /* files with writers, or just closed (engine.c) */
+	size_t nholds, holds_size;
 };
+
+/* A file whose name a writer holds (cache_name_hold). */
+struct name_hold {
+	uint64_t ino;
+	unsigned writers;
+	int64_t until_ms; /* with no writer: held until then */
+};
+
+/* Whether file ino's name is held now (engine.c). Takes c->lock. */
+int names_held(struct cache *c, uint64_t ino);
+/* The earliest time a held name is let go, in ms; 0 for none. Takes
+ * c->lock. */
+int64_t names_next_release(struct cache *c);
 
 /* ---- db.c ---------------------------------------------------------------- */
 

@@ -449,8 +449,29 @@ static const char SCHEMA_V1[] =
 	"  what TEXT,"
 	"  message TEXT);";
 
-/* MIGRATIONS[i] takes a database from version i + 1 to i + 2. */
-static const char *const MIGRATIONS[] = {NULL};
+/*
+ * MIGRATIONS[i] takes a database from version i + 1 to i + 2; a new cache
+ * is made at version 1 and migrated like an old one.
+ *
+ * Version 2: the names of contact files (DESIGN point 1). nodes.basis is
+ * the name the server's display name gave when the file's name was last
+ * settled (NULL: settle at the next version from the server, the echo of a
+ * write); names_past holds the names a contact's file had in its folder,
+ * so that a save at one of them is that contact.
+ */
+static const char *const MIGRATIONS[] = {
+	"ALTER TABLE nodes ADD COLUMN basis TEXT;"
+	"CREATE TABLE names_past("
+	"  folder INTEGER NOT NULL,"
+	"  name TEXT NOT NULL,"
+	"  cid INTEGER NOT NULL,"
+	"  at INTEGER NOT NULL," /* ms since the epoch the file left the name */
+	"  PRIMARY KEY(folder, name)) WITHOUT ROWID;"
+	"CREATE INDEX names_past_cid ON names_past(cid);"
+	"CREATE TABLE names_due(ino INTEGER PRIMARY KEY);", /* renames waiting for a writer */
+};
+_Static_assert(sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]) == CACHE_SCHEMA_VERSION - 1,
+	       "one migration per schema version after the first");
 
 static int create_schema(struct cache *c, sqlite3 *db)
 {
@@ -471,8 +492,8 @@ static int create_schema(struct cache *c, sqlite3 *db)
 		r = db_meta_set(db, "mailbox", c->mailbox);
 	if (!r)
 		r = db_meta_set(db, "application", "contactfs");
-	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = %d",
-		 APPLICATION_ID, CACHE_SCHEMA_VERSION);
+	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = 1",
+		 APPLICATION_ID);
 	if (!r && sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
 		r = -EIO;
 	if (r) {
@@ -497,8 +518,12 @@ int db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize)
 			 c->path, sqlite3_errmsg(db));
 		return -EINVAL;
 	}
-	if (app == 0 && version == 0 && tables == 0)
-		return create_schema(c, db);
+	if (app == 0 && version == 0 && tables == 0) {
+		if ((r = create_schema(c, db)))
+			return r;
+		app = APPLICATION_ID;
+		version = 1;
+	}
 	if (app != APPLICATION_ID) {
 		snprintf(errbuf, errsize,
 			 "%s: not a contactfs cache (another program's database); move it away "

@@ -179,6 +179,7 @@ void cache_close(struct cache *c)
 	db_disconnect(c->sdb);
 	db_disconnect(c->db);
 	cache_people_put(c, c->people);
+	free(c->holds);
 	pthread_cond_destroy(&c->pass);
 	pthread_cond_destroy(&c->wake);
 	pthread_mutex_destroy(&c->lock);
@@ -220,7 +221,7 @@ static void *sync_main(void *arg)
 	int want_round = 1; /* the first round, whatever the poll interval */
 
 	while (!stopping(c)) {
-		int64_t now = cache_now_ms(), next_out = 0, wait;
+		int64_t now = cache_now_ms(), next_out = 0, next_names, wait;
 		int r, left = 0, offline = 0;
 
 		pthread_mutex_lock(&c->lock);
@@ -297,6 +298,10 @@ static void *sync_main(void *arg)
 					      : 3600000;
 			if (next_out && next_out - now < wait)
 				wait = next_out - now;
+			/* A rename that waited for a writer is made once the
+			 * name is let go (sync_render). */
+			if ((next_names = names_next_release(c)) && next_names - now < wait)
+				wait = next_names - now;
 			if (left)
 				wait = 0;
 		}
@@ -330,6 +335,91 @@ int cache_start(struct cache *c)
 		return -EAGAIN;
 	c->started = 1;
 	return 0;
+}
+
+/* ---- names held by writers ------------------------------------------------------ */
+
+/* The hold of ino, or NULL. Under c->lock. Entries that lapsed go first. */
+static struct name_hold *hold_find(struct cache *c, uint64_t ino)
+{
+	int64_t now = cache_now_ms();
+	struct name_hold *found = NULL;
+	size_t k = 0;
+
+	for (size_t i = 0; i < c->nholds; i++) {
+		struct name_hold *h = &c->holds[i];
+
+		if (!h->writers && h->until_ms <= now)
+			continue; /* lapsed */
+		c->holds[k] = *h;
+		if (c->holds[k].ino == ino)
+			found = &c->holds[k];
+		k++;
+	}
+	c->nholds = k;
+	return found;
+}
+
+int cache_name_hold(struct cache *c, uint64_t ino)
+{
+	struct name_hold *h;
+	int r = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if ((h = hold_find(c, ino)) != NULL) {
+		h->writers++;
+	} else if (c->nholds == c->holds_size &&
+		   !(h = realloc(c->holds, (c->holds_size ? c->holds_size * 2 : 16) *
+						   sizeof(*c->holds)))) {
+		r = -ENOMEM;
+	} else {
+		if (c->nholds == c->holds_size) {
+			c->holds = h;
+			c->holds_size = c->holds_size ? c->holds_size * 2 : 16;
+		}
+		c->holds[c->nholds++] = (struct name_hold){.ino = ino, .writers = 1};
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+void cache_name_release(struct cache *c, uint64_t ino)
+{
+	struct name_hold *h;
+
+	pthread_mutex_lock(&c->lock);
+	h = hold_find(c, ino);
+	if (h && h->writers && !--h->writers) {
+		h->until_ms = cache_now_ms() + CACHE_NAME_GRACE_MS;
+		/* The sync thread sleeps until the earliest release it knew
+		 * of: wake it to learn of this one. */
+		c->kicked = 1;
+		pthread_cond_signal(&c->wake);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+int names_held(struct cache *c, uint64_t ino)
+{
+	int held;
+
+	pthread_mutex_lock(&c->lock);
+	held = hold_find(c, ino) != NULL;
+	pthread_mutex_unlock(&c->lock);
+	return held;
+}
+
+int64_t names_next_release(struct cache *c)
+{
+	int64_t next = 0;
+
+	pthread_mutex_lock(&c->lock);
+	(void)hold_find(c, 0);
+	for (size_t i = 0; i < c->nholds; i++)
+		if (!c->holds[i].writers && (!next || c->holds[i].until_ms < next))
+			next = c->holds[i].until_ms;
+	pthread_mutex_unlock(&c->lock);
+	return next;
 }
 
 void cache_sync_now(struct cache *c)

@@ -969,11 +969,43 @@ int sync_photos(struct cache *c, int max, int *left)
 	return r;
 }
 
+/* Renames that waited for a writer (tree_render): those whose name is let
+ * go are rendered again, which makes them. */
+static int names_let_go(struct cache *c)
+{
+	sqlite3 *db = c->sdb;
+	sqlite3_stmt *st;
+	int64_t inos[64];
+	size_t n = 0;
+	int r;
+
+	if ((r = db_prepare(db, &st, "SELECT ino FROM names_due LIMIT 64", NULL)))
+		return r;
+	while (n < 64 && db_step(st) == 1) {
+		int64_t ino = sqlite3_column_int64(st, 0);
+
+		if (!names_held(c, (uint64_t)ino))
+			inos[n++] = ino;
+	}
+	db_release(st);
+	if (!n || (r = db_begin(db)))
+		return r;
+	for (size_t i = 0; i < n && !r; i++)
+		if (!(r = db_run(db, "DELETE FROM names_due WHERE ino = ?", "i", inos[i])))
+			r = db_run(db,
+				   "UPDATE contacts SET render = 1 WHERE cid = (SELECT cid FROM "
+				   "nodes WHERE ino = ?)",
+				   "i", inos[i]);
+	return r ? (db_rollback(db), r) : db_commit(db);
+}
+
 int sync_render(struct cache *c)
 {
 	sqlite3 *db = c->sdb;
-	int r = 0;
+	int r;
 
+	if ((r = names_let_go(c)))
+		return r;
 	for (;;) {
 		struct events ev = {0};
 		sqlite3_stmt *st;

@@ -531,7 +531,104 @@ static int photo_fits(const struct vcard *card, char *msg, size_t size)
 	return -EFBIG;
 }
 
-static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vcard *card)
+/* ---- names a writer chose (DESIGN point 1) ------------------------------------------ */
+
+/* How long a contact's former file name stays its own: a save there is an
+ * update of that contact (an editor that keeps a file's name in its buffer
+ * and saves to it after the file was renamed under it). */
+#define NAMES_PAST_MS (24LL * 3600 * 1000)
+
+/* Contact cid's file left name in folder: remember the name (and forget
+ * names older than NAMES_PAST_MS). */
+static int name_left(sqlite3 *db, int64_t folder, const char *name, int64_t cid)
+{
+	int64_t now = cache_now_ms();
+	int r = db_run(db, "DELETE FROM names_past WHERE at < ?", "i", now - NAMES_PAST_MS);
+
+	if (!r && cid && cache_is_vcf_name(name))
+		r = db_run(db,
+			   "INSERT OR REPLACE INTO names_past(folder, name, cid, at) VALUES(?, ?, "
+			   "?, ?)",
+			   "itii", folder, name, cid, now);
+	return r;
+}
+
+/*
+ * A card carrying uid written at name in folder by file ino, which shows no
+ * contact yet: when the contact of the folder with that UID had its file at
+ * this name, the card is that contact. The file that shows it now goes (the
+ * kernel is told), and its cid is returned. 0 when none, or -errno.
+ */
+static int64_t former_owner(sqlite3 *db, int64_t folder, const char *uid, int64_t ino,
+			    const char *name, struct events *ev)
+{
+	struct node o;
+	int64_t cid = 0;
+	int r;
+
+	if (!uid || !*uid)
+		return 0;
+	r = db_int(db, &cid,
+		   "SELECT p.cid FROM names_past p JOIN contacts c ON c.cid = p.cid WHERE "
+		   "p.folder = ? AND p.name = ? AND p.at >= ? AND c.folder = ? AND c.uid = ? AND "
+		   "NOT c.gone",
+		   "itiit", folder, name, cache_now_ms() - NAMES_PAST_MS, folder, uid);
+	if (r <= 0)
+		return r;
+	r = node_of_contact(db, cid, &o);
+	if (r == -ENOENT || (!r && o.ino == ino))
+		return cid;
+	if (r)
+		return r;
+	if ((r = db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", o.ino)) ||
+	    (r = db_run(db, "DELETE FROM names_due WHERE ino = ?", "i", o.ino)) ||
+	    (r = name_left(db, o.parent, o.name, cid)))
+		return r;
+	if (ev)
+		events_add(ev, CACHE_REMOVED, (uint64_t)o.ino, (uint64_t)o.parent, o.name, 0,
+			   NULL);
+	log_info("\"%s\": a save at a former name of contact %lld, which showed as \"%s\"",
+		 name, (long long)cid, o.name);
+	return cid;
+}
+
+/*
+ * File n, written with card, now shows contact cid: its name is the
+ * writer's choice and no longer follows the card. When the card changes
+ * what names a file (its display name, or what stands in for one), the
+ * display name the name was settled against (nodes.basis) is forgotten and
+ * settled again by the server's answer to this write, whatever display name
+ * Outlook makes of it; otherwise it stays, so a rename from the server that
+ * waits for this writer is still made.
+ */
+static int name_chosen(sqlite3 *db, const struct node *n, int64_t cid, const struct vcard *card)
+{
+	char server_want[256], card_want[256];
+	cJSON *server = NULL, *mine = NULL;
+	struct vcard_error e;
+	sqlite3_stmt *st;
+	int same = 0, r;
+
+	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", cid)))
+		return r;
+	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+		server = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+	db_release(st);
+	if (server && !vcard_to_graph(card, &mine, &e)) {
+		cache_contact_name(server, server_want, sizeof(server_want));
+		cache_contact_name(mine, card_want, sizeof(card_want));
+		same = !strcmp(server_want, card_want);
+	}
+	r = same ? db_run(db, "UPDATE nodes SET chosen = 1 WHERE ino = ?", "i", n->ino)
+		 : db_run(db, "UPDATE nodes SET chosen = 1, basis = NULL WHERE ino = ?", "i",
+			  n->ino);
+	cJSON_Delete(server);
+	cJSON_Delete(mine);
+	return r;
+}
+
+static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vcard *card,
+			  struct events *ev)
 {
 	const struct vcard_prop *uidp = vcard_find(card, "UID");
 	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
@@ -554,6 +651,8 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
 				return r;
 		}
 	}
+	if (!cid && (cid = former_owner(db, folder, uid, n->ino, n->name, ev)) < 0)
+		return (int)cid;
 	if (!cid) {
 		char key[33];
 		int k;
@@ -571,12 +670,14 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
 				"itt", folder, uid, key)))
 			return r;
 		cid = sqlite3_last_insert_rowid(db);
-		if ((r = db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid, n->ino)))
+		if ((r = db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid, n->ino)) ||
+		    (r = name_chosen(db, n, cid, card)))
 			return r;
 		n->cid = cid;
 		return outbox_add(db, OP_CREATE, cid, folder, NULL, 0);
 	}
-	if ((r = db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid, n->ino)) ||
+	if ((r = name_chosen(db, n, cid, card)) ||
+	    (r = db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid, n->ino)) ||
 	    (r = db_run(db,
 			"UPDATE contacts SET lrev = lrev + 1, uid = coalesce(?, uid) WHERE cid = ?",
 			"ti", uid, cid)))
@@ -738,7 +839,7 @@ static int import_card(sqlite3 *db, int64_t folder, struct vcard *card, const st
 				"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, "
 				"draft = 0 WHERE ino = ?",
 				"biii", text->data, text->len, (int64_t)text->len, now, n.ino)) ||
-		    (r = commit_contact(db, &n, folder, card)))
+		    (r = commit_contact(db, &n, folder, card, ev)))
 			return r;
 		events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
 		k->updated++;
@@ -762,7 +863,7 @@ static int import_card(sqlite3 *db, int64_t folder, struct vcard *card, const st
 			"itiiib", folder, name, (int64_t)CACHE_FILE, now, (int64_t)text->len,
 			text->data, text->len)) ||
 	    (r = node_get(db, sqlite3_last_insert_rowid(db), &n)) ||
-	    (r = commit_contact(db, &n, folder, card)))
+	    (r = commit_contact(db, &n, folder, card, ev)))
 		return r;
 	events_add(ev, CACHE_ADDED, (uint64_t)n.ino, (uint64_t)folder, n.name, 0, NULL);
 	k->created++;
@@ -1057,7 +1158,7 @@ static int do_write(struct cache *c, void *arg)
 	if (!r && ncards > 1)
 		r = import_cards(c, db, &n, p.ino, cards, ncards, &a->ev);
 	else if (!r && !(r = db_run(db, "UPDATE nodes SET draft = 0 WHERE ino = ?", "i", n.ino)))
-		r = commit_contact(db, &n, p.ino, cards[0]);
+		r = commit_contact(db, &n, p.ino, cards[0], &a->ev);
 	vcard_free_all(cards, ncards);
 	return r;
 }
@@ -1291,6 +1392,9 @@ static int do_rename(struct cache *c, void *arg)
 			const char *uid = uidp ? vcard_text(card, uidp) : NULL;
 			int64_t cid = reconcile(db, np.ino, uid);
 
+			/* At a name the contact's file had: that contact. */
+			if (!cid && !has_dst)
+				cid = former_owner(db, np.ino, uid, src.ino, a->newname, &a->ev);
 			/* Replacing the file that shows it is an edit (the
 			 * target goes first); another file showing it is not. */
 			r = cid < 0 ? (int)cid
@@ -1320,7 +1424,8 @@ static int do_rename(struct cache *c, void *arg)
 	}
 	if (has_dst && (r = remove_node(c, db, &dst)))
 		goto out;
-	if ((r = db_run(db, "UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
+	if ((src.cid && (r = name_left(db, op.ino, src.name, src.cid))) ||
+	    (r = db_run(db, "UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
 			"iti", np.ino, a->newname, src.ino)))
 		goto out;
 	src.parent = np.ino;
@@ -1336,7 +1441,7 @@ static int do_rename(struct cache *c, void *arg)
 		if (!r)
 			r = db_run(db, "UPDATE nodes SET written = 1 WHERE ino = ?", "i", src.ino);
 	} else if (card) {
-		r = commit_contact(db, &src, np.ino, card);
+		r = commit_contact(db, &src, np.ino, card, &a->ev);
 	} else if (cards) {
 		r = import_cards(c, db, &src, np.ino, cards, ncards, &a->ev);
 	}
@@ -1460,6 +1565,47 @@ static int says_the_same(const cJSON *server, const void *data, size_t len)
 	return same;
 }
 
+/*
+ * The server's version of the contact file n shows gives it the name want.
+ * n is renamed when the server's display name changed since n's name was
+ * settled (nodes.basis; a file rendered before there was one follows want
+ * unless its name was chosen here), but not while a writer holds the name:
+ * then the rename waits (names_due) until sync_render finds it let go. A
+ * name a writer chose stays while the display name is what it settled to.
+ */
+static int name_settle(struct cache *c, sqlite3 *db, struct node *n, const char *want,
+		       struct events *ev)
+{
+	char basis[256] = "", name[256];
+	int has_basis = 0, rename, r;
+	sqlite3_stmt *st;
+
+	if ((r = db_prepare(db, &st, "SELECT basis FROM nodes WHERE ino = ?", "i", n->ino)))
+		return r;
+	if (db_step(st) == 1 && sqlite3_column_text(st, 0)) {
+		has_basis = 1;
+		snprintf(basis, sizeof(basis), "%s", (const char *)sqlite3_column_text(st, 0));
+	}
+	db_release(st);
+	rename = (has_basis ? strcmp(basis, want) != 0 : !n->chosen) && !same_stem(n->name, want);
+	if (rename && names_held(c, (uint64_t)n->ino))
+		return db_run(db, "INSERT OR IGNORE INTO names_due(ino) VALUES(?)", "i", n->ino);
+	if (!rename)
+		return has_basis && !strcmp(basis, want)
+			       ? 0
+			       : db_run(db, "UPDATE nodes SET basis = ? WHERE ino = ?", "ti", want,
+					n->ino);
+	if ((r = tree_unique_name(db, (uint64_t)n->parent, want, name)) ||
+	    (r = name_left(db, n->parent, n->name, n->cid)) ||
+	    (r = db_run(db, "UPDATE nodes SET name = ?, basis = ?, chosen = 0 WHERE ino = ?", "tti",
+			name, want, n->ino)))
+		return r;
+	events_add(ev, CACHE_RENAMED, (uint64_t)n->ino, (uint64_t)n->parent, name,
+		   (uint64_t)n->parent, n->name);
+	snprintf(n->name, sizeof(n->name), "%s", name);
+	return 0;
+}
+
 int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 {
 	sqlite3_stmt *st = NULL, *nd = NULL;
@@ -1516,10 +1662,10 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 	if (!has_node) {
 		if ((r = tree_unique_name(db, (uint64_t)folder, want, name)) ||
 		    (r = db_run(db,
-				"INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, cid) "
-				"VALUES(?, ?, ?, ?, ?, ?, ?)",
-				"itiiibi", folder, name, (int64_t)CACHE_FILE, mtime,
-				(int64_t)out.len, out.data ? out.data : "", out.len, cid)))
+				"INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, cid, "
+				"basis) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+				"itiiibit", folder, name, (int64_t)CACHE_FILE, mtime,
+				(int64_t)out.len, out.data ? out.data : "", out.len, cid, want)))
 			goto out;
 		events_add(ev, CACHE_ADDED, (uint64_t)sqlite3_last_insert_rowid(db),
 			   (uint64_t)folder, name, 0, NULL);
@@ -1535,13 +1681,10 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 			   (uint64_t)n.parent, n.name);
 		n.parent = folder;
 		snprintf(n.name, sizeof(n.name), "%s", name);
-	} else if (!n.chosen && !same_stem(n.name, want)) {
-		if ((r = tree_unique_name(db, (uint64_t)folder, want, name)) ||
-		    (r = db_run(db, "UPDATE nodes SET name = ? WHERE ino = ?", "ti", name, n.ino)))
+		if ((r = db_run(db, "UPDATE nodes SET basis = ? WHERE ino = ?", "ti", want, n.ino)))
 			goto out;
-		events_add(ev, CACHE_RENAMED, (uint64_t)n.ino, (uint64_t)folder, name,
-			   (uint64_t)folder, n.name);
-		snprintf(n.name, sizeof(n.name), "%s", name);
+	} else if ((r = name_settle(c, db, &n, want, ev))) {
+		goto out;
 	}
 	if (n.written) {
 		if ((r = db_prepare(db, &nd, "SELECT data FROM nodes WHERE ino = ?", "i", n.ino)))

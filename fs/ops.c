@@ -679,13 +679,29 @@ static int load_locked(struct fs *fs, struct fs_file *f)
 	return r;
 }
 
+/* A file's first writer holds its name: a display-name change from the
+ * server waits until the last one has closed (DESIGN point 1). Under
+ * f->lock. */
+static void writer_came_locked(struct fs *fs, struct fs_file *f)
+{
+	if (f->writers++ == 0 && cache_name_hold(fs->cache, f->ino))
+		log_warn("inode %llu: out of memory: its name is not held while written",
+			 (unsigned long long)f->ino);
+}
+
+static void writer_gone_locked(struct fs *fs, struct fs_file *f)
+{
+	if (--f->writers == 0)
+		cache_name_release(fs->cache, f->ino);
+}
+
 /* A cache file's handle goes: its file loses a writer and a reference. */
 static void handle_drop(struct fs *fs, struct fs_handle *h, struct fs_file *f)
 {
 	if (f) {
 		if (h->writable) {
 			pthread_mutex_lock(&f->lock);
-			f->writers--;
+			writer_gone_locked(fs, f);
 			pthread_mutex_unlock(&f->lock);
 		}
 		fs_file_put(fs, f);
@@ -709,7 +725,7 @@ static void open_file(fuse_req_t req, struct fs *fs, uint64_t ino, struct fuse_f
 	h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 	pthread_mutex_lock(&f->lock);
 	if (h->writable)
-		f->writers++;
+		writer_came_locked(fs, f);
 	if (created) {
 		if (!f->loaded) {
 			buf_reset(&f->data);
@@ -962,7 +978,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		/* flush normally committed already; this catches the rest. */
 		pthread_mutex_lock(&f->lock);
 		if (h->writable)
-			f->writers--;
+			writer_gone_locked(fs, f);
 		r = commit_handle_locked(fs, h);
 		pthread_mutex_unlock(&f->lock);
 		if (r && r != EINVAL)

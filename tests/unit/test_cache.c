@@ -796,6 +796,74 @@ TEST(cache_reopened_keeps_its_files_inodes_and_queued_changes)
 	RUN(reopen_keeps_data, .no_emulator = 1);
 }
 
+/* A cache made by the first schema (as contactfs 1 made it) is migrated
+ * on open: its files and queue stay, and the tables of names are there. */
+BODY(migrate_v1)
+{
+	struct vcard_error verr;
+	struct cache_attr card, got;
+	struct cache_status st;
+	char errbuf[512], *text;
+	sqlite3 *db = NULL;
+	int64_t version = 0, tables = 0;
+	sqlite3_stmt *q = NULL;
+	int err, rc;
+
+	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
+	CHECK(v->c != NULL);
+	CHECK(cache_create(v->c, CACHE_ROOT_INO, "Keep Me.vcf", CACHE_FILE, NULL, &card) == 0);
+	CHECK(cache_write(v->c, card.ino, CARD_KEEP, strlen(CARD_KEEP), 0, &verr) == 0);
+	cache_close(v->c);
+	v->c = NULL;
+	/* Back to schema 1: what version 2 added goes. */
+	rc = sqlite3_open(v->db, &db);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db,
+				  "DROP TABLE names_past; DROP TABLE names_due; "
+				  "ALTER TABLE nodes DROP COLUMN basis; PRAGMA user_version = 1",
+				  NULL, NULL, NULL);
+	sqlite3_close(db);
+	CHECK_INT(rc, SQLITE_OK);
+
+	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
+	CHECK(v->c != NULL);
+	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Keep Me.vcf", &got) == 0);
+	CHECK_INT(got.ino, card.ino);
+	text = read_ino(v, got.ino);
+	CHECK(text != NULL);
+	CHECK_STR(text, CARD_KEEP);
+	free(text);
+	CHECK(cache_status(v->c, &st) == 0);
+	CHECK_INT(st.pending, 1);
+	cache_close(v->c);
+	v->c = NULL;
+	rc = sqlite3_open(v->db, &db);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL);
+	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+		version = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	q = NULL;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db,
+					"SELECT count(*) FROM sqlite_master WHERE name IN "
+					"('names_past', 'names_due') OR (name = 'nodes' AND sql LIKE "
+					"'%basis%')",
+					-1, &q, NULL);
+	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+		tables = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	CHECK_INT(rc, SQLITE_OK);
+	CHECK_INT(version, CACHE_SCHEMA_VERSION);
+	CHECK_INT(tables, 3);
+}
+
+TEST(cache_open_migrates_a_cache_of_the_first_schema_keeping_its_files_and_queue)
+{
+	RUN(migrate_v1, .no_emulator = 1);
+}
+
 /* Make v->db an SQLite database of another program. */
 static int foreign_database(struct env *v)
 {
