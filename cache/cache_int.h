@@ -190,6 +190,28 @@ int tree_drop_imported(sqlite3 *db, int64_t ino, struct events *ev) CACHE_MUST_C
 /* Whether contact cid has any outbox entry. 1, 0 or -errno. */
 int outbox_has(sqlite3 *db, int64_t cid) CACHE_MUST_CHECK;
 
+/* The version card was made from (VCARD_VERSION_PROP, "<change key>.<photo>"
+ * where photo is 12 hex digits of the SHA-256 of the photo shown, or "0"):
+ * 1 with both parts copied out (a value without a '.' is all change key,
+ * and the photo part ""), or 0 when it names none (tree.c). */
+int cache_version_of(struct vcard *card, char *ck, size_t cksize, char *photo, size_t psize);
+
+/* What a written card of contact cid is based on (cache_card_base). */
+enum cache_base {
+	CACHE_BASE_UNKNOWN = 0, /* names a version the cache does not know */
+	CACHE_BASE_PRESENT = 1, /* the cache's present version */
+	CACHE_BASE_OLDER = 2,	/* an older version, or the writer's last save */
+	CACHE_BASE_UNNAMED = 3, /* names none: taken as the present version */
+};
+
+/* The base of card, written into the file of contact cid: of the version it
+ * names, the versions our own writes made of that one after the other, and
+ * what the cards merged since that named it said, the one the card changes
+ * least against (tree.c). With CACHE_BASE_OLDER, *json (when json is not NULL)
+ * is the base; the caller frees it. Or -errno. */
+int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **json);
+
+
 /* Render contact cid from its server JSON (and photo) into the file that
  * shows it, creating or renaming that file as needed. In a transaction. */
 int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev) CACHE_MUST_CHECK;

@@ -457,10 +457,13 @@ static const char SCHEMA_V1[] =
  * the name the server's display name gave when the file's name was last
  * settled (NULL: settle at the next version from the server, the echo of a
  * write); names_past holds the names a contact's file had in its folder,
- * so that a save at one of them is that contact.
+ * so that a save at one of them is that contact; names_due the files whose
+ * rename waits for a writer. versions: the server versions a card written
+ * back may name as its base (DESIGN point 6, the merge).
  */
 static const char *const MIGRATIONS[] = {
 	"ALTER TABLE nodes ADD COLUMN basis TEXT;"
+
 	"CREATE TABLE names_past("
 	"  folder INTEGER NOT NULL,"
 	"  name TEXT NOT NULL,"
@@ -468,7 +471,42 @@ static const char *const MIGRATIONS[] = {
 	"  at INTEGER NOT NULL," /* ms since the epoch the file left the name */
 	"  PRIMARY KEY(folder, name)) WITHOUT ROWID;"
 	"CREATE INDEX names_past_cid ON names_past(cid);"
-	"CREATE TABLE names_due(ino INTEGER PRIMARY KEY);", /* renames waiting for a writer */
+	"CREATE TABLE names_due(ino INTEGER PRIMARY KEY);" /* renames waiting for a writer */
+	/* Server versions a contact had, kept a day after they were
+	 * superseded (at most 32 a contact): the base of a card written from
+	 * one of them (X-CONTACTFS-VERSION). */
+	"CREATE TABLE versions("
+	"  cid INTEGER NOT NULL,"
+	"  change_key TEXT NOT NULL,"
+	"  json TEXT NOT NULL,"
+	"  at INTEGER NOT NULL," /* ms since the epoch it was superseded */
+	"  ours_to TEXT,"	  /* the version our own write made of it */
+	"  PRIMARY KEY(cid, change_key)) WITHOUT ROWID;"
+	"CREATE INDEX versions_at ON versions(at);"
+	/* Cards merged with a newer version than the one they named (a day,
+	 * 16 a contact), as JSON: a base for the next card naming it, which
+	 * may hold what they said (a writer's next save, a reader of their
+	 * bytes). */
+	"CREATE TABLE merges("
+	"  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  cid INTEGER NOT NULL,"
+	"  named TEXT NOT NULL,"
+	"  json TEXT NOT NULL,"
+	"  at INTEGER NOT NULL);"
+	"CREATE INDEX merges_cid ON merges(cid, named);"
+	/* The first JSON a version had is kept (a merge rewrites the JSON of
+	 * the base for a moment; see outbox.c take_server). */
+	"CREATE TRIGGER contacts_versions AFTER UPDATE OF json ON contacts "
+	"WHEN old.json IS NOT NULL AND old.change_key IS NOT NULL AND new.json IS NOT old.json "
+	"BEGIN "
+	"  INSERT OR IGNORE INTO versions(cid, change_key, json, at) VALUES(old.cid, "
+	"    old.change_key, old.json, CAST((julianday('now') - 2440587.5) * 86400000 AS "
+	"    INTEGER));"
+	"  DELETE FROM versions WHERE at < CAST((julianday('now') - 2440588.5) * 86400000 AS "
+	"    INTEGER);"
+	"  DELETE FROM versions WHERE cid = old.cid AND change_key NOT IN (SELECT change_key "
+	"    FROM versions WHERE cid = old.cid ORDER BY at DESC LIMIT 32);"
+	"END;",
 };
 _Static_assert(sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]) == CACHE_SCHEMA_VERSION - 1,
 	       "one migration per schema version after the first");

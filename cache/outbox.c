@@ -214,7 +214,35 @@ static void set_json(struct entry *e, const char *method, cJSON *body, const cha
 }
 
 /* Decide what entry e sends now. Returns a plan or -errno. */
-static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e)
+static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const cJSON *base,
+			  const cJSON *theirs, struct vcard *card, int stale, struct events *ev);
+
+/*
+ * The version card names as its base when that is not the cache's present
+ * one but an older one it keeps (or the writer's last save, merged since):
+ * *old is its JSON (the card was written from a buffer read before the
+ * server changed). 0 with *old NULL when the card names the present
+ * version, none, or one the cache no longer knows (tree.c told the error
+ * log at the write).
+ */
+static int stale_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **old)
+{
+	int r = cache_card_base(db, cid, card, old);
+
+	return r < 0 ? r : 0;
+}
+
+/* Our own write made version to of contact cid out of version from: a
+ * card naming from is based on to (cache_version_base). */
+static int own_step(sqlite3 *db, int64_t cid, const char *from, const char *to)
+{
+	if (!from || !to || !strcmp(from, to))
+		return 0;
+	return db_run(db, "UPDATE versions SET ours_to = ? WHERE cid = ? AND change_key = ?", "tit",
+		      to, cid, from);
+}
+
+static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct events *ev)
 {
 	struct contact_row k;
 	struct vcard *card = NULL;
@@ -341,6 +369,41 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e)
 		if (!base) {
 			r = -EIO;
 			break;
+		}
+		if (e->stage == 0) {
+			/* Written from an older version: merged with the
+			 * present one first; what is left is sent below. */
+			cJSON *old = NULL;
+
+			if ((r = stale_base(db, e->cid, card, &old)))
+				break;
+			if (old) {
+				/* pick's transaction goes on past a failed plan:
+				 * the merge is all or nothing within it. */
+				if ((r = db_run(db, "SAVEPOINT merge", NULL))) {
+					cJSON_Delete(old);
+					break;
+				}
+				r = merge_versions(c, db, e, old, base, card, 1, ev);
+				cJSON_Delete(old);
+				if (r < 0 && db_run(db, "ROLLBACK TO merge", NULL))
+					log_err("cache: undoing a failed merge failed");
+				if (db_run(db, "RELEASE merge", NULL) && r >= 0)
+					r = -EIO;
+				if (r) {
+					r = r < 0 ? r : PLAN_DONE;
+					break;
+				}
+				vcard_free(card);
+				card = NULL;
+				r = file_card(db, e->cid, &card, e->name, sizeof(e->name));
+				if (r == -ENOENT || r == -EINVAL) {
+					r = PLAN_DONE;
+					break;
+				}
+				if (r)
+					break;
+			}
 		}
 		if ((r = vcard_graph_diff(base, card, &patch, &ext, &ve))) {
 			cache_error(db, e->name, "cannot be sent: %s", ve.msg);
@@ -503,7 +566,7 @@ static int plan_request(struct entry *e)
 	return r;
 }
 
-static int plan_entry(struct cache *c, sqlite3 *db, struct entry *e)
+static int plan_entry(struct cache *c, sqlite3 *db, struct entry *e, struct events *ev)
 {
 	switch (e->op) {
 	case OP_FOLDER_CREATE:
@@ -515,7 +578,7 @@ static int plan_entry(struct cache *c, sqlite3 *db, struct entry *e)
 	case OP_DROP_FILE:
 		return PLAN_DONE; /* local: done when picked (see pick) */
 	default:
-		return plan_contact(c, db, e);
+		return plan_contact(c, db, e, ev);
 	}
 }
 
@@ -580,7 +643,7 @@ static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, i
 		e->sent = sqlite3_column_int(st, 6);
 		e->attempts = sqlite3_column_int(st, 7);
 		e->parked = sqlite3_column_int(st, 8);
-		plan = plan_entry(c, db, e);
+		plan = plan_entry(c, db, e, ev);
 		if (plan < 0) {
 			log_err("cache: outbox entry %lld: %s", (long long)e->seq, strerror(-plan));
 			entry_release(e);
@@ -880,8 +943,11 @@ static int adopt_change_key(sqlite3 *db, const struct entry *e)
 	if (!stored)
 		return 0;
 	if (same_fields(e->response, stored)) {
+		char *old_ck = strdup(cache_jstr(stored, "changeKey") ? cache_jstr(stored, "changeKey")
+								       : "");
+
 		cJSON_DeleteItemFromObjectCaseSensitive(stored, "changeKey");
-		if (!cJSON_AddStringToObject(stored, "changeKey", ck))
+		if (!old_ck || !cJSON_AddStringToObject(stored, "changeKey", ck))
 			r = -ENOMEM;
 		else {
 			char *text = cJSON_PrintUnformatted(stored);
@@ -891,7 +957,10 @@ static int adopt_change_key(sqlite3 *db, const struct entry *e)
 					  "tti", ck, text, e->cid)
 				 : -ENOMEM;
 			free(text);
+			if (!r)
+				r = own_step(db, e->cid, old_ck, ck);
 		}
+		free(old_ck);
 	} else {
 		log_info("cache: %s changed on the server since our write; the next delta round "
 			 "brings it",
@@ -961,24 +1030,33 @@ static int on_success(sqlite3 *db, struct entry *e)
 		if (e->stage == 0) {
 			sqlite3_stmt *st;
 			cJSON *old = NULL;
+			char *old_ck = NULL;
 
-			if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i",
+			if ((r = db_prepare(db, &st,
+					    "SELECT json, change_key FROM contacts WHERE cid = ?", "i",
 					    e->cid)))
 				break;
-			if (db_step(st) == 1)
+			if (db_step(st) == 1) {
 				old = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+				old_ck = db_strdup(st, 1);
+			}
 			db_release(st);
 			json = server_json(resp,
 					   cJSON_GetObjectItemCaseSensitive(old, "extensions"));
 			cJSON_Delete(old);
-			if (!json)
+			if (!json) {
+				free(old_ck);
 				return -ENOMEM;
+			}
 			/* render: the file is looked at again once the queue
 			 * is empty (kept as written unless it lacks a UID). */
 			r = db_run(db,
 				   "UPDATE contacts SET change_key = ?, json = ?, render = 1 WHERE "
 				   "cid = ?",
 				   "tti", cache_jstr(resp, "changeKey"), json, e->cid);
+			if (!r)
+				r = own_step(db, e->cid, old_ck, cache_jstr(resp, "changeKey"));
+			free(old_ck);
 			if (!r)
 				r = entry_next(db, e, 1);
 			break;
@@ -1317,26 +1395,213 @@ static int keep_ours(sqlite3 *db, int64_t cid, const struct buf *ours, char *kep
 	return 0;
 }
 
+/* Our extension's members in ext (a diff's) set in json's copy of it. */
+static void put_ext(cJSON *json, const cJSON *ext)
+{
+	cJSON *exts, *mine, *it;
+
+	if (!json || !ext)
+		return;
+	exts = cJSON_GetObjectItemCaseSensitive(json, "extensions");
+	mine = cache_ext_of(json);
+	if (!exts)
+		exts = cJSON_AddArrayToObject(json, "extensions");
+	if (mine) {
+		cJSON_ArrayForEach(it, ext)
+		{
+			cJSON_DeleteItemFromObjectCaseSensitive(mine, it->string);
+			cJSON_AddItemToObject(mine, it->string, cJSON_Duplicate(it, 1));
+		}
+	} else if (exts) {
+		cJSON_AddItemToArray(exts, cJSON_Duplicate(ext, 1));
+	}
+}
+
 /*
- * The update of e met a newer server version. Fetch it; if the fields we
- * changed and the fields they changed do not overlap, the file becomes the
- * merge and the entry is sent again against their version; otherwise
- * theirs wins the file and ours is kept beside it.
+ * A card was merged with a newer version than its base: what it said (base
+ * plus its changes) is a base for a later card naming the same version,
+ * which may hold what it said (the same writer's next save, or another
+ * writer that read its bytes): cache_card_base. In the open transaction.
+ */
+static int remember_buffer(sqlite3 *db, int64_t cid, struct vcard *card, const cJSON *base,
+			   const cJSON *patch, const cJSON *ext)
+{
+	char ck[256], photo[16], *text = NULL;
+	cJSON *said = NULL, *it;
+	int r;
+
+	if (!cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo)))
+		return 0;
+	if (!(said = cJSON_Duplicate(base, 1)))
+		return -ENOMEM;
+	cJSON_ArrayForEach(it, patch)
+	{
+		cJSON_DeleteItemFromObjectCaseSensitive(said, it->string);
+		cJSON_AddItemToObject(said, it->string, cJSON_Duplicate(it, 1));
+	}
+	put_ext(said, ext);
+	text = cJSON_PrintUnformatted(said);
+	r = text ? db_run(db, "INSERT INTO merges(cid, named, json, at) VALUES(?, ?, ?, ?)", "itti",
+			  cid, ck, text, cache_now_ms())
+		 : -ENOMEM;
+	if (!r)
+		r = db_run(db,
+			   "DELETE FROM merges WHERE at < ? OR (cid = ? AND seq NOT IN (SELECT seq "
+			   "FROM merges WHERE cid = ? ORDER BY seq DESC LIMIT 16))",
+			   "iii", cache_now_ms() - 24LL * 3600 * 1000, cid, cid);
+	free(text);
+	cJSON_Delete(said);
+	return r;
+}
+
+/*
+ * Three-way merge of the card written into e's file (ours) with base, the
+ * server version it was written against, and theirs, the server's version
+ * now; in the open transaction. A field only ours changed is sent, a field
+ * only theirs changed is kept, and the two changing one field differently is
+ * a conflict: theirs wins the file, ours is kept beside it, and the error
+ * log says so. With stale (the card named a base older than what the cache
+ * holds, found before anything was sent), theirs is the cache's own version
+ * already and the file is always rewritten to show the outcome. 0 when the
+ * entry still has something to send (the file shows the merge, to be sent
+ * against theirs), 1 when it is done, or -errno.
+ */
+static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const cJSON *base,
+			  const cJSON *theirs, struct vcard *card, int stale, struct events *ev)
+{
+	cJSON *patch = NULL, *ext = NULL, *merged = NULL, *todo = NULL, *todo_ext = NULL, *it;
+	struct vcard_error ve;
+	struct buf ours, fields;
+	char kept[256];
+	int pending = 0, overlap = 0, r;
+
+	buf_init(&ours, (size_t)64 << 20);
+	buf_init(&fields, 4096);
+	/* Ours: what the file changed against the version it was based on.
+	 * Still to send: what the file says otherwise than the server's
+	 * version now (after an update whose answer was lost, nothing). */
+	if ((r = vcard_graph_diff(base, card, &patch, &ext, &ve)) ||
+	    (r = vcard_graph_diff(theirs, card, &todo, &todo_ext, &ve)) ||
+	    (r = remember_buffer(db, e->cid, card, base, patch, ext)))
+		goto out;
+	cJSON_ArrayForEach(it, todo)
+	{
+		const char *f = it->string;
+
+		if (!is_field(f) || !claimed(f, patch, base, theirs))
+			continue;
+		pending++;
+		/* They changed it too, to something else. */
+		if (!same_value(cJSON_GetObjectItemCaseSensitive(base, f),
+				cJSON_GetObjectItemCaseSensitive(theirs, f))) {
+			overlap = 1;
+			if (buf_printf(&fields, "%s%s", fields.len ? ", " : "", f))
+				r = -ENOMEM;
+		}
+	}
+	if (ext && todo_ext) {
+		pending++;
+		if (ext_differs(cache_ext_of(base), cache_ext_of(theirs))) {
+			overlap = 1;
+			if (buf_printf(&fields, "%sthe properties Graph has no field for",
+				       fields.len ? ", " : ""))
+				r = -ENOMEM;
+		}
+	}
+	if (r)
+		goto out;
+	if (!pending) {
+		/* The server holds our change already (or the card changed
+		 * nothing): its version is the base now. After a conflict
+		 * the file stays as written; a stale card shows theirs. */
+		char *text = cJSON_PrintUnformatted(theirs);
+
+		if (stale)
+			r = take_server(c, db, e->cid, theirs, NULL, ev);
+		else
+			r = text ? db_run(db,
+					  "UPDATE contacts SET json = ?, change_key = ? WHERE "
+					  "cid = ?",
+					  "tti", text, cache_jstr(theirs, "changeKey"), e->cid)
+				 : -ENOMEM;
+		free(text);
+		if (!r && stale)
+			log_info("cache: %s was written from an older version of the contact and "
+				 "changed nothing of its own: it shows the server's version",
+				 e->name);
+		r = r ? r : 1;
+		goto out;
+	}
+	if (!overlap) {
+		/* Theirs plus our fields: the file shows the merge, and the
+		 * entry sends our fields against their version. */
+		merged = cJSON_Duplicate(theirs, 1);
+		cJSON_ArrayForEach(it, todo)
+		{
+			if (!is_field(it->string) || !claimed(it->string, patch, base, theirs))
+				continue;
+			cJSON_DeleteItemFromObjectCaseSensitive(merged, it->string);
+			cJSON_AddItemToObject(merged, it->string, cJSON_Duplicate(it, 1));
+		}
+		/* Our extension only if our edit changed it. */
+		if (ext)
+			put_ext(merged, todo_ext);
+		r = take_server(c, db, e->cid, theirs, merged, ev);
+		log_info("cache: %s changed on the server and here in different fields: merged",
+			 e->name);
+		goto out;
+	}
+	/* Both changed the same field: the server's version wins the file;
+	 * ours is kept beside it. */
+	{
+		sqlite3_stmt *st;
+
+		if (!(r = db_prepare(db, &st, "SELECT data FROM nodes WHERE cid = ?", "i",
+				     e->cid))) {
+			if (db_step(st) == 1)
+				r = buf_add(&ours, sqlite3_column_blob(st, 0),
+					    (size_t)sqlite3_column_bytes(st, 0));
+			db_release(st);
+		}
+	}
+	if (!r)
+		r = keep_ours(db, e->cid, &ours, kept, sizeof(kept), ev);
+	if (!r)
+		r = take_server(c, db, e->cid, theirs, NULL, ev);
+	if (!r) {
+		cache_error(db, e->name,
+			    "conflict: changed on the server and here in the same fields (%s); the "
+			    "file now holds the server's version, ours is kept as %s",
+			    fields.data ? fields.data : "", kept);
+		r = db_run(db, "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0",
+			   "ii", e->cid, (int64_t)OP_PHOTO);
+	}
+	r = r ? r : 1;
+out:
+	cJSON_Delete(patch);
+	cJSON_Delete(ext);
+	cJSON_Delete(merged);
+	cJSON_Delete(todo);
+	cJSON_Delete(todo_ext);
+	buf_release(&ours);
+	buf_release(&fields);
+	return r;
+}
+
+/*
+ * The update of e met a newer server version. Fetch it and merge the file
+ * with it against the version the update was based on (merge_versions);
+ * what is left to send is sent again against their version.
  */
 static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 {
 	sqlite3 *db = c->sdb;
-	cJSON *theirs = NULL, *base = NULL, *patch = NULL, *ext = NULL, *merged = NULL, *it;
-	cJSON *todo = NULL, *todo_ext = NULL;
-	int pending = 0;
+	cJSON *theirs = NULL, *base = NULL;
 	struct contact_row k = {0};
 	struct vcard *card = NULL;
-	struct vcard_error ve;
-	struct buf ours;
-	char path[1200], kept[256];
-	int r, overlap = 0;
+	char path[1200];
+	int r;
 
-	buf_init(&ours, (size_t)64 << 20);
 	memset(&k, 0, sizeof(k));
 	snprintf(path, sizeof(path), "%s?$expand=Extensions($filter=id%%20eq%%20'%s')", e->url,
 		 EXT_ID);
@@ -1371,116 +1636,19 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 		r = entry_done(db, e);
 		goto commit;
 	}
-	base = k.json ? cJSON_Parse(k.json) : NULL;
-	/* Ours: what the file changed against the version it was based on.
-	 * Still to send: what the file says otherwise than the server's
-	 * version now (after an update whose answer was lost, nothing). */
-	if (!base || (r = vcard_graph_diff(base, card, &patch, &ext, &ve)) ||
-	    (r = vcard_graph_diff(theirs, card, &todo, &todo_ext, &ve))) {
-		r = r ? r : -EIO;
+	/* The base: what the card was written from, when that is older than
+	 * the version the update was sent against (another writer's save
+	 * since); else that version. */
+	if ((r = cache_card_base(db, e->cid, card, &base)) < 0)
 		goto commit;
-	}
-	cJSON_ArrayForEach(it, todo)
-	{
-		const char *f = it->string;
-
-		if (!is_field(f) || !claimed(f, patch, base, theirs))
-			continue;
-		pending++;
-		/* They changed it too, to something else. */
-		if (!same_value(cJSON_GetObjectItemCaseSensitive(base, f),
-				cJSON_GetObjectItemCaseSensitive(theirs, f)))
-			overlap = 1;
-	}
-	if (ext && todo_ext) {
-		pending++;
-		if (ext_differs(cache_ext_of(base), cache_ext_of(theirs)))
-			overlap = 1;
-	}
-	if (!pending) {
-		/* The server holds our change already: its version is the
-		 * base now, the file stays as written. */
-		char *text = cJSON_PrintUnformatted(theirs);
-
-		r = text ? db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?",
-				  "tti", text, cache_jstr(theirs, "changeKey"), e->cid)
-			 : -ENOMEM;
-		free(text);
-		if (!r)
-			r = entry_done(db, e);
-		goto commit;
-	}
-	if (!overlap) {
-		/* Theirs plus our fields: the file shows the merge, and the
-		 * entry sends our fields against their version. */
-		merged = cJSON_Duplicate(theirs, 1);
-		cJSON_ArrayForEach(it, todo)
-		{
-			if (!is_field(it->string) || !claimed(it->string, patch, base, theirs))
-				continue;
-			cJSON_DeleteItemFromObjectCaseSensitive(merged, it->string);
-			cJSON_AddItemToObject(merged, it->string, cJSON_Duplicate(it, 1));
-		}
-		/* Our extension only if our edit changed it. */
-		if (ext) {
-			cJSON_Delete(ext);
-			ext = todo_ext;
-			todo_ext = NULL;
-		}
-		if (ext) {
-			cJSON *exts = cJSON_GetObjectItemCaseSensitive(merged, "extensions");
-			cJSON *mine = cache_ext_of(merged);
-
-			if (!exts)
-				exts = cJSON_AddArrayToObject(merged, "extensions");
-			if (mine) {
-				cJSON_ArrayForEach(it, ext)
-				{
-					cJSON_DeleteItemFromObjectCaseSensitive(mine, it->string);
-					cJSON_AddItemToObject(mine, it->string,
-							      cJSON_Duplicate(it, 1));
-				}
-			} else if (exts) {
-				cJSON_AddItemToArray(exts, cJSON_Duplicate(ext, 1));
-			}
-		}
-		r = take_server(c, db, e->cid, theirs, merged, ev);
-		if (!r)
-			r = db_run(db, "UPDATE outbox SET inflight = 0, attempts = 0 WHERE seq = ?",
-				   "i", e->seq);
-		log_info("cache: %s changed on the server and here in different fields: merged",
-			 e->name);
-		goto commit;
-	}
-	/* Both changed the same field: the server's version wins the file;
-	 * ours is kept beside it. */
-	{
-		sqlite3_stmt *st;
-
-		if (!(r = db_prepare(db, &st, "SELECT data FROM nodes WHERE cid = ?", "i",
-				     e->cid))) {
-			if (db_step(st) == 1)
-				r = buf_add(&ours, sqlite3_column_blob(st, 0),
-					    (size_t)sqlite3_column_bytes(st, 0));
-			db_release(st);
-		}
-	}
-	if (!r)
-		r = keep_ours(db, e->cid, &ours, kept, sizeof(kept), ev);
-	if (!r)
-		r = take_server(c, db, e->cid, theirs, NULL, ev);
-	if (!r) {
-		cache_error(
-			db, e->name,
-			"conflict: changed on the server and here in the same fields; the file now "
-			"holds the server's version, ours is kept as %s",
-			kept);
+	if (!base)
+		base = k.json ? cJSON_Parse(k.json) : NULL;
+	r = base ? merge_versions(c, db, e, base, theirs, card, 0, ev) : -EIO;
+	if (r == 1)
 		r = entry_done(db, e);
-		if (!r)
-			r = db_run(db,
-				   "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0",
-				   "ii", e->cid, (int64_t)OP_PHOTO);
-	}
+	else if (!r)
+		r = db_run(db, "UPDATE outbox SET inflight = 0, attempts = 0 WHERE seq = ?", "i",
+			   e->seq);
 commit:
 	if (r)
 		db_rollback(db);
@@ -1489,14 +1657,8 @@ commit:
 out:
 	cJSON_Delete(theirs);
 	cJSON_Delete(base);
-	cJSON_Delete(patch);
-	cJSON_Delete(ext);
-	cJSON_Delete(merged);
-	cJSON_Delete(todo);
-	cJSON_Delete(todo_ext);
 	vcard_free(card);
 	contact_row_release(&k);
-	buf_release(&ours);
 	return r;
 }
 

@@ -531,6 +531,169 @@ static int photo_fits(const struct vcard *card, char *msg, size_t size)
 	return -EFBIG;
 }
 
+/* ---- the version a card was made from (DESIGN point 6) ------------------------------- */
+
+/* 12 hex digits of the SHA-256 of a photo, or "0" for none. out: 16 bytes. */
+static void photo_tag(const void *photo, size_t len, char *out)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	snprintf(out, 16, "0");
+	if (photo && len && EVP_Digest(photo, len, md, &mdlen, EVP_sha256(), NULL) && mdlen >= 6)
+		snprintf(out, 16, "%02x%02x%02x%02x%02x%02x", md[0], md[1], md[2], md[3], md[4],
+			 md[5]);
+}
+
+/* How many things card changes against base (the fields of the minimal
+ * PATCH, the display name it always repeats aside, and the extension), or
+ * -errno. */
+static int changes_against(const cJSON *base, const struct vcard *card)
+{
+	cJSON *patch = NULL, *ext = NULL;
+	struct vcard_error e;
+	int n = vcard_graph_diff(base, card, &patch, &ext, &e);
+
+	if (!n) {
+		const cJSON *dn = cJSON_GetObjectItemCaseSensitive(patch, "displayName");
+
+		n = cJSON_GetArraySize(patch) + (ext != NULL);
+		if (dn && cJSON_Compare(dn, cJSON_GetObjectItemCaseSensitive(base, "displayName"), 1))
+			n--;
+	}
+	cJSON_Delete(patch);
+	cJSON_Delete(ext);
+	return n;
+}
+
+/* JSON of version ck of contact cid: the present one (*present set) or one
+ * kept in versions, with the version our own write made of it in next
+ * (""). 1, 0 when unknown, -errno. */
+static int version_json(sqlite3 *db, int64_t cid, const char *ck, cJSON **json, int *present,
+			char *next, size_t size)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	*json = NULL;
+	*present = 0;
+	next[0] = '\0';
+	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ? AND change_key = ?",
+			    "it", cid, ck)))
+		return r;
+	if ((r = db_step(st)) == 1) {
+		*present = 1;
+		if (!(*json = cJSON_Parse((const char *)sqlite3_column_text(st, 0))))
+			r = -ENOMEM;
+	}
+	db_release(st);
+	if (r)
+		return r;
+	if ((r = db_prepare(db, &st,
+			    "SELECT json, ours_to FROM versions WHERE cid = ? AND change_key = ?",
+			    "it", cid, ck)))
+		return r;
+	if ((r = db_step(st)) == 1) {
+		if (!(*json = cJSON_Parse((const char *)sqlite3_column_text(st, 0))))
+			r = -ENOMEM;
+		else if (sqlite3_column_text(st, 1))
+			snprintf(next, size, "%s", (const char *)sqlite3_column_text(st, 1));
+	}
+	db_release(st);
+	return r;
+}
+
+/*
+ * The candidates for the base of a card naming version ck: that version,
+ * the versions our own writes made of it one after the other (a writer's
+ * buffer holds its own saves, which became those versions), and what the
+ * cards merged since that named it said (kept in merges, the latest last). The base is the one the
+ * card changes least against; of equals, the later (a writer changing one
+ * field twice is not in conflict with itself). A change made elsewhere is
+ * never a candidate.
+ */
+int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **json)
+{
+	char ck[256], photo[16], next[256];
+	cJSON *best = NULL, *cand = NULL;
+	int best_n = -1, best_present = 0, present, n, r = 0;
+	sqlite3_stmt *st;
+
+	if (json)
+		*json = NULL;
+	if (!cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo)))
+		return CACHE_BASE_UNNAMED;
+	for (int step = 0; step < 64 && ck[0]; step++) {
+		if ((r = version_json(db, cid, ck, &cand, &present, next, sizeof(next))) <= 0)
+			break;
+		if ((n = changes_against(cand, card)) < 0) {
+			r = n;
+			break;
+		}
+		if (best_n < 0 || n <= best_n) {
+			cJSON_Delete(best);
+			best = cand;
+			best_n = n;
+			best_present = present;
+		} else {
+			cJSON_Delete(cand);
+		}
+		cand = NULL;
+		if (present)
+			break;
+		snprintf(ck, sizeof(ck), "%s", next);
+	}
+	cJSON_Delete(cand);
+	cand = NULL;
+	if (r < 0)
+		goto out;
+	(void)cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo));
+	if ((r = db_prepare(db, &st, "SELECT json FROM merges WHERE cid = ? AND named = ? ORDER BY seq",
+			    "it", cid, ck)))
+		goto out;
+	while (r >= 0 && (r = db_step(st)) == 1) {
+		if (!(cand = cJSON_Parse((const char *)sqlite3_column_text(st, 0))))
+			r = -ENOMEM;
+		else if ((n = changes_against(cand, card)) < 0)
+			r = n;
+		else if (best_n < 0 || n <= best_n) {
+			cJSON_Delete(best);
+			best = cand;
+			cand = NULL;
+			best_n = n;
+			best_present = 0;
+		}
+		cJSON_Delete(cand);
+		cand = NULL;
+	}
+	db_release(st);
+	if (r < 0)
+		goto out;
+	r = best_n < 0 ? CACHE_BASE_UNKNOWN : best_present ? CACHE_BASE_PRESENT : CACHE_BASE_OLDER;
+	if (r == CACHE_BASE_OLDER && json) {
+		*json = best;
+		best = NULL;
+	}
+out:
+	cJSON_Delete(best);
+	return r;
+}
+
+int cache_version_of(struct vcard *card, char *ck, size_t cksize, char *photo, size_t psize)
+{
+	const struct vcard_prop *p = vcard_find(card, VCARD_VERSION_PROP);
+	const char *t = p ? vcard_text(card, p) : NULL, *dot = t ? strrchr(t, '.') : NULL;
+
+	if (!t || !*t)
+		return 0;
+	/* Not one of ours (no photo part): a version nobody knows. */
+	if (!dot)
+		dot = t + strlen(t);
+	snprintf(ck, cksize, "%.*s", (int)(dot - t), t);
+	snprintf(photo, psize, "%s", *dot ? dot + 1 : "");
+	return 1;
+}
+
 /* ---- names a writer chose (DESIGN point 1) ------------------------------------------ */
 
 /* How long a contact's former file name stays its own: a save there is an
@@ -633,8 +796,9 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
 	const struct vcard_prop *uidp = vcard_find(card, "UID");
 	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
 	const struct vcard_prop *photo = vcard_photo(card);
+	char base_ck[256], base_photo[16], card_photo[16];
 	int64_t cid = n->cid, has_id = 0;
-	int r;
+	int based, r;
 
 	if (!cid) {
 		cid = reconcile(db, folder, uid);
@@ -691,7 +855,20 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
 		return 0;
 	if ((r = enqueue_once(db, OP_UPDATE, cid, folder)))
 		return r;
+	based = cache_version_of(card, base_ck, sizeof(base_ck), base_photo, sizeof(base_photo));
+	if (based && (r = cache_card_base(db, cid, card, NULL)) <= CACHE_BASE_UNKNOWN) {
+		if (r < 0)
+			return r;
+		cache_error(db, n->name,
+			    "applied over newer changes on the server, which it could not be "
+			    "merged with: it was written from a version of the contact this mount "
+			    "no longer knows (older than a day, or shown by another cache)");
+	}
 	if (!photo) {
+		/* Made from a version without a photo (read before it came):
+		 * it removes nothing. */
+		if (based && !strcmp(base_photo, "0"))
+			return 0;
 		if ((r = same_photo(db, cid, NULL, 0)) == 0)
 			cache_error(
 				db, n->name,
@@ -701,6 +878,11 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
 	}
 	if ((r = same_photo(db, cid, photo->data, photo->len)) != 0)
 		return r < 0 ? r : 0;
+	/* The photo of the version it was made from: the server's newer one
+	 * stays. */
+	photo_tag(photo->data, photo->len, card_photo);
+	if (based && !strcmp(base_photo, card_photo))
+		return 0;
 	return enqueue_once(db, OP_PHOTO, cid, folder);
 }
 
@@ -1566,6 +1748,37 @@ static int says_the_same(const cJSON *server, const void *data, size_t len)
 }
 
 /*
+ * Kept bytes (nd: a row of nodes.data, stepped) that say what a newer
+ * version says get that version's tag in their X-CONTACTFS-VERSION line,
+ * in place: same length, same mtime, so an editor that saved them sees no
+ * change on disk. A line of another length, folded or missing stays (the
+ * version chain still finds the base). 1 when rewritten, 0, -errno.
+ */
+static int retag(sqlite3 *db, sqlite3_stmt *nd, int64_t ino, const char *tag)
+{
+	static const char key[] = "\r\n" VCARD_VERSION_PROP ":";
+	const char *data = sqlite3_column_blob(nd, 0), *at, *v, *end;
+	size_t len = (size_t)sqlite3_column_bytes(nd, 0), tl = strlen(tag);
+	char *copy;
+	int r;
+
+	if (!data || !(at = memmem(data, len, key, sizeof(key) - 1)))
+		return 0;
+	v = at + sizeof(key) - 1;
+	end = memchr(v, '\r', len - (size_t)(v - data));
+	if (!end || (size_t)(end - v) != tl || (size_t)(end - data) + 2 >= len ||
+	    end[1] != '\n' || end[2] == ' ' || end[2] == '\t' || !memcmp(v, tag, tl))
+		return 0;
+	if (!(copy = malloc(len)))
+		return -ENOMEM;
+	memcpy(copy, data, len);
+	memcpy(copy + (v - data), tag, tl);
+	r = db_run(db, "UPDATE nodes SET data = ? WHERE ino = ?", "bi", copy, len, ino);
+	free(copy);
+	return r ? r : 1;
+}
+
+/*
  * The server's version of the contact file n shows gives it the name want.
  * n is renamed when the server's display name changed since n's name was
  * settled (nodes.basis; a file rendered before there was one follows want
@@ -1612,13 +1825,15 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 	cJSON *json = NULL;
 	struct vcard *card = NULL;
 	struct vcard_error e;
-	struct buf out;
+	struct buf out, tag;
 	char want[256], name[256], uidbuf[512] = "";
+	const char *ck;
 	int64_t folder, mtime;
 	struct node n;
 	int has_node, r;
 
 	buf_init(&out, (size_t)64 << 20);
+	buf_init(&tag, 4096);
 	if ((r = db_prepare(
 		     db, &st,
 		     "SELECT folder, json, photo, photo_type, id FROM contacts WHERE cid = ?", "i",
@@ -1641,6 +1856,16 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 			    "the server's version of this contact cannot be shown: %s", e.msg);
 		r = 0;
 		goto done;
+	}
+	if (!r && (ck = cache_jstr(json, "changeKey")) != NULL && *ck) {
+		/* Which version this is: a card written back from it is
+		 * merged against it. */
+		struct vcard_prop *vp = vcard_add(card, NULL, VCARD_VERSION_PROP);
+		char ph[16];
+
+		photo_tag(sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2), ph);
+		if (!vp || buf_printf(&tag, "%s.%s", ck, ph) || vcard_set_text(card, vp, tag.data))
+			r = -ENOMEM;
 	}
 	if (r || (r = vcard_write(card, c->cfg.version ? c->cfg.version : VCARD_V30, &out)))
 		goto out;
@@ -1690,8 +1915,17 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 		if ((r = db_prepare(db, &nd, "SELECT data FROM nodes WHERE ino = ?", "i", n.ino)))
 			goto out;
 		if (db_step(nd) == 1 && says_the_same(json, sqlite3_column_blob(nd, 0),
-						      (size_t)sqlite3_column_bytes(nd, 0)))
+						      (size_t)sqlite3_column_bytes(nd, 0))) {
+			/* The bytes as written stay, naming the version
+			 * they now say the same as: the next reader's
+			 * base. */
+			if (tag.len && (r = retag(db, nd, n.ino, tag.data)) == 1)
+				events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent,
+					   n.name, 0, NULL);
+			if (r < 0)
+				goto out;
 			goto done;
+		}
 	}
 	if ((r = db_run(db,
 			"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 0, draft = 0 "
@@ -1710,5 +1944,6 @@ out:
 	cJSON_Delete(json);
 	vcard_free(card);
 	buf_release(&out);
+	buf_release(&tag);
 	return r;
 }

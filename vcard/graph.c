@@ -1119,10 +1119,11 @@ static int model_to_graph(const cJSON *model, cJSON *out)
 /* ---- card -> model -------------------------------------------------------------- */
 
 /* Our bookkeeping, rewritten from the server on every read: REV,
- * X-CONTACTFS-CREATED and a PRODID naming contactfs. */
+ * X-CONTACTFS-CREATED, X-CONTACTFS-VERSION and a PRODID naming contactfs. */
 static int prop_ignored(const struct vcard_prop *p)
 {
-	if (!strcmp(p->name, "REV") || !strcmp(p->name, CREATED_PROP))
+	if (!strcmp(p->name, "REV") || !strcmp(p->name, CREATED_PROP) ||
+	    !strcmp(p->name, VCARD_VERSION_PROP))
 		return 1;
 	return !strcmp(p->name, "PRODID") && p->kind != VCARD_BINARY && p->ncomps &&
 	       p->comps[0].nvals &&

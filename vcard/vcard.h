@@ -210,6 +210,12 @@ int vcard_date(const char *s, int *year, int *month, int *day) VCARD_MUST_CHECK;
 /* Name of the open extension that carries what Graph cannot hold. */
 #define VCARD_EXTENSION_NAME "org.contactfs.vcard"
 
+/* The property the mount adds to every card it shows, naming the server
+ * version (and photo) it was made from, so that a card written back can be
+ * merged against that version. Bookkeeping, like REV: the mapping ignores
+ * it when it reads a card. */
+#define VCARD_VERSION_PROP "X-CONTACTFS-VERSION"
+
 /* The contact fields the mapping reads, for $select (delta, lists). */
 #define VCARD_GRAPH_SELECT                                                                         \
 	"displayName,givenName,surname,middleName,title,generation,nickName,initials,fileAs,"       \

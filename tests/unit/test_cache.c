@@ -819,7 +819,8 @@ BODY(migrate_v1)
 	rc = sqlite3_open(v->db, &db);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db,
-				  "DROP TABLE names_past; DROP TABLE names_due; "
+				  "DROP TABLE names_past; DROP TABLE names_due; DROP TRIGGER "
+				  "contacts_versions; DROP TABLE versions; DROP TABLE merges; "
 				  "ALTER TABLE nodes DROP COLUMN basis; PRAGMA user_version = 1",
 				  NULL, NULL, NULL);
 	sqlite3_close(db);
@@ -847,8 +848,9 @@ BODY(migrate_v1)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(db,
 					"SELECT count(*) FROM sqlite_master WHERE name IN "
-					"('names_past', 'names_due') OR (name = 'nodes' AND sql LIKE "
-					"'%basis%')",
+					"('names_past', 'names_due', 'versions', 'contacts_versions', "
+					"'merges') "
+					"OR (name = 'nodes' AND sql LIKE '%basis%')",
 					-1, &q, NULL);
 	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
 		tables = sqlite3_column_int64(q, 0);
@@ -856,7 +858,7 @@ BODY(migrate_v1)
 	sqlite3_close(db);
 	CHECK_INT(rc, SQLITE_OK);
 	CHECK_INT(version, CACHE_SCHEMA_VERSION);
-	CHECK_INT(tables, 3);
+	CHECK_INT(tables, 6);
 }
 
 TEST(cache_open_migrates_a_cache_of_the_first_schema_keeping_its_files_and_queue)

@@ -1298,6 +1298,7 @@ TEST(graph_bookkeeping_properties_are_ignored_when_read)
 	struct vcard *card =
 		card_of("BEGIN:VCARD\nVERSION:3.0\nFN:K\n"
 			"REV:2020-01-01T00:00:00Z\nX-CONTACTFS-CREATED:2019-01-01T00:00:00Z\n"
+			"X-CONTACTFS-VERSION:EQAAABYAAAA3c6+9Z/lhl.0\n"
 			"PRODID:-//contactfs//contactfs 0.1//EN\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 
