@@ -458,6 +458,9 @@ static const char SCHEMA_V1[] =
  * settled (NULL: settle at the next version from the server, the echo of a
  * write); names_past holds the names a contact's file had in its folder,
  * so that a save at one of them is that contact.
+ *
+ * Version 3: contacts.flag, the contact's follow-up flag as Graph's beta
+ * last gave it (followupFlag JSON; NULL: never read), with -o followup.
  */
 static const char *const MIGRATIONS[] = {
 	"ALTER TABLE nodes ADD COLUMN basis TEXT;"
@@ -469,6 +472,7 @@ static const char *const MIGRATIONS[] = {
 	"  PRIMARY KEY(folder, name)) WITHOUT ROWID;"
 	"CREATE INDEX names_past_cid ON names_past(cid);"
 	"CREATE TABLE names_due(ino INTEGER PRIMARY KEY);", /* renames waiting for a writer */
+	"ALTER TABLE contacts ADD COLUMN flag TEXT;",
 };
 _Static_assert(sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]) == CACHE_SCHEMA_VERSION - 1,
 	       "one migration per schema version after the first");
