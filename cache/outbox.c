@@ -761,8 +761,10 @@ static void send_batch(struct cache *c, struct entry **v, size_t n)
 	}
 	r = graph_batch(c->g, items, n);
 	for (size_t i = 0; i < n; i++) {
-		v[i]->err = r;
-		if (r)
+		/* An item answered before another batch of the call failed
+		 * (the v1.0 one, say, before the beta one) keeps its answer. */
+		v[i]->err = items[i].status ? 0 : r;
+		if (v[i]->err)
 			continue;
 		v[i]->status = items[i].status;
 		snprintf(v[i]->code, sizeof(v[i]->code), "%s", items[i].code);

@@ -194,7 +194,8 @@ struct graph_batch_item {
  * items that got 429/503 after their Retry-After (the mailbox is paused
  * meanwhile) until they get another answer or max_attempts pass.
  * Returns 0 when every item has a final status (look at each), or -errno
- * when a batch as a whole failed.
+ * when a batch as a whole failed; then the items with a status (not 0) were
+ * answered all the same, and the others were not.
  */
 int graph_batch(struct graph *g, struct graph_batch_item *items, size_t n) GRAPH_MUST_CHECK;
 void graph_batch_release(struct graph_batch_item *items, size_t n);
