@@ -308,6 +308,12 @@ def test_a_beta_refusal_logs_an_error_keeps_the_rest_of_the_card_and_the_bytes(t
         assert "flag" not in ada
         rounds(m, 2)
         assert path.read_bytes() == edited
+        # The refused flag holds nothing else back: another edit goes.
+        edited = edited.replace(b"call back about the flag", b"called back")
+        path.write_bytes(edited)
+        wait_until(lambda: contact_named(emu, "Ada Lovelace")["personalNotes"] == "called back",
+                   timeout=20, what="the next edit on the server despite the refused flag")
+        assert path.read_bytes() == edited
         # Fixed and saved again, it goes.
         emu.faults({"beta_patch_error": None})
         fixed = edited.replace(b"2026-02-30", b"2026-03-02")
