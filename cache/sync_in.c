@@ -858,8 +858,9 @@ static int refresh_flags(struct cache *c, const cJSON *ids)
 
 /* What became of reading flags (r, from list_flags or refresh_flags) in
  * folder: a server that cannot be reached ends the round as any request
- * does; a refusal is logged (and told in .contactfs/errors once a mount)
- * and the v1.0 round goes on: the flags are read again next time. */
+ * does (0 or -errno); a refusal is logged (and told in .contactfs/errors
+ * once a mount) and 1 returned: the v1.0 round goes on, and the next
+ * listing of every flag asks again. */
 static int flags_read(struct cache *c, int64_t folder, int r)
 {
 	if (!r || cache_offline_errno(r) || r == -ENOMEM)
@@ -869,7 +870,7 @@ static int flags_read(struct cache *c, int64_t folder, int r)
 	if (!c->flag_refusal_told && !db_begin(c->sdb)) {
 		cache_error(c->sdb, ".contactfs",
 			    "the follow-up flags could not be read from Graph's beta (%s); files "
-			    "show the flags read before, and reading is tried again every round",
+			    "show the flags read before, and they are read again every 12 rounds",
 			    strerror(-r));
 		if (db_commit(c->sdb))
 			db_rollback(c->sdb);
@@ -931,9 +932,11 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 }
 
 /*
- * One folder's round. list_flags: read every flag of the folder too (with
- * -o followup; a full round of the folder reads them anyway). *flags_listed
- * is cleared when its flags were to be listed and were not.
+ * One folder's round. want_flags: read every flag of the folder too (with
+ * -o followup; a full round of the folder reads them anyway).
+ * *flags_listed is cleared when the folder was skipped, so its flags were
+ * not read (a refusal to read them counts as read: asking again at once
+ * would only be refused again).
  */
 static int sync_folder(struct cache *c, const char *default_id, int64_t folder, char *link,
 		       int want_flags, int *flags_listed)
@@ -1012,10 +1015,8 @@ again:
 			r = flags_read(c, folder, list_flags(c, coll));
 		else if (cJSON_GetArraySize(cr.changed_ids) > 0)
 			r = flags_read(c, folder, refresh_flags(c, cr.changed_ids));
-		if (r == 1) {
-			*flags_listed = 0;
-			r = 0;
-		}
+		if (r == 1)
+			r = 0; /* refused: asked again at the next listing, not at once */
 	}
 	if (!r && next)
 		r = db_run(c->sdb, "UPDATE folders SET delta = ? WHERE ino = ?", "ti", next,
