@@ -42,7 +42,7 @@
 #define CACHE_MUST_CHECK __attribute__((warn_unused_result))
 
 #define CACHE_ROOT_INO 1 /* the default contact folder */
-#define CACHE_SCHEMA_VERSION 2
+#define CACHE_SCHEMA_VERSION 3
 
 struct graph;
 struct buf;
@@ -98,7 +98,12 @@ struct cache_config {
 	int park_after;		    /* failed attempts before an entry is parked; 0: 5 */
 	int park_retry_s;	    /* when a parked entry is tried again; 0: 600 */
 	int photos;		    /* fetch photos in the background; 0: no, 1: yes */
-	cache_change_fn on_change;  /* or NULL */
+	/* Map the contact's follow-up flag (-o followup; docs/mapping.md):
+	 * read it from Graph's beta, show it as X-CONTACTFS-FOLLOWUP, send
+	 * changes of it to beta. 0: nothing is sent to beta, and the property
+	 * is an unknown one, kept in the open extension. */
+	int followup;
+	cache_change_fn on_change; /* or NULL */
 	void *ctx;
 };
 

@@ -40,6 +40,7 @@ enum op {
 	OP_FOLDER_DELETE = 8, /* folder, arg: its id */
 	OP_REQUEST = 9,	      /* arg: {"method","path","body"} */
 	OP_DROP_FILE = 10,    /* folder, arg {"ino"}: remove an imported file of cards */
+	OP_FLAG = 11,	      /* cid: beta PATCH of the file's follow-up flag (-o followup) */
 };
 #define OP_DROP_FILE_TEXT "10" /* for SQL text */
 
@@ -65,6 +66,11 @@ struct cache {
 	/* The sync thread's own: delta rounds left before the folder tree is
 	 * listed again (sync_in.c; 0: at the next round). */
 	int folder_walk_in;
+	/* The same for the follow-up flags of every folder (0: at the next
+	 * round, so the first round of a mount reads them), and whether a
+	 * refusal to read them was told in .contactfs/errors yet. */
+	int flag_list_in;
+	int flag_refusal_told;
 
 	pthread_mutex_t lock;			 /* protects the fields below */
 	pthread_cond_t wake;			 /* the sync thread waits on it */
@@ -186,6 +192,24 @@ int cache_patch_is_empty(const cJSON *patch, const cJSON *base);
  * already imported, goes, unless it was written again since. In a
  * transaction. */
 int tree_drop_imported(sqlite3 *db, int64_t ino, struct events *ev) CACHE_MUST_CHECK;
+
+/* The follow-up flag (-o followup; docs/mapping.md). The flag of a contact
+ * lives in contacts.flag as Graph's beta last gave it, apart from the v1.0
+ * JSON, so that nothing of the v1.0 mapping carries it. */
+
+/* With c->cfg.followup: the flag card carries (a new followupFlag object in
+ * *flag) and card without its X-CONTACTFS-FOLLOWUP, so that the rest of the
+ * mapping (v1.0 fields, the open extension) never sees it. Without: *flag
+ * is NULL and card is left as it is. 0, -EINVAL (err says why), -ENOMEM. */
+int cache_card_flag(const struct cache *c, struct vcard *card, cJSON **flag,
+		    struct vcard_error *err) CACHE_MUST_CHECK;
+
+/* The flag stored for contact cid: a new object, or NULL (never read). */
+cJSON *cache_flag_of(sqlite3 *db, int64_t cid);
+
+/* Queue contact cid's flag to be sent after everything queued for it so
+ * far (one that waits moves to the end). In a transaction. */
+int outbox_add_flag(sqlite3 *db, int64_t cid, int64_t folder) CACHE_MUST_CHECK;
 
 /* Whether contact cid has any outbox entry. 1, 0 or -errno. */
 int outbox_has(sqlite3 *db, int64_t cid) CACHE_MUST_CHECK;

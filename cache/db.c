@@ -458,8 +458,11 @@ static const char SCHEMA_V1[] =
  * settled (NULL: settle at the next version from the server, the echo of a
  * write); names_past holds the names a contact's file had in its folder,
  * so that a save at one of them is that contact; names_due the files whose
- * rename waits for a writer. versions: the server versions a card written
- * back may name as its base (DESIGN point 6, the merge).
+ * rename waits for a writer. versions and merges: what a card written back
+ * may name as its base (DESIGN point 6, the merge).
+ *
+ * Version 3: contacts.flag, the contact's follow-up flag as Graph's beta
+ * last gave it (followupFlag JSON; NULL: never read), with -o followup.
  */
 static const char *const MIGRATIONS[] = {
 	"ALTER TABLE nodes ADD COLUMN basis TEXT;"
@@ -507,6 +510,7 @@ static const char *const MIGRATIONS[] = {
 	"  DELETE FROM versions WHERE cid = old.cid AND change_key NOT IN (SELECT change_key "
 	"    FROM versions WHERE cid = old.cid ORDER BY at DESC LIMIT 32);"
 	"END;",
+	"ALTER TABLE contacts ADD COLUMN flag TEXT;",
 };
 _Static_assert(sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]) == CACHE_SCHEMA_VERSION - 1,
 	       "one migration per schema version after the first");

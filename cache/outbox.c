@@ -111,14 +111,24 @@ static int contact_row_get(sqlite3 *db, int64_t cid, struct contact_row *k)
 	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
 }
 
-/* The card in the file that shows cid (and the file's name), or -ENOENT. */
-static int file_card(sqlite3 *db, int64_t cid, struct vcard **card, char *name, size_t size)
+/*
+ * The card in the file that shows cid (and the file's name), or -ENOENT.
+ * With -o followup the card comes without its X-CONTACTFS-FOLLOWUP (the
+ * v1.0 fields and the extension never carry the flag) and *flag, when flag
+ * is not NULL, is the flag it had; a property that does not read stays in
+ * the card as an unknown one, and *flag is NULL. Without, *flag is NULL.
+ */
+static int file_card(struct cache *c, sqlite3 *db, int64_t cid, struct vcard **card, cJSON **flag,
+		     char *name, size_t size)
 {
 	struct vcard_error e;
 	sqlite3_stmt *st;
+	cJSON *f = NULL;
 	int r;
 
 	*card = NULL;
+	if (flag)
+		*flag = NULL;
 	if ((r = db_prepare(db, &st, "SELECT data, name, draft FROM nodes WHERE cid = ?", "i",
 			    cid)))
 		return r;
@@ -134,6 +144,21 @@ static int file_card(sqlite3 *db, int64_t cid, struct vcard **card, char *name, 
 		r = -ENOENT;
 	}
 	db_release(st);
+	if (r)
+		return r;
+	r = cache_card_flag(c, *card, &f, &e);
+	if (r == -EINVAL) {
+		log_warn("%s: %s; it stays an unknown property", name, e.msg);
+		r = 0;
+	}
+	if (r) {
+		vcard_free(*card);
+		*card = NULL;
+	} else if (flag) {
+		*flag = f;
+		f = NULL;
+	}
+	cJSON_Delete(f);
 	return r;
 }
 
@@ -213,9 +238,70 @@ static void set_json(struct entry *e, const char *method, cJSON *body, const cha
 	e->body = body;
 }
 
+/*
+ * The follow-up flag of the file (-o followup): a beta PATCH of it when it
+ * differs from the flag stored, else nothing. The flag goes by
+ * /contacts/{id}, whatever the folder: in beta that reaches any contact of
+ * the mailbox, and the folder path failed there (concepts/known-issues.md).
+ */
+static int plan_flag(struct cache *c, sqlite3 *db, struct entry *e, const struct contact_row *k)
+{
+	struct vcard *card = NULL;
+	struct vcard_error ve;
+	cJSON *mine = NULL, *theirs = NULL, *body;
+	int r;
+
+	r = file_card(c, db, e->cid, &card, &mine, e->name, sizeof(e->name));
+	vcard_free(card);
+	if (r == -ENOENT || r == -EINVAL || !k->id || k->gone) {
+		r = r && r != -ENOENT && r != -EINVAL ? r : PLAN_DONE;
+		goto out;
+	}
+	if (r)
+		goto out;
+	if (!c->cfg.followup) {
+		/* Queued on a mount with -o followup, found on one without:
+		 * this mount sends nothing to beta. */
+		cache_error(db, e->name,
+			    "its follow-up flag was not sent: this mount runs without -o followup "
+			    "(save the file again on a mount with it)");
+		r = PLAN_DONE;
+		goto out;
+	}
+	if (!mine) {
+		cache_error(db, e->name, "its follow-up flag does not read: not sent");
+		r = PLAN_DONE;
+		goto out;
+	}
+	theirs = cache_flag_of(db, e->cid);
+	if (vcard_followup_same(mine, theirs)) {
+		r = PLAN_DONE;
+		goto out;
+	}
+	if (vcard_followup_check(mine, &ve)) {
+		/* Checked where the file was written; the stored flag has
+		 * changed since, so this one is to be sent after all. */
+		cache_error(db, e->name, "the follow-up flag cannot go to Outlook: %s; not sent",
+			    ve.msg);
+		r = PLAN_DONE;
+		goto out;
+	}
+	if (!(body = vcard_followup_patch(mine))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	set_json(e, "PATCH", body, GRAPH_BETA "/contacts/%s", k->id);
+	r = PLAN_JSON;
+out:
+	cJSON_Delete(mine);
+	cJSON_Delete(theirs);
+	return r;
+}
+
 /* Decide what entry e sends now. Returns a plan or -errno. */
 static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const cJSON *base,
-			  const cJSON *theirs, struct vcard *card, int stale, struct events *ev);
+			  const cJSON *theirs, struct vcard *card, const cJSON *flag, int stale,
+			  struct events *ev);
 
 /*
  * The version card names as its base when that is not the cache's present
@@ -311,7 +397,7 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct ev
 			r = PLAN_LOOKUP;
 			break;
 		}
-		r = file_card(db, e->cid, &card, e->name, sizeof(e->name));
+		r = file_card(c, db, e->cid, &card, NULL, e->name, sizeof(e->name));
 		if ((r == -ENOENT || r == -EINVAL || (!r && !vcard_photo(card))) &&
 		    e->op == OP_MOVE && e->stage == 1) {
 			/* No photo to carry (or no file any more): on to the
@@ -348,13 +434,16 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct ev
 		set_json(e, "POST", e->body, "%s/contacts", e->base);
 		r = PLAN_JSON;
 		break;
+	case OP_FLAG:
+		r = plan_flag(c, db, e, &k);
+		break;
 	case OP_UPDATE:
 	case OP_PHOTO:
 		if (!k.id) {
 			r = PLAN_DONE;
 			break;
 		}
-		r = file_card(db, e->cid, &card, e->name, sizeof(e->name));
+		r = file_card(c, db, e->cid, &card, NULL, e->name, sizeof(e->name));
 		if (r == -ENOENT || r == -EINVAL) {
 			r = PLAN_DONE;
 			break;
@@ -384,7 +473,17 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct ev
 					cJSON_Delete(old);
 					break;
 				}
-				r = merge_versions(c, db, e, old, base, card, 1, ev);
+				{
+					/* The file's own follow-up flag stays its own. */
+					struct vcard *again = NULL;
+					cJSON *flag = NULL;
+
+					if (!file_card(c, db, e->cid, &again, &flag, e->name,
+						       sizeof(e->name)))
+						vcard_free(again);
+					r = merge_versions(c, db, e, old, base, card, flag, 1, ev);
+					cJSON_Delete(flag);
+				}
 				cJSON_Delete(old);
 				if (r < 0 && db_run(db, "ROLLBACK TO merge", NULL))
 					log_err("cache: undoing a failed merge failed");
@@ -396,7 +495,8 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct ev
 				}
 				vcard_free(card);
 				card = NULL;
-				r = file_card(db, e->cid, &card, e->name, sizeof(e->name));
+				r = file_card(c, db, e->cid, &card, NULL, e->name,
+					      sizeof(e->name));
 				if (r == -ENOENT || r == -EINVAL) {
 					r = PLAN_DONE;
 					break;
@@ -736,8 +836,10 @@ static void send_batch(struct cache *c, struct entry **v, size_t n)
 	}
 	r = graph_batch(c->g, items, n);
 	for (size_t i = 0; i < n; i++) {
-		v[i]->err = r;
-		if (r)
+		/* An item answered before another batch of the call failed
+		 * (the v1.0 one, say, before the beta one) keeps its answer. */
+		v[i]->err = items[i].status ? 0 : r;
+		if (v[i]->err)
 			continue;
 		v[i]->status = items[i].status;
 		snprintf(v[i]->code, sizeof(v[i]->code), "%s", items[i].code);
@@ -970,6 +1072,25 @@ static int adopt_change_key(sqlite3 *db, const struct entry *e)
 	return r;
 }
 
+/* The flag after a beta PATCH of it: as the answer gives it, else as sent
+ * (an answer without a body). The file is looked at again once the queue is
+ * empty: kept as written when it says the same. */
+static int store_flag(sqlite3 *db, const struct entry *e)
+{
+	const cJSON *f = cJSON_GetObjectItemCaseSensitive(e->response, "flag");
+	char *text;
+	int r;
+
+	if (!cJSON_IsObject(f))
+		f = cJSON_GetObjectItemCaseSensitive(e->body, "flag");
+	if (!(text = cJSON_PrintUnformatted(f)))
+		return -ENOMEM;
+	r = db_run(db, "UPDATE contacts SET flag = ?, render = 1 WHERE cid = ?", "ti", text,
+		   e->cid);
+	free(text);
+	return r;
+}
+
 static int on_success(sqlite3 *db, struct entry *e)
 {
 	const cJSON *resp = e->response;
@@ -995,9 +1116,10 @@ static int on_success(sqlite3 *db, struct entry *e)
 							    "WHERE seq = ?",
 							    "ii", e->cid, e->seq)))
 				break;
+			/* A new contact (a move's too) has no flag yet. */
 			r = db_run(db,
 				   "UPDATE contacts SET id = ?, change_key = ?, json = ?, "
-				   "photo_state = 1, render = 1 "
+				   "photo_state = 1, render = 1, flag = NULL "
 				   "WHERE cid = ?",
 				   "ttti", id, cache_jstr(resp, "changeKey"), json, e->cid);
 			if (!r)
@@ -1071,6 +1193,17 @@ static int on_success(sqlite3 *db, struct entry *e)
 		if (!r)
 			r = entry_next(db, e, STAGE_REFRESH);
 		break;
+	case OP_FLAG:
+		if (e->stage == STAGE_REFRESH) {
+			r = adopt_change_key(db, e);
+			if (!r)
+				r = entry_done(db, e);
+			break;
+		}
+		r = store_flag(db, e);
+		if (!r)
+			r = entry_next(db, e, STAGE_REFRESH);
+		break;
 	case OP_PHOTO:
 		if (e->stage == STAGE_REFRESH) {
 			r = adopt_change_key(db, e);
@@ -1117,17 +1250,20 @@ static int on_failure(struct cache *c, sqlite3 *db, struct entry *e, int permane
 	/* A 4xx answer says the request was not carried out: a create that
 	 * got one needs no lookup. */
 	int refused = e->status >= 400 && e->status < 500;
+	const char *then = "parked after repeated failures; tried again later";
 	int r = db_run(db,
 		       "UPDATE outbox SET inflight = 0, attempts = attempts + 1, parked = ?, "
 		       "not_before = ?, result = ?, error = ?, sent = sent AND NOT ? WHERE seq = ?",
 		       "iiitii", (int64_t)park, cache_now_ms() + retry, (int64_t)err, why,
 		       (int64_t)refused, e->seq);
 
+	if (permanent)
+		then = e->op == OP_FLAG ? "the file keeps the flag: fix X-CONTACTFS-FOLLOWUP (or "
+					  "remove it) and save again"
+					: "kept here and not sent: fix the file (or remove it) and "
+					  "save again";
 	if (!r && park && (!e->parked || permanent))
-		cache_error(db, e->name[0] ? e->name : "outbox", "%s; %s", why,
-			    permanent ? "kept here and not sent: fix the file (or remove it) and "
-					"save again"
-				      : "parked after repeated failures; tried again later");
+		cache_error(db, e->name[0] ? e->name : "outbox", "%s; %s", why, then);
 	else
 		log_warn("cache: %s: %s; trying again in %lld ms", e->name[0] ? e->name : "outbox",
 			 why, (long long)retry);
@@ -1135,8 +1271,9 @@ static int on_failure(struct cache *c, sqlite3 *db, struct entry *e, int permane
 }
 
 /* The contact went from the server while we had changes for it: our
- * version is created again, nothing of ours is lost. */
-static int recreate(sqlite3 *db, struct entry *e)
+ * version is created again, nothing of ours is lost (its flag follows the
+ * create, as for any new contact). */
+static int recreate(struct cache *c, sqlite3 *db, struct entry *e)
 {
 	char key[33];
 	int r;
@@ -1146,8 +1283,8 @@ static int recreate(sqlite3 *db, struct entry *e)
 		"cache: %s was deleted on the server; creating it again with the changes made here",
 		e->name);
 	r = db_run(db,
-		   "UPDATE contacts SET id = NULL, json = NULL, change_key = NULL, ckey = ? WHERE "
-		   "cid = ?",
+		   "UPDATE contacts SET id = NULL, json = NULL, change_key = NULL, flag = NULL, "
+		   "ckey = ? WHERE cid = ?",
 		   "ti", key, e->cid);
 	if (!r)
 		r = db_run(
@@ -1155,6 +1292,8 @@ static int recreate(sqlite3 *db, struct entry *e)
 			"UPDATE outbox SET op = ?, stage = 0, sent = 0, inflight = 0, attempts = 0 "
 			"WHERE seq = ?",
 			"ii", (int64_t)OP_CREATE, e->seq);
+	if (!r && c->cfg.followup)
+		r = outbox_add_flag(db, e->cid, e->folder);
 	return r;
 }
 
@@ -1195,8 +1334,9 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 	if (st == 404) {
 		switch (e->op) {
 		case OP_UPDATE:
-			return e->stage == 0 ? recreate(db, e) : entry_next(db, e, 2);
+			return e->stage == 0 ? recreate(c, db, e) : entry_next(db, e, 2);
 		case OP_PHOTO:
+		case OP_FLAG:
 		case OP_DELETE:
 		case OP_FOLDER_RENAME:
 		case OP_FOLDER_DELETE:
@@ -1219,8 +1359,15 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		return 0;
 	}
 	msg = cache_jstr(cJSON_GetObjectItemCaseSensitive(e->response, "error"), "message");
-	snprintf(why, sizeof(why), "%s %s: HTTP %d %s%s%s", e->method,
-		 e->op == OP_REQUEST ? e->url : "", st, e->code, msg ? ": " : "", msg ? msg : "");
+	if (e->op == OP_FLAG && e->stage == 0)
+		snprintf(why, sizeof(why),
+			 "Outlook refused its follow-up flag (PATCH of the flag in Graph's beta: "
+			 "HTTP %d %s%s%s); the rest of the card is on the server",
+			 st, e->code, msg ? ": " : "", msg ? msg : "");
+	else
+		snprintf(why, sizeof(why), "%s %s: HTTP %d %s%s%s", e->method,
+			 e->op == OP_REQUEST ? e->url : "", st, e->code, msg ? ": " : "",
+			 msg ? msg : "");
 	if (st == 0 || st == 429 || st >= 500)
 		return on_failure(c, db, e, 0, st ? graph_errno(st, e->code) : -EIO, why);
 	return on_failure(c, db, e, 1, graph_errno(st, e->code), why);
@@ -1326,17 +1473,23 @@ static int claimed(const char *f, const cJSON *patch, const cJSON *base, const c
 }
 
 /* Store contact json as the base and write the file from merged (or from
- * json when merged is NULL). */
+ * json when merged is NULL), showing mflag as its follow-up flag when not
+ * NULL (else the flag stored, which stays what is stored). */
 static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *theirs,
-		       const cJSON *merged, struct events *ev)
+		       const cJSON *merged, const cJSON *mflag, struct events *ev)
 {
+	cJSON *stored = mflag ? cache_flag_of(db, cid) : NULL;
 	char *text = cJSON_PrintUnformatted(theirs),
-	     *mtext = merged ? cJSON_PrintUnformatted(merged) : NULL;
+	     *mtext = merged ? cJSON_PrintUnformatted(merged) : NULL,
+	     *ftext = mflag ? cJSON_PrintUnformatted(mflag) : NULL,
+	     *stext = stored ? cJSON_PrintUnformatted(stored) : NULL;
 	int r = text ? 0 : -ENOMEM;
 
-	if (!r && merged && !mtext)
+	if (!r && ((merged && !mtext) || (mflag && !ftext) || (stored && !stext)))
 		r = -ENOMEM;
 	/* Render from what the file should say, then put the base back. */
+	if (!r && ftext)
+		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", ftext, cid);
 	if (!r)
 		r = db_run(db, "UPDATE contacts SET json = ?, render = 1 WHERE cid = ?", "ti",
 			   mtext ? mtext : text, cid);
@@ -1347,8 +1500,13 @@ static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *t
 	if (!r)
 		r = db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?", "tti",
 			   text, cache_jstr(theirs, "changeKey"), cid);
+	if (!r && ftext)
+		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", stext, cid);
+	cJSON_Delete(stored);
 	free(text);
 	free(mtext);
+	free(ftext);
+	free(stext);
 	return r;
 }
 
@@ -1467,7 +1625,8 @@ static int remember_buffer(sqlite3 *db, int64_t cid, struct vcard *card, const c
  * against theirs), 1 when it is done, or -errno.
  */
 static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const cJSON *base,
-			  const cJSON *theirs, struct vcard *card, int stale, struct events *ev)
+			  const cJSON *theirs, struct vcard *card, const cJSON *flag, int stale,
+			  struct events *ev)
 {
 	cJSON *patch = NULL, *ext = NULL, *merged = NULL, *todo = NULL, *todo_ext = NULL, *it;
 	struct vcard_error ve;
@@ -1517,7 +1676,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 		char *text = cJSON_PrintUnformatted(theirs);
 
 		if (stale)
-			r = take_server(c, db, e->cid, theirs, NULL, ev);
+			r = take_server(c, db, e->cid, theirs, NULL, NULL, ev);
 		else
 			r = text ? db_run(db,
 					  "UPDATE contacts SET json = ?, change_key = ? WHERE "
@@ -1546,7 +1705,9 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 		/* Our extension only if our edit changed it. */
 		if (ext)
 			put_ext(merged, todo_ext);
-		r = take_server(c, db, e->cid, theirs, merged, ev);
+		/* The file keeps its own flag too: the flag's entry, queued
+		 * after this one, sends it from the file. */
+		r = take_server(c, db, e->cid, theirs, merged, flag, ev);
 		log_info("cache: %s changed on the server and here in different fields: merged",
 			 e->name);
 		goto out;
@@ -1567,7 +1728,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 	if (!r)
 		r = keep_ours(db, e->cid, &ours, kept, sizeof(kept), ev);
 	if (!r)
-		r = take_server(c, db, e->cid, theirs, NULL, ev);
+		r = take_server(c, db, e->cid, theirs, NULL, NULL, ev);
 	if (!r) {
 		cache_error(db, e->name,
 			    "conflict: changed on the server and here in the same fields (%s); the "
@@ -1596,7 +1757,7 @@ out:
 static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 {
 	sqlite3 *db = c->sdb;
-	cJSON *theirs = NULL, *base = NULL;
+	cJSON *theirs = NULL, *base = NULL, *flag = NULL;
 	struct contact_row k = {0};
 	struct vcard *card = NULL;
 	char path[1200];
@@ -1608,7 +1769,7 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 	r = graph_get_json(c->g, path, NULL, 0, &theirs);
 	if (r == -ENOENT) {
 		if (!(r = db_begin(db))) {
-			r = recreate(db, e);
+			r = recreate(c, db, e);
 			r = r ? (db_rollback(db), r) : db_commit(db);
 		}
 		goto out;
@@ -1631,7 +1792,7 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 	if ((r = db_begin(db)))
 		goto out;
 	if ((r = contact_row_get(db, e->cid, &k)) ||
-	    (r = file_card(db, e->cid, &card, e->name, sizeof(e->name)))) {
+	    (r = file_card(c, db, e->cid, &card, &flag, e->name, sizeof(e->name)))) {
 		/* Nothing of ours left to merge. */
 		r = entry_done(db, e);
 		goto commit;
@@ -1643,7 +1804,7 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 		goto commit;
 	if (!base)
 		base = k.json ? cJSON_Parse(k.json) : NULL;
-	r = base ? merge_versions(c, db, e, base, theirs, card, 0, ev) : -EIO;
+	r = base ? merge_versions(c, db, e, base, theirs, card, flag, 0, ev) : -EIO;
 	if (r == 1)
 		r = entry_done(db, e);
 	else if (!r)
@@ -1657,6 +1818,7 @@ commit:
 out:
 	cJSON_Delete(theirs);
 	cJSON_Delete(base);
+	cJSON_Delete(flag);
 	vcard_free(card);
 	contact_row_release(&k);
 	return r;

@@ -696,6 +696,189 @@ static int refresh_exts(struct cache *c, const char *base, const cJSON *ids)
 	return r;
 }
 
+/* ---- follow-up flags (-o followup) -------------------------------------------------------------------- */
+
+/* Delta rounds between two listings of every folder's flags. Whether a
+ * change of the flag alone gives the contact a new change key (so that
+ * v1.0 delta reports it) is not documented: the listing on the first round
+ * of a mount, on full rounds and every so many rounds finds what delta
+ * does not say. */
+#define FLAG_LIST_EVERY 12
+#define FLAG_LIST "/contacts?$select=flag&$top=1000"
+
+/* Store flag (as Graph's beta gives it) for contact id, and render the
+ * contact again when the flag says something else now (later, if changes
+ * of ours wait). In a transaction. */
+static int set_flag(struct cache *c, sqlite3 *db, const char *id, const cJSON *flag,
+		    struct events *ev)
+{
+	sqlite3_stmt *st;
+	cJSON *old = NULL;
+	char *text = NULL, *old_text = NULL;
+	int64_t cid = 0;
+	int r, busy;
+
+	if (!id || !cJSON_IsObject(flag))
+		return 0;
+	if ((r = db_prepare(db, &st, "SELECT cid, flag FROM contacts WHERE id = ?", "t", id)))
+		return r;
+	if ((r = db_step(st)) == 1) {
+		cid = sqlite3_column_int64(st, 0);
+		old_text = db_strdup(st, 1);
+	}
+	db_release(st);
+	if (r <= 0)
+		return r; /* not ours (yet): delta brings it, and a read of its flag */
+	if (!(text = cJSON_PrintUnformatted(flag))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (old_text && !strcmp(old_text, text)) {
+		r = 0;
+		goto out;
+	}
+	old = old_text ? cJSON_Parse(old_text) : NULL;
+	if ((r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", text, cid)) ||
+	    vcard_followup_same(old, flag))
+		goto out;
+	busy = outbox_has(db, cid);
+	if (busy < 0)
+		r = busy;
+	else if (busy) /* sync_render shows it once our changes are sent */
+		r = db_run(db, "UPDATE contacts SET render = 1 WHERE cid = ?", "i", cid);
+	else
+		r = tree_render(c, db, cid, ev);
+out:
+	cJSON_Delete(old);
+	free(old_text);
+	free(text);
+	return r;
+}
+
+struct flag_list {
+	struct cache *c;
+	cJSON *buf; /* [id, flag] pairs not yet stored */
+};
+
+static int store_flags(struct flag_list *x)
+{
+	struct events ev = {0};
+	sqlite3 *db = x->c->sdb;
+	int r, n = cJSON_GetArraySize(x->buf);
+
+	if (!n)
+		return 0;
+	if ((r = db_begin(db)))
+		return r;
+	for (int i = 0; i + 1 < n && !r; i += 2)
+		r = set_flag(x->c, db, cJSON_GetStringValue(cJSON_GetArrayItem(x->buf, i)),
+			     cJSON_GetArrayItem(x->buf, i + 1), &ev);
+	r = r ? (db_rollback(db), r) : db_commit(db);
+	events_flush(x->c, &ev, !r);
+	cJSON_Delete(x->buf);
+	x->buf = cJSON_CreateArray();
+	return r ? r : x->buf ? 0 : -ENOMEM;
+}
+
+static int on_flag(const cJSON *item, void *ctx)
+{
+	struct flag_list *x = ctx;
+	const char *id = cache_jstr(item, "id");
+	const cJSON *flag = cJSON_GetObjectItemCaseSensitive(item, "flag");
+
+	if (!id || !cJSON_IsObject(flag))
+		return 0;
+	if (!cJSON_AddItemToArray(x->buf, cJSON_CreateString(id)) ||
+	    !cJSON_AddItemToArray(x->buf, cJSON_Duplicate(flag, 1)))
+		return -ENOMEM;
+	return cJSON_GetArraySize(x->buf) >= 1000 ? store_flags(x) : 0;
+}
+
+/* Every flag of a folder, by the beta list of its contacts (collection:
+ * "/contactFolders/ID", the default folder's by its id too: in beta,
+ * /contacts spans the whole mailbox). */
+static int list_flags(struct cache *c, const char *collection)
+{
+	struct flag_list x = {c, cJSON_CreateArray()};
+	char path[1024];
+	int r;
+
+	if (!x.buf)
+		return -ENOMEM;
+	snprintf(path, sizeof(path), GRAPH_BETA "%s" FLAG_LIST, collection);
+	r = graph_list(c->g, path, NULL, 0, on_flag, &x);
+	if (!r)
+		r = store_flags(&x);
+	cJSON_Delete(x.buf);
+	return r;
+}
+
+/* The flags of the contacts an incremental round reported changed: a beta
+ * $batch of GET /contacts/{id}?$select=flag (any folder, in beta). */
+static int refresh_flags(struct cache *c, const cJSON *ids)
+{
+	int n = cJSON_GetArraySize(ids), r = 0, refused = 0;
+
+	for (int start = 0; start < n && !r; start += GRAPH_BATCH_MAX) {
+		struct graph_batch_item items[GRAPH_BATCH_MAX];
+		char urls[GRAPH_BATCH_MAX][1024];
+		struct events ev = {0};
+		int k = 0;
+
+		memset(items, 0, sizeof(items));
+		for (int i = start; i < n && k < GRAPH_BATCH_MAX; i++, k++) {
+			snprintf(urls[k], sizeof(urls[k]), GRAPH_BETA "/contacts/%s?$select=flag",
+				 cJSON_GetStringValue(cJSON_GetArrayItem(ids, i)));
+			items[k].method = "GET";
+			items[k].url = urls[k];
+		}
+		if ((r = graph_batch(c->g, items, (size_t)k))) {
+			graph_batch_release(items, (size_t)k);
+			break;
+		}
+		if (!(r = db_begin(c->sdb))) {
+			for (int i = 0; i < k && !r; i++) {
+				if (items[i].status == 200)
+					r = set_flag(c, c->sdb,
+						     cJSON_GetStringValue(
+							     cJSON_GetArrayItem(ids, start + i)),
+						     cJSON_GetObjectItemCaseSensitive(
+							     items[i].response, "flag"),
+						     &ev);
+				else if (items[i].status != 404 && !refused) /* 404: gone */
+					refused = graph_errno(items[i].status, items[i].code);
+			}
+			r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
+		}
+		graph_batch_release(items, (size_t)k);
+		events_flush(c, &ev, !r);
+	}
+	return r ? r : refused;
+}
+
+/* What became of reading flags (r, from list_flags or refresh_flags) in
+ * folder: a server that cannot be reached ends the round as any request
+ * does (0 or -errno); a refusal is logged (and told in .contactfs/errors
+ * once a mount) and 1 returned: the v1.0 round goes on, and the next
+ * listing of every flag asks again. */
+static int flags_read(struct cache *c, int64_t folder, int r)
+{
+	if (!r || cache_offline_errno(r) || r == -ENOMEM)
+		return r;
+	log_warn("cache: reading the follow-up flags of folder %lld from Graph's beta: %s",
+		 (long long)folder, strerror(-r));
+	if (!c->flag_refusal_told && !db_begin(c->sdb)) {
+		cache_error(c->sdb, ".contactfs",
+			    "the follow-up flags could not be read from Graph's beta (%s); files "
+			    "show the flags read before, and they are read again every 12 rounds",
+			    strerror(-r));
+		if (db_commit(c->sdb))
+			db_rollback(c->sdb);
+		c->flag_refusal_told = 1;
+	}
+	return 1;
+}
+
 /* ---- one folder's round --------------------------------------------------------------------------- */
 
 /* After a full round: contacts of the folder that did not come are gone
@@ -748,7 +931,15 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 	return r;
 }
 
-static int sync_folder(struct cache *c, const char *default_id, int64_t folder, char *link)
+/*
+ * One folder's round. want_flags: read every flag of the folder too (with
+ * -o followup; a full round of the folder reads them anyway).
+ * *flags_listed is cleared when the folder was skipped, so its flags were
+ * not read (a refusal to read them counts as read: asking again at once
+ * would only be refused again).
+ */
+static int sync_folder(struct cache *c, const char *default_id, int64_t folder, char *link,
+		       int want_flags, int *flags_listed)
 {
 	struct events ev = {0};
 	struct contact_round cr = {c, folder, !link, cJSON_CreateArray(), 0, &ev, NULL};
@@ -777,6 +968,7 @@ static int sync_folder(struct cache *c, const char *default_id, int64_t folder, 
 			"i", folder)) < 0)
 		goto out;
 	if (uncertain) {
+		*flags_listed = 0;
 		r = 0;
 		goto out;
 	}
@@ -812,6 +1004,20 @@ again:
 		r = drop_unseen(c, folder, &ev);
 	else if (cJSON_GetArraySize(cr.changed_ids) > 0)
 		r = refresh_exts(c, base, cr.changed_ids);
+	if (!r && c->cfg.followup) {
+		char coll[600];
+
+		if (folder == CACHE_ROOT_INO)
+			snprintf(coll, sizeof(coll), "/contactFolders/%s", default_id);
+		else
+			snprintf(coll, sizeof(coll), "%s", base);
+		if (cr.full || want_flags)
+			r = flags_read(c, folder, list_flags(c, coll));
+		else if (cJSON_GetArraySize(cr.changed_ids) > 0)
+			r = flags_read(c, folder, refresh_flags(c, cr.changed_ids));
+		if (r == 1)
+			r = 0; /* refused: asked again at the next listing, not at once */
+	}
 	if (!r && next)
 		r = db_run(c->sdb, "UPDATE folders SET delta = ? WHERE ino = ?", "ti", next,
 			   folder);
@@ -829,6 +1035,7 @@ int sync_in(struct cache *c)
 	int64_t inos[4096];
 	char *links[4096], *default_id = NULL;
 	size_t n = 0;
+	int want_flags = c->cfg.followup && c->flag_list_in <= 0, flags_listed = 1;
 	int r = default_folder(c, &default_id);
 
 	/* A mailbox that cannot name its default folder has no contact in it
@@ -849,7 +1056,7 @@ int sync_in(struct cache *c)
 	db_release(st);
 	r = r < 0 ? r : 0;
 	for (size_t i = 0; i < n && !r; i++) {
-		r = sync_folder(c, default_id, inos[i], links[i]);
+		r = sync_folder(c, default_id, inos[i], links[i], want_flags, &flags_listed);
 		if (r == -ENOENT && inos[i] != CACHE_ROOT_INO) {
 			/* Gone on the server, which a delta that leaves out
 			 * nested folders does not say: the next round lists
@@ -863,6 +1070,11 @@ int sync_in(struct cache *c)
 	}
 	for (size_t i = 0; i < n; i++)
 		free(links[i]);
+	/* Every folder's flags read: not again for a while. */
+	if (!r && want_flags && flags_listed)
+		c->flag_list_in = FLAG_LIST_EVERY;
+	else if (!r && c->cfg.followup && !want_flags)
+		c->flag_list_in--;
 out:
 	free(default_id);
 	if (r && r != -EHOSTDOWN) {

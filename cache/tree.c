@@ -153,6 +153,33 @@ cJSON *cache_ext_of(const cJSON *contact)
 	return NULL;
 }
 
+int cache_card_flag(const struct cache *c, struct vcard *card, cJSON **flag,
+		    struct vcard_error *err)
+{
+	int r;
+
+	*flag = NULL;
+	if (!c->cfg.followup)
+		return 0;
+	if ((r = vcard_followup_read(card, flag, err)))
+		return r;
+	vcard_followup_remove(card);
+	return 0;
+}
+
+cJSON *cache_flag_of(sqlite3 *db, int64_t cid)
+{
+	sqlite3_stmt *st;
+	cJSON *flag = NULL;
+
+	if (db_prepare(db, &st, "SELECT flag FROM contacts WHERE cid = ?", "i", cid))
+		return NULL;
+	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+		flag = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+	db_release(st);
+	return flag;
+}
+
 void cache_new_key(char out[33])
 {
 	unsigned char b[16];
@@ -325,6 +352,17 @@ int outbox_has(sqlite3 *db, int64_t cid)
 	return r < 0 ? r : n > 0;
 }
 
+int outbox_add_flag(sqlite3 *db, int64_t cid, int64_t folder)
+{
+	/* Behind what was queued for the contact just now: a flag the server
+	 * refused (parked) must not hold back the card's other changes. */
+	int r = db_run(db,
+		       "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = 0",
+		       "ii", cid, (int64_t)OP_FLAG);
+
+	return r ? r : outbox_add(db, OP_FLAG, cid, folder, NULL, 0);
+}
+
 /* The waiting (not in flight, not begun) entry of op for cid: its seq, 0
  * when none, or -errno. */
 static int64_t waiting_entry(sqlite3 *db, enum op op, int64_t cid)
@@ -381,9 +419,9 @@ static int contact_gone(struct cache *c, sqlite3 *db, int64_t cid)
 	/* Updates of a contact that goes are moot; a create or move under
 	 * way finishes first, so the delete knows the id. */
 	if ((r = db_run(db,
-			"DELETE FROM outbox WHERE cid = ? AND op IN (?, ?) AND inflight = 0 AND "
+			"DELETE FROM outbox WHERE cid = ? AND op IN (?, ?, ?) AND inflight = 0 AND "
 			"stage = 0",
-			"iii", cid, (int64_t)OP_UPDATE, (int64_t)OP_PHOTO)))
+			"iiii", cid, (int64_t)OP_UPDATE, (int64_t)OP_PHOTO, (int64_t)OP_FLAG)))
 		return r;
 	if ((r = db_run(db, "UPDATE contacts SET gone = 1 WHERE cid = ?", "i", cid)))
 		return r;
@@ -790,8 +828,40 @@ static int name_chosen(sqlite3 *db, const struct node *n, int64_t cid, const str
 	return r;
 }
 
-static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vcard *card,
-			  struct events *ev)
+/*
+ * With -o followup, whether the flag card carries may go to the server when
+ * it has to (it differs from the one contact cid has; cid 0: a new
+ * contact). 0; or -EINVAL with why recorded against name (and in err, when
+ * not NULL), the card to be refused where it was written; -ENOMEM.
+ */
+static int flag_refused(struct cache *c, sqlite3 *db, int64_t cid, const struct vcard *card,
+			const char *name, const char *what, struct vcard_error *err)
+{
+	struct vcard_error e;
+	cJSON *mine = NULL, *theirs = NULL;
+	int r;
+
+	if (!c->cfg.followup)
+		return 0;
+	memset(&e, 0, sizeof(e));
+	r = vcard_followup_read(card, &mine, &e);
+	if (!r) {
+		theirs = cid ? cache_flag_of(db, cid) : NULL;
+		r = vcard_followup_same(mine, theirs) ? 0 : vcard_followup_check(mine, &e);
+	}
+	cJSON_Delete(mine);
+	cJSON_Delete(theirs);
+	if (r == -EINVAL) {
+		if (err)
+			*err = e;
+		cache_error(db, name, "the follow-up flag cannot go to Outlook: %s; %s", e.msg,
+			    what);
+	}
+	return r;
+}
+
+static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t folder,
+			  struct vcard *card, struct events *ev)
 {
 	const struct vcard_prop *uidp = vcard_find(card, "UID");
 	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
@@ -838,7 +908,10 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
 		    (r = name_chosen(db, n, cid, card)))
 			return r;
 		n->cid = cid;
-		return outbox_add(db, OP_CREATE, cid, folder, NULL, 0);
+		if ((r = outbox_add(db, OP_CREATE, cid, folder, NULL, 0)))
+			return r;
+		/* v1.0 cannot carry the flag: it follows the create. */
+		return c->cfg.followup ? outbox_add_flag(db, cid, folder) : 0;
 	}
 	if ((r = name_chosen(db, n, cid, card)) ||
 	    (r = db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid, n->ino)) ||
@@ -867,23 +940,22 @@ static int commit_contact(sqlite3 *db, struct node *n, int64_t folder, struct vc
 	if (!photo) {
 		/* Made from a version without a photo (read before it came):
 		 * it removes nothing. */
-		if (based && !strcmp(base_photo, "0"))
-			return 0;
-		if ((r = same_photo(db, cid, NULL, 0)) == 0)
+		if (!(based && !strcmp(base_photo, "0")) && (r = same_photo(db, cid, NULL, 0)) == 0)
 			cache_error(
 				db, n->name,
 				"the photo was removed here, but Graph cannot delete a contact's "
 				"photo: it stays on the server");
-		return r < 0 ? r : 0;
+	} else if ((r = same_photo(db, cid, photo->data, photo->len)) == 0) {
+		/* The photo of the version it was made from: the server's
+		 * newer one stays. */
+		photo_tag(photo->data, photo->len, card_photo);
+		if (!based || strcmp(base_photo, card_photo))
+			r = enqueue_once(db, OP_PHOTO, cid, folder);
 	}
-	if ((r = same_photo(db, cid, photo->data, photo->len)) != 0)
-		return r < 0 ? r : 0;
-	/* The photo of the version it was made from: the server's newer one
-	 * stays. */
-	photo_tag(photo->data, photo->len, card_photo);
-	if (based && !strcmp(base_photo, card_photo))
-		return 0;
-	return enqueue_once(db, OP_PHOTO, cid, folder);
+	if (r < 0)
+		return r;
+	/* The flag goes last, and only when it differs (decided when sent). */
+	return c->cfg.followup ? outbox_add_flag(db, cid, folder) : 0;
 }
 
 /* ---- a file of several cards: an import ------------------------------------------------ */
@@ -947,11 +1019,11 @@ static const char *import_uid(struct vcard *card)
 /* Whether file n (showing contact n->cid) already says what card says:
  * its bytes are the card's, or the server's version differs in nothing
  * the card would change. 1, 0 or -errno. */
-static int import_same(sqlite3 *db, const struct node *n, const struct vcard *card,
+static int import_same(struct cache *c, sqlite3 *db, const struct node *n, struct vcard *card,
 		       const struct buf *text)
 {
 	const struct vcard_prop *photo = vcard_photo(card);
-	cJSON *server = NULL, *patch = NULL, *ext = NULL;
+	cJSON *server = NULL, *patch = NULL, *ext = NULL, *mine = NULL, *theirs = NULL;
 	struct vcard_error e;
 	sqlite3_stmt *st;
 	int r;
@@ -972,7 +1044,13 @@ static int import_same(sqlite3 *db, const struct node *n, const struct vcard *ca
 	db_release(st);
 	if (r || !server)
 		return r < 0 ? r : r == 1;
-	r = vcard_graph_diff(server, card, &patch, &ext, &e);
+	/* The flag, when mapped, is compared apart (the card is done with
+	 * after this: its property may go). */
+	r = cache_card_flag(c, card, &mine, &e);
+	if (!r && mine && !vcard_followup_same(mine, theirs = cache_flag_of(db, n->cid)))
+		r = -EINVAL; /* differs: not the same */
+	if (!r)
+		r = vcard_graph_diff(server, card, &patch, &ext, &e);
 	if (!r)
 		r = cache_patch_is_empty(patch, server) && !ext;
 	if (r == 1 && photo)
@@ -980,12 +1058,15 @@ static int import_same(sqlite3 *db, const struct node *n, const struct vcard *ca
 	cJSON_Delete(server);
 	cJSON_Delete(patch);
 	cJSON_Delete(ext);
+	cJSON_Delete(mine);
+	cJSON_Delete(theirs);
 	return r == -EINVAL ? 0 : r;
 }
 
 /* Card number i of file `from` (text: the card written out) into folder. */
-static int import_card(sqlite3 *db, int64_t folder, struct vcard *card, const struct buf *text,
-		       const char *from, size_t i, struct import_counts *k, struct events *ev)
+static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcard *card,
+		       const struct buf *text, const char *from, size_t i, struct import_counts *k,
+		       struct events *ev)
 {
 	const struct vcard_prop *uidp = vcard_find(card, "UID");
 	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
@@ -1013,7 +1094,13 @@ static int import_card(sqlite3 *db, int64_t folder, struct vcard *card, const st
 		/* An update of the contact with that UID. */
 		if ((r = node_get(db, ino, &n)))
 			return r;
-		if ((r = import_same(db, &n, card, text)) != 0) {
+		if ((r = flag_refused(c, db, n.cid, card, from, "not imported", NULL)) == -EINVAL) {
+			k->refused++;
+			return 0;
+		}
+		if (r)
+			return r;
+		if ((r = import_same(c, db, &n, card, text)) != 0) {
 			k->same += r == 1;
 			return r < 0 ? r : 0;
 		}
@@ -1021,13 +1108,19 @@ static int import_card(sqlite3 *db, int64_t folder, struct vcard *card, const st
 				"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, "
 				"draft = 0 WHERE ino = ?",
 				"biii", text->data, text->len, (int64_t)text->len, now, n.ino)) ||
-		    (r = commit_contact(db, &n, folder, card, ev)))
+		    (r = commit_contact(c, db, &n, folder, card, ev)))
 			return r;
 		events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
 		k->updated++;
 		return 0;
 	}
 	/* A new contact, in a file named as the server's version would be. */
+	if ((r = flag_refused(c, db, 0, card, from, "not imported", NULL)) == -EINVAL) {
+		k->refused++;
+		return 0;
+	}
+	if (r)
+		return r;
 	if ((r = vcard_to_graph(card, &json, &e)) == -EINVAL) {
 		cache_error(db, from, "card %zu (line %u) not imported: %s", i + 1, card->line,
 			    e.msg);
@@ -1045,7 +1138,7 @@ static int import_card(sqlite3 *db, int64_t folder, struct vcard *card, const st
 			"itiiib", folder, name, (int64_t)CACHE_FILE, now, (int64_t)text->len,
 			text->data, text->len)) ||
 	    (r = node_get(db, sqlite3_last_insert_rowid(db), &n)) ||
-	    (r = commit_contact(db, &n, folder, card, ev)))
+	    (r = commit_contact(c, db, &n, folder, card, ev)))
 		return r;
 	events_add(ev, CACHE_ADDED, (uint64_t)n.ino, (uint64_t)folder, n.name, 0, NULL);
 	k->created++;
@@ -1084,7 +1177,7 @@ static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t fo
 			r = -ENOMEM;
 		else if (!(r = vcard_write(cards[i], c->cfg.version ? c->cfg.version : VCARD_V30,
 					   &text)))
-			r = import_card(db, folder, cards[i], &text, n->name, i, &k, ev);
+			r = import_card(c, db, folder, cards[i], &text, n->name, i, &k, ev);
 		buf_release(&text);
 	}
 	if (r)
@@ -1337,10 +1430,19 @@ static int do_write(struct cache *c, void *arg)
 		vcard_free_all(cards, ncards);
 		return r ? r : -EFBIG_KEEP;
 	}
+	/* A flag Outlook would refuse (a due date without a start date) is
+	 * refused here, as an invalid card is: nothing of it is sent. */
+	if (!r && ncards == 1 &&
+	    (r = flag_refused(c, db, n.cid, cards[0], n.name,
+			      "kept here as a local draft, not sent", a->err)) == -EINVAL) {
+		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
+		vcard_free_all(cards, ncards);
+		return r ? r : -EINVAL_KEEP;
+	}
 	if (!r && ncards > 1)
 		r = import_cards(c, db, &n, p.ino, cards, ncards, &a->ev);
 	else if (!r && !(r = db_run(db, "UPDATE nodes SET draft = 0 WHERE ino = ?", "i", n.ino)))
-		r = commit_contact(db, &n, p.ino, cards[0], &a->ev);
+		r = commit_contact(c, db, &n, p.ino, cards[0], &a->ev);
 	vcard_free_all(cards, ncards);
 	return r;
 }
@@ -1434,8 +1536,10 @@ int cache_unlink(struct cache *c, uint64_t parent, const char *name)
 	return cache_in_txn(c, do_unlink, &a);
 }
 
-/* Move contact cid (shown by a file now in folder to) out of folder from. */
-static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to)
+/* Move contact cid (shown by a file now in folder to) out of folder from.
+ * followup: the flag is mapped, and the copy made in the new folder must
+ * get it too (a create carries none). */
+static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to, int followup)
 {
 	int64_t has_id = 0, seq = 0;
 	int r;
@@ -1466,7 +1570,9 @@ static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to)
 			return db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", seq);
 		return 0;
 	}
-	return outbox_add(db, OP_MOVE, cid, from, NULL, 0);
+	if ((r = outbox_add(db, OP_MOVE, cid, from, NULL, 0)))
+		return r;
+	return followup ? outbox_add_flag(db, cid, to) : 0;
 }
 
 static int do_rename(struct cache *c, void *arg)
@@ -1569,6 +1675,10 @@ static int do_rename(struct cache *c, void *arg)
 			r = -EFBIG_KEEP;
 			goto out;
 		}
+		if (card && (r = flag_refused(c, db, 0, card, a->newname, "not renamed", a->err))) {
+			r = r == -EINVAL ? -EINVAL_KEEP : r;
+			goto out;
+		}
 		if (card) {
 			const struct vcard_prop *uidp = vcard_find(card, "UID");
 			const char *uid = uidp ? vcard_text(card, uidp) : NULL;
@@ -1614,7 +1724,7 @@ static int do_rename(struct cache *c, void *arg)
 	snprintf(src.name, sizeof(src.name), "%s", a->newname);
 	if (src.cid && dst_vcf) {
 		if (np.ino != op.ino)
-			r = contact_move(db, src.cid, op.ino, np.ino);
+			r = contact_move(db, src.cid, op.ino, np.ino, c->cfg.followup);
 	} else if (src.cid) {
 		/* Out of the folders, or to a scratch name: the file stays,
 		 * the contact goes (and comes back by UID within the grace
@@ -1623,7 +1733,7 @@ static int do_rename(struct cache *c, void *arg)
 		if (!r)
 			r = db_run(db, "UPDATE nodes SET written = 1 WHERE ino = ?", "i", src.ino);
 	} else if (card) {
-		r = commit_contact(db, &src, np.ino, card, &a->ev);
+		r = commit_contact(c, db, &src, np.ino, card, &a->ev);
 	} else if (cards) {
 		r = import_cards(c, db, &src, np.ino, cards, ncards, &a->ev);
 	}
@@ -1720,16 +1830,22 @@ static int same_stem(const char *name, const char *want)
 }
 
 /* Whether the bytes of a file say what the server's version says (so a
- * file as a person wrote it is kept, not replaced by our rendering). */
-static int says_the_same(const cJSON *server, const void *data, size_t len)
+ * file as a person wrote it is kept, not replaced by our rendering); flag:
+ * the follow-up flag stored, when it is mapped. */
+static int says_the_same(const struct cache *c, const cJSON *server, const cJSON *flag,
+			 const void *data, size_t len)
 {
 	struct vcard *card = NULL;
 	struct vcard_error e;
-	cJSON *patch = NULL, *ext = NULL;
+	cJSON *patch = NULL, *ext = NULL, *mine = NULL;
 	int same = 0;
 
 	if (!data || vcard_parse_one(data, len, &card, &e))
 		return 0;
+	/* The flag as written counts when it is the same flag ("T09:00" for
+	 * Graph's "T09:00:00.0000000"). */
+	if (cache_card_flag(c, card, &mine, &e) || (mine && !vcard_followup_same(mine, flag)))
+		goto out;
 	/* A card written without a UID gets the one it has now (its Graph
 	 * id): identity goes by UID (DESIGN 2), and an editor that saves by
 	 * writing a new file must carry it. */
@@ -1741,8 +1857,10 @@ static int says_the_same(const cJSON *server, const void *data, size_t len)
 		       cJSON_Compare(dn, cJSON_GetObjectItemCaseSensitive(server, "displayName"),
 				     1);
 	}
+out:
 	cJSON_Delete(patch);
 	cJSON_Delete(ext);
+	cJSON_Delete(mine);
 	vcard_free(card);
 	return same;
 }
@@ -1819,10 +1937,31 @@ static int name_settle(struct cache *c, sqlite3 *db, struct node *n, const char 
 	return 0;
 }
 
+/* With -o followup, card shows flag (the stored one) and nothing else as
+ * X-CONTACTFS-FOLLOWUP: a copy in the extension's extra (written while the
+ * option was off) gives way to Graph's flag. A stored flag that is not a
+ * followupFlag is logged and left out. */
+static int render_flag(const struct cache *c, struct vcard *card, const cJSON *flag, const char *id)
+{
+	struct vcard_error e;
+	int r;
+
+	if (!c->cfg.followup)
+		return 0;
+	vcard_followup_remove(card);
+	r = vcard_followup_add(card, flag, &e);
+	if (r == -EINVAL) {
+		log_warn("contact %s: its follow-up flag cannot be shown: %s", id ? id : "", e.msg);
+		vcard_followup_remove(card);
+		r = 0;
+	}
+	return r;
+}
+
 int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 {
 	sqlite3_stmt *st = NULL, *nd = NULL;
-	cJSON *json = NULL;
+	cJSON *json = NULL, *flag = NULL;
 	struct vcard *card = NULL;
 	struct vcard_error e;
 	struct buf out, tag;
@@ -1836,8 +1975,8 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 	buf_init(&tag, 4096);
 	if ((r = db_prepare(
 		     db, &st,
-		     "SELECT folder, json, photo, photo_type, id FROM contacts WHERE cid = ?", "i",
-		     cid)))
+		     "SELECT folder, json, photo, photo_type, id, flag FROM contacts WHERE cid = ?",
+		     "i", cid)))
 		goto out;
 	if ((r = db_step(st)) != 1) {
 		r = r < 0 ? r : 0; /* gone meanwhile */
@@ -1857,6 +1996,10 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 		r = 0;
 		goto done;
 	}
+	if (!r && sqlite3_column_text(st, 5))
+		flag = cJSON_Parse((const char *)sqlite3_column_text(st, 5));
+	if (!r)
+		r = render_flag(c, card, flag, (const char *)sqlite3_column_text(st, 4));
 	if (!r && (ck = cache_jstr(json, "changeKey")) != NULL && *ck) {
 		/* Which version this is: a card written back from it is
 		 * merged against it. */
@@ -1914,7 +2057,7 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 	if (n.written) {
 		if ((r = db_prepare(db, &nd, "SELECT data FROM nodes WHERE ino = ?", "i", n.ino)))
 			goto out;
-		if (db_step(nd) == 1 && says_the_same(json, sqlite3_column_blob(nd, 0),
+		if (db_step(nd) == 1 && says_the_same(c, json, flag, sqlite3_column_blob(nd, 0),
 						      (size_t)sqlite3_column_bytes(nd, 0))) {
 			/* The bytes as written stay, naming the version
 			 * they now say the same as: the next reader's
@@ -1942,6 +2085,7 @@ out:
 	db_release(st);
 	db_release(nd);
 	cJSON_Delete(json);
+	cJSON_Delete(flag);
 	vcard_free(card);
 	buf_release(&out);
 	buf_release(&tag);

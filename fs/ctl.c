@@ -138,6 +138,9 @@ static int render_status(struct fs *fs, struct buf *out)
 			       cs.online ? "online"
 					 : "offline: the server cannot be reached; changes wait "
 					   "here and are sent when it can");
+	if (!r && fs->opt.followup)
+		r = buf_printf(out,
+			       "follow-up flags: shown as X-CONTACTFS-FOLLOWUP (-o followup)\n");
 	if (!r && cs.last_sync) {
 		utc(cs.last_sync, t, sizeof(t));
 		ago(now > cs.last_sync ? now - cs.last_sync : 0, a, sizeof(a));

@@ -42,6 +42,7 @@ struct mount_args {
 	int fsync_timeout_s;
 	int drain_timeout_s;
 	int offline;
+	int followup;
 	struct buf graph_spec; /* graph_url=...,user=... re-escaped for options_parse */
 	char *nonopt[2];       /* SOURCE and MOUNTPOINT, or MOUNTPOINT */
 	int nnonopt;
@@ -62,6 +63,7 @@ static const struct fuse_opt mount_opts[] = {
 	OPT("fsync_timeout=%d", fsync_timeout_s),
 	OPT("drain_timeout=%d", drain_timeout_s),
 	OPT("offline", offline),
+	OPT("followup", followup),
 	FUSE_OPT_KEY("graph_url=", KEY_GRAPH),
 	FUSE_OPT_KEY("auth_url=", KEY_GRAPH),
 	FUSE_OPT_KEY("user=", KEY_GRAPH),
@@ -131,6 +133,9 @@ void mount_usage(FILE *f)
 	      "                     changes (default 30; the rest go at the next mount)\n"
 	      "  -o vcard_version=3.0|4.0  version of the vCards shown (default 3.0)\n"
 	      "  -o offline         never talk to the server: read the cache, queue writes\n"
+	      "  -o followup        show each contact's follow-up flag as\n"
+	      "                     X-CONTACTFS-FOLLOWUP, read from and written to Graph's\n"
+	      "                     beta (off: nothing is sent to beta)\n"
 	      "  and libfuse's own mount options (allow_other, ...; see mount.fuse3(8))\n",
 	      f);
 }
@@ -322,6 +327,7 @@ int mount_main(int argc, char **argv)
 	fs.opt.cache_dir = cache_dir;
 	fs.opt.mailbox = gcfg.user;
 	fs.opt.offline = m.offline;
+	fs.opt.followup = m.followup;
 	fs.opt.version = VCARD_V30;
 	if (m.vcard_version && !strcmp(m.vcard_version, "4.0")) {
 		fs.opt.version = VCARD_V40;
@@ -356,6 +362,13 @@ int mount_main(int argc, char **argv)
 		rc = r == -EINVAL ? EXIT_USAGE : EXIT_SOFTWARE;
 		goto out;
 	}
+	if (fs.opt.followup && !graph_has_beta(g)) {
+		/* The flag exists in beta only; beta's root is v1.0's sibling. */
+		fprintf(stderr, "contactfs: -o followup needs graph_url to end in /v1.0 (the flag "
+				"is read from and written to its sibling /beta)\n");
+		rc = EXIT_USAGE;
+		goto out;
+	}
 	if (!fs.opt.offline && !signed_in(g, &gcfg)) {
 		fprintf(stderr,
 			"contactfs: not signed in: run 'contactfs login --client-id ID%s%s' "
@@ -376,6 +389,7 @@ int mount_main(int argc, char **argv)
 	ccfg.version = fs.opt.version;
 	ccfg.poll_s = fs.opt.poll_s;
 	ccfg.photos = 1;
+	ccfg.followup = fs.opt.followup;
 	ccfg.on_change = fs_notify_change;
 	ccfg.ctx = &fs;
 	fs.cache = cache_open(&ccfg, fs.opt.offline ? NULL : g, errbuf, sizeof(errbuf), &r);

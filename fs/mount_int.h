@@ -49,6 +49,7 @@ struct fs_options {
 	int fsync_timeout_s;   /* how long fsync waits for the server */
 	int drain_timeout_s;   /* how long unmounting waits for the outbox */
 	int offline;	       /* never talk to the server */
+	int followup;	       /* -o followup: map the follow-up flag (beta) */
 	enum vcard_version version;
 };
 

@@ -289,7 +289,7 @@ static int commit_locked(struct fs *fs, struct fs_file *f)
 	r = cache_write(fs->cache, f->ino, f->data.data, f->data.len, f->mtime_ns, &err);
 	if (r == -EINVAL) {
 		/* Kept as a draft; the cache logged why in .contactfs/errors. */
-		log_warn("inode %llu: not a valid vCard, kept locally and not sent: %s",
+		log_warn("inode %llu: refused, kept locally and not sent: %s",
 			 (unsigned long long)f->ino, err.msg);
 		f->dirty = 0;
 		return EINVAL;
@@ -593,7 +593,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 			if (cache_unlink(fs->cache, newparent, newname))
 				log_err("link: removing the failed \"%s\" again failed", newname);
 			if (r == -EINVAL)
-				log_warn("link to \"%s\": not a valid vCard: %s", newname, err.msg);
+				log_warn("link to \"%s\": refused: %s", newname, err.msg);
 		}
 	}
 	if (!r)
@@ -662,8 +662,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	r = cache_rename(fs->cache, parent, name, newparent, newname,
 			 (flags & RENAME_NOREPLACE) ? CACHE_RENAME_NOREPLACE : 0, &err);
 	if (r == -EINVAL && err.msg[0])
-		log_warn("rename of \"%s\" onto \"%s\": not a valid vCard: %s", name, newname,
-			 err.msg);
+		log_warn("rename of \"%s\" onto \"%s\": refused: %s", name, newname, err.msg);
 	fuse_reply_err(req, r ? err_of(r) : 0);
 }
 

@@ -193,15 +193,19 @@ static cJSON *batch_body(struct graph *g, const struct graph_batch_item *items, 
 		goto fail;
 	for (size_t k = 0; k < n; k++) {
 		const struct graph_batch_item *it = &items[idx[k]];
+		const char *path = it->url;
 		cJSON *req = cJSON_CreateObject(), *hdrs = NULL;
 
 		if (!req || !cJSON_AddItemToArray(reqs, req))
 			goto fail;
 		snprintf(id, sizeof(id), "%zu", idx[k]);
-		if (!strncmp(it->url, "//", 2))
-			snprintf(url, sizeof(url), "%s", it->url + 1);
+		/* Relative to the root the batch is sent to (batch_once). */
+		if (graph_path_is_beta(path))
+			path += sizeof(GRAPH_BETA) - 1;
+		if (!strncmp(path, "//", 2))
+			snprintf(url, sizeof(url), "%s", path + 1);
 		else
-			snprintf(url, sizeof(url), "%s%s", g->mailbox, it->url);
+			snprintf(url, sizeof(url), "%s%s", g->mailbox, path);
 		if (!cJSON_AddStringToObject(req, "id", id) ||
 		    !cJSON_AddStringToObject(req, "method", it->method) ||
 		    !cJSON_AddStringToObject(req, "url", url))
@@ -278,12 +282,13 @@ static void batch_answer(struct graph *g, const struct graph_response *resp)
 }
 
 /*
- * Send items[idx[0..n)] as one $batch and record each answer. Items that
- * got 429/503, or no answer, go to retry[] (their count in *again) and
- * *wait_ms is the longest Retry-After among them (-1 when none said).
+ * Send items[idx[0..n)] as one $batch (to the beta root when beta) and
+ * record each answer. Items that got 429/503, or no answer, go to retry[]
+ * (their count in *again) and *wait_ms is the longest Retry-After among
+ * them (-1 when none said).
  */
-static int batch_once(struct graph *g, struct graph_batch_item *items, const size_t *idx, size_t n,
-		      size_t *retry, size_t *again, long *wait_ms)
+static int batch_once(struct graph *g, int beta, struct graph_batch_item *items, const size_t *idx,
+		      size_t n, size_t *retry, size_t *again, long *wait_ms)
 {
 	cJSON *body = batch_body(g, items, idx, n), *answer = NULL, *resp;
 	struct graph_response http;
@@ -303,9 +308,9 @@ static int batch_once(struct graph *g, struct graph_batch_item *items, const siz
 	/* A batch takes every slot, whatever its size: an item may be told to
 	 * wait (429 in its own status) long before the batch's answer says so,
 	 * and no other request may leave meanwhile. */
-	r = graph_request_slots(g, "POST", "//$batch", NULL, 0, text, strlen(text),
-				"application/json", idempotent, GRAPH_MAX_IN_FLIGHT, batch_answer,
-				&http);
+	r = graph_request_slots(g, "POST", beta ? GRAPH_BETA "//$batch" : "//$batch", NULL, 0, text,
+				strlen(text), "application/json", idempotent, GRAPH_MAX_IN_FLIGHT,
+				batch_answer, &http);
 	if (!r)
 		r = answer_errno("POST", "$batch", &http);
 	if (!r)
@@ -367,6 +372,33 @@ out:
 	return r;
 }
 
+/* The items items[idx[0..k)], all on one root, with the retries of their
+ * throttled ones. idx is the caller's scratch space (reused), retry too. */
+static int batch_run(struct graph *g, int beta, struct graph_batch_item *items, size_t *idx,
+		     size_t k, size_t *retry)
+{
+	int r = 0;
+
+	for (int attempt = 0; k > 0; attempt++) {
+		long wait;
+		size_t again;
+
+		if ((r = batch_once(g, beta, items, idx, k, retry, &again, &wait)))
+			break;
+		if (again == 0 || attempt + 1 >= g->max_attempts)
+			break;
+		memcpy(idx, retry, again * sizeof(idx[0]));
+		/* Throttled items: the mailbox waits as a whole. */
+		log_info("$batch: %zu of %zu items to retry after %ld ms", again, k,
+			 wait < 0 ? 0 : wait);
+		graph_pause(g, wait >= 0 ? wait : 1000L << (attempt < 5 ? attempt : 5));
+		for (size_t j = 0; j < again; j++)
+			items[idx[j]].status = 0;
+		k = again;
+	}
+	return r;
+}
+
 int graph_batch(struct graph *g, struct graph_batch_item *items, size_t n)
 {
 	size_t idx[GRAPH_BATCH_MAX], retry[GRAPH_BATCH_MAX];
@@ -378,27 +410,18 @@ int graph_batch(struct graph *g, struct graph_batch_item *items, size_t n)
 		items[i].code[0] = '\0';
 		items[i].content_type[0] = '\0';
 	}
-	for (size_t start = 0; start < n && !r; start += GRAPH_BATCH_MAX) {
-		size_t k = n - start < GRAPH_BATCH_MAX ? n - start : GRAPH_BATCH_MAX;
+	/* The v1.0 items first, then the beta ones: a $batch goes to one
+	 * service root, and its items' URLs are relative to it
+	 * (concepts/json-batching.md). */
+	for (int beta = 0; beta < 2 && !r; beta++) {
+		for (size_t next = 0; next < n && !r;) {
+			size_t k = 0;
 
-		for (size_t j = 0; j < k; j++)
-			idx[j] = start + j;
-		for (int attempt = 0; k > 0; attempt++) {
-			long wait;
-			size_t again;
-
-			if ((r = batch_once(g, items, idx, k, retry, &again, &wait)))
-				break;
-			if (again == 0 || attempt + 1 >= g->max_attempts)
-				break;
-			memcpy(idx, retry, again * sizeof(idx[0]));
-			/* Throttled items: the mailbox waits as a whole. */
-			log_info("$batch: %zu of %zu items to retry after %ld ms", again, k,
-				 wait < 0 ? 0 : wait);
-			graph_pause(g, wait >= 0 ? wait : 1000L << (attempt < 5 ? attempt : 5));
-			for (size_t j = 0; j < again; j++)
-				items[idx[j]].status = 0;
-			k = again;
+			for (; next < n && k < GRAPH_BATCH_MAX; next++)
+				if (graph_path_is_beta(items[next].url) == beta)
+					idx[k++] = next;
+			if (k)
+				r = batch_run(g, beta, items, idx, k, retry);
 		}
 	}
 	return r;

@@ -35,6 +35,9 @@
 #define GRAPH_BATCH_MAX 20
 #define GRAPH_DEFAULT_URL "https://graph.microsoft.com/v1.0"
 #define GRAPH_DEFAULT_AUTH_URL "https://login.microsoftonline.com"
+/* A path that starts with this is sent to the beta service root (see
+ * graph_request): "beta:/contacts/ID", "beta://$batch". */
+#define GRAPH_BETA "beta:"
 
 /* What a mount or a command is pointed at. Strings are borrowed for the
  * life of the struct graph unless said otherwise. */
@@ -83,14 +86,22 @@ struct graph_header {
  * max_attempts. path is relative to the mailbox ("/contacts/ID" becomes
  * ".../me/contacts/ID"), or to the service root when it starts with "//"
  * ("//$batch"), or an absolute URL of graph_url's host (a nextLink).
- * body may be NULL. Returns 0 when a response arrived (any status: look at
- * resp->status) or -errno when none did (-ETIMEDOUT, -ECONNREFUSED,
- * -EHOSTUNREACH, -EIO, -ENOMEM, -EACCES for an authentication failure).
- * resp must have been initialised; it is reset first.
+ * Prefixed with GRAPH_BETA, either of the first two forms names the same
+ * place under the beta service root instead: graph_url with its final
+ * "/v1.0" replaced by "/beta" (-ENOTSUP when graph_url does not end in
+ * "/v1.0": see graph_has_beta). body may be NULL. Returns 0 when a
+ * response arrived (any status: look at resp->status) or -errno when none
+ * did (-ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -EIO, -ENOMEM, -EACCES for
+ * an authentication failure, -ENOTSUP for a beta path without a beta
+ * root). resp must have been initialised; it is reset first.
  */
 int graph_request(struct graph *g, const char *method, const char *path,
 		  const struct graph_header *headers, size_t nheaders, const void *body, size_t len,
 		  const char *content_type, struct graph_response *resp) GRAPH_MUST_CHECK;
+
+/* Whether this client can address the beta service root: graph_url ends in
+ * "/v1.0" (the default does). */
+int graph_has_beta(const struct graph *g);
 
 /* Whether an absolute URL (a stored nextLink or deltaLink) is on this
  * client's service root (scheme, host and port of graph_url): only those
@@ -165,11 +176,12 @@ int graph_folder_walk(struct graph *g, graph_item_fn fn, void *ctx) GRAPH_MUST_C
 struct graph_batch_item {
 	/* in */
 	const char *method;
-	const char *url;      /* relative to the mailbox, like graph_request's path */
+	const char *url;      /* relative to the mailbox, like graph_request's path
+			       * (GRAPH_BETA-prefixed: on the beta root) */
 	const cJSON *body;    /* or NULL */
 	const char *if_match; /* or NULL */
 	/* out */
-	int status;	 /* HTTP status of the item */
+	int status;	       /* HTTP status of the item */
 	char code[64];	       /* Graph error code, if any */
 	char content_type[96]; /* its media type, without parameters; "" if none */
 	cJSON *response;       /* its body, or NULL; freed by graph_batch_release */
@@ -177,10 +189,13 @@ struct graph_batch_item {
 
 /*
  * Send items (any number) in $batch requests of at most GRAPH_BATCH_MAX,
- * retrying items that got 429/503 after their Retry-After (the mailbox is
- * paused meanwhile) until they get another answer or max_attempts pass.
+ * the v1.0 items and the beta ones (GRAPH_BETA) in batches of their own
+ * (a $batch goes to one service root, its items relative to it), retrying
+ * items that got 429/503 after their Retry-After (the mailbox is paused
+ * meanwhile) until they get another answer or max_attempts pass.
  * Returns 0 when every item has a final status (look at each), or -errno
- * when a batch as a whole failed.
+ * when a batch as a whole failed; then the items with a status (not 0) were
+ * answered all the same, and the others were not.
  */
 int graph_batch(struct graph *g, struct graph_batch_item *items, size_t n) GRAPH_MUST_CHECK;
 void graph_batch_release(struct graph_batch_item *items, size_t n);

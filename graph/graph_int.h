@@ -19,6 +19,7 @@
 struct graph {
 	/* Set by graph_new, read-only afterwards. */
 	char *graph_url; /* no trailing '/' */
+	char *beta_url;	 /* graph_url with its final "/v1.0" as "/beta"; NULL: none */
 	char *auth_url;	 /* no trailing '/' */
 	char *tenant;
 	char *client_id;  /* may be NULL */
@@ -82,6 +83,9 @@ int graph_request_slots(struct graph *g, const char *method, const char *path,
 /* Pause the whole mailbox for ms milliseconds; a running pause is never
  * shortened. */
 void graph_pause(struct graph *g, long ms);
+
+/* Whether a path is addressed to the beta service root (GRAPH_BETA). */
+int graph_path_is_beta(const char *path);
 
 /* Free the cached access token. */
 void graph_auth_release(struct graph *g);

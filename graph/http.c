@@ -85,6 +85,28 @@ static char *dup_trimmed(const char *s)
 	return d;
 }
 
+/* The beta service root of a trimmed graph_url: the same URL with its final
+ * "/v1.0" as "/beta" (NULL with *err 0 when it has none, or -ENOMEM). The
+ * two roots are siblings (the beta reference's examples are the v1.0 paths
+ * under https://graph.microsoft.com/beta), so a graph_url that points
+ * elsewhere (a proxy with its own layout) has no beta root we could guess. */
+static char *beta_root(const char *graph_url, int *err)
+{
+	static const char v1[] = "/v1.0";
+	size_t n = strlen(graph_url), k = sizeof(v1) - 1;
+	struct buf b;
+
+	*err = 0;
+	if (n < k || strcmp(graph_url + n - k, v1) != 0)
+		return NULL;
+	buf_init(&b, n + 8);
+	if ((*err = buf_printf(&b, "%.*s/beta", (int)(n - k), graph_url))) {
+		buf_release(&b);
+		return NULL;
+	}
+	return buf_detach(&b, NULL);
+}
+
 /* "/users/<upn>" with the UPN percent-encoded, or "/me". */
 static char *mailbox_path(const char *user)
 {
@@ -154,7 +176,7 @@ struct graph *graph_new(const struct graph_config *cfg, int *err)
 	const char *gurl = cfg->graph_url ? cfg->graph_url : GRAPH_DEFAULT_URL;
 	const char *aurl = cfg->auth_url ? cfg->auth_url : GRAPH_DEFAULT_AUTH_URL;
 	struct graph *g;
-	int e = -ENOMEM;
+	int e = -ENOMEM, beta_err = 0;
 
 	pthread_once(&curl_once, curl_init);
 	if (curl_init_result != CURLE_OK) {
@@ -179,6 +201,7 @@ struct graph *graph_new(const struct graph_config *cfg, int *err)
 	g->timeout_s = cfg->timeout_s > 0 ? cfg->timeout_s : 60;
 	g->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 8;
 	g->graph_url = dup_trimmed(gurl);
+	g->beta_url = g->graph_url ? beta_root(g->graph_url, &beta_err) : NULL;
 	g->auth_url = dup_trimmed(aurl);
 	g->tenant = strdup(cfg->tenant ? cfg->tenant : "common");
 	g->client_id = cfg->client_id ? strdup(cfg->client_id) : NULL;
@@ -187,9 +210,9 @@ struct graph *graph_new(const struct graph_config *cfg, int *err)
 	g->config_dir = cfg->config_dir ? strdup(cfg->config_dir) : default_config_dir();
 	g->mailbox = mailbox_path(cfg->user);
 	g->share = curl_share_init();
-	if (!g->graph_url || !g->auth_url || !g->tenant || (cfg->client_id && !g->client_id) ||
-	    (cfg->user && *cfg->user && !g->user) || (cfg->token_cmd && !g->token_cmd) ||
-	    !g->config_dir || !g->mailbox || !g->share)
+	if (!g->graph_url || beta_err || !g->auth_url || !g->tenant ||
+	    (cfg->client_id && !g->client_id) || (cfg->user && *cfg->user && !g->user) ||
+	    (cfg->token_cmd && !g->token_cmd) || !g->config_dir || !g->mailbox || !g->share)
 		goto fail;
 	curl_share_setopt(g->share, CURLSHOPT_LOCKFUNC, share_lock);
 	curl_share_setopt(g->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
@@ -212,6 +235,7 @@ void graph_free(struct graph *g)
 		curl_share_cleanup(g->share);
 	graph_auth_release(g);
 	free(g->graph_url);
+	free(g->beta_url);
 	free(g->auth_url);
 	free(g->tenant);
 	free(g->client_id);
@@ -633,15 +657,37 @@ int graph_link_is_ours(const struct graph *g, const char *url)
 	       (url[origin] == '/' || url[origin] == '\0');
 }
 
-/* The full URL for a path (see graph_request). NULL: -ENOMEM or a foreign
- * absolute URL (*err says which). */
+int graph_has_beta(const struct graph *g)
+{
+	return g->beta_url != NULL;
+}
+
+int graph_path_is_beta(const char *path)
+{
+	return !strncmp(path, GRAPH_BETA, sizeof(GRAPH_BETA) - 1);
+}
+
+/* The full URL for a path (see graph_request). NULL: -ENOMEM, a foreign
+ * absolute URL, or beta without a beta root (*err says which). */
 static char *full_url(struct graph *g, const char *path, int *err)
 {
+	const char *root = g->graph_url;
 	struct buf b;
 	int r;
 
+	if (graph_path_is_beta(path)) {
+		path += sizeof(GRAPH_BETA) - 1;
+		root = g->beta_url;
+		if (!root) {
+			log_err("no beta service root: graph_url %s does not end in /v1.0",
+				g->graph_url);
+			*err = -ENOTSUP;
+			return NULL;
+		}
+	}
 	buf_init(&b, 1 << 20);
-	if (!strncasecmp(path, "https://", 8) || !strncasecmp(path, "http://", 7)) {
+	if (root == g->graph_url &&
+	    (!strncasecmp(path, "https://", 8) || !strncasecmp(path, "http://", 7))) {
 		/* Only links into our own service root are followed: a
 		 * nextLink must never carry the token elsewhere. */
 		if (!graph_link_is_ours(g, path)) {
@@ -652,9 +698,9 @@ static char *full_url(struct graph *g, const char *path, int *err)
 		}
 		r = buf_addstr(&b, path);
 	} else if (!strncmp(path, "//", 2)) {
-		r = buf_printf(&b, "%s%s", g->graph_url, path + 1);
+		r = buf_printf(&b, "%s%s", root, path + 1);
 	} else {
-		r = buf_printf(&b, "%s%s%s", g->graph_url, g->mailbox, path);
+		r = buf_printf(&b, "%s%s%s", root, g->mailbox, path);
 	}
 	if (r) {
 		buf_release(&b);

@@ -255,4 +255,55 @@ const struct vcard_prop *vcard_photo(const struct vcard *card);
 int vcard_graph_diff(const cJSON *server, const struct vcard *card, cJSON **patch, cJSON **ext,
 		     struct vcard_error *err) VCARD_MUST_CHECK;
 
+/* ---- the follow-up flag (docs/mapping.md, "Follow-up flag") ---------------- */
+
+/*
+ * A contact's follow-up flag (Graph beta's followupFlag) as one property:
+ *   X-CONTACTFS-FOLLOWUP;START="<dateTime> <timeZone>";DUE="...";COMPLETED="...":<flagStatus>
+ * The mapping above never reads or writes it: without -o followup it is an
+ * unknown property like any other. These functions are for a caller that
+ * maps the flag; flags are followupFlag JSON objects as Graph gives them.
+ */
+#define VCARD_FOLLOWUP_PROP "X-CONTACTFS-FOLLOWUP"
+
+/*
+ * The flag card carries, as a new followupFlag object *out: its
+ * flagStatus (Graph's spelling for the three known words, in any case;
+ * another word as written) and each date it names as {dateTime, timeZone},
+ * split at the first space. {"flagStatus":"notFlagged"} when the card has
+ * no such property. Parameters are found in any order and case; unknown
+ * ones are ignored. -EINVAL (err names the line) for a value that is not
+ * one word, an empty date, or the property given twice; -ENOMEM. *out is
+ * NULL on failure.
+ */
+int vcard_followup_read(const struct vcard *card, cJSON **out,
+			struct vcard_error *err) VCARD_MUST_CHECK;
+
+/* Remove every X-CONTACTFS-FOLLOWUP property of card. Cannot fail. */
+void vcard_followup_remove(struct vcard *card);
+
+/*
+ * Append the property for flag to card: nothing for NULL, JSON null, or
+ * notFlagged without a date; otherwise the status and each date Graph gives,
+ * written as given, so that vcard_followup_read gives the same strings
+ * back. 0, -EINVAL (err says what in flag is not a followupFlag), -ENOMEM.
+ */
+int vcard_followup_add(struct vcard *card, const cJSON *flag,
+		       struct vcard_error *err) VCARD_MUST_CHECK;
+
+/* Whether two flags (NULL: not flagged) say the same: the same status, and
+ * for each date the same time zone and the same local time, however many
+ * digits of it are written ("T09:00" is Graph's "T09:00:00.0000000"). */
+int vcard_followup_same(const cJSON *a, const cJSON *b);
+
+/* Whether Graph can take flag: 0, or -EINVAL with err saying why (a status
+ * it does not know, a date without its time or its time zone, a due date
+ * without a start date: followupflag.md). */
+int vcard_followup_check(const cJSON *flag, struct vcard_error *err) VCARD_MUST_CHECK;
+
+/* The beta PATCH body that sets flag: {"flag": {"flagStatus", and each of
+ * the three dates, null where flag has none}}. New object, or NULL when out
+ * of memory. */
+cJSON *vcard_followup_patch(const cJSON *flag);
+
 #endif

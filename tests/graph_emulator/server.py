@@ -59,7 +59,7 @@ class Faults:
         ("device_interval_s", 1), ("device_pending_polls", 2), ("readonly_users", []),
         ("max_concurrency", 4), ("early_grace_ms", 50), ("birthday_noon", False), ("seed", None),
         ("immutable_ids", "request"), ("folder_delta", "all"), ("ext_changes_key", True),
-        ("extra_scopes", []),
+        ("extra_scopes", []), ("beta_patch_error", None),
     ])
     CHOICES = {"immutable_ids": ("request", "always"), "folder_delta": ("all", "top", "with_default")}
     BOOLEANS = ("birthday_noon", "ext_changes_key")
@@ -130,6 +130,10 @@ class Faults:
             elif k in self.CHOICES:
                 if v not in self.CHOICES[k]:
                     raise bad_request(f"faults: {k} is one of {', '.join(self.CHOICES[k])}", "InvalidFaults")
+            elif k == "beta_patch_error":
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 400 <= v <= 599):
+                    raise bad_request("faults: beta_patch_error is null or an HTTP status 400..599",
+                                      "InvalidFaults")
             elif k == "seed":
                 if v is not None and not isinstance(v, int):
                     raise bad_request("faults: seed must be an integer or null", "InvalidFaults")
@@ -873,6 +877,10 @@ BETA_KNOWN = SELECTABLE | {"flag", "phones", "postalAddresses", "websites", "gen
                            "weddingAnniversary"}
 
 
+BETA_REFUSALS = {400: "ErrorInvalidRequest", 403: "ErrorAccessDenied", 404: "ErrorItemNotFound",
+                 409: "ErrorIrresolvableConflict", 503: "serviceNotAvailable"}
+
+
 def _beta_select(opts):
     if "$select" not in opts:
         raise GraphError(501, "NotImplemented", BETA_ONLY + " Ask for it with $select=flag.")
@@ -921,7 +929,13 @@ def beta_update_contact(app, call, contact_id):
         raise GraphError(400, "ErrorInvalidRequest",
                          f"{BETA_ONLY} A beta PATCH body may set only flag"
                          + (f", not {', '.join(n for n in names if n != 'flag')}." if names else "."))
-    contact = app.store.beta_update_flag(call.upn, contact_id, validate_flag(body["flag"]),
+    flag = validate_flag(body["flag"])
+    refused = app.faults.get("beta_patch_error")
+    if refused:
+        # A refusal of the flag alone (knob beta_patch_error): nothing changes.
+        raise GraphError(refused, BETA_REFUSALS.get(refused, "generalException"),
+                         "The flag cannot be set on this contact (fault knob beta_patch_error).")
+    contact = app.store.beta_update_flag(call.upn, contact_id, flag,
                                          call.headers.get("if-match"), call.immutable)
     if call.prefer.get("return") == "minimal":
         call.applied.append("return=minimal")

@@ -1325,6 +1325,23 @@ def test_beta_patch_of_the_flag(emu):
     assert not any(r.split()[1] == "beta" for r in routes if r.startswith("GET")), routes
 
 
+def test_beta_patch_error_refuses_the_flag_and_changes_nothing(emu):
+    st, w = flag_seed(emu)
+    c = st["contacts"][0]
+    path = f"/beta/me/contacts/{c['id']}"
+    emu.faults(beta_patch_error=403)
+    status, _, err = emu.call("PATCH", path, {"flag": FLAG})
+    assert status == 403 and err["error"]["code"] == "ErrorAccessDenied"
+    assert emu.call("PATCH", path, {"flag": {"flagStatus": "urgent"}})[0] == 400, "the body first"
+    after = emu.state()["contacts"][0]
+    assert "flag" not in after and after["changeKey"] == c["changeKey"]
+    status, _, _ = emu.raw("POST", "/_emulator/faults", json.dumps({"beta_patch_error": 200}).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 400
+    emu.faults(beta_patch_error=None)
+    assert emu.ok("PATCH", path, {"flag": FLAG})["flag"]["flagStatus"] == "flagged"
+
+
 def test_beta_batch_items_are_relative_to_beta(emu):
     st, w = flag_seed(emu)
     c = st["contacts"][0]

@@ -815,13 +815,14 @@ BODY(migrate_v1)
 	CHECK(cache_write(v->c, card.ino, CARD_KEEP, strlen(CARD_KEEP), 0, &verr) == 0);
 	cache_close(v->c);
 	v->c = NULL;
-	/* Back to schema 1: what version 2 added goes. */
+	/* Back to schema 1: what versions 2 and 3 added goes. */
 	rc = sqlite3_open(v->db, &db);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db,
 				  "DROP TABLE names_past; DROP TABLE names_due; DROP TRIGGER "
 				  "contacts_versions; DROP TABLE versions; DROP TABLE merges; "
-				  "ALTER TABLE nodes DROP COLUMN basis; PRAGMA user_version = 1",
+				  "ALTER TABLE nodes DROP COLUMN basis; "
+				  "ALTER TABLE contacts DROP COLUMN flag; PRAGMA user_version = 1",
 				  NULL, NULL, NULL);
 	sqlite3_close(db);
 	CHECK_INT(rc, SQLITE_OK);
@@ -849,8 +850,8 @@ BODY(migrate_v1)
 		rc = sqlite3_prepare_v2(db,
 					"SELECT count(*) FROM sqlite_master WHERE name IN "
 					"('names_past', 'names_due', 'versions', 'contacts_versions', "
-					"'merges') "
-					"OR (name = 'nodes' AND sql LIKE '%basis%')",
+					"'merges') OR (name = 'nodes' AND sql LIKE '%basis%') OR "
+					"(name = 'contacts' AND sql LIKE '%flag TEXT%')",
 					-1, &q, NULL);
 	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
 		tables = sqlite3_column_int64(q, 0);
@@ -858,7 +859,7 @@ BODY(migrate_v1)
 	sqlite3_close(db);
 	CHECK_INT(rc, SQLITE_OK);
 	CHECK_INT(version, CACHE_SCHEMA_VERSION);
-	CHECK_INT(tables, 6);
+	CHECK_INT(tables, 7);
 }
 
 TEST(cache_open_migrates_a_cache_of_the_first_schema_keeping_its_files_and_queue)
@@ -980,6 +981,66 @@ BODY(refuse_newer)
 TEST(cache_open_refuses_a_database_of_a_newer_schema)
 {
 	RUN(refuse_newer, .no_emulator = 1);
+}
+
+BODY(migrate_v2)
+{
+	struct vcard_error verr;
+	struct cache_attr card, got;
+	struct cache_status st;
+	char errbuf[512], *text;
+	int64_t version = 0;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+	int err = 0, rc;
+
+	/* A cache as schema 2 left it: no contacts.flag. */
+	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
+	CHECK(v->c != NULL);
+	CHECK(cache_create(v->c, CACHE_ROOT_INO, "Keep Me.vcf", CACHE_FILE, NULL, &card) == 0);
+	CHECK(cache_write(v->c, card.ino, CARD_KEEP, strlen(CARD_KEEP), 0, &verr) == 0);
+	cache_close(v->c);
+	v->c = NULL;
+	rc = sqlite3_open(v->db, &db);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db,
+				  "ALTER TABLE contacts DROP COLUMN flag; PRAGMA user_version = 2;",
+				  NULL, NULL, NULL);
+	sqlite3_close(db);
+	CHECK_INT(rc, SQLITE_OK);
+
+	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
+	if (!v->c)
+		fprintf(stderr, "errbuf: %s\n", errbuf);
+	CHECK(v->c != NULL);
+	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Keep Me.vcf", &got) == 0);
+	CHECK_INT(got.ino, card.ino);
+	text = read_ino(v, got.ino);
+	CHECK(text != NULL);
+	CHECK_STR(text, CARD_KEEP);
+	free(text);
+	CHECK(cache_status(v->c, &st) == 0);
+	CHECK_INT(st.pending, 1);
+	cache_close(v->c);
+	v->c = NULL;
+	rc = sqlite3_open(v->db, &db);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL);
+	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+		version = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	q = NULL;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "SELECT flag FROM contacts", -1, &q, NULL);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	CHECK_INT(rc, SQLITE_OK);
+	CHECK_INT(version, CACHE_SCHEMA_VERSION);
+}
+
+TEST(cache_open_migrates_a_schema_2_cache_adding_the_follow_up_flag_and_keeps_what_it_holds)
+{
+	RUN(migrate_v2, .no_emulator = 1);
 }
 
 BODY(refuse_mailbox)

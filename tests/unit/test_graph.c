@@ -510,3 +510,104 @@ TEST(graph_user_option_reaches_a_shared_mailbox_and_a_read_only_grant_is_eacces)
 	graph_free(g);
 	CHECK_INT(emulator_stop(&e), 0);
 }
+
+/* A route's count in the emulator's /_emulator/requests (0 when absent). */
+static double route_count(struct emulator *e, const char *route)
+{
+	cJSON *st = emulator_admin(e, "GET", "/_emulator/requests", NULL);
+	const cJSON *n = cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(st, "by_route"), route);
+	double v = cJSON_IsNumber(n) ? n->valuedouble : 0;
+
+	cJSON_Delete(st);
+	return v;
+}
+
+static const char *flag_status(const cJSON *contact)
+{
+	return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(contact, "flag"), "flagStatus"));
+}
+
+TEST(graph_beta_paths_reach_the_beta_root_and_a_batch_splits_by_root)
+{
+	struct emulator e;
+	struct graph *g;
+	struct graph_batch_item items[3];
+	char id[256] = "", path[768], fid[300];
+	cJSON *got = NULL, *body, *st;
+	int n = 0;
+
+	START(e, g, "--contacts", "12", "--folders", "0");
+	CHECK(graph_has_beta(g));
+	CHECK(graph_list(g, "/contacts?$select=id", NULL, 0, first_id, id) == 1);
+	/* PATCH and GET under /beta: the flag exists there only. */
+	snprintf(path, sizeof(path), GRAPH_BETA "/contacts/%s", id);
+	body = cJSON_Parse("{\"flag\":{\"flagStatus\":\"flagged\","
+			   "\"startDateTime\":{\"dateTime\":\"2026-05-01T09:00:00\","
+			   "\"timeZone\":\"UTC\"}}}");
+	CHECK(graph_send_json(g, "PATCH", path, body, NULL, 0, NULL) == 0);
+	cJSON_Delete(body);
+	snprintf(path, sizeof(path), GRAPH_BETA "/contacts/%s?$select=flag", id);
+	CHECK(graph_get_json(g, path, NULL, 0, &got) == 0);
+	CHECK_STR(flag_status(got), "flagged");
+	cJSON_Delete(got);
+	CHECK_INT(route_count(&e, "PATCH beta /me/contacts/{id}"), 1);
+	CHECK_INT(route_count(&e, "GET beta /me/contacts/{id}"), 1);
+	/* A beta list pages by its absolute nextLinks, as a v1.0 one does. */
+	st = emulator_admin(&e, "GET", "/_emulator/state", NULL);
+	CHECK(st);
+	snprintf(fid, sizeof(fid), "%s",
+		 cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+			 cJSON_GetObjectItemCaseSensitive(st, "mailboxes")->child,
+			 "defaultFolderId")));
+	cJSON_Delete(st);
+	snprintf(path, sizeof(path), GRAPH_BETA "/contactFolders/%s/contacts?$select=flag&$top=5",
+		 fid);
+	CHECK(graph_list(g, path, NULL, 0, count_item, &n) == 0);
+	CHECK_INT(n, 12);
+	CHECK_INT(route_count(&e, "GET beta /me/contactFolders/{id}/contacts"), 3);
+	/* One call, two roots: a v1.0 batch and a beta one. */
+	memset(items, 0, sizeof(items));
+	snprintf(path, sizeof(path), GRAPH_BETA "/contacts/%s?$select=flag", id);
+	items[0].method = "GET";
+	items[0].url = path;
+	items[1].method = "GET";
+	items[1].url = "/contactFolders?$select=id";
+	items[2].method = "GET";
+	items[2].url = GRAPH_BETA "/contacts/nosuchid?$select=flag";
+	CHECK(graph_batch(g, items, 3) == 0);
+	CHECK_INT(items[0].status, 200);
+	CHECK_STR(flag_status(items[0].response), "flagged");
+	CHECK_INT(items[1].status, 200);
+	CHECK_INT(items[2].status, 404);
+	graph_batch_release(items, 3);
+	CHECK_INT(route_count(&e, "POST /$batch"), 1);
+	CHECK_INT(route_count(&e, "POST beta /$batch"), 1);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}
+
+TEST(graph_without_a_v1_root_has_no_beta_and_refuses_beta_paths)
+{
+	struct graph_config cfg = {0};
+	struct graph_response resp;
+	struct graph *g;
+	int err = 0;
+
+	cfg.graph_url = "http://127.0.0.1:9/graph";
+	cfg.token_cmd = "echo t";
+	g = graph_new(&cfg, &err);
+	CHECK(g);
+	CHECK(!graph_has_beta(g));
+	graph_response_init(&resp);
+	CHECK_INT(graph_request(g, "GET", GRAPH_BETA "/contacts/x", NULL, 0, NULL, 0, NULL, &resp),
+		  -ENOTSUP);
+	graph_response_release(&resp);
+	graph_free(g);
+	cfg.graph_url = "http://127.0.0.1:9/v1.0/";
+	g = graph_new(&cfg, &err);
+	CHECK(g);
+	CHECK(graph_has_beta(g));
+	graph_free(g);
+}
