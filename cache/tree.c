@@ -1866,37 +1866,6 @@ out:
 }
 
 /*
- * Kept bytes (nd: a row of nodes.data, stepped) that say what a newer
- * version says get that version's tag in their X-CONTACTFS-VERSION line,
- * in place: same length, same mtime, so an editor that saved them sees no
- * change on disk. A line of another length, folded or missing stays (the
- * version chain still finds the base). 1 when rewritten, 0, -errno.
- */
-static int retag(sqlite3 *db, sqlite3_stmt *nd, int64_t ino, const char *tag)
-{
-	static const char key[] = "\r\n" VCARD_VERSION_PROP ":";
-	const char *data = sqlite3_column_blob(nd, 0), *at, *v, *end;
-	size_t len = (size_t)sqlite3_column_bytes(nd, 0), tl = strlen(tag);
-	char *copy;
-	int r;
-
-	if (!data || !(at = memmem(data, len, key, sizeof(key) - 1)))
-		return 0;
-	v = at + sizeof(key) - 1;
-	end = memchr(v, '\r', len - (size_t)(v - data));
-	if (!end || (size_t)(end - v) != tl || (size_t)(end - data) + 2 >= len ||
-	    end[1] != '\n' || end[2] == ' ' || end[2] == '\t' || !memcmp(v, tag, tl))
-		return 0;
-	if (!(copy = malloc(len)))
-		return -ENOMEM;
-	memcpy(copy, data, len);
-	memcpy(copy + (v - data), tag, tl);
-	r = db_run(db, "UPDATE nodes SET data = ? WHERE ino = ?", "bi", copy, len, ino);
-	free(copy);
-	return r ? r : 1;
-}
-
-/*
  * The server's version of the contact file n shows gives it the name want.
  * n is renamed when the server's display name changed since n's name was
  * settled (nodes.basis; a file rendered before there was one follows want
@@ -2058,17 +2027,12 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 		if ((r = db_prepare(db, &nd, "SELECT data FROM nodes WHERE ino = ?", "i", n.ino)))
 			goto out;
 		if (db_step(nd) == 1 && says_the_same(c, json, flag, sqlite3_column_blob(nd, 0),
-						      (size_t)sqlite3_column_bytes(nd, 0))) {
-			/* The bytes as written stay, naming the version
-			 * they now say the same as: the next reader's
-			 * base. */
-			if (tag.len && (r = retag(db, nd, n.ino, tag.data)) == 1)
-				events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent,
-					   n.name, 0, NULL);
-			if (r < 0)
-				goto out;
+						      (size_t)sqlite3_column_bytes(nd, 0)))
+			/* The bytes as written stay, byte for byte: their
+			 * X-CONTACTFS-VERSION names the version they were
+			 * made from, and the version our write made of it
+			 * is found from there (cache_card_base). */
 			goto done;
-		}
 	}
 	if ((r = db_run(db,
 			"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 0, draft = 0 "
