@@ -875,3 +875,28 @@ def test_a_write_never_renames_the_file_it_wrote_whatever_it_changed(seeded, wha
         what, vcf_files(m.root))
     assert uid_of((m.root / ALICE).read_text()) == cid
     assert m.errors() == "", m.errors()
+
+
+def test_a_viewer_holding_the_file_open_read_only_keeps_reading_it_across_a_server_rename(
+        seeded):
+    """A rename from the server does not wait for readers (only writers hold
+    a name): the file moves, and a program that has it open read-only reads
+    the same file on through the same descriptor, its new text included."""
+    emu, m = seeded
+    cid = the_one(emu, "Alice Archer")["id"]
+    path = m.root / ALICE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        first = os.pread(fd, 1 << 20, 0)
+        assert b"FN:Alice Archer" in first
+        rename_on_server(emu, cid)
+        wait_until(lambda: SERVER_NAME in vcf_files(m.root), timeout=30,
+                   what="the file to follow the server's name while only a reader has it")
+        assert ALICE not in vcf_files(m.root)
+        st = os.fstat(fd)
+        assert st.st_ino == os.stat(m.root / SERVER_NAME).st_ino
+        now = os.pread(fd, 1 << 20, 0)
+        assert b"FN:" + SERVER_FN.encode() in now, now
+    finally:
+        os.close(fd)
+    assert m.errors() == "", m.errors()
