@@ -9,6 +9,7 @@
 #include "check.h"
 #include "util.h"
 #include "vcard.h"
+#include "vcard_fixtures.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,35 +18,6 @@
 #include <time.h>
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static cJSON *jq(const char *text)
-{
-	char *s = strdup(text);
-	cJSON *j;
-
-	if (!s)
-		return NULL;
-	for (char *p = s; *p; p++)
-		if (*p == '\'')
-			*p = '"';
-	j = cJSON_Parse(s);
-	if (!j)
-		fprintf(stderr, "bad JSON fixture near: %.40s\n", cJSON_GetErrorPtr());
-	free(s);
-	return j;
-}
-
-static struct vcard *card_of(const char *text)
-{
-	struct vcard_error err;
-	struct vcard *card;
-
-	if (vcard_parse_one(text, strlen(text), &card, &err)) {
-		fprintf(stderr, "fixture does not parse: %s\n", err.msg);
-		return NULL;
-	}
-	return card;
-}
 
 /* card as a file of version v holds it: malloc'd text. */
 static char *text_of(const struct vcard *card, enum vcard_version v)
