@@ -220,6 +220,33 @@ int outbox_has(sqlite3 *db, int64_t cid) CACHE_MUST_CHECK;
  * and the photo part ""), or 0 when it names none (tree.c). */
 int cache_version_of(struct vcard *card, char *ck, size_t cksize, char *photo, size_t psize);
 
+/* ---- merge.c ---------------------------------------------------------------- */
+
+/* Whether every field of answer (a contact as Graph returns it) has the
+ * value stored has for it (addresses member by member, absent = null). */
+int cache_same_fields(const cJSON *answer, const cJSON *stored);
+
+/* A three-way merge of a card (ours) with base, the version it was made
+ * from, and theirs, the version it meets. */
+struct cache_merge {
+	cJSON *patch, *ext;	/* the card against base: ours */
+	cJSON *todo, *todo_ext; /* the card against theirs */
+	unsigned pending;	/* fields ours changed that theirs lacks */
+	int overlap;		/* one of them theirs changed too, otherwise */
+	struct buf fields;	/* those fields, for the error log */
+	cJSON *merged;		/* with pending and no overlap: theirs plus ours */
+};
+
+/* Merge card with base and theirs into *m (release it with
+ * cache_merge_release, also on failure). 0 or -errno. */
+int cache_merge(const cJSON *base, const cJSON *theirs, const struct vcard *card,
+		struct cache_merge *m) CACHE_MUST_CHECK;
+void cache_merge_release(struct cache_merge *m);
+
+/* What a card said, as Graph JSON: base with the card's patch and
+ * extension against it applied. NULL when out of memory. */
+cJSON *cache_merge_said(const cJSON *base, const cJSON *patch, const cJSON *ext);
+
 /* What a written card of contact cid is based on (cache_card_base). */
 enum cache_base {
 	CACHE_BASE_UNKNOWN = 0, /* names a version the cache does not know */

@@ -1022,7 +1022,6 @@ static int entry_next(sqlite3 *db, struct entry *e, int stage)
 		"ii", (int64_t)stage, e->seq);
 }
 
-static int same_fields(const cJSON *answer, const cJSON *stored);
 
 /* The answer of a STAGE_REFRESH read: its change key becomes the contact's
  * when every field it carries is the one stored (the change key is then of
@@ -1044,7 +1043,7 @@ static int adopt_change_key(sqlite3 *db, const struct entry *e)
 	db_release(st);
 	if (!stored)
 		return 0;
-	if (same_fields(e->response, stored)) {
+	if (cache_same_fields(e->response, stored)) {
 		char *old_ck = strdup(cache_jstr(stored, "changeKey") ? cache_jstr(stored, "changeKey")
 								       : "");
 
@@ -1375,103 +1374,6 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 
 /* ---- conflicts (DESIGN point 6) ------------------------------------------------------------ */
 
-static const char *const NOT_FIELDS[] = {
-	"@odata.etag",	   "@odata.context", "id",	   "changeKey", "lastModifiedDateTime",
-	"createdDateTime", "parentFolderId", "extensions", NULL};
-
-static int is_field(const char *k)
-{
-	for (size_t i = 0; NOT_FIELDS[i]; i++)
-		if (!strcmp(k, NOT_FIELDS[i]))
-			return 0;
-	return k[0] != '@';
-}
-
-static int same_value(const cJSON *a, const cJSON *b)
-{
-	if (!a || cJSON_IsNull(a))
-		return !b || cJSON_IsNull(b) || (cJSON_IsArray(b) && !cJSON_GetArraySize(b)) ||
-		       (cJSON_IsString(b) && !*b->valuestring);
-	if (!b || cJSON_IsNull(b))
-		return same_value(b, a);
-	return cJSON_Compare(a, b, 1);
-}
-
-/* An object with no member set (an address of nulls and empty strings)
- * says nothing, as an absent one. */
-static int blank_object(const cJSON *o)
-{
-	const cJSON *m;
-
-	if (!cJSON_IsObject(o))
-		return 0;
-	cJSON_ArrayForEach(m, o)
-	{
-		if (!same_value(m, NULL) && !blank_object(m))
-			return 0;
-	}
-	return 1;
-}
-
-/* Whether every field of answer (a contact as Graph returns it) has the
- * value stored has for it. */
-static int same_fields(const cJSON *answer, const cJSON *stored)
-{
-	const cJSON *a;
-
-	cJSON_ArrayForEach(a, answer)
-	{
-		const cJSON *b = cJSON_GetObjectItemCaseSensitive(stored, a->string);
-
-		if (!is_field(a->string) || same_value(a, b) ||
-		    (blank_object(a) && (!b || same_value(b, NULL) || blank_object(b))))
-			continue;
-		if (cJSON_IsObject(a) && cJSON_IsObject(b)) {
-			/* Addresses: member by member, absent = null. */
-			const cJSON *m;
-			int same = 1;
-
-			cJSON_ArrayForEach(m, a) same &= same_value(
-				m, cJSON_GetObjectItemCaseSensitive(b, m->string));
-			cJSON_ArrayForEach(m, b) same &= same_value(
-				m, cJSON_GetObjectItemCaseSensitive(a, m->string));
-			if (same)
-				continue;
-		}
-		return 0;
-	}
-	return 1;
-}
-
-/* Whether the extension texts (uid, extra, orig) of two versions differ. */
-static int ext_differs(const cJSON *a, const cJSON *b)
-{
-	static const char *const keys[] = {"uid", "extra", "orig"};
-
-	for (size_t i = 0; i < 3; i++) {
-		const char *x = a ? cache_jstr(a, keys[i]) : NULL,
-			   *y = b ? cache_jstr(b, keys[i]) : NULL;
-
-		if (strcmp(x ? x : "", y ? y : ""))
-			return 1;
-	}
-	return 0;
-}
-
-/* Whether field f is one our edit changed (it is in our diff against the
- * base, and not just the display name repeated). */
-static int claimed(const char *f, const cJSON *patch, const cJSON *base, const cJSON *theirs)
-{
-	const cJSON *p = cJSON_GetObjectItemCaseSensitive(patch, f);
-
-	if (!p)
-		return 0;
-	if (!strcmp(f, "displayName"))
-		return !same_value(p, cJSON_GetObjectItemCaseSensitive(base, f)) &&
-		       !same_value(p, cJSON_GetObjectItemCaseSensitive(theirs, f));
-	return 1;
-}
-
 /* Store contact json as the base and write the file from merged (or from
  * json when merged is NULL), showing mflag as its follow-up flag when not
  * NULL (else the flag stored, which stays what is stored). */
@@ -1553,28 +1455,6 @@ static int keep_ours(sqlite3 *db, int64_t cid, const struct buf *ours, char *kep
 	return 0;
 }
 
-/* Our extension's members in ext (a diff's) set in json's copy of it. */
-static void put_ext(cJSON *json, const cJSON *ext)
-{
-	cJSON *exts, *mine, *it;
-
-	if (!json || !ext)
-		return;
-	exts = cJSON_GetObjectItemCaseSensitive(json, "extensions");
-	mine = cache_ext_of(json);
-	if (!exts)
-		exts = cJSON_AddArrayToObject(json, "extensions");
-	if (mine) {
-		cJSON_ArrayForEach(it, ext)
-		{
-			cJSON_DeleteItemFromObjectCaseSensitive(mine, it->string);
-			cJSON_AddItemToObject(mine, it->string, cJSON_Duplicate(it, 1));
-		}
-	} else if (exts) {
-		cJSON_AddItemToArray(exts, cJSON_Duplicate(ext, 1));
-	}
-}
-
 /*
  * A card was merged with a newer version than its base: what it said (base
  * plus its changes) is a base for a later card naming the same version,
@@ -1585,19 +1465,13 @@ static int remember_buffer(sqlite3 *db, int64_t cid, struct vcard *card, const c
 			   const cJSON *patch, const cJSON *ext)
 {
 	char ck[256], photo[16], *text = NULL;
-	cJSON *said = NULL, *it;
+	cJSON *said;
 	int r;
 
 	if (!cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo)))
 		return 0;
-	if (!(said = cJSON_Duplicate(base, 1)))
+	if (!(said = cache_merge_said(base, patch, ext)))
 		return -ENOMEM;
-	cJSON_ArrayForEach(it, patch)
-	{
-		cJSON_DeleteItemFromObjectCaseSensitive(said, it->string);
-		cJSON_AddItemToObject(said, it->string, cJSON_Duplicate(it, 1));
-	}
-	put_ext(said, ext);
 	text = cJSON_PrintUnformatted(said);
 	r = text ? db_run(db, "INSERT INTO merges(cid, named, json, at) VALUES(?, ?, ?, ?)", "itti",
 			  cid, ck, text, cache_now_ms())
@@ -1628,48 +1502,16 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 			  const cJSON *theirs, struct vcard *card, const cJSON *flag, int stale,
 			  struct events *ev)
 {
-	cJSON *patch = NULL, *ext = NULL, *merged = NULL, *todo = NULL, *todo_ext = NULL, *it;
-	struct vcard_error ve;
-	struct buf ours, fields;
+	struct cache_merge m;
+	struct buf ours;
 	char kept[256];
-	int pending = 0, overlap = 0, r;
+	int r;
 
 	buf_init(&ours, (size_t)64 << 20);
-	buf_init(&fields, 4096);
-	/* Ours: what the file changed against the version it was based on.
-	 * Still to send: what the file says otherwise than the server's
-	 * version now (after an update whose answer was lost, nothing). */
-	if ((r = vcard_graph_diff(base, card, &patch, &ext, &ve)) ||
-	    (r = vcard_graph_diff(theirs, card, &todo, &todo_ext, &ve)) ||
-	    (r = remember_buffer(db, e->cid, card, base, patch, ext)))
+	if ((r = cache_merge(base, theirs, card, &m)) ||
+	    (r = remember_buffer(db, e->cid, card, base, m.patch, m.ext)))
 		goto out;
-	cJSON_ArrayForEach(it, todo)
-	{
-		const char *f = it->string;
-
-		if (!is_field(f) || !claimed(f, patch, base, theirs))
-			continue;
-		pending++;
-		/* They changed it too, to something else. */
-		if (!same_value(cJSON_GetObjectItemCaseSensitive(base, f),
-				cJSON_GetObjectItemCaseSensitive(theirs, f))) {
-			overlap = 1;
-			if (buf_printf(&fields, "%s%s", fields.len ? ", " : "", f))
-				r = -ENOMEM;
-		}
-	}
-	if (ext && todo_ext) {
-		pending++;
-		if (ext_differs(cache_ext_of(base), cache_ext_of(theirs))) {
-			overlap = 1;
-			if (buf_printf(&fields, "%sthe properties Graph has no field for",
-				       fields.len ? ", " : ""))
-				r = -ENOMEM;
-		}
-	}
-	if (r)
-		goto out;
-	if (!pending) {
+	if (!m.pending) {
 		/* The server holds our change already (or the card changed
 		 * nothing): its version is the base now. After a conflict
 		 * the file stays as written; a stale card shows theirs. */
@@ -1691,23 +1533,12 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 		r = r ? r : 1;
 		goto out;
 	}
-	if (!overlap) {
+	if (!m.overlap) {
 		/* Theirs plus our fields: the file shows the merge, and the
-		 * entry sends our fields against their version. */
-		merged = cJSON_Duplicate(theirs, 1);
-		cJSON_ArrayForEach(it, todo)
-		{
-			if (!is_field(it->string) || !claimed(it->string, patch, base, theirs))
-				continue;
-			cJSON_DeleteItemFromObjectCaseSensitive(merged, it->string);
-			cJSON_AddItemToObject(merged, it->string, cJSON_Duplicate(it, 1));
-		}
-		/* Our extension only if our edit changed it. */
-		if (ext)
-			put_ext(merged, todo_ext);
-		/* The file keeps its own flag too: the flag's entry, queued
-		 * after this one, sends it from the file. */
-		r = take_server(c, db, e->cid, theirs, merged, flag, ev);
+		 * entry sends our fields against their version. The file
+		 * keeps its own flag too: the flag's entry, queued after
+		 * this one, sends it from the file. */
+		r = take_server(c, db, e->cid, theirs, m.merged, flag, ev);
 		log_info("cache: %s changed on the server and here in different fields: merged",
 			 e->name);
 		goto out;
@@ -1733,19 +1564,14 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 		cache_error(db, e->name,
 			    "conflict: changed on the server and here in the same fields (%s); the "
 			    "file now holds the server's version, ours is kept as %s",
-			    fields.data ? fields.data : "", kept);
+			    m.fields.data ? m.fields.data : "", kept);
 		r = db_run(db, "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0",
 			   "ii", e->cid, (int64_t)OP_PHOTO);
 	}
 	r = r ? r : 1;
 out:
-	cJSON_Delete(patch);
-	cJSON_Delete(ext);
-	cJSON_Delete(merged);
-	cJSON_Delete(todo);
-	cJSON_Delete(todo_ext);
+	cache_merge_release(&m);
 	buf_release(&ours);
-	buf_release(&fields);
 	return r;
 }
 
