@@ -366,21 +366,38 @@ class Unit:
     def subst(self, s):
         return re.sub(r"%(.)", lambda m: self.spec[m.group(1)], s)
 
+    def commands(self, key):
+        """The argv of each KEY= line, in order: specifiers replaced, ${VAR}
+        one word, $VAR split at white space, $$ a dollar, a bare name looked
+        up in PATH."""
+        out = []
+        for line in self.get(key):
+            argv = []
+            for word in shlex.split(self.subst(line.lstrip("-@+!"))):
+                m = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
+                if m:
+                    argv += self.env.get(m.group(1), "").split()
+                    continue
+                argv.append(re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
+                                   lambda m: self.env.get(m.group(1), "") if m.group(1) else "$",
+                                   word))
+            if "/" not in argv[0]:
+                argv[0] = shutil.which(argv[0]) or argv[0]
+            out.append(argv)
+        return out
+
     def command(self, key):
-        """The argv of the one KEY= line: specifiers replaced, ${VAR} one
-        word, $VAR split at white space, a bare name looked up in PATH."""
-        (line,) = self.get(key)
-        argv = []
-        for word in shlex.split(self.subst(line.lstrip("-@+!"))):
-            m = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
-            if m:
-                argv += self.env.get(m.group(1), "").split()
-                continue
-            argv.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
-                               lambda m: self.env.get(m.group(1), ""), word))
-        if "/" not in argv[0]:
-            argv[0] = shutil.which(argv[0]) or argv[0]
+        """The argv of the one KEY= line."""
+        (argv,) = self.commands(key)
         return argv
+
+    def run_pre(self, env):
+        """Every ExecStartPre, as systemd runs them: one failing (without a
+        leading "-") fails the start."""
+        for line, argv in zip(self.get("ExecStartPre"), self.commands("ExecStartPre")):
+            r = run(argv, env=env)
+            assert r.returncode == 0 or line.startswith("-"), \
+                "ExecStartPre %s failed: %s" % (argv, r.stderr)
 
 
 NEW_CARD = ("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Stopping Stella\r\nN:Stella;Stopping;;;\r\n"
@@ -411,8 +428,7 @@ def test_unit_commands_run_by_hand_mount_and_send_a_pending_change_at_stop(prefi
         assert drain and int(drain.group(1)) < stop_timeout, \
             "drain_timeout must end before systemd's stop timeout"
         try:
-            pre = run(unit.command("ExecStartPre"), env=env)
-            assert pre.returncode == 0, pre.stderr
+            unit.run_pre(env)
             assert mnt.is_dir()
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(unit.command("ExecStart"), env=env, stdout=log,
@@ -447,4 +463,46 @@ def test_unit_commands_run_by_hand_mount_and_send_a_pending_change_at_stop(prefi
         emu.faults({"latency_ms": 0})
         names = [c.get("displayName") for c in mailbox(emu)["contacts"]]
         assert "Stopping Stella" in names, names
+    assert not is_mounted(mnt)
+
+
+def test_unit_starts_again_after_a_crash_left_its_mount_point_dead(prefix, tmp_path):
+    """Restart=on-failure runs ExecStartPre and ExecStart again. A daemon
+    killed with SIGKILL leaves its mount point dead ("Transport endpoint is
+    not connected"): the restart must clear it and mount again."""
+    need_fuse()
+    env = private_env(tmp_path)
+    home = Path(env["HOME"])
+    mnt = home / "Contacts"
+    procs = []
+    with Emulator("--contacts", "2") as emu:
+        (home / ".config" / "contactfs").mkdir(parents=True)
+        (home / ".config" / "contactfs" / "Contacts.env").write_text(
+            "CONTACTFS_OPTIONS=%s\n" % mount_options(emu, cache_dir=tmp_path / "cache", poll=2))
+        unit = Unit(prefix / "lib/systemd/user/contactfs@.service", home=home,
+                    instance="Contacts")
+        try:
+            for attempt in (1, 2):
+                unit.run_pre(env)
+                with open(tmp_path / ("journal%d.log" % attempt), "wb") as log:
+                    procs.append(subprocess.Popen(unit.command("ExecStart"), env=env,
+                                                  stdout=log, stderr=subprocess.STDOUT))
+                proc = procs[-1]
+                wait_until(lambda: proc.poll() is not None or len(vcf_files(mnt)) == 2,
+                           timeout=60, what="2 contacts")
+                assert proc.poll() is None, (tmp_path / ("journal%d.log" % attempt)).read_text()
+                if attempt == 1:
+                    proc.kill()  # a crash
+                    proc.wait()
+                    with pytest.raises(OSError):
+                        os.listdir(mnt)  # dead until someone unmounts it
+            assert run(unit.command("ExecStop"), env=env).returncode == 0
+            assert procs[-1].wait(timeout=60) == 0, (tmp_path / "journal2.log").read_text()
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            if is_mounted(mnt):
+                subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
     assert not is_mounted(mnt)
