@@ -421,17 +421,20 @@ NEW_CARD = ("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Stopping Stella\r\nN:Stella;Stoppi
             "EMAIL;TYPE=INTERNET:stella@example.com\r\nEND:VCARD\r\n")
 
 
-def test_unit_commands_run_by_hand_mount_and_send_a_pending_change_at_stop(prefix, tmp_path):
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_unit_commands_run_by_hand_mount_and_send_a_pending_change_at_stop(prefix, tmp_path, busy):
     """ExecStartPre and ExecStart as systemd runs them for contactfs@Contacts;
     a contact written just before the stop; ExecStop, then the SIGTERM
     systemd sends to what is left after it. The daemon exits 0 within
-    TimeoutStopSec and the contact is on the server."""
+    TimeoutStopSec and the contact is on the server. Busy: a shell has its
+    working directory in the mount, so fusermount3 -u fails and the SIGTERM
+    is what unmounts (lazily)."""
     need_fuse()
     env = private_env(tmp_path)
     home = Path(env["HOME"])
     unit_file = prefix / "lib/systemd/user/contactfs@.service"
     log_path = tmp_path / "journal.log"
-    proc = None
+    proc = holder = None
     mnt = home / "Contacts"
     with Emulator("--contacts", "3") as emu:
         # The instance's options, where the unit reads them.
@@ -461,14 +464,20 @@ def test_unit_commands_run_by_hand_mount_and_send_a_pending_change_at_stop(prefi
             status = (mnt / ".contactfs" / "status").read_text()
             pending = re.search(r"^pending changes: (\d+)", status, re.M)
             assert pending and int(pending.group(1)) >= 1, status
+            if busy:
+                holder = subprocess.Popen(["sleep", "600"], cwd=str(mnt))
             stop = run(unit.command("ExecStop"), env=env)
-            assert stop.returncode == 0, stop.stderr
+            if busy:
+                assert stop.returncode != 0, "fusermount3 -u of a busy mount succeeded"
+            else:
+                assert stop.returncode == 0, stop.stderr
             proc.send_signal(signal.SIGTERM)  # systemd: KillMode=control-group
             rc = proc.wait(timeout=stop_timeout)
         finally:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            for p in (proc, holder):
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait()
             if is_mounted(mnt):
                 subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
         journal = log_path.read_text()
