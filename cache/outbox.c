@@ -1515,7 +1515,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 		/* The server holds our change already (or the card changed
 		 * nothing): its version is the base now. After a conflict
 		 * the file stays as written; a stale card shows theirs. */
-		char *text = cJSON_PrintUnformatted(theirs);
+		char *text = stale ? NULL : cJSON_PrintUnformatted(theirs);
 
 		if (stale)
 			r = take_server(c, db, e->cid, theirs, NULL, NULL, ev);
