@@ -304,6 +304,38 @@ def test_a_beta_refusal_logs_an_error_keeps_the_rest_of_the_card_and_the_bytes(t
         assert path.read_bytes() == fixed
 
 
+def test_a_flag_fixed_while_its_refused_patch_is_in_flight_still_goes(tmp_path):
+    """The flag's PATCH was planned from the bad file and is on its way when
+    the user saves the fix: the refusal that comes back must not park the
+    entry in front of the fixed one (the fix and every later edit of the card
+    would wait behind it until the parked entry's retry, ten minutes)."""
+    s = seed(tmp_path, [person("Ada", "Lovelace")])
+    with Emulator("--seed", str(s)) as emu, \
+            Mount(emu, tmp_path, poll=1, followup=True,
+                  expect_errors=[r"Ada Lovelace\.vcf: Outlook refused its follow-up flag"]) as m:
+        m.wait_synced()
+        path = m.root / "Ada Lovelace.vcf"
+        bad = path.read_bytes().replace(
+            b"END:VCARD", b'X-CONTACTFS-FOLLOWUP;START="2026-02-30T09:00 UTC":flagged\r\nEND:VCARD')
+        emu.faults({"latency_ms": 1500})
+        emu.admin("POST", "requests/reset")
+        path.write_bytes(bad)
+        wait_until(lambda: beta_routes(emu), timeout=30, what="the flag's PATCH on its way")
+        fixed = bad.replace(b"2026-02-30", b"2026-03-02").replace(
+            b"END:VCARD", b"NOTE:fixed\r\nEND:VCARD")
+        path.write_bytes(fixed)
+        emu.faults({"latency_ms": 0})
+        wait_until(lambda: "Outlook refused its follow-up flag" in m.errors(), timeout=30,
+                   what="the refusal of the PATCH in flight")
+        m.wait_synced(timeout=30)
+        ada = contact_named(emu, "Ada Lovelace")
+        assert ada["flag"]["flagStatus"] == "flagged"
+        assert ada["flag"]["startDateTime"]["dateTime"].startswith("2026-03-02")
+        assert ada["personalNotes"] == "fixed"
+        assert m.status()["parked changes"].startswith("0"), m.status()
+        assert path.read_bytes() == fixed
+
+
 # ---- the option off --------------------------------------------------------------------------
 
 def test_without_the_option_nothing_touches_beta_and_the_property_is_kept_as_unknown(tmp_path):
