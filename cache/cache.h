@@ -22,7 +22,9 @@
  *    entry is never dropped: after repeated failure it is parked and retried
  *    later.
  *  - Calls from fs/ never wait on the network: reads are local queries, and
- *    no lock is held across a network call.
+ *    no lock is held across a network call. What has no delta in Graph
+ *    (the master category list, the people) is shown from a stored copy;
+ *    a look at a stale one asks the sync thread to read it again.
  *
  * Threads: every cache_* call may come from any thread. The sync thread
  * (cache_start) is the only one that talks to Graph. The change callback
@@ -257,16 +259,21 @@ int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t ne
 int cache_enqueue_request(struct cache *c, const char *method, const char *path,
 			  const char *body) CACHE_MUST_CHECK;
 
-/* .contactfs/categories: the master category list as text, "name: colour"
- * a line (asked of the server first when the last answer is older than
- * the poll interval and no change to it waits). */
+/* .contactfs/categories: the stored master category list as text, "name:
+ * colour" a line (with a comment saying so when the server was never read).
+ * When the stored list is older than the poll interval, the sync thread is
+ * asked to read the server's (this does not wait for it). */
 int cache_categories_text(struct cache *c, struct buf *out) CACHE_MUST_CHECK;
 
-/* The file written whole: its difference from the list becomes requests
- * (POST, PATCH of the colour, DELETE), sent in the background. -EINVAL
- * with why ("line N: ...", also in the errors) when a line is not
- * "name: colour" with an Outlook colour, or names a category twice;
- * nothing changes then. */
+/* The file written whole: its difference from the list the file showed
+ * (names added, recoloured, removed) is stored, committed before this
+ * returns, and the file shows the list written; the sync thread makes it
+ * requests (POST, PATCH of the colour, DELETE) against the server's list as
+ * it then is, and the outbox sends them (their refusals go to the errors).
+ * Never waits for the network. -EINVAL with why ("line N: ...", also in
+ * the errors) when a line is not "name: colour" with an Outlook colour, or
+ * names a category twice; nothing changes then. -EACCES for another
+ * mailbox's list. */
 int cache_categories_write(struct cache *c, const char *text, size_t len, char *why,
 			   size_t whysize) CACHE_MUST_CHECK;
 
@@ -293,9 +300,10 @@ struct cache_people {
 };
 
 /* The people as the server last gave them (none before the first answer,
- * and offline the stored list). ask: first ask the server again when the
- * stored list is older than the poll interval (a network round trip, on
- * the caller's thread). Hand the snapshot back with cache_people_put. */
+ * which the sync thread reads at its start when it was never read).
+ * ask: when the stored list is older than the poll interval, ask the sync
+ * thread to read it again (this does not wait for it: the next call shows
+ * the new list). Hand the snapshot back with cache_people_put. */
 int cache_people_get(struct cache *c, int ask, struct cache_people **out) CACHE_MUST_CHECK;
 void cache_people_put(struct cache *c, struct cache_people *p);
 

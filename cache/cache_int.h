@@ -71,12 +71,18 @@ struct cache {
 	 * refusal to read them was told in .contactfs/errors yet. */
 	int flag_list_in;
 	int flag_refusal_told;
+	/* The sync thread's own (categories.c): requests to the category list
+	 * were queued (read it again once they went), and a failure to read it
+	 * with edits waiting was told in .contactfs/errors. */
+	int categories_sent;
+	int categories_told;
 
 	pthread_mutex_t lock;			 /* protects the fields below */
 	pthread_cond_t wake;			 /* the sync thread waits on it */
 	pthread_cond_t pass;			 /* broadcast after each outbox pass */
 	int stop, asked, kicked, online, synced; /* asked: a delta round; kicked: the outbox */
 	unsigned passes;
+	unsigned lists; /* the lists of .contactfs a reader asked for (CACHE_LIST_*) */
 	time_t last_sync;
 	struct cache_people *people; /* .contactfs/people/ as last made (people.c) */
 	unsigned people_gen;	     /* counts the lists stored */
@@ -90,6 +96,34 @@ struct name_hold {
 	unsigned writers;
 	int64_t until_ms; /* with no writer: held until then */
 };
+
+/* The lists of .contactfs that the sync thread reads from the server
+ * (Graph has no delta for them). A reader asks (cache_ask_list) and goes
+ * on with the stored copy: it never waits for the network. */
+#define CACHE_LIST_CATEGORIES 1u
+#define CACHE_LIST_PEOPLE 2u
+
+/* Ask the sync thread to read the lists (CACHE_LIST_* bits) again when
+ * they are older than the poll interval; does not wait (engine.c). Takes
+ * c->lock. */
+void cache_ask_list(struct cache *c, unsigned lists);
+
+/* How the sync thread reads a list. */
+enum list_read {
+	LIST_WRITTEN,  /* only to send what was written (categories' edits) */
+	LIST_IF_NEVER, /* also when it was never read (the start of the thread) */
+	LIST_IF_STALE, /* also when older than the poll interval (a reader asked) */
+};
+
+/* On the sync thread: read the master category list when how says so or
+ * edits wait, and turn the edits into outbox requests (categories.c).
+ * 1 when requests were queued, 0, -EHOSTDOWN offline, or -errno (logged). */
+int categories_sync(struct cache *c, enum list_read how) CACHE_MUST_CHECK;
+
+/* On the sync thread: read the people when how says so, and make
+ * .contactfs/people/ show them (people.c). 0, -EHOSTDOWN offline, or -errno
+ * (logged). */
+int people_sync(struct cache *c, enum list_read how) CACHE_MUST_CHECK;
 
 /* Whether file ino's name is held now (engine.c). Takes c->lock. */
 int names_held(struct cache *c, uint64_t ino);

@@ -1,17 +1,31 @@
 /*
  * The mailbox's master category list as a text file (DESIGN 10):
  * .contactfs/categories, one category a line, "name: colour", with
- * Outlook's colour names. Reading shows the list as the server last gave
- * it (fetched again when older than the poll interval, and never while
- * changes to it wait in the outbox); writing the file whole turns the
- * difference into requests: a new line is a POST, a line gone a DELETE, a
- * changed colour a PATCH. Graph cannot rename a category: a renamed line is
+ * Outlook's colour names. Graph cannot rename a category: a renamed line is
  * one deleted and one created, and contacts keep the old name (shown
  * without a colour, as Outlook shows a category that is not in the list).
  *
+ * Nothing here waits for the network on the caller's thread (issue 21):
+ *  - Reading shows the stored list, and asks the sync thread to read the
+ *    server's when the stored one is older than the poll interval (or was
+ *    never read: then the file says so). The sync thread also reads it at
+ *    its start when it was never read, so a first look normally finds it.
+ *  - Writing the file whole takes its difference from the list the file
+ *    showed (what the writer saw), by name: a new line or a changed
+ *    colour is "this name, this colour", a line gone is "this name
+ *    removed". Those edits are stored (EDITS, each name once: a later
+ *    write replaces what an earlier said of it) and the shown list becomes
+ *    the one written. The sync thread reads the server's list and turns
+ *    the edits into requests against it (POST, PATCH of the colour,
+ *    DELETE, by the ids the server has now), in the outbox; a category
+ *    made elsewhere that the writer never saw is left alone. It does so
+ *    only while none of our requests to the list waits, so a name is never
+ *    created twice, and reads the list again once they went out.
+ *
  * The list is kept in the meta table as the JSON of the server's answer
- * ("categories", with "categories_at" in ms): Graph has no delta for it,
- * and a round does not ask for it (the file is read rarely).
+ * ("categories", with "categories_at" in ms, absent until the first
+ * answer): Graph has no delta for it, and a delta round does not ask for it
+ * (the file is read rarely).
  */
 #include "cache_int.h"
 
@@ -23,6 +37,13 @@
 #include <strings.h>
 
 #define PATH "/outlook/masterCategories"
+/* The meta key of the edits written and not yet made requests. */
+#define EDITS "categories_edits"
+
+/* Shown before the first answer: a write then can only add or recolour. */
+#define UNREAD_TEXT                                                                            \
+	"# Not read from the server yet: it is being asked for. Lines written now are added\n" \
+	"# to the list or recolour a category; nothing else on the server is removed.\n"
 
 /* Another mailbox's master category list (-o user=) is not asked for: the
  * delegated permissions to read it are for one's own mailbox only, there is
@@ -85,9 +106,12 @@ static int colour_graph(const char *text, char *out, size_t size)
 
 /* ---- the stored list ------------------------------------------------------------ */
 
-static cJSON *stored(sqlite3 *db)
+/* The JSON array kept under key in meta: a new empty one when there is
+ * none (NULL only when out of memory). "categories": the list shown;
+ * EDITS: the changes written and not yet made requests. */
+static cJSON *stored(sqlite3 *db, const char *key)
 {
-	char *text = db_meta_get(db, "categories");
+	char *text = db_meta_get(db, key);
 	cJSON *list = text ? cJSON_Parse(text) : NULL;
 
 	free(text);
@@ -140,53 +164,178 @@ static int collect(const cJSON *item, void *ctx)
 	return 0;
 }
 
-/* Ask the server for the list when the stored one is older than max_age_ms
- * (always with 0) and nothing of ours waits to change it. Offline, or a
- * mount without a server: the stored list stands. */
-static void refresh(struct cache *c, int64_t max_age_ms)
+/* The member of list called name (compared without case, as Outlook
+ * does), or NULL. */
+static cJSON *named(const cJSON *list, const char *name)
 {
-	cJSON *list;
-	char *at;
+	cJSON *x;
+
+	cJSON_ArrayForEach(x, list)
+	{
+		const char *n = cache_jstr(x, "displayName");
+
+		if (n && name && !strcasecmp(n, name))
+			return x;
+	}
+	return NULL;
+}
+
+static int enqueue(sqlite3 *db, const char *method, const char *path, const cJSON *body)
+{
+	char *text = body ? cJSON_PrintUnformatted(body) : NULL;
+	int r = body && !text ? -ENOMEM : outbox_add_request(db, method, path, text);
+
+	free(text);
+	return r;
+}
+
+/* One change written (an object of EDITS) made requests against list, the
+ * server's, which is changed to what it will be once they are carried
+ * out. In the open transaction. */
+static int apply_edit(sqlite3 *db, cJSON *list, const cJSON *edit)
+{
+	const char *name = cache_jstr(edit, "displayName"), *colour = cache_jstr(edit, "color");
+	cJSON *have = named(list, name), *body = NULL, *item;
+	const char *id = have ? cache_jstr(have, "id") : NULL;
+	char path[512];
+	int r = 0;
+
+	if (!name)
+		return 0;
+	if (have && id && *id)
+		snprintf(path, sizeof(path), PATH "/%s", id);
+	if (!colour) { /* removed */
+		if (have && id && *id)
+			r = enqueue(db, "DELETE", path, NULL);
+		if (!r && have)
+			cJSON_Delete(cJSON_DetachItemViaPointer(list, have));
+		return r;
+	}
+	if (have) {
+		const char *now = cache_jstr(have, "color");
+
+		if (now && !strcmp(now, colour))
+			return 0;
+		if (id && *id) {
+			body = cJSON_CreateObject();
+			r = body && cJSON_AddStringToObject(body, "color", colour)
+				    ? enqueue(db, "PATCH", path, body)
+				    : -ENOMEM;
+		}
+		cJSON_Delete(body);
+		if (!r)
+			cJSON_ReplaceItemInObjectCaseSensitive(have, "color",
+							       cJSON_CreateString(colour));
+		return r;
+	}
+	body = cJSON_CreateObject();
+	item = cJSON_CreateObject();
+	if (!body || !item || !cJSON_AddStringToObject(body, "displayName", name) ||
+	    !cJSON_AddStringToObject(body, "color", colour) ||
+	    !cJSON_AddStringToObject(item, "displayName", name) ||
+	    !cJSON_AddStringToObject(item, "id", "") ||
+	    !cJSON_AddStringToObject(item, "color", colour)) {
+		r = -ENOMEM;
+	} else if (!(r = enqueue(db, "POST", PATH, body))) {
+		cJSON_AddItemToArray(list, item);
+		item = NULL;
+	}
+	cJSON_Delete(body);
+	cJSON_Delete(item);
+	return r;
+}
+
+struct sync_args {
+	cJSON *list;  /* the server's answer */
+	int requests; /* out: requests were queued */
+};
+
+/* The sync thread's transaction: the changes written meanwhile become
+ * requests against the server's list, and the list as it will be is
+ * stored. */
+static int sync_store(sqlite3 *db, struct sync_args *a)
+{
+	cJSON *edits;
+	const cJSON *e;
 	int r;
 
-	if (!c->g || !c->started || c->cfg.mailbox)
-		return;
-	/* Offline, a request here would hold the FUSE request (a stat) for
-	 * the client's retries: the stored list stands until the sync thread
-	 * reaches the server again. */
-	pthread_mutex_lock(&c->lock);
-	r = c->online;
-	pthread_mutex_unlock(&c->lock);
+	if ((r = waiting(db)) != 0)
+		return r < 0 ? r : 0; /* queued meanwhile: they go first, then a new read */
+	if (!(edits = stored(db, EDITS)))
+		return -ENOMEM;
+	cJSON_ArrayForEach(e, edits)
+	{
+		if ((r = apply_edit(db, a->list, e)))
+			break;
+	}
+	if (!r && (r = waiting(db)) > 0) {
+		a->requests = 1;
+		r = 0;
+	}
 	if (!r)
-		return;
-	pthread_mutex_lock(&c->api_lock);
-	at = db_meta_get(c->db, "categories_at");
-	r = waiting(c->db);
-	pthread_mutex_unlock(&c->api_lock);
-	if (r || (at && max_age_ms && cache_now_ms() - strtoll(at, NULL, 10) < max_age_ms)) {
-		free(at);
-		return;
-	}
-	free(at);
-	if (!(list = cJSON_CreateArray()))
-		return;
-	r = graph_list(c->g, PATH, NULL, 0, collect, list);
-	if (r) {
-		if (!cache_offline_errno(r))
-			log_warn("cache: reading the master category list: %s", strerror(-r));
-		cJSON_Delete(list);
-		return;
-	}
-	pthread_mutex_lock(&c->api_lock);
-	/* Unless a write came in the meantime: its list is newer. */
-	if (!(r = waiting(c->db)) && db_begin(c->db) == 0) {
-		r = store(c->db, list, 1);
-		r = r ? (db_rollback(c->db), r) : db_commit(c->db);
-	}
-	pthread_mutex_unlock(&c->api_lock);
+		r = db_run(db, "DELETE FROM meta WHERE key = '" EDITS "'", NULL);
+	if (!r)
+		r = store(db, a->list, 1);
+	cJSON_Delete(edits);
+	return r;
+}
+
+int categories_sync(struct cache *c, enum list_read how)
+{
+	int64_t max_age = (int64_t)(c->cfg.poll_s > 0 ? c->cfg.poll_s : 300) * 1000;
+	struct sync_args a = {0};
+	int64_t edits = 0;
+	char *at = NULL;
+	int r, read;
+
+	if (!c->g || c->cfg.mailbox)
+		return 0;
+	/* Our requests go out first; the list is read after them. */
+	if ((r = waiting(c->sdb)) != 0)
+		return r < 0 ? r : 0;
+	r = db_int(c->sdb, &edits,
+		   "SELECT json_array_length(value) FROM meta WHERE key = '" EDITS "'", NULL);
 	if (r < 0)
+		return r;
+	at = db_meta_get(c->sdb, "categories_at");
+	read = edits > 0 || c->categories_sent || (how != LIST_WRITTEN && !at) ||
+	       (how == LIST_IF_STALE && cache_now_ms() - strtoll(at, NULL, 10) >= max_age);
+	free(at);
+	if (!read)
+		return 0;
+	if (!(a.list = cJSON_CreateArray()))
+		return -ENOMEM;
+	r = graph_list(c->g, PATH, NULL, 0, collect, a.list);
+	if (r) {
+		if (cache_offline_errno(r)) {
+			r = -EHOSTDOWN;
+		} else if (edits > 0 && !c->categories_told) {
+			c->categories_told = 1;
+			cache_error(c->sdb, "categories",
+				    "reading the list to send the changes written to it: %s; "
+				    "they wait and are tried again",
+				    strerror(-r));
+		} else {
+			log_warn("cache: reading the master category list: %s", strerror(-r));
+		}
+		goto out;
+	}
+	if (!(r = db_begin(c->sdb))) {
+		r = sync_store(c->sdb, &a);
+		r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
+	}
+	if (r < 0) {
 		log_warn("cache: keeping the master category list: %s", strerror(-r));
-	cJSON_Delete(list);
+		goto out;
+	}
+	/* Once they are carried out, the list is read again: the file shows
+	 * what the server made of them (a refusal, the ids). */
+	c->categories_sent = a.requests;
+	c->categories_told = 0;
+	r = a.requests;
+out:
+	cJSON_Delete(a.list);
+	return r;
 }
 
 /* ---- reading ------------------------------------------------------------------ */
@@ -194,17 +343,24 @@ static void refresh(struct cache *c, int64_t max_age_ms)
 int cache_categories_text(struct cache *c, struct buf *out)
 {
 	const cJSON *x;
+	int64_t max_age = (int64_t)(c->cfg.poll_s > 0 ? c->cfg.poll_s : 300) * 1000;
+	char *at;
 	cJSON *list;
 	int r;
 
 	if (c->cfg.mailbox)
 		return buf_printf(out, "%s", SHARED_TEXT);
-	refresh(c, (int64_t)(c->cfg.poll_s > 0 ? c->cfg.poll_s : 300) * 1000);
 	pthread_mutex_lock(&c->api_lock);
-	list = stored(c->db);
+	list = stored(c->db, "categories");
+	at = db_meta_get(c->db, "categories_at");
 	pthread_mutex_unlock(&c->api_lock);
-	if (!list)
+	/* The stored copy is shown; the sync thread reads the server's. */
+	if (!at || cache_now_ms() - strtoll(at, NULL, 10) >= max_age)
+		cache_ask_list(c, CACHE_LIST_CATEGORIES);
+	if (!list) {
+		free(at);
 		return -ENOMEM;
+	}
 	r = buf_printf(out, "# The mailbox's categories, one a line: \"name: colour\". Add a line "
 			    "to create one,\n# remove a line to delete it, change a colour to "
 			    "recolour it.\n# Colours: None");
@@ -216,6 +372,9 @@ int cache_categories_text(struct cache *c, struct buf *out)
 	}
 	if (!r)
 		r = buf_printf(out, "\n");
+	if (!r && !at)
+		r = buf_printf(out, "%s", UNREAD_TEXT);
+	free(at);
 	cJSON_ArrayForEach(x, list)
 	{
 		if (!r)
@@ -358,28 +517,30 @@ static int parse(const char *text, size_t len, struct wanted **out, size_t *n, c
 	return 0;
 }
 
-static int enqueue(sqlite3 *db, const char *method, const char *path, const cJSON *body)
+/* Record that name is to be as edit says (an object {"displayName",
+ * "color"}, or {"displayName"} alone for a removal): it replaces what an
+ * earlier write said of that name. Takes edit. */
+static int edit_add(cJSON *edits, cJSON *edit)
 {
-	char *text = body ? cJSON_PrintUnformatted(body) : NULL;
-	int r = body && !text ? -ENOMEM : outbox_add_request(db, method, path, text);
+	cJSON *was = named(edits, cache_jstr(edit, "displayName"));
 
-	free(text);
-	return r;
+	if (was)
+		return cJSON_ReplaceItemViaPointer(edits, was, edit) ? 0 : -ENOMEM;
+	cJSON_AddItemToArray(edits, edit);
+	return 0;
 }
 
-/* A create of name still waiting to be sent is taken back; 1 if there was
- * one. */
-static int take_back_create(sqlite3 *db, const char *name)
+/* An edit of name: to colour, or (colour NULL) removed. Added to edits. */
+static int edit_name(cJSON *edits, const char *name, const char *colour)
 {
-	int r = db_run(
-		db,
-		"DELETE FROM outbox WHERE op = ? AND inflight = 0 AND "
-		"json_extract(arg, '$.method') = 'POST' AND json_extract(arg, '$.path') = '" PATH
-		"' AND lower(json_extract(json_extract(arg, '$.body'), '$.displayName')) = "
-		"lower(?)",
-		"it", (int64_t)OP_REQUEST, name);
+	cJSON *e = cJSON_CreateObject();
 
-	return r < 0 ? r : sqlite3_changes(db) > 0;
+	if (!e || !cJSON_AddStringToObject(e, "displayName", name) ||
+	    (colour && !cJSON_AddStringToObject(e, "color", colour))) {
+		cJSON_Delete(e);
+		return -ENOMEM;
+	}
+	return edit_add(edits, e);
 }
 
 static int do_write(struct cache *c, void *arg)
@@ -388,8 +549,8 @@ static int do_write(struct cache *c, void *arg)
 	sqlite3 *db = c->db;
 	struct wanted *v = NULL;
 	size_t n = 0;
-	cJSON *old = NULL, *now = NULL, *x;
-	char path[512];
+	cJSON *old = NULL, *now = NULL, *edits = NULL, *x;
+	char *text = NULL;
 	int r;
 
 	if ((r = parse(a->text, a->len, &v, &n, a->why, a->whysize))) {
@@ -399,66 +560,34 @@ static int do_write(struct cache *c, void *arg)
 		}
 		return r;
 	}
-	old = stored(db);
+	/* The difference from the list the file showed: what the writer
+	 * saw is what they changed. */
+	old = stored(db, "categories");
 	now = cJSON_CreateArray();
-	if (!old || !now) {
+	edits = stored(db, EDITS);
+	if (!old || !now || !edits) {
 		r = -ENOMEM;
 		goto out;
 	}
 	/* Gone, or recoloured. */
 	cJSON_ArrayForEach(x, old)
 	{
-		const char *name = cache_jstr(x, "displayName"), *id = cache_jstr(x, "id");
-		const char *colour = cache_jstr(x, "color");
+		const char *name = cache_jstr(x, "displayName"), *colour = cache_jstr(x, "color");
 		struct wanted *w = NULL;
-		cJSON *body;
 
 		for (size_t i = 0; i < n && !w; i++)
 			if (name && !strcasecmp(v[i].name, name))
 				w = &v[i];
-		if (w && colour && !strcmp(colour, w->colour))
-			continue;
-		if (id && *id) {
-			snprintf(path, sizeof(path), PATH "/%s", id);
-			if (w) {
-				body = cJSON_CreateObject();
-				r = body && cJSON_AddStringToObject(body, "color", w->colour)
-					    ? enqueue(db, "PATCH", path, body)
-					    : -ENOMEM;
-				cJSON_Delete(body);
-			} else {
-				r = enqueue(db, "DELETE", path, NULL);
-			}
-		} else if (name) {
-			/* Not on the server yet: its create is changed or taken
-			 * back (sent already: the next read shows it). */
-			r = take_back_create(db, name);
-			if (r > 0 && w) {
-				body = cJSON_CreateObject();
-				r = body && cJSON_AddStringToObject(body, "displayName", name) &&
-						    cJSON_AddStringToObject(body, "color",
-									    w->colour)
-					    ? enqueue(db, "POST", PATH, body)
-					    : -ENOMEM;
-				cJSON_Delete(body);
-			}
-		}
-		if (r < 0)
+		if (name && (!w || !colour || strcmp(colour, w->colour)))
+			r = edit_name(edits, name, w ? w->colour : NULL);
+		if (r)
 			goto out;
-		r = 0;
 	}
 	/* New, and the list as it now is (ids kept). */
 	for (size_t i = 0; i < n && !r; i++) {
-		const cJSON *was = NULL;
+		const cJSON *was = named(old, v[i].name);
 		cJSON *item = cJSON_CreateObject();
 
-		cJSON_ArrayForEach(x, old)
-		{
-			const char *name = cache_jstr(x, "displayName");
-
-			if (!was && name && !strcasecmp(name, v[i].name))
-				was = x;
-		}
 		if (!item ||
 		    !cJSON_AddStringToObject(item, "displayName",
 					     was ? cache_jstr(was, "displayName") : v[i].name) ||
@@ -469,24 +598,25 @@ static int do_write(struct cache *c, void *arg)
 			break;
 		}
 		cJSON_AddItemToArray(now, item);
-		if (!was) {
-			cJSON *body = cJSON_CreateObject();
-
-			r = body && cJSON_AddStringToObject(body, "displayName", v[i].name) &&
-					    cJSON_AddStringToObject(body, "color", v[i].colour)
-				    ? enqueue(db, "POST", PATH, body)
-				    : -ENOMEM;
-			cJSON_Delete(body);
-		}
+		if (!was)
+			r = edit_name(edits, v[i].name, v[i].colour);
 	}
+	if (!r && cJSON_GetArraySize(edits) == 0)
+		r = db_run(db, "DELETE FROM meta WHERE key = '" EDITS "'", NULL);
+	else if (!r && !(text = cJSON_PrintUnformatted(edits)))
+		r = -ENOMEM;
+	else if (!r)
+		r = db_meta_set(db, EDITS, text);
 	if (!r)
 		r = store(db, now, 0);
 out:
 	for (size_t i = 0; i < n; i++)
 		free(v[i].name);
 	free(v);
+	free(text);
 	cJSON_Delete(old);
 	cJSON_Delete(now);
+	cJSON_Delete(edits);
 	return r;
 }
 
@@ -504,8 +634,7 @@ int cache_categories_write(struct cache *c, const char *text, size_t len, char *
 		pthread_mutex_unlock(&c->api_lock);
 		return -EACCES;
 	}
-	/* The difference is taken against the server's list as it is now
-	 * (ids of categories made since the last read included). */
-	refresh(c, 0);
+	/* Stored, and the sync thread woken: it reads the server's list and
+	 * turns the changes into requests. No network here. */
 	return cache_in_txn(c, do_write, &a);
 }

@@ -213,28 +213,70 @@ void cache_set_online(struct cache *c, int online)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Read the lists of .contactfs asked for (*lists) or never read
+ * (*first), and send what was written to the category list. A list read,
+ * or refused for good, leaves the bits; offline they stay for the next
+ * pass. *again: requests were queued, to be sent at once. */
+static int sync_lists(struct cache *c, unsigned *lists, unsigned *first, int *again)
+{
+	static const struct {
+		unsigned bit;
+		int (*sync)(struct cache *, enum list_read);
+	} each[] = {
+		{CACHE_LIST_CATEGORIES, categories_sync},
+		{CACHE_LIST_PEOPLE, people_sync},
+	};
+	int r = 0;
+
+	for (size_t i = 0; i < sizeof(each) / sizeof(each[0]) && r != -EHOSTDOWN; i++) {
+		/* Categories also without a bit: written edits wait there. */
+		if (!((*lists | *first) & each[i].bit) && each[i].bit != CACHE_LIST_CATEGORIES)
+			continue;
+		r = each[i].sync(c, *lists & each[i].bit   ? LIST_IF_STALE
+				    : *first & each[i].bit ? LIST_IF_NEVER
+							   : LIST_WRITTEN);
+		if (r == 1)
+			*again = 1;
+		if (r != -EHOSTDOWN) {
+			*lists &= ~each[i].bit;
+			*first &= ~each[i].bit;
+		}
+	}
+	return r == -EHOSTDOWN ? r : 0;
+}
+
 static void *sync_main(void *arg)
 {
 	struct cache *c = arg;
 	int64_t next_round = 0, retry_at = 0, backoff = 1000, in_backoff = 2000;
 	int poll_ms = c->cfg.poll_s > 0 ? c->cfg.poll_s * 1000 : c->cfg.poll_s < 0 ? -1 : 300000;
 	int want_round = 1; /* the first round, whatever the poll interval */
+	/* The lists of .contactfs readers asked for; at the start, those
+	 * never read are read (before the first round), so that a first look
+	 * finds them stored. */
+	unsigned lists = 0, first_lists = CACHE_LIST_CATEGORIES | CACHE_LIST_PEOPLE;
 
 	while (!stopping(c)) {
 		int64_t now = cache_now_ms(), next_out = 0, next_names, wait;
-		int r, left = 0, offline = 0;
+		int r, left = 0, again = 0, offline = 0;
 
 		pthread_mutex_lock(&c->lock);
 		if (c->asked)
 			want_round = 1;
 		c->asked = 0;
 		c->kicked = 0;
+		lists |= c->lists;
+		c->lists = 0;
 		pthread_mutex_unlock(&c->lock);
 		if (poll_ms >= 0 && now >= next_round)
 			want_round = 1;
 
 		r = outbox_pass(c, &next_out);
 		offline = r == -EHOSTDOWN;
+		/* After the outbox (our requests to a list go before it is read
+		 * again), before a delta round that can take long. */
+		if (!offline)
+			offline = sync_lists(c, &lists, &first_lists, &again) == -EHOSTDOWN;
 		/* Files whose upload just finished are looked at again before
 		 * a delta round can take seconds (a card written without a
 		 * UID gets its UID before the next save needs it). */
@@ -302,13 +344,13 @@ static void *sync_main(void *arg)
 			 * name is let go (sync_render). */
 			if ((next_names = names_next_release(c)) && next_names - now < wait)
 				wait = next_names - now;
-			if (left)
+			if (left || again)
 				wait = 0;
 		}
 		if (wait <= 0)
 			continue;
 		pthread_mutex_lock(&c->lock);
-		if (!c->asked && !c->kicked && !c->stop) {
+		if (!c->asked && !c->kicked && !c->lists && !c->stop) {
 			struct timespec ts;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -422,6 +464,16 @@ int64_t names_next_release(struct cache *c)
 	return next;
 }
 
+void cache_ask_list(struct cache *c, unsigned lists)
+{
+	pthread_mutex_lock(&c->lock);
+	if ((c->lists & lists) != lists) {
+		c->lists |= lists;
+		pthread_cond_signal(&c->wake);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 void cache_sync_now(struct cache *c)
 {
 	pthread_mutex_lock(&c->lock);
@@ -488,10 +540,18 @@ static int wait_until(struct cache *c, int timeout_ms, const char *sql, int64_t 
 	}
 }
 
+/* Changes of the category list written and not yet made requests
+ * (categories.c) count as pending changes, one a name. */
+#define CATEGORY_EDITS_SQL                                                                      \
+	"coalesce((SELECT json_array_length(value) FROM meta WHERE key = 'categories_edits'), " \
+	"0)"
+
 int cache_drain(struct cache *c, int timeout_ms)
 {
-	return wait_until(c, timeout_ms, "SELECT count(*) FROM outbox WHERE parked = 0", 0, NULL,
-			  NULL);
+	return wait_until(
+		c, timeout_ms,
+		"SELECT (SELECT count(*) FROM outbox WHERE parked = 0) + " CATEGORY_EDITS_SQL, 0,
+		NULL, NULL);
 }
 
 int cache_wait_file(struct cache *c, uint64_t ino, int timeout_ms)
@@ -537,8 +597,10 @@ int cache_status(struct cache *c, struct cache_status *out)
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&c->api_lock);
 	/* An imported file waiting to go is no change for the server. */
-	r = db_int(c->db, &pending, "SELECT count(*) FROM outbox WHERE parked = 0 AND op != ?", "i",
-		   (int64_t)OP_DROP_FILE);
+	r = db_int(c->db, &pending,
+		   "SELECT (SELECT count(*) FROM outbox WHERE parked = 0 AND op != ?) "
+		   "+ " CATEGORY_EDITS_SQL,
+		   "i", (int64_t)OP_DROP_FILE);
 	if (r >= 0)
 		r = db_int(c->db, &parked, "SELECT count(*) FROM outbox WHERE parked", NULL);
 	if (r >= 0)

@@ -6,11 +6,14 @@
  * what a contact cannot hold (other phone types, a group's KIND).
  *
  * The list is kept in the meta table as the server's JSON ("people", with
- * "people_at" in ms), so the directory reads offline. It is asked for when
- * the directory is opened and the stored list is older than the poll
- * interval; a mount whose people/ is never opened never asks (the delta
- * round does not). The rendered files are kept as a snapshot shared by
- * reference until the next answer replaces it.
+ * "people_at" in ms), so the directory reads offline. Nothing here waits
+ * for the network on the caller's thread (issue 21): a look at the
+ * directory shows the stored list and, when it is older than the poll
+ * interval, asks the sync thread to read it again. The sync thread also
+ * reads it at its start when it was never read, so that a first look
+ * normally finds it; after that, a cache whose people/ is never opened
+ * never asks (the delta round does not). The rendered files are kept as a
+ * snapshot shared by reference until the next answer replaces it.
  *
  * A file's name starts with the person's rank in the server's list, so a
  * person that cannot be shown (refused by the mapping, or a card over
@@ -302,48 +305,46 @@ static int snapshot_make(struct cache *c, struct cache_people **out)
 	return 0;
 }
 
-/* ---- asking the server -------------------------------------------------------------- */
+/* ---- asking the server (the sync thread) ------------------------------------------ */
 
-/* The list again when the stored one is older than the poll interval;
- * online only, as the category list. 1 when a new list was stored. */
-static int refresh(struct cache *c)
+int people_sync(struct cache *c, enum list_read how)
 {
 	int64_t max_age = (int64_t)(c->cfg.poll_s > 0 ? c->cfg.poll_s : 300) * 1000;
+	struct cache_people *old;
 	cJSON *answer = NULL;
 	char *at, *text, when[32];
 	int r;
 
-	if (!c->g || !c->started)
+	if (!c->g || how == LIST_WRITTEN)
 		return 0;
-	pthread_mutex_lock(&c->lock);
-	r = c->online;
-	pthread_mutex_unlock(&c->lock);
-	if (!r)
-		return 0;
-	pthread_mutex_lock(&c->api_lock);
-	at = db_meta_get(c->db, "people_at");
-	pthread_mutex_unlock(&c->api_lock);
-	r = at && cache_now_ms() - strtoll(at, NULL, 10) < max_age;
+	at = db_meta_get(c->sdb, "people_at");
+	r = at && (how == LIST_IF_NEVER || cache_now_ms() - strtoll(at, NULL, 10) < max_age);
 	free(at);
 	if (r)
 		return 0;
 	r = graph_get_json(c->g, "/people?$top=" CACHE_PEOPLE_MAX_TEXT "&$select=" FIELDS, NULL, 0,
 			   &answer);
-	if (r == -EACCES && c->cfg.mailbox) {
+	if (r == -EACCES && c->cfg.mailbox && how == LIST_IF_NEVER) {
+		/* Read ahead of any look: the refusal is told when someone
+		 * looks (below), not in every mount of a shared mailbox. */
+		log_info("cache: the people of %s cannot be read without People.Read.All",
+			 c->cfg.mailbox);
+		return 0;
+	} else if (r == -EACCES && c->cfg.mailbox) {
 		/* Another mailbox's people need People.Read.All, which needs an
 		 * administrator's consent (user-list-people.md) and which we do
 		 * not ask for: an empty list, said once a poll interval. */
-		pthread_mutex_lock(&c->api_lock);
-		cache_error(c->db, "people",
-			    "the people of %s cannot be read: that needs the permission "
-			    "People.Read.All, which an administrator must grant; people/ stays empty",
-			    c->cfg.mailbox);
-		pthread_mutex_unlock(&c->api_lock);
+		cache_error(
+			c->sdb, "people",
+			"the people of %s cannot be read: that needs the permission "
+			"People.Read.All, which an administrator must grant; people/ stays empty",
+			c->cfg.mailbox);
 		text = strdup("[]");
 	} else if (r) {
-		if (!cache_offline_errno(r))
-			log_warn("cache: reading the people list: %s", strerror(-r));
-		return 0;
+		if (cache_offline_errno(r))
+			return -EHOSTDOWN;
+		log_warn("cache: reading the people list: %s", strerror(-r));
+		return r;
 	} else {
 		text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(answer, "value"));
 		cJSON_Delete(answer);
@@ -351,60 +352,60 @@ static int refresh(struct cache *c)
 	if (!text)
 		return -ENOMEM;
 	snprintf(when, sizeof(when), "%lld", (long long)cache_now_ms());
-	pthread_mutex_lock(&c->api_lock);
-	if (!(r = db_begin(c->db))) {
-		if ((r = db_meta_set(c->db, "people", text)) ||
-		    (r = db_meta_set(c->db, "people_at", when)))
-			db_rollback(c->db);
+	if (!(r = db_begin(c->sdb))) {
+		if ((r = db_meta_set(c->sdb, "people", text)) ||
+		    (r = db_meta_set(c->sdb, "people_at", when)))
+			db_rollback(c->sdb);
 		else
-			r = db_commit(c->db);
+			r = db_commit(c->sdb);
 	}
-	pthread_mutex_unlock(&c->api_lock);
 	free(text);
-	if (r)
+	if (r) {
 		log_warn("cache: keeping the people list: %s", strerror(-r));
-	return r ? r : 1;
+		return r;
+	}
+	/* The next look makes the files of the new list. */
+	pthread_mutex_lock(&c->lock);
+	old = c->people;
+	c->people = NULL;
+	c->people_gen++;
+	pthread_mutex_unlock(&c->lock);
+	cache_people_put(c, old);
+	return 0;
 }
 
 int cache_people_get(struct cache *c, int ask, struct cache_people **out)
 {
+	int64_t max_age = (int64_t)(c->cfg.poll_s > 0 ? c->cfg.poll_s : 300) * 1000;
 	struct cache_people *p, *old = NULL;
 	unsigned gen;
 	int r;
 
 	*out = NULL;
-	if (ask && refresh(c) == 1) {
-		pthread_mutex_lock(&c->lock);
-		old = c->people;
-		c->people = NULL;
-		c->people_gen++;
-		pthread_mutex_unlock(&c->lock);
-		cache_people_put(c, old);
-		old = NULL;
-	}
 	pthread_mutex_lock(&c->lock);
 	if ((p = c->people))
 		p->refs++;
 	gen = c->people_gen;
 	pthread_mutex_unlock(&c->lock);
-	if (p) {
-		*out = p;
-		return 0;
+	if (!p) {
+		if ((r = snapshot_make(c, &p)))
+			return r;
+		pthread_mutex_lock(&c->lock);
+		if (c->people) {
+			/* Made meanwhile by another caller: take that one. */
+			old = p;
+			p = c->people;
+		} else if (c->people_gen == gen) {
+			c->people = p;
+			p->refs = 1; /* the cache's own */
+		} /* else a newer list came meanwhile: this one serves this caller only */
+		p->refs++;
+		pthread_mutex_unlock(&c->lock);
+		snapshot_free(old);
 	}
-	if ((r = snapshot_make(c, &p)))
-		return r;
-	pthread_mutex_lock(&c->lock);
-	if (c->people) {
-		/* Made meanwhile by another caller: take that one. */
-		old = p;
-		p = c->people;
-	} else if (c->people_gen == gen) {
-		c->people = p;
-		p->refs = 1; /* the cache's own */
-	} /* else a newer list came meanwhile: this one serves this caller only */
-	p->refs++;
-	pthread_mutex_unlock(&c->lock);
-	snapshot_free(old);
+	/* The stored list is shown; the sync thread reads the server's. */
+	if (ask && (!p->mtime_ns || cache_now_ms() - p->mtime_ns / 1000000 >= max_age))
+		cache_ask_list(c, CACHE_LIST_PEOPLE);
 	*out = p;
 	return 0;
 }

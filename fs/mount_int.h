@@ -146,8 +146,8 @@ int fs_ctl_writable(uint64_t ino);
 /* Whether ino is people/ or a file in it: read-only, writes fail with
  * EROFS (the rest of .contactfs answers EPERM or EACCES). */
 int fs_ctl_is_people(uint64_t ino);
-/* people/ is opened: the list is asked of the server when it is older
- * than the poll interval. */
+/* people/ is opened: when the stored list is older than the poll
+ * interval, the sync thread is asked to read it again (no wait here). */
 void fs_ctl_opendir(struct fs *fs, uint64_t ino);
 /* A written .contactfs file's new content: 0, or an errno (EINVAL: refused,
  * the reason is in .contactfs/errors). */
