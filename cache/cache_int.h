@@ -232,6 +232,7 @@ struct cache_merge {
 	cJSON *patch, *ext;	/* the card against base: ours */
 	cJSON *todo, *todo_ext; /* the card against theirs */
 	unsigned pending;	/* fields ours changed that theirs lacks */
+	unsigned lacks;		/* fields theirs changed that the card lacks */
 	int overlap;		/* one of them theirs changed too, otherwise */
 	struct buf fields;	/* those fields, for the error log */
 	cJSON *merged;		/* with pending and no overlap: theirs plus ours */
@@ -246,6 +247,17 @@ void cache_merge_release(struct cache_merge *m);
 /* What a card said, as Graph JSON: base with the card's patch and
  * extension against it applied. NULL when out of memory. */
 cJSON *cache_merge_said(const cJSON *base, const cJSON *patch, const cJSON *ext);
+
+/* A card that was merged (m, against base) is kept in merges: what it said
+ * is a base for a later card naming the same version (cache_card_base). In
+ * the open transaction. 0 or -errno. */
+int cache_merge_remember(sqlite3 *db, int64_t cid, struct vcard *card, const cJSON *base,
+			 const struct cache_merge *m) CACHE_MUST_CHECK;
+
+/* Keep ours (a card's bytes) beside contact cid's file as
+ * "<name>.conflict-<UTC time>", a scratch file; its name in kept. */
+int tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept, size_t size,
+		     struct events *ev) CACHE_MUST_CHECK;
 
 /* What a written card of contact cid is based on (cache_card_base). */
 enum cache_base {

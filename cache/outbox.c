@@ -1412,80 +1412,6 @@ static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *t
 	return r;
 }
 
-/* Keep our bytes beside the file as <name>.conflict-<UTC time>. */
-static int keep_ours(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept, size_t size,
-		     struct events *ev)
-{
-	char name[256], stamp[32], want[300];
-	int64_t folder = 0, ino;
-	time_t now = time(NULL);
-	struct tm tm;
-	int r;
-
-	gmtime_r(&now, &tm);
-	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-	if ((r = db_int(db, &folder, "SELECT folder FROM contacts WHERE cid = ?", "i", cid)) < 0)
-		return r;
-	{
-		sqlite3_stmt *st;
-
-		if ((r = db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i", cid)))
-			return r;
-		snprintf(want, sizeof(want), "contact.vcf.conflict-%s", stamp);
-		if (db_step(st) == 1) {
-			const char *n = (const char *)sqlite3_column_text(st, 0);
-			size_t room = 255 - strlen(".conflict-") - strlen(stamp);
-
-			snprintf(want, sizeof(want), "%.*s.conflict-%s", (int)room, n, stamp);
-		}
-		db_release(st);
-	}
-	if ((r = tree_unique_name(db, (uint64_t)folder, want, name)))
-		return r;
-	if ((r = db_run(
-		     db,
-		     "INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, written, chosen) "
-		     "VALUES(?, ?, ?, ?, ?, ?, 1, 1)",
-		     "itiiib", folder, name, (int64_t)CACHE_FILE, cache_now_ns(),
-		     (int64_t)ours->len, ours->data ? ours->data : "", ours->len)))
-		return r;
-	ino = sqlite3_last_insert_rowid(db);
-	events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)folder, name, 0, NULL);
-	snprintf(kept, size, "%s", name);
-	return 0;
-}
-
-/*
- * A card was merged with a newer version than its base: what it said (base
- * plus its changes) is a base for a later card naming the same version,
- * which may hold what it said (the same writer's next save, or another
- * writer that read its bytes): cache_card_base. In the open transaction.
- */
-static int remember_buffer(sqlite3 *db, int64_t cid, struct vcard *card, const cJSON *base,
-			   const cJSON *patch, const cJSON *ext)
-{
-	char ck[256], photo[16], *text = NULL;
-	cJSON *said;
-	int r;
-
-	if (!cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo)))
-		return 0;
-	if (!(said = cache_merge_said(base, patch, ext)))
-		return -ENOMEM;
-	text = cJSON_PrintUnformatted(said);
-	r = text ? db_run(db, "INSERT INTO merges(cid, named, json, at) VALUES(?, ?, ?, ?)", "itti",
-			  cid, ck, text, cache_now_ms())
-		 : -ENOMEM;
-	if (!r)
-		r = db_run(db,
-			   "DELETE FROM merges WHERE at < ? OR (cid = ? AND seq NOT IN (SELECT seq "
-			   "FROM merges WHERE cid = ? ORDER BY seq DESC LIMIT 16))",
-			   "iii", cache_now_ms() - 24LL * 3600 * 1000, cid, cid);
-	free(text);
-	cJSON_Delete(said);
-	return r;
-}
-
 /*
  * Three-way merge of the card written into e's file (ours) with base, the
  * server version it was written against, and theirs, the server's version
@@ -1509,7 +1435,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 
 	buf_init(&ours, (size_t)64 << 20);
 	if ((r = cache_merge(base, theirs, card, &m)) ||
-	    (r = remember_buffer(db, e->cid, card, base, m.patch, m.ext)))
+	    (r = cache_merge_remember(db, e->cid, card, base, &m)))
 		goto out;
 	if (!m.pending) {
 		/* The server holds our change already (or the card changed
@@ -1557,7 +1483,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 		}
 	}
 	if (!r)
-		r = keep_ours(db, e->cid, &ours, kept, sizeof(kept), ev);
+		r = tree_keep_beside(db, e->cid, &ours, kept, sizeof(kept), ev);
 	if (!r)
 		r = take_server(c, db, e->cid, theirs, NULL, NULL, ev);
 	if (!r) {

@@ -569,6 +569,48 @@ static int photo_fits(const struct vcard *card, char *msg, size_t size)
 	return -EFBIG;
 }
 
+int tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept, size_t size,
+		     struct events *ev)
+{
+	char name[256], stamp[32], want[300];
+	int64_t folder = 0, ino;
+	time_t now = time(NULL);
+	struct tm tm;
+	int r;
+
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	if ((r = db_int(db, &folder, "SELECT folder FROM contacts WHERE cid = ?", "i", cid)) < 0)
+		return r;
+	{
+		sqlite3_stmt *st;
+
+		if ((r = db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i", cid)))
+			return r;
+		snprintf(want, sizeof(want), "contact.vcf.conflict-%s", stamp);
+		if (db_step(st) == 1) {
+			const char *n = (const char *)sqlite3_column_text(st, 0);
+			size_t room = 255 - strlen(".conflict-") - strlen(stamp);
+
+			snprintf(want, sizeof(want), "%.*s.conflict-%s", (int)room, n, stamp);
+		}
+		db_release(st);
+	}
+	if ((r = tree_unique_name(db, (uint64_t)folder, want, name)))
+		return r;
+	if ((r = db_run(
+		     db,
+		     "INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, written, chosen) "
+		     "VALUES(?, ?, ?, ?, ?, ?, 1, 1)",
+		     "itiiib", folder, name, (int64_t)CACHE_FILE, cache_now_ns(),
+		     (int64_t)ours->len, ours->data ? ours->data : "", ours->len)))
+		return r;
+	ino = sqlite3_last_insert_rowid(db);
+	events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)folder, name, 0, NULL);
+	snprintf(kept, size, "%s", name);
+	return 0;
+}
+
 /* ---- the version a card was made from (DESIGN point 6) ------------------------------- */
 
 /* 12 hex digits of the SHA-256 of a photo, or "0" for none. out: 16 bytes. */
@@ -860,8 +902,169 @@ static int flag_refused(struct cache *c, sqlite3 *db, int64_t cid, const struct 
 	return r;
 }
 
+/* The card file ino holds as written here and not yet taken by a server
+ * version (local edits), parsed; NULL for none. */
+static struct vcard *written_card(sqlite3 *db, int64_t ino)
+{
+	struct vcard *card = NULL;
+	struct vcard_error e;
+	sqlite3_stmt *st;
+
+	if (db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ? AND written AND NOT draft",
+		       "i", ino))
+		return NULL;
+	if (db_step(st) == 1 &&
+	    vcard_parse_one(sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0) : "",
+			    (size_t)sqlite3_column_bytes(st, 0), &card, &e))
+		card = NULL;
+	db_release(st);
+	return card;
+}
+
+/*
+ * Write json (what the file should show: local, not a server version) into
+ * contact cid's file as the mount renders it, the file's own follow-up flag
+ * (from card) kept, and leave the contact's server version as it was. The
+ * file counts as written here (its changes are still to be sent).
+ */
+static int render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
+			const struct vcard *card, struct events *ev)
+{
+	char *text = cJSON_PrintUnformatted(json), *server = NULL, *flag = NULL, *mine = NULL;
+	cJSON *mflag = NULL;
+	struct vcard_error e;
+	sqlite3_stmt *st;
+	int r = text ? 0 : -ENOMEM;
+
+	if (!r && !(r = db_prepare(db, &st, "SELECT json, flag FROM contacts WHERE cid = ?", "i",
+				    cid))) {
+		if (db_step(st) == 1) {
+			server = db_strdup(st, 0);
+			flag = db_strdup(st, 1);
+		}
+		db_release(st);
+	}
+	if (!r && c->cfg.followup && !vcard_followup_read(card, &mflag, &e) &&
+	    !(mine = cJSON_PrintUnformatted(mflag)))
+		r = -ENOMEM;
+	if (!r && mine)
+		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", mine, cid);
+	if (!r)
+		r = db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", text, cid);
+	if (!r)
+		r = db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
+	if (!r)
+		r = tree_render(c, db, cid, ev);
+	if (!r)
+		r = db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", server, cid);
+	if (!r && mine)
+		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", flag, cid);
+	if (!r)
+		r = db_run(db, "UPDATE nodes SET written = 1, mtime_ns = ? WHERE cid = ?", "ii",
+			   cache_now_ns(), cid);
+	cJSON_Delete(mflag);
+	free(text);
+	free(server);
+	free(flag);
+	free(mine);
+	return r;
+}
+
+/*
+ * A card written over contact cid's file, made from another version than
+ * what the file showed (an editor's buffer read before a change reached
+ * the file; the file's own local edits not sent yet, prev, count as part of
+ * what it showed), is merged with what the file showed before it is queued,
+ * so that neither a change made elsewhere nor another writer's save is
+ * undone (DESIGN point 6): a field only the card changed is the card's, a
+ * field only the file had changed stays, one both changed differently is a
+ * conflict (the card kept beside the file, the file as it was, the error
+ * log says so). A card that holds everything the file showed stays as
+ * written, byte for byte. 0 or -errno.
+ */
+static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t cid,
+			  struct vcard *card, const struct vcard *prev, struct events *ev)
+{
+	cJSON *server = NULL, *base = NULL, *theirs = NULL, *pp = NULL, *px = NULL;
+	struct cache_merge m;
+	struct vcard_error e;
+	struct buf ours;
+	sqlite3_stmt *st;
+	char kept[256];
+	int kind, r;
+
+	memset(&m, 0, sizeof(m));
+	buf_init(&ours, (size_t)64 << 20);
+	if ((r = kind = cache_card_base(db, cid, card, &base)) < 0)
+		goto out;
+	r = 0;
+	if (kind == CACHE_BASE_UNNAMED || kind == CACHE_BASE_UNKNOWN)
+		goto out;
+	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", cid)))
+		goto out;
+	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+		server = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+	db_release(st);
+	if (!server)
+		goto out;
+	/* What the file showed: the server's version with its local edits. */
+	if (prev && !vcard_graph_diff(server, prev, &pp, &px, &e) &&
+	    (!cache_patch_is_empty(pp, server) || px) &&
+	    !(theirs = cache_merge_said(server, pp, px))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (kind == CACHE_BASE_PRESENT) {
+		if (!theirs)
+			goto out; /* made from what the file showed */
+		base = server;
+		server = NULL;
+	}
+	if (!theirs) {
+		theirs = server;
+		server = NULL;
+	}
+	if ((r = cache_merge(base, theirs, card, &m)))
+		goto out;
+	if (!m.lacks && !m.overlap)
+		goto out; /* holds all the file showed: as written */
+	if ((r = cache_merge_remember(db, cid, card, base, &m)))
+		goto out;
+	if (!m.overlap) {
+		r = render_local(c, db, cid, m.pending ? m.merged : theirs, card, ev);
+		if (!r)
+			log_info("\"%s\" was written from an older version of the contact: merged "
+				 "with what the file showed",
+				 n->name);
+		goto out;
+	}
+	if ((r = db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ?", "i", n->ino)))
+		goto out;
+	if (db_step(st) == 1)
+		r = buf_add(&ours, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+	db_release(st);
+	if (!r)
+		r = tree_keep_beside(db, cid, &ours, kept, sizeof(kept), ev);
+	if (!r)
+		r = render_local(c, db, cid, theirs, card, ev);
+	if (!r)
+		cache_error(db, n->name,
+			    "conflict: changed elsewhere and in this save in the same fields (%s); "
+			    "the file holds what it showed before, the save is kept as %s",
+			    m.fields.data ? m.fields.data : "", kept);
+out:
+	cache_merge_release(&m);
+	buf_release(&ours);
+	cJSON_Delete(server);
+	cJSON_Delete(base);
+	cJSON_Delete(theirs);
+	cJSON_Delete(pp);
+	cJSON_Delete(px);
+	return r;
+}
+
 static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t folder,
-			  struct vcard *card, struct events *ev)
+			  struct vcard *card, const struct vcard *prev, struct events *ev)
 {
 	const struct vcard_prop *uidp = vcard_find(card, "UID");
 	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
@@ -937,6 +1140,8 @@ static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 			    "merged with: it was written from a version of the contact this mount "
 			    "no longer knows (older than a day, or shown by another cache)");
 	}
+	if ((r = merge_at_write(c, db, n, cid, card, prev, ev)))
+		return r;
 	if (!photo) {
 		/* Made from a version without a photo (read before it came):
 		 * it removes nothing. */
@@ -1108,7 +1313,7 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
 				"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, "
 				"draft = 0 WHERE ino = ?",
 				"biii", text->data, text->len, (int64_t)text->len, now, n.ino)) ||
-		    (r = commit_contact(c, db, &n, folder, card, ev)))
+		    (r = commit_contact(c, db, &n, folder, card, NULL, ev)))
 			return r;
 		events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
 		k->updated++;
@@ -1138,7 +1343,7 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
 			"itiiib", folder, name, (int64_t)CACHE_FILE, now, (int64_t)text->len,
 			text->data, text->len)) ||
 	    (r = node_get(db, sqlite3_last_insert_rowid(db), &n)) ||
-	    (r = commit_contact(c, db, &n, folder, card, ev)))
+	    (r = commit_contact(c, db, &n, folder, card, NULL, ev)))
 		return r;
 	events_add(ev, CACHE_ADDED, (uint64_t)n.ino, (uint64_t)folder, n.name, 0, NULL);
 	k->created++;
@@ -1391,9 +1596,9 @@ int cache_create(struct cache *c, uint64_t parent, const char *name, enum cache_
 	return cache_in_txn(c, do_create, &a);
 }
 
-static int do_write(struct cache *c, void *arg)
+/* do_write's body; *prev is the caller's to free. */
+static int write_file(struct cache *c, struct op_args *a, struct vcard **prev)
 {
-	struct op_args *a = arg;
 	sqlite3 *db = c->db;
 	struct vcard **cards = NULL;
 	size_t ncards = 0;
@@ -1408,6 +1613,9 @@ static int do_write(struct cache *c, void *arg)
 		return is_dir(n.kind) ? -EISDIR : -EINVAL;
 	if ((r = node_get(db, n.parent, &p)))
 		return r;
+	/* Local edits the file holds, merged with what replaces them. */
+	if (n.cid)
+		*prev = written_card(db, n.ino);
 	if ((r = db_run(
 		     db,
 		     "UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1 WHERE ino = ?",
@@ -1442,8 +1650,17 @@ static int do_write(struct cache *c, void *arg)
 	if (!r && ncards > 1)
 		r = import_cards(c, db, &n, p.ino, cards, ncards, &a->ev);
 	else if (!r && !(r = db_run(db, "UPDATE nodes SET draft = 0 WHERE ino = ?", "i", n.ino)))
-		r = commit_contact(c, db, &n, p.ino, cards[0], &a->ev);
+		r = commit_contact(c, db, &n, p.ino, cards[0], *prev, &a->ev);
 	vcard_free_all(cards, ncards);
+	return r;
+}
+
+static int do_write(struct cache *c, void *arg)
+{
+	struct vcard *prev = NULL;
+	int r = write_file(c, arg, &prev);
+
+	vcard_free(prev);
 	return r;
 }
 
@@ -1580,7 +1797,7 @@ static int do_rename(struct cache *c, void *arg)
 	struct op_args *a = arg;
 	sqlite3 *db = c->db;
 	struct node src, dst, np, op;
-	struct vcard **cards = NULL, *card = NULL;
+	struct vcard **cards = NULL, *card = NULL, *prev = NULL;
 	size_t ncards = 0;
 	char why[160];
 	int has_dst, src_vcf, dst_vcf, r;
@@ -1714,6 +1931,9 @@ static int do_rename(struct cache *c, void *arg)
 					  a->newname, "not moved")))
 			goto out;
 	}
+	/* The replaced file's local edits, merged with what replaces them. */
+	if (has_dst && dst.cid && card)
+		prev = written_card(db, dst.ino);
 	if (has_dst && (r = remove_node(c, db, &dst)))
 		goto out;
 	if ((src.cid && (r = name_left(db, op.ino, src.name, src.cid))) ||
@@ -1733,11 +1953,12 @@ static int do_rename(struct cache *c, void *arg)
 		if (!r)
 			r = db_run(db, "UPDATE nodes SET written = 1 WHERE ino = ?", "i", src.ino);
 	} else if (card) {
-		r = commit_contact(c, db, &src, np.ino, card, &a->ev);
+		r = commit_contact(c, db, &src, np.ino, card, prev, &a->ev);
 	} else if (cards) {
 		r = import_cards(c, db, &src, np.ino, cards, ncards, &a->ev);
 	}
 out:
+	vcard_free(prev);
 	vcard_free_all(cards, ncards);
 	return r;
 }
