@@ -272,7 +272,7 @@ enum cache_base {
  * what the cards merged since that named it said, the one the card changes
  * least against (tree.c). With CACHE_BASE_OLDER, *json (when json is not NULL)
  * is the base; the caller frees it. Or -errno. */
-int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **json);
+int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, int local_ok, cJSON **json);
 
 
 /* Render contact cid from its server JSON (and photo) into the file that

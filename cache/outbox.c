@@ -313,7 +313,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
  */
 static int stale_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **old)
 {
-	int r = cache_card_base(db, cid, card, old);
+	int r = cache_card_base(db, cid, card, 0, old);
 
 	return r < 0 ? r : 0;
 }
@@ -322,8 +322,16 @@ static int stale_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **old)
  * card naming from is based on to (cache_version_base). */
 static int own_step(sqlite3 *db, int64_t cid, const char *from, const char *to)
 {
+	int r;
+
 	if (!from || !to || !strcmp(from, to))
 		return 0;
+	/* The local states the file showed on top of from went with it. */
+	if ((r = db_run(db,
+			"UPDATE versions SET ours_to = ? WHERE cid = ? AND ours_to IS NULL AND "
+			"substr(change_key, 1, length(?) + 1) = ? || '+'",
+			"titt", to, cid, from, from)))
+		return r;
 	return db_run(db, "UPDATE versions SET ours_to = ? WHERE cid = ? AND change_key = ?", "tit",
 		      to, cid, from);
 }
@@ -1552,7 +1560,7 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 	/* The base: what the card was written from, when that is older than
 	 * the version the update was sent against (another writer's save
 	 * since); else that version. */
-	if ((r = cache_card_base(db, e->cid, card, &base)) < 0)
+	if ((r = cache_card_base(db, e->cid, card, 0, &base)) < 0)
 		goto commit;
 	if (!base)
 		base = k.json ? cJSON_Parse(k.json) : NULL;

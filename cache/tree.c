@@ -692,7 +692,7 @@ static int version_json(sqlite3 *db, int64_t cid, const char *ck, cJSON **json, 
  * field twice is not in conflict with itself). A change made elsewhere is
  * never a candidate.
  */
-int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **json)
+int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, int local_ok, cJSON **json)
 {
 	char ck[256], photo[16], next[256];
 	cJSON *best = NULL, *cand = NULL;
@@ -703,6 +703,21 @@ int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **json)
 		*json = NULL;
 	if (!cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo)))
 		return CACHE_BASE_UNNAMED;
+	/* A local state (a merge the file showed, "<change key>+<n>") is not
+	 * a server version: for the server's side it stands for the version
+	 * our write made of it, or else the one it was made from. */
+	if (!local_ok && strchr(ck, '+')) {
+		int had = version_json(db, cid, ck, &cand, &present, next, sizeof(next));
+
+		cJSON_Delete(cand);
+		cand = NULL;
+		if (had < 0)
+			return had;
+		if (next[0])
+			snprintf(ck, sizeof(ck), "%s", next);
+		else
+			*strchr(ck, '+') = '\0';
+	}
 	for (int step = 0; step < 64 && ck[0]; step++) {
 		if ((r = version_json(db, cid, ck, &cand, &present, next, sizeof(next))) <= 0)
 			break;
@@ -930,11 +945,34 @@ static struct vcard *written_card(sqlite3 *db, int64_t ino)
 static int render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
 			const struct vcard *card, struct events *ev)
 {
-	char *text = cJSON_PrintUnformatted(json), *server = NULL, *flag = NULL, *mine = NULL;
-	cJSON *mflag = NULL;
+	char *text = NULL, *server = NULL, *flag = NULL, *mine = NULL, token[300];
+	cJSON *mflag = NULL, *local = cJSON_Duplicate(json, 1);
+	const char *ck = cache_jstr(json, "changeKey");
 	struct vcard_error e;
 	sqlite3_stmt *st;
-	int r = text ? 0 : -ENOMEM;
+	int64_t n = 0;
+	int r = local ? 0 : -ENOMEM;
+
+	/* The state the file shows gets a token of its own, kept as a
+	 * version: a card written from it is based on exactly it. */
+	if (!r && ck && (r = db_int(db, &n,
+				    "SELECT count(*) FROM versions WHERE cid = ? AND "
+				    "substr(change_key, 1, length(?) + 1) = ? || '+'",
+				    "itt", cid, ck, ck)) >= 0) {
+		snprintf(token, sizeof(token), "%s+%lld", ck, (long long)n + 1);
+		cJSON_DeleteItemFromObjectCaseSensitive(local, "changeKey");
+		r = cJSON_AddStringToObject(local, "changeKey", token) ? 0 : -ENOMEM;
+	}
+	if (r >= 0 && !(text = cJSON_PrintUnformatted(local)))
+		r = -ENOMEM;
+	if (r > 0)
+		r = 0;
+	if (!r && ck)
+		r = db_run(db,
+			   "INSERT OR REPLACE INTO versions(cid, change_key, json, at) VALUES(?, ?, "
+			   "?, ?)",
+			   "itti", cid, token, text, cache_now_ms());
+	cJSON_Delete(local);
 
 	if (!r && !(r = db_prepare(db, &st, "SELECT json, flag FROM contacts WHERE cid = ?", "i",
 				    cid))) {
@@ -995,7 +1033,7 @@ static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 
 	memset(&m, 0, sizeof(m));
 	buf_init(&ours, (size_t)64 << 20);
-	if ((r = kind = cache_card_base(db, cid, card, &base)) < 0)
+	if ((r = kind = cache_card_base(db, cid, card, 1, &base)) < 0)
 		goto out;
 	r = 0;
 	if (kind == CACHE_BASE_UNNAMED || kind == CACHE_BASE_UNKNOWN)
@@ -1132,7 +1170,7 @@ static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 	if ((r = enqueue_once(db, OP_UPDATE, cid, folder)))
 		return r;
 	based = cache_version_of(card, base_ck, sizeof(base_ck), base_photo, sizeof(base_photo));
-	if (based && (r = cache_card_base(db, cid, card, NULL)) <= CACHE_BASE_UNKNOWN) {
+	if (based && (r = cache_card_base(db, cid, card, 1, NULL)) <= CACHE_BASE_UNKNOWN) {
 		if (r < 0)
 			return r;
 		cache_error(db, n->name,
