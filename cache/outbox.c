@@ -1407,6 +1407,9 @@ static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *t
 		r = db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
 	if (!r)
 		r = tree_render(c, db, cid, ev);
+	/* A merge the file shows holds changes still to send: written. */
+	if (!r && merged)
+		r = db_run(db, "UPDATE nodes SET written = 1 WHERE cid = ?", "i", cid);
 	if (!r)
 		r = db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?", "tti",
 			   text, cache_jstr(theirs, "changeKey"), cid);
