@@ -1258,11 +1258,33 @@ static int on_failure(struct cache *c, sqlite3 *db, struct entry *e, int permane
 	 * got one needs no lookup. */
 	int refused = e->status >= 400 && e->status < 500;
 	const char *then = "parked after repeated failures; tried again later";
-	int r = db_run(db,
-		       "UPDATE outbox SET inflight = 0, attempts = attempts + 1, parked = ?, "
-		       "not_before = ?, result = ?, error = ?, sent = sent AND NOT ? WHERE seq = ?",
-		       "iiitii", (int64_t)park, cache_now_ms() + retry, (int64_t)err, why,
-		       (int64_t)refused, e->seq);
+	int64_t later = 0;
+	int r = 0;
+
+	/* A flag's PATCH is planned from the file as it was then; a save
+	 * since queued the flag again. That entry sends the file's flag as it
+	 * is now, so this one is history: parked, it would hold the newer one
+	 * and every other change of the contact behind it until its retry. */
+	if (e->op == OP_FLAG && park)
+		r = db_int(db, &later,
+			   "SELECT count(*) FROM outbox WHERE cid = ? AND op = ? AND seq > ?", "iii",
+			   e->cid, (int64_t)OP_FLAG, e->seq);
+	if (r < 0)
+		return r;
+	if (later) {
+		r = db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", e->seq);
+		if (!r)
+			cache_error(db, e->name[0] ? e->name : "outbox",
+				    "%s; the file was saved again since: its flag as it is now goes "
+				    "next",
+				    why);
+		return r;
+	}
+	r = db_run(db,
+		   "UPDATE outbox SET inflight = 0, attempts = attempts + 1, parked = ?, "
+		   "not_before = ?, result = ?, error = ?, sent = sent AND NOT ? WHERE seq = ?",
+		   "iiitii", (int64_t)park, cache_now_ms() + retry, (int64_t)err, why,
+		   (int64_t)refused, e->seq);
 
 	if (permanent)
 		then = e->op == OP_FLAG ? "the file keeps the flag: fix X-CONTACTFS-FOLLOWUP (or "
@@ -1452,7 +1474,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 		/* The server holds our change already (or the card changed
 		 * nothing): its version is the base now. After a conflict
 		 * the file stays as written; a stale card shows theirs. */
-		char *text = cJSON_PrintUnformatted(theirs);
+		char *text = stale ? NULL : cJSON_PrintUnformatted(theirs);
 
 		if (stale)
 			r = take_server(c, db, e->cid, theirs, NULL, NULL, ev);

@@ -287,28 +287,15 @@ static int commit_locked(struct fs *fs, struct fs_file *f)
 	if (!f->dirty)
 		return 0;
 	r = cache_write(fs->cache, f->ino, f->data.data, f->data.len, f->mtime_ns, &err);
-	if (r == -EINVAL) {
-		/* Kept as a draft; the cache logged why in .contactfs/errors. */
-		log_warn("inode %llu: refused, kept locally and not sent: %s",
-			 (unsigned long long)f->ino, err.msg);
+	if (r == -EINVAL || r == -EEXIST || r == -EFBIG) {
+		/* Kept as a draft; .contactfs/errors says why. */
+		log_warn("inode %llu: %s, kept locally and not sent%s%s", (unsigned long long)f->ino,
+			 r == -EINVAL   ? "refused"
+			 : r == -EEXIST ? "carries the UID of another file's contact in its folder"
+					: "its photo is too large for Outlook",
+			 r == -EINVAL ? ": " : "", r == -EINVAL ? err.msg : "");
 		f->dirty = 0;
-		return EINVAL;
-	}
-	if (r == -EEXIST) {
-		/* Kept as a draft; .contactfs/errors names the other file. */
-		log_warn("inode %llu: carries the UID of another file's contact in its folder, "
-			 "kept locally and not sent",
-			 (unsigned long long)f->ino);
-		f->dirty = 0;
-		return EEXIST;
-	}
-	if (r == -EFBIG) {
-		/* Kept as a draft; .contactfs/errors says the photo's size. */
-		log_warn("inode %llu: its photo is too large for Outlook, kept locally and not "
-			 "sent",
-			 (unsigned long long)f->ino);
-		f->dirty = 0;
-		return EFBIG;
+		return -r;
 	}
 	if (r == -ENOENT) {
 		f->dirty = 0; /* removed while open: the bytes go with it */

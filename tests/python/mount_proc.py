@@ -182,6 +182,14 @@ class Mount:
     def errors(self):
         return (self.root / ".contactfs" / "errors").read_text()
 
+    def wait_rounds(self, n):
+        """Let n more delta rounds pass (each ends with a new "last sync")."""
+        before = self.status().get("last sync", "")
+        for _ in range(n):
+            wait_until(lambda: self.status().get("last sync", "") != before, timeout=30,
+                       what="a delta round")
+            before = self.status().get("last sync", "")
+
     def wait_synced(self, timeout=60):
         """Until nothing is pending (parked entries do not count)."""
         deadline = time.monotonic() + timeout

@@ -16,14 +16,12 @@ import json
 import os
 import re
 import shutil
-import time
-import urllib.request
 
 import pytest
 
 from emulator_proc import Emulator
 from mount_proc import Mount, mailbox, need_fuse, server_contacts, vcf_files, wait_until
-from test_mount_sync import unfold, write_seed
+from test_mount_sync import graph, unfold, write_seed
 
 ME = "me@contoso.example"
 TZ = "W. Europe Standard Time"
@@ -68,15 +66,7 @@ def card(fn, uid, *extra, note=None):
 
 def beta(emu, method, path, body=None):
     """A request to the emulator's beta, as Outlook or another client would."""
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": "Bearer " + emu.token}
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(emu.url + "/beta/me" + path, data=data, method=method,
-                                 headers=headers)
-    with urllib.request.urlopen(req, timeout=60) as r:
-        raw = r.read()
-        return json.loads(raw) if raw else None
+    return graph(emu, method, path, body, root="beta")
 
 
 def contact_named(emu, name):
@@ -91,15 +81,6 @@ def flag_lines(data):
 
 def beta_routes(emu):
     return {r: n for r, n in emu.requests()["by_route"].items() if " beta " in r and n}
-
-
-def rounds(m, n):
-    """Let n more delta rounds pass (poll is 1 s)."""
-    before = m.status().get("last sync", "")
-    for _ in range(n):
-        wait_until(lambda: m.status().get("last sync", "") != before, timeout=30,
-                   what="a delta round")
-        before = m.status().get("last sync", "")
 
 
 # ---- reading -----------------------------------------------------------------------------
@@ -182,13 +163,13 @@ def test_a_flag_written_in_the_file_reaches_the_server_and_survives_a_remount_by
             assert routes.get("PATCH beta /me/contacts/{id}", 0) == 2, routes
             assert "X-CONTACTFS-FOLLOWUP" not in m.errors()
             # Graph's form says the same: the files keep the bytes written.
-            rounds(m, 2)
+            m.wait_rounds(2)
             assert (m.root / "Grace Hopper.vcf").read_bytes() == written
             assert ada.read_bytes() == edited
             before = {p: (m.root / p).read_bytes() for p in vcf_files(m.root)}
         with Mount(emu, tmp_path, poll=1, followup=True) as m:
             m.wait_synced()
-            rounds(m, 1)
+            m.wait_rounds(1)
             assert {p: (m.root / p).read_bytes() for p in vcf_files(m.root)} == before
         # A new cache renders Graph's values; read back and written again,
         # they send nothing.
@@ -203,7 +184,7 @@ def test_a_flag_written_in_the_file_reaches_the_server_and_survives_a_remount_by
             emu.admin("POST", "requests/reset")
             path.write_bytes(rendered)
             m.wait_synced()
-            rounds(m, 1)
+            m.wait_rounds(1)
             assert "PATCH beta /me/contacts/{id}" not in beta_routes(emu)
             assert path.read_bytes() == rendered
             assert contact_named(emu, "Grace Hopper")["flag"] == grace["flag"]
@@ -230,7 +211,7 @@ def test_clearing_or_completing_the_flag_in_the_file_does_so_on_the_server(tmp_p
                                             "timeZone": TZ}
         assert got["startDateTime"] == {"dateTime": "2026-05-01T09:00:00.0000000",
                                         "timeZone": TZ}
-        rounds(m, 1)
+        m.wait_rounds(1)
         assert flag_lines(clear.read_bytes()) == []
         assert "complete" in flag_lines(finish.read_bytes())[0]
 
@@ -271,7 +252,7 @@ def test_due_without_start_is_refused_at_close_with_einval_and_says_why(tmp_path
         assert e.value.errno == errno.EINVAL
         line = next(l for l in m.errors().splitlines() if "Ada Lovelace.vcf" in l)
         assert "DUE without START" in line, line
-        rounds(m, 2)
+        m.wait_rounds(2)
         # Nothing of the card was sent; the bytes stay as a local draft.
         writes = {r: n for r, n in emu.requests()["by_route"].items()
                   if r.split(" ", 1)[0] in ("POST", "PATCH", "PUT", "DELETE") and n}
@@ -306,7 +287,7 @@ def test_a_beta_refusal_logs_an_error_keeps_the_rest_of_the_card_and_the_bytes(t
         ada = contact_named(emu, "Ada Lovelace")
         assert ada["personalNotes"] == "call back about the flag"
         assert "flag" not in ada
-        rounds(m, 2)
+        m.wait_rounds(2)
         assert path.read_bytes() == edited
         # The refused flag holds nothing else back: another edit goes.
         edited = edited.replace(b"call back about the flag", b"called back")
@@ -320,6 +301,38 @@ def test_a_beta_refusal_logs_an_error_keeps_the_rest_of_the_card_and_the_bytes(t
         path.write_bytes(fixed)
         m.wait_synced()
         assert contact_named(emu, "Ada Lovelace")["flag"]["flagStatus"] == "flagged"
+        assert path.read_bytes() == fixed
+
+
+def test_a_flag_fixed_while_its_refused_patch_is_in_flight_still_goes(tmp_path):
+    """The flag's PATCH was planned from the bad file and is on its way when
+    the user saves the fix: the refusal that comes back must not park the
+    entry in front of the fixed one (the fix and every later edit of the card
+    would wait behind it until the parked entry's retry, ten minutes)."""
+    s = seed(tmp_path, [person("Ada", "Lovelace")])
+    with Emulator("--seed", str(s)) as emu, \
+            Mount(emu, tmp_path, poll=1, followup=True,
+                  expect_errors=[r"Ada Lovelace\.vcf: Outlook refused its follow-up flag"]) as m:
+        m.wait_synced()
+        path = m.root / "Ada Lovelace.vcf"
+        bad = path.read_bytes().replace(
+            b"END:VCARD", b'X-CONTACTFS-FOLLOWUP;START="2026-02-30T09:00 UTC":flagged\r\nEND:VCARD')
+        emu.faults({"latency_ms": 1500})
+        emu.admin("POST", "requests/reset")
+        path.write_bytes(bad)
+        wait_until(lambda: beta_routes(emu), timeout=30, what="the flag's PATCH on its way")
+        fixed = bad.replace(b"2026-02-30", b"2026-03-02").replace(
+            b"END:VCARD", b"NOTE:fixed\r\nEND:VCARD")
+        path.write_bytes(fixed)
+        emu.faults({"latency_ms": 0})
+        wait_until(lambda: "Outlook refused its follow-up flag" in m.errors(), timeout=30,
+                   what="the refusal of the PATCH in flight")
+        m.wait_synced(timeout=30)
+        ada = contact_named(emu, "Ada Lovelace")
+        assert ada["flag"]["flagStatus"] == "flagged"
+        assert ada["flag"]["startDateTime"]["dateTime"].startswith("2026-03-02")
+        assert ada["personalNotes"] == "fixed"
+        assert m.status()["parked changes"].startswith("0"), m.status()
         assert path.read_bytes() == fixed
 
 
@@ -347,7 +360,7 @@ def test_without_the_option_nothing_touches_beta_and_the_property_is_kept_as_unk
             m.wait_synced()
             os.unlink(flagged)
             m.wait_synced()
-            rounds(m, 2)
+            m.wait_rounds(2)
             by_route = emu.requests()["by_route"]
             assert not [r for r in by_route if "beta" in r], by_route
             # Kept losslessly, as any unknown property: in the extension.

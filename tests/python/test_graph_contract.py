@@ -18,11 +18,8 @@ Each test mounts for real and checks the server's state.
 import base64
 import errno
 import json
-import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -52,15 +49,6 @@ def route_count(emu, route):
     return emu.requests()["by_route"].get(route, 0)
 
 
-def rounds(m, n):
-    """Let n more delta rounds pass (poll is 1 s)."""
-    before = m.status().get("last sync", "")
-    for _ in range(n):
-        wait_until(lambda: m.status().get("last sync", "") != before, timeout=30,
-                   what="a delta round")
-        before = m.status().get("last sync", "")
-
-
 # ---- 1. immutable ids, in $batch items too --------------------------------------
 
 def test_cp_of_30_new_cards_under_mutable_default_ids_deletes_nothing_on_the_server(tmp_path):
@@ -77,7 +65,7 @@ def test_cp_of_30_new_cards_under_mutable_default_ids_deletes_nothing_on_the_ser
         subprocess.run(["cp"] + [str(p) for p in sorted(src.iterdir())] + [str(m.root / "Team")],
                        check=True)
         m.wait_synced()
-        rounds(m, 4)
+        m.wait_rounds(4)
         m.wait_synced()
         on_server = [c for c in server_contacts(emu) if c["displayName"].startswith("Batch")]
         assert len(on_server) == 30, len(on_server)
@@ -163,7 +151,7 @@ def test_nested_folders_show_and_stay_under_every_reading_of_folder_delta(tmp_pa
             # A full round (the cursors forgotten) drops nothing, and the
             # default folder never shows as a folder of itself.
             emu.faults({"expire_delta": True})
-            rounds(m, 2)
+            m.wait_rounds(2)
             assert vcf_files(m.root) == NESTED_FILES
             assert sorted(p.name for p in m.root.iterdir() if p.is_dir()) == ["Family", "Work"]
             # A folder made in Outlook inside a nested one comes in.
@@ -215,7 +203,7 @@ def test_a_photo_of_4_mb_is_refused_where_it_is_written_and_nothing_reaches_the_
         assert "4194304 bytes" in m.errors() or "under 4194304" in m.errors(), m.errors()
         # Kept here, byte for byte; nothing sent.
         assert (m.root / "Team" / "Big Photo.vcf").read_bytes() == big.read_bytes()
-        rounds(m, 2)
+        m.wait_rounds(2)
         assert server_contacts(emu) == []
         # Just under the limit goes.
         ok = card_with_photo("Fits Photo", "urn:uuid:fits", jpeg((4 << 20) - 4096))
@@ -271,7 +259,7 @@ def test_an_address_removed_from_the_file_is_cleared_on_the_server_and_stays_gon
         assert not any((c.get("homeAddress") or {}).values()), c["homeAddress"]
         assert c["businessAddress"].get("street") == "1 Main St", c["businessAddress"]
         assert not c["businessAddress"].get("city"), c["businessAddress"]
-        rounds(m, 2)
+        m.wait_rounds(2)
         assert "Oslo" not in p.read_bytes().decode()
         assert "Bergen" not in p.read_bytes().decode()
 
@@ -306,7 +294,7 @@ def test_edits_after_an_extension_write_and_a_photo_put_meet_no_stale_change_key
         assert c["photo"] and c["photo"]["size"] == 2000
         # The delta round sees our own change keys: no photo read again.
         emu.admin("POST", "requests/reset", {})
-        rounds(m, 2)
+        m.wait_rounds(2)
         photo_gets = sum(n for r, n in emu.requests()["by_route"].items()
                          if r.startswith("GET") and "photo" in r)
         assert photo_gets == 0, emu.requests()["by_route"]

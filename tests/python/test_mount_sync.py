@@ -70,12 +70,14 @@ def prop_values(data, name):
 
 # ---- Graph, as another client would use it ------------------------------------------
 
-def graph(emu, method, path, body=None):
+def graph(emu, method, path, body=None, root="v1.0"):
+    """A request to the emulator's Graph (root "v1.0" or "beta") for the
+    signed-in mailbox, as Outlook or another client would make it."""
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Authorization": "Bearer " + emu.token}
     if data is not None:
         headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(emu.url + "/v1.0/me" + path, data=data, method=method,
+    req = urllib.request.Request(emu.url + "/" + root + "/me" + path, data=data, method=method,
                                  headers=headers)
     with urllib.request.urlopen(req, timeout=60) as r:
         raw = r.read()

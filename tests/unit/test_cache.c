@@ -796,41 +796,24 @@ TEST(cache_reopened_keeps_its_files_inodes_and_queued_changes)
 	RUN(reopen_keeps_data, .no_emulator = 1);
 }
 
-/* A cache made by the first schema (as contactfs 1 made it) is migrated
- * on open: its files and queue stay, and the tables of names are there. */
-BODY(migrate_v1)
+/* Opened again: the file, its bytes and its queued create are there, and
+ * the file's user_version is this contactfs's; *db is left open for the
+ * caller's own look at the schema (close it). */
+static void reopened_keeps(int *check_failed_, struct env *v, uint64_t ino, sqlite3 **db)
 {
-	struct vcard_error verr;
-	struct cache_attr card, got;
+	struct cache_attr got;
 	struct cache_status st;
 	char errbuf[512], *text;
-	sqlite3 *db = NULL;
-	int64_t version = 0, tables = 0;
+	int64_t version = 0;
 	sqlite3_stmt *q = NULL;
-	int err, rc;
+	int err = 0, rc;
 
 	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
-	CHECK(v->c != NULL);
-	CHECK(cache_create(v->c, CACHE_ROOT_INO, "Keep Me.vcf", CACHE_FILE, NULL, &card) == 0);
-	CHECK(cache_write(v->c, card.ino, CARD_KEEP, strlen(CARD_KEEP), 0, &verr) == 0);
-	cache_close(v->c);
-	v->c = NULL;
-	/* Back to schema 1: what versions 2 and 3 added goes. */
-	rc = sqlite3_open(v->db, &db);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db,
-				  "DROP TABLE names_past; DROP TABLE names_due; DROP TRIGGER "
-				  "contacts_versions; DROP TABLE versions; DROP TABLE merges; "
-				  "ALTER TABLE nodes DROP COLUMN basis; "
-				  "ALTER TABLE contacts DROP COLUMN flag; PRAGMA user_version = 1",
-				  NULL, NULL, NULL);
-	sqlite3_close(db);
-	CHECK_INT(rc, SQLITE_OK);
-
-	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
+	if (!v->c)
+		fprintf(stderr, "errbuf: %s\n", errbuf);
 	CHECK(v->c != NULL);
 	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Keep Me.vcf", &got) == 0);
-	CHECK_INT(got.ino, card.ino);
+	CHECK_INT(got.ino, ino);
 	text = read_ino(v, got.ino);
 	CHECK(text != NULL);
 	CHECK_STR(text, CARD_KEEP);
@@ -839,26 +822,74 @@ BODY(migrate_v1)
 	CHECK_INT(st.pending, 1);
 	cache_close(v->c);
 	v->c = NULL;
-	rc = sqlite3_open(v->db, &db);
+	rc = sqlite3_open(v->db, db);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL);
+		rc = sqlite3_prepare_v2(*db, "PRAGMA user_version", -1, &q, NULL);
 	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
 		version = sqlite3_column_int64(q, 0);
 	sqlite3_finalize(q);
-	q = NULL;
+	CHECK_INT(rc, SQLITE_OK);
+	CHECK_INT(version, CACHE_SCHEMA_VERSION);
+}
+
+/* A cache holding one queued card, its inode in *ino, taken back to an
+ * older schema by sql. */
+static void downgraded(int *check_failed_, struct env *v, const char *sql, uint64_t *ino)
+{
+	struct vcard_error verr;
+	struct cache_attr card;
+	char errbuf[512];
+	sqlite3 *db = NULL;
+	int err, rc;
+
+	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
+	CHECK(v->c != NULL);
+	CHECK(cache_create(v->c, CACHE_ROOT_INO, "Keep Me.vcf", CACHE_FILE, NULL, &card) == 0);
+	CHECK(cache_write(v->c, card.ino, CARD_KEEP, strlen(CARD_KEEP), 0, &verr) == 0);
+	*ino = card.ino;
+	cache_close(v->c);
+	v->c = NULL;
+	rc = sqlite3_open(v->db, &db);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db,
-					"SELECT count(*) FROM sqlite_master WHERE name IN "
-					"('names_past', 'names_due', 'versions', 'contacts_versions', "
-					"'merges') OR (name = 'nodes' AND sql LIKE '%basis%') OR "
-					"(name = 'contacts' AND sql LIKE '%flag TEXT%')",
-					-1, &q, NULL);
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_close(db);
+	CHECK_INT(rc, SQLITE_OK);
+}
+
+/* A cache made by the first schema (as contactfs 1 made it) is migrated
+ * on open: its files and queue stay, and what versions 2 and 3 added is
+ * there. */
+BODY(migrate_v1)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+	int64_t tables = 0;
+	uint64_t ino = 0;
+	int rc;
+
+	downgraded(check_failed_, v,
+		   "DROP TABLE names_past; DROP TABLE names_due; DROP TRIGGER contacts_versions; "
+		   "DROP TABLE versions; DROP TABLE merges; ALTER TABLE nodes DROP COLUMN basis; "
+		   "ALTER TABLE contacts DROP COLUMN flag; PRAGMA user_version = 1",
+		   &ino);
+	if (CHECK_FAILED)
+		return;
+	reopened_keeps(check_failed_, v, ino, &db);
+	if (CHECK_FAILED) {
+		sqlite3_close(db);
+		return;
+	}
+	rc = sqlite3_prepare_v2(db,
+				"SELECT count(*) FROM sqlite_master WHERE name IN "
+				"('names_past', 'names_due', 'versions', 'contacts_versions', "
+				"'merges') OR (name = 'nodes' AND sql LIKE '%basis%') OR "
+				"(name = 'contacts' AND sql LIKE '%flag TEXT%')",
+				-1, &q, NULL);
 	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
 		tables = sqlite3_column_int64(q, 0);
 	sqlite3_finalize(q);
 	sqlite3_close(db);
 	CHECK_INT(rc, SQLITE_OK);
-	CHECK_INT(version, CACHE_SCHEMA_VERSION);
 	CHECK_INT(tables, 7);
 }
 
@@ -985,57 +1016,25 @@ TEST(cache_open_refuses_a_database_of_a_newer_schema)
 
 BODY(migrate_v2)
 {
-	struct vcard_error verr;
-	struct cache_attr card, got;
-	struct cache_status st;
-	char errbuf[512], *text;
-	int64_t version = 0;
 	sqlite3 *db = NULL;
 	sqlite3_stmt *q = NULL;
-	int err = 0, rc;
+	uint64_t ino = 0;
+	int rc;
 
 	/* A cache as schema 2 left it: no contacts.flag. */
-	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
-	CHECK(v->c != NULL);
-	CHECK(cache_create(v->c, CACHE_ROOT_INO, "Keep Me.vcf", CACHE_FILE, NULL, &card) == 0);
-	CHECK(cache_write(v->c, card.ino, CARD_KEEP, strlen(CARD_KEEP), 0, &verr) == 0);
-	cache_close(v->c);
-	v->c = NULL;
-	rc = sqlite3_open(v->db, &db);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db,
-				  "ALTER TABLE contacts DROP COLUMN flag; PRAGMA user_version = 2;",
-				  NULL, NULL, NULL);
-	sqlite3_close(db);
-	CHECK_INT(rc, SQLITE_OK);
-
-	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
-	if (!v->c)
-		fprintf(stderr, "errbuf: %s\n", errbuf);
-	CHECK(v->c != NULL);
-	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Keep Me.vcf", &got) == 0);
-	CHECK_INT(got.ino, card.ino);
-	text = read_ino(v, got.ino);
-	CHECK(text != NULL);
-	CHECK_STR(text, CARD_KEEP);
-	free(text);
-	CHECK(cache_status(v->c, &st) == 0);
-	CHECK_INT(st.pending, 1);
-	cache_close(v->c);
-	v->c = NULL;
-	rc = sqlite3_open(v->db, &db);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL);
-	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
-		version = sqlite3_column_int64(q, 0);
-	sqlite3_finalize(q);
-	q = NULL;
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, "SELECT flag FROM contacts", -1, &q, NULL);
+	downgraded(check_failed_, v, "ALTER TABLE contacts DROP COLUMN flag; PRAGMA user_version = 2;",
+		   &ino);
+	if (CHECK_FAILED)
+		return;
+	reopened_keeps(check_failed_, v, ino, &db);
+	if (CHECK_FAILED) {
+		sqlite3_close(db);
+		return;
+	}
+	rc = sqlite3_prepare_v2(db, "SELECT flag FROM contacts", -1, &q, NULL);
 	sqlite3_finalize(q);
 	sqlite3_close(db);
 	CHECK_INT(rc, SQLITE_OK);
-	CHECK_INT(version, CACHE_SCHEMA_VERSION);
 }
 
 TEST(cache_open_migrates_a_schema_2_cache_adding_the_follow_up_flag_and_keeps_what_it_holds)
