@@ -248,11 +248,22 @@ void cache_merge_release(struct cache_merge *m);
  * extension against it applied. NULL when out of memory. */
 cJSON *cache_merge_said(const cJSON *base, const cJSON *patch, const cJSON *ext);
 
-/* A card that was merged (m, against base) is kept in merges: what it said
- * is a base for a later card naming the same version (cache_card_base). In
- * the open transaction. 0 or -errno. */
+/* What a card said (m, merged against base) is kept in merges: a base for
+ * a later card naming the same version (cache_card_base). local: a card
+ * written through the mount, not yet on the server (a base for the file's
+ * writers only, never for what is sent); else one the outbox merged to
+ * send. In the open transaction. 0 or -errno. */
 int cache_merge_remember(sqlite3 *db, int64_t cid, struct vcard *card, const cJSON *base,
-			 const struct cache_merge *m) CACHE_MUST_CHECK;
+			 const struct cache_merge *m, int local) CACHE_MUST_CHECK;
+
+/* Write json (what contact cid's file should show: a merge, not a server
+ * version) into the file as the mount renders it, under a version token of
+ * its own ("<changeKey>+<n>", kept in versions: a card written from it is
+ * based on exactly it), with mflag as its follow-up flag when not NULL; the
+ * contact's server version stays as it was. The file counts as written (its
+ * changes are still to send). In the open transaction. 0 or -errno. */
+int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
+		      const cJSON *mflag, struct events *ev) CACHE_MUST_CHECK;
 
 /* Keep ours (a card's bytes) beside contact cid's file as
  * "<name>.conflict-<UTC time>", a scratch file; its name in kept. */

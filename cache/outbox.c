@@ -55,6 +55,7 @@ struct entry {
 	char photo_type[64];
 	char name[256]; /* the file, for messages */
 	char key[40];	/* client key of a create */
+	char token[300]; /* the version the file named when planned ("" none) */
 
 	/* the answer */
 	int err; /* -errno when no answer came */
@@ -318,19 +319,27 @@ static int stale_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **old)
 	return r < 0 ? r : 0;
 }
 
-/* Our own write made version to of contact cid out of version from: a
- * card naming from is based on to (cache_version_base). */
-static int own_step(sqlite3 *db, int64_t cid, const char *from, const char *to)
+/*
+ * Our own write made version to of contact cid out of version from: a card
+ * naming from is based on to (cache_card_base). token is the version the
+ * file named when the write was planned: a local state of the file on top
+ * of from ("<from>+<n>") went with it, and so did the ones before it; one
+ * made later, while the request was on its way, did not.
+ */
+static int own_step(sqlite3 *db, int64_t cid, const char *from, const char *to, const char *token)
 {
+	size_t len = from ? strlen(from) : 0;
 	int r;
 
 	if (!from || !to || !strcmp(from, to))
 		return 0;
-	/* The local states the file showed on top of from went with it. */
-	if ((r = db_run(db,
+	if (token && !strncmp(token, from, len) && token[len] == '+' &&
+	    (r = db_run(db,
 			"UPDATE versions SET ours_to = ? WHERE cid = ? AND ours_to IS NULL AND "
-			"substr(change_key, 1, length(?) + 1) = ? || '+'",
-			"titt", to, cid, from, from)))
+			"substr(change_key, 1, length(?) + 1) = ? || '+' AND "
+			"CAST(substr(change_key, length(?) + 2) AS INTEGER) <= ?",
+			"tittti", to, cid, from, from, from,
+			(int64_t)strtoll(token + len + 1, NULL, 10))))
 		return r;
 	return db_run(db, "UPDATE versions SET ours_to = ? WHERE cid = ? AND change_key = ?", "tit",
 		      to, cid, from);
@@ -518,6 +527,11 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct ev
 			break;
 		}
 		if (e->stage == 0) {
+			char photo[16];
+
+			if (!cache_version_of(card, e->token, sizeof(e->token), photo,
+					      sizeof(photo)))
+				e->token[0] = '\0';
 			if (cache_patch_is_empty(patch, base) && !ext) {
 				r = PLAN_DONE;
 				break;
@@ -1067,7 +1081,7 @@ static int adopt_change_key(sqlite3 *db, const struct entry *e)
 				 : -ENOMEM;
 			free(text);
 			if (!r)
-				r = own_step(db, e->cid, old_ck, ck);
+				r = own_step(db, e->cid, old_ck, ck, e->token);
 		}
 		free(old_ck);
 	} else {
@@ -1184,7 +1198,8 @@ static int on_success(sqlite3 *db, struct entry *e)
 				   "cid = ?",
 				   "tti", cache_jstr(resp, "changeKey"), json, e->cid);
 			if (!r)
-				r = own_step(db, e->cid, old_ck, cache_jstr(resp, "changeKey"));
+				r = own_step(db, e->cid, old_ck, cache_jstr(resp, "changeKey"),
+					     e->token);
 			free(old_ck);
 			if (!r)
 				r = entry_next(db, e, 1);
@@ -1404,42 +1419,43 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 
 /* ---- conflicts (DESIGN point 6) ------------------------------------------------------------ */
 
-/* Store contact json as the base and write the file from merged (or from
- * json when merged is NULL), showing mflag as its follow-up flag when not
- * NULL (else the flag stored, which stays what is stored). */
+/* Store contact theirs as the base and write the file from merged (a local
+ * state under a token of its own, tree_render_local), or from theirs when
+ * merged is NULL; mflag, when not NULL, is the follow-up flag the file shows
+ * (the flag stored stays what is stored). */
 static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *theirs,
 		       const cJSON *merged, const cJSON *mflag, struct events *ev)
 {
-	cJSON *stored = mflag ? cache_flag_of(db, cid) : NULL;
-	char *text = cJSON_PrintUnformatted(theirs),
-	     *mtext = merged ? cJSON_PrintUnformatted(merged) : NULL,
-	     *ftext = mflag ? cJSON_PrintUnformatted(mflag) : NULL,
-	     *stext = stored ? cJSON_PrintUnformatted(stored) : NULL;
+	cJSON *stored = NULL;
+	char *text = cJSON_PrintUnformatted(theirs), *ftext = NULL, *stext = NULL;
 	int r = text ? 0 : -ENOMEM;
 
-	if (!r && ((merged && !mtext) || (mflag && !ftext) || (stored && !stext)))
+	if (merged) {
+		if (!r)
+			r = db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?",
+				   "tti", text, cache_jstr(theirs, "changeKey"), cid);
+		free(text);
+		return r ? r : tree_render_local(c, db, cid, merged, mflag, ev);
+	}
+	if (!r && mflag &&
+	    (!(ftext = cJSON_PrintUnformatted(mflag)) ||
+	     ((stored = cache_flag_of(db, cid)) && !(stext = cJSON_PrintUnformatted(stored)))))
 		r = -ENOMEM;
-	/* Render from what the file should say, then put the base back. */
+	/* Render with the file's flag, then put the stored one back. */
 	if (!r && ftext)
 		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", ftext, cid);
 	if (!r)
-		r = db_run(db, "UPDATE contacts SET json = ?, render = 1 WHERE cid = ?", "ti",
-			   mtext ? mtext : text, cid);
+		r = db_run(db,
+			   "UPDATE contacts SET json = ?, change_key = ?, render = 1 WHERE cid = ?",
+			   "tti", text, cache_jstr(theirs, "changeKey"), cid);
 	if (!r)
 		r = db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
 	if (!r)
 		r = tree_render(c, db, cid, ev);
-	/* A merge the file shows holds changes still to send: written. */
-	if (!r && merged)
-		r = db_run(db, "UPDATE nodes SET written = 1 WHERE cid = ?", "i", cid);
-	if (!r)
-		r = db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?", "tti",
-			   text, cache_jstr(theirs, "changeKey"), cid);
 	if (!r && ftext)
 		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", stext, cid);
 	cJSON_Delete(stored);
 	free(text);
-	free(mtext);
 	free(ftext);
 	free(stext);
 	return r;
@@ -1468,7 +1484,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 
 	buf_init(&ours, (size_t)64 << 20);
 	if ((r = cache_merge(base, theirs, card, &m)) ||
-	    (r = cache_merge_remember(db, e->cid, card, base, &m)))
+	    (r = cache_merge_remember(db, e->cid, card, base, &m, 0)))
 		goto out;
 	if (!m.pending) {
 		/* The server holds our change already (or the card changed

@@ -743,8 +743,10 @@ int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, int local_ok, 
 	if (r < 0)
 		goto out;
 	(void)cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo));
-	if ((r = db_prepare(db, &st, "SELECT json FROM merges WHERE cid = ? AND named = ? ORDER BY seq",
-			    "it", cid, ck)))
+	if ((r = db_prepare(db, &st,
+			    "SELECT json FROM merges WHERE cid = ? AND named = ? AND (? OR NOT local) "
+			    "ORDER BY seq",
+			    "iti", cid, ck, (int64_t)local_ok)))
 		goto out;
 	while (r >= 0 && (r = db_step(st)) == 1) {
 		if (!(cand = cJSON_Parse((const char *)sqlite3_column_text(st, 0))))
@@ -936,19 +938,12 @@ static struct vcard *written_card(sqlite3 *db, int64_t ino)
 	return card;
 }
 
-/*
- * Write json (what the file should show: local, not a server version) into
- * contact cid's file as the mount renders it, the file's own follow-up flag
- * (from card) kept, and leave the contact's server version as it was. The
- * file counts as written here (its changes are still to be sent).
- */
-static int render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
-			const struct vcard *card, struct events *ev)
+int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
+		      const cJSON *mflag, struct events *ev)
 {
 	char *text = NULL, *server = NULL, *flag = NULL, *mine = NULL, token[300];
-	cJSON *mflag = NULL, *local = cJSON_Duplicate(json, 1);
+	cJSON *local = cJSON_Duplicate(json, 1);
 	const char *ck = cache_jstr(json, "changeKey");
-	struct vcard_error e;
 	sqlite3_stmt *st;
 	int64_t n = 0;
 	int r = local ? 0 : -ENOMEM;
@@ -982,8 +977,7 @@ static int render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *
 		}
 		db_release(st);
 	}
-	if (!r && c->cfg.followup && !vcard_followup_read(card, &mflag, &e) &&
-	    !(mine = cJSON_PrintUnformatted(mflag)))
+	if (!r && mflag && !(mine = cJSON_PrintUnformatted(mflag)))
 		r = -ENOMEM;
 	if (!r && mine)
 		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", mine, cid);
@@ -1000,7 +994,6 @@ static int render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *
 	if (!r)
 		r = db_run(db, "UPDATE nodes SET written = 1, mtime_ns = ? WHERE cid = ?", "ii",
 			   cache_now_ns(), cid);
-	cJSON_Delete(mflag);
 	free(text);
 	free(server);
 	free(flag);
@@ -1020,10 +1013,78 @@ static int render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *
  * log says so). A card that holds everything the file showed stays as
  * written, byte for byte. 0 or -errno.
  */
+/*
+ * The file a save renamed away before it wrote the contact's new file
+ * (vim's and emacs's backup, "name~"): it no longer shows the contact (its
+ * cid went), but it holds what the contact's file showed. Of the files in
+ * n's folder that show no contact, the latest written one with card's UID;
+ * NULL for none (errno ENOMEM when out of memory).
+ */
+static struct vcard *renamed_away(sqlite3 *db, const struct node *n, struct vcard *card)
+{
+	const struct vcard_prop *uidp = vcard_find(card, "UID");
+	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
+	struct vcard *found = NULL;
+	sqlite3_stmt *st;
+
+	errno = 0;
+	if (!uid || !*uid ||
+	    db_prepare(db, &st,
+		       "SELECT ino FROM nodes WHERE parent = ? AND kind = ? AND cid IS NULL AND "
+		       "ino != ? AND written AND NOT draft ORDER BY mtime_ns DESC LIMIT 16",
+		       "iii", n->parent, (int64_t)CACHE_FILE, n->ino))
+		return NULL;
+	while (!found && db_step(st) == 1) {
+		struct vcard *v = written_card(db, sqlite3_column_int64(st, 0));
+		const struct vcard_prop *p = v ? vcard_find(v, "UID") : NULL;
+
+		if (p && !strcmp(vcard_text(v, p), uid))
+			found = v;
+		else
+			vcard_free(v);
+	}
+	db_release(st);
+	return found;
+}
+
+/*
+ * Whether card, written over contact cid's file, keeps the photo of the
+ * version it names while the file showed another (prev, or else the
+ * server's): the writer never saw that photo, so the file is to show it
+ * again. 1, 0, or -errno.
+ */
+static int stale_photo(sqlite3 *db, int64_t cid, struct vcard *card, const struct vcard *prev)
+{
+	const struct vcard_prop *p = vcard_photo(card), *q = prev ? vcard_photo(prev) : NULL;
+	char ck[256], named[16], mine[16], shown[16];
+	sqlite3_stmt *st;
+	int r;
+
+	if (!cache_version_of(card, ck, sizeof(ck), named, sizeof(named)))
+		return 0;
+	photo_tag(p ? p->data : NULL, p ? p->len : 0, mine);
+	if (strcmp(mine, named))
+		return 0; /* the writer's own photo (or its removal) */
+	if (prev) {
+		photo_tag(q ? q->data : NULL, q ? q->len : 0, shown);
+		return strcmp(shown, mine) != 0;
+	}
+	if ((r = db_prepare(db, &st, "SELECT photo FROM contacts WHERE cid = ?", "i", cid)))
+		return r;
+	if ((r = db_step(st)) == 1) {
+		photo_tag(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), shown);
+		r = strcmp(shown, mine) != 0;
+	}
+	db_release(st);
+	return r;
+}
+
 static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t cid,
 			  struct vcard *card, const struct vcard *prev, struct events *ev)
 {
 	cJSON *server = NULL, *base = NULL, *theirs = NULL, *pp = NULL, *px = NULL;
+	struct vcard *other = NULL;
+	cJSON *mflag = NULL;
 	struct cache_merge m;
 	struct vcard_error e;
 	struct buf ours;
@@ -1033,6 +1094,12 @@ static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 
 	memset(&m, 0, sizeof(m));
 	buf_init(&ours, (size_t)64 << 20);
+	/* Saved as a new file after the old one was renamed away (the
+	 * contact's other file still holds what it showed). */
+	if (!prev && (prev = other = renamed_away(db, n, card)) == NULL && errno == ENOMEM) {
+		r = -ENOMEM;
+		goto out;
+	}
 	if ((r = kind = cache_card_base(db, cid, card, 1, &base)) < 0)
 		goto out;
 	r = 0;
@@ -1052,24 +1119,27 @@ static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 		r = -ENOMEM;
 		goto out;
 	}
-	if (kind == CACHE_BASE_PRESENT) {
-		if (!theirs)
-			goto out; /* made from what the file showed */
-		base = server;
-		server = NULL;
+	if (kind == CACHE_BASE_PRESENT && !(base = cJSON_Duplicate(server, 1))) {
+		r = -ENOMEM;
+		goto out;
 	}
 	if (!theirs) {
 		theirs = server;
 		server = NULL;
 	}
+	if (c->cfg.followup && vcard_followup_read(card, &mflag, &e))
+		mflag = NULL;
 	if ((r = cache_merge(base, theirs, card, &m)))
 		goto out;
-	if (!m.lacks && !m.overlap)
-		goto out; /* holds all the file showed: as written */
-	if ((r = cache_merge_remember(db, cid, card, base, &m)))
+	/* What the card said is a base for the next card naming its version
+	 * (the same buffer saved again, a reader of these bytes); a card in
+	 * conflict is not (the conflict copy holds it). */
+	if (!m.overlap && (r = cache_merge_remember(db, cid, card, base, &m, 1)))
 		goto out;
+	if (!m.lacks && !m.overlap && (r = stale_photo(db, cid, card, prev)) <= 0)
+		goto out; /* holds all the file showed: as written */
 	if (!m.overlap) {
-		r = render_local(c, db, cid, m.pending ? m.merged : theirs, card, ev);
+		r = tree_render_local(c, db, cid, m.pending ? m.merged : theirs, mflag, ev);
 		if (!r)
 			log_info("\"%s\" was written from an older version of the contact: merged "
 				 "with what the file showed",
@@ -1084,13 +1154,15 @@ static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 	if (!r)
 		r = tree_keep_beside(db, cid, &ours, kept, sizeof(kept), ev);
 	if (!r)
-		r = render_local(c, db, cid, theirs, card, ev);
+		r = tree_render_local(c, db, cid, theirs, mflag, ev);
 	if (!r)
 		cache_error(db, n->name,
 			    "conflict: changed elsewhere and in this save in the same fields (%s); "
 			    "the file holds what it showed before, the save is kept as %s",
 			    m.fields.data ? m.fields.data : "", kept);
 out:
+	cJSON_Delete(mflag);
+	vcard_free(other);
 	cache_merge_release(&m);
 	buf_release(&ours);
 	cJSON_Delete(server);

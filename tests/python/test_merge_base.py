@@ -701,9 +701,6 @@ WRITERS = (("note", "NOTE", None), ("title", "TITLE", None), ("cell", "TEL", "CE
 ROUNDS = 8          # per writer, and for the remote editor: 32 changes in all
 
 
-@pytest.mark.skipif(False, reason="issue 20, not done: a stale writer's bytes stay in the file until the "
-                  "outbox merges them, so a writer that reads the file in between takes them as "
-                  "its base and its next save conflicts (merging at close is the next step)")
 def test_stale_writers_of_distinct_fields_and_a_remote_editor_never_conflict_and_lose_nothing(
         tmp_path):
     seed = int(os.environ.get("CONTACTFS_MERGE_SEED") or random.randrange(1 << 32))
