@@ -259,11 +259,13 @@ int cache_merge_remember(sqlite3 *db, int64_t cid, struct vcard *card, const cJS
 /* Write json (what contact cid's file should show: a merge, not a server
  * version) into the file as the mount renders it, under a version token of
  * its own ("<changeKey>+<n>", kept in versions: a card written from it is
- * based on exactly it), with mflag as its follow-up flag when not NULL; the
- * contact's server version stays as it was. The file counts as written (its
+ * based on exactly it), with mflag as its follow-up flag when not NULL and
+ * photo's PHOTO (none when it has none) when photo is not NULL, else the
+ * stored photo; the contact's server version stays as it was. The file counts as written (its
  * changes are still to send). In the open transaction. 0 or -errno. */
 int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
-		      const cJSON *mflag, struct events *ev) CACHE_MUST_CHECK;
+		      const cJSON *mflag, const struct vcard *photo,
+		      struct events *ev) CACHE_MUST_CHECK;
 
 /* Keep ours (a card's bytes) beside contact cid's file as
  * "<name>.conflict-<UTC time>", a scratch file; its name in kept. */

@@ -1435,7 +1435,7 @@ static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *t
 			r = db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?",
 				   "tti", text, cache_jstr(theirs, "changeKey"), cid);
 		free(text);
-		return r ? r : tree_render_local(c, db, cid, merged, mflag, ev);
+		return r ? r : tree_render_local(c, db, cid, merged, mflag, NULL, ev);
 	}
 	if (!r && mflag &&
 	    (!(ftext = cJSON_PrintUnformatted(mflag)) ||

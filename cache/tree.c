@@ -938,8 +938,44 @@ static struct vcard *written_card(sqlite3 *db, int64_t ino)
 	return card;
 }
 
+/* Render contact cid with the photo of card (none when it has none), then
+ * put the stored photo back: tree_render_local's photo. */
+static int render_with_photo(struct cache *c, sqlite3 *db, int64_t cid, const struct vcard *card,
+			     struct events *ev)
+{
+	const struct vcard_prop *p = vcard_photo(card);
+	sqlite3_stmt *st;
+	struct buf photo;
+	char *type = NULL;
+	int had = 0, r;
+
+	buf_init(&photo, (size_t)8 << 20);
+	if ((r = db_prepare(db, &st, "SELECT photo, photo_type FROM contacts WHERE cid = ?", "i",
+			    cid)))
+		return r;
+	if (db_step(st) == 1 && sqlite3_column_blob(st, 0)) {
+		had = 1;
+		r = buf_add(&photo, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+		type = db_strdup(st, 1);
+	}
+	db_release(st);
+	if (!r)
+		r = db_run(db, "UPDATE contacts SET photo = ?, photo_type = ? WHERE cid = ?", "bti",
+			   p ? p->data : NULL, p ? p->len : 0,
+			   p ? (p->mediatype ? p->mediatype : "image/jpeg") : NULL, cid);
+	if (!r)
+		r = tree_render(c, db, cid, ev);
+	if (!r)
+		r = db_run(db, "UPDATE contacts SET photo = ?, photo_type = ? WHERE cid = ?", "bti",
+			   had ? (photo.data ? photo.data : "") : NULL, had ? photo.len : 0, type,
+			   cid);
+	buf_release(&photo);
+	free(type);
+	return r;
+}
+
 int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
-		      const cJSON *mflag, struct events *ev)
+		      const cJSON *mflag, const struct vcard *photo, struct events *ev)
 {
 	char *text = NULL, *server = NULL, *flag = NULL, *mine = NULL, token[300];
 	cJSON *local = cJSON_Duplicate(json, 1);
@@ -986,7 +1022,7 @@ int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *js
 	if (!r)
 		r = db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
 	if (!r)
-		r = tree_render(c, db, cid, ev);
+		r = photo ? render_with_photo(c, db, cid, photo, ev) : tree_render(c, db, cid, ev);
 	if (!r)
 		r = db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", server, cid);
 	if (!r && mine)
@@ -1084,7 +1120,9 @@ static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 {
 	cJSON *server = NULL, *base = NULL, *theirs = NULL, *pp = NULL, *px = NULL;
 	struct vcard *other = NULL;
+	const struct vcard *shows;
 	cJSON *mflag = NULL;
+	int stale;
 	struct cache_merge m;
 	struct vcard_error e;
 	struct buf ours;
@@ -1136,10 +1174,17 @@ static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 	 * conflict is not (the conflict copy holds it). */
 	if (!m.overlap && (r = cache_merge_remember(db, cid, card, base, &m, 1)))
 		goto out;
-	if (!m.lacks && !m.overlap && (r = stale_photo(db, cid, card, prev)) <= 0)
+	if ((stale = stale_photo(db, cid, card, prev)) < 0) {
+		r = stale;
+		goto out;
+	}
+	if (!m.lacks && !m.overlap && !stale)
 		goto out; /* holds all the file showed: as written */
+	/* The photo the merge shows: the card's own, unless it is the one
+	 * of the version it names and the file showed another. */
+	shows = stale ? prev : card;
 	if (!m.overlap) {
-		r = tree_render_local(c, db, cid, m.pending ? m.merged : theirs, mflag, ev);
+		r = tree_render_local(c, db, cid, m.pending ? m.merged : theirs, mflag, shows, ev);
 		if (!r)
 			log_info("\"%s\" was written from an older version of the contact: merged "
 				 "with what the file showed",
@@ -1154,7 +1199,7 @@ static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 	if (!r)
 		r = tree_keep_beside(db, cid, &ours, kept, sizeof(kept), ev);
 	if (!r)
-		r = tree_render_local(c, db, cid, theirs, mflag, ev);
+		r = tree_render_local(c, db, cid, theirs, mflag, prev, ev);
 	if (!r)
 		cache_error(db, n->name,
 			    "conflict: changed elsewhere and in this save in the same fields (%s); "
