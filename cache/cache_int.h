@@ -266,6 +266,7 @@ struct cache_merge {
 	cJSON *patch, *ext;	/* the card against base: ours */
 	cJSON *todo, *todo_ext; /* the card against theirs */
 	unsigned pending;	/* fields ours changed that theirs lacks */
+	unsigned lacks;		/* fields theirs changed that the card lacks */
 	int overlap;		/* one of them theirs changed too, otherwise */
 	struct buf fields;	/* those fields, for the error log */
 	cJSON *merged;		/* with pending and no overlap: theirs plus ours */
@@ -281,6 +282,30 @@ void cache_merge_release(struct cache_merge *m);
  * extension against it applied. NULL when out of memory. */
 cJSON *cache_merge_said(const cJSON *base, const cJSON *patch, const cJSON *ext);
 
+/* What a card said (m, merged against base) is kept in merges: a base for
+ * a later card naming the same version (cache_card_base). local: a card
+ * written through the mount, not yet on the server (a base for the file's
+ * writers only, never for what is sent); else one the outbox merged to
+ * send. In the open transaction. 0 or -errno. */
+int cache_merge_remember(sqlite3 *db, int64_t cid, struct vcard *card, const cJSON *base,
+			 const struct cache_merge *m, int local) CACHE_MUST_CHECK;
+
+/* Write json (what contact cid's file should show: a merge, not a server
+ * version) into the file as the mount renders it, under a version token of
+ * its own ("<changeKey>+<n>", kept in versions: a card written from it is
+ * based on exactly it), with mflag as its follow-up flag when not NULL and
+ * photo's PHOTO (none when it has none) when photo is not NULL, else the
+ * stored photo; the contact's server version stays as it was. The file counts as written (its
+ * changes are still to send). In the open transaction. 0 or -errno. */
+int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
+		      const cJSON *mflag, const struct vcard *photo,
+		      struct events *ev) CACHE_MUST_CHECK;
+
+/* Keep ours (a card's bytes) beside contact cid's file as
+ * "<name>.conflict-<UTC time>", a scratch file; its name in kept. */
+int tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept, size_t size,
+		     struct events *ev) CACHE_MUST_CHECK;
+
 /* What a written card of contact cid is based on (cache_card_base). */
 enum cache_base {
 	CACHE_BASE_UNKNOWN = 0, /* names a version the cache does not know */
@@ -294,7 +319,7 @@ enum cache_base {
  * what the cards merged since that named it said, the one the card changes
  * least against (tree.c). With CACHE_BASE_OLDER, *json (when json is not NULL)
  * is the base; the caller frees it. Or -errno. */
-int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **json);
+int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, int local_ok, cJSON **json);
 
 
 /* Render contact cid from its server JSON (and photo) into the file that

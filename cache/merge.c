@@ -164,8 +164,15 @@ int cache_merge(const cJSON *base, const cJSON *theirs, const struct vcard *card
 	{
 		const char *f = it->string;
 
-		if (!is_field(f) || !claimed(f, m->patch, base, theirs))
+		if (!is_field(f))
 			continue;
+		if (!claimed(f, m->patch, base, theirs)) {
+			/* Theirs changed it; the card says what base said. */
+			if (strcmp(f, "displayName") ||
+			    !same_value(it, cJSON_GetObjectItemCaseSensitive(theirs, f)))
+				m->lacks++;
+			continue;
+		}
 		m->pending++;
 		/* They changed it too, to something else. */
 		if (!same_value(cJSON_GetObjectItemCaseSensitive(base, f),
@@ -175,6 +182,8 @@ int cache_merge(const cJSON *base, const cJSON *theirs, const struct vcard *card
 				return -ENOMEM;
 		}
 	}
+	if (m->todo_ext && !m->ext)
+		m->lacks++;
 	if (m->ext && m->todo_ext) {
 		m->pending++;
 		if (ext_differs(cache_ext_of(base), cache_ext_of(theirs))) {
@@ -199,6 +208,32 @@ int cache_merge(const cJSON *base, const cJSON *theirs, const struct vcard *card
 	if (m->ext)
 		put_ext(m->merged, m->todo_ext);
 	return 0;
+}
+
+int cache_merge_remember(sqlite3 *db, int64_t cid, struct vcard *card, const cJSON *base,
+			 const struct cache_merge *m, int local)
+{
+	char ck[256], photo[16], *text = NULL;
+	cJSON *said;
+	int r;
+
+	if (!cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo)))
+		return 0;
+	if (!(said = cache_merge_said(base, m->patch, m->ext)))
+		return -ENOMEM;
+	text = cJSON_PrintUnformatted(said);
+	r = text ? db_run(db,
+			  "INSERT INTO merges(cid, named, json, at, local) VALUES(?, ?, ?, ?, ?)",
+			  "ittii", cid, ck, text, cache_now_ms(), (int64_t)local)
+		 : -ENOMEM;
+	if (!r)
+		r = db_run(db,
+			   "DELETE FROM merges WHERE at < ? OR (cid = ? AND seq NOT IN (SELECT seq "
+			   "FROM merges WHERE cid = ? ORDER BY seq DESC LIMIT 32))",
+			   "iii", cache_now_ms() - 24LL * 3600 * 1000, cid, cid);
+	free(text);
+	cJSON_Delete(said);
+	return r;
 }
 
 void cache_merge_release(struct cache_merge *m)

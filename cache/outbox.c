@@ -55,6 +55,7 @@ struct entry {
 	char photo_type[64];
 	char name[256]; /* the file, for messages */
 	char key[40];	/* client key of a create */
+	char token[300]; /* the version the file named when planned ("" none) */
 
 	/* the answer */
 	int err; /* -errno when no answer came */
@@ -313,17 +314,33 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
  */
 static int stale_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **old)
 {
-	int r = cache_card_base(db, cid, card, old);
+	int r = cache_card_base(db, cid, card, 0, old);
 
 	return r < 0 ? r : 0;
 }
 
-/* Our own write made version to of contact cid out of version from: a
- * card naming from is based on to (cache_version_base). */
-static int own_step(sqlite3 *db, int64_t cid, const char *from, const char *to)
+/*
+ * Our own write made version to of contact cid out of version from: a card
+ * naming from is based on to (cache_card_base). token is the version the
+ * file named when the write was planned: a local state of the file on top
+ * of from ("<from>+<n>") went with it, and so did the ones before it; one
+ * made later, while the request was on its way, did not.
+ */
+static int own_step(sqlite3 *db, int64_t cid, const char *from, const char *to, const char *token)
 {
+	size_t len = from ? strlen(from) : 0;
+	int r;
+
 	if (!from || !to || !strcmp(from, to))
 		return 0;
+	if (token && !strncmp(token, from, len) && token[len] == '+' &&
+	    (r = db_run(db,
+			"UPDATE versions SET ours_to = ? WHERE cid = ? AND ours_to IS NULL AND "
+			"substr(change_key, 1, length(?) + 1) = ? || '+' AND "
+			"CAST(substr(change_key, length(?) + 2) AS INTEGER) <= ?",
+			"tittti", to, cid, from, from, from,
+			(int64_t)strtoll(token + len + 1, NULL, 10))))
+		return r;
 	return db_run(db, "UPDATE versions SET ours_to = ? WHERE cid = ? AND change_key = ?", "tit",
 		      to, cid, from);
 }
@@ -510,6 +527,11 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct ev
 			break;
 		}
 		if (e->stage == 0) {
+			char photo[16];
+
+			if (!cache_version_of(card, e->token, sizeof(e->token), photo,
+					      sizeof(photo)))
+				e->token[0] = '\0';
 			if (cache_patch_is_empty(patch, base) && !ext) {
 				r = PLAN_DONE;
 				break;
@@ -1059,7 +1081,7 @@ static int adopt_change_key(sqlite3 *db, const struct entry *e)
 				 : -ENOMEM;
 			free(text);
 			if (!r)
-				r = own_step(db, e->cid, old_ck, ck);
+				r = own_step(db, e->cid, old_ck, ck, e->token);
 		}
 		free(old_ck);
 	} else {
@@ -1176,7 +1198,8 @@ static int on_success(sqlite3 *db, struct entry *e)
 				   "cid = ?",
 				   "tti", cache_jstr(resp, "changeKey"), json, e->cid);
 			if (!r)
-				r = own_step(db, e->cid, old_ck, cache_jstr(resp, "changeKey"));
+				r = own_step(db, e->cid, old_ck, cache_jstr(resp, "changeKey"),
+					     e->token);
 			free(old_ck);
 			if (!r)
 				r = entry_next(db, e, 1);
@@ -1396,115 +1419,45 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 
 /* ---- conflicts (DESIGN point 6) ------------------------------------------------------------ */
 
-/* Store contact json as the base and write the file from merged (or from
- * json when merged is NULL), showing mflag as its follow-up flag when not
- * NULL (else the flag stored, which stays what is stored). */
+/* Store contact theirs as the base and write the file from merged (a local
+ * state under a token of its own, tree_render_local), or from theirs when
+ * merged is NULL; mflag, when not NULL, is the follow-up flag the file shows
+ * (the flag stored stays what is stored). */
 static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *theirs,
 		       const cJSON *merged, const cJSON *mflag, struct events *ev)
 {
-	cJSON *stored = mflag ? cache_flag_of(db, cid) : NULL;
-	char *text = cJSON_PrintUnformatted(theirs),
-	     *mtext = merged ? cJSON_PrintUnformatted(merged) : NULL,
-	     *ftext = mflag ? cJSON_PrintUnformatted(mflag) : NULL,
-	     *stext = stored ? cJSON_PrintUnformatted(stored) : NULL;
+	cJSON *stored = NULL;
+	char *text = cJSON_PrintUnformatted(theirs), *ftext = NULL, *stext = NULL;
 	int r = text ? 0 : -ENOMEM;
 
-	if (!r && ((merged && !mtext) || (mflag && !ftext) || (stored && !stext)))
+	if (merged) {
+		if (!r)
+			r = db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?",
+				   "tti", text, cache_jstr(theirs, "changeKey"), cid);
+		free(text);
+		return r ? r : tree_render_local(c, db, cid, merged, mflag, NULL, ev);
+	}
+	if (!r && mflag &&
+	    (!(ftext = cJSON_PrintUnformatted(mflag)) ||
+	     ((stored = cache_flag_of(db, cid)) && !(stext = cJSON_PrintUnformatted(stored)))))
 		r = -ENOMEM;
-	/* Render from what the file should say, then put the base back. */
+	/* Render with the file's flag, then put the stored one back. */
 	if (!r && ftext)
 		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", ftext, cid);
 	if (!r)
-		r = db_run(db, "UPDATE contacts SET json = ?, render = 1 WHERE cid = ?", "ti",
-			   mtext ? mtext : text, cid);
+		r = db_run(db,
+			   "UPDATE contacts SET json = ?, change_key = ?, render = 1 WHERE cid = ?",
+			   "tti", text, cache_jstr(theirs, "changeKey"), cid);
 	if (!r)
 		r = db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
 	if (!r)
 		r = tree_render(c, db, cid, ev);
-	if (!r)
-		r = db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?", "tti",
-			   text, cache_jstr(theirs, "changeKey"), cid);
 	if (!r && ftext)
 		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", stext, cid);
 	cJSON_Delete(stored);
 	free(text);
-	free(mtext);
 	free(ftext);
 	free(stext);
-	return r;
-}
-
-/* Keep our bytes beside the file as <name>.conflict-<UTC time>. */
-static int keep_ours(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept, size_t size,
-		     struct events *ev)
-{
-	char name[256], stamp[32], want[300];
-	int64_t folder = 0, ino;
-	time_t now = time(NULL);
-	struct tm tm;
-	int r;
-
-	gmtime_r(&now, &tm);
-	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-	if ((r = db_int(db, &folder, "SELECT folder FROM contacts WHERE cid = ?", "i", cid)) < 0)
-		return r;
-	{
-		sqlite3_stmt *st;
-
-		if ((r = db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i", cid)))
-			return r;
-		snprintf(want, sizeof(want), "contact.vcf.conflict-%s", stamp);
-		if (db_step(st) == 1) {
-			const char *n = (const char *)sqlite3_column_text(st, 0);
-			size_t room = 255 - strlen(".conflict-") - strlen(stamp);
-
-			snprintf(want, sizeof(want), "%.*s.conflict-%s", (int)room, n, stamp);
-		}
-		db_release(st);
-	}
-	if ((r = tree_unique_name(db, (uint64_t)folder, want, name)))
-		return r;
-	if ((r = db_run(
-		     db,
-		     "INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, written, chosen) "
-		     "VALUES(?, ?, ?, ?, ?, ?, 1, 1)",
-		     "itiiib", folder, name, (int64_t)CACHE_FILE, cache_now_ns(),
-		     (int64_t)ours->len, ours->data ? ours->data : "", ours->len)))
-		return r;
-	ino = sqlite3_last_insert_rowid(db);
-	events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)folder, name, 0, NULL);
-	snprintf(kept, size, "%s", name);
-	return 0;
-}
-
-/*
- * A card was merged with a newer version than its base: what it said (base
- * plus its changes) is a base for a later card naming the same version,
- * which may hold what it said (the same writer's next save, or another
- * writer that read its bytes): cache_card_base. In the open transaction.
- */
-static int remember_buffer(sqlite3 *db, int64_t cid, struct vcard *card, const cJSON *base,
-			   const cJSON *patch, const cJSON *ext)
-{
-	char ck[256], photo[16], *text = NULL;
-	cJSON *said;
-	int r;
-
-	if (!cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo)))
-		return 0;
-	if (!(said = cache_merge_said(base, patch, ext)))
-		return -ENOMEM;
-	text = cJSON_PrintUnformatted(said);
-	r = text ? db_run(db, "INSERT INTO merges(cid, named, json, at) VALUES(?, ?, ?, ?)", "itti",
-			  cid, ck, text, cache_now_ms())
-		 : -ENOMEM;
-	if (!r)
-		r = db_run(db,
-			   "DELETE FROM merges WHERE at < ? OR (cid = ? AND seq NOT IN (SELECT seq "
-			   "FROM merges WHERE cid = ? ORDER BY seq DESC LIMIT 16))",
-			   "iii", cache_now_ms() - 24LL * 3600 * 1000, cid, cid);
-	free(text);
-	cJSON_Delete(said);
 	return r;
 }
 
@@ -1531,7 +1484,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 
 	buf_init(&ours, (size_t)64 << 20);
 	if ((r = cache_merge(base, theirs, card, &m)) ||
-	    (r = remember_buffer(db, e->cid, card, base, m.patch, m.ext)))
+	    (r = cache_merge_remember(db, e->cid, card, base, &m, 0)))
 		goto out;
 	if (!m.pending) {
 		/* The server holds our change already (or the card changed
@@ -1579,7 +1532,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 		}
 	}
 	if (!r)
-		r = keep_ours(db, e->cid, &ours, kept, sizeof(kept), ev);
+		r = tree_keep_beside(db, e->cid, &ours, kept, sizeof(kept), ev);
 	if (!r)
 		r = take_server(c, db, e->cid, theirs, NULL, NULL, ev);
 	if (!r) {
@@ -1648,7 +1601,7 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 	/* The base: what the card was written from, when that is older than
 	 * the version the update was sent against (another writer's save
 	 * since); else that version. */
-	if ((r = cache_card_base(db, e->cid, card, &base)) < 0)
+	if ((r = cache_card_base(db, e->cid, card, 0, &base)) < 0)
 		goto commit;
 	if (!base)
 		base = k.json ? cJSON_Parse(k.json) : NULL;

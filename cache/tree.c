@@ -569,6 +569,48 @@ static int photo_fits(const struct vcard *card, char *msg, size_t size)
 	return -EFBIG;
 }
 
+int tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept, size_t size,
+		     struct events *ev)
+{
+	char name[256], stamp[32], want[300];
+	int64_t folder = 0, ino;
+	time_t now = time(NULL);
+	struct tm tm;
+	int r;
+
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	if ((r = db_int(db, &folder, "SELECT folder FROM contacts WHERE cid = ?", "i", cid)) < 0)
+		return r;
+	{
+		sqlite3_stmt *st;
+
+		if ((r = db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i", cid)))
+			return r;
+		snprintf(want, sizeof(want), "contact.vcf.conflict-%s", stamp);
+		if (db_step(st) == 1) {
+			const char *n = (const char *)sqlite3_column_text(st, 0);
+			size_t room = 255 - strlen(".conflict-") - strlen(stamp);
+
+			snprintf(want, sizeof(want), "%.*s.conflict-%s", (int)room, n, stamp);
+		}
+		db_release(st);
+	}
+	if ((r = tree_unique_name(db, (uint64_t)folder, want, name)))
+		return r;
+	if ((r = db_run(
+		     db,
+		     "INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, written, chosen) "
+		     "VALUES(?, ?, ?, ?, ?, ?, 1, 1)",
+		     "itiiib", folder, name, (int64_t)CACHE_FILE, cache_now_ns(),
+		     (int64_t)ours->len, ours->data ? ours->data : "", ours->len)))
+		return r;
+	ino = sqlite3_last_insert_rowid(db);
+	events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)folder, name, 0, NULL);
+	snprintf(kept, size, "%s", name);
+	return 0;
+}
+
 /* ---- the version a card was made from (DESIGN point 6) ------------------------------- */
 
 /* 12 hex digits of the SHA-256 of a photo, or "0" for none. out: 16 bytes. */
@@ -650,7 +692,7 @@ static int version_json(sqlite3 *db, int64_t cid, const char *ck, cJSON **json, 
  * field twice is not in conflict with itself). A change made elsewhere is
  * never a candidate.
  */
-int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **json)
+int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, int local_ok, cJSON **json)
 {
 	char ck[256], photo[16], next[256];
 	cJSON *best = NULL, *cand = NULL;
@@ -661,6 +703,21 @@ int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **json)
 		*json = NULL;
 	if (!cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo)))
 		return CACHE_BASE_UNNAMED;
+	/* A local state (a merge the file showed, "<change key>+<n>") is not
+	 * a server version: for the server's side it stands for the version
+	 * our write made of it, or else the one it was made from. */
+	if (!local_ok && strchr(ck, '+')) {
+		int had = version_json(db, cid, ck, &cand, &present, next, sizeof(next));
+
+		cJSON_Delete(cand);
+		cand = NULL;
+		if (had < 0)
+			return had;
+		if (next[0])
+			snprintf(ck, sizeof(ck), "%s", next);
+		else
+			*strchr(ck, '+') = '\0';
+	}
 	for (int step = 0; step < 64 && ck[0]; step++) {
 		if ((r = version_json(db, cid, ck, &cand, &present, next, sizeof(next))) <= 0)
 			break;
@@ -686,8 +743,10 @@ int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, cJSON **json)
 	if (r < 0)
 		goto out;
 	(void)cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo));
-	if ((r = db_prepare(db, &st, "SELECT json FROM merges WHERE cid = ? AND named = ? ORDER BY seq",
-			    "it", cid, ck)))
+	if ((r = db_prepare(db, &st,
+			    "SELECT json FROM merges WHERE cid = ? AND named = ? AND (? OR NOT local) "
+			    "ORDER BY seq",
+			    "iti", cid, ck, (int64_t)local_ok)))
 		goto out;
 	while (r >= 0 && (r = db_step(st)) == 1) {
 		if (!(cand = cJSON_Parse((const char *)sqlite3_column_text(st, 0))))
@@ -860,8 +919,307 @@ static int flag_refused(struct cache *c, sqlite3 *db, int64_t cid, const struct 
 	return r;
 }
 
+/* The card file ino holds as written here and not yet taken by a server
+ * version (local edits), parsed; NULL for none. */
+static struct vcard *written_card(sqlite3 *db, int64_t ino)
+{
+	struct vcard *card = NULL;
+	struct vcard_error e;
+	sqlite3_stmt *st;
+
+	if (db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ? AND written AND NOT draft",
+		       "i", ino))
+		return NULL;
+	if (db_step(st) == 1 &&
+	    vcard_parse_one(sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0) : "",
+			    (size_t)sqlite3_column_bytes(st, 0), &card, &e))
+		card = NULL;
+	db_release(st);
+	return card;
+}
+
+/* Render contact cid with the photo of card (none when it has none), then
+ * put the stored photo back: tree_render_local's photo. */
+static int render_with_photo(struct cache *c, sqlite3 *db, int64_t cid, const struct vcard *card,
+			     struct events *ev)
+{
+	const struct vcard_prop *p = vcard_photo(card);
+	sqlite3_stmt *st;
+	struct buf photo;
+	char *type = NULL;
+	int had = 0, r;
+
+	buf_init(&photo, (size_t)8 << 20);
+	if ((r = db_prepare(db, &st, "SELECT photo, photo_type FROM contacts WHERE cid = ?", "i",
+			    cid)))
+		return r;
+	if (db_step(st) == 1 && sqlite3_column_blob(st, 0)) {
+		had = 1;
+		r = buf_add(&photo, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+		type = db_strdup(st, 1);
+	}
+	db_release(st);
+	if (!r)
+		r = db_run(db, "UPDATE contacts SET photo = ?, photo_type = ? WHERE cid = ?", "bti",
+			   p ? p->data : NULL, p ? p->len : 0,
+			   p ? (p->mediatype ? p->mediatype : "image/jpeg") : NULL, cid);
+	if (!r)
+		r = tree_render(c, db, cid, ev);
+	if (!r)
+		r = db_run(db, "UPDATE contacts SET photo = ?, photo_type = ? WHERE cid = ?", "bti",
+			   had ? (photo.data ? photo.data : "") : NULL, had ? photo.len : 0, type,
+			   cid);
+	buf_release(&photo);
+	free(type);
+	return r;
+}
+
+int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
+		      const cJSON *mflag, const struct vcard *photo, struct events *ev)
+{
+	char *text = NULL, *server = NULL, *flag = NULL, *mine = NULL, token[300];
+	cJSON *local = cJSON_Duplicate(json, 1);
+	const char *ck = cache_jstr(json, "changeKey");
+	sqlite3_stmt *st;
+	int64_t n = 0;
+	int r = local ? 0 : -ENOMEM;
+
+	/* The state the file shows gets a token of its own, kept as a
+	 * version: a card written from it is based on exactly it. */
+	if (!r && ck && (r = db_int(db, &n,
+				    "SELECT count(*) FROM versions WHERE cid = ? AND "
+				    "substr(change_key, 1, length(?) + 1) = ? || '+'",
+				    "itt", cid, ck, ck)) >= 0) {
+		snprintf(token, sizeof(token), "%s+%lld", ck, (long long)n + 1);
+		cJSON_DeleteItemFromObjectCaseSensitive(local, "changeKey");
+		r = cJSON_AddStringToObject(local, "changeKey", token) ? 0 : -ENOMEM;
+	}
+	if (r >= 0 && !(text = cJSON_PrintUnformatted(local)))
+		r = -ENOMEM;
+	if (r > 0)
+		r = 0;
+	if (!r && ck)
+		r = db_run(db,
+			   "INSERT OR REPLACE INTO versions(cid, change_key, json, at) VALUES(?, ?, "
+			   "?, ?)",
+			   "itti", cid, token, text, cache_now_ms());
+	cJSON_Delete(local);
+
+	if (!r && !(r = db_prepare(db, &st, "SELECT json, flag FROM contacts WHERE cid = ?", "i",
+				    cid))) {
+		if (db_step(st) == 1) {
+			server = db_strdup(st, 0);
+			flag = db_strdup(st, 1);
+		}
+		db_release(st);
+	}
+	if (!r && mflag && !(mine = cJSON_PrintUnformatted(mflag)))
+		r = -ENOMEM;
+	if (!r && mine)
+		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", mine, cid);
+	if (!r)
+		r = db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", text, cid);
+	if (!r)
+		r = db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
+	if (!r)
+		r = photo ? render_with_photo(c, db, cid, photo, ev) : tree_render(c, db, cid, ev);
+	if (!r)
+		r = db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", server, cid);
+	if (!r && mine)
+		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", flag, cid);
+	if (!r)
+		r = db_run(db, "UPDATE nodes SET written = 1, mtime_ns = ? WHERE cid = ?", "ii",
+			   cache_now_ns(), cid);
+	free(text);
+	free(server);
+	free(flag);
+	free(mine);
+	return r;
+}
+
+/*
+ * A card written over contact cid's file, made from another version than
+ * what the file showed (an editor's buffer read before a change reached
+ * the file; the file's own local edits not sent yet, prev, count as part of
+ * what it showed), is merged with what the file showed before it is queued,
+ * so that neither a change made elsewhere nor another writer's save is
+ * undone (DESIGN point 6): a field only the card changed is the card's, a
+ * field only the file had changed stays, one both changed differently is a
+ * conflict (the card kept beside the file, the file as it was, the error
+ * log says so). A card that holds everything the file showed stays as
+ * written, byte for byte. 0 or -errno.
+ */
+/*
+ * The file a save renamed away before it wrote the contact's new file
+ * (vim's and emacs's backup, "name~"): it no longer shows the contact (its
+ * cid went), but it holds what the contact's file showed. Of the files in
+ * n's folder that show no contact, the latest written one with card's UID;
+ * NULL for none (errno ENOMEM when out of memory).
+ */
+static struct vcard *renamed_away(sqlite3 *db, const struct node *n, struct vcard *card)
+{
+	const struct vcard_prop *uidp = vcard_find(card, "UID");
+	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
+	struct vcard *found = NULL;
+	sqlite3_stmt *st;
+
+	errno = 0;
+	if (!uid || !*uid ||
+	    db_prepare(db, &st,
+		       "SELECT ino FROM nodes WHERE parent = ? AND kind = ? AND cid IS NULL AND "
+		       "ino != ? AND written AND NOT draft ORDER BY mtime_ns DESC LIMIT 16",
+		       "iii", n->parent, (int64_t)CACHE_FILE, n->ino))
+		return NULL;
+	while (!found && db_step(st) == 1) {
+		struct vcard *v = written_card(db, sqlite3_column_int64(st, 0));
+		const struct vcard_prop *p = v ? vcard_find(v, "UID") : NULL;
+
+		if (p && !strcmp(vcard_text(v, p), uid))
+			found = v;
+		else
+			vcard_free(v);
+	}
+	db_release(st);
+	return found;
+}
+
+/*
+ * Whether card, written over contact cid's file, keeps the photo of the
+ * version it names while the file showed another (prev, or else the
+ * server's): the writer never saw that photo, so the file is to show it
+ * again. 1, 0, or -errno.
+ */
+static int stale_photo(sqlite3 *db, int64_t cid, struct vcard *card, const struct vcard *prev)
+{
+	const struct vcard_prop *p = vcard_photo(card), *q = prev ? vcard_photo(prev) : NULL;
+	char ck[256], named[16], mine[16], shown[16];
+	sqlite3_stmt *st;
+	int r;
+
+	if (!cache_version_of(card, ck, sizeof(ck), named, sizeof(named)))
+		return 0;
+	photo_tag(p ? p->data : NULL, p ? p->len : 0, mine);
+	if (strcmp(mine, named))
+		return 0; /* the writer's own photo (or its removal) */
+	if (prev) {
+		photo_tag(q ? q->data : NULL, q ? q->len : 0, shown);
+		return strcmp(shown, mine) != 0;
+	}
+	if ((r = db_prepare(db, &st, "SELECT photo FROM contacts WHERE cid = ?", "i", cid)))
+		return r;
+	if ((r = db_step(st)) == 1) {
+		photo_tag(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), shown);
+		r = strcmp(shown, mine) != 0;
+	}
+	db_release(st);
+	return r;
+}
+
+static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t cid,
+			  struct vcard *card, const struct vcard *prev, struct events *ev)
+{
+	cJSON *server = NULL, *base = NULL, *theirs = NULL, *pp = NULL, *px = NULL;
+	struct vcard *other = NULL;
+	const struct vcard *shows;
+	cJSON *mflag = NULL;
+	int stale;
+	struct cache_merge m;
+	struct vcard_error e;
+	struct buf ours;
+	sqlite3_stmt *st;
+	char kept[256];
+	int kind, r;
+
+	memset(&m, 0, sizeof(m));
+	buf_init(&ours, (size_t)64 << 20);
+	/* Saved as a new file after the old one was renamed away (the
+	 * contact's other file still holds what it showed). */
+	if (!prev && (prev = other = renamed_away(db, n, card)) == NULL && errno == ENOMEM) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = kind = cache_card_base(db, cid, card, 1, &base)) < 0)
+		goto out;
+	r = 0;
+	if (kind == CACHE_BASE_UNNAMED || kind == CACHE_BASE_UNKNOWN)
+		goto out;
+	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", cid)))
+		goto out;
+	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+		server = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+	db_release(st);
+	if (!server)
+		goto out;
+	/* What the file showed: the server's version with its local edits. */
+	if (prev && !vcard_graph_diff(server, prev, &pp, &px, &e) &&
+	    (!cache_patch_is_empty(pp, server) || px) &&
+	    !(theirs = cache_merge_said(server, pp, px))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (kind == CACHE_BASE_PRESENT && !(base = cJSON_Duplicate(server, 1))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (!theirs) {
+		theirs = server;
+		server = NULL;
+	}
+	if (c->cfg.followup && vcard_followup_read(card, &mflag, &e))
+		mflag = NULL;
+	if ((r = cache_merge(base, theirs, card, &m)))
+		goto out;
+	/* What the card said is a base for the next card naming its version
+	 * (the same buffer saved again, a reader of these bytes); a card in
+	 * conflict is not (the conflict copy holds it). */
+	if (!m.overlap && (r = cache_merge_remember(db, cid, card, base, &m, 1)))
+		goto out;
+	if ((stale = stale_photo(db, cid, card, prev)) < 0) {
+		r = stale;
+		goto out;
+	}
+	if (!m.lacks && !m.overlap && !stale)
+		goto out; /* holds all the file showed: as written */
+	/* The photo the merge shows: the card's own, unless it is the one
+	 * of the version it names and the file showed another. */
+	shows = stale ? prev : card;
+	if (!m.overlap) {
+		r = tree_render_local(c, db, cid, m.pending ? m.merged : theirs, mflag, shows, ev);
+		if (!r)
+			log_info("\"%s\" was written from an older version of the contact: merged "
+				 "with what the file showed",
+				 n->name);
+		goto out;
+	}
+	if ((r = db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ?", "i", n->ino)))
+		goto out;
+	if (db_step(st) == 1)
+		r = buf_add(&ours, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+	db_release(st);
+	if (!r)
+		r = tree_keep_beside(db, cid, &ours, kept, sizeof(kept), ev);
+	if (!r)
+		r = tree_render_local(c, db, cid, theirs, mflag, prev, ev);
+	if (!r)
+		cache_error(db, n->name,
+			    "conflict: changed elsewhere and in this save in the same fields (%s); "
+			    "the file holds what it showed before, the save is kept as %s",
+			    m.fields.data ? m.fields.data : "", kept);
+out:
+	cJSON_Delete(mflag);
+	vcard_free(other);
+	cache_merge_release(&m);
+	buf_release(&ours);
+	cJSON_Delete(server);
+	cJSON_Delete(base);
+	cJSON_Delete(theirs);
+	cJSON_Delete(pp);
+	cJSON_Delete(px);
+	return r;
+}
+
 static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t folder,
-			  struct vcard *card, struct events *ev)
+			  struct vcard *card, const struct vcard *prev, struct events *ev)
 {
 	const struct vcard_prop *uidp = vcard_find(card, "UID");
 	const char *uid = uidp ? vcard_text(card, uidp) : NULL;
@@ -929,7 +1287,7 @@ static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 	if ((r = enqueue_once(db, OP_UPDATE, cid, folder)))
 		return r;
 	based = cache_version_of(card, base_ck, sizeof(base_ck), base_photo, sizeof(base_photo));
-	if (based && (r = cache_card_base(db, cid, card, NULL)) <= CACHE_BASE_UNKNOWN) {
+	if (based && (r = cache_card_base(db, cid, card, 1, NULL)) <= CACHE_BASE_UNKNOWN) {
 		if (r < 0)
 			return r;
 		cache_error(db, n->name,
@@ -937,6 +1295,8 @@ static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 			    "merged with: it was written from a version of the contact this mount "
 			    "no longer knows (older than a day, or shown by another cache)");
 	}
+	if ((r = merge_at_write(c, db, n, cid, card, prev, ev)))
+		return r;
 	if (!photo) {
 		/* Made from a version without a photo (read before it came):
 		 * it removes nothing. */
@@ -1108,7 +1468,7 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
 				"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, "
 				"draft = 0 WHERE ino = ?",
 				"biii", text->data, text->len, (int64_t)text->len, now, n.ino)) ||
-		    (r = commit_contact(c, db, &n, folder, card, ev)))
+		    (r = commit_contact(c, db, &n, folder, card, NULL, ev)))
 			return r;
 		events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
 		k->updated++;
@@ -1138,7 +1498,7 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
 			"itiiib", folder, name, (int64_t)CACHE_FILE, now, (int64_t)text->len,
 			text->data, text->len)) ||
 	    (r = node_get(db, sqlite3_last_insert_rowid(db), &n)) ||
-	    (r = commit_contact(c, db, &n, folder, card, ev)))
+	    (r = commit_contact(c, db, &n, folder, card, NULL, ev)))
 		return r;
 	events_add(ev, CACHE_ADDED, (uint64_t)n.ino, (uint64_t)folder, n.name, 0, NULL);
 	k->created++;
@@ -1391,9 +1751,9 @@ int cache_create(struct cache *c, uint64_t parent, const char *name, enum cache_
 	return cache_in_txn(c, do_create, &a);
 }
 
-static int do_write(struct cache *c, void *arg)
+/* do_write's body; *prev is the caller's to free. */
+static int write_file(struct cache *c, struct op_args *a, struct vcard **prev)
 {
-	struct op_args *a = arg;
 	sqlite3 *db = c->db;
 	struct vcard **cards = NULL;
 	size_t ncards = 0;
@@ -1408,6 +1768,9 @@ static int do_write(struct cache *c, void *arg)
 		return is_dir(n.kind) ? -EISDIR : -EINVAL;
 	if ((r = node_get(db, n.parent, &p)))
 		return r;
+	/* Local edits the file holds, merged with what replaces them. */
+	if (n.cid)
+		*prev = written_card(db, n.ino);
 	if ((r = db_run(
 		     db,
 		     "UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1 WHERE ino = ?",
@@ -1442,8 +1805,17 @@ static int do_write(struct cache *c, void *arg)
 	if (!r && ncards > 1)
 		r = import_cards(c, db, &n, p.ino, cards, ncards, &a->ev);
 	else if (!r && !(r = db_run(db, "UPDATE nodes SET draft = 0 WHERE ino = ?", "i", n.ino)))
-		r = commit_contact(c, db, &n, p.ino, cards[0], &a->ev);
+		r = commit_contact(c, db, &n, p.ino, cards[0], *prev, &a->ev);
 	vcard_free_all(cards, ncards);
+	return r;
+}
+
+static int do_write(struct cache *c, void *arg)
+{
+	struct vcard *prev = NULL;
+	int r = write_file(c, arg, &prev);
+
+	vcard_free(prev);
 	return r;
 }
 
@@ -1580,7 +1952,7 @@ static int do_rename(struct cache *c, void *arg)
 	struct op_args *a = arg;
 	sqlite3 *db = c->db;
 	struct node src, dst, np, op;
-	struct vcard **cards = NULL, *card = NULL;
+	struct vcard **cards = NULL, *card = NULL, *prev = NULL;
 	size_t ncards = 0;
 	char why[160];
 	int has_dst, src_vcf, dst_vcf, r;
@@ -1714,6 +2086,9 @@ static int do_rename(struct cache *c, void *arg)
 					  a->newname, "not moved")))
 			goto out;
 	}
+	/* The replaced file's local edits, merged with what replaces them. */
+	if (has_dst && dst.cid && card)
+		prev = written_card(db, dst.ino);
 	if (has_dst && (r = remove_node(c, db, &dst)))
 		goto out;
 	if ((src.cid && (r = name_left(db, op.ino, src.name, src.cid))) ||
@@ -1733,11 +2108,12 @@ static int do_rename(struct cache *c, void *arg)
 		if (!r)
 			r = db_run(db, "UPDATE nodes SET written = 1 WHERE ino = ?", "i", src.ino);
 	} else if (card) {
-		r = commit_contact(c, db, &src, np.ino, card, &a->ev);
+		r = commit_contact(c, db, &src, np.ino, card, prev, &a->ev);
 	} else if (cards) {
 		r = import_cards(c, db, &src, np.ino, cards, ncards, &a->ev);
 	}
 out:
+	vcard_free(prev);
 	vcard_free_all(cards, ncards);
 	return r;
 }

@@ -857,7 +857,7 @@ static void downgraded(int *check_failed_, struct env *v, const char *sql, uint6
 }
 
 /* A cache made by the first schema (as contactfs 1 made it) is migrated
- * on open: its files and queue stay, and what versions 2 and 3 added is
+ * on open: its files and queue stay, and what versions 2, 3 and 4 added is
  * there. */
 BODY(migrate_v1)
 {
@@ -881,9 +881,10 @@ BODY(migrate_v1)
 	}
 	rc = sqlite3_prepare_v2(db,
 				"SELECT count(*) FROM sqlite_master WHERE name IN "
-				"('names_past', 'names_due', 'versions', 'contacts_versions', "
-				"'merges') OR (name = 'nodes' AND sql LIKE '%basis%') OR "
-				"(name = 'contacts' AND sql LIKE '%flag TEXT%')",
+				"('names_past', 'names_due', 'versions', 'contacts_versions') OR "
+				"(name = 'nodes' AND sql LIKE '%basis%') OR "
+				"(name = 'contacts' AND sql LIKE '%flag TEXT%') OR "
+				"(name = 'merges' AND sql LIKE '%local INTEGER%')",
 				-1, &q, NULL);
 	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
 		tables = sqlite3_column_int64(q, 0);
@@ -1014,16 +1015,16 @@ TEST(cache_open_refuses_a_database_of_a_newer_schema)
 	RUN(refuse_newer, .no_emulator = 1);
 }
 
-BODY(migrate_v2)
+/* A cache as schema version `from` left it (sql takes a new one there) is
+ * migrated on open, keeping what it holds; then query prepares. */
+static void migrated_from(int *check_failed_, struct env *v, const char *sql, const char *query)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *q = NULL;
 	uint64_t ino = 0;
 	int rc;
 
-	/* A cache as schema 2 left it: no contacts.flag. */
-	downgraded(check_failed_, v, "ALTER TABLE contacts DROP COLUMN flag; PRAGMA user_version = 2;",
-		   &ino);
+	downgraded(check_failed_, v, sql, &ino);
 	if (CHECK_FAILED)
 		return;
 	reopened_keeps(check_failed_, v, ino, &db);
@@ -1031,10 +1032,31 @@ BODY(migrate_v2)
 		sqlite3_close(db);
 		return;
 	}
-	rc = sqlite3_prepare_v2(db, "SELECT flag FROM contacts", -1, &q, NULL);
+	rc = sqlite3_prepare_v2(db, query, -1, &q, NULL);
 	sqlite3_finalize(q);
 	sqlite3_close(db);
 	CHECK_INT(rc, SQLITE_OK);
+}
+
+BODY(migrate_v2)
+{
+	/* No contacts.flag, no merges.local. */
+	migrated_from(check_failed_, v,
+		      "ALTER TABLE contacts DROP COLUMN flag; ALTER TABLE merges DROP COLUMN local; "
+		      "PRAGMA user_version = 2;",
+		      "SELECT c.flag, m.local FROM contacts c, merges m");
+}
+
+BODY(migrate_v3)
+{
+	/* No merges.local. */
+	migrated_from(check_failed_, v, "ALTER TABLE merges DROP COLUMN local; PRAGMA user_version = 3;",
+		      "SELECT local FROM merges");
+}
+
+TEST(cache_open_migrates_a_schema_3_cache_adding_which_merges_are_local_and_keeps_what_it_holds)
+{
+	RUN(migrate_v3, .no_emulator = 1);
 }
 
 TEST(cache_open_migrates_a_schema_2_cache_adding_the_follow_up_flag_and_keeps_what_it_holds)
