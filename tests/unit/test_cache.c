@@ -309,7 +309,10 @@ fail:
 #define RUN(body, ...)                                                                  \
 	do {                                                                            \
 		struct opts o_ = {__VA_ARGS__};                                         \
-		struct env *v_ = env_up(&o_);                                           \
+		struct env *v_;                                                         \
+		if (!o_.no_emulator)                                                    \
+			EMULATOR_NEEDED();                                              \
+		v_ = env_up(&o_);                                                       \
 		if (!v_)                                                                \
 			CHECK(!"the test's emulator, client or cache did not come up"); \
 		body(check_failed_, v_);                                                \
