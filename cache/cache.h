@@ -90,7 +90,8 @@ struct cache_change {
 typedef void (*cache_change_fn)(void *ctx, const struct cache_change *change);
 
 struct cache_config {
-	const char *dir;     /* the cache directory; NULL: $XDG_CACHE_HOME/contactfs/<mailbox> */
+	const char *dir;     /* the cache directory; NULL: $XDG_CACHE_HOME/contactfs/<mailbox>,
+				else $HOME/.cache/contactfs/<mailbox> */
 	const char *mailbox; /* UPN, or NULL for the signed-in user ("me") */
 	enum vcard_version version; /* of rendered vCards; 0: 3.0 */
 	int poll_s;		    /* seconds between delta rounds; 0: 300; < 0: only on demand */
@@ -114,7 +115,10 @@ struct cache;
  * (then cache_start fails). Refuses, with -EINVAL and a sentence in errbuf,
  * a database that is not a contactfs cache, one of a newer schema, one of
  * another mailbox, or one that SQLite finds corrupt: never silently reset.
- * -EACCES when the directory is readable by others and cannot be made 0700.
+ * The directory is made 0700 (with its missing parents) when it does not
+ * exist. One that exists is used as it is, never chmod'ed: -EACCES when it
+ * is not the caller's or others can open it, -ENOTEMPTY when it holds other
+ * files and no cache.db; errbuf says which and what to do.
  * Entries that were in flight when the last process stopped are made
  * pending again (creates among them are looked up on the server before they
  * are sent again).

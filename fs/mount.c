@@ -259,7 +259,7 @@ int mount_main(int argc, char **argv)
 	struct graph *g = NULL;
 	sigset_t stop_signals, old_mask;
 	char *gcopy = NULL, errbuf[512], *fsname = NULL, *cache_dir = NULL;
-	int r, rc = EXIT_USAGE, mounted = 0, nodes = 0, ready = -1;
+	int r, rc = EXIT_USAGE, mounted = 0, nodes = 0, ready = -1, handlers = 0;
 
 	/* One malloc arena for all threads. With one per thread (glibc's
 	 * default, up to 8 per core), memory freed by one thread stays with
@@ -403,6 +403,7 @@ int mount_main(int argc, char **argv)
 		rc = EXIT_SOFTWARE;
 		goto out;
 	}
+	handlers = 1;
 	if (fuse_session_mount(fs.se, cl.mountpoint)) {
 		rc = EXIT_CANTCREAT; /* libfuse said why */
 		goto out;
@@ -475,7 +476,9 @@ out:
 	if (fs.se) {
 		if (mounted)
 			fuse_session_unmount(fs.se);
-		fuse_remove_signal_handlers(fs.se);
+		/* Only once set: libfuse complains of an "unknown session". */
+		if (handlers)
+			fuse_remove_signal_handlers(fs.se);
 	}
 	cache_close(fs.cache); /* stops the sync thread: no callback after this */
 	if (fs.se)
