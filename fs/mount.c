@@ -124,6 +124,7 @@ void mount_usage(FILE *f)
 	      "  -o auth_url=URL    identity platform (default " GRAPH_DEFAULT_AUTH_URL ")\n"
 	      "  -o user=UPN        someone else's mailbox shared with you (default: yours)\n"
 	      "  -o token_cmd=CMD   take access tokens from CMD instead of contactfs login\n"
+	      "                     (ps shows CMD to every user: name a script, never a secret)\n"
 	      "  -o client_id=ID    your app registration (as given to contactfs login)\n"
 	      "  -o tenant=T        common, organizations, consumers or a tenant id\n"
 	      "  -o cache_dir=DIR   the cache (default $XDG_CACHE_HOME/contactfs/MAILBOX)\n"
