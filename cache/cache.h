@@ -162,6 +162,12 @@ int cache_drain(struct cache *c, int timeout_ms) CACHE_MUST_CHECK;
  * an imported file of cards: until no entry of its folder is pending. */
 int cache_wait_file(struct cache *c, uint64_t ino, int timeout_ms) CACHE_MUST_CHECK;
 
+/* Put every change committed so far on stable storage (commits are safe
+ * from a crash of the process when the call that made them returns, from a
+ * power cut only after this). For fsync when the server has not answered.
+ * 0, or -errno of the failed fsync (logged). */
+int cache_sync_disk(struct cache *c) CACHE_MUST_CHECK;
+
 /* ---- the tree (what fs/ calls) --------------------------------------------- */
 
 enum cache_kind {

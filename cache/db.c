@@ -624,3 +624,38 @@ int db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize)
 	free(mailbox);
 	return 0;
 }
+
+/* fsync one file by name; a file that is not there has nothing to sync. */
+static int sync_file(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), r = 0;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (fsync(fd))
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int cache_sync_disk(struct cache *c)
+{
+	struct buf b;
+	int r;
+
+	/* The database commits with synchronous=NORMAL: a commit is in the
+	 * WAL, safe from a crash of the process but not yet from a power cut
+	 * until the next checkpoint. fsync of the WAL (and of the database,
+	 * for what a checkpoint moved there) makes every commit so far
+	 * durable. */
+	buf_init(&b, 8192);
+	r = buf_printf(&b, "%s-wal", c->path);
+	if (!r)
+		r = sync_file(b.data);
+	if (!r)
+		r = sync_file(c->path);
+	buf_release(&b);
+	if (r)
+		log_err("cache: syncing %s to disk: %s", c->path, strerror(-r));
+	return r;
+}

@@ -1000,13 +1000,18 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 		fuse_reply_err(req, r);
 		return;
 	}
-	/* Durable locally now; wait for the server's verdict, bounded. */
-	r = fs->opt.offline ? 0 : cache_wait_file(fs->cache, ino, fs->opt.fsync_timeout_s * 1000);
+	/* Committed locally now; wait for the server's verdict, bounded. No
+	 * verdict (offline, or none within fsync_timeout) is 0 as for a local
+	 * file, once the change is on disk: it is not lost, and is sent later. */
+	r = fs->opt.offline ? -EHOSTDOWN
+			    : cache_wait_file(fs->cache, ino, fs->opt.fsync_timeout_s * 1000);
 	if (r == -EHOSTDOWN || r == -ETIMEDOUT) {
-		log_info("fsync of inode %llu: %s; the change is saved locally and will be sent",
-			 (unsigned long long)ino,
-			 r == -EHOSTDOWN ? "offline" : "the server did not answer in time");
-		r = 0;
+		if (!fs->opt.offline)
+			log_info("fsync of inode %llu: %s; the change is saved locally and will "
+				 "be sent",
+				 (unsigned long long)ino,
+				 r == -EHOSTDOWN ? "offline" : "the server did not answer in time");
+		r = cache_sync_disk(fs->cache);
 	}
 	fuse_reply_err(req, r ? err_of(r) : 0);
 }
@@ -1186,11 +1191,14 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	/* Every change of a directory was committed before its call returned. */
+	/* Every change of a directory was committed before its call returned;
+	 * fsync puts the commits on disk. */
+	int r = cache_sync_disk(fs_of(req)->cache);
+
 	(void)ino;
 	(void)datasync;
 	(void)fi;
-	fuse_reply_err(req, 0);
+	fuse_reply_err(req, r ? err_of(r) : 0);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
