@@ -2,12 +2,17 @@
  * contactfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT: mount the mailbox.
  *
  * The order matters: everything that can be refused (options, sign-in, the
- * cache) is checked while the terminal still sees our messages; then the
- * mount, then the fork into the background (fuse_daemonize), and only then
- * threads (the sync thread, the notify thread, the FUSE workers), which a
- * fork would not carry over. Unmounting (fusermount3 -u, or SIGTERM) ends
- * the FUSE loop; the outbox gets a bounded time to drain, and the process
- * exits 0 when everything went as it should.
+ * cache) is checked while the terminal still sees our messages. Without -f
+ * the process forks once the options are parsed and before anything is
+ * opened (background() below, not fuse_daemonize): the parent waits on a
+ * pipe until the child has mounted (exit 0) or given up (exit with the
+ * child's status), so the child's refusals still reach the terminal. The
+ * child signs in, opens the cache, mounts, and only then detaches (stdio to
+ * /dev/null, chdir /) and starts threads (the sync thread, the notify
+ * thread, the FUSE workers), which a fork would not carry over. Unmounting
+ * (fusermount3 -u, or SIGTERM) ends the FUSE loop; the outbox gets a
+ * bounded time to drain, and the process exits 0 when everything went as
+ * it should.
  *
  * SOURCE is what mount.fuse3 passes from /etc/fstab's first field; it is
  * used as the file system's name in the mount table.

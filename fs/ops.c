@@ -1,7 +1,11 @@
 /*
  * The FUSE low-level operations: every request is answered from the cache
- * (cache_* calls are local queries and transactions; none waits on the
- * network except fsync, which waits for the server's verdict by design).
+ * (cache_* calls are local queries and transactions). Two kinds wait on the
+ * network, each bounded: fsync of a file, which waits for the server's
+ * verdict by design (up to fsync_timeout), and, in fs/ctl.c, the lookup,
+ * stat, open or listing of .contactfs/categories and .contactfs/people/
+ * when the stored list is older than the poll interval (one request, on the
+ * caller's thread).
  *
  * An open file's bytes live in a struct fs_file shared by every handle on
  * it: writes change that copy, and the first flush (close) after a write
