@@ -47,7 +47,7 @@
 struct graph;
 struct buf;
 
-/* ---- names (DESIGN point 1) ----------------------------------------------- */
+/* ---- names (docs/design.md §1) -------------------------------------------- */
 
 /*
  * A file or directory name made safe from a name on the server: '/',
@@ -137,7 +137,7 @@ int cache_start(struct cache *c) CACHE_MUST_CHECK;
 void cache_sync_now(struct cache *c);
 
 /*
- * Writers of file ino through the mount (DESIGN point 1). While a file has
+ * Writers of file ino through the mount (docs/design.md §1). While a file has
  * one, and for CACHE_NAME_GRACE_MS after the last one closes (an editor's
  * save and reopen), a display-name change from the server does not rename
  * it: the rename waits and is made then. Call cache_name_hold when a file
@@ -244,7 +244,7 @@ int cache_unlink(struct cache *c, uint64_t parent, const char *name) CACHE_MUST_
 #define CACHE_RENAME_NOREPLACE 1
 
 /*
- * Rename, with the meaning DESIGN points 3 and 8 give it: within a folder a
+ * Rename, as docs/design.md §3 and §8 mean it: within a folder a
  * contact's file is renamed only; into another folder the contact moves
  * (create there, then delete here); onto a non-.vcf name or into a scratch
  * directory the contact's deletion is queued and the file stays as a

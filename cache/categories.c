@@ -1,5 +1,5 @@
 /*
- * The mailbox's master category list as a text file (DESIGN 10):
+ * The mailbox's master category list as a text file (docs/design.md §10):
  * .contactfs/categories, one category a line, "name: colour", with
  * Outlook's colour names. Reading shows the list as the server last gave
  * it (fetched again when older than the poll interval, and never while

@@ -453,13 +453,13 @@ static const char SCHEMA_V1[] =
  * MIGRATIONS[i] takes a database from version i + 1 to i + 2; a new cache
  * is made at version 1 and migrated like an old one.
  *
- * Version 2: the names of contact files (DESIGN point 1). nodes.basis is
+ * Version 2: the names of contact files (docs/design.md §1). nodes.basis is
  * the name the server's display name gave when the file's name was last
  * settled (NULL: settle at the next version from the server, the echo of a
  * write); names_past holds the names a contact's file had in its folder,
  * so that a save at one of them is that contact; names_due the files whose
  * rename waits for a writer. versions and merges: what a card written back
- * may name as its base (DESIGN point 6, the merge).
+ * may name as its base (docs/design.md §6, the merge).
  *
  * Version 3: contacts.flag, the contact's follow-up flag as Graph's beta
  * last gave it (followupFlag JSON; NULL: never read), with -o followup.

@@ -423,7 +423,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	/* chmod succeeds and changes nothing: modes are fixed (DESIGN 9). */
+	/* chmod succeeds and changes nothing: modes are fixed (docs/design.md §9). */
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		if (!S_ISREG(st.st_mode)) {
 			fuse_reply_err(req, S_ISDIR(st.st_mode) ? EISDIR : EINVAL);
@@ -670,7 +670,7 @@ static int load_locked(struct fs *fs, struct fs_file *f)
 }
 
 /* A file's first writer holds its name: a display-name change from the
- * server waits until the last one has closed (DESIGN point 1). Under
+ * server waits until the last one has closed (docs/design.md §1). Under
  * f->lock. */
 static void writer_came_locked(struct fs *fs, struct fs_file *f)
 {
@@ -1047,7 +1047,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	/* A directory opened after the last round went stale asks for a new
-	 * one (DESIGN 11); at most once per poll interval. */
+	 * one (docs/design.md §11); at most once per poll interval. */
 	pthread_mutex_lock(&fs->lock);
 	if (fs->opt.poll_s > 0 && now - fs->asked >= fs->opt.poll_s) {
 		fs->asked = now;

@@ -46,9 +46,9 @@ extern char **environ;
  *
  * Contacts.ReadWrite.Shared is what /users/{upn} needs for a mailbox that is
  * not the signed-in person's (shared or delegated folders), but Microsoft
- * accounts cannot consent to it (graph-facts §13.4), and asking for it would
- * make their sign-in fail. So it is asked for only when user= names a
- * mailbox, which only work or school accounts can do anyway. The refresh
+ * accounts cannot consent to it (docs/graph.md, "Signing in"), and asking for
+ * it would make their sign-in fail. So it is asked for only when user= names
+ * a mailbox, which only work or school accounts can do anyway. The refresh
  * grant asks for the same set as the login did: the token file is per user=,
  * so both see the same g->user.
  */

@@ -1,6 +1,6 @@
 /*
  * cache/: the SQLite replica and the sync engine, against the Graph
- * emulator (DESIGN points 2-8, 11, 12).
+ * emulator (docs/design.md §2-8, 11, 12).
  *
  * Each case gets a fresh temporary directory for its cache and, when it
  * talks to Graph, an emulator of its own. Cases run through RUN(): the case's
