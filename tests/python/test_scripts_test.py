@@ -4,6 +4,8 @@ and run on small reports written as ctest and pytest write them."""
 import re
 import subprocess
 
+import pytest
+
 from conftest import REPO
 
 CTEST_REPORT = """<?xml version="1.0" encoding="UTF-8"?>
@@ -47,20 +49,19 @@ def junit(mode, report):
     return r.stdout
 
 
-def test_ctest_skip_return_code_counts_as_skipped_and_a_missing_program_as_failed(tmp_path):
-    report = tmp_path / "ctest.xml"
-    report.write_text(CTEST_REPORT)
-    assert junit("count", report) == "1 2 2\n"
-    assert junit("failed", report).split() == ["t.failed::t.failed",
-                                               "t.no_program::t.no_program"]
-
-
-def test_pytest_skips_are_counted_and_errors_are_failures(tmp_path):
-    report = tmp_path / "pytest.xml"
-    report.write_text(PYTEST_REPORT)
-    assert junit("count", report) == "2 2 1\n"
-    assert junit("failed", report).split() == ["test_x::test_bad",
-                                               "test_x::test_broken_fixture"]
+@pytest.mark.parametrize("report, counts, failed", [
+    # ctest: SKIP_RETURN_CODE (or the skip regular expression) is a skip; a
+    # "notrun" for any other reason (its program is missing) is a failure.
+    (CTEST_REPORT, "1 2 2", ["t.failed::t.failed", "t.no_program::t.no_program"]),
+    # pytest: skips are counted, errors (a fixture that broke) are failures.
+    (PYTEST_REPORT, "2 2 1", ["test_x::test_bad", "test_x::test_broken_fixture"]),
+], ids=["ctest", "pytest"])
+def test_a_report_counts_passed_failed_and_skipped_and_names_the_failures(tmp_path, report,
+                                                                          counts, failed):
+    path = tmp_path / "report.xml"
+    path.write_text(report)
+    assert junit("count", path) == counts + "\n"
+    assert junit("failed", path).split() == failed
 
 
 def test_a_missing_or_unreadable_report_counts_nothing(tmp_path):

@@ -20,7 +20,7 @@ import pytest
 from conftest import contactfs_bin
 from emulator_proc import Emulator
 from mount_proc import is_mounted, need_fuse, wait_until
-from test_mount_cli import cleanup
+from test_mount_cli import WAIT_GONE_SCRIPT, cleanup
 
 
 def run(args, timeout=120, **kw):
@@ -153,16 +153,7 @@ SCRIPT = textwrap.dedent(r"""
         wait $daemon
         echo "daemon_rc=$?"
     fi
-    gone=no
-    for i in $(seq 600); do
-        left=""
-        for p in $pids; do
-            [ -d /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null && left="$left $p"
-        done
-        [ -z "$left" ] && { gone=yes; break; }
-        sleep 0.1
-    done
-    echo "daemon_gone=$gone"
+""") + WAIT_GONE_SCRIPT + textwrap.dedent(r"""
     if [ "$gone" = no ]; then umount -l "$MNT" 2>/dev/null; kill -9 $pids 2>/dev/null; fi
 """)
 
