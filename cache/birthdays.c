@@ -1,5 +1,5 @@
 /*
- * .contactfs/birthdays.ics (DESIGN 10): every contact's birthday and
+ * .contactfs/birthdays.ics (docs/design.md §10): every contact's birthday and
  * anniversary as a yearly all-day event, built with libical from the cards
  * the mount shows (so what a person wrote and what Outlook holds agree).
  *

@@ -49,7 +49,7 @@
 struct graph;
 struct buf;
 
-/* ---- names (DESIGN point 1) ----------------------------------------------- */
+/* ---- names (docs/design.md §1) -------------------------------------------- */
 
 /*
  * A file or directory name made safe from a name on the server: '/',
@@ -92,7 +92,8 @@ struct cache_change {
 typedef void (*cache_change_fn)(void *ctx, const struct cache_change *change);
 
 struct cache_config {
-	const char *dir;     /* the cache directory; NULL: $XDG_CACHE_HOME/contactfs/<mailbox> */
+	const char *dir;     /* the cache directory; NULL: $XDG_CACHE_HOME/contactfs/<mailbox>,
+				else $HOME/.cache/contactfs/<mailbox> */
 	const char *mailbox; /* UPN, or NULL for the signed-in user ("me") */
 	enum vcard_version version; /* of rendered vCards; 0: 3.0 */
 	int poll_s;		    /* seconds between delta rounds; 0: 300; < 0: only on demand */
@@ -116,7 +117,10 @@ struct cache;
  * (then cache_start fails). Refuses, with -EINVAL and a sentence in errbuf,
  * a database that is not a contactfs cache, one of a newer schema, one of
  * another mailbox, or one that SQLite finds corrupt: never silently reset.
- * -EACCES when the directory is readable by others and cannot be made 0700.
+ * The directory is made 0700 (with its missing parents) when it does not
+ * exist. One that exists is used as it is, never chmod'ed: -EACCES when it
+ * is not the caller's or others can open it, -ENOTEMPTY when it holds other
+ * files and no cache.db; errbuf says which and what to do.
  * Entries that were in flight when the last process stopped are made
  * pending again (creates among them are looked up on the server before they
  * are sent again).
@@ -135,7 +139,7 @@ int cache_start(struct cache *c) CACHE_MUST_CHECK;
 void cache_sync_now(struct cache *c);
 
 /*
- * Writers of file ino through the mount (DESIGN point 1). While a file has
+ * Writers of file ino through the mount (docs/design.md §1). While a file has
  * one, and for CACHE_NAME_GRACE_MS after the last one closes (an editor's
  * save and reopen), a display-name change from the server does not rename
  * it: the rename waits and is made then. Call cache_name_hold when a file
@@ -159,6 +163,12 @@ int cache_drain(struct cache *c, int timeout_ms) CACHE_MUST_CHECK;
  * parked); -ETIMEDOUT; -EHOSTDOWN when offline. 0 for a scratch file. For
  * an imported file of cards: until no entry of its folder is pending. */
 int cache_wait_file(struct cache *c, uint64_t ino, int timeout_ms) CACHE_MUST_CHECK;
+
+/* Put every change committed so far on stable storage (commits are safe
+ * from a crash of the process when the call that made them returns, from a
+ * power cut only after this). For fsync when the server has not answered.
+ * 0, or -errno of the failed fsync (logged). */
+int cache_sync_disk(struct cache *c) CACHE_MUST_CHECK;
 
 /* ---- the tree (what fs/ calls) --------------------------------------------- */
 
@@ -236,7 +246,7 @@ int cache_unlink(struct cache *c, uint64_t parent, const char *name) CACHE_MUST_
 #define CACHE_RENAME_NOREPLACE 1
 
 /*
- * Rename, with the meaning DESIGN points 3 and 8 give it: within a folder a
+ * Rename, as docs/design.md §3 and §8 mean it: within a folder a
  * contact's file is renamed only; into another folder the contact moves
  * (create there, then delete here); onto a non-.vcf name or into a scratch
  * directory the contact's deletion is queued and the file stays as a

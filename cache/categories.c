@@ -1,5 +1,5 @@
 /*
- * The mailbox's master category list as a text file (DESIGN 10):
+ * The mailbox's master category list as a text file (docs/design.md §10):
  * .contactfs/categories, one category a line, "name: colour", with
  * Outlook's colour names. Graph cannot rename a category: a renamed line is
  * one deleted and one created, and contacts keep the old name (shown

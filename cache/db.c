@@ -453,13 +453,13 @@ static const char SCHEMA_V1[] =
  * MIGRATIONS[i] takes a database from version i + 1 to i + 2; a new cache
  * is made at version 1 and migrated like an old one.
  *
- * Version 2: the names of contact files (DESIGN point 1). nodes.basis is
+ * Version 2: the names of contact files (docs/design.md §1). nodes.basis is
  * the name the server's display name gave when the file's name was last
  * settled (NULL: settle at the next version from the server, the echo of a
  * write); names_past holds the names a contact's file had in its folder,
  * so that a save at one of them is that contact; names_due the files whose
  * rename waits for a writer. versions and merges: what a card written back
- * may name as its base (DESIGN point 6, the merge).
+ * may name as its base (docs/design.md §6, the merge).
  *
  * Version 3: contacts.flag, the contact's follow-up flag as Graph's beta
  * last gave it (followupFlag JSON; NULL: never read), with -o followup.
@@ -627,4 +627,39 @@ int db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize)
 	}
 	free(mailbox);
 	return 0;
+}
+
+/* fsync one file by name; a file that is not there has nothing to sync. */
+static int sync_file(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), r = 0;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (fsync(fd))
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int cache_sync_disk(struct cache *c)
+{
+	struct buf b;
+	int r;
+
+	/* The database commits with synchronous=NORMAL: a commit is in the
+	 * WAL, safe from a crash of the process but not yet from a power cut
+	 * until the next checkpoint. fsync of the WAL (and of the database,
+	 * for what a checkpoint moved there) makes every commit so far
+	 * durable. */
+	buf_init(&b, 8192);
+	r = buf_printf(&b, "%s-wal", c->path);
+	if (!r)
+		r = sync_file(b.data);
+	if (!r)
+		r = sync_file(c->path);
+	buf_release(&b);
+	if (r)
+		log_err("cache: syncing %s to disk: %s", c->path, strerror(-r));
+	return r;
 }

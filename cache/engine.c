@@ -10,6 +10,7 @@
  */
 #include "cache_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -24,12 +25,14 @@ int cache_offline_errno(int r)
 	       r == -EHOSTDOWN || r == -ECONNRESET;
 }
 
-/* mkdir -p with mode 0700 for what it creates. */
-static int make_dirs(const char *path)
+/* mkdir -p with mode 0700 for what it creates; *made: whether path itself
+ * was created now. */
+static int make_dirs(const char *path, int *made)
 {
 	char tmp[4096];
 	size_t n = strlen(path);
 
+	*made = 0;
 	if (n >= sizeof(tmp))
 		return -ENAMETOOLONG;
 	memcpy(tmp, path, n + 1);
@@ -41,8 +44,61 @@ static int make_dirs(const char *path)
 			return -errno;
 		*p = '/';
 	}
-	if (mkdir(tmp, 0700) && errno != EEXIST)
+	if (!mkdir(tmp, 0700))
+		*made = 1;
+	else if (errno != EEXIST)
 		return -errno;
+	return 0;
+}
+
+/*
+ * A cache directory that was there before: used as it is, its mode never
+ * changed (cache_dir=$HOME must not lock the home). It must belong to the
+ * user, be closed to everyone else, and be empty or hold a cache.db (which
+ * db_schema then checks is this mailbox's contactfs cache). 0, or -errno
+ * with the sentence in errbuf.
+ */
+static int existing_dir_ok(const char *dir, char *errbuf, size_t errsize)
+{
+	struct stat st;
+	struct dirent *e;
+	int other = 0, db = 0;
+	DIR *d;
+
+	if (stat(dir, &st) || !(d = opendir(dir))) {
+		int r = -errno;
+
+		snprintf(errbuf, errsize, "%s: %s", dir, strerror(-r));
+		return r;
+	}
+	while ((e = readdir(d)))
+		if (!strcmp(e->d_name, "cache.db"))
+			db = 1;
+		else if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			other = 1;
+	closedir(d);
+	if (st.st_uid != geteuid()) {
+		snprintf(errbuf, errsize,
+			 "%s: belongs to uid %u, not to you: give a directory of yours", dir,
+			 (unsigned)st.st_uid);
+		return -EACCES;
+	}
+	if (st.st_mode & 077) {
+		snprintf(errbuf, errsize,
+			 "%s: other users can open it (mode %04o), and contactfs changes the mode "
+			 "only of a directory it creates: chmod 700 it, or give a cache_dir that "
+			 "does not exist yet",
+			 dir, (unsigned)(st.st_mode & 07777));
+		return -EACCES;
+	}
+	if (other && !db) {
+		snprintf(
+			errbuf, errsize,
+			"%s: holds other files and no contactfs cache: give an empty directory, or "
+			"a cache_dir that does not exist yet",
+			dir);
+		return -ENOTEMPTY;
+	}
 	return 0;
 }
 
@@ -55,7 +111,7 @@ static char *default_dir(const char *mailbox)
 	if (xdg && *xdg == '/') {
 		if (buf_printf(&b, "%s/contactfs/%s", xdg, mailbox))
 			goto fail;
-	} else if (home && *home) {
+	} else if (home && *home == '/') {
 		if (buf_printf(&b, "%s/.cache/contactfs/%s", home, mailbox))
 			goto fail;
 	} else {
@@ -71,8 +127,7 @@ struct cache *cache_open(const struct cache_config *cfg, struct graph *g, char *
 			 size_t errsize, int *err)
 {
 	struct cache *c = calloc(1, sizeof(*c));
-	struct stat st;
-	int fd, r = -ENOMEM;
+	int fd, made, r = -ENOMEM;
 
 	snprintf(errbuf, errsize, "out of memory");
 	if (!c)
@@ -96,18 +151,15 @@ struct cache *cache_open(const struct cache_config *cfg, struct graph *g, char *
 		r = -EINVAL;
 		goto fail;
 	}
-	if ((r = make_dirs(c->dir))) {
+	if ((r = make_dirs(c->dir, &made))) {
 		snprintf(errbuf, errsize, "%s: cannot create the cache directory: %s", c->dir,
 			 strerror(-r));
 		goto fail;
 	}
-	/* Nothing in it is for other users' eyes. */
-	if (stat(c->dir, &st) || ((st.st_mode & 077) && chmod(c->dir, 0700))) {
-		r = -EACCES;
-		snprintf(errbuf, errsize, "%s: cannot make the cache directory private (0700): %s",
-			 c->dir, strerror(errno));
+	/* Made now: 0700 from the start. There before: nothing in it is for
+	 * other users' eyes, and it is not ours to chmod. */
+	if (!made && (r = existing_dir_ok(c->dir, errbuf, errsize)))
 		goto fail;
-	}
 	{
 		struct buf b;
 

@@ -1,6 +1,6 @@
 /*
  * The three-way merge of a written card with two Graph versions of its
- * contact (DESIGN point 6): ours is what the card changes against the
+ * contact (docs/design.md §6): ours is what the card changes against the
  * version it was made from (base), theirs the version it meets. A field only
  * ours changed is ours, a field only theirs changed stays theirs, and one
  * both changed to different values is a conflict. Used by the outbox (an

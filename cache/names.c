@@ -1,4 +1,4 @@
-/* File and directory names from names on the server (DESIGN point 1). */
+/* File and directory names from names on the server (docs/design.md §1). */
 #include "cache.h"
 
 #include <stdio.h>

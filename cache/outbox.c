@@ -1,5 +1,5 @@
 /*
- * The outbox, sending side (DESIGN points 4-8, "Talking to Graph").
+ * The outbox, sending side (docs/design.md §4-8; the requests: docs/graph.md).
  *
  * A pass repeats: pick the sendable entries (the first of each key, due,
  * not in flight), decide each one's next request from the state as it is
@@ -1417,7 +1417,7 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 	return on_failure(c, db, e, 1, graph_errno(st, e->code), why);
 }
 
-/* ---- conflicts (DESIGN point 6) ------------------------------------------------------------ */
+/* ---- conflicts (docs/design.md §6) --------------------------------------------------------- */
 
 /* Store contact theirs as the base and write the file from merged (a local
  * state under a token of its own, tree_render_local), or from theirs when

@@ -1,9 +1,10 @@
 /*
- * The People API as read-only vCards (DESIGN 10): .contactfs/people/, the
- * CACHE_PEOPLE_MAX people most relevant to the mailbox, most relevant
- * first. Graph's person is not a contact: it is turned into a contact's
- * JSON (the fields the two share) and rendered by the mapping, then given
- * what a contact cannot hold (other phone types, a group's KIND).
+ * The People API as read-only vCards (docs/design.md §10):
+ * .contactfs/people/, the CACHE_PEOPLE_MAX people most relevant to the
+ * mailbox, most relevant first. Graph's person is not a contact: it is turned
+ * into a contact's JSON (the fields the two share) and rendered by the
+ * mapping, then given what a contact cannot hold (other phone types, a
+ * group's KIND).
  *
  * The list is kept in the meta table as the server's JSON ("people", with
  * "people_at" in ms), so the directory reads offline. Nothing here waits

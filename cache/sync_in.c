@@ -1,5 +1,5 @@
 /*
- * Changes from the server into the replica (DESIGN point 11): folder delta,
+ * Changes from the server into the replica (docs/design.md §11): folder delta,
  * then contact delta per folder, extensions (Graph's delta does not carry
  * them), rendering, and photos in the background.
  *

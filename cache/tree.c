@@ -1,7 +1,7 @@
 /*
  * The tree fs/ sees: lookups and listings are single queries; every change
  * is one transaction that also queues what the server must be told, so a
- * change accepted here is never lost (DESIGN points 2-4, 7, 8).
+ * change accepted here is never lost (docs/design.md §2-4, 7, 8).
  */
 #include "cache_int.h"
 
@@ -487,7 +487,7 @@ static int64_t reconcile(sqlite3 *db, int64_t folder, const char *uid)
 /*
  * Whether a file other than skip1 and skip2 shows a contact of folder with
  * this UID: 1 with its name in out, 0, or -errno. A folder holds a contact
- * once (DESIGN 2): a second file with its UID (cp a.vcf b.vcf, a file
+ * once (docs/design.md §2): a second file with its UID (cp a.vcf b.vcf, a file
  * manager's copy and paste) is refused rather than made a second contact
  * or silently taken as an edit of the first.
  */
@@ -611,7 +611,7 @@ int tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kep
 	return 0;
 }
 
-/* ---- the version a card was made from (DESIGN point 6) ------------------------------- */
+/* ---- the version a card was made from (docs/design.md §6) ---------------------------- */
 
 /* 12 hex digits of the SHA-256 of a photo, or "0" for none. out: 16 bytes. */
 static void photo_tag(const void *photo, size_t len, char *out)
@@ -791,7 +791,7 @@ int cache_version_of(struct vcard *card, char *ck, size_t cksize, char *photo, s
 	return 1;
 }
 
-/* ---- names a writer chose (DESIGN point 1) ------------------------------------------ */
+/* ---- names a writer chose (docs/design.md §1) --------------------------------------- */
 
 /* How long a contact's former file name stays its own: a save there is an
  * update of that contact (an editor that keeps a file's name in its buffer
@@ -1043,7 +1043,7 @@ int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *js
  * the file; the file's own local edits not sent yet, prev, count as part of
  * what it showed), is merged with what the file showed before it is queued,
  * so that neither a change made elsewhere nor another writer's save is
- * undone (DESIGN point 6): a field only the card changed is the card's, a
+ * undone (docs/design.md §6): a field only the card changed is the card's, a
  * field only the file had changed stays, one both changed differently is a
  * conflict (the card kept beside the file, the file as it was, the error
  * log says so). A card that holds everything the file showed stays as
@@ -2223,7 +2223,7 @@ static int says_the_same(const struct cache *c, const cJSON *server, const cJSON
 	if (cache_card_flag(c, card, &mine, &e) || (mine && !vcard_followup_same(mine, flag)))
 		goto out;
 	/* A card written without a UID gets the one it has now (its Graph
-	 * id): identity goes by UID (DESIGN 2), and an editor that saves by
+	 * id): identity goes by UID (docs/design.md §2), and an editor that saves by
 	 * writing a new file must carry it. */
 	if (vcard_find(card, "UID") && !vcard_graph_diff(server, card, &patch, &ext, &e) && !ext &&
 	    patch) {

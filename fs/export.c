@@ -1,7 +1,7 @@
 /*
  * contactfs export: the whole mailbox into a directory as a vdir — one
  * directory per contact folder (nested as in Outlook; the default folder is
- * DIR itself), one .vcf per contact, names as DESIGN point 1 says.
+ * DIR itself), one .vcf per contact, names as docs/design.md §1 says.
  *
  * Requests: one folder delta; per folder, one contact delta round (paged)
  * and one list of the contacts that carry our extension (Graph's delta does

@@ -41,6 +41,16 @@ void mount_usage(FILE *f);
 /* contactfs status [MOUNTPOINT...]: what a mount is doing, in words. */
 int status_main(int argc, char **argv);
 
+/*
+ * Make HOME the real user's home (fs/home.c says when it is not): kept when
+ * it is an absolute path to a directory the real user owns, else set from
+ * the password database; XDG_CONFIG_HOME and XDG_CACHE_HOME are dropped when
+ * they name another user's directory. Call before any thread starts. 0, or
+ * -ENOENT with the reason in errbuf when there is no absolute HOME to be had
+ * (then nothing was changed), or -ENOMEM.
+ */
+int fs_home_init(char *errbuf, size_t errsize) __attribute__((warn_unused_result));
+
 struct graph_config;
 
 /*

@@ -38,16 +38,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	char errbuf[512];
+
 	if (argc >= 2 && !strcmp(argv[1], "convert"))
 		return convert_main(argc - 1, argv + 1);
-	if (argc >= 2 && !strcmp(argv[1], "export"))
-		return export_main(argc - 1, argv + 1);
-	if (argc >= 2 && !strcmp(argv[1], "login"))
-		return login_main(argc - 1, argv + 1);
-	if (argc >= 2 && !strcmp(argv[1], "logout"))
-		return logout_main(argc - 1, argv + 1);
-	if (argc >= 2 && !strcmp(argv[1], "status"))
-		return status_main(argc - 1, argv + 1);
 	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		usage(stdout);
 		return 0;
@@ -60,5 +54,19 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
+	/* Every other command may read the token or the cache: find them in
+	 * the user's own home, never relative to the working directory. */
+	if (fs_home_init(errbuf, sizeof(errbuf))) {
+		fprintf(stderr, "contactfs: %s\n", errbuf);
+		return EXIT_USAGE;
+	}
+	if (argc >= 2 && !strcmp(argv[1], "export"))
+		return export_main(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "login"))
+		return login_main(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "logout"))
+		return logout_main(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "status"))
+		return status_main(argc - 1, argv + 1);
 	return mount_main(argc, argv);
 }

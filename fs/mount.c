@@ -2,12 +2,17 @@
  * contactfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT: mount the mailbox.
  *
  * The order matters: everything that can be refused (options, sign-in, the
- * cache) is checked while the terminal still sees our messages; then the
- * mount, then the fork into the background (fuse_daemonize), and only then
- * threads (the sync thread, the notify thread, the FUSE workers), which a
- * fork would not carry over. Unmounting (fusermount3 -u, or SIGTERM) ends
- * the FUSE loop; the outbox gets a bounded time to drain, and the process
- * exits 0 when everything went as it should.
+ * cache) is checked while the terminal still sees our messages. Without -f
+ * the process forks once the options are parsed and before anything is
+ * opened (background() below, not fuse_daemonize): the parent waits on a
+ * pipe until the child has mounted (exit 0) or given up (exit with the
+ * child's status), so the child's refusals still reach the terminal. The
+ * child signs in, opens the cache, mounts, and only then detaches (stdio to
+ * /dev/null, chdir /) and starts threads (the sync thread, the notify
+ * thread, the FUSE workers), which a fork would not carry over. Unmounting
+ * (fusermount3 -u, or SIGTERM) ends the FUSE loop; the outbox gets a
+ * bounded time to drain, and the process exits 0 when everything went as
+ * it should.
  *
  * SOURCE is what mount.fuse3 passes from /etc/fstab's first field; it is
  * used as the file system's name in the mount table.
@@ -124,6 +129,7 @@ void mount_usage(FILE *f)
 	      "  -o auth_url=URL    identity platform (default " GRAPH_DEFAULT_AUTH_URL ")\n"
 	      "  -o user=UPN        someone else's mailbox shared with you (default: yours)\n"
 	      "  -o token_cmd=CMD   take access tokens from CMD instead of contactfs login\n"
+	      "                     (ps shows CMD to every user: name a script, never a secret)\n"
 	      "  -o client_id=ID    your app registration (as given to contactfs login)\n"
 	      "  -o tenant=T        common, organizations, consumers or a tenant id\n"
 	      "  -o cache_dir=DIR   the cache (default $XDG_CACHE_HOME/contactfs/MAILBOX)\n"
@@ -259,7 +265,7 @@ int mount_main(int argc, char **argv)
 	struct graph *g = NULL;
 	sigset_t stop_signals, old_mask;
 	char *gcopy = NULL, errbuf[512], *fsname = NULL, *cache_dir = NULL;
-	int r, rc = EXIT_USAGE, mounted = 0, nodes = 0, ready = -1;
+	int r, rc = EXIT_USAGE, mounted = 0, nodes = 0, ready = -1, handlers = 0;
 
 	/* One malloc arena for all threads. With one per thread (glibc's
 	 * default, up to 8 per core), memory freed by one thread stays with
@@ -403,6 +409,7 @@ int mount_main(int argc, char **argv)
 		rc = EXIT_SOFTWARE;
 		goto out;
 	}
+	handlers = 1;
 	if (fuse_session_mount(fs.se, cl.mountpoint)) {
 		rc = EXIT_CANTCREAT; /* libfuse said why */
 		goto out;
@@ -475,7 +482,9 @@ out:
 	if (fs.se) {
 		if (mounted)
 			fuse_session_unmount(fs.se);
-		fuse_remove_signal_handlers(fs.se);
+		/* Only once set: libfuse complains of an "unknown session". */
+		if (handlers)
+			fuse_remove_signal_handlers(fs.se);
 	}
 	cache_close(fs.cache); /* stops the sync thread: no callback after this */
 	if (fs.se)

@@ -1,7 +1,7 @@
 /*
- * Telling the kernel what the sync thread changed (DESIGN 11). The cache's
- * callback runs on the sync thread after the change is committed; it only
- * queues an event (a notification sent from there could wait on a kernel
+ * Telling the kernel what the sync thread changed (docs/design.md §11). The
+ * cache's callback runs on the sync thread after the change is committed; it
+ * only queues an event (a notification sent from there could wait on a kernel
  * lock held by a FUSE request that waits on the cache). A thread of our own
  * sends them: inval_entry for names that appeared or moved (so a cached
  * "no such file" goes), notify_delete for names that went, inval_inode for

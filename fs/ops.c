@@ -1,7 +1,11 @@
 /*
  * The FUSE low-level operations: every request is answered from the cache
- * (cache_* calls are local queries and transactions; none waits on the
- * network except fsync, which waits for the server's verdict by design).
+ * (cache_* calls are local queries and transactions). Two kinds wait on the
+ * network, each bounded: fsync of a file, which waits for the server's
+ * verdict by design (up to fsync_timeout), and, in fs/ctl.c, the lookup,
+ * stat, open or listing of .contactfs/categories and .contactfs/people/
+ * when the stored list is older than the poll interval (one request, on the
+ * caller's thread).
  *
  * An open file's bytes live in a struct fs_file shared by every handle on
  * it: writes change that copy, and the first flush (close) after a write
@@ -419,7 +423,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	/* chmod succeeds and changes nothing: modes are fixed (DESIGN 9). */
+	/* chmod succeeds and changes nothing: modes are fixed (docs/design.md §9). */
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		if (!S_ISREG(st.st_mode)) {
 			fuse_reply_err(req, S_ISDIR(st.st_mode) ? EISDIR : EINVAL);
@@ -666,7 +670,7 @@ static int load_locked(struct fs *fs, struct fs_file *f)
 }
 
 /* A file's first writer holds its name: a display-name change from the
- * server waits until the last one has closed (DESIGN point 1). Under
+ * server waits until the last one has closed (docs/design.md §1). Under
  * f->lock. */
 static void writer_came_locked(struct fs *fs, struct fs_file *f)
 {
@@ -1000,13 +1004,18 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 		fuse_reply_err(req, r);
 		return;
 	}
-	/* Durable locally now; wait for the server's verdict, bounded. */
-	r = fs->opt.offline ? 0 : cache_wait_file(fs->cache, ino, fs->opt.fsync_timeout_s * 1000);
+	/* Committed locally now; wait for the server's verdict, bounded. No
+	 * verdict (offline, or none within fsync_timeout) is 0 as for a local
+	 * file, once the change is on disk: it is not lost, and is sent later. */
+	r = fs->opt.offline ? -EHOSTDOWN
+			    : cache_wait_file(fs->cache, ino, fs->opt.fsync_timeout_s * 1000);
 	if (r == -EHOSTDOWN || r == -ETIMEDOUT) {
-		log_info("fsync of inode %llu: %s; the change is saved locally and will be sent",
-			 (unsigned long long)ino,
-			 r == -EHOSTDOWN ? "offline" : "the server did not answer in time");
-		r = 0;
+		if (!fs->opt.offline)
+			log_info("fsync of inode %llu: %s; the change is saved locally and will "
+				 "be sent",
+				 (unsigned long long)ino,
+				 r == -EHOSTDOWN ? "offline" : "the server did not answer in time");
+		r = cache_sync_disk(fs->cache);
 	}
 	fuse_reply_err(req, r ? err_of(r) : 0);
 }
@@ -1038,7 +1047,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	/* A directory opened after the last round went stale asks for a new
-	 * one (DESIGN 11); at most once per poll interval. */
+	 * one (docs/design.md §11); at most once per poll interval. */
 	pthread_mutex_lock(&fs->lock);
 	if (fs->opt.poll_s > 0 && now - fs->asked >= fs->opt.poll_s) {
 		fs->asked = now;
@@ -1186,11 +1195,14 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	/* Every change of a directory was committed before its call returned. */
+	/* Every change of a directory was committed before its call returned;
+	 * fsync puts the commits on disk. */
+	int r = cache_sync_disk(fs_of(req)->cache);
+
 	(void)ino;
 	(void)datasync;
 	(void)fi;
-	fuse_reply_err(req, 0);
+	fuse_reply_err(req, r ? err_of(r) : 0);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

@@ -46,9 +46,9 @@ extern char **environ;
  *
  * Contacts.ReadWrite.Shared is what /users/{upn} needs for a mailbox that is
  * not the signed-in person's (shared or delegated folders), but Microsoft
- * accounts cannot consent to it (graph-facts §13.4), and asking for it would
- * make their sign-in fail. So it is asked for only when user= names a
- * mailbox, which only work or school accounts can do anyway. The refresh
+ * accounts cannot consent to it (docs/graph.md, "Signing in"), and asking for
+ * it would make their sign-in fail. So it is asked for only when user= names
+ * a mailbox, which only work or school accounts can do anyway. The refresh
  * grant asks for the same set as the login did: the token file is per user=,
  * so both see the same g->user.
  */
@@ -241,18 +241,13 @@ static void stored_release(struct stored *s)
 char *graph_token_path(const struct graph *g)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
 	struct buf b;
 	int r;
 
 	buf_init(&b, 8192);
-	/* graph_new sets config_dir; the fallback keeps this usable alone. */
-	if (g->config_dir)
-		r = buf_printf(&b, "%s/", g->config_dir);
-	else if (xdg && *xdg == '/')
-		r = buf_printf(&b, "%s/contactfs/", xdg);
-	else
-		r = buf_printf(&b, "%s/.config/contactfs/", home && *home ? home : ".");
+	/* graph_new always sets config_dir (an absolute path unless the
+	 * caller gave a relative one). */
+	r = buf_printf(&b, "%s/", g->config_dir);
 	if (!r && !g->user)
 		r = buf_addstr(&b, "me");
 	/* UPNs are case-insensitive: one file per mailbox, and nothing in a

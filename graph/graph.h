@@ -48,7 +48,8 @@ struct graph_config {
 	const char *client_id;	/* the user's own app registration */
 	const char *user;	/* UPN for /users/{upn}; NULL: /me */
 	const char *token_cmd;	/* a program that prints an access token */
-	const char *config_dir; /* NULL: $XDG_CONFIG_HOME/contactfs */
+	const char *config_dir; /* NULL: $XDG_CONFIG_HOME/contactfs, else
+				   $HOME/.config/contactfs */
 	int timeout_s;		/* per request; 0: 60 */
 	int max_attempts;	/* per request, retries included; 0: 8 */
 };
@@ -56,7 +57,9 @@ struct graph_config {
 struct graph;
 
 /* A new client, or NULL with *err set (-EINVAL for a bad URL, such as
- * http:// to a host that is not loopback, -ENOMEM). No network traffic. */
+ * http:// to a host that is not loopback; -ENOENT when config_dir is NULL
+ * and neither XDG_CONFIG_HOME nor HOME is an absolute path; -ENOMEM). No
+ * network traffic. */
 struct graph *graph_new(const struct graph_config *cfg, int *err);
 void graph_free(struct graph *g);
 

@@ -134,17 +134,23 @@ fail:
 	return NULL;
 }
 
-static char *default_config_dir(void)
+/* $XDG_CONFIG_HOME/contactfs or $HOME/.config/contactfs; never a relative
+ * path: NULL with *err = -ENOENT when neither is absolute. */
+static char *default_config_dir(int *err)
 {
 	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
 	struct buf b;
 	int r;
 
 	buf_init(&b, 4096);
-	if (xdg && *xdg == '/')
+	if (xdg && *xdg == '/') {
 		r = buf_printf(&b, "%s/contactfs", xdg);
-	else
-		r = buf_printf(&b, "%s/.config/contactfs", home && *home ? home : ".");
+	} else if (home && *home == '/') {
+		r = buf_printf(&b, "%s/.config/contactfs", home);
+	} else {
+		*err = -ENOENT;
+		return NULL;
+	}
 	if (r) {
 		buf_release(&b);
 		return NULL;
@@ -207,7 +213,7 @@ struct graph *graph_new(const struct graph_config *cfg, int *err)
 	g->client_id = cfg->client_id ? strdup(cfg->client_id) : NULL;
 	g->user = cfg->user && *cfg->user ? strdup(cfg->user) : NULL;
 	g->token_cmd = cfg->token_cmd ? strdup(cfg->token_cmd) : NULL;
-	g->config_dir = cfg->config_dir ? strdup(cfg->config_dir) : default_config_dir();
+	g->config_dir = cfg->config_dir ? strdup(cfg->config_dir) : default_config_dir(&e);
 	g->mailbox = mailbox_path(cfg->user);
 	g->share = curl_share_init();
 	if (!g->graph_url || beta_err || !g->auth_url || !g->tenant ||

@@ -1,5 +1,5 @@
 """The Microsoft identity platform's device code flow and token endpoint, as
-far as contactfs uses them (graph-facts.md §13).
+far as contactfs uses them (docs/graph.md, "Signing in").
 
   POST /{tenant}/oauth2/v2.0/devicecode   client_id, scope
   POST /{tenant}/oauth2/v2.0/token        grant_type=urn:ietf:params:oauth:grant-type:device_code

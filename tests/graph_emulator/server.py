@@ -477,7 +477,9 @@ _EXPAND_EXT = re.compile(r"^\s*extensions\s*(?:\(\s*\$filter\s*=\s*id\s+eq\s+" +
 
 
 def parse_filter(value):
-    """The two $filter forms Graph documents for contacts (graph-facts §2.5, §6)."""
+    """The two $filter forms Graph documents for contacts: emailAddresses/any
+    (api-reference/v1.0/api/user-list-contacts.md) and Extensions/any
+    (opentypeextension-get.md; docs/graph.md, "Reading contacts")."""
     m = _FILTER_EMAIL.match(value)
     if m:
         return ("email", m.group(2).replace("''", "'"))
@@ -490,7 +492,8 @@ def parse_filter(value):
 
 def parse_expand(value):
     """$expand=extensions[($filter=id eq '...')] -> list of extension keys
-    ([] = all); photo is accepted and adds nothing (graph-facts §2.5)."""
+    ([] = all); photo is accepted and adds nothing (README, "How strict it
+    is")."""
     keys = None
     for item in re.split(r",(?![^(]*\))", value):
         if item.strip().lower() == "photo":

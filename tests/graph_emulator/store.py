@@ -78,7 +78,8 @@ CONTACT_FIELDS = OrderedDict([
     ("businessAddress", "address"), ("otherAddress", "address"), ("spouseName", "string"),
     ("personalNotes", "string"), ("children", "strings"), ("categories", "strings"),
 ])
-# Fixed slots of v1.0 collections (graph-facts.md §1.1); others are unbounded.
+# Fixed slots of v1.0 collections (the Limit column of docs/mapping.md's
+# table); others are unbounded.
 SLOT_LIMITS = {"emailAddresses": 3, "businessPhones": 2, "homePhones": 2, "imAddresses": 3}
 # Server-owned properties. A body that sets one is refused (see README: "strict").
 READ_ONLY = ("id", "changeKey", "createdDateTime", "lastModifiedDateTime",
@@ -316,7 +317,8 @@ def validate_extension(body, creating):
             continue
         if k == "id":
             raise GraphError(400, "ErrorInvalidProperty", "The property 'id' is read-only.")
-        # Values are primitives or arrays of primitives (graph-facts.md §6).
+        # Values are primitives or arrays of primitives (README, "How strict
+        # it is").
         items = v if isinstance(v, list) else [v]
         for item in items:
             if isinstance(item, (dict, list)):
@@ -805,7 +807,7 @@ class Store:
         rec["seq"] = mb.bump()
 
     def _apply_birthday_quirk(self, props):
-        # Field report (graph-facts.md §1.1): a birthday comes back as an
+        # Field report (docs/mapping.md, "Birthdays"): a birthday comes back as an
         # instant near local noon. Off unless the birthday_noon fault is set.
         if self.knob("birthday_noon") and props.get("birthday"):
             props["birthday"] = props["birthday"][:10] + "T11:59:00Z"
@@ -873,7 +875,8 @@ class Store:
                                  "A contact cannot be moved: parentFolderId cannot be changed.")
             self._apply_props(rec, props)
             # Outlook recomputes the display name when the name parts change
-            # and the request does not say what it should be (graph-facts §1.1).
+            # and the request does not say what it should be (docs/graph.md,
+            # "Writing contacts": contact-update.md).
             if (any(k in props for k in NAME_PARTS) and "displayName" not in props) \
                     or not rec["props"].get("displayName"):
                 rec["props"]["displayName"] = computed_display_name(rec["props"])

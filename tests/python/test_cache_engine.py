@@ -419,11 +419,16 @@ def timed_first_sync(tmp_path, drive_bin, contacts, folders):
 
 
 def test_memory_first_sync_of_10000_contacts_stays_under_50_mb_and_is_timed(tmp_path, drive_bin):
+    # Under ASan the bound cannot be checked: skipped, as the 100,000 case,
+    # rather than passing on the contact count alone. The sanitizer still
+    # sees first syncs in the crash and fault tests above.
+    if sanitized(drive_bin):
+        pytest.skip("AddressSanitizer build: its shadow memory is not the engine's")
     wall, fields = timed_first_sync(tmp_path, drive_bin, 10000, 20)
+    rss = int(fields["peak_rss_kb"])
     print(f"memory: first sync of 10,000 contacts: {wall:.1f} s, "
-          f"{fields['requests']} requests, peak RSS {int(fields['peak_rss_kb']) / 1024:.1f} MB")
-    if not sanitized(drive_bin):
-        assert int(fields["peak_rss_kb"]) < 50 * 1024, fields
+          f"{fields['requests']} requests, peak RSS {rss / 1024:.1f} MB")
+    assert rss < 50 * 1024, f"peak RSS {rss} kB, over 50 MB: {fields}"
 
 
 def test_memory_first_sync_of_100000_contacts_stays_under_50_mb(tmp_path, drive_bin):

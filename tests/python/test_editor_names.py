@@ -1,4 +1,4 @@
-"""File names and saves (issue 15; DESIGN "What users can rely on" 1-3).
+"""File names and saves (issue 15; docs/design.md §1-3).
 
 The name a program saves to is the name it finds afterwards: a write, a
 truncate or a rename-over through the mount never renames the file it wrote,

@@ -5,7 +5,7 @@ a bookkeeping line X-CONTACTFS-VERSION:<token>. A card written back is merged
 three ways: ours = what was written, base = the version its line names,
 theirs = the server's current version. A field only the server changed keeps
 the server's value, a field only the writer changed goes to the server, a
-field both changed to different values is a conflict (DESIGN 6: theirs in the
+field both changed to different values is a conflict (docs/design.md §6: theirs in the
 file, ours beside it as NAME.vcf.conflict-TIME, a line in .contactfs/errors
 starting with "conflict"). A card naming a version the cache never rendered is
 applied as before and reported; a card without the line is taken as written

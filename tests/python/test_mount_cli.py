@@ -429,6 +429,22 @@ def mount_type(mnt):
     return None, None
 
 
+# Shell: wait up to a minute for the processes in $pids to exit (a zombie
+# counts as gone); prints daemon_gone=yes or no and leaves it in $gone.
+WAIT_GONE_SCRIPT = textwrap.dedent(r"""
+    gone=no
+    for i in $(seq 600); do
+        left=""
+        for p in $pids; do
+            [ -d /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null && left="$left $p"
+        done
+        [ -z "$left" ] && { gone=yes; break; }
+        sleep 0.1
+    done
+    echo "daemon_gone=$gone"
+""")
+
+
 # mount(8) gives the helper no PATH (/bin/sh falls back to its default,
 # /usr/local/bin among it), so in a private mount namespace /usr/local/bin
 # is replaced by a directory holding only our contactfs.
@@ -459,16 +475,7 @@ FSTAB_SCRIPT = textwrap.dedent(r"""
     echo "pids=$pids"
     umount "$MNT" 2>"$TMP/umount.err"
     echo "umount_rc=$?"
-    gone=no
-    for i in $(seq 600); do
-        left=""
-        for p in $pids; do
-            [ -d /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null && left="$left $p"
-        done
-        [ -z "$left" ] && { gone=yes; break; }
-        sleep 0.1
-    done
-    echo "daemon_gone=$gone"
+""") + WAIT_GONE_SCRIPT + textwrap.dedent(r"""
     awk -v m="$MNT" '$5 == m { found = 1 } END { print "still_mounted=" (found ? "yes" : "no") }' \
         /proc/self/mountinfo
     if [ "$gone" = no ]; then umount -l "$MNT" 2>/dev/null; kill -9 $pids 2>/dev/null; fi

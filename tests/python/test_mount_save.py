@@ -1,6 +1,6 @@
 """How real programs save: each one is run for real on the mount, against the
 emulator, and every save pattern must end as an update of the same Graph
-contact (DESIGN "What users can rely on" 2, 3, 4, 8): the Graph id is
+contact (docs/design.md §2, 3, 4, 8): the Graph id is
 unchanged, no second contact appears, the edited value is on the server, the
 other fields are still there, and the number of contacts is what it was.
 Creates and deletes end as exactly one create or one delete.
@@ -449,7 +449,7 @@ def assert_created_once(emu, m, before, rel, folder=""):
     assert rel in vcf_files(m.root)
     text = (m.root / rel).read_text()
     assert "dora@example.org" in text
-    # DESIGN 2/5: the UID it was created with.
+    # docs/design.md §2 and §5: the UID it was created with.
     assert uid_of(text) == "6f1c3e0a-dora-dunn@example.org"
     return dora
 
@@ -469,7 +469,7 @@ def test_a_copy_of_a_contact_in_its_own_folder_is_refused_and_makes_no_second_co
         seeded, tmp_path):
     """GNOME Files' copy and paste in the same folder (gio copy to "X
     (copy).vcf"): the copy carries the contact's UID, and a folder holds a
-    contact once (DESIGN 2). It is neither a second contact nor taken as an
+    contact once (docs/design.md §2). It is neither a second contact nor taken as an
     edit of the first: the copy fails with EEXIST at close, its bytes stay
     readable as a local draft, and .contactfs/errors names both files."""
     emu, m = seeded

@@ -106,7 +106,7 @@ def contact_fields(c):
         elif v == "":
             v = None
         if k == "birthday" and v:
-            # Only the date of a birthday means anything (graph-facts §1.1:
+            # Only the date of a birthday means anything (docs/mapping.md, "Birthdays":
             # Outlook stores it near noon).
             v = v[:10]
         out[k] = v

@@ -1,4 +1,4 @@
-""".contactfs/birthdays.ics (DESIGN 10): contacts' birthdays and anniversaries as
+""".contactfs/birthdays.ics (docs/design.md §10): contacts' birthdays and anniversaries as
 yearly all-day events. Checked with python3-icalendar and with khal (import,
 then list), both from Debian, against a real mount."""
 import os

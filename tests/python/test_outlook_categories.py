@@ -1,5 +1,5 @@
 """.contactfs/categories: the mailbox's master category list as a file
-(DESIGN 10). Each test mounts for real against the emulator and checks the
+(docs/design.md §10). Each test mounts for real against the emulator and checks the
 server's list, not only the file."""
 import errno
 import os

@@ -1,5 +1,5 @@
 """.contactfs/people/: the People API's most relevant people as read-only
-vCards (DESIGN 10). The emulator ranks the mailbox's contacts that have an
+vCards (docs/design.md §10). The emulator ranks the mailbox's contacts that have an
 email address, plus three directory entries (Megan Bowen, Alex Wilber, the
 group Marketing), by a relevance score. Each test mounts for real."""
 import errno

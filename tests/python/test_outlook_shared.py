@@ -1,4 +1,4 @@
-"""-o user=UPN: a mailbox someone shared or delegated to you (DESIGN 13).
+"""-o user=UPN: a mailbox someone shared or delegated to you (docs/design.md §13).
 
 The emulator answers /users/{upn}/... for any mailbox it holds; a mailbox
 seeded "readonly" refuses every write with 403 ErrorAccessDenied, as Graph

@@ -3,7 +3,12 @@
  * each registers itself at start-up. The binary runs the case named by its
  * first argument (how ctest calls it, one ctest test per case) or, with no
  * argument, every case. A failed CHECK prints file, line and the expression
- * and ends the case; the process exits 1 if any case failed.
+ * and ends the case. SKIP ends a case that cannot run here (a missing program
+ * or fixture) as skipped, never as passed, and prints its reason on one line
+ * ("SKIP name: reason"). The process exits 1 if any case failed, else
+ * CHECK_SKIP_STATUS if every case it ran was skipped (ctest's SKIP_RETURN_CODE,
+ * set in CMakeLists.txt, counts that as a skip), else 0. Run with no
+ * argument, it ends with "N passed, M failed, K skipped".
  */
 #ifndef CONTACTFS_CHECK_H
 #define CONTACTFS_CHECK_H
@@ -19,6 +24,15 @@ struct check_case {
 };
 
 extern struct check_case *check_cases;
+
+/* The exit status of a run whose cases were all skipped (as automake's). */
+#define CHECK_SKIP_STATUS 77
+/* A case's failed flag after SKIP: nonzero, so helpers that stop on
+ * CHECK_FAILED stop on a skip too. */
+#define CHECK_SKIPPED 2
+
+/* Mark the case skipped with a reason (printf-style, one line). Use SKIP. */
+void check_skip(int *failed, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define TEST(name)                                                           \
 	static void test_##name(int *check_failed_);                         \
@@ -59,6 +73,14 @@ extern struct check_case *check_cases;
 			*check_failed_ = 1;                                                   \
 			return;                                                               \
 		}                                                                             \
+	} while (0)
+
+/* End the case as skipped, saying why: SKIP("%s is missing", path). Only for
+ * what the machine lacks, never for a result the case did not expect. */
+#define SKIP(...)                                       \
+	do {                                            \
+		check_skip(check_failed_, __VA_ARGS__); \
+		return;                                 \
 	} while (0)
 
 /* A test's failed flag, for helpers that take it along. */

@@ -27,7 +27,7 @@ int emulator_start(struct emulator *e, const char *const *args)
 	}
 	snprintf(script, sizeof(script), "%s/tests/graph_emulator/server.py", src);
 	snprintf(e->token, sizeof(e->token), "test-token-%d", (int)getpid());
-	argv[n++] = "/usr/bin/python3";
+	argv[n++] = EMULATOR_PYTHON;
 	argv[n++] = script;
 	argv[n++] = "--port";
 	argv[n++] = "0";

@@ -7,6 +7,7 @@
 #define CONTACTFS_TEST_EMULATOR_H
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -17,6 +18,16 @@ struct emulator {
 	char graph_url[96]; /* url + "/v1.0" */
 	char token[64];     /* an access token it always accepts */
 };
+
+/* The interpreter the emulator runs under (scripts/setup installs it). */
+#define EMULATOR_PYTHON "/usr/bin/python3"
+
+/* Skip the calling case when EMULATOR_PYTHON cannot be run here. */
+#define EMULATOR_NEEDED()                                                                   \
+	do {                                                                                \
+		if (access(EMULATOR_PYTHON, X_OK))                                          \
+			SKIP(EMULATOR_PYTHON " is missing: the Graph emulator cannot run"); \
+	} while (0)
 
 /* Start the emulator with extra arguments (NULL-terminated, may be NULL),
  * wait for "listening on". 0, or -1 with a message on stderr. */

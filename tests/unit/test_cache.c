@@ -1,6 +1,6 @@
 /*
  * cache/: the SQLite replica and the sync engine, against the Graph
- * emulator (DESIGN points 2-8, 11, 12).
+ * emulator (docs/design.md §2-8, 11, 12).
  *
  * Each case gets a fresh temporary directory for its cache and, when it
  * talks to Graph, an emulator of its own. Cases run through RUN(): the case's
@@ -309,7 +309,10 @@ fail:
 #define RUN(body, ...)                                                                  \
 	do {                                                                            \
 		struct opts o_ = {__VA_ARGS__};                                         \
-		struct env *v_ = env_up(&o_);                                           \
+		struct env *v_;                                                         \
+		if (!o_.no_emulator)                                                    \
+			EMULATOR_NEEDED();                                              \
+		v_ = env_up(&o_);                                                       \
 		if (!v_)                                                                \
 			CHECK(!"the test's emulator, client or cache did not come up"); \
 		body(check_failed_, v_);                                                \
@@ -711,11 +714,32 @@ BODY(private_modes)
 	struct vcard_error verr;
 	struct cache_attr a;
 	char errbuf[512], path[400];
-	int err;
+	int err, fd;
 
-	/* The directory exists already, readable by others: made private. */
+	/* The directory exists already, open to others: refused, its mode left
+	 * alone (it may be a home), and nothing created in it. */
 	CHECK(mkdir(v->dir, 0755) == 0);
 	CHECK(chmod(v->dir, 0755) == 0);
+	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
+	CHECK(v->c == NULL);
+	CHECK_INT(err, -EACCES);
+	CHECK(strstr(errbuf, v->dir) && strstr(errbuf, "mode 0755") && strstr(errbuf, "chmod 700"));
+	CHECK_INT(mode_of(v->dir), 0755);
+	CHECK(access(v->db, F_OK) != 0);
+
+	/* Closed to others but holding other files and no cache: refused. */
+	CHECK(chmod(v->dir, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/notes.txt", v->dir);
+	CHECK((fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600)) >= 0);
+	close(fd);
+	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
+	CHECK(v->c == NULL);
+	CHECK_INT(err, -ENOTEMPTY);
+	CHECK(strstr(errbuf, v->dir) && strstr(errbuf, "no contactfs cache"));
+	CHECK(access(v->db, F_OK) != 0);
+	CHECK(unlink(path) == 0);
+
+	/* Empty and 0700: used as it is. */
 	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
 	CHECK(v->c != NULL);
 	CHECK_INT(err, 0);
@@ -732,6 +756,12 @@ BODY(private_modes)
 	cache_close(v->c);
 	v->c = NULL;
 
+	/* Holding its cache (and the cache's -wal and -shm): opened again. */
+	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
+	CHECK(v->c != NULL);
+	cache_close(v->c);
+	v->c = NULL;
+
 	/* A directory it creates (parents too) is 0700 from the start. */
 	snprintf(path, sizeof(path), "%s/deeper/cache", v->tmp);
 	v->cfg.dir = path;
@@ -739,11 +769,13 @@ BODY(private_modes)
 	v->cfg.dir = v->dir;
 	CHECK(v->c != NULL);
 	CHECK_INT(mode_of(path), 0700);
+	snprintf(path, sizeof(path), "%s/deeper", v->tmp);
+	CHECK_INT(mode_of(path), 0700);
 	snprintf(path, sizeof(path), "%s/deeper/cache/cache.db", v->tmp);
 	CHECK_INT(mode_of(path), 0600);
 }
 
-TEST(cache_open_makes_the_directory_0700_and_the_database_files_0600)
+TEST(cache_open_makes_its_directory_0700_and_never_chmods_one_that_exists)
 {
 	RUN(private_modes, .no_emulator = 1);
 }

@@ -25,6 +25,7 @@ static struct graph *client(struct emulator *e, char *cmd, size_t size)
 #define START(e, g, ...)                           \
 	char cmd_[128];                            \
 	const char *args_[] = {__VA_ARGS__, NULL}; \
+	EMULATOR_NEEDED();                         \
 	CHECK(emulator_start(&(e), args_) == 0);   \
 	(g) = client(&(e), cmd_, sizeof(cmd_));    \
 	if (!(g)) {                                \

@@ -64,23 +64,11 @@ static int make_home(void)
 	return setenv("XDG_CONFIG_HOME", home, 1);
 }
 
-/* Start the emulator. 1: python3 is missing (skip), 0, or -1. */
-static int start_emulator(const char *const *args)
-{
-	if (access("/usr/bin/python3", X_OK)) {
-		fprintf(stderr, "skipped: /usr/bin/python3 is missing\n");
-		return 1;
-	}
-	return emulator_start(&emu, args);
-}
-
 #define NEED_EMULATOR(...)                                \
 	do {                                              \
 		const char *args_[] = {__VA_ARGS__ NULL}; \
-		int s_ = start_emulator(args_);           \
-		if (s_ > 0)                               \
-			return;                           \
-		CHECK(s_ == 0);                           \
+		EMULATOR_NEEDED();                        \
+		CHECK(emulator_start(&emu, args_) == 0);  \
 	} while (0)
 
 static struct graph *new_graph(const char *auth_url, const char *graph_url, const char *user,
