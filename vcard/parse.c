@@ -1194,20 +1194,40 @@ static int set_version(struct parser *ps, struct vcard *card, const char *v)
 	return 0;
 }
 
-/* Whether the last property of card is an AGENT whose value is a whole
- * vCard to come: empty (the card follows on the next lines) or
- * "BEGIN:VCARD" (the card started on the AGENT line). */
+/* Whether the last property of a 2.1 card is an AGENT whose value is a
+ * whole vCard to come: empty (the card follows on the next lines) or
+ * "BEGIN:VCARD" (the card started on the AGENT line). 3.0 and 4.0 carry
+ * the card as escaped text on the AGENT line: a value that is just
+ * "BEGIN:VCARD" there is text like any other. */
 static int agent_opens_card(const struct vcard *card, int *begun)
 {
 	const struct vcard_prop *p = card->nprops ? &card->props[card->nprops - 1] : NULL;
 	const char *v;
 
-	if (!p || strcmp(p->name, "AGENT") != 0 || p->kind != VCARD_TEXT || p->ncomps != 1 ||
-	    p->comps[0].nvals != 1)
+	if (!p || card->version != VCARD_V21 || strcmp(p->name, "AGENT") != 0 ||
+	    p->kind != VCARD_TEXT || p->ncomps != 1 || p->comps[0].nvals != 1)
 		return 0;
 	v = p->comps[0].vals[0];
 	*begun = vcard_strcaseeq(v, "BEGIN:VCARD");
 	return *begun || v[0] == '\0';
+}
+
+/* Whether a line of a nested 2.1 card is "AGENT[;params]:BEGIN:VCARD", an
+ * agent of the agent begun on its own line. */
+static int is_agent_begin(const struct buf *line)
+{
+	const char *s = line->data, *colon;
+	size_t n = line->len, g = group_prefix(s, n);
+
+	colon = find_colon(s, n);
+	if (!colon || (size_t)(colon - s) < g + 5 || !vcard_prefix_ci(s + g, 5, "AGENT") ||
+	    (s + g + 5 != colon && s[g + 5] != ';'))
+		return 0;
+	n -= (size_t)(colon + 1 - s);
+	s = colon + 1;
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	return n == 11 && vcard_prefix_ci(s, 11, "BEGIN:VCARD");
 }
 
 /*
@@ -1244,7 +1264,7 @@ static int read_agent(struct parser *ps, struct vcard *card, int begun)
 			r = 0;
 			goto out;
 		}
-		if (is_marker(&ps->line, "BEGIN"))
+		if (is_marker(&ps->line, "BEGIN") || (depth && is_agent_begin(&ps->line)))
 			depth++;
 		else if (is_marker(&ps->line, "END"))
 			depth--;

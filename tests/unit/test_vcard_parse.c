@@ -762,6 +762,12 @@ TEST(keeps_an_agent_card_begun_on_the_agent_line_and_nested_ones)
 	CHECK_STR(text_of(card, "AGENT"),
 		  "BEGIN:VCARD\nFN:A\nAGENT:\nBEGIN:VCARD\nFN:B\nEND:VCARD\nEND:VCARD\n");
 	vcard_free(card);
+	PARSE1(card, "BEGIN:VCARD\nVERSION:2.1\nAGENT:\nBEGIN:VCARD\nFN:A\nAGENT:BEGIN:VCARD\n"
+		     "FN:B\nEND:VCARD\nEND:VCARD\nFN:Top\nEND:VCARD\n");
+	CHECK_STR(text_of(card, "FN"), "Top");
+	CHECK_STR(text_of(card, "AGENT"),
+		  "BEGIN:VCARD\nFN:A\nAGENT:BEGIN:VCARD\nFN:B\nEND:VCARD\nEND:VCARD\n");
+	vcard_free(card);
 	/* An empty AGENT that no card follows stays empty. */
 	PARSE1(card, "BEGIN:VCARD\nVERSION:2.1\nAGENT:\n\nFN:x\nEND:VCARD\n");
 	CHECK_STR(text_of(card, "AGENT"), "");
@@ -837,6 +843,26 @@ TEST(lists_at_most_sixteen_repairs_and_counts_the_rest)
 		lines++;
 	CHECK_INT(lines, 17);
 	CHECK(strstr(card->warning, "more repairs in this card, not listed"));
+	vcard_free(card);
+	buf_release(&b);
+}
+
+TEST(an_agent_in_30_is_text_even_when_it_reads_begin_vcard)
+{
+	struct vcard *card, *again;
+	struct vcard_error err;
+	struct buf b;
+
+	/* Only 2.1 carries the agent's card on the lines after it; in 3.0
+	 * "BEGIN:VCARD" is the value, and writing it must read back the same. */
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:x\r\nAGENT:BEGIN:VCARD\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "AGENT"), "BEGIN:VCARD");
+	buf_init(&b, 0);
+	CHECK_INT(vcard_write(card, VCARD_V30, &b), 0);
+	CHECK_INT(vcard_parse_one(b.data, b.len, &again, &err), 0);
+	CHECK_STR(text_of(again, "AGENT"), "BEGIN:VCARD");
+	CHECK(again->warning == NULL);
+	vcard_free(again);
 	vcard_free(card);
 	buf_release(&b);
 }
