@@ -1005,8 +1005,8 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	}
 	namebuf[name_len] = '\0';
 
-	/* "END;;:VCARD" or "END :VCARD" is not a property but a broken marker;
-	 * kept as a property it would be written as the real thing. */
+	/* "END;;:VCARD" is not a property but a broken marker; kept as a
+	 * property it would be written as the real thing. */
 	if (vcard_strcaseeq(namebuf, "BEGIN") || vcard_strcaseeq(namebuf, "END"))
 		return fail(ps, ps->line_first, "malformed %s line \"%s\"", namebuf,
 			    excerpt(s, n, ex));
@@ -1273,6 +1273,20 @@ static int read_agent(struct parser *ps, struct vcard *card, int begun)
 			goto out;
 		if (!depth)
 			break;
+	}
+	/* The nested card's lines are kept as written, charsets and all:
+	 * bytes that are not UTF-8 are read as text is elsewhere. */
+	if (!vcard_utf8_valid(text.data, text.len)) {
+		if ((r = warn(card, at,
+			      "AGENT: the vCard it carries is not valid UTF-8; stray bytes read "
+			      "as Windows-1252")))
+			goto out;
+		buf_reset(&ps->tmp);
+		if ((r = utf8_repair(&ps->tmp, text.data, text.len)))
+			goto out;
+		buf_reset(&text);
+		if ((r = buf_add(&text, ps->tmp.data, ps->tmp.len)))
+			goto out;
 	}
 	if (!(r = buf_addch(&text, '\0')))
 		r = vcard_set_text(card, &card->props[card->nprops - 1], text.data);

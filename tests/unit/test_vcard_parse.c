@@ -768,6 +768,12 @@ TEST(keeps_an_agent_card_begun_on_the_agent_line_and_nested_ones)
 	CHECK_STR(text_of(card, "AGENT"),
 		  "BEGIN:VCARD\nFN:A\nAGENT:BEGIN:VCARD\nFN:B\nEND:VCARD\nEND:VCARD\n");
 	vcard_free(card);
+	/* Its text is UTF-8 like any text of a card. */
+	PARSE1(card, "BEGIN:VCARD\nVERSION:2.1\nAGENT:\nBEGIN:VCARD\nFN:Jos\xe9\nEND:VCARD\n"
+		     "END:VCARD\n");
+	CHECK_STR(text_of(card, "AGENT"), "BEGIN:VCARD\nFN:Jos\xc3\xa9\nEND:VCARD\n");
+	CHECK(card->warning && strstr(card->warning, "line 3: AGENT: the vCard it carries is not"));
+	vcard_free(card);
 	/* An empty AGENT that no card follows stays empty. */
 	PARSE1(card, "BEGIN:VCARD\nVERSION:2.1\nAGENT:\n\nFN:x\nEND:VCARD\n");
 	CHECK_STR(text_of(card, "AGENT"), "");
