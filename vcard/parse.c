@@ -570,8 +570,8 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 				return r;
 			continue;
 		}
-		/* "TYPE = work": blanks around '=' are dropped (Evolution and
-		 * ez-vcard trim them too). */
+		/* "TYPE = work": blanks around '=' belong to neither the name
+		 * nor the value, and are dropped. */
 		ne = eq;
 		vs = eq + 1;
 		while (ne > start && (s[ne - 1] == ' ' || s[ne - 1] == '\t'))
@@ -800,8 +800,9 @@ static int set_binary_from(struct parser *ps, struct vcard *card, struct vcard_p
 	r = vcard_base64_decode(&ps->tmp2, s, n, &bad);
 	if (r == -EINVAL) {
 		/* Characters outside the alphabet ("...AAAG:ASDF==" in an
-		 * Android test card) are skipped, as KContacts and Android's
-		 * decoder do; the photo is what the rest decodes to. */
+		 * Android test card) are skipped, as KContacts (Qt's decoder)
+		 * and python-vobject do; the photo is what the rest decodes
+		 * to. */
 		size_t k = 0;
 
 		if ((r = warn(card, ps->line_first,
