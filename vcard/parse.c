@@ -540,7 +540,7 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 	while (i < n) {
 		size_t start, eq = 0, end, ne, vs;
 		int quoted = 0, r;
-		char name[64];
+		char name[64], ex[48];
 
 		if (s[i] != ';')
 			return fail(ps, ps->line_first, "%s: unexpected '%c' in parameters",
@@ -559,8 +559,18 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 		if (start == end)
 			continue; /* ";;" or a trailing ';': nothing to keep */
 		if (!eq) {
-			/* A bare 2.1 parameter: TEL;WORK;VOICE or ;QUOTED-PRINTABLE. */
-			if (is_bare_encoding(s + start, end - start, enc))
+			/* A bare 2.1 parameter: TEL;WORK;VOICE or ;QUOTED-PRINTABLE.
+			 * 3.0 and 4.0 have none, but Apple's Mac export writes
+			 * PHOTO;BASE64: in 3.0: read as in 2.1, and told. */
+			int is_enc = is_bare_encoding(s + start, end - start, enc);
+			const char *bare = excerpt(s + start, end - start, ex);
+
+			if (card->version != VCARD_V21 &&
+			    (r = warn(card, ps->line_first,
+				      "%s: parameter \"%s\" without a name; read as %s=%s",
+				      prop->name, bare, is_enc ? "ENCODING" : "TYPE", bare)))
+				return r;
+			if (is_enc)
 				continue;
 			if (end - start > 1000)
 				return fail(ps, ps->line_first, "%s: parameter too long",

@@ -342,6 +342,12 @@ REPAIRS = [
                         b"END:VCARD"),
      ["line 4: TEL: blanks around '=' of TYPE dropped"],
      {"displayName": "Tel", "mobilePhone": "+1 555 0100"}),
+    ("bare_param_30", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"FN:Bare", b"TEL;CELL:+1 555 0100",
+                         b"PHOTO;BASE64:", b"  QUJD", b"END:VCARD"),
+     ['line 4: TEL: parameter "CELL" without a name; read as TYPE=CELL',
+      'line 5: PHOTO: parameter "BASE64" without a name; read as ENCODING=BASE64'],
+     {"displayName": "Bare", "mobilePhone": "+1 555 0100",
+      "@contactfs.photo": "data:image/jpeg;base64,QUJD"}),
     ("bad_base64", lf(b"BEGIN:VCARD", b"VERSION:2.1", b"FN:Pic",
                       b"PHOTO;ENCODING=BASE64;TYPE=JPEG:QUJD:REVG", b"", b"END:VCARD"),
      ["line 4: PHOTO: invalid base64 from character 5 of the value; characters outside the "

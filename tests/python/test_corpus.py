@@ -46,15 +46,24 @@ REPAIRED = {
     "android-vcard/v21_simple_1.vcf": ["line 1: no VERSION; read as 3.0"],
     "evolution-data-server/data-name-only.vcf": ["line 1: no VERSION; read as 3.0"],
     "evolution-data-server/migration-migrate-4.vcf": ["line 1: no VERSION; read as 3.0"],
+    "evolution-data-server/vcard-6.vcf": [
+        'line 7: TEL: parameter "MSG,WORK" without a name; read as TYPE=MSG,WORK',
+        'line 8: TEL: parameter "FAX,WORK" without a name; read as TYPE=FAX,WORK'],
     "evolution-data-server/vcard-7.vcf": [
         "line 1: no BEGIN:VCARD before this VERSION line; card begun here"],
     "evolution-data-server/vcard-9.vcf": [
         'line 9: "E" at end of input read as a cut END:VCARD'],
     "ez-vcard/John_Doe_ANDROID.vcf": [
         "line 82: text is not valid UTF-8; stray bytes read as Windows-1252"],
+    "ez-vcard/John_Doe_MAC_ADDRESS_BOOK.vcf": [
+        'line 27: PHOTO: parameter "BASE64" without a name; read as ENCODING=BASE64'],
     "ical4j-vcard/vcard-antoni-outlook2003-valueurl.vcf": [
         "line 16: text is not valid UTF-8; stray bytes read as Windows-1252"],
-    "kcontacts/vcard7.vcf": ["line 1: no VERSION; read as 3.0"],
+    "kcontacts/vcard7.vcf": [
+        'line 3: LABEL: parameter "QUOTED-PRINTABLE" without a name; read as '
+        "ENCODING=QUOTED-PRINTABLE",
+        'line 3: LABEL: parameter "WORK" without a name; read as TYPE=WORK',
+        "line 1: no VERSION; read as 3.0"],
     "khard/unparsable.vcf": ["line 3: missing END:VCARD at end of input; card closed"],
     "l0b0-vcard/dot_at_line_start.vcf": [
         "line 1: BEGIN:VCARD with a group or blanks; read as BEGIN:VCARD",

@@ -331,6 +331,45 @@ TEST(turns_bare_21_parameters_into_type)
 	p = vcard_find(card, "TEL");
 	CHECK(vcard_has_type(p, "WORK") && vcard_has_type(p, "voice"));
 	CHECK_INT(p->nparams, 1);
+	CHECK(card->warning == NULL);
+	vcard_free(card);
+}
+
+TEST(reads_bare_parameters_in_30_and_40_as_21_does_with_a_warning)
+{
+	struct vcard *card, *again;
+	struct vcard_error err;
+	const struct vcard_prop *p;
+	struct buf b;
+
+	/* The Mac's export: a bare BASE64 in 3.0, the data on lines indented
+	 * by two blanks. */
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:x\r\nTEL;CELL:+1 555\r\n"
+		     "PHOTO;BASE64:\r\n  QUJD\r\n  REVG\r\nEND:VCARD\r\n");
+	CHECK(vcard_has_type(vcard_find(card, "TEL"), "CELL"));
+	p = vcard_find(card, "PHOTO");
+	CHECK_INT(p->kind, VCARD_BINARY);
+	CHECK(p->len == 6 && !memcmp(p->data, "ABCDEF", 6));
+	CHECK_STR(card->warning,
+		  "line 4: TEL: parameter \"CELL\" without a name; read as TYPE=CELL\n"
+		  "line 5: PHOTO: parameter \"BASE64\" without a name; read as ENCODING=BASE64");
+	/* What is written back says TYPE= and ENCODING=, and needs no repair. */
+	buf_init(&b, 0);
+	CHECK_INT(vcard_write(card, VCARD_V30, &b), 0);
+	CHECK_INT(vcard_parse_one(b.data, b.len, &again, &err), 0);
+	CHECK(again->warning == NULL);
+	p = vcard_find(again, "PHOTO");
+	CHECK(p->kind == VCARD_BINARY && p->len == 6 && !memcmp(p->data, "ABCDEF", 6));
+	vcard_free(again);
+	vcard_free(card);
+	buf_release(&b);
+
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:x\r\nTEL;work,voice:tel:+1-555\r\n"
+		     "END:VCARD\r\n");
+	p = vcard_find(card, "TEL");
+	CHECK(vcard_has_type(p, "work") && vcard_has_type(p, "voice"));
+	CHECK(card->warning &&
+	      strstr(card->warning, "line 4: TEL: parameter \"work,voice\" without a name"));
 	vcard_free(card);
 }
 
