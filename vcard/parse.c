@@ -676,12 +676,13 @@ static int set_raw(struct vcard *card, struct vcard_prop *prop, const char *s, s
 /*
  * Split escaped text into components (';') and list values (',') as the
  * property's shape says, undoing escapes. 3.0/4.0: \\ \, \; \n \N (and \:
- * leniently); other backslashes stay. 2.1: only \\ \; \, \: are escapes, and
+ * leniently), and \" that Apple's Mac export writes for a quote (counted in
+ * *quotes, a repair); other backslashes stay. 2.1: only \\ \; \, \: are escapes, and
  * newlines come from quoted-printable. CR LF and CR become LF. A separator the shape does not have is
  * kept as text, so an unescaped ';' in a NOTE stays in the note.
  */
 static int set_text(struct vcard *card, struct vcard_prop *prop, const struct vcard_known *k,
-		    const char *s, size_t n)
+		    const char *s, size_t n, unsigned *quotes)
 {
 	int v21 = card->version == VCARD_V21;
 	/* Unknown properties keep whatever structure they were written with;
@@ -721,6 +722,10 @@ static int set_text(struct vcard *card, struct vcard_prop *prop, const struct vc
 			} else if (!v21 && (e == 'n' || e == 'N')) {
 				*o++ = '\n';
 				i++;
+			} else if (!v21 && e == '"') {
+				*o++ = e;
+				i++;
+				(*quotes)++;
 			} else {
 				*o++ = c;
 			}
@@ -966,6 +971,7 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	struct vcard_prop *prop;
 	char namebuf[128], groupbuf[128], ex[48];
 	int r, done;
+	unsigned quotes = 0;
 
 	colon = find_colon(s, n);
 	if (!colon && !bare_name(s, n))
@@ -1052,7 +1058,12 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	}
 	if ((r = decode_text(ps, card, prop, &enc, &s, &n)))
 		return r;
-	return is_raw_prop(prop, k) ? set_raw(card, prop, s, n) : set_text(card, prop, k, s, n);
+	if (is_raw_prop(prop, k))
+		return set_raw(card, prop, s, n);
+	if ((r = set_text(card, prop, k, s, n, &quotes)))
+		return r;
+	return quotes ? warn(card, ps->line_first, "%s: backslash before '\"' dropped", prop->name)
+		      : 0;
 }
 
 /* Length of a group prefix ("item1.", or "." alone) at the start of

@@ -348,6 +348,10 @@ REPAIRS = [
       'line 5: PHOTO: parameter "BASE64" without a name; read as ENCODING=BASE64'],
      {"displayName": "Bare", "mobilePhone": "+1 555 0100",
       "@contactfs.photo": "data:image/jpeg;base64,QUJD"}),
+    ("escaped_quote", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"FN:Quote",
+                         b'NOTE:provided \\"AS IS\\"', b"END:VCARD"),
+     ["line 4: NOTE: backslash before '\"' dropped"],
+     {"displayName": "Quote", "personalNotes": 'provided "AS IS"'}),
     ("bad_base64", lf(b"BEGIN:VCARD", b"VERSION:2.1", b"FN:Pic",
                       b"PHOTO;ENCODING=BASE64;TYPE=JPEG:QUJD:REVG", b"", b"END:VCARD"),
      ["line 4: PHOTO: invalid base64 from character 5 of the value; characters outside the "

@@ -55,7 +55,9 @@ REPAIRED = {
         'line 9: "E" at end of input read as a cut END:VCARD'],
     "ez-vcard/John_Doe_ANDROID.vcf": [
         "line 82: text is not valid UTF-8; stray bytes read as Windows-1252"],
+    "ez-vcard/John_Doe_GMAIL.vcf": ["line 20: NOTE: backslash before '\"' dropped"],
     "ez-vcard/John_Doe_MAC_ADDRESS_BOOK.vcf": [
+        "line 23: NOTE: backslash before '\"' dropped",
         'line 27: PHOTO: parameter "BASE64" without a name; read as ENCODING=BASE64'],
     "ical4j-vcard/vcard-antoni-outlook2003-valueurl.vcf": [
         "line 16: text is not valid UTF-8; stray bytes read as Windows-1252"],

@@ -298,6 +298,33 @@ TEST(undoes_text_escapes)
 	vcard_free(card);
 }
 
+TEST(reads_an_escaped_quote_as_a_quote_in_30_and_40_with_a_warning)
+{
+	struct vcard *card, *again;
+	struct vcard_error err;
+	struct buf b;
+
+	/* Apple's Mac export writes \" for a quote; other backslashes stay. */
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:x\r\n"
+		     "NOTE:provided \\\"AS IS\\\" by C:\\q\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "NOTE"), "provided \"AS IS\" by C:\\q");
+	CHECK_STR(card->warning, "line 4: NOTE: backslash before '\"' dropped");
+	buf_init(&b, 0);
+	CHECK_INT(vcard_write(card, VCARD_V40, &b), 0);
+	CHECK_INT(vcard_parse_one(b.data, b.len, &again, &err), 0);
+	CHECK_STR(text_of(again, "NOTE"), "provided \"AS IS\" by C:\\q");
+	CHECK(again->warning == NULL);
+	vcard_free(again);
+	vcard_free(card);
+	buf_release(&b);
+
+	/* 2.1 knows no such escape: the backslash is text there. */
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nNOTE:a\\\"b\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "NOTE"), "a\\\"b");
+	CHECK(card->warning == NULL);
+	vcard_free(card);
+}
+
 TEST(keeps_backslash_n_literal_in_21)
 {
 	struct vcard *card;
