@@ -815,9 +815,9 @@ static int set_binary_from(struct parser *ps, struct vcard *card, struct vcard_p
 	r = vcard_base64_decode(&ps->tmp2, s, n, &bad);
 	if (r == -EINVAL) {
 		/* Characters outside the alphabet ("...AAAG:ASDF==" in an
-		 * Android test card) are skipped, as KContacts (Qt's decoder)
-		 * and python-vobject do; the photo is what the rest decodes
-		 * to. */
+		 * Android test card, which Android itself refuses) are
+		 * skipped, as KContacts (Qt's decoder), python-vobject and
+		 * ez-vcard do; the photo is what the rest decodes to. */
 		size_t k = 0;
 
 		if ((r = warn(card, ps->line_first,
