@@ -155,6 +155,43 @@ TEST(converts_iso8859_windows125x_and_shift_jis_charsets)
 	vcard_free(card);
 }
 
+TEST(converts_charset_in_30_and_40_too_silently)
+{
+	struct vcard *card;
+
+	/* Android converts by CHARSET in every version; what we write is
+	 * UTF-8, so the parameter goes. */
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nFN;CHARSET=ISO-8859-1:Andr\xe9\r\n"
+		     "N;CHARSET=UTF-8:M\xc3\xbcller;Jo;;;\r\nEND:VCARD\r\n");
+	CHECK_STR(text_of(card, "FN"), "Andr\xc3\xa9");
+	CHECK_STR(vcard_comp(card, vcard_find(card, "N"), 0, ","), "M\xc3\xbcller");
+	CHECK(vcard_param(vcard_find(card, "FN"), "CHARSET") == NULL);
+	CHECK(card->warning == NULL);
+	vcard_free(card);
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:4.0\r\nFN;CHARSET=Windows-1252:\x80 5\r\n"
+		     "END:VCARD\r\n");
+	CHECK_STR(text_of(card, "FN"), "\xe2\x82\xac 5");
+	CHECK(card->warning == NULL);
+	vcard_free(card);
+}
+
+TEST(skips_empty_lines_between_properties_and_cards_silently)
+{
+	struct vcard **cards;
+	struct vcard_error err;
+	size_t n;
+	static const char text[] = "\r\nBEGIN:VCARD\r\nVERSION:3.0\r\n\r\nFN:A\r\n\r\n"
+				   "END:VCARD\r\n\r\n\r\nBEGIN:VCARD\r\nVERSION:3.0\r\nFN:B\r\n"
+				   "END:VCARD\r\n\r\n";
+
+	CHECK_INT(vcard_parse(text, sizeof(text) - 1, &cards, &n, &err), 0);
+	CHECK_INT(n, 2);
+	CHECK_STR(text_of(cards[0], "FN"), "A");
+	CHECK_STR(text_of(cards[1], "FN"), "B");
+	CHECK(cards[0]->warning == NULL && cards[1]->warning == NULL);
+	vcard_free_all(cards, n);
+}
+
 TEST(reads_stray_non_utf8_bytes_as_windows1252_with_a_warning)
 {
 	struct vcard *card;
