@@ -478,21 +478,24 @@ static char *param_value_dup(struct vcard_arena *a, const char *s, size_t n, int
 }
 
 /* Split one parameter's value list on commas outside quotes, unquote each
- * value and add it to prop. */
+ * value and add it to prop. lists: a quoted value is itself a list, split
+ * on its commas too (*split counts those that were). */
 static int add_param_values(struct vcard *card, struct vcard_prop *prop, const char *name,
-			    const char *s, size_t n, int rfc6868)
+			    const char *s, size_t n, int rfc6868, int lists, unsigned *split)
 {
 	size_t i = 0;
 
 	do {
 		size_t start = i, end;
-		int quoted = 0;
+		int quoted = 0, inner = 0;
 		char *v;
 		int r;
 
 		while (i < n && (quoted || s[i] != ',')) {
 			if (s[i] == '"')
 				quoted = !quoted;
+			else if (s[i] == ',')
+				inner = 1;
 			i++;
 		}
 		end = i;
@@ -503,6 +506,23 @@ static int add_param_values(struct vcard *card, struct vcard_prop *prop, const c
 		v = param_value_dup(card->arena, s + start, end - start, rfc6868);
 		if (!v)
 			return -ENOMEM;
+		if (lists && inner) {
+			/* TYPE="work,voice", as RFC 6350's own examples
+			 * write it: the types, one by one. Never a type
+			 * with a comma in it, so what we write needs no
+			 * such repair. */
+			char *next;
+
+			(*split)++;
+			for (char *t = v; t; t = next) {
+				next = strchr(t, ',');
+				if (next)
+					*next++ = '\0';
+				if ((r = vcard_add_param(card, prop, name, t)))
+					return r;
+			}
+			continue;
+		}
 		/* Drop stray quotes around a value, keep inner ones. */
 		if ((r = vcard_add_param(card, prop, name, v)))
 			return r;
@@ -540,6 +560,7 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 	while (i < n) {
 		size_t start, eq = 0, end, ne, vs;
 		int quoted = 0, r;
+		unsigned split;
 		char name[64], ex[48];
 
 		if (s[i] != ';')
@@ -575,7 +596,15 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 			if (end - start > 1000)
 				return fail(ps, ps->line_first, "%s: parameter too long",
 					    prop->name);
-			r = add_param_values(card, prop, "TYPE", s + start, end - start, 0);
+			split = 0;
+			r = add_param_values(card, prop, "TYPE", s + start, end - start, 0, 1,
+					     &split);
+			if (!r && split)
+				r = warn(card, ps->line_first,
+					 "%s: commas inside the quotes of TYPE=%s read as "
+					 "separating "
+					 "types",
+					 prop->name, bare);
 			if (r)
 				return r;
 			continue;
@@ -628,8 +657,15 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 			enc->charset[vn] = '\0';
 			continue;
 		}
-		r = add_param_values(card, prop, name, s + vs, end - vs, rfc6868);
+		split = 0;
+		r = add_param_values(card, prop, name, s + vs, end - vs, rfc6868,
+				     !strcmp(name, "TYPE"), &split);
 		if (r)
+			return r;
+		if (split && (r = warn(card, ps->line_first,
+				       "%s: commas inside the quotes of TYPE=%s read as separating "
+				       "types",
+				       prop->name, excerpt(s + vs, end - vs, ex))))
 			return r;
 	}
 	return 0;

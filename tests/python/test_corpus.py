@@ -59,8 +59,20 @@ REPAIRED = {
     "ez-vcard/John_Doe_MAC_ADDRESS_BOOK.vcf": [
         "line 23: NOTE: backslash before '\"' dropped",
         'line 27: PHOTO: parameter "BASE64" without a name; read as ENCODING=BASE64'],
+    "ez-vcard/rfc6350-example.vcf": [
+        'line 13: TEL: commas inside the quotes of TYPE="work,voice" read as separating types',
+        'line 14: TEL: commas inside the quotes of TYPE="work,cell,voice,video,text" read as '
+        "separating types"],
+    "ical.js/vcard_author.vcf": [
+        'line 13: TEL: commas inside the quotes of TYPE="work,voice" read as separating types',
+        'line 14: TEL: commas inside the quotes of TYPE="work,cell,voice,video,text" read as '
+        "separating types"],
     "ical4j-vcard/vcard-antoni-outlook2003-valueurl.vcf": [
         "line 16: text is not valid UTF-8; stray bytes read as Windows-1252"],
+    "kcontacts/testfullvcard.vcf": [
+        'line 4: TEL: commas inside the quotes of TYPE="voice,home" read as separating types',
+        'line 5: TEL: commas inside the quotes of TYPE="voice,cell,text" read as separating types',
+        'line 6: TEL: commas inside the quotes of TYPE="voice,work" read as separating types'],
     "kcontacts/vcard7.vcf": [
         'line 3: LABEL: parameter "QUOTED-PRINTABLE" without a name; read as '
         "ENCODING=QUOTED-PRINTABLE",

@@ -437,6 +437,51 @@ TEST(reads_bare_parameters_in_30_and_40_as_21_does_with_a_warning)
 	vcard_free(card);
 }
 
+TEST(splits_a_quoted_type_list_in_30_and_40_with_a_warning)
+{
+	struct vcard *card, *again;
+	struct vcard_error err;
+	const struct vcard_prop *p;
+	struct buf b;
+
+	/* RFC 6350's own examples quote the list: TYPE="voice,home". */
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:x\r\n"
+		     "TEL;VALUE=uri;TYPE=\"voice,home\";PREF=1:tel:+1-555\r\n"
+		     "ADR;TYPE=\"work\":;;1 Main St;;;;\r\nEND:VCARD\r\n");
+	p = vcard_find(card, "TEL");
+	CHECK(vcard_has_type(p, "home") && vcard_has_type(p, "voice"));
+	CHECK_INT(vcard_param(p, "TYPE")->nvals, 2);
+	CHECK(vcard_has_type(vcard_find(card, "ADR"), "work"));
+	CHECK_STR(card->warning,
+		  "line 4: TEL: commas inside the quotes of TYPE=\"voice,home\" read "
+		  "as separating types");
+	buf_init(&b, 0);
+	CHECK_INT(vcard_write(card, VCARD_V40, &b), 0);
+	CHECK_INT(vcard_parse_one(b.data, b.len, &again, &err), 0);
+	CHECK(again->warning == NULL);
+	CHECK(vcard_has_type(vcard_find(again, "TEL"), "home"));
+	vcard_free(again);
+	vcard_free(card);
+	buf_release(&b);
+
+	/* Only TYPE: SORT-AS keeps its quoted value whole. */
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:x\r\n"
+		     "N;SORT-AS=\"Mann,James\":de Mann;James;;;\r\nEND:VCARD\r\n");
+	CHECK_INT(vcard_param(vcard_find(card, "N"), "SORT-AS")->nvals, 1);
+	CHECK(card->warning == NULL);
+	vcard_free(card);
+
+	/* 2.1 too, named or bare, so that no type we keep holds a comma. */
+	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nFN:x\r\nTEL;TYPE=\"work,voice\":1\r\n"
+		     "EMAIL;\"home,internet\":a@b.c\r\nEND:VCARD\r\n");
+	CHECK_INT(vcard_param(vcard_find(card, "TEL"), "TYPE")->nvals, 2);
+	CHECK_INT(vcard_param(vcard_find(card, "EMAIL"), "TYPE")->nvals, 2);
+	CHECK(card->warning && strstr(card->warning, "line 4: TEL: commas inside the quotes") &&
+	      strstr(card->warning, "line 5: EMAIL: commas inside the quotes of "
+				    "TYPE=\"home,internet\""));
+	vcard_free(card);
+}
+
 TEST(merges_repeated_parameters)
 {
 	struct vcard *card;
