@@ -194,6 +194,11 @@ int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg);
 void cache_error(sqlite3 *db, const char *what, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Record each repair the reader made in cards[0..n) (their warning lines)
+ * for .contactfs/errors, and log it as a warning: "read with a repair: line
+ * N: what", with "card I: " first when there are several cards. */
+void cache_repairs(sqlite3 *db, const char *what, struct vcard *const *cards, size_t n);
+
 /* Events collected in a transaction and told after it commits. */
 struct events {
 	struct cache_change *v;

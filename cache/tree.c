@@ -199,6 +199,17 @@ void cache_new_key(char out[33])
 		snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
+/* Log msg at level and keep it for .contactfs/errors. */
+static void record(sqlite3 *db, enum log_level level, const char *what, const char *msg)
+{
+	log_msg(level, "%s: %s", what, msg);
+	if (db_run(db, "INSERT INTO errors(time, what, message) VALUES(?, ?, ?)", "itt",
+		   (int64_t)time(NULL), what, msg) ||
+	    db_run(db, "DELETE FROM errors WHERE seq <= (SELECT max(seq) - 1000 FROM errors)",
+		   NULL))
+		log_err("cache: could not record that error");
+}
+
 void cache_error(sqlite3 *db, const char *what, const char *fmt, ...)
 {
 	char msg[1024];
@@ -207,12 +218,29 @@ void cache_error(sqlite3 *db, const char *what, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	log_err("%s: %s", what, msg);
-	if (db_run(db, "INSERT INTO errors(time, what, message) VALUES(?, ?, ?)", "itt",
-		   (int64_t)time(NULL), what, msg) ||
-	    db_run(db, "DELETE FROM errors WHERE seq <= (SELECT max(seq) - 1000 FROM errors)",
-		   NULL))
-		log_err("cache: could not record that error");
+	record(db, LOG_LVL_ERR, what, msg);
+}
+
+void cache_repairs(sqlite3 *db, const char *what, struct vcard *const *cards, size_t n)
+{
+	char msg[1024];
+
+	for (size_t i = 0; i < n; i++) {
+		const char *s = cards[i]->warning;
+
+		while (s && *s) {
+			const char *nl = strchr(s, '\n');
+			int len = nl ? (int)(nl - s) : (int)strlen(s);
+
+			if (n > 1)
+				snprintf(msg, sizeof(msg), "card %zu: read with a repair: %.*s",
+					 i + 1, len, s);
+			else
+				snprintf(msg, sizeof(msg), "read with a repair: %.*s", len, s);
+			record(db, LOG_LVL_WARNING, what, msg);
+			s = nl ? nl + 1 : NULL;
+		}
+	}
 }
 
 void events_add(struct events *ev, enum cache_event what, uint64_t ino, uint64_t parent,
@@ -1787,6 +1815,8 @@ static int write_file(struct cache *c, struct op_args *a, struct vcard **prev)
 		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
 		return r ? r : -EINVAL_KEEP;
 	}
+	if (!r)
+		cache_repairs(db, n.name, cards, ncards);
 	if (!r && ncards == 1 && photo_fits(cards[0], why, sizeof(why))) {
 		cache_error(db, n.name, "%s: kept here as a local draft, not sent", why);
 		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);

@@ -71,6 +71,21 @@ static int annotate_photo(const struct vcard *card, cJSON *body)
 	return r;
 }
 
+/* Each repair the reader made in card, one "warning:" line on stderr, as
+ * "contactfs: warning: FILE: line N: what". */
+static void print_repairs(const struct convert_opts *o, const struct vcard *card)
+{
+	const char *s = card->warning;
+
+	while (s && *s) {
+		const char *nl = strchr(s, '\n');
+		int len = nl ? (int)(nl - s) : (int)strlen(s);
+
+		fprintf(stderr, "contactfs: warning: %s: %.*s\n", input_name(o), len, s);
+		s = nl ? nl + 1 : NULL;
+	}
+}
+
 static int to_json(const struct convert_opts *o, const struct buf *in)
 {
 	struct vcard_error err = {0};
@@ -91,9 +106,7 @@ static int to_json(const struct convert_opts *o, const struct buf *in)
 	if (n > 1 && !(out = cJSON_CreateArray()))
 		goto out;
 	for (size_t i = 0; i < n; i++) {
-		if (cards[i]->warning)
-			fprintf(stderr, "contactfs: warning: %s: %s\n", input_name(o),
-				cards[i]->warning);
+		print_repairs(o, cards[i]);
 		r = vcard_to_graph(cards[i], &body, &err);
 		if (r == -EINVAL) {
 			fprintf(stderr, "contactfs: %s: card at line %u: %s\n", input_name(o),

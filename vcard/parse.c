@@ -67,6 +67,51 @@ static const char *excerpt(const char *s, size_t n, char out[48])
 	return out;
 }
 
+/* Repairs a card may list; more are counted in one last line. */
+#define MAX_WARNINGS 16
+
+/*
+ * Record a repair on card: card->warning holds one "line N: what" a line,
+ * in input order. Past MAX_WARNINGS repairs only their number grows, so a
+ * hostile input cannot make the list quadratic.
+ */
+static int warn(struct vcard *card, unsigned line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int warn(struct vcard *card, unsigned line, const char *fmt, ...)
+{
+	struct buf b;
+	va_list ap;
+	char msg[200];
+	int n, r;
+
+	card->nwarnings++;
+	if (card->nwarnings > MAX_WARNINGS + 1)
+		return 0;
+	if (card->nwarnings == MAX_WARNINGS + 1) {
+		snprintf(msg, sizeof(msg), "line %u: more repairs in this card, not listed", line);
+	} else {
+		n = snprintf(msg, sizeof(msg), "line %u: ", line);
+		if (n < 0 || (size_t)n >= sizeof(msg))
+			n = 0;
+		va_start(ap, fmt);
+		vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	buf_init(&b, 0);
+	r = card->warning ? buf_add(&b, card->warning, strlen(card->warning)) : 0;
+	if (!r && card->warning)
+		r = buf_addch(&b, '\n');
+	if (!r)
+		r = buf_add(&b, msg, strlen(msg));
+	if (!r) {
+		card->warning = arena_strndup(card->arena, b.data, b.len);
+		r = card->warning ? 0 : -ENOMEM;
+	}
+	buf_release(&b);
+	return r;
+}
+
 /* ---- physical lines ----------------------------------------------------- */
 
 /* The next physical line, without its line end; 0 at end of input. Any run
@@ -433,21 +478,24 @@ static char *param_value_dup(struct vcard_arena *a, const char *s, size_t n, int
 }
 
 /* Split one parameter's value list on commas outside quotes, unquote each
- * value and add it to prop. */
+ * value and add it to prop. lists: a quoted value is itself a list, split
+ * on its commas too (*split counts those that were). */
 static int add_param_values(struct vcard *card, struct vcard_prop *prop, const char *name,
-			    const char *s, size_t n, int rfc6868)
+			    const char *s, size_t n, int rfc6868, int lists, unsigned *split)
 {
 	size_t i = 0;
 
 	do {
 		size_t start = i, end;
-		int quoted = 0;
+		int quoted = 0, inner = 0;
 		char *v;
 		int r;
 
 		while (i < n && (quoted || s[i] != ',')) {
 			if (s[i] == '"')
 				quoted = !quoted;
+			else if (s[i] == ',')
+				inner = 1;
 			i++;
 		}
 		end = i;
@@ -458,6 +506,23 @@ static int add_param_values(struct vcard *card, struct vcard_prop *prop, const c
 		v = param_value_dup(card->arena, s + start, end - start, rfc6868);
 		if (!v)
 			return -ENOMEM;
+		if (lists && inner) {
+			/* TYPE="work,voice", as RFC 6350's own examples
+			 * write it: the types, one by one. Never a type
+			 * with a comma in it, so what we write needs no
+			 * such repair. */
+			char *next;
+
+			(*split)++;
+			for (char *t = v; t; t = next) {
+				next = strchr(t, ',');
+				if (next)
+					*next++ = '\0';
+				if ((r = vcard_add_param(card, prop, name, t)))
+					return r;
+			}
+			continue;
+		}
 		/* Drop stray quotes around a value, keep inner ones. */
 		if ((r = vcard_add_param(card, prop, name, v)))
 			return r;
@@ -493,9 +558,10 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 	int rfc6868 = card->version != VCARD_V21;
 
 	while (i < n) {
-		size_t start, eq = 0, end;
+		size_t start, eq = 0, end, ne, vs;
 		int quoted = 0, r;
-		char name[64];
+		unsigned split;
+		char name[64], ex[48];
 
 		if (s[i] != ';')
 			return fail(ps, ps->line_first, "%s: unexpected '%c' in parameters",
@@ -514,30 +580,60 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 		if (start == end)
 			continue; /* ";;" or a trailing ';': nothing to keep */
 		if (!eq) {
-			/* A bare 2.1 parameter: TEL;WORK;VOICE or ;QUOTED-PRINTABLE. */
-			if (is_bare_encoding(s + start, end - start, enc))
+			/* A bare 2.1 parameter: TEL;WORK;VOICE or ;QUOTED-PRINTABLE.
+			 * 3.0 and 4.0 have none, but Apple's Mac export writes
+			 * PHOTO;BASE64: in 3.0: read as in 2.1, and told. */
+			int is_enc = is_bare_encoding(s + start, end - start, enc);
+			const char *bare = excerpt(s + start, end - start, ex);
+
+			if (card->version != VCARD_V21 &&
+			    (r = warn(card, ps->line_first,
+				      "%s: parameter \"%s\" without a name; read as %s=%s",
+				      prop->name, bare, is_enc ? "ENCODING" : "TYPE", bare)))
+				return r;
+			if (is_enc)
 				continue;
 			if (end - start > 1000)
 				return fail(ps, ps->line_first, "%s: parameter too long",
 					    prop->name);
-			r = add_param_values(card, prop, "TYPE", s + start, end - start, 0);
+			split = 0;
+			r = add_param_values(card, prop, "TYPE", s + start, end - start, 0, 1,
+					     &split);
+			if (!r && split)
+				r = warn(card, ps->line_first,
+					 "%s: commas inside the quotes of TYPE=%s read as "
+					 "separating "
+					 "types",
+					 prop->name, bare);
 			if (r)
 				return r;
 			continue;
 		}
-		if (eq - start == 0 || eq - start >= sizeof(name))
+		/* "TYPE = work": blanks around '=' belong to neither the name
+		 * nor the value, and are dropped. */
+		ne = eq;
+		vs = eq + 1;
+		while (ne > start && (s[ne - 1] == ' ' || s[ne - 1] == '\t'))
+			ne--;
+		while (vs < end && (s[vs] == ' ' || s[vs] == '\t'))
+			vs++;
+		if (ne == start || ne - start >= sizeof(name))
 			return fail(ps, ps->line_first, "%s: parameter without a valid name",
 				    prop->name);
-		for (size_t k = start; k < eq; k++) {
+		for (size_t k = start; k < ne; k++) {
 			if (!valid_name_char(s[k]))
 				return fail(ps, ps->line_first,
 					    "%s: invalid character in parameter name", prop->name);
 			name[k - start] = (char)(s[k] >= 'a' && s[k] <= 'z' ? s[k] - 32 : s[k]);
 		}
-		name[eq - start] = '\0';
+		name[ne - start] = '\0';
+		if ((ne != eq || vs != eq + 1) &&
+		    (r = warn(card, ps->line_first, "%s: blanks around '=' of %s dropped",
+			      prop->name, name)))
+			return r;
 		if (!strcmp(name, "ENCODING")) {
-			const char *v = s + eq + 1;
-			size_t vn = end - eq - 1;
+			const char *v = s + vs;
+			size_t vn = end - vs;
 
 			if (token_is(v, vn, "QUOTED-PRINTABLE"))
 				enc->qp = 1;
@@ -548,8 +644,8 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 			continue;
 		}
 		if (!strcmp(name, "CHARSET")) {
-			size_t vn = end - eq - 1;
-			const char *v = s + eq + 1;
+			size_t vn = end - vs;
+			const char *v = s + vs;
 
 			if (vn >= 2 && v[0] == '"' && v[vn - 1] == '"') {
 				v++;
@@ -561,8 +657,15 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 			enc->charset[vn] = '\0';
 			continue;
 		}
-		r = add_param_values(card, prop, name, s + eq + 1, end - eq - 1, rfc6868);
+		split = 0;
+		r = add_param_values(card, prop, name, s + vs, end - vs, rfc6868,
+				     !strcmp(name, "TYPE"), &split);
 		if (r)
+			return r;
+		if (split && (r = warn(card, ps->line_first,
+				       "%s: commas inside the quotes of TYPE=%s read as separating "
+				       "types",
+				       prop->name, excerpt(s + vs, end - vs, ex))))
 			return r;
 	}
 	return 0;
@@ -609,12 +712,13 @@ static int set_raw(struct vcard *card, struct vcard_prop *prop, const char *s, s
 /*
  * Split escaped text into components (';') and list values (',') as the
  * property's shape says, undoing escapes. 3.0/4.0: \\ \, \; \n \N (and \:
- * leniently); other backslashes stay. 2.1: only \\ \; \, \: are escapes, and
+ * leniently), and \" that Apple's Mac export writes for a quote (counted in
+ * *quotes, a repair); other backslashes stay. 2.1: only \\ \; \, \: are escapes, and
  * newlines come from quoted-printable. CR LF and CR become LF. A separator the shape does not have is
  * kept as text, so an unescaped ';' in a NOTE stays in the note.
  */
 static int set_text(struct vcard *card, struct vcard_prop *prop, const struct vcard_known *k,
-		    const char *s, size_t n)
+		    const char *s, size_t n, unsigned *quotes)
 {
 	int v21 = card->version == VCARD_V21;
 	/* Unknown properties keep whatever structure they were written with;
@@ -654,6 +758,10 @@ static int set_text(struct vcard *card, struct vcard_prop *prop, const struct vc
 			} else if (!v21 && (e == 'n' || e == 'N')) {
 				*o++ = '\n';
 				i++;
+			} else if (!v21 && e == '"') {
+				*o++ = e;
+				i++;
+				(*quotes)++;
 			} else {
 				*o++ = c;
 			}
@@ -741,9 +849,30 @@ static int set_binary_from(struct parser *ps, struct vcard *card, struct vcard_p
 
 	buf_reset(&ps->tmp2);
 	r = vcard_base64_decode(&ps->tmp2, s, n, &bad);
-	if (r == -EINVAL)
-		return fail(ps, ps->line_first, "%s: invalid base64 at character %zu of the value",
-			    prop->name, bad + 1);
+	if (r == -EINVAL) {
+		/* Characters outside the alphabet ("...AAAG:ASDF==" in an
+		 * Android test card, which Android itself refuses) are
+		 * skipped, as KContacts (Qt's decoder), python-vobject and
+		 * ez-vcard do; the photo is what the rest decodes to. */
+		size_t k = 0;
+
+		if ((r = warn(card, ps->line_first,
+			      "%s: invalid base64 from character %zu of the value; characters "
+			      "outside the alphabet skipped",
+			      prop->name, bad + 1)))
+			return r;
+		buf_reset(&ps->tmp);
+		for (size_t i = 0; i < n && !r; i++) {
+			buf_reset(&ps->tmp2);
+			if (vcard_base64_decode(&ps->tmp2, s + i, 1, NULL) == 0) {
+				r = buf_addch(&ps->tmp, s[i]);
+				k++;
+			}
+		}
+		buf_reset(&ps->tmp2);
+		if (!r)
+			r = vcard_base64_decode(&ps->tmp2, k ? ps->tmp.data : "", k, NULL);
+	}
 	if (r)
 		return r;
 	data = arena_alloc(card->arena, ps->tmp2.len ? ps->tmp2.len : 1);
@@ -797,17 +926,6 @@ static int try_data_uri(struct parser *ps, struct vcard *card, struct vcard_prop
 	return 0;
 }
 
-static int warn(struct vcard *card, unsigned line, const char *what)
-{
-	char msg[160];
-
-	if (card->warning)
-		return 0;
-	snprintf(msg, sizeof(msg), "line %u: %s", line, what);
-	card->warning = arena_strdup(card->arena, msg);
-	return card->warning ? 0 : -ENOMEM;
-}
-
 /* Decode the value bytes v[0..n) of prop to UTF-8 text in ps->tmp. */
 static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop *prop,
 		       const struct encoding *enc, const char **v, size_t *n)
@@ -828,7 +946,7 @@ static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop 
 		r = iconv_decode(&ps->tmp, enc->charset, s, len);
 		if (r == -EINVAL || r == -EILSEQ) {
 			buf_reset(&ps->tmp);
-			if ((r = warn(card, ps->line_first,
+			if ((r = warn(card, ps->line_first, "%s",
 				      r == -EINVAL ? "unknown CHARSET, read as Windows-1252"
 						   : "value not valid in its CHARSET, read as "
 						     "Windows-1252")))
@@ -836,7 +954,7 @@ static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop 
 			r = cp1252_decode(&ps->tmp, s, len);
 		}
 	} else if (!vcard_utf8_valid(s, len)) {
-		if ((r = warn(card, ps->line_first,
+		if ((r = warn(card, ps->line_first, "%s",
 			      "text is not valid UTF-8; stray bytes read as Windows-1252")))
 			return r;
 		r = utf8_repair(&ps->tmp, s, len);
@@ -852,6 +970,33 @@ static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop 
 	return 0;
 }
 
+/*
+ * Whether a line without ':' is a property name alone ("N", "item1.TEL",
+ * "X-FOO;TYPE=a"): a known name or an X- name, so that a stray word of a
+ * badly folded value is never taken for a property.
+ */
+static int bare_name(const char *s, size_t n)
+{
+	const char *semi = memchr(s, ';', n), *dot;
+	size_t len = semi ? (size_t)(semi - s) : n;
+	char name[64];
+
+	dot = memchr(s, '.', len);
+	if (dot) {
+		len -= (size_t)(dot + 1 - s);
+		s = dot + 1;
+	}
+	if (len == 0 || len >= sizeof(name))
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		if (!valid_prop_char(s[i]))
+			return 0;
+		name[i] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 32 : s[i]);
+	}
+	name[len] = '\0';
+	return vcard_known(name) || (len > 2 && name[0] == 'X' && name[1] == '-');
+}
+
 /* Parse the logical line in ps->line as a property of card. */
 static int parse_property(struct parser *ps, struct vcard *card)
 {
@@ -862,11 +1007,18 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	struct vcard_prop *prop;
 	char namebuf[128], groupbuf[128], ex[48];
 	int r, done;
+	unsigned quotes = 0;
 
 	colon = find_colon(s, n);
-	if (!colon)
+	if (!colon && !bare_name(s, n))
 		return fail(ps, ps->line_first, "not a property (no ':'): \"%s\"",
 			    excerpt(s, n, ex));
+	if (!colon) {
+		if ((r = warn(card, ps->line_first, "no ':' after \"%s\"; read as an empty value",
+			      excerpt(s, n, ex))))
+			return r;
+		colon = s + n;
+	}
 	/* group.NAME */
 	p = s;
 	while (p < colon && *p != ';')
@@ -880,7 +1032,10 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	if (dot) {
 		size_t gl = (size_t)(dot - name);
 
-		if (gl == 0 || gl >= sizeof(groupbuf))
+		if (gl == 0 && (r = warn(card, ps->line_first, "empty group before \"%s\" dropped",
+					 excerpt(dot + 1, (size_t)(colon - dot - 1), ex))))
+			return r;
+		if (gl >= sizeof(groupbuf))
 			return fail(ps, ps->line_first, "invalid group in \"%s\"",
 				    excerpt(s, (size_t)(colon - s), ex));
 		for (size_t i = 0; i < gl; i++)
@@ -903,8 +1058,8 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	}
 	namebuf[name_len] = '\0';
 
-	/* "END;;:VCARD" or "END :VCARD" is not a property but a broken marker;
-	 * kept as a property it would be written as the real thing. */
+	/* "END;;:VCARD" is not a property but a broken marker; kept as a
+	 * property it would be written as the real thing. */
 	if (vcard_strcaseeq(namebuf, "BEGIN") || vcard_strcaseeq(namebuf, "END"))
 		return fail(ps, ps->line_first, "malformed %s line \"%s\"", namebuf,
 			    excerpt(s, n, ex));
@@ -916,12 +1071,20 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	if ((r = parse_params(ps, card, prop, p, (size_t)(colon - p), &enc)))
 		return r;
 
-	s = colon + 1;
+	s = colon < ps->line.data + ps->line.len ? colon + 1 : colon;
 	n = ps->line.len - (size_t)(s - ps->line.data);
 	if (enc.b64) {
-		if ((r = set_binary_from(ps, card, prop, s, n)))
+		/* "ENCODING=b:data:image/jpeg;base64,..." says base64 twice;
+		 * the URI's bytes are the value. */
+		if ((r = try_data_uri(ps, card, prop, s, n, &done)))
 			return r;
-		return take_media_type(card, prop);
+		if (done &&
+		    (r = warn(card, ps->line_first,
+			      "%s: a data: URI under ENCODING=b; its bytes taken", prop->name)))
+			return r;
+		if (!done && (r = set_binary_from(ps, card, prop, s, n)))
+			return r;
+		return prop->mediatype ? 0 : take_media_type(card, prop);
 	}
 	if (k && k->binary) {
 		if ((r = try_data_uri(ps, card, prop, s, n, &done)))
@@ -931,20 +1094,68 @@ static int parse_property(struct parser *ps, struct vcard *card)
 	}
 	if ((r = decode_text(ps, card, prop, &enc, &s, &n)))
 		return r;
-	return is_raw_prop(prop, k) ? set_raw(card, prop, s, n) : set_text(card, prop, k, s, n);
+	if (is_raw_prop(prop, k))
+		return set_raw(card, prop, s, n);
+	if ((r = set_text(card, prop, k, s, n, &quotes)))
+		return r;
+	return quotes ? warn(card, ps->line_first, "%s: backslash before '\"' dropped", prop->name)
+		      : 0;
 }
 
-/* Whether the logical line is "KEYWORD:VCARD" (BEGIN or END), tolerating
- * case and trailing blanks. */
-static int is_marker(const struct buf *line, const char *keyword)
+/* Length of a group prefix ("item1.", or "." alone) at the start of
+ * s[0..n), or 0 when there is none. */
+static size_t group_prefix(const char *s, size_t n)
 {
-	size_t k = strlen(keyword), n = line->len;
+	size_t i = 0;
+
+	while (i < n && valid_name_char(s[i]))
+		i++;
+	return i < n && s[i] == '.' ? i + 1 : 0;
+}
+
+/* How a line names BEGIN:VCARD or END:VCARD. */
+enum marker {
+	MARKER_NO,
+	MARKER_EXACT,	 /* in any case, with trailing blanks */
+	MARKER_REPAIRED, /* with a group, or blanks around ':' */
+};
+
+/* Whether the logical line is "KEYWORD:VCARD" (BEGIN or END), tolerating
+ * case and trailing blanks, and (as a repair) a group prefix and blanks
+ * around the ':'. "BEGIN:VCARDinvalid" is none. */
+static enum marker is_marker(const struct buf *line, const char *keyword)
+{
+	size_t k = strlen(keyword), n = line->len, g;
 	const char *s = line->data;
+	int repaired;
 
 	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
 		n--;
-	return n == k + 6 && vcard_prefix_ci(s, k, keyword) && s[k] == ':' &&
-	       vcard_prefix_ci(s + k + 1, 5, "VCARD");
+	g = group_prefix(s, n);
+	repaired = g > 0;
+	s += g;
+	n -= g;
+	if (n < k || !vcard_prefix_ci(s, k, keyword))
+		return MARKER_NO;
+	s += k;
+	n -= k;
+	while (n && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+		repaired = 1;
+	}
+	if (!n || *s != ':')
+		return MARKER_NO;
+	s++;
+	n--;
+	while (n && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+		repaired = 1;
+	}
+	if (n != 5 || !vcard_prefix_ci(s, 5, "VCARD"))
+		return MARKER_NO;
+	return repaired ? MARKER_REPAIRED : MARKER_EXACT;
 }
 
 static int is_blank(const struct buf *line)
@@ -955,13 +1166,77 @@ static int is_blank(const struct buf *line)
 	return 1;
 }
 
-static int set_version(struct parser *ps, struct vcard *card)
+/* A comment line ('#' first), which Android's reader skips. */
+static int is_comment(const struct buf *line)
 {
-	const char *v = memchr(ps->line.data, ':', ps->line.len);
-	size_t n;
+	return line->len && line->data[0] == '#';
+}
 
-	v = v ? v + 1 : "";
-	n = ps->line.len - (size_t)(v - ps->line.data);
+/* Whether only blank lines are left in the input. */
+static int rest_is_blank(const struct parser *ps)
+{
+	for (const char *p = ps->p; p < ps->end; p++)
+		if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+			return 0;
+	return 1;
+}
+
+/* Whether the line is a start of "END:VCARD" cut short ("E", "END:VC"). */
+static int is_cut_end(const struct buf *line)
+{
+	static const char end[] = "END:VCARD";
+
+	if (line->len == 0 || line->len >= sizeof(end) - 1)
+		return 0;
+	for (size_t i = 0; i < line->len; i++) {
+		char c = line->data[i];
+
+		if ((c >= 'a' && c <= 'z' ? c - 32 : c) != end[i])
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Whether the logical line is a VERSION line: "VERSION:", and as a repair
+ * (*repaired set) a group before it or blanks around the ':'. *value is
+ * where the value starts.
+ */
+static int is_version_line(const struct buf *line, const char **value, int *repaired)
+{
+	const char *s = line->data;
+	size_t n = line->len, g = group_prefix(s, n);
+
+	*repaired = g > 0;
+	s += g;
+	n -= g;
+	if (n < 7 || !vcard_prefix_ci(s, 7, "VERSION"))
+		return 0;
+	s += 7;
+	n -= 7;
+	while (n && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+		*repaired = 1;
+	}
+	if (!n || *s != ':')
+		return 0;
+	s++;
+	n--;
+	if (n && (*s == ' ' || *s == '\t'))
+		*repaired = 1;
+	*value = s;
+	return 1;
+}
+
+static int set_version(struct parser *ps, struct vcard *card, const char *v)
+{
+	size_t n = ps->line.len - (size_t)(v - ps->line.data);
+
+	while (n && (*v == ' ' || *v == '\t')) {
+		v++;
+		n--;
+	}
 	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
 		n--;
 	if (n == 3 && !memcmp(v, "2.1", 3))
@@ -977,24 +1252,145 @@ static int set_version(struct parser *ps, struct vcard *card)
 	return 0;
 }
 
-static int is_version_line(const struct buf *line)
+/* Whether the last property of a 2.1 card is an AGENT whose value is a
+ * whole vCard to come: empty (the card follows on the next lines) or
+ * "BEGIN:VCARD" (the card started on the AGENT line). 3.0 and 4.0 carry
+ * the card as escaped text on the AGENT line: a value that is just
+ * "BEGIN:VCARD" there is text like any other. */
+static int agent_opens_card(const struct vcard *card, int *begun)
 {
-	return line->len >= 8 && vcard_prefix_ci(line->data, 8, "VERSION:");
+	const struct vcard_prop *p = card->nprops ? &card->props[card->nprops - 1] : NULL;
+	const char *v;
+
+	if (!p || card->version != VCARD_V21 || strcmp(p->name, "AGENT") != 0 ||
+	    p->kind != VCARD_TEXT || p->ncomps != 1 || p->comps[0].nvals != 1)
+		return 0;
+	v = p->comps[0].vals[0];
+	*begun = vcard_strcaseeq(v, "BEGIN:VCARD");
+	return *begun || v[0] == '\0';
 }
 
-/* Read one card; ps is just past its BEGIN line. */
-static int parse_card(struct parser *ps, struct vcard **out)
+/* Whether a line of a nested 2.1 card is "AGENT[;params]:BEGIN:VCARD", an
+ * agent of the agent begun on its own line. */
+static int is_agent_begin(const struct buf *line)
+{
+	const char *s = line->data, *colon;
+	size_t n = line->len, g = group_prefix(s, n);
+
+	colon = find_colon(s, n);
+	if (!colon || (size_t)(colon - s) < g + 5 || !vcard_prefix_ci(s + g, 5, "AGENT") ||
+	    (s + g + 5 != colon && s[g + 5] != ';'))
+		return 0;
+	n -= (size_t)(colon + 1 - s);
+	s = colon + 1;
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	return n == 11 && vcard_prefix_ci(s, 11, "BEGIN:VCARD");
+}
+
+/*
+ * A vCard 2.1 AGENT carries a whole card on the lines after it. Read them
+ * (nested AGENTs included) up to the matching END:VCARD, and make the text
+ * of the lines, one '\n' after each, the AGENT's value: one contact with
+ * its agent kept, as 3.0's escaped AGENT text would hold it. begun: the
+ * AGENT line itself held BEGIN:VCARD. An empty AGENT that no BEGIN:VCARD
+ * follows stays empty, and the input is left where it was.
+ */
+static int read_agent(struct parser *ps, struct vcard *card, int begun)
+{
+	const char *p = ps->p;
+	unsigned at = ps->line_first, lineno = ps->lineno;
+	struct buf text;
+	int depth = begun, r;
+
+	buf_init(&text, 0);
+	if (begun && (r = buf_add(&text, "BEGIN:VCARD\n", 12)))
+		goto out;
+	for (;;) {
+		r = next_logical(ps, card->version);
+		if (r < 0)
+			goto out;
+		if (r == 0 && depth) {
+			r = fail(ps, at, "AGENT: the vCard it carries has no END:VCARD");
+			goto out;
+		}
+		if (r && !depth && is_blank(&ps->line))
+			continue;
+		if (r == 0 || (!depth && !is_marker(&ps->line, "BEGIN"))) {
+			ps->p = p;
+			ps->lineno = lineno;
+			r = 0;
+			goto out;
+		}
+		if (is_marker(&ps->line, "BEGIN") || (depth && is_agent_begin(&ps->line)))
+			depth++;
+		else if (is_marker(&ps->line, "END"))
+			depth--;
+		if ((r = buf_add(&text, ps->line.data, ps->line.len)) ||
+		    (r = buf_addch(&text, '\n')))
+			goto out;
+		if (!depth)
+			break;
+	}
+	/* The nested card's lines are kept as written, charsets and all:
+	 * bytes that are not UTF-8 are read as text is elsewhere. */
+	if (!vcard_utf8_valid(text.data, text.len)) {
+		if ((r = warn(card, at,
+			      "AGENT: the vCard it carries is not valid UTF-8; stray bytes read "
+			      "as Windows-1252")))
+			goto out;
+		buf_reset(&ps->tmp);
+		if ((r = utf8_repair(&ps->tmp, text.data, text.len)))
+			goto out;
+		buf_reset(&text);
+		if ((r = buf_add(&text, ps->tmp.data, ps->tmp.len)))
+			goto out;
+	}
+	if (!(r = buf_addch(&text, '\0')))
+		r = vcard_set_text(card, &card->props[card->nprops - 1], text.data);
+out:
+	buf_release(&text);
+	return r;
+}
+
+/* How a card opens. */
+enum opening {
+	OPEN_BEGIN,	     /* BEGIN:VCARD */
+	OPEN_BEGIN_REPAIRED, /* BEGIN:VCARD with a group or blanks */
+	OPEN_VERSION,	     /* a VERSION line without BEGIN before it */
+};
+
+/*
+ * Read one card. ps is just past its BEGIN line, or (OPEN_VERSION) just past
+ * the VERSION line that begins a card without BEGIN, that line still in
+ * ps->line. comment: the first comment line before the card, or 0. version:
+ * the version to read lines with until VERSION says otherwise (0: 3.0, the
+ * common case); a VERSION that comes after other properties and names
+ * another version reads the card again from the start with it.
+ */
+static int parse_card(struct parser *ps, struct vcard **out, unsigned begin, enum opening how,
+		      unsigned comment, enum vcard_version version)
 {
 	struct vcard *card = vcard_new();
-	unsigned begin = ps->line_first;
-	int have_version = 0, r;
+	const char *start = ps->p, *v;
+	unsigned start_line = ps->lineno;
+	int have_version = 0, first = how == OPEN_VERSION, repaired, begun, r;
 
 	if (!card)
 		return -ENOMEM;
 	card->line = begin;
-	card->version = VCARD_V30;
+	card->version = version ? version : VCARD_V30;
+	if (comment && (r = warn(card, comment, "comment lines before the card skipped")))
+		goto out;
+	if (how == OPEN_BEGIN_REPAIRED &&
+	    (r = warn(card, begin, "BEGIN:VCARD with a group or blanks; read as BEGIN:VCARD")))
+		goto out;
+	if (how == OPEN_VERSION &&
+	    (r = warn(card, begin, "no BEGIN:VCARD before this VERSION line; card begun here")))
+		goto out;
 	for (;;) {
-		r = next_logical(ps, card->version);
+		r = first ? 1 : next_logical(ps, card->version);
+		first = 0;
 		if (r < 0)
 			goto out;
 		if (r == 0) {
@@ -1005,8 +1401,22 @@ static int parse_card(struct parser *ps, struct vcard **out)
 		}
 		if (is_blank(&ps->line))
 			continue;
-		if (is_marker(&ps->line, "END"))
+		if (is_comment(&ps->line)) {
+			if ((r = warn(card, ps->line_first, "comment line skipped")))
+				goto out;
+			continue;
+		}
+		switch (is_marker(&ps->line, "END")) {
+		case MARKER_REPAIRED:
+			if ((r = warn(card, ps->line_first,
+				      "END:VCARD with a group or blanks; read as END:VCARD")))
+				goto out;
+			goto done;
+		case MARKER_EXACT:
+			goto done;
+		case MARKER_NO:
 			break;
+		}
 		if (is_marker(&ps->line, "BEGIN")) {
 			r = fail(
 				ps, ps->line_first,
@@ -1014,15 +1424,44 @@ static int parse_card(struct parser *ps, struct vcard **out)
 				begin);
 			goto out;
 		}
-		if (is_version_line(&ps->line) && !have_version) {
-			if ((r = set_version(ps, card)))
+		if (is_cut_end(&ps->line) && rest_is_blank(ps)) {
+			if ((r = warn(card, ps->line_first,
+				      "\"%.*s\" at end of input read as a cut END:VCARD",
+				      (int)ps->line.len, ps->line.data)))
+				goto out;
+			break;
+		}
+		if (!have_version && is_version_line(&ps->line, &v, &repaired)) {
+			if ((r = set_version(ps, card, v)))
 				goto out;
 			have_version = 1;
+			if (card->nprops && !version && card->version != VCARD_V30) {
+				/* The lines before it were read as 3.0: again,
+				 * as what the card says it is. */
+				enum vcard_version found = card->version;
+
+				vcard_free(card);
+				card = NULL;
+				ps->p = start;
+				ps->lineno = start_line;
+				r = parse_card(ps, out, begin, how, comment, found);
+				goto out;
+			}
+			if (repaired &&
+			    (r = warn(card, ps->line_first,
+				      "VERSION with a group or blanks; read as VERSION:%s",
+				      card->version == VCARD_V21   ? "2.1"
+				      : card->version == VCARD_V30 ? "3.0"
+								   : "4.0")))
+				goto out;
 			continue;
 		}
 		if ((r = parse_property(ps, card)))
 			goto out;
+		if (agent_opens_card(card, &begun) && (r = read_agent(ps, card, begun)))
+			goto out;
 	}
+done:
 	if (!have_version && (r = warn(card, begin, "no VERSION; read as 3.0")))
 		goto out;
 	*out = card;
@@ -1039,8 +1478,11 @@ int vcard_parse(const char *data, size_t len, struct vcard ***cards, size_t *nca
 	struct parser ps = {.p = data, .end = data + len, .err = err};
 	struct vcard **list = NULL, *card = NULL;
 	size_t n = 0, size = 0;
+	unsigned comment = 0;
+	const char *v;
 	char ex[48];
-	int r;
+	int r, repaired, from_version;
+	enum marker m;
 
 	*cards = NULL;
 	*ncards = 0;
@@ -1061,7 +1503,14 @@ int vcard_parse(const char *data, size_t len, struct vcard ***cards, size_t *nca
 			break;
 		if (is_blank(&ps.line))
 			continue;
-		if (!is_marker(&ps.line, "BEGIN")) {
+		if (is_comment(&ps.line)) {
+			if (!comment)
+				comment = ps.line_first;
+			continue;
+		}
+		m = is_marker(&ps.line, "BEGIN");
+		from_version = m == MARKER_NO && is_version_line(&ps.line, &v, &repaired);
+		if (m == MARKER_NO && !from_version) {
 			r = fail(&ps, ps.line_first, "expected BEGIN:VCARD, found \"%s\"",
 				 excerpt(ps.line.data, ps.line.len, ex));
 			goto out;
@@ -1077,14 +1526,22 @@ int vcard_parse(const char *data, size_t len, struct vcard ***cards, size_t *nca
 			}
 			list = l;
 		}
-		if ((r = parse_card(&ps, &card)))
+		r = parse_card(&ps, &card, ps.line_first,
+			       from_version	      ? OPEN_VERSION
+			       : m == MARKER_REPAIRED ? OPEN_BEGIN_REPAIRED
+						      : OPEN_BEGIN,
+			       comment, 0);
+		if (r)
 			goto out;
 		list[n++] = card;
+		comment = 0;
 	}
 	if (n == 0) {
 		r = fail(&ps, ps.lineno ? ps.lineno : 1, "no vCard in input (no BEGIN:VCARD)");
 		goto out;
 	}
+	if (comment && (r = warn(list[n - 1], comment, "comment lines after the card skipped")))
+		goto out;
 	*cards = list;
 	*ncards = n;
 	list = NULL;

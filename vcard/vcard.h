@@ -80,8 +80,11 @@ struct vcard {
 	struct vcard_prop *props;   /* BEGIN, VERSION and END are not included */
 	size_t nprops;
 	size_t props_size;
-	unsigned line;	     /* line of BEGIN:VCARD */
-	const char *warning; /* a repair the parser made, or NULL */
+	unsigned line; /* line of BEGIN:VCARD */
+	/* The repairs the parser made, one "line N: what" a line ('\n'
+	 * between them, in input order), or NULL when it made none. */
+	const char *warning;
+	unsigned nwarnings; /* how many repairs, listed or not */
 	struct vcard_arena *arena;
 };
 
@@ -96,10 +99,11 @@ struct vcard_error {
  * Parse every card in data[0..len). On success returns 0 and sets *cards to
  * a malloc'd array of *ncards cards (free with vcard_free_all()); an input
  * with no card at all is an error. On failure returns -EINVAL (err says
- * which line and why) or -ENOMEM, and *cards is NULL. Repairs: a missing
- * END:VCARD at the end of input, a missing VERSION (read as 3.0), text that
- * is not valid UTF-8 and has no CHARSET (read as Windows-1252); each sets the
- * card's warning. Everything else that breaks the grammar is refused.
+ * which line and why) or -ENOMEM, and *cards is NULL. Input that other
+ * readers take although it breaks the grammar is repaired as docs/vcard.md
+ * lists (a missing BEGIN or END, a missing VERSION, a group on BEGIN/END,
+ * text that is not valid UTF-8, ...); each repair adds a line to the card's
+ * warning. Everything else that breaks the grammar is refused.
  */
 int vcard_parse(const char *data, size_t len, struct vcard ***cards, size_t *ncards,
 		struct vcard_error *err) VCARD_MUST_CHECK;

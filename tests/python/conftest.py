@@ -166,14 +166,15 @@ def vobject_lines(data, our_output=False):
 
 
 def unescape_text(s):
-    """Undo vCard text escapes: \\n \\N \\, \\; \\\\ (RFC 2426/6350) and \\:
+    """Undo vCard text escapes: \\n \\N \\, \\; \\\\ (RFC 2426/6350), \\:
     (not an RFC escape, but Apple and Gmail write "http\\://..." and mean a
-    colon); leave others as they are."""
+    colon) and \\" (neither, but Apple's and Gmail's exports write it for a
+    quote); leave others as they are."""
     out = []
     i = 0
     while i < len(s):
         c = s[i]
-        if c == "\\" and i + 1 < len(s) and s[i + 1] in "nN,;:\\":
+        if c == "\\" and i + 1 < len(s) and s[i + 1] in "nN,;:\\\"":
             out.append("\n" if s[i + 1] in "nN" else s[i + 1])
             i += 2
             continue

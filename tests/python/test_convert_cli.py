@@ -299,3 +299,138 @@ def test_birthday_never_shifts_a_day_whatever_the_time_zone(tz):
 
 def card_with_bday(bday):
     return card(b"FN:Birthday Person", b"N:Person;Birthday;;;", b"BDAY:" + bday)
+
+
+# ---- what other readers take: repaired with a warning, or refused ----------
+# One row per leniency of docs/vcard.md: the input, the warnings convert must
+# print ("line N: what"), and values the JSON must hold. Each card is small
+# and our own.
+
+def lf(*lines):
+    return b"\n".join(lines) + b"\n"
+
+
+REPAIRS = [
+    ("no_begin", lf(b"VERSION:3.0", b"FN:Frank Dawson", b"END:vCard"),
+     ["line 1: no BEGIN:VCARD before this VERSION line; card begun here"],
+     {"displayName": "Frank Dawson"}),
+    ("grouped_markers", lf(b"TEST.BEGIN:VCARD", b"TEST.VERSION:3.0", b"TEST.N:Doe;John;;Mr;",
+                           b"FN:John Doe", b"TEST.END:VCARD"),
+     ["line 1: BEGIN:VCARD with a group or blanks; read as BEGIN:VCARD",
+      "line 2: VERSION with a group or blanks; read as VERSION:3.0",
+      "line 5: END:VCARD with a group or blanks; read as END:VCARD"],
+     {"displayName": "John Doe", "surname": "Doe", "givenName": "John", "title": "Mr"}),
+    ("empty_group", lf(b"BEGIN:VCARD", b"VERSION:3.0", b".FN:Dot Ted", b"END:VCARD"),
+     ['line 3: empty group before "FN" dropped'], {"displayName": "Dot Ted"}),
+    ("version_blank", lf(b"BEGIN:VCARD", b"VERSION: 4.0", b"FN:Four", b"BDAY:19740722",
+                         b"END:VCARD"),
+     ["line 2: VERSION with a group or blanks; read as VERSION:4.0"],
+     {"displayName": "Four", "birthday": "1974-07-22T11:59:00Z"}),
+    ("name_without_colon", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"N", b"FN:John Doe",
+                              b"END:VCARD"),
+     ["line 3: no ':' after \"N\"; read as an empty value"], {"displayName": "John Doe"}),
+    ("cut_end", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"FN:Cut", b"EMAIL:cut@example.org", b"E"),
+     ['line 5: "E" at end of input read as a cut END:VCARD'],
+     {"displayName": "Cut", "emailAddresses": [{"address": "cut@example.org"}]}),
+    ("missing_end", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"FN:Open"),
+     ["line 3: missing END:VCARD at end of input; card closed"], {"displayName": "Open"}),
+    ("comments", lf(b"# from a phone", b"BEGIN:VCARD", b"VERSION:2.1", b"# note", b"FN:Hash",
+                    b"END:VCARD"),
+     ["line 1: comment lines before the card skipped", "line 4: comment line skipped"],
+     {"displayName": "Hash"}),
+    ("param_blanks", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"FN:Tel", b"TEL;TYPE = cell:+1 555 0100",
+                        b"END:VCARD"),
+     ["line 4: TEL: blanks around '=' of TYPE dropped"],
+     {"displayName": "Tel", "mobilePhone": "+1 555 0100"}),
+    ("bare_param_30", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"FN:Bare", b"TEL;CELL:+1 555 0100",
+                         b"PHOTO;BASE64:", b"  QUJD", b"END:VCARD"),
+     ['line 4: TEL: parameter "CELL" without a name; read as TYPE=CELL',
+      'line 5: PHOTO: parameter "BASE64" without a name; read as ENCODING=BASE64'],
+     {"displayName": "Bare", "mobilePhone": "+1 555 0100",
+      "@contactfs.photo": "data:image/jpeg;base64,QUJD"}),
+    ("quoted_type_list", lf(b"BEGIN:VCARD", b"VERSION:4.0", b"FN:Home",
+                            b'TEL;VALUE=uri;TYPE="voice,home":tel:+1-555-0100', b"END:VCARD"),
+     ['line 4: TEL: commas inside the quotes of TYPE="voice,home" read as separating types'],
+     {"displayName": "Home", "homePhones": ["+1-555-0100"]}),
+    ("escaped_quote", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"FN:Quote",
+                         b'NOTE:provided \\"AS IS\\"', b"END:VCARD"),
+     ["line 4: NOTE: backslash before '\"' dropped"],
+     {"displayName": "Quote", "personalNotes": 'provided "AS IS"'}),
+    ("bad_base64", lf(b"BEGIN:VCARD", b"VERSION:2.1", b"FN:Pic",
+                      b"PHOTO;ENCODING=BASE64;TYPE=JPEG:QUJD:REVG", b"", b"END:VCARD"),
+     ["line 4: PHOTO: invalid base64 from character 5 of the value; characters outside the "
+      "alphabet skipped"],
+     {"displayName": "Pic", "@contactfs.photo": "data:image/jpeg;base64,QUJDREVG"}),
+    ("data_uri_under_b", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"FN:Uri",
+                            b"PHOTO;ENCODING=b:data:image/png;base64,QUJD", b"END:VCARD"),
+     ["line 4: PHOTO: a data: URI under ENCODING=b; its bytes taken"],
+     {"displayName": "Uri", "@contactfs.photo": "data:image/png;base64,QUJD"}),
+    ("unknown_charset", lf(b"BEGIN:VCARD", b"VERSION:2.1", b"FN;CHARSET=X-NOPE:Caf\xe9",
+                           b"END:VCARD"),
+     ["line 3: unknown CHARSET, read as Windows-1252"], {"displayName": "Caf\u00e9"}),
+    ("no_version", lf(b"BEGIN:VCARD", b"FN:Old", b"END:VCARD"),
+     ["line 1: no VERSION; read as 3.0"], {"displayName": "Old"}),
+]
+
+
+@pytest.mark.parametrize("data,warnings,values", [r[1:] for r in REPAIRS],
+                         ids=[r[0] for r in REPAIRS])
+def test_a_repair_is_printed_with_its_line_and_the_values_are_kept(data, warnings, values):
+    r = run_convert(["--to", "json"], data)
+    assert r.returncode == 0, r.stderr
+    got = [line.split(": ", 3)[3] for line in r.stderr.decode().splitlines()
+           if line.startswith("contactfs: warning: ")]
+    assert got == warnings
+    body = json.loads(r.stdout)
+    for key, want in values.items():
+        assert body.get(key) == want, key
+    # What is written back is strict and reads again without any repair.
+    for version in ("3.0", "4.0"):
+        out = convert_ok(["--to", "vcard", "--vcard-version", version], r.stdout)
+        again = run_convert(["--to", "json"], out)
+        assert again.returncode == 0 and b"warning" not in again.stderr, again.stderr
+        assert json.loads(again.stdout) == body
+
+
+def test_a_21_agent_card_stays_one_contact_with_the_agent_kept():
+    data = card(b"FN:Boss", b"AGENT:", b"BEGIN:VCARD", b"VERSION:2.1", b"FN:Assistant",
+                b"TEL;WORK:+1 555 0100", b"END:VCARD", b"EMAIL:boss@example.org", version="2.1")
+    r = run_convert(["--to", "json"], data)
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert isinstance(body, dict), "one contact, not two"
+    assert body["displayName"] == "Boss"
+    out = convert_ok(["--to", "vcard"], r.stdout)
+    assert out.count(b"BEGIN:VCARD\r\n") == 1, "the nested card is a value, not a card"
+    agent = vobject_read(out, our_output=True)[0].contents["agent"][0].value
+    assert agent == ("BEGIN:VCARD\nVERSION:2.1\nFN:Assistant\nTEL;WORK:+1 555 0100\n"
+                     "END:VCARD\n")
+
+
+REFUSALS = [
+    ("begin_of_another_object", lf(b"BEGIN:VCARDinvalid", b"VERSION:3.0", b"FN:x", b"END:VCARD"),
+     'line 1: expected BEGIN:VCARD, found "BEGIN:VCARDinvalid"'),
+    ("text_before_the_card", lf(b"Hello,", b"BEGIN:VCARD", b"FN:x", b"END:VCARD"),
+     'line 1: expected BEGIN:VCARD, found "Hello,"'),
+    ("stray_word", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"NOTE:folded badly", b"continued",
+                      b"END:VCARD"),
+     'line 4: not a property (no \':\'): "continued"'),
+    ("begin_inside_a_card", lf(b"BEGIN:VCARD", b"FN:x", b"BEGIN:VCARD", b"FN:y", b"END:VCARD"),
+     "line 3: BEGIN:VCARD inside the card begun at line 1 (missing END:VCARD?)"),
+    ("agent_without_end", lf(b"BEGIN:VCARD", b"VERSION:2.1", b"AGENT:", b"BEGIN:VCARD",
+                             b"FN:x"),
+     "line 3: AGENT: the vCard it carries has no END:VCARD"),
+    ("unknown_encoding", lf(b"BEGIN:VCARD", b"VERSION:2.1", b"FN;ENCODING=UUENCODE:x",
+                            b"END:VCARD"),
+     "line 3: FN: unknown ENCODING"),
+    ("unknown_version", lf(b"BEGIN:VCARD", b"VERSION:5.0", b"FN:x", b"END:VCARD"),
+     'line 2: unsupported VERSION "5.0" (2.1, 3.0 and 4.0 are)'),
+]
+
+
+@pytest.mark.parametrize("data,reason", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_what_no_reader_agrees_on_is_refused_with_65_and_the_reason(data, reason):
+    r = run_convert(["--to", "json"], data)
+    assert r.returncode == EX_DATAERR, r.stderr
+    assert r.stderr.decode().rstrip().endswith(reason), r.stderr
+    assert r.stdout == b""

@@ -284,3 +284,27 @@ def test_a_cache_mounted_again_with_another_graph_url_reads_everything_again(tmp
                        what="a delta round against the other graph_url")
             assert "refusing to follow" not in m.log_text(), m.log_text()
             assert {rel: os.stat(m.root / rel).st_ino for rel in vcf_files(m.root)} == before
+
+
+def test_a_card_read_with_repairs_is_saved_and_each_repair_is_in_errors(tmp_path):
+    """A card other readers open but that breaks the RFC (here: a group on
+    BEGIN and END, a name without ':') is saved like any other, and
+    .contactfs/errors names each repair with its line; the file then shows
+    the strict card the server's contact makes."""
+    with Emulator("--contacts", "0") as emu, Mount(emu, tmp_path) as m:
+        m.wait_synced()
+        p = m.root / "Repaired Rita.vcf"
+        p.write_bytes(b"X.BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Repaired Rita\r\nN\r\n"
+                      b"EMAIL:rita@example.org\r\nX.END:VCARD\r\n")
+        m.wait_synced()
+        (c,) = server_contacts(emu)
+        assert c["displayName"] == "Repaired Rita"
+        assert [e["address"] for e in c["emailAddresses"]] == ["rita@example.org"]
+        errors = m.errors()
+        assert "Repaired Rita.vcf" in errors
+        assert ("read with a repair: line 1: BEGIN:VCARD with a group or blanks; read as "
+                "BEGIN:VCARD") in errors, errors
+        assert "read with a repair: line 4: no ':' after \"N\"; read as an empty value" in errors
+        assert "read with a repair: line 6: END:VCARD with a group" in errors
+        text = p.read_bytes()
+        assert text.startswith(b"BEGIN:VCARD\r\n") and b"X.END" not in text
