@@ -235,6 +235,17 @@ int cache_create(struct cache *c, uint64_t parent, const char *name, enum cache_
 int cache_write(struct cache *c, uint64_t ino, const void *data, size_t len, int64_t mtime_ns,
 		struct vcard_error *err) CACHE_MUST_CHECK;
 
+/* cache_write of bytes a handle wrote after it had loaded the file at
+ * version loaded (the X-CONTACTFS-VERSION value the file showed then; NULL
+ * or "": none): a card written without a version line is based on it (an
+ * editor that drops the line still merges with what it read). */
+int cache_write_loaded(struct cache *c, uint64_t ino, const void *data, size_t len,
+		       int64_t mtime_ns, const char *loaded, struct vcard_error *err) CACHE_MUST_CHECK;
+
+/* The X-CONTACTFS-VERSION value of the card in data into out: 1, or 0 when
+ * data is not one card or carries none (out ""). */
+int cache_token_of(const void *data, size_t len, char *out, size_t size);
+
 /* Set a node's mtime (utimens). */
 int cache_set_mtime(struct cache *c, uint64_t ino, int64_t mtime_ns) CACHE_MUST_CHECK;
 

@@ -295,6 +295,11 @@ cJSON *cache_merge_said(const cJSON *base, const cJSON *patch, const cJSON *ext)
 int cache_merge_remember(sqlite3 *db, int64_t cid, struct vcard *card, const cJSON *base,
 			 const struct cache_merge *m, int local) CACHE_MUST_CHECK;
 
+/* A card of file ino without a version line gets the one the handle that
+ * wrote it had loaded (nodes.loaded, cache_write_loaded), if any. 0 or
+ * -errno. */
+int tree_card_loaded(sqlite3 *db, int64_t ino, struct vcard *card) CACHE_MUST_CHECK;
+
 /* Write json (what contact cid's file should show: a merge, not a server
  * version) into the file as the mount renders it, under a version token of
  * its own ("<changeKey>+<n>", kept in versions: a card written from it is

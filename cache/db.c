@@ -465,7 +465,9 @@ static const char SCHEMA_V1[] =
  * last gave it (followupFlag JSON; NULL: never read), with -o followup.
  *
  * Version 4: merges.local, a card written through the mount (kept as a base
- * for the file's next writers, never for what is sent to the server).
+ * for the file's next writers, never for what is sent to the server); and
+ * nodes.loaded, the version the handle that wrote the file had loaded (the
+ * base of a card written without its version line).
  */
 static const char *const MIGRATIONS[] = {
 	"ALTER TABLE nodes ADD COLUMN basis TEXT;"
@@ -514,7 +516,8 @@ static const char *const MIGRATIONS[] = {
 	"    FROM versions WHERE cid = old.cid ORDER BY at DESC LIMIT 32);"
 	"END;",
 	"ALTER TABLE contacts ADD COLUMN flag TEXT;",
-	"ALTER TABLE merges ADD COLUMN local INTEGER NOT NULL DEFAULT 0;",
+	"ALTER TABLE merges ADD COLUMN local INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE nodes ADD COLUMN loaded TEXT;",
 };
 _Static_assert(sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]) == CACHE_SCHEMA_VERSION - 1,
 	       "one migration per schema version after the first");

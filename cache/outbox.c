@@ -130,12 +130,15 @@ static int file_card(struct cache *c, sqlite3 *db, int64_t cid, struct vcard **c
 	*card = NULL;
 	if (flag)
 		*flag = NULL;
-	if ((r = db_prepare(db, &st, "SELECT data, name, draft FROM nodes WHERE cid = ?", "i",
+	int64_t ino = 0;
+
+	if ((r = db_prepare(db, &st, "SELECT data, name, draft, ino FROM nodes WHERE cid = ?", "i",
 			    cid)))
 		return r;
 	r = db_step(st);
 	if (r == 1) {
 		snprintf(name, size, "%s", sqlite3_column_text(st, 1));
+		ino = sqlite3_column_int64(st, 3);
 		r = sqlite3_column_int(st, 2)
 			    ? -ENOENT
 			    : vcard_parse_one(
@@ -145,6 +148,11 @@ static int file_card(struct cache *c, sqlite3 *db, int64_t cid, struct vcard **c
 		r = -ENOENT;
 	}
 	db_release(st);
+	/* Written without its version line by a handle that loaded one. */
+	if (!r && (r = tree_card_loaded(db, ino, *card))) {
+		vcard_free(*card);
+		*card = NULL;
+	}
 	if (r)
 		return r;
 	r = cache_card_flag(c, *card, &f, &e);

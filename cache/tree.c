@@ -804,6 +804,45 @@ out:
 	return r;
 }
 
+int tree_card_loaded(sqlite3 *db, int64_t ino, struct vcard *card)
+{
+	struct vcard_prop *p;
+	sqlite3_stmt *st;
+	char *loaded = NULL;
+	int r;
+
+	if (vcard_find(card, VCARD_VERSION_PROP))
+		return 0;
+	if ((r = db_prepare(db, &st, "SELECT loaded FROM nodes WHERE ino = ?", "i", ino)))
+		return r;
+	if (db_step(st) == 1)
+		loaded = db_strdup(st, 0);
+	db_release(st);
+	if (loaded && *loaded)
+		r = (p = vcard_add(card, NULL, VCARD_VERSION_PROP)) ? vcard_set_text(card, p, loaded)
+								   : -ENOMEM;
+	free(loaded);
+	return r;
+}
+
+int cache_token_of(const void *data, size_t len, char *out, size_t size)
+{
+	struct vcard_error e;
+	struct vcard *card = NULL;
+	const struct vcard_prop *p;
+	int found = 0;
+
+	out[0] = '\0';
+	if (!data || vcard_parse_one(data, len, &card, &e))
+		return 0;
+	if ((p = vcard_find(card, VCARD_VERSION_PROP)) && *vcard_text(card, p)) {
+		snprintf(out, size, "%s", vcard_text(card, p));
+		found = 1;
+	}
+	vcard_free(card);
+	return found;
+}
+
 int cache_version_of(struct vcard *card, char *ck, size_t cksize, char *photo, size_t psize)
 {
 	const struct vcard_prop *p = vcard_find(card, VCARD_VERSION_PROP);
@@ -1494,7 +1533,7 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
 		}
 		if ((r = db_run(db,
 				"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, "
-				"draft = 0 WHERE ino = ?",
+				"draft = 0, loaded = NULL WHERE ino = ?",
 				"biii", text->data, text->len, (int64_t)text->len, now, n.ino)) ||
 		    (r = commit_contact(c, db, &n, folder, card, NULL, ev)))
 			return r;
@@ -1724,6 +1763,7 @@ struct op_args {
 	size_t len;
 	int64_t mtime_ns;
 	unsigned flags;
+	const char *loaded; /* cache_write_loaded's */
 	struct vcard_error *err;
 	struct cache_attr *out;
 	struct events ev; /* told once committed (an import's files) */
@@ -1799,15 +1839,17 @@ static int write_file(struct cache *c, struct op_args *a, struct vcard **prev)
 	/* Local edits the file holds, merged with what replaces them. */
 	if (n.cid)
 		*prev = written_card(db, n.ino);
-	if ((r = db_run(
-		     db,
-		     "UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1 WHERE ino = ?",
-		     "biii", a->data ? a->data : "", a->len, (int64_t)a->len,
-		     a->mtime_ns ? a->mtime_ns : cache_now_ns(), n.ino)))
+	if ((r = db_run(db,
+			"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, loaded = ? "
+			"WHERE ino = ?",
+			"biiti", a->data ? a->data : "", a->len, (int64_t)a->len,
+			a->mtime_ns ? a->mtime_ns : cache_now_ns(), a->loaded, n.ino)))
 		return r;
 	if (p.kind != CACHE_FOLDER || !cache_is_vcf_name(n.name))
 		return 0; /* a scratch file */
 	r = vcard_parse(a->data ? a->data : "", a->len, &cards, &ncards, &e);
+	if (!r && ncards == 1)
+		r = tree_card_loaded(db, n.ino, cards[0]);
 	if (r == -EINVAL) {
 		if (a->err)
 			*a->err = e;
@@ -1852,7 +1894,18 @@ static int do_write(struct cache *c, void *arg)
 int cache_write(struct cache *c, uint64_t ino, const void *data, size_t len, int64_t mtime_ns,
 		struct vcard_error *err)
 {
-	struct op_args a = {.ino = ino, .data = data, .len = len, .mtime_ns = mtime_ns, .err = err};
+	return cache_write_loaded(c, ino, data, len, mtime_ns, NULL, err);
+}
+
+int cache_write_loaded(struct cache *c, uint64_t ino, const void *data, size_t len,
+		       int64_t mtime_ns, const char *loaded, struct vcard_error *err)
+{
+	struct op_args a = {.ino = ino,
+			    .data = data,
+			    .len = len,
+			    .mtime_ns = mtime_ns,
+			    .loaded = loaded && *loaded ? loaded : NULL,
+			    .err = err};
 	int r;
 
 	if (err)
@@ -2441,8 +2494,8 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 			goto done;
 	}
 	if ((r = db_run(db,
-			"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 0, draft = 0 "
-			"WHERE ino = ?",
+			"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 0, draft = 0, "
+			"loaded = NULL WHERE ino = ?",
 			"biii", out.data ? out.data : "", out.len, (int64_t)out.len, mtime, n.ino)))
 		goto out;
 	events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);

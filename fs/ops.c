@@ -40,6 +40,10 @@ struct fs_handle {
 	 * A cache file's handle: dirty while the file holds writes made
 	 * through it (or its O_TRUNC) that no commit has taken yet. */
 	int writable, dirty;
+	/* A cache file's writable handle: the version of the card it last
+	 * loaded (X-CONTACTFS-VERSION; "" none), the base of a card it writes
+	 * without that line. */
+	char loaded[200];
 	pthread_mutex_t lock;
 };
 
@@ -283,14 +287,15 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* Commit f's bytes to the cache if they were written. Called with f->lock
  * held. 0, or the errno close() should return. */
-static int commit_locked(struct fs *fs, struct fs_file *f)
+static int commit_locked(struct fs *fs, struct fs_file *f, const char *loaded)
 {
 	struct vcard_error err;
 	int r;
 
 	if (!f->dirty)
 		return 0;
-	r = cache_write(fs->cache, f->ino, f->data.data, f->data.len, f->mtime_ns, &err);
+	r = cache_write_loaded(fs->cache, f->ino, f->data.data, f->data.len, f->mtime_ns, loaded,
+			       &err);
 	if (r == -EINVAL || r == -EEXIST || r == -EFBIG) {
 		/* Kept as a draft; .contactfs/errors says why. */
 		log_warn("inode %llu: %s, kept locally and not sent%s%s", (unsigned long long)f->ino,
@@ -328,7 +333,7 @@ static int commit_handle_locked(struct fs *fs, struct fs_handle *h)
 	if (!h->dirty && f->writers)
 		return 0;
 	h->dirty = 0;
-	return commit_locked(fs, f);
+	return commit_locked(fs, f, h->loaded);
 }
 
 static int truncate_file(struct fs *fs, uint64_t ino, off_t size, struct fs_handle *h)
@@ -641,7 +646,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
 		if (f) {
 			pthread_mutex_lock(&f->lock);
-			r = commit_locked(fs, f);
+			r = commit_locked(fs, f, NULL);
 			pthread_mutex_unlock(&f->lock);
 			fs_file_put(fs, f);
 			if (r && r != EINVAL) {
@@ -731,6 +736,8 @@ static void open_file(fuse_req_t req, struct fs *fs, uint64_t ino, struct fuse_f
 	} else if (!f->loaded || (fs_file_take_stale(fs, f) && !f->dirty)) {
 		r = load_locked(fs, f);
 	}
+	if (!r && h->writable && !(fi->flags & O_TRUNC) && !created)
+		(void)cache_token_of(f->data.data, f->data.len, h->loaded, sizeof(h->loaded));
 	pthread_mutex_unlock(&f->lock);
 	if (r)
 		goto fail;
@@ -871,8 +878,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	pthread_mutex_lock(&f->lock);
-	if (fs_file_take_stale(fs, f) && !f->dirty)
-		r = load_locked(fs, f);
+	if (fs_file_take_stale(fs, f) && !f->dirty && !(r = load_locked(fs, f)) && h->writable)
+		(void)cache_token_of(f->data.data, f->data.len, h->loaded, sizeof(h->loaded));
 	if (!r && (size_t)off < f->data.len) {
 		n = f->data.len - (size_t)off < size ? f->data.len - (size_t)off : size;
 		if (!(copy = malloc(n)))

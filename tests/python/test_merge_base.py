@@ -625,6 +625,48 @@ def test_a_card_without_a_version_line_is_applied_over_the_server_silently(tmp_p
         assert error_lines(m) == []
 
 
+@pytest.mark.parametrize("remote", ["before the read", "while open"])
+def test_a_handle_that_read_the_file_merges_what_it_writes_without_the_version_line(
+        remote, tmp_path):
+    """A program that keeps the file open, reads it and writes its edit back
+    through the same descriptor, dropping the lines it does not know (our
+    version line among them): the handle knows the version it loaded, so a
+    change made elsewhere to another field is kept."""
+    with mounted(tmp_path) as (emu, m):
+        path = m.root / ALICE
+        alice = by_name(emu)["Alice Archer"]
+        if remote == "before the read":
+            patch(emu, alice["id"], {"jobTitle": "Director"})
+            wait_shows(path, title="Director")
+        fd = os.open(path, os.O_RDWR)
+        try:
+            text = b""
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                text += chunk
+            text = text.decode("utf-8")
+            if remote == "while open":
+                patch(emu, alice["id"], {"jobTitle": "Director"})
+                wait_until(lambda: by_name(emu)["Alice Archer"]["jobTitle"] == "Director",
+                           what="the remote change")
+                m.wait_rounds(2)                   # the buffer is older than the server now
+            mine = without_versions(set_prop(text, "NOTE", "written through the handle"))
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, mine.encode("utf-8"), 0)
+        finally:
+            os.close(fd)
+        m.wait_synced()
+        a = by_name(emu)["Alice Archer"]
+        assert a["personalNotes"] == "written through the handle"
+        assert a["jobTitle"] == "Director", "the handle's stale text reverted a change made " \
+            "elsewhere"
+        wait_shows(path, title="Director", note="written through the handle")
+        assert conflict_copies(m.root) == []
+        assert error_lines(m) == []
+
+
 # ---- 6. restores -------------------------------------------------------------------------
 
 def change_both_on_the_server(emu, m):

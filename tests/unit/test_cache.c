@@ -902,7 +902,8 @@ BODY(migrate_v1)
 	downgraded(check_failed_, v,
 		   "DROP TABLE names_past; DROP TABLE names_due; DROP TRIGGER contacts_versions; "
 		   "DROP TABLE versions; DROP TABLE merges; ALTER TABLE nodes DROP COLUMN basis; "
-		   "ALTER TABLE contacts DROP COLUMN flag; PRAGMA user_version = 1",
+		   "ALTER TABLE contacts DROP COLUMN flag; ALTER TABLE nodes DROP COLUMN loaded; "
+		   "PRAGMA user_version = 1",
 		   &ino);
 	if (CHECK_FAILED)
 		return;
@@ -1075,15 +1076,17 @@ BODY(migrate_v2)
 	/* No contacts.flag, no merges.local. */
 	migrated_from(check_failed_, v,
 		      "ALTER TABLE contacts DROP COLUMN flag; ALTER TABLE merges DROP COLUMN local; "
-		      "PRAGMA user_version = 2;",
-		      "SELECT c.flag, m.local FROM contacts c, merges m");
+		      "ALTER TABLE nodes DROP COLUMN loaded; PRAGMA user_version = 2;",
+		      "SELECT c.flag, m.local, n.loaded FROM contacts c, merges m, nodes n");
 }
 
 BODY(migrate_v3)
 {
 	/* No merges.local. */
-	migrated_from(check_failed_, v, "ALTER TABLE merges DROP COLUMN local; PRAGMA user_version = 3;",
-		      "SELECT local FROM merges");
+	migrated_from(check_failed_, v,
+		      "ALTER TABLE merges DROP COLUMN local; ALTER TABLE nodes DROP COLUMN loaded; "
+		      "PRAGMA user_version = 3;",
+		      "SELECT m.local, n.loaded FROM merges m, nodes n");
 }
 
 TEST(cache_open_migrates_a_schema_3_cache_adding_which_merges_are_local_and_keeps_what_it_holds)
