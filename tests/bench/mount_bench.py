@@ -121,6 +121,21 @@ def network_row(label, wall, sent, slots, essential, conc, lat):
             % (bound, essential, own, wall / own), wall / bound, "≤ 1.5 × essential", 1.5)
 
 
+def server_note(emu, cid):
+    """A contact's notes as the emulator's state has them (cid in either id form)."""
+    (mb,) = emu.state()["mailboxes"].values()
+    return next(c for c in mb["contacts"] if cid in (c["id"], c["mutableId"])).get("personalNotes")
+
+
+def graph_settled(emu, before):
+    """Whether more than `before` answers went out (a count since the last
+    reset) and no request is in flight, from the admin API, which pays no
+    latency; and the count."""
+    st = emu.requests()
+    done = sum(st["by_status"].values())
+    return done > before and not st["in_flight"], done
+
+
 def status(root):
     d = {}
     for line in (Path(root) / ".contactfs" / "status").read_text().splitlines():
@@ -386,12 +401,28 @@ def main():
             edits = []
             for i in range(max(a.runs, 3)):
                 note = "edited %d" % i
+                # From before vim writes (a flush may already send the
+                # change) until the emulator's state has it. The admin API
+                # pays no latency: its request counters say when an answer
+                # went out and nothing is in flight, then the state (the
+                # whole mailbox, so read only then) must show the note. The
+                # time is taken before that read, which only confirms.
+                done = sum(emu.requests()["by_status"].values())
+                t0 = time.monotonic()
                 sh(["vim", "-N", "-u", "DEFAULTS", "-i", "NONE", "-n", "-es", "-c",
                     "%s/^NOTE:.*/NOTE:" + note + "/", "-c", "wq", str(target)])
-                t0 = time.monotonic()
-                wait(lambda: graph(emu, "GET", "/contacts/%s?$select=personalNotes" % vid)
-                     .get("personalNotes") == note, 60, "the vim edit on the server")
-                edits.append(time.monotonic() - t0)
+                deadline = t0 + 60
+                while True:
+                    settled, now = graph_settled(emu, done)
+                    t1 = time.monotonic()
+                    if settled:
+                        if server_note(emu, vid) == note:
+                            break
+                        done = now  # not yet: wait for another answer
+                    if t1 > deadline:
+                        raise SystemExit("bench: timed out waiting for the vim edit on the server")
+                    time.sleep(0.005)
+                edits.append(t1 - t0)
             goal = lat + 0.1
             rows.append(("one contact saved with vim, until on the server",
                          "%.3f s" % median(edits), "one round trip + 100 ms = %.3f s" % goal,
@@ -445,7 +476,8 @@ pages of 200, max(1, ceil(n / 200)) each, plus one GET per photo that exists; fo
 (the extension rides in it) and one PUT per PHOTO. The own-request bound beside it is information: \
 contactfs's slot requests / C × latency, where slot requests are the HTTP requests and $batch items that \
 held a slot, as the emulator charges them (per item, four at a time; a $batch envelope waits one latency \
-in no slot and GET /me holds none).
+in no slot and GET /me holds none). The vim row runs from before vim writes until the emulator's state \
+(its admin API, no latency) has the edit.
 
 """
 
