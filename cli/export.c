@@ -9,7 +9,7 @@
  * Folders are worked on by a few threads; the graph/ scheduler keeps the
  * mailbox at 4 requests in flight whatever the number of threads.
  */
-#include "fs_int.h"
+#include "cli_int.h"
 
 #include "cache.h"
 #include "graph.h"
@@ -519,7 +519,7 @@ int export_main(int argc, char **argv)
 	x.version = VCARD_V30;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "-o") && i + 1 < argc) {
-			if (options_parse(argv[++i], &cfg, &opts, errbuf, sizeof(errbuf)))
+			if (graph_options_parse(argv[++i], &cfg, &opts, errbuf, sizeof(errbuf)))
 				return usage(errbuf);
 		} else if (!strcmp(argv[i], "--vcard-version") && i + 1 < argc) {
 			i++;
