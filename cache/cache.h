@@ -39,6 +39,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "util.h"
 #include "vcard.h"
 
 #define CACHE_MUST_CHECK __attribute__((warn_unused_result))
@@ -68,6 +69,56 @@ size_t cache_contact_name(const cJSON *contact, char *out, size_t size);
 /* "base (n)suffix" within 255 bytes (base cut on a character boundary).
  * 0, or -1 when it cannot fit. */
 int cache_numbered_name(const char *base, const char *suffix, unsigned n, char *out, size_t size);
+
+/* ---- reading a folder from Graph (fetch.c) ------------------------------------ */
+
+/*
+ * The requests that read a contact folder, shared by the sync engine and
+ * contactfs export, so that a change to how they are made is made once.
+ * They use only g: no cache is needed. A folder's collection ("base") is
+ * "" for the default folder (/contacts) and "/contactFolders/ID" for the
+ * others; a contact's requests go through its folder's.
+ */
+
+/* One delta round (every page) of a folder's contacts with the fields the
+ * vCard mapping reads: from the cursor link when not NULL, else from the
+ * start (folder_id: by id, the default folder's too; delta is documented by
+ * folder id only). fn and *next as for graph_delta. */
+int cache_fetch_contacts(struct graph *g, const char *folder_id, const char *link,
+			 int (*fn)(const cJSON *item, void *ctx), void *ctx,
+			 char **next) CACHE_MUST_CHECK;
+
+/* Every contact of collection base that carries our open extension, every
+ * page (Graph's delta does not return extensions): fn(id, ext, ctx) for
+ * each, ext the extension object (borrowed for the call). A non-zero
+ * return of fn stops the listing and is returned. */
+int cache_fetch_exts(struct graph *g, const char *base,
+		     int (*fn)(const char *id, const cJSON *ext, void *ctx),
+		     void *ctx) CACHE_MUST_CHECK;
+
+/* One contact's photo, for cache_fetch_photos. */
+struct cache_photo {
+	/* in */
+	const char *base; /* the contact's folder's collection */
+	const char *id;	  /* the contact's Graph id */
+	/* out */
+	int status;	 /* 200: the photo is in data; 404: the contact has none;
+			  * else not answered (the item's HTTP status): try later */
+	char code[64];	 /* the Graph error code of a refusal, if any */
+	char type[96];	 /* the photo's media type (image/jpeg when unsaid) */
+	struct buf data; /* the photo's bytes; empty unless status is 200 */
+};
+
+/* Set up n photos with base and id still to fill (data empty). */
+void cache_photos_init(struct cache_photo *p, size_t n);
+/* Free their data. */
+void cache_photos_release(struct cache_photo *p, size_t n);
+
+/* The photos of n contacts, GRAPH_BATCH_MAX to a $batch: each p[i]'s out
+ * fields are set. 0 when every batch was answered (items themselves may
+ * have failed: see status); -errno of a batch that failed, or of a body
+ * that does not decode (then the later ones are not fetched). */
+int cache_fetch_photos(struct graph *g, struct cache_photo *p, size_t n) CACHE_MUST_CHECK;
 
 /* ---- opening ----------------------------------------------------------------- */
 
@@ -240,7 +291,8 @@ int cache_write(struct cache *c, uint64_t ino, const void *data, size_t len, int
  * or "": none): a card written without a version line is based on it (an
  * editor that drops the line still merges with what it read). */
 int cache_write_loaded(struct cache *c, uint64_t ino, const void *data, size_t len,
-		       int64_t mtime_ns, const char *loaded, struct vcard_error *err) CACHE_MUST_CHECK;
+		       int64_t mtime_ns, const char *loaded,
+		       struct vcard_error *err) CACHE_MUST_CHECK;
 
 /* The X-CONTACTFS-VERSION value of the card in data into out: 1, or 0 when
  * data is not one card or carries none (out ""). */

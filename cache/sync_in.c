@@ -18,9 +18,6 @@
 #include <string.h>
 
 #define APPLY_CHUNK 200
-#define EXT_LIST                                                                       \
-	"/contacts?$select=id&$top=1000&$filter=Extensions/any(f:f/id%20eq%20'" EXT_ID \
-	"')&$expand=Extensions($filter=id%20eq%20'" EXT_ID "')"
 
 /* ---- folders ------------------------------------------------------------------------------ */
 
@@ -584,14 +581,10 @@ static int store_exts(struct ext_list *x)
 	return r ? r : x->buf ? 0 : -ENOMEM;
 }
 
-static int on_ext(const cJSON *item, void *ctx)
+static int on_ext(const char *id, const cJSON *e, void *ctx)
 {
 	struct ext_list *x = ctx;
-	const cJSON *e = cache_ext_of(item);
-	const char *id = cache_jstr(item, "id");
 
-	if (!e || !id)
-		return 0;
 	if (!cJSON_AddItemToArray(x->buf, cJSON_CreateString(id)) ||
 	    !cJSON_AddItemToArray(x->buf, cJSON_Duplicate(e, 1)))
 		return -ENOMEM;
@@ -602,13 +595,11 @@ static int on_ext(const cJSON *item, void *ctx)
 static int list_exts(struct cache *c, const char *base)
 {
 	struct ext_list x = {c->sdb, cJSON_CreateArray()};
-	char path[1024];
 	int r;
 
 	if (!x.buf)
 		return -ENOMEM;
-	snprintf(path, sizeof(path), "%s%s", base, EXT_LIST);
-	r = graph_list(c->g, path, NULL, 0, on_ext, &x);
+	r = cache_fetch_exts(c->g, base, on_ext, &x);
 	if (!r)
 		r = store_exts(&x);
 	cJSON_Delete(x.buf);
@@ -943,7 +934,8 @@ static int sync_folder(struct cache *c, const char *default_id, int64_t folder, 
 {
 	struct events ev = {0};
 	struct contact_round cr = {c, folder, !link, cJSON_CreateArray(), 0, &ev, NULL};
-	char base[512], first[2048];
+	char base[512];
+	const char *folder_id;
 	char *next = NULL;
 	int64_t uncertain = 0;
 	int r;
@@ -972,17 +964,15 @@ static int sync_folder(struct cache *c, const char *default_id, int64_t folder, 
 		r = 0;
 		goto out;
 	}
-	/* Contact delta is documented for a folder (contact-delta.md), the
-	 * default one included, by its id; never as /contacts/delta. */
-	snprintf(first, sizeof(first), "%s%s/contacts/delta?$select=%s",
-		 folder == CACHE_ROOT_INO ? "/contactFolders/" : base,
-		 folder == CACHE_ROOT_INO ? default_id : "", VCARD_GRAPH_SELECT);
+	/* Delta reads a folder by its id, the default one's too; base is
+	 * "/contactFolders/ID" for the others. */
+	folder_id = folder == CACHE_ROOT_INO ? default_id : base + strlen("/contactFolders/");
 again:
 	if (cr.full) {
 		if ((r = db_run(c->sdb, "DELETE FROM seen", NULL)) || (r = list_exts(c, base)))
 			goto out;
 	}
-	r = graph_delta(c->g, link ? link : first, 200, on_contact, &cr, &next);
+	r = cache_fetch_contacts(c->g, folder_id, link, on_contact, &cr, &next);
 	if (!r)
 		r = flush_items(&cr);
 	if (r == -ESTALE && link) {
@@ -1093,11 +1083,12 @@ int sync_photos(struct cache *c, int max, int *left)
 	sqlite3 *db = c->sdb;
 	sqlite3_stmt *st;
 	int64_t cids[GRAPH_BATCH_MAX];
-	char urls[GRAPH_BATCH_MAX][1024];
-	struct graph_batch_item items[GRAPH_BATCH_MAX];
+	char bases[GRAPH_BATCH_MAX][512], ids[GRAPH_BATCH_MAX][512];
+	struct cache_photo photos[GRAPH_BATCH_MAX];
 	int r = 0, done = 0, answered = 0;
 
 	*left = 0;
+	cache_photos_init(photos, GRAPH_BATCH_MAX);
 	while (done < max && !r) {
 		struct events ev = {0};
 		size_t k = 0;
@@ -1109,58 +1100,42 @@ int sync_photos(struct cache *c, int max, int *left)
 			     "i", (int64_t)GRAPH_BATCH_MAX)))
 			break;
 		while (k < GRAPH_BATCH_MAX && db_step(st) == 1) {
-			char base[512];
-
-			if (folder_base(db, sqlite3_column_int64(st, 2), base, sizeof(base)))
+			if (folder_base(db, sqlite3_column_int64(st, 2), bases[k],
+					sizeof(bases[k])))
 				continue;
 			cids[k] = sqlite3_column_int64(st, 0);
-			snprintf(urls[k], sizeof(urls[k]), "%s/contacts/%s/photo/$value", base,
-				 sqlite3_column_text(st, 1));
-			memset(&items[k], 0, sizeof(items[k]));
-			items[k].method = "GET";
-			items[k].url = urls[k];
+			snprintf(ids[k], sizeof(ids[k]), "%s", sqlite3_column_text(st, 1));
+			photos[k].base = bases[k];
+			photos[k].id = ids[k];
 			k++;
 		}
 		db_release(st);
 		if (!k)
 			break;
-		if ((r = graph_batch(c->g, items, k))) {
-			graph_batch_release(items, k);
+		if ((r = cache_fetch_photos(c->g, photos, k)))
 			break;
-		}
 		if (!(r = db_begin(db))) {
 			for (size_t i = 0; i < k && !r; i++) {
-				struct buf photo;
-				const cJSON *body = items[i].response;
+				const struct cache_photo *ph = &photos[i];
 				int busy;
 
-				if (items[i].status != 200 && items[i].status != 404)
+				if (ph->status != 200 && ph->status != 404)
 					continue; /* tried again later */
 				answered++;
-				buf_init(&photo, (size_t)8 << 20);
-				if (items[i].status == 200 && cJSON_IsString(body))
-					r = vcard_base64_decode(&photo, body->valuestring,
-								strlen(body->valuestring), NULL);
-				if (!r)
-					r = db_run(db,
-						   "UPDATE contacts SET photo = ?, photo_type = ?, "
-						   "photo_state "
-						   "= 1 WHERE cid = ?",
-						   "bti", photo.len ? photo.data : NULL, photo.len,
-						   !photo.len		      ? NULL
-						   : items[i].content_type[0] ? items[i].content_type
-									      : "image/jpeg",
-						   cids[i]);
-				buf_release(&photo);
+				r = db_run(db,
+					   "UPDATE contacts SET photo = ?, photo_type = ?, "
+					   "photo_state "
+					   "= 1 WHERE cid = ?",
+					   "bti", ph->data.len ? ph->data.data : NULL, ph->data.len,
+					   ph->data.len ? ph->type : NULL, cids[i]);
 				busy = r ? 0 : outbox_has(db, cids[i]);
-				if (!r && busy == 0 && items[i].status == 200)
+				if (!r && busy == 0 && ph->status == 200)
 					r = tree_render(c, db, cids[i], &ev);
 				else if (busy < 0)
 					r = busy;
 			}
 			r = r ? (db_rollback(db), r) : db_commit(db);
 		}
-		graph_batch_release(items, k);
 		events_flush(c, &ev, !r);
 		done += (int)k;
 		/* The same rows would come again: wait for a later turn. */
@@ -1168,6 +1143,7 @@ int sync_photos(struct cache *c, int max, int *left)
 			break;
 		answered = 0;
 	}
+	cache_photos_release(photos, GRAPH_BATCH_MAX);
 	if (!r) {
 		int64_t more = 0;
 

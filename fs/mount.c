@@ -17,7 +17,7 @@
  * SOURCE is what mount.fuse3 passes from /etc/fstab's first field; it is
  * used as the file system's name in the mount table.
  */
-#include "fs_int.h"
+#include "fs.h"
 #include "mount_int.h"
 
 #include "cache.h"
@@ -48,7 +48,7 @@ struct mount_args {
 	int drain_timeout_s;
 	int offline;
 	int followup;
-	struct buf graph_spec; /* graph_url=...,user=... re-escaped for options_parse */
+	struct buf graph_spec; /* graph_url=...,user=... re-escaped for graph_options_parse */
 	char *nonopt[2];       /* SOURCE and MOUNTPOINT, or MOUNTPOINT */
 	int nnonopt;
 	int extra_nonopt;
@@ -89,7 +89,7 @@ static int mount_opt_proc(void *data, const char *arg, int key, struct fuse_args
 	(void)outargs;
 	switch (key) {
 	case KEY_GRAPH:
-		/* fuse_opt undid the "\," escapes: redo them for options_parse. */
+		/* fuse_opt undid the "\," escapes: redo them for graph_options_parse. */
 		if (m->graph_spec.len && buf_addch(&m->graph_spec, ','))
 			return -1;
 		for (const char *p = arg; *p; p++)
@@ -114,7 +114,7 @@ static int mount_opt_proc(void *data, const char *arg, int key, struct fuse_args
 	}
 }
 
-void mount_usage(FILE *f)
+void fs_mount_usage(FILE *f)
 {
 	fputs("usage: contactfs [-f] [-d] [-s] [-o OPTIONS] [SOURCE] MOUNTPOINT\n"
 	      "\n"
@@ -253,7 +253,7 @@ static int parse_int_opt(const char *name, int v, int min, int def, int *out)
 	return 0;
 }
 
-int mount_main(int argc, char **argv)
+int fs_mount_main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct mount_args m = {0};
@@ -279,7 +279,7 @@ int mount_main(int argc, char **argv)
 	if (fuse_opt_parse(&args, &m, mount_opts, mount_opt_proc) == -1)
 		goto out;
 	if (m.help) {
-		mount_usage(stdout);
+		fs_mount_usage(stdout);
 		rc = 0;
 		goto out;
 	}
@@ -291,7 +291,7 @@ int mount_main(int argc, char **argv)
 	if (m.extra_nonopt || m.nnonopt == 0) {
 		fprintf(stderr, "contactfs: %s\n",
 			m.nnonopt ? "too many arguments" : "MOUNTPOINT is required");
-		mount_usage(stderr);
+		fs_mount_usage(stderr);
 		goto out;
 	}
 	/* The mount point goes back to libfuse; SOURCE names the mount. */
@@ -316,7 +316,7 @@ int mount_main(int argc, char **argv)
 		goto out;
 	if (cl.show_help || cl.show_version) {
 		/* fuse_parse_cmdline's own -h/-V (seen only when ours were not) */
-		mount_usage(stdout);
+		fs_mount_usage(stdout);
 		rc = 0;
 		goto out;
 	}
@@ -324,7 +324,7 @@ int mount_main(int argc, char **argv)
 		log_set_level(LOG_LVL_DEBUG);
 
 	if (m.graph_spec.len &&
-	    options_parse(m.graph_spec.data, &gcfg, &gcopy, errbuf, sizeof(errbuf))) {
+	    graph_options_parse(m.graph_spec.data, &gcfg, &gcopy, errbuf, sizeof(errbuf))) {
 		fprintf(stderr, "contactfs: %s\n", errbuf);
 		goto out;
 	}

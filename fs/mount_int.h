@@ -1,8 +1,9 @@
 /*
- * Private to fs/: the mounted filesystem. mount.c owns the command line and
- * the session, ops.c answers the kernel, nodes.c keeps what the kernel holds
- * (lookup counts, open files), ctl.c the .contactfs/ directory, notify.c
- * tells the kernel what the sync thread changed.
+ * Private to fs/: the mounted filesystem. mount.c parses the mount's
+ * options and owns the session (fs.h's fs_mount_main), ops.c answers the
+ * kernel, nodes.c keeps what the kernel holds (lookup counts, open files),
+ * ctl.c the .contactfs/ directory, notify.c tells the kernel what the sync
+ * thread changed.
  *
  * Inode numbers are the cache's (CACHE_ROOT_INO is FUSE_ROOT_ID); the few
  * nodes that exist only here (.contactfs/ and its files) have numbers from

@@ -54,6 +54,24 @@ struct graph_config {
 	int max_attempts;	/* per request, retries included; 0: 8 */
 };
 
+/*
+ * Parse one -o OPTIONS (libfuse style: comma-separated key=value; "\," and
+ * "\\" for a comma or a backslash inside a value) into cfg: graph_url,
+ * auth_url, user, token_cmd, client_id, tenant; cache_dir is accepted and
+ * ignored (it is the mount's). Shared by every command that talks to Graph.
+ *
+ * Ownership: the strings set in cfg point into *copy, a malloc'd copy owned
+ * by the caller. Start with *copy == NULL, pass the same copy to every call
+ * (one per -o; a later value wins), and free(*copy) once cfg is no longer
+ * used (graph_new copies what it keeps). A call parses the earlier specs
+ * again, so set cfg fields yourself after the last call, not between calls.
+ *
+ * 0; -EINVAL with the reason in errbuf (an unknown key, a missing value), or
+ * -ENOMEM. On failure cfg and *copy are unchanged.
+ */
+int graph_options_parse(const char *spec, struct graph_config *cfg, char **copy, char *errbuf,
+			size_t errsize) GRAPH_MUST_CHECK;
+
 struct graph;
 
 /* A new client, or NULL with *err set (-EINVAL for a bad URL, such as

@@ -82,4 +82,19 @@ void log_msg(enum log_level level, const char *fmt, ...) UTIL_PRINTF(2, 3);
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
 
+/* The contactfs command's exit statuses: sysexits.h's, spelled out so no
+ * header is needed (cli/ returns them, and so does fs_mount_main). */
+enum {
+	EXIT_USAGE = 64,       /* bad command line */
+	EXIT_DATAERR = 65,     /* invalid input */
+	EXIT_NOINPUT = 66,     /* input file cannot be opened */
+	EXIT_UNAVAILABLE = 69, /* the service cannot be reached */
+	EXIT_SOFTWARE = 70,    /* out of memory or an internal error */
+	EXIT_CANTCREAT = 73,   /* cannot create the output */
+	EXIT_IOERR = 74,       /* cannot write the output */
+	EXIT_TEMPFAIL = 75,    /* try again (a sign-in code expired) */
+	EXIT_PROTOCOL = 76,    /* the service answered something unexpected */
+	EXIT_NOPERM = 77,      /* not signed in, or access refused */
+};
+
 #endif

@@ -151,7 +151,7 @@ def test_bash_completion_completes_commands_and_o_options(prefix):
 
 
 def test_bash_completion_knows_every_command_and_mount_option_the_source_has(prefix):
-    main_c = (REPO / "fs" / "main.c").read_text()
+    main_c = (REPO / "cli" / "main.c").read_text()
     commands = set(re.findall(r'!strcmp\(argv\[1\], "([a-z]+)"\)', main_c))
     assert {"status", "convert", "export", "login", "logout"} <= commands, commands
     offered = completions(prefix, "contactfs ")

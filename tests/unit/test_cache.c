@@ -2679,3 +2679,64 @@ TEST(a_queued_request_creates_a_master_category)
 {
 	RUN(raw_request, .seed = NULL);
 }
+
+/* ==== 12. reading a folder (fetch.c: the sync engine's requests, and export's) ============ */
+
+static int fetch_collect_id(const cJSON *item, void *ctx)
+{
+	const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id"));
+
+	return id && !cJSON_AddItemToArray(ctx, cJSON_CreateString(id)) ? -ENOMEM : 0;
+}
+
+TEST(a_folder_is_read_by_delta_and_its_photos_in_batches_each_with_its_status)
+{
+	const char *args[] = {"--contacts", "24", "--folders", "0", "--photos", "3", NULL};
+	struct graph_config cfg = {0};
+	struct cache_photo p[24];
+	struct emulator e;
+	struct graph *g;
+	cJSON *ids = cJSON_CreateArray();
+	char cmd[128], *fid = NULL, *next = NULL;
+	int err = 0, with = 0;
+
+	EMULATOR_NEEDED();
+	CHECK(emulator_start(&e, args) == 0);
+	snprintf(cmd, sizeof(cmd), "echo %s", e.token);
+	cfg.graph_url = e.graph_url;
+	cfg.auth_url = e.url;
+	cfg.token_cmd = cmd;
+	cfg.timeout_s = 20;
+	g = graph_new(&cfg, &err);
+	CHECK(g != NULL);
+	CHECK_INT(graph_default_folder(g, &fid), 0);
+	CHECK(fid != NULL);
+	CHECK_INT(cache_fetch_contacts(g, fid, NULL, fetch_collect_id, ids, &next), 0);
+	CHECK_INT(cJSON_GetArraySize(ids), 24);
+	CHECK(next != NULL); /* the cursor of the next round */
+
+	/* More than one $batch: every contact answered, 3 with a photo. */
+	cache_photos_init(p, 24);
+	for (int i = 0; i < 24; i++) {
+		p[i].base = "";
+		p[i].id = cJSON_GetArrayItem(ids, i)->valuestring;
+	}
+	CHECK_INT(cache_fetch_photos(g, p, 24), 0);
+	for (int i = 0; i < 24; i++) {
+		if (p[i].status == 200) {
+			with++;
+			CHECK(p[i].data.len > 100);
+			CHECK_STR(p[i].type, "image/jpeg");
+		} else {
+			CHECK_INT(p[i].status, 404);
+			CHECK_INT(p[i].data.len, 0);
+		}
+	}
+	CHECK_INT(with, 3);
+	cache_photos_release(p, 24);
+	cJSON_Delete(ids);
+	free(fid);
+	free(next);
+	graph_free(g);
+	CHECK_INT(emulator_stop(&e), 0);
+}

@@ -1,5 +1,7 @@
 /* contactfs: the command line. */
-#include "fs_int.h"
+#include "cli_int.h"
+
+#include "fs.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -33,7 +35,7 @@ static void usage(FILE *f)
 	      "Exit status: 0 success, 64 usage, 65 invalid input, 66 cannot open FILE.\n"
 	      "\n",
 	      f);
-	mount_usage(f);
+	fs_mount_usage(f);
 }
 
 int main(int argc, char **argv)
@@ -56,7 +58,7 @@ int main(int argc, char **argv)
 	}
 	/* Every other command may read the token or the cache: find them in
 	 * the user's own home, never relative to the working directory. */
-	if (fs_home_init(errbuf, sizeof(errbuf))) {
+	if (cli_home_init(errbuf, sizeof(errbuf))) {
 		fprintf(stderr, "contactfs: %s\n", errbuf);
 		return EXIT_USAGE;
 	}
@@ -68,5 +70,5 @@ int main(int argc, char **argv)
 		return logout_main(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "status"))
 		return status_main(argc - 1, argv + 1);
-	return mount_main(argc, argv);
+	return fs_mount_main(argc, argv);
 }

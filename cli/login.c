@@ -6,7 +6,7 @@
  * token file (graph_login says where and how). Nothing secret is printed: the
  * code shown is the one the person types, not the device code.
  */
-#include "fs_int.h"
+#include "cli_int.h"
 
 #include "graph.h"
 #include "graph.h"
@@ -51,8 +51,8 @@ static int parse_args(const char *cmd, int argc, char **argv, struct graph_confi
 		else if (!strncmp(a, "--client-id=", 12))
 			client_id = a + 12;
 		else if (!strcmp(a, "-o") || (!strncmp(a, "-o", 2) && a[2])) {
-			if (options_parse(a[2] ? a + 2 : argv[++i], cfg, copy, errbuf,
-					  sizeof(errbuf)))
+			if (graph_options_parse(a[2] ? a + 2 : argv[++i], cfg, copy, errbuf,
+						sizeof(errbuf)))
 				return usage(cmd, errbuf);
 		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			usage(cmd, NULL);

@@ -4,8 +4,6 @@
  * backslash (-o 'token_cmd=jq -r .a\,.b'). Shared by every command that
  * talks to Graph (login, logout, export, the mount).
  */
-#include "fs_int.h"
-
 #include "graph.h"
 
 #include <errno.h>
@@ -65,8 +63,8 @@ static int parse_items(char *p, struct graph_config *cfg, char *errbuf, size_t e
 	return 0;
 }
 
-int options_parse(const char *spec, struct graph_config *cfg, char **copy, char *errbuf,
-		  size_t errsize)
+int graph_options_parse(const char *spec, struct graph_config *cfg, char **copy, char *errbuf,
+			size_t errsize)
 {
 	/* *copy is "<every spec so far, joined by ','>\0<the same, split>": a
 	 * later call re-parses the joined text into a new copy, so one free()

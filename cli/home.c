@@ -15,7 +15,7 @@
  * applies. The real uid is the one that matters: it is the user the mount
  * belongs to (mount(8) drops to it before running the helper).
  */
-#include "fs_int.h"
+#include "cli_int.h"
 
 #include <errno.h>
 #include <pwd.h>
@@ -42,7 +42,7 @@ static int foreign_dir(const char *path, uid_t uid)
 	return path && path[0] == '/' && !stat(path, &st) && st.st_uid != uid;
 }
 
-int fs_home_init(char *errbuf, size_t errsize)
+int cli_home_init(char *errbuf, size_t errsize)
 {
 	const char *home = getenv("HOME");
 	uid_t uid = getuid();

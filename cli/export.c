@@ -3,13 +3,15 @@
  * directory per contact folder (nested as in Outlook; the default folder is
  * DIR itself), one .vcf per contact, names as docs/design.md §1 says.
  *
- * Requests: one folder delta; per folder, one contact delta round (paged)
+ * Requests: one folder listing; per folder, one contact delta round (paged)
  * and one list of the contacts that carry our extension (Graph's delta does
  * not return extensions); per contact, a photo request, sent 20 to a $batch.
+ * They are the sync engine's own (cache_fetch_* in cache/fetch.c): a folder
+ * is read the same way here and in the mount.
  * Folders are worked on by a few threads; the graph/ scheduler keeps the
  * mailbox at 4 requests in flight whatever the number of threads.
  */
-#include "fs_int.h"
+#include "cli_int.h"
 
 #include "cache.h"
 #include "graph.h"
@@ -241,22 +243,21 @@ static int add_contact(const cJSON *item, void *ctx)
 	return 0;
 }
 
-/* Attach a listed contact's extensions to the contact from the delta. */
-static int attach_extension(const cJSON *item, void *ctx)
+/* Attach a listed contact's extension to the contact from the delta. */
+static int attach_extension(const char *id, const cJSON *ext, void *ctx)
 {
 	struct contacts *c = ctx;
-	const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id"));
-	const cJSON *exts = cJSON_GetObjectItemCaseSensitive(item, "extensions");
-	const cJSON *at = id ? cJSON_GetObjectItemCaseSensitive(c->by_id, id) : NULL;
-	cJSON *contact;
+	const cJSON *at = cJSON_GetObjectItemCaseSensitive(c->by_id, id);
+	cJSON *contact, *exts;
 
-	if (!at || !cJSON_IsArray(exts))
+	if (!at)
 		return 0;
 	contact = cJSON_GetArrayItem(c->list, (int)at->valuedouble);
 	if (!cJSON_IsObject(contact))
 		return 0;
 	cJSON_DeleteItemFromObjectCaseSensitive(contact, "extensions");
-	return cJSON_AddItemToObject(contact, "extensions", cJSON_Duplicate(exts, 1)) ? 0 : -ENOMEM;
+	exts = cJSON_AddArrayToObject(contact, "extensions");
+	return exts && cJSON_AddItemToArray(exts, cJSON_Duplicate(ext, 1)) ? 0 : -ENOMEM;
 }
 
 /* Write data to dir/name atomically, mode 0600. */
@@ -288,73 +289,16 @@ static int write_file(const char *dir, const char *name, const char *data, size_
 	return r;
 }
 
-/* The photo of each contact, 20 to a $batch: bytes in photos[i] (len 0:
- * none) and media types in types[i]. */
-static int fetch_photos(struct export *x, const struct folder *f, cJSON *list, struct buf *photos,
-			char (*types)[64])
-{
-	size_t n = (size_t)cJSON_GetArraySize(list);
-	struct graph_batch_item items[GRAPH_BATCH_MAX];
-	char urls[GRAPH_BATCH_MAX][512];
-	size_t idx[GRAPH_BATCH_MAX];
-	int r = 0;
-
-	for (size_t start = 0; start < n && !r; start += GRAPH_BATCH_MAX) {
-		size_t k = 0;
-
-		for (size_t i = start; i < n && i < start + GRAPH_BATCH_MAX; i++) {
-			const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-				cJSON_GetArrayItem(list, (int)i), "id"));
-
-			if (!id || strpbrk(id, "/?#"))
-				continue;
-			/* Through its folder: /contacts/ID is the default folder's. */
-			if (f->id)
-				snprintf(urls[k], sizeof(urls[k]),
-					 "/contactFolders/%s/contacts/%s/photo/$value", f->id, id);
-			else
-				snprintf(urls[k], sizeof(urls[k]), "/contacts/%s/photo/$value", id);
-			memset(&items[k], 0, sizeof(items[k]));
-			items[k].method = "GET";
-			items[k].url = urls[k];
-			idx[k++] = i;
-		}
-		if (!k)
-			continue;
-		if ((r = graph_batch(x->g, items, k)))
-			break;
-		for (size_t j = 0; j < k && !r; j++) {
-			const cJSON *body = items[j].response;
-
-			if (items[j].status == 404)
-				continue;
-			if (items[j].status != 200 || !cJSON_IsString(body)) {
-				log_warn("photo of contact %zu in folder: HTTP %d %s", idx[j],
-					 items[j].status, items[j].code);
-				continue;
-			}
-			/* Binary bodies come base64-encoded in a batch. */
-			r = vcard_base64_decode(&photos[idx[j]], body->valuestring,
-						strlen(body->valuestring), NULL);
-			snprintf(types[idx[j]], sizeof(types[0]), "%s",
-				 items[j].content_type[0] ? items[j].content_type : "image/jpeg");
-		}
-		graph_batch_release(items, k);
-	}
-	return r;
-}
-
 static int export_folder(struct export *x, struct folder *f)
 {
 	struct contacts c = {cJSON_CreateArray(), cJSON_CreateObject()};
-	char delta[1024], list[1024], dir[4096], name[256], numbered[256];
-	const char *base = f->id ? "/contactFolders/" : "", *fid = f->id ? f->id : "";
+	char base[1024], dir[4096], name[256], numbered[256];
 	const char *delta_id = f->id ? f->id : x->default_id;
-	struct buf *photos = NULL, out;
-	char(*types)[64] = NULL;
+	struct cache_photo *photos = NULL, **photo_of = NULL;
+	struct buf out;
 	cJSON *names = cJSON_CreateObject();
 	char *next = NULL;
-	size_t n;
+	size_t n = 0, np = 0;
 	int r;
 
 	buf_init(&out, 0);
@@ -369,37 +313,51 @@ static int export_folder(struct export *x, struct folder *f)
 		r = 0;
 		goto out;
 	}
-	snprintf(delta, sizeof(delta), "/contactFolders/%s/contacts/delta?$select=%s", delta_id,
-		 VCARD_GRAPH_SELECT);
-	snprintf(list, sizeof(list),
-		 "%s%s/contacts?$select=id&$top=100&$filter=Extensions/any(f:f/id%%20eq%%20'%s')"
-		 "&$expand=Extensions($filter=id%%20eq%%20'%s')",
-		 base, fid, VCARD_EXTENSION_NAME, VCARD_EXTENSION_NAME);
-	if ((r = graph_delta(x->g, delta, 200, add_contact, &c, &next)) ||
-	    (r = graph_list(x->g, list, NULL, 0, attach_extension, &c)))
+	if (f->id)
+		snprintf(base, sizeof(base), "/contactFolders/%s", f->id);
+	else
+		base[0] = '\0';
+	if ((r = cache_fetch_contacts(x->g, delta_id, NULL, add_contact, &c, &next)) ||
+	    (r = cache_fetch_exts(x->g, base, attach_extension, &c)))
 		goto out;
 	n = (size_t)cJSON_GetArraySize(c.list);
 	photos = calloc(n ? n : 1, sizeof(*photos));
-	types = calloc(n ? n : 1, sizeof(*types));
-	if (!photos || !types) {
+	photo_of = calloc(n ? n : 1, sizeof(*photo_of));
+	if (!photos || !photo_of) {
 		r = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < n; i++)
-		buf_init(&photos[i], (size_t)8 << 20);
-	if ((r = fetch_photos(x, f, c.list, photos, types)))
+	cache_photos_init(photos, n);
+	/* A photo through its folder: /contacts/ID is the default folder's. */
+	for (size_t i = 0; i < n; i++) {
+		const char *id = cJSON_GetStringValue(
+			cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(c.list, (int)i), "id"));
+
+		if (!id || strpbrk(id, "/?#"))
+			continue;
+		photos[np].base = base;
+		photos[np].id = id;
+		photo_of[i] = &photos[np++];
+	}
+	if ((r = cache_fetch_photos(x->g, photos, np)))
 		goto out;
+	for (size_t j = 0; j < np; j++)
+		if (photos[j].status != 200 && photos[j].status != 404)
+			log_warn("photo of contact %s: HTTP %d %s", photos[j].id, photos[j].status,
+				 photos[j].code);
 	snprintf(dir, sizeof(dir), "%s%s%s", x->root, *f->path ? "/" : "", f->path);
 	for (size_t i = 0; i < n; i++) {
 		const cJSON *contact = cJSON_GetArrayItem(c.list, (int)i);
+		const struct cache_photo *ph = photo_of[i];
+		size_t plen = ph && ph->status == 200 ? ph->data.len : 0;
 		struct vcard_error err;
 		struct vcard *card = NULL;
 		const char *file = name;
 
 		if (!cJSON_IsObject(contact))
 			continue; /* removed while we read */
-		r = vcard_from_graph(contact, photos[i].len ? photos[i].data : NULL, photos[i].len,
-				     photos[i].len ? types[i] : NULL, &card, &err);
+		r = vcard_from_graph(contact, plen ? ph->data.data : NULL, plen,
+				     plen ? ph->type : NULL, &card, &err);
 		if (r == -EINVAL) {
 			log_err("contact %s: %s; skipped",
 				cJSON_GetStringValue(
@@ -438,15 +396,15 @@ static int export_folder(struct export *x, struct folder *f)
 		}
 		pthread_mutex_lock(&x->lock);
 		x->contacts++;
-		x->photos += photos[i].len > 0;
+		x->photos += plen > 0;
 		pthread_mutex_unlock(&x->lock);
 		f->contacts++;
 	}
 out:
-	for (size_t i = 0; photos && i < (size_t)cJSON_GetArraySize(c.list); i++)
-		buf_release(&photos[i]);
+	if (photos)
+		cache_photos_release(photos, n);
 	free(photos);
-	free(types);
+	free(photo_of);
 	free(next);
 	buf_release(&out);
 	cJSON_Delete(names);
@@ -519,7 +477,7 @@ int export_main(int argc, char **argv)
 	x.version = VCARD_V30;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "-o") && i + 1 < argc) {
-			if (options_parse(argv[++i], &cfg, &opts, errbuf, sizeof(errbuf)))
+			if (graph_options_parse(argv[++i], &cfg, &opts, errbuf, sizeof(errbuf)))
 				return usage(errbuf);
 		} else if (!strcmp(argv[i], "--vcard-version") && i + 1 < argc) {
 			i++;

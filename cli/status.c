@@ -3,7 +3,7 @@
  * .contactfs/status. Without a mount point, every contactfs mount of this
  * user found in /proc/self/mountinfo.
  */
-#include "fs_int.h"
+#include "cli_int.h"
 
 #include <errno.h>
 #include <fcntl.h>

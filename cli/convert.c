@@ -7,7 +7,7 @@
  * vcard` keep the photo, the JSON carries it as the instance annotation
  * "@contactfs.photo" (a data: URI), which Graph ignores and --to vcard reads.
  */
-#include "fs_int.h"
+#include "cli_int.h"
 
 #include "util.h"
 #include "vcard.h"
