@@ -385,8 +385,8 @@ int outbox_add_flag(sqlite3 *db, int64_t cid, int64_t folder)
 	/* Behind what was queued for the contact just now: a flag the server
 	 * refused (parked) must not hold back the card's other changes. */
 	int r = db_run(db,
-		       "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = 0",
-		       "ii", cid, (int64_t)OP_FLAG);
+		       "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = ?",
+		       "iii", cid, (int64_t)OP_FLAG, (int64_t)STAGE_SEND);
 
 	return r ? r : outbox_add(db, OP_FLAG, cid, folder, NULL, 0);
 }
@@ -398,8 +398,8 @@ static int64_t waiting_entry(sqlite3 *db, enum op op, int64_t cid)
 	int64_t seq = 0;
 	int r = db_int(db, &seq,
 		       "SELECT seq FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND "
-		       "stage = 0 AND sent = 0 ORDER BY seq DESC LIMIT 1",
-		       "ii", cid, (int64_t)op);
+		       "stage = ? AND sent = 0 ORDER BY seq DESC LIMIT 1",
+		       "iii", cid, (int64_t)op, (int64_t)STAGE_SEND);
 
 	return r < 0 ? r : r ? seq : 0;
 }
@@ -436,8 +436,8 @@ static int contact_gone(struct cache *c, sqlite3 *db, int64_t cid)
 	if ((r = db_int(
 		     db, &busy,
 		     "SELECT count(*) FROM outbox WHERE cid = ? AND (inflight OR sent OR stage > "
-		     "0 OR op = ?)",
-		     "ii", cid, (int64_t)OP_MOVE)) < 0)
+		     "? OR op = ?)",
+		     "iii", cid, (int64_t)STAGE_SEND, (int64_t)OP_MOVE)) < 0)
 		return r;
 	if (!has_id && !busy) {
 		if ((r = db_run(db, "DELETE FROM outbox WHERE cid = ?", "i", cid)))
@@ -448,8 +448,9 @@ static int contact_gone(struct cache *c, sqlite3 *db, int64_t cid)
 	 * way finishes first, so the delete knows the id. */
 	if ((r = db_run(db,
 			"DELETE FROM outbox WHERE cid = ? AND op IN (?, ?, ?) AND inflight = 0 AND "
-			"stage = 0",
-			"iiii", cid, (int64_t)OP_UPDATE, (int64_t)OP_PHOTO, (int64_t)OP_FLAG)))
+			"stage = ?",
+			"iiiii", cid, (int64_t)OP_UPDATE, (int64_t)OP_PHOTO, (int64_t)OP_FLAG,
+			(int64_t)STAGE_SEND)))
 		return r;
 	if ((r = db_run(db, "UPDATE contacts SET gone = 1 WHERE cid = ?", "i", cid)))
 		return r;
@@ -2013,8 +2014,8 @@ static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to, int 
 	if ((r = db_int(
 		     db, &seq,
 		     "SELECT seq FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = "
-		     "0 AND sent = 0",
-		     "ii", cid, (int64_t)OP_MOVE)) < 0)
+		     "? AND sent = 0",
+		     "iii", cid, (int64_t)OP_MOVE, (int64_t)STAGE_SEND)) < 0)
 		return r;
 	if (r == 1) {
 		int64_t src = 0;
