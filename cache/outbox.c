@@ -1632,48 +1632,53 @@ out:
 	return r;
 }
 
-/*
- * The update of e met a newer server version. Fetch it and merge the file
- * with it against the version the update was based on (merge_versions);
- * what is left to send is sent again against their version.
- */
-static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
+/* The contact went from the server meanwhile: ours is created again
+ * (recreate). */
+static int conflict_gone(struct cache *c, struct entry *e)
 {
 	sqlite3 *db = c->sdb;
-	cJSON *theirs = NULL, *base = NULL, *flag = NULL;
-	struct contact_row k = {0};
+	int r;
+
+	if (!(r = db_begin(db))) {
+		r = recreate(c, db, e);
+		r = r ? (db_rollback(db), r) : db_commit(db);
+	}
+	return r;
+}
+
+/* Their version could not be fetched (err): offline, the entry waits for
+ * the network; otherwise it is a failed attempt. Returns err. */
+static int conflict_unfetched(struct cache *c, struct entry *e, int err)
+{
+	sqlite3 *db = c->sdb;
+
+	if (!db_begin(db)) {
+		int r = cache_offline_errno(err)
+				? db_run(db, "UPDATE outbox SET inflight = 0 WHERE seq = ?", "i",
+					 e->seq)
+				: on_failure(c, db, e, 0, err,
+					     "fetching the server's version after a conflict");
+
+		if (r || db_commit(db))
+			db_rollback(db);
+	}
+	return err;
+}
+
+/* Merge the file with theirs against the version the update was based on
+ * (merge_versions): the entry is done when nothing is left to send, else
+ * it goes again against their version. */
+static int conflict_merge(struct cache *c, struct entry *e, const cJSON *theirs, struct events *ev)
+{
+	sqlite3 *db = c->sdb;
+	cJSON *base = NULL, *flag = NULL;
+	struct contact_row k;
 	struct vcard *card = NULL;
-	char path[1200];
 	int r;
 
 	memset(&k, 0, sizeof(k));
-	snprintf(path, sizeof(path), "%s?$expand=Extensions($filter=id%%20eq%%20'%s')", e->url,
-		 EXT_ID);
-	r = graph_get_json(c->g, path, NULL, 0, &theirs);
-	if (r == -ENOENT) {
-		if (!(r = db_begin(db))) {
-			r = recreate(c, db, e);
-			r = r ? (db_rollback(db), r) : db_commit(db);
-		}
-		goto out;
-	}
-	if (r) {
-		if (!db_begin(db)) {
-			int k2 =
-				cache_offline_errno(r)
-					? db_run(db, "UPDATE outbox SET inflight = 0 WHERE seq = ?",
-						 "i", e->seq)
-					: on_failure(
-						  c, db, e, 0, r,
-						  "fetching the server's version after a conflict");
-
-			if (k2 || db_commit(db))
-				db_rollback(db);
-		}
-		goto out;
-	}
 	if ((r = db_begin(db)))
-		goto out;
+		return r;
 	if ((r = contact_row_get(db, e->cid, &k)) ||
 	    (r = file_card(c, db, e->cid, &card, &flag, e->name, sizeof(e->name)))) {
 		/* Nothing of ours left to merge. */
@@ -1698,12 +1703,34 @@ commit:
 		db_rollback(db);
 	else
 		r = db_commit(db);
-out:
-	cJSON_Delete(theirs);
 	cJSON_Delete(base);
 	cJSON_Delete(flag);
 	vcard_free(card);
 	contact_row_release(&k);
+	return r;
+}
+
+/*
+ * The update of e met a newer server version. Fetch it and merge the file
+ * with it against the version the update was based on (merge_versions);
+ * what is left to send is sent again against their version.
+ */
+static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
+{
+	cJSON *theirs = NULL;
+	char path[1200];
+	int r;
+
+	snprintf(path, sizeof(path), "%s?$expand=Extensions($filter=id%%20eq%%20'%s')", e->url,
+		 EXT_ID);
+	r = graph_get_json(c->g, path, NULL, 0, &theirs);
+	if (r == -ENOENT)
+		r = conflict_gone(c, e);
+	else if (r)
+		r = conflict_unfetched(c, e, r);
+	else
+		r = conflict_merge(c, e, theirs, ev);
+	cJSON_Delete(theirs);
 	return r;
 }
 
