@@ -30,8 +30,8 @@
 
 /* Outbox operations (the op column). Stored: never renumber. */
 enum op {
-	OP_CREATE = 1,	      /* cid: POST the file's card (stage 1: its photo) */
-	OP_UPDATE = 2,	      /* cid: PATCH the diff (stage 1: the extension) */
+	OP_CREATE = 1,	      /* cid: POST the file's card (STAGE_PHOTO: its photo) */
+	OP_UPDATE = 2,	      /* cid: PATCH the diff (STAGE_EXT_*: the extension) */
 	OP_PHOTO = 3,	      /* cid: PUT the file's photo */
 	OP_DELETE = 4,	      /* cid: DELETE, after not_before */
 	OP_MOVE = 5,	      /* cid from folder: POST in the contact's folder, photo, DELETE old */
@@ -43,6 +43,27 @@ enum op {
 	OP_FLAG = 11,	      /* cid: beta PATCH of the file's follow-up flag (-o followup) */
 };
 #define OP_DROP_FILE_TEXT "10" /* for SQL text */
+
+/*
+ * Where an entry is (the stage column): each stage is one request, durable,
+ * and the answer moves the entry on (docs/cache.md, "Out"). A value means
+ * something else for each op, hence the aliases. Stored: never renumber.
+ */
+enum stage {
+	STAGE_SEND = 0,	     /* every op's first request: the POST of a create or a
+			      * move, the PATCH of an update, the PUT of a photo, the
+			      * beta PATCH of a flag, the DELETE of a delete */
+	STAGE_PHOTO = 1,     /* create, move: PUT of the file's photo */
+	STAGE_EXT_PATCH = 1, /* update: PATCH of our extension */
+	STAGE_OLD_COPY = 2,  /* move: DELETE of the old copy (its id in arg) */
+	STAGE_EXT_POST = 2,  /* update: POST of our extension (the PATCH found none) */
+	/* create, move, update, photo, flag: read the contact back after a
+	 * write that gives it a new change key without returning it (an
+	 * extension write, a photo PUT, a flag). The key is adopted only when
+	 * the contact says what we stored, so a change made elsewhere
+	 * meanwhile still comes in with the next delta round. */
+	STAGE_REFRESH = 3,
+};
 
 struct cache {
 	struct cache_config cfg;

@@ -23,15 +23,6 @@
 	"/contacts?$select=id&$top=1000&$filter=Extensions/any(f:f/id%20eq%20'" EXT_ID \
 	"')&$expand=Extensions($filter=id%20eq%20'" EXT_ID "')"
 
-/*
- * The stage that reads a contact back after a write that gives it a new
- * change key without returning it (an extension write, a photo PUT). The
- * key is adopted only when the contact says what we stored, so a change
- * made elsewhere meanwhile still comes in with the next delta round.
- * Stored in the outbox: never renumber.
- */
-#define STAGE_REFRESH 3
-
 enum plan {
 	PLAN_WAIT,   /* not now (a folder without its id yet) */
 	PLAN_DONE,   /* nothing left to send: the entry is finished */
@@ -42,7 +33,9 @@ enum plan {
 
 struct entry {
 	int64_t seq, cid, folder;
-	int op, stage, sent, attempts, parked;
+	int op;
+	enum stage stage;
+	int sent, attempts, parked;
 	char *arg;
 
 	enum plan plan;
@@ -307,7 +300,6 @@ out:
 	return r;
 }
 
-/* Decide what entry e sends now. Returns a plan or -errno. */
 static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const cJSON *base,
 			  const cJSON *theirs, struct vcard *card, const cJSON *flag, int stale,
 			  struct events *ev);
@@ -353,20 +345,269 @@ static int own_step(sqlite3 *db, int64_t cid, const char *from, const char *to, 
 		      to, cid, from);
 }
 
-static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct events *ev)
+/* A create that was sent and never answered: look it up by client key
+ * before sending it again. */
+static int plan_lookup(sqlite3 *db, struct entry *e)
 {
-	struct contact_row k;
+	sqlite3_stmt *st;
+
+	if (!db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i", e->cid)) {
+		if (db_step(st) == 1)
+			snprintf(e->name, sizeof(e->name), "%s", sqlite3_column_text(st, 0));
+		db_release(st);
+	}
+	return PLAN_LOOKUP;
+}
+
+/* The POST of a create or a move (STAGE_SEND: card with our extension
+ * carrying the client key), or its photo PUT (STAGE_PHOTO). */
+static int plan_post(struct entry *e, const struct vcard *card, const struct contact_row *k)
+{
+	int r;
+
+	if (e->stage == STAGE_PHOTO)
+		return k->id ? plan_photo(e, card, k->id) : PLAN_DONE;
+	if ((r = create_body(card, e->key, &e->body)))
+		return r;
+	set_json(e, "POST", e->body, "%s/contacts", e->base);
+	return PLAN_JSON;
+}
+
+/* A read of the contact after a write that gave it a new change key
+ * without returning it (STAGE_REFRESH). */
+static int plan_refresh(struct entry *e, const struct contact_row *k)
+{
+	if (!k->id || k->gone)
+		return PLAN_DONE;
+	set_json(e, "GET", NULL, "%s/contacts/%s?$select=%s", e->base, k->id, VCARD_GRAPH_SELECT);
+	return PLAN_JSON;
+}
+
+/* OP_DELETE: DELETE of the contact; one the server never had is done. */
+static int plan_delete(struct entry *e, const struct contact_row *k)
+{
+	if (!k->id)
+		return PLAN_DONE;
+	set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base, k->id);
+	return PLAN_JSON;
+}
+
+/* OP_CREATE: POST of the file's card (STAGE_SEND), then its photo
+ * (STAGE_PHOTO). */
+static int plan_create(struct cache *c, sqlite3 *db, struct entry *e, const struct contact_row *k)
+{
+	struct vcard *card = NULL;
+	int r;
+
+	if (e->stage == STAGE_SEND && k->id)
+		return PLAN_DONE; /* a lookup found it */
+	if (e->stage == STAGE_SEND && e->sent)
+		return plan_lookup(db, e);
+	r = file_card(c, db, e->cid, &card, NULL, e->name, sizeof(e->name));
+	if (r == -ENOENT || r == -EINVAL)
+		r = PLAN_DONE; /* the file went meanwhile (its delete follows) */
+	else if (!r)
+		r = plan_post(e, card, k);
+	vcard_free(card);
+	return r;
+}
+
+/* A move's DELETE of the old copy, whose id the POST's answer left in arg
+ * (STAGE_OLD_COPY); e->base is the old folder's. */
+static int plan_old_copy(struct entry *e)
+{
+	set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base, e->arg ? e->arg : "");
+	return e->arg ? PLAN_JSON : PLAN_DONE;
+}
+
+/* A move with no photo to carry (or no file any more): on to the delete of
+ * the old copy, in the old folder. */
+static int plan_move_skip_photo(sqlite3 *db, struct entry *e)
+{
+	int r;
+
+	if ((r = db_run(db, "UPDATE outbox SET stage = ? WHERE seq = ?", "ii",
+			(int64_t)STAGE_OLD_COPY, e->seq)) ||
+	    (r = folder_base(db, e->folder, e->base, sizeof(e->base))))
+		return r;
+	e->stage = STAGE_OLD_COPY;
+	return plan_old_copy(e);
+}
+
+/* OP_MOVE from folder e->folder: POST in the contact's folder (STAGE_SEND),
+ * its photo (STAGE_PHOTO), DELETE of the old copy (STAGE_OLD_COPY). */
+static int plan_move(struct cache *c, sqlite3 *db, struct entry *e, const struct contact_row *k)
+{
+	struct vcard *card = NULL;
+	int r;
+
+	if (e->stage == STAGE_OLD_COPY)
+		return plan_old_copy(e);
+	if (e->stage == STAGE_SEND && (!k->id || k->folder == e->folder))
+		return PLAN_DONE; /* never created, or moved back */
+	if (e->stage == STAGE_SEND && e->sent)
+		return plan_lookup(db, e);
+	r = file_card(c, db, e->cid, &card, NULL, e->name, sizeof(e->name));
+	if (e->stage == STAGE_PHOTO &&
+	    (r == -ENOENT || r == -EINVAL || (!r && !vcard_photo(card)))) {
+		r = plan_move_skip_photo(db, e);
+	} else if (r == -ENOENT || r == -EINVAL) {
+		/* The file went meanwhile (its delete follows): a move leaves
+		 * the contact where the server has it. */
+		r = 0;
+		if (e->stage == STAGE_SEND)
+			r = db_run(db, "UPDATE contacts SET folder = ? WHERE cid = ?", "ii",
+				   e->folder, e->cid);
+		r = r ? r : PLAN_DONE;
+	} else if (!r) {
+		r = plan_post(e, card, k);
+	}
+	vcard_free(card);
+	return r;
+}
+
+/* OP_PHOTO: PUT of the file's photo. */
+static int plan_photo_put(struct cache *c, sqlite3 *db, struct entry *e,
+			  const struct contact_row *k)
+{
+	struct vcard *card = NULL;
+	int r;
+
+	if (!k->id)
+		return PLAN_DONE;
+	r = file_card(c, db, e->cid, &card, NULL, e->name, sizeof(e->name));
+	if (r == -ENOENT || r == -EINVAL)
+		r = PLAN_DONE;
+	else if (!r)
+		r = plan_photo(e, card, k->id);
+	vcard_free(card);
+	return r;
+}
+
+/*
+ * An update's card written from an older version than the present one
+ * (base): merged with the present one first, and *card read again: what is
+ * left of it is sent. 0 to go on with *card, PLAN_DONE when nothing is left
+ * to send (or no file), or -errno.
+ */
+static int plan_merge_stale(struct cache *c, sqlite3 *db, struct entry *e, const cJSON *base,
+			    struct vcard **card, struct events *ev)
+{
+	struct vcard *again = NULL;
+	cJSON *old = NULL, *flag = NULL;
+	int r;
+
+	if ((r = stale_base(db, e->cid, *card, &old)) || !old)
+		return r;
+	/* pick's transaction goes on past a failed plan: the merge is all or
+	 * nothing within it. */
+	if ((r = db_run(db, "SAVEPOINT merge", NULL))) {
+		cJSON_Delete(old);
+		return r;
+	}
+	/* The file's own follow-up flag stays its own. */
+	if (!file_card(c, db, e->cid, &again, &flag, e->name, sizeof(e->name)))
+		vcard_free(again);
+	r = merge_versions(c, db, e, old, base, *card, flag, 1, ev);
+	cJSON_Delete(flag);
+	cJSON_Delete(old);
+	if (r < 0 && db_run(db, "ROLLBACK TO merge", NULL))
+		log_err("cache: undoing a failed merge failed");
+	if (db_run(db, "RELEASE merge", NULL) && r >= 0)
+		r = -EIO;
+	if (r)
+		return r < 0 ? r : PLAN_DONE;
+	vcard_free(*card);
+	*card = NULL;
+	r = file_card(c, db, e->cid, card, NULL, e->name, sizeof(e->name));
+	return r == -ENOENT || r == -EINVAL ? PLAN_DONE : r;
+}
+
+/* An update's PATCH of the contact (STAGE_SEND): the diff, against the
+ * change key of base. Takes *patch. */
+static int plan_patch(struct entry *e, const struct contact_row *k, const cJSON *base,
+		      struct vcard *card, cJSON **patch, const cJSON *ext)
+{
+	char photo[16];
+
+	if (!cache_version_of(card, e->token, sizeof(e->token), photo, sizeof(photo)))
+		e->token[0] = '\0';
+	if (cache_patch_is_empty(*patch, base) && !ext)
+		return PLAN_DONE;
+	set_json(e, "PATCH", *patch, "%s/contacts/%s", e->base, k->id);
+	*patch = NULL;
+	snprintf(e->if_match, sizeof(e->if_match), "W/\"%s\"", k->change_key ? k->change_key : "");
+	return PLAN_JSON;
+}
+
+/* An update's write of our extension: PATCH (STAGE_EXT_PATCH), or POST
+ * when the contact had none (STAGE_EXT_POST). Takes *ext. */
+static int plan_ext(struct entry *e, const struct contact_row *k, cJSON **ext)
+{
+	if (!*ext)
+		return PLAN_DONE;
+	if (e->stage == STAGE_EXT_PATCH)
+		/* The URL names an extension by its short name
+		 * (opentypeextension-update.md); $filter by its id. */
+		set_json(e, "PATCH", *ext, "%s/contacts/%s/extensions/%s", e->base, k->id,
+			 VCARD_EXTENSION_NAME);
+	else
+		set_json(e, "POST", *ext, "%s/contacts/%s/extensions", e->base, k->id);
+	*ext = NULL;
+	return PLAN_JSON;
+}
+
+/* OP_UPDATE: PATCH of vcard_graph_diff's fields with If-Match
+ * (STAGE_SEND), then of the extension (STAGE_EXT_PATCH, STAGE_EXT_POST). */
+static int plan_update(struct cache *c, sqlite3 *db, struct entry *e, const struct contact_row *k,
+		       struct events *ev)
+{
 	struct vcard *card = NULL;
 	struct vcard_error ve;
 	cJSON *base = NULL, *patch = NULL, *ext = NULL;
-	int64_t src = e->folder;
 	int r;
 
-	(void)c;
+	if (!k->id)
+		return PLAN_DONE;
+	r = file_card(c, db, e->cid, &card, NULL, e->name, sizeof(e->name));
+	if (r == -ENOENT || r == -EINVAL)
+		return PLAN_DONE;
+	if (r)
+		return r;
+	if (!(base = k->json ? cJSON_Parse(k->json) : NULL)) {
+		r = -EIO;
+		goto out;
+	}
+	/* Written from an older version: merged with the present one first;
+	 * what is left is sent below. */
+	if (e->stage == STAGE_SEND && (r = plan_merge_stale(c, db, e, base, &card, ev)))
+		goto out;
+	if ((r = vcard_graph_diff(base, card, &patch, &ext, &ve))) {
+		cache_error(db, e->name, "cannot be sent: %s", ve.msg);
+		goto out;
+	}
+	r = e->stage == STAGE_SEND ? plan_patch(e, k, base, card, &patch, ext)
+				   : plan_ext(e, k, &ext);
+out:
+	cJSON_Delete(base);
+	cJSON_Delete(patch);
+	cJSON_Delete(ext);
+	vcard_free(card);
+	return r;
+}
+
+/* Decide what contact entry e sends now, from its op and stage. Returns a
+ * plan or -errno. */
+static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct events *ev)
+{
+	struct contact_row k;
+	int r;
+
 	if ((r = contact_row_get(db, e->cid, &k)))
 		return r == -ENOENT ? PLAN_DONE : r;
-	r = folder_base(db, e->op == OP_MOVE && e->stage == 2 ? src : k.folder, e->base,
-			sizeof(e->base));
+	/* A move's old copy is in the folder it came from (e->folder). */
+	r = folder_base(db, e->op == OP_MOVE && e->stage == STAGE_OLD_COPY ? e->folder : k.folder,
+			e->base, sizeof(e->base));
 	if (r == -EAGAIN) {
 		r = PLAN_WAIT;
 		goto out;
@@ -375,202 +616,32 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct ev
 		goto out;
 	snprintf(e->key, sizeof(e->key), "%s", k.ckey ? k.ckey : "");
 	if (e->stage == STAGE_REFRESH && e->op != OP_DELETE) {
-		if (!k.id || k.gone) {
-			r = PLAN_DONE;
-			goto out;
-		}
-		set_json(e, "GET", NULL, "%s/contacts/%s?$select=%s", e->base, k.id,
-			 VCARD_GRAPH_SELECT);
-		r = PLAN_JSON;
+		r = plan_refresh(e, &k);
 		goto out;
 	}
 	switch (e->op) {
 	case OP_DELETE:
-		if (!k.id) {
-			r = PLAN_DONE;
-			break;
-		}
-		set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base, k.id);
-		r = PLAN_JSON;
+		r = plan_delete(e, &k);
 		break;
 	case OP_CREATE:
+		r = plan_create(c, db, e, &k);
+		break;
 	case OP_MOVE:
-		if (e->op == OP_MOVE && e->stage == 0 && (!k.id || k.folder == src)) {
-			r = PLAN_DONE; /* never created, or moved back */
-			break;
-		}
-		if (e->op == OP_MOVE && e->stage == 2) {
-			set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base,
-				 e->arg ? e->arg : "");
-			r = e->arg ? PLAN_JSON : PLAN_DONE;
-			break;
-		}
-		if (e->op == OP_CREATE && e->stage == 0 && k.id) {
-			r = PLAN_DONE; /* a lookup found it */
-			break;
-		}
-		if (e->stage == 0 && e->sent) {
-			sqlite3_stmt *st;
-
-			if (!db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i",
-					e->cid)) {
-				if (db_step(st) == 1)
-					snprintf(e->name, sizeof(e->name), "%s",
-						 sqlite3_column_text(st, 0));
-				db_release(st);
-			}
-			r = PLAN_LOOKUP;
-			break;
-		}
-		r = file_card(c, db, e->cid, &card, NULL, e->name, sizeof(e->name));
-		if ((r == -ENOENT || r == -EINVAL || (!r && !vcard_photo(card))) &&
-		    e->op == OP_MOVE && e->stage == 1) {
-			/* No photo to carry (or no file any more): on to the
-			 * delete of the old copy. */
-			if ((r = db_run(db, "UPDATE outbox SET stage = 2 WHERE seq = ?", "i",
-					e->seq)) ||
-			    (r = folder_base(db, src, e->base, sizeof(e->base))))
-				break;
-			e->stage = 2;
-			set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base,
-				 e->arg ? e->arg : "");
-			r = e->arg ? PLAN_JSON : PLAN_DONE;
-			break;
-		}
-		if (r == -ENOENT || r == -EINVAL) {
-			/* The file went meanwhile (its delete follows): a move
-			 * leaves the contact where the server has it. */
-			if (e->op == OP_MOVE && e->stage == 0)
-				r = db_run(db, "UPDATE contacts SET folder = ? WHERE cid = ?", "ii",
-					   src, e->cid);
-			else
-				r = 0;
-			r = r ? r : PLAN_DONE;
-			break;
-		}
-		if (r)
-			break;
-		if (e->stage == 1) {
-			r = k.id ? plan_photo(e, card, k.id) : PLAN_DONE;
-			break;
-		}
-		if ((r = create_body(card, e->key, &e->body)))
-			break;
-		set_json(e, "POST", e->body, "%s/contacts", e->base);
-		r = PLAN_JSON;
+		r = plan_move(c, db, e, &k);
 		break;
 	case OP_FLAG:
 		r = plan_flag(c, db, e, &k);
 		break;
 	case OP_UPDATE:
+		r = plan_update(c, db, e, &k, ev);
+		break;
 	case OP_PHOTO:
-		if (!k.id) {
-			r = PLAN_DONE;
-			break;
-		}
-		r = file_card(c, db, e->cid, &card, NULL, e->name, sizeof(e->name));
-		if (r == -ENOENT || r == -EINVAL) {
-			r = PLAN_DONE;
-			break;
-		}
-		if (r)
-			break;
-		if (e->op == OP_PHOTO) {
-			r = plan_photo(e, card, k.id);
-			break;
-		}
-		base = k.json ? cJSON_Parse(k.json) : NULL;
-		if (!base) {
-			r = -EIO;
-			break;
-		}
-		if (e->stage == 0) {
-			/* Written from an older version: merged with the
-			 * present one first; what is left is sent below. */
-			cJSON *old = NULL;
-
-			if ((r = stale_base(db, e->cid, card, &old)))
-				break;
-			if (old) {
-				/* pick's transaction goes on past a failed plan:
-				 * the merge is all or nothing within it. */
-				if ((r = db_run(db, "SAVEPOINT merge", NULL))) {
-					cJSON_Delete(old);
-					break;
-				}
-				{
-					/* The file's own follow-up flag stays its own. */
-					struct vcard *again = NULL;
-					cJSON *flag = NULL;
-
-					if (!file_card(c, db, e->cid, &again, &flag, e->name,
-						       sizeof(e->name)))
-						vcard_free(again);
-					r = merge_versions(c, db, e, old, base, card, flag, 1, ev);
-					cJSON_Delete(flag);
-				}
-				cJSON_Delete(old);
-				if (r < 0 && db_run(db, "ROLLBACK TO merge", NULL))
-					log_err("cache: undoing a failed merge failed");
-				if (db_run(db, "RELEASE merge", NULL) && r >= 0)
-					r = -EIO;
-				if (r) {
-					r = r < 0 ? r : PLAN_DONE;
-					break;
-				}
-				vcard_free(card);
-				card = NULL;
-				r = file_card(c, db, e->cid, &card, NULL, e->name,
-					      sizeof(e->name));
-				if (r == -ENOENT || r == -EINVAL) {
-					r = PLAN_DONE;
-					break;
-				}
-				if (r)
-					break;
-			}
-		}
-		if ((r = vcard_graph_diff(base, card, &patch, &ext, &ve))) {
-			cache_error(db, e->name, "cannot be sent: %s", ve.msg);
-			break;
-		}
-		if (e->stage == 0) {
-			char photo[16];
-
-			if (!cache_version_of(card, e->token, sizeof(e->token), photo,
-					      sizeof(photo)))
-				e->token[0] = '\0';
-			if (cache_patch_is_empty(patch, base) && !ext) {
-				r = PLAN_DONE;
-				break;
-			}
-			set_json(e, "PATCH", patch, "%s/contacts/%s", e->base, k.id);
-			patch = NULL;
-			snprintf(e->if_match, sizeof(e->if_match), "W/\"%s\"",
-				 k.change_key ? k.change_key : "");
-		} else if (!ext) {
-			r = PLAN_DONE;
-			break;
-		} else if (e->stage == 1) {
-			/* The URL names an extension by its short name
-			 * (opentypeextension-update.md); $filter by its id. */
-			set_json(e, "PATCH", ext, "%s/contacts/%s/extensions/%s", e->base, k.id,
-				 VCARD_EXTENSION_NAME);
-			ext = NULL;
-		} else {
-			set_json(e, "POST", ext, "%s/contacts/%s/extensions", e->base, k.id);
-			ext = NULL;
-		}
-		r = PLAN_JSON;
+		r = plan_photo_put(c, db, e, &k);
 		break;
 	default:
 		r = PLAN_DONE;
 	}
 out:
-	cJSON_Delete(base);
-	cJSON_Delete(patch);
-	cJSON_Delete(ext);
-	vcard_free(card);
 	contact_row_release(&k);
 	return r;
 }
@@ -1043,7 +1114,7 @@ static int merge_ext(sqlite3 *db, int64_t cid, const cJSON *sent)
 }
 
 /* The next stage of e: it stays, ready at once. */
-static int entry_next(sqlite3 *db, struct entry *e, int stage)
+static int entry_next(sqlite3 *db, struct entry *e, enum stage stage)
 {
 	return db_run(
 		db,
@@ -1129,7 +1200,7 @@ static int on_success(sqlite3 *db, struct entry *e)
 	switch (e->op) {
 	case OP_CREATE:
 	case OP_MOVE:
-		if (e->stage == 0) {
+		if (e->stage == STAGE_SEND) {
 			const char *id = cache_jstr(resp, "id");
 			const cJSON *exts = cJSON_GetObjectItemCaseSensitive(e->body, "extensions");
 
@@ -1152,10 +1223,10 @@ static int on_success(sqlite3 *db, struct entry *e)
 				   "WHERE cid = ?",
 				   "ttti", id, cache_jstr(resp, "changeKey"), json, e->cid);
 			if (!r)
-				r = entry_next(db, e, 1);
+				r = entry_next(db, e, STAGE_PHOTO);
 			break;
 		}
-		if (e->stage == 1) {
+		if (e->stage == STAGE_PHOTO) {
 			if (e->plan == PLAN_PHOTO &&
 			    (r = db_run(db,
 					"UPDATE contacts SET photo = ?, photo_type = ?, "
@@ -1166,19 +1237,21 @@ static int on_success(sqlite3 *db, struct entry *e)
 			if (e->plan == PLAN_PHOTO)
 				r = entry_next(db, e, STAGE_REFRESH);
 			else
-				r = e->op == OP_MOVE ? entry_next(db, e, 2) : entry_done(db, e);
+				r = e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY)
+						     : entry_done(db, e);
 			break;
 		}
 		if (e->stage == STAGE_REFRESH) {
 			r = adopt_change_key(db, e);
 			if (!r)
-				r = e->op == OP_MOVE ? entry_next(db, e, 2) : entry_done(db, e);
+				r = e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY)
+						     : entry_done(db, e);
 			break;
 		}
 		r = entry_done(db, e);
 		break;
 	case OP_UPDATE:
-		if (e->stage == 0) {
+		if (e->stage == STAGE_SEND) {
 			sqlite3_stmt *st;
 			cJSON *old = NULL;
 			char *old_ck = NULL;
@@ -1210,7 +1283,7 @@ static int on_success(sqlite3 *db, struct entry *e)
 					     e->token);
 			free(old_ck);
 			if (!r)
-				r = entry_next(db, e, 1);
+				r = entry_next(db, e, STAGE_EXT_PATCH);
 			break;
 		}
 		if (e->stage == STAGE_REFRESH) {
@@ -1341,9 +1414,9 @@ static int recreate(struct cache *c, sqlite3 *db, struct entry *e)
 	if (!r)
 		r = db_run(
 			db,
-			"UPDATE outbox SET op = ?, stage = 0, sent = 0, inflight = 0, attempts = 0 "
+			"UPDATE outbox SET op = ?, stage = ?, sent = 0, inflight = 0, attempts = 0 "
 			"WHERE seq = ?",
-			"ii", (int64_t)OP_CREATE, e->seq);
+			"iii", (int64_t)OP_CREATE, (int64_t)STAGE_SEND, e->seq);
 	if (!r && c->cfg.followup)
 		r = outbox_add_flag(db, e->cid, e->folder);
 	return r;
@@ -1382,11 +1455,12 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		return db_run(db, "UPDATE outbox SET inflight = 0, sent = 0 WHERE seq = ?", "i",
 			      e->seq);
 	if (st == 404 && e->stage == STAGE_REFRESH) /* gone meanwhile: delta says so */
-		return e->op == OP_MOVE ? entry_next(db, e, 2) : entry_done(db, e);
+		return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY) : entry_done(db, e);
 	if (st == 404) {
 		switch (e->op) {
 		case OP_UPDATE:
-			return e->stage == 0 ? recreate(c, db, e) : entry_next(db, e, 2);
+			return e->stage == STAGE_SEND ? recreate(c, db, e)
+						      : entry_next(db, e, STAGE_EXT_POST);
 		case OP_PHOTO:
 		case OP_FLAG:
 		case OP_DELETE:
@@ -1395,14 +1469,14 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		case OP_REQUEST:
 			return entry_done(db, e);
 		case OP_MOVE:
-			if (e->stage == 2)
+			if (e->stage == STAGE_OLD_COPY)
 				return entry_done(db, e);
 			break;
 		default:
 			break;
 		}
 	}
-	if ((st == 412 || st == 409) && e->op == OP_UPDATE && e->stage == 0) {
+	if ((st == 412 || st == 409) && e->op == OP_UPDATE && e->stage == STAGE_SEND) {
 		*after = AFTER_CONFLICT;
 		return 0;
 	}
@@ -1411,7 +1485,7 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		return 0;
 	}
 	msg = cache_jstr(cJSON_GetObjectItemCaseSensitive(e->response, "error"), "message");
-	if (e->op == OP_FLAG && e->stage == 0)
+	if (e->op == OP_FLAG && e->stage == STAGE_SEND)
 		snprintf(why, sizeof(why),
 			 "Outlook refused its follow-up flag (PATCH of the flag in Graph's beta: "
 			 "HTTP %d %s%s%s); the rest of the card is on the server",
@@ -1558,48 +1632,53 @@ out:
 	return r;
 }
 
-/*
- * The update of e met a newer server version. Fetch it and merge the file
- * with it against the version the update was based on (merge_versions);
- * what is left to send is sent again against their version.
- */
-static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
+/* The contact went from the server meanwhile: ours is created again
+ * (recreate). */
+static int conflict_gone(struct cache *c, struct entry *e)
 {
 	sqlite3 *db = c->sdb;
-	cJSON *theirs = NULL, *base = NULL, *flag = NULL;
-	struct contact_row k = {0};
+	int r;
+
+	if (!(r = db_begin(db))) {
+		r = recreate(c, db, e);
+		r = r ? (db_rollback(db), r) : db_commit(db);
+	}
+	return r;
+}
+
+/* Their version could not be fetched (err): offline, the entry waits for
+ * the network; otherwise it is a failed attempt. Returns err. */
+static int conflict_unfetched(struct cache *c, struct entry *e, int err)
+{
+	sqlite3 *db = c->sdb;
+
+	if (!db_begin(db)) {
+		int r = cache_offline_errno(err)
+				? db_run(db, "UPDATE outbox SET inflight = 0 WHERE seq = ?", "i",
+					 e->seq)
+				: on_failure(c, db, e, 0, err,
+					     "fetching the server's version after a conflict");
+
+		if (r || db_commit(db))
+			db_rollback(db);
+	}
+	return err;
+}
+
+/* Merge the file with theirs against the version the update was based on
+ * (merge_versions): the entry is done when nothing is left to send, else
+ * it goes again against their version. */
+static int conflict_merge(struct cache *c, struct entry *e, const cJSON *theirs, struct events *ev)
+{
+	sqlite3 *db = c->sdb;
+	cJSON *base = NULL, *flag = NULL;
+	struct contact_row k;
 	struct vcard *card = NULL;
-	char path[1200];
 	int r;
 
 	memset(&k, 0, sizeof(k));
-	snprintf(path, sizeof(path), "%s?$expand=Extensions($filter=id%%20eq%%20'%s')", e->url,
-		 EXT_ID);
-	r = graph_get_json(c->g, path, NULL, 0, &theirs);
-	if (r == -ENOENT) {
-		if (!(r = db_begin(db))) {
-			r = recreate(c, db, e);
-			r = r ? (db_rollback(db), r) : db_commit(db);
-		}
-		goto out;
-	}
-	if (r) {
-		if (!db_begin(db)) {
-			int k2 =
-				cache_offline_errno(r)
-					? db_run(db, "UPDATE outbox SET inflight = 0 WHERE seq = ?",
-						 "i", e->seq)
-					: on_failure(
-						  c, db, e, 0, r,
-						  "fetching the server's version after a conflict");
-
-			if (k2 || db_commit(db))
-				db_rollback(db);
-		}
-		goto out;
-	}
 	if ((r = db_begin(db)))
-		goto out;
+		return r;
 	if ((r = contact_row_get(db, e->cid, &k)) ||
 	    (r = file_card(c, db, e->cid, &card, &flag, e->name, sizeof(e->name)))) {
 		/* Nothing of ours left to merge. */
@@ -1624,12 +1703,34 @@ commit:
 		db_rollback(db);
 	else
 		r = db_commit(db);
-out:
-	cJSON_Delete(theirs);
 	cJSON_Delete(base);
 	cJSON_Delete(flag);
 	vcard_free(card);
 	contact_row_release(&k);
+	return r;
+}
+
+/*
+ * The update of e met a newer server version. Fetch it and merge the file
+ * with it against the version the update was based on (merge_versions);
+ * what is left to send is sent again against their version.
+ */
+static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
+{
+	cJSON *theirs = NULL;
+	char path[1200];
+	int r;
+
+	snprintf(path, sizeof(path), "%s?$expand=Extensions($filter=id%%20eq%%20'%s')", e->url,
+		 EXT_ID);
+	r = graph_get_json(c->g, path, NULL, 0, &theirs);
+	if (r == -ENOENT)
+		r = conflict_gone(c, e);
+	else if (r)
+		r = conflict_unfetched(c, e, r);
+	else
+		r = conflict_merge(c, e, theirs, ev);
+	cJSON_Delete(theirs);
 	return r;
 }
 

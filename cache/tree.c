@@ -385,8 +385,8 @@ int outbox_add_flag(sqlite3 *db, int64_t cid, int64_t folder)
 	/* Behind what was queued for the contact just now: a flag the server
 	 * refused (parked) must not hold back the card's other changes. */
 	int r = db_run(db,
-		       "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = 0",
-		       "ii", cid, (int64_t)OP_FLAG);
+		       "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = ?",
+		       "iii", cid, (int64_t)OP_FLAG, (int64_t)STAGE_SEND);
 
 	return r ? r : outbox_add(db, OP_FLAG, cid, folder, NULL, 0);
 }
@@ -398,8 +398,8 @@ static int64_t waiting_entry(sqlite3 *db, enum op op, int64_t cid)
 	int64_t seq = 0;
 	int r = db_int(db, &seq,
 		       "SELECT seq FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND "
-		       "stage = 0 AND sent = 0 ORDER BY seq DESC LIMIT 1",
-		       "ii", cid, (int64_t)op);
+		       "stage = ? AND sent = 0 ORDER BY seq DESC LIMIT 1",
+		       "iii", cid, (int64_t)op, (int64_t)STAGE_SEND);
 
 	return r < 0 ? r : r ? seq : 0;
 }
@@ -436,8 +436,8 @@ static int contact_gone(struct cache *c, sqlite3 *db, int64_t cid)
 	if ((r = db_int(
 		     db, &busy,
 		     "SELECT count(*) FROM outbox WHERE cid = ? AND (inflight OR sent OR stage > "
-		     "0 OR op = ?)",
-		     "ii", cid, (int64_t)OP_MOVE)) < 0)
+		     "? OR op = ?)",
+		     "iii", cid, (int64_t)STAGE_SEND, (int64_t)OP_MOVE)) < 0)
 		return r;
 	if (!has_id && !busy) {
 		if ((r = db_run(db, "DELETE FROM outbox WHERE cid = ?", "i", cid)))
@@ -448,8 +448,9 @@ static int contact_gone(struct cache *c, sqlite3 *db, int64_t cid)
 	 * way finishes first, so the delete knows the id. */
 	if ((r = db_run(db,
 			"DELETE FROM outbox WHERE cid = ? AND op IN (?, ?, ?) AND inflight = 0 AND "
-			"stage = 0",
-			"iiii", cid, (int64_t)OP_UPDATE, (int64_t)OP_PHOTO, (int64_t)OP_FLAG)))
+			"stage = ?",
+			"iiiii", cid, (int64_t)OP_UPDATE, (int64_t)OP_PHOTO, (int64_t)OP_FLAG,
+			(int64_t)STAGE_SEND)))
 		return r;
 	if ((r = db_run(db, "UPDATE contacts SET gone = 1 WHERE cid = ?", "i", cid)))
 		return r;
@@ -2013,8 +2014,8 @@ static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to, int 
 	if ((r = db_int(
 		     db, &seq,
 		     "SELECT seq FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = "
-		     "0 AND sent = 0",
-		     "ii", cid, (int64_t)OP_MOVE)) < 0)
+		     "? AND sent = 0",
+		     "iii", cid, (int64_t)OP_MOVE, (int64_t)STAGE_SEND)) < 0)
 		return r;
 	if (r == 1) {
 		int64_t src = 0;
@@ -2030,175 +2031,218 @@ static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to, int 
 	return followup ? outbox_add_flag(db, cid, to) : 0;
 }
 
-static int do_rename(struct cache *c, void *arg)
+/*
+ * The checks of rename(2): a->name in a->parent is *src, whose parent is
+ * *op; the new parent *np must be a directory, a->newname a name; the
+ * target, when there is one (*dst, *has_dst), of the same type as src and
+ * replaceable; no directory into itself. 0 to go on, 1 when the target is
+ * src itself (nothing to do), or -errno.
+ */
+static int rename_check(sqlite3 *db, const struct op_args *a, struct node *src, struct node *np,
+			struct node *op, struct node *dst, int *has_dst)
 {
-	struct op_args *a = arg;
-	sqlite3 *db = c->db;
-	struct node src, dst, np, op;
-	struct vcard **cards = NULL, *card = NULL, *prev = NULL;
-	size_t ncards = 0;
-	char why[160];
-	int has_dst, src_vcf, dst_vcf, r;
+	int r;
 
-	if ((r = node_find(db, (int64_t)a->parent, a->name, &src)))
+	if ((r = node_find(db, (int64_t)a->parent, a->name, src)))
 		return r;
-	if ((r = node_get(db, (int64_t)a->newparent, &np)) || (r = node_get(db, src.parent, &op)))
+	if ((r = node_get(db, (int64_t)a->newparent, np)) || (r = node_get(db, src->parent, op)))
 		return r;
-	if (!is_dir(np.kind))
+	if (!is_dir(np->kind))
 		return -ENOTDIR;
 	if (!*a->newname || strlen(a->newname) > 255 || strchr(a->newname, '/'))
 		return -EINVAL;
-	r = node_find(db, (int64_t)a->newparent, a->newname, &dst);
+	r = node_find(db, (int64_t)a->newparent, a->newname, dst);
 	if (r && r != -ENOENT)
 		return r;
-	has_dst = !r;
-	if (has_dst && dst.ino == src.ino)
-		return 0;
-	if (has_dst && (a->flags & CACHE_RENAME_NOREPLACE))
+	*has_dst = !r;
+	if (*has_dst && dst->ino == src->ino)
+		return 1;
+	if (*has_dst && (a->flags & CACHE_RENAME_NOREPLACE))
 		return -EEXIST;
-	if (has_dst && is_dir(dst.kind) && !is_dir(src.kind))
+	if (*has_dst && is_dir(dst->kind) && !is_dir(src->kind))
 		return -EISDIR;
-	if (has_dst && !is_dir(dst.kind) && is_dir(src.kind))
+	if (*has_dst && !is_dir(dst->kind) && is_dir(src->kind))
 		return -ENOTDIR;
 	/* No directory into itself. */
-	for (int64_t up = np.ino, depth = 0; is_dir(src.kind) && up && depth < 4096; depth++) {
+	for (int64_t up = np->ino, depth = 0; is_dir(src->kind) && up && depth < 4096; depth++) {
 		struct node x;
 
-		if (up == src.ino)
+		if (up == src->ino)
 			return -EINVAL;
 		if ((r = node_get(db, up, &x)))
 			return r;
 		up = x.parent;
 	}
-	if (is_dir(src.kind)) {
-		int folder_after = np.kind == CACHE_FOLDER && a->newname[0] != '.';
+	return 0;
+}
 
-		/* Graph renames folders; a folder that changes parent, or a
-		 * directory that changes between folder and scratch, is
-		 * copied by the caller (mv does so on EXDEV). */
-		if ((src.kind == CACHE_FOLDER) != folder_after ||
-		    (src.kind == CACHE_FOLDER && np.ino != src.parent))
-			return -EXDEV;
-		if (has_dst && (r = remove_node(c, db, &dst)))
-			return r;
-		if ((r = db_run(db,
-				"UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
-				"iti", np.ino, a->newname, src.ino)))
-			return r;
-		/* A create or rename that has not left sends the name then. */
-		if (src.kind == CACHE_FOLDER && strcmp(a->name, a->newname) != 0) {
-			int64_t seq = 0;
+/* Directory src renamed to a->newname in np, replacing dst (NULL: none). */
+static int rename_dir(struct cache *c, sqlite3 *db, const struct op_args *a, const struct node *src,
+		      const struct node *np, const struct node *dst)
+{
+	int folder_after = np->kind == CACHE_FOLDER && a->newname[0] != '.';
+	int64_t seq = 0;
+	int r;
 
-			if ((r = db_int(
-				     db, &seq,
-				     "SELECT seq FROM outbox WHERE folder = ? AND op IN (?, ?) AND "
-				     "inflight = 0 AND sent = 0",
-				     "iii", src.ino, (int64_t)OP_FOLDER_CREATE,
-				     (int64_t)OP_FOLDER_RENAME)) < 0)
-				return r;
-			r = r ? 0 : outbox_add(db, OP_FOLDER_RENAME, 0, src.ino, NULL, 0);
-		}
-		return r < 0 ? r : 0;
+	/* Graph renames folders; a folder that changes parent, or a
+	 * directory that changes between folder and scratch, is
+	 * copied by the caller (mv does so on EXDEV). */
+	if ((src->kind == CACHE_FOLDER) != folder_after ||
+	    (src->kind == CACHE_FOLDER && np->ino != src->parent))
+		return -EXDEV;
+	if (dst && (r = remove_node(c, db, dst)))
+		return r;
+	if ((r = db_run(db, "UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
+			"iti", np->ino, a->newname, src->ino)))
+		return r;
+	if (src->kind != CACHE_FOLDER || !strcmp(a->name, a->newname))
+		return 0;
+	/* A create or rename that has not left sends the name then. */
+	if ((r = db_int(db, &seq,
+			"SELECT seq FROM outbox WHERE folder = ? AND op IN (?, ?) AND "
+			"inflight = 0 AND sent = 0",
+			"iii", src->ino, (int64_t)OP_FOLDER_CREATE, (int64_t)OP_FOLDER_RENAME)) < 0)
+		return r;
+	r = r ? 0 : outbox_add(db, OP_FOLDER_RENAME, 0, src->ino, NULL, 0);
+	return r < 0 ? r : 0;
+}
+
+/*
+ * A scratch file src renamed onto a .vcf name in folder np (replacing dst,
+ * NULL: none) becomes a contact only if it holds one: its cards in *cards,
+ * *ncards, and *card when there is exactly one, which must fit, carry a
+ * flag Outlook takes and be no second copy of a contact of np. 0 or
+ * -errno (-EINVAL_KEEP, -EFBIG_KEEP: refused, the error log says why).
+ */
+static int rename_scratch_card(struct cache *c, sqlite3 *db, struct op_args *a,
+			       const struct node *src, const struct node *np,
+			       const struct node *dst, struct vcard ***cards, size_t *ncards,
+			       struct vcard **card)
+{
+	const struct vcard_prop *uidp;
+	const char *uid;
+	struct vcard_error e;
+	sqlite3_stmt *st;
+	char why[160];
+	int64_t cid;
+	int r;
+
+	if ((r = db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ?", "i", src->ino)))
+		return r;
+	if ((r = db_step(st)) == 1)
+		r = vcard_parse(sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0) : "",
+				(size_t)sqlite3_column_bytes(st, 0), cards, ncards, &e);
+	db_release(st);
+	if (!r && *ncards == 1)
+		*card = (*cards)[0];
+	if (r == -EINVAL) {
+		if (a->err)
+			*a->err = e;
+		/* Nothing changes, so nothing to commit but the log. */
+		cache_error(db, a->newname, "not a valid vCard, not renamed: %s", e.msg);
+		return -EINVAL_KEEP;
 	}
-	src_vcf = op.kind == CACHE_FOLDER && cache_is_vcf_name(src.name);
-	dst_vcf = np.kind == CACHE_FOLDER && cache_is_vcf_name(a->newname);
-	/* A scratch file becomes a contact only if it holds one. */
-	if (!src.cid && dst_vcf && !src_vcf) {
-		sqlite3_stmt *st;
-		struct vcard_error e;
-
-		if ((r = db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ?", "i", src.ino)))
-			return r;
-		if ((r = db_step(st)) == 1)
-			r = vcard_parse(sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0)
-								   : "",
-					(size_t)sqlite3_column_bytes(st, 0), &cards, &ncards, &e);
-		db_release(st);
-		if (!r && ncards == 1)
-			card = cards[0];
-		if (r == -EINVAL) {
-			if (a->err)
-				*a->err = e;
-			/* Nothing changes, so nothing to commit but the log. */
-			cache_error(db, a->newname, "not a valid vCard, not renamed: %s", e.msg);
-			return -EINVAL_KEEP;
-		}
-		if (r)
-			return r;
-		if (card && photo_fits(card, why, sizeof(why))) {
-			cache_error(db, a->newname, "%s: not renamed", why);
-			r = -EFBIG_KEEP;
-			goto out;
-		}
-		if (card && (r = flag_refused(c, db, 0, card, a->newname, "not renamed", a->err))) {
-			r = r == -EINVAL ? -EINVAL_KEEP : r;
-			goto out;
-		}
-		if (card) {
-			const struct vcard_prop *uidp = vcard_find(card, "UID");
-			const char *uid = uidp ? vcard_text(card, uidp) : NULL;
-			int64_t cid = reconcile(db, np.ino, uid);
-
-			/* At a name the contact's file had: that contact. */
-			if (!cid && !has_dst)
-				cid = former_owner(db, np.ino, uid, src.ino, a->newname, &a->ev);
-			/* Replacing the file that shows it is an edit (the
-			 * target goes first); another file showing it is not. */
-			r = cid < 0 ? (int)cid
-			    : cid   ? 0
-				    : refuse_duplicate(db, np.ino, uid, src.ino,
-						       has_dst ? dst.ino : 0, a->newname,
-						       "not renamed");
-			if (r)
-				goto out;
-		}
+	if (r || !*card)
+		return r;
+	if (photo_fits(*card, why, sizeof(why))) {
+		cache_error(db, a->newname, "%s: not renamed", why);
+		return -EFBIG_KEEP;
 	}
-	/* A contact moved into another folder that already shows a contact
-	 * with its UID would be a second one there. */
-	if (src.cid && dst_vcf && np.ino != op.ino) {
-		char uid[512] = "";
-		sqlite3_stmt *st;
+	if ((r = flag_refused(c, db, 0, *card, a->newname, "not renamed", a->err)))
+		return r == -EINVAL ? -EINVAL_KEEP : r;
+	uidp = vcard_find(*card, "UID");
+	uid = uidp ? vcard_text(*card, uidp) : NULL;
+	cid = reconcile(db, np->ino, uid);
+	/* At a name the contact's file had: that contact. */
+	if (!cid && !dst)
+		cid = former_owner(db, np->ino, uid, src->ino, a->newname, &a->ev);
+	/* Replacing the file that shows it is an edit (the target goes
+	 * first); another file showing it is not. */
+	if (cid)
+		return cid < 0 ? (int)cid : 0;
+	return refuse_duplicate(db, np->ino, uid, src->ino, dst ? dst->ino : 0, a->newname,
+				"not renamed");
+}
 
-		if ((r = db_prepare(db, &st, "SELECT uid FROM contacts WHERE cid = ?", "i",
-				    src.cid)))
-			goto out;
-		if (db_step(st) == 1 && sqlite3_column_text(st, 0))
-			snprintf(uid, sizeof(uid), "%s", (const char *)sqlite3_column_text(st, 0));
-		db_release(st);
-		if ((r = refuse_duplicate(db, np.ino, uid, src.ino, has_dst ? dst.ino : 0,
-					  a->newname, "not moved")))
-			goto out;
-	}
+/* A contact moved into another folder np that already shows a contact
+ * with its UID would be a second one there: -EEXIST (refuse_duplicate). */
+static int rename_refuse_copy(sqlite3 *db, const struct op_args *a, const struct node *src,
+			      const struct node *np, const struct node *dst)
+{
+	char uid[512] = "";
+	sqlite3_stmt *st;
+	int r;
+
+	if ((r = db_prepare(db, &st, "SELECT uid FROM contacts WHERE cid = ?", "i", src->cid)))
+		return r;
+	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+		snprintf(uid, sizeof(uid), "%s", (const char *)sqlite3_column_text(st, 0));
+	db_release(st);
+	return refuse_duplicate(db, np->ino, uid, src->ino, dst ? dst->ino : 0, a->newname,
+				"not moved");
+}
+
+/* File src (in op) renamed to a->newname in np, replacing dst (NULL: none):
+ * what it shows follows it (docs/cache.md, the table of changes). */
+static int rename_file(struct cache *c, sqlite3 *db, struct op_args *a, struct node *src,
+		       const struct node *np, const struct node *op, const struct node *dst)
+{
+	struct vcard **cards = NULL, *card = NULL, *prev = NULL;
+	size_t ncards = 0;
+	int src_vcf = op->kind == CACHE_FOLDER && cache_is_vcf_name(src->name);
+	int dst_vcf = np->kind == CACHE_FOLDER && cache_is_vcf_name(a->newname);
+	int r = 0;
+
+	if (!src->cid && dst_vcf && !src_vcf)
+		r = rename_scratch_card(c, db, a, src, np, dst, &cards, &ncards, &card);
+	else if (src->cid && dst_vcf && np->ino != op->ino)
+		r = rename_refuse_copy(db, a, src, np, dst);
+	if (r)
+		goto out;
 	/* The replaced file's local edits, merged with what replaces them. */
-	if (has_dst && dst.cid && card)
-		prev = written_card(db, dst.ino);
-	if (has_dst && (r = remove_node(c, db, &dst)))
+	if (dst && dst->cid && card)
+		prev = written_card(db, dst->ino);
+	if (dst && (r = remove_node(c, db, dst)))
 		goto out;
-	if ((src.cid && (r = name_left(db, op.ino, src.name, src.cid))) ||
+	if ((src->cid && (r = name_left(db, op->ino, src->name, src->cid))) ||
 	    (r = db_run(db, "UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
-			"iti", np.ino, a->newname, src.ino)))
+			"iti", np->ino, a->newname, src->ino)))
 		goto out;
-	src.parent = np.ino;
-	snprintf(src.name, sizeof(src.name), "%s", a->newname);
-	if (src.cid && dst_vcf) {
-		if (np.ino != op.ino)
-			r = contact_move(db, src.cid, op.ino, np.ino, c->cfg.followup);
-	} else if (src.cid) {
+	src->parent = np->ino;
+	snprintf(src->name, sizeof(src->name), "%s", a->newname);
+	if (src->cid && dst_vcf) {
+		if (np->ino != op->ino)
+			r = contact_move(db, src->cid, op->ino, np->ino, c->cfg.followup);
+	} else if (src->cid) {
 		/* Out of the folders, or to a scratch name: the file stays,
 		 * the contact goes (and comes back by UID within the grace
 		 * period). */
-		r = contact_gone(c, db, src.cid);
+		r = contact_gone(c, db, src->cid);
 		if (!r)
-			r = db_run(db, "UPDATE nodes SET written = 1 WHERE ino = ?", "i", src.ino);
+			r = db_run(db, "UPDATE nodes SET written = 1 WHERE ino = ?", "i", src->ino);
 	} else if (card) {
-		r = commit_contact(c, db, &src, np.ino, card, prev, &a->ev);
+		r = commit_contact(c, db, src, np->ino, card, prev, &a->ev);
 	} else if (cards) {
-		r = import_cards(c, db, &src, np.ino, cards, ncards, &a->ev);
+		r = import_cards(c, db, src, np->ino, cards, ncards, &a->ev);
 	}
 out:
 	vcard_free(prev);
 	vcard_free_all(cards, ncards);
 	return r;
+}
+
+static int do_rename(struct cache *c, void *arg)
+{
+	struct op_args *a = arg;
+	struct node src, dst, np, op;
+	int has_dst = 0;
+	int r = rename_check(c->db, a, &src, &np, &op, &dst, &has_dst);
+
+	if (r)
+		return r < 0 ? r : 0;
+	if (is_dir(src.kind))
+		return rename_dir(c, c->db, a, &src, &np, has_dst ? &dst : NULL);
+	return rename_file(c, c->db, a, &src, &np, &op, has_dst ? &dst : NULL);
 }
 
 int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t newparent,

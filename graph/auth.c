@@ -880,126 +880,114 @@ static int unreachable(struct graph *g, int r)
 	return -EHOSTUNREACH;
 }
 
-/*
- * Beyond graph.h: -EINVAL without a client id; -EHOSTUNREACH when the
- * identity endpoint could not be reached (no answer, or a 5xx, also after
- * POLL_MAX_FAILURES polls in a row); -EIO for another OAuth error (its code
- * logged, never the body); -EPROTO when the answer had no refresh token; the
- * errno of the failed write when the token file could not be stored.
- */
-int graph_login(struct graph *g,
-		void (*show)(const char *url, const char *code, const char *message, void *ctx),
-		void *ctx)
+/* The device code request (docs/graph.md): 0 with *dc the answer, which
+ * holds a device code, a user code and a verification URI; or -errno
+ * (logged). *dc may be set on failure too; the caller frees it. */
+static int login_request(struct graph *g, const char *dc_url, struct buf *form,
+			 struct graph_response *resp, cJSON **dc)
 {
-	struct graph_response resp;
-	struct buf form;
-	cJSON *dc = NULL, *tok = NULL;
-	char *dc_url = NULL, *tok_url = NULL, *access = NULL;
-	const char *device_code;
-	long interval, deadline;
-	int failures = 0, r;
+	int r;
 
-	graph_response_init(&resp);
-	buf_init(&form, 65536);
-	if (!g->client_id) {
-		log_err("login needs the client id of your app registration (--client-id)");
-		r = -EINVAL;
-		goto out;
-	}
-	dc_url = identity_url(g->auth_url, g->tenant, "devicecode");
-	tok_url = identity_url(g->auth_url, g->tenant, "token");
-	if (!dc_url || !tok_url || form_add(&form, "client_id", g->client_id) ||
-	    form_add(&form, "scope", scopes(g))) {
-		r = -ENOMEM;
-		goto out;
-	}
-	r = graph_http_form(g, dc_url, form.data, &resp);
+	if (form_add(form, "client_id", g->client_id) || form_add(form, "scope", scopes(g)))
+		return -ENOMEM;
+	r = graph_http_form(g, dc_url, form->data, resp);
 	if (r == -EINVAL) {
 		log_err("refusing %s: only https://, or http:// to a loopback address", dc_url);
-		goto out;
+		return r;
 	}
-	if (r || resp.status >= 500) {
-		r = unreachable(g, r ? r : -EIO);
-		goto out;
-	}
-	dc = cJSON_ParseWithLength(resp.body.data ? resp.body.data : "", resp.body.len);
-	if (resp.status != 200) {
+	if (r || resp->status >= 500)
+		return unreachable(g, r ? r : -EIO);
+	*dc = cJSON_ParseWithLength(resp->body.data ? resp->body.data : "", resp->body.len);
+	if (resp->status != 200) {
 		/* This answer holds no secret (we sent none): its description
 		 * is what tells a person their app registration is wrong. */
-		const char *desc = json_str(dc, "error_description");
+		const char *desc = json_str(*dc, "error_description");
 
-		log_err("the identity endpoint refused the sign-in: %ld %s%s%.*s", resp.status,
-			resp.code[0] ? resp.code : "(no error code)", desc ? ": " : "",
+		log_err("the identity endpoint refused the sign-in: %ld %s%s%.*s", resp->status,
+			resp->code[0] ? resp->code : "(no error code)", desc ? ": " : "",
 			desc ? (int)strcspn(desc, "\r\n") : 0, desc ? desc : "");
-		r = -EIO;
-		goto out;
+		return -EIO;
 	}
-	device_code = json_str(dc, "device_code");
-	if (!device_code || !json_str(dc, "user_code") || !json_str(dc, "verification_uri")) {
+	if (!json_str(*dc, "device_code") || !json_str(*dc, "user_code") ||
+	    !json_str(*dc, "verification_uri")) {
 		log_err("the identity endpoint answered the device code request without a code");
-		r = -EPROTO;
-		goto out;
+		return -EPROTO;
 	}
-	interval = json_long(dc, "interval", 5);
-	if (interval < 1)
-		interval = 5;
-	deadline = mono_s() + json_long(dc, "expires_in", 900);
-	show(json_str(dc, "verification_uri"), json_str(dc, "user_code"), json_str(dc, "message"),
-	     ctx);
+	return 0;
+}
+
+/* The token endpoint's final answer to a poll, other than the tokens: the
+ * person declined, the code expired, or another error (logged). */
+static int login_refused(struct graph *g, const struct graph_response *resp)
+{
+	if (!strcmp(resp->code, "authorization_declined")) {
+		log_err("the sign-in was declined");
+		return -EACCES;
+	}
+	if (!strcmp(resp->code, "expired_token") || !strcmp(resp->code, "bad_verification_code")) {
+		log_err("the code expired before the sign-in was completed (%s)", resp->code);
+		return -ETIMEDOUT;
+	}
+	log_err("the sign-in failed: %s answered %ld %s", g->auth_url, resp->status,
+		resp->code[0] ? resp->code : "(no error code)");
+	return -EIO;
+}
+
+/*
+ * Poll the token endpoint every interval seconds (slower when it says
+ * slow_down) until the person has signed in: 0 with the answer in *resp.
+ * -ETIMEDOUT when the code expires (at deadline, on mono_s's clock),
+ * -EHOSTUNREACH after POLL_MAX_FAILURES failed polls in a row, or what
+ * login_refused says.
+ */
+static int login_poll(struct graph *g, const char *tok_url, const char *device_code, long interval,
+		      long deadline, struct buf *form, struct graph_response *resp)
+{
+	int failures = 0, r;
 
 	for (;;) {
 		sleep_s(interval);
 		if (mono_s() >= deadline) {
 			log_err("the code expired before the sign-in was completed");
-			r = -ETIMEDOUT;
-			goto out;
+			return -ETIMEDOUT;
 		}
-		buf_wipe_release(&form);
-		if (form_add(&form, "grant_type", DEVICE_CODE_GRANT) ||
-		    form_add(&form, "client_id", g->client_id) ||
-		    form_add(&form, "device_code", device_code)) {
-			r = -ENOMEM;
-			goto out;
-		}
-		r = graph_http_form(g, tok_url, form.data, &resp);
-		if (r || resp.status >= 500 || !strcmp(resp.code, "temporarily_unavailable")) {
+		buf_wipe_release(form);
+		if (form_add(form, "grant_type", DEVICE_CODE_GRANT) ||
+		    form_add(form, "client_id", g->client_id) ||
+		    form_add(form, "device_code", device_code))
+			return -ENOMEM;
+		r = graph_http_form(g, tok_url, form->data, resp);
+		if (r || resp->status >= 500 || !strcmp(resp->code, "temporarily_unavailable")) {
 			if (r == -ENOMEM)
-				goto out;
-			if (++failures >= POLL_MAX_FAILURES) {
-				r = unreachable(g, r ? r : -EIO);
-				goto out;
-			}
+				return r;
+			if (++failures >= POLL_MAX_FAILURES)
+				return unreachable(g, r ? r : -EIO);
 			log_warn("polling for the sign-in: %s %s; trying again", g->auth_url,
 				 r ? strerror(-r) : "did not answer");
 			continue;
 		}
 		failures = 0;
-		if (resp.status == 200)
-			break;
-		if (!strcmp(resp.code, "authorization_pending"))
+		if (resp->status == 200)
+			return 0;
+		if (!strcmp(resp->code, "authorization_pending"))
 			continue;
-		if (!strcmp(resp.code, "slow_down")) {
+		if (!strcmp(resp->code, "slow_down")) {
 			interval += SLOW_DOWN_STEP_S;
 			log_debug("polling for the sign-in: slow_down, now every %ld s", interval);
 			continue;
 		}
-		if (!strcmp(resp.code, "authorization_declined")) {
-			log_err("the sign-in was declined");
-			r = -EACCES;
-		} else if (!strcmp(resp.code, "expired_token") ||
-			   !strcmp(resp.code, "bad_verification_code")) {
-			log_err("the code expired before the sign-in was completed (%s)",
-				resp.code);
-			r = -ETIMEDOUT;
-		} else {
-			log_err("the sign-in failed: %s answered %ld %s", g->auth_url, resp.status,
-				resp.code[0] ? resp.code : "(no error code)");
-			r = -EIO;
-		}
-		goto out;
+		return login_refused(g, resp);
 	}
+}
 
-	tok = cJSON_ParseWithLength(resp.body.data ? resp.body.data : "", resp.body.len);
+/* The sign-in answer (resp): its refresh token stored (store_login), its
+ * access token cached for g. -EPROTO when it lacks either. */
+static int login_store(struct graph *g, const struct graph_response *resp)
+{
+	cJSON *tok = cJSON_ParseWithLength(resp->body.data ? resp->body.data : "", resp->body.len);
+	char *access;
+	int r;
+
 	if (!token_ok(json_str(tok, "access_token"))) {
 		log_err("the sign-in answer holds no access token");
 		r = -EPROTO;
@@ -1019,9 +1007,54 @@ int graph_login(struct graph *g,
 	pthread_mutex_lock(&g->auth_lock);
 	cache_token(g, access, json_long(tok, "expires_in", 0));
 	pthread_mutex_unlock(&g->auth_lock);
-	r = 0;
 out:
 	json_wipe_delete(tok);
+	return r;
+}
+
+/*
+ * Beyond graph.h: -EINVAL without a client id; -EHOSTUNREACH when the
+ * identity endpoint could not be reached (no answer, or a 5xx, also after
+ * POLL_MAX_FAILURES polls in a row); -EIO for another OAuth error (its code
+ * logged, never the body); -EPROTO when the answer had no refresh token; the
+ * errno of the failed write when the token file could not be stored.
+ */
+int graph_login(struct graph *g,
+		void (*show)(const char *url, const char *code, const char *message, void *ctx),
+		void *ctx)
+{
+	struct graph_response resp;
+	struct buf form;
+	cJSON *dc = NULL;
+	char *dc_url = NULL, *tok_url = NULL;
+	long interval, deadline;
+	int r;
+
+	graph_response_init(&resp);
+	buf_init(&form, 65536);
+	if (!g->client_id) {
+		log_err("login needs the client id of your app registration (--client-id)");
+		r = -EINVAL;
+		goto out;
+	}
+	dc_url = identity_url(g->auth_url, g->tenant, "devicecode");
+	tok_url = identity_url(g->auth_url, g->tenant, "token");
+	if (!dc_url || !tok_url) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = login_request(g, dc_url, &form, &resp, &dc)))
+		goto out;
+	interval = json_long(dc, "interval", 5);
+	if (interval < 1)
+		interval = 5;
+	deadline = mono_s() + json_long(dc, "expires_in", 900);
+	show(json_str(dc, "verification_uri"), json_str(dc, "user_code"), json_str(dc, "message"),
+	     ctx);
+	r = login_poll(g, tok_url, json_str(dc, "device_code"), interval, deadline, &form, &resp);
+	if (!r)
+		r = login_store(g, &resp);
+out:
 	json_wipe_delete(dc);
 	response_wipe_release(&resp);
 	buf_wipe_release(&form);
