@@ -516,8 +516,8 @@ static const char *const MIGRATIONS[] = {
 	"    FROM versions WHERE cid = old.cid ORDER BY at DESC LIMIT 32);"
 	"END;",
 	"ALTER TABLE contacts ADD COLUMN flag TEXT;",
-	"ALTER TABLE merges ADD COLUMN local INTEGER NOT NULL DEFAULT 0;"
-	"ALTER TABLE nodes ADD COLUMN loaded TEXT;",
+	("ALTER TABLE merges ADD COLUMN local INTEGER NOT NULL DEFAULT 0;"
+	 "ALTER TABLE nodes ADD COLUMN loaded TEXT;"),
 };
 _Static_assert(sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]) == CACHE_SCHEMA_VERSION - 1,
 	       "one migration per schema version after the first");
