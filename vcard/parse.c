@@ -926,35 +926,6 @@ static int try_data_uri(struct parser *ps, struct vcard *card, struct vcard_prop
 	return 0;
 }
 
-/*
- * Control characters in the decoded text of prop (ps->tmp) other than tab
- * and line ends: RFC 6350 allows none in a value, and they mean nothing a
- * reader shows (libical drops them too). They go, with a warning naming the
- * first; what we write back is then strict. 0 or -ENOMEM.
- */
-static int drop_controls(struct parser *ps, struct vcard *card, const struct vcard_prop *prop)
-{
-	unsigned char first = 0;
-	size_t k = 0, dropped = 0;
-
-	for (size_t i = 0; i < ps->tmp.len; i++) {
-		unsigned char ch = (unsigned char)ps->tmp.data[i];
-
-		if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f) {
-			if (!dropped++)
-				first = ch;
-			continue;
-		}
-		ps->tmp.data[k++] = (char)ch;
-	}
-	if (!dropped)
-		return 0;
-	ps->tmp.len = k;
-	return warn(card, ps->line_first, "%s: %zu control character%s removed from the value "
-		    "(the first U+%04X)", prop->name, dropped, dropped == 1 ? "" : "s",
-		    (unsigned)first);
-}
-
 /* Decode the value bytes v[0..n) of prop to UTF-8 text in ps->tmp. */
 static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop *prop,
 		       const struct encoding *enc, const char **v, size_t *n)
@@ -994,8 +965,6 @@ static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop 
 		return r;
 	if (ps->tmp.len && memchr(ps->tmp.data, '\0', ps->tmp.len))
 		return fail(ps, ps->line_first, "%s: NUL character in the value", prop->name);
-	if ((r = drop_controls(ps, card, prop)))
-		return r;
 	*v = ps->tmp.data ? ps->tmp.data : "";
 	*n = ps->tmp.len;
 	return 0;

@@ -1020,34 +1020,3 @@ TEST(an_agent_in_30_is_text_even_when_it_reads_begin_vcard)
 	vcard_free(card);
 	buf_release(&b);
 }
-
-TEST(drops_control_characters_from_a_value_with_a_warning_and_writes_strict_text)
-{
-	struct vcard *card, *again;
-	struct vcard_error err;
-	struct buf b;
-
-	/* ESC in FN; BEL and DEL in NOTE, whose tab and QP line break stay. */
-	PARSE1(card, "BEGIN:VCARD\r\nVERSION:2.1\r\nFN:a\x1b"
-		     "b\r\nNOTE;ENCODING=QUOTED-PRINTABLE:x\x07y=0D=0Az\x7f\tq\r\nEND:VCARD\r\n");
-	CHECK_STR(text_of(card, "FN"), "ab");
-	CHECK_STR(text_of(card, "NOTE"), "xy\nz\tq");
-	CHECK(card->warning && strstr(card->warning, "line 3: FN: 1 control character removed "
-						     "from the value (the first U+001B)"));
-	CHECK(strstr(card->warning, "line 4: NOTE: 2 control characters removed from the value "
-				    "(the first U+0007)"));
-	buf_init(&b, 0);
-	CHECK_INT(vcard_write(card, VCARD_V30, &b), 0);
-	for (size_t i = 0; i < b.len; i++) {
-		unsigned char ch = (unsigned char)b.data[i];
-
-		CHECK(ch >= 0x20 || ch == '\r' || ch == '\n' || ch == '\t');
-		CHECK(ch != 0x7f);
-	}
-	CHECK_INT(vcard_parse_one(b.data, b.len, &again, &err), 0);
-	CHECK(again->warning == NULL);
-	CHECK_STR(text_of(again, "NOTE"), "xy\nz\tq");
-	vcard_free(again);
-	vcard_free(card);
-	buf_release(&b);
-}
