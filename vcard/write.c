@@ -71,7 +71,12 @@ static void sort_props(const struct vcard *card, struct slot *order)
 
 static int needs_quotes(const char *v)
 {
-	return strpbrk(v, ",;:") != NULL;
+	size_t n = strlen(v);
+
+	/* Blanks at either end are the value's own: unquoted, a reader takes
+	 * them for blanks around '=' or ','. */
+	return strpbrk(v, ",;:") != NULL ||
+	       (n && (v[0] == ' ' || v[0] == '	' || v[n - 1] == ' ' || v[n - 1] == '	'));
 }
 
 /* A parameter value, RFC 6868-escaped, quoted when it must be. */
