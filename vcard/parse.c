@@ -705,6 +705,9 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 			size_t vn = end - vs;
 			const char *v = s + vs;
 
+			/* iconv ignores them in a name; told, as elsewhere. */
+			if ((r = param_value_clean(ps, card, prop, name, &v, &vn)))
+				return r;
 			if (vn >= 2 && v[0] == '"' && v[vn - 1] == '"') {
 				v++;
 				vn -= 2;
@@ -1312,6 +1315,7 @@ static int is_version_line(const struct buf *line, const char **value, int *repa
 static int set_version(struct parser *ps, struct vcard *card, const char *v)
 {
 	size_t n = ps->line.len - (size_t)(v - ps->line.data);
+	char ex[48];
 
 	while (n && (*v == ' ' || *v == '\t')) {
 		v++;
@@ -1326,9 +1330,8 @@ static int set_version(struct parser *ps, struct vcard *card, const char *v)
 	else if ((n == 3 && !memcmp(v, "4.0", 3)) || (n == 1 && v[0] == '4'))
 		card->version = VCARD_V40;
 	else
-		return fail(ps, ps->line_first,
-			    "unsupported VERSION \"%.*s\" (2.1, 3.0 and 4.0 are)",
-			    (int)(n > 20 ? 20 : n), v);
+		return fail(ps, ps->line_first, "unsupported VERSION \"%s\" (2.1, 3.0 and 4.0 are)",
+			    excerpt(v, n, ex));
 	return 0;
 }
 

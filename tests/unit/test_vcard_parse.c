@@ -1140,6 +1140,22 @@ TEST(removes_control_characters_from_parameter_values_and_refuses_them_in_names)
 	CHECK(writes_strict(card));
 	vcard_free(card);
 
+	/* A CHARSET is read without them too (iconv would ignore them
+	 * silently). */
+	PARSE1(card, "BEGIN:VCARD\nVERSION:2.1\nFN;CHARSET=ISO-8859-1\x01:Andr\xe9\nEND:VCARD\n");
+	CHECK_STR(text_of(card, "FN"), "Andr\xc3\xa9");
+	CHECK_STR(card->warning, "line 3: FN: 1 control character removed from parameter CHARSET "
+				 "(the first U+0001)");
+	vcard_free(card);
+
+	/* An ENCODING decides which lines the value spans before it is read:
+	 * not guessed. Nor is a VERSION; its message shows no raw control. */
+	CHECK_INT(parse_fails("BEGIN:VCARD\nVERSION:3.0\nFN;ENCODING=b\x01:x\nEND:VCARD\n", &err),
+		  -EINVAL);
+	CHECK_STR(err.msg, "line 3: FN: unknown ENCODING");
+	CHECK_INT(parse_fails("BEGIN:VCARD\nVERSION:3.0\x1b\nFN:x\nEND:VCARD\n", &err), -EINVAL);
+	CHECK_STR(err.msg, "line 2: unsupported VERSION \"3.0?\" (2.1, 3.0 and 4.0 are)");
+
 	/* Names are no values: a control character there is refused. */
 	CHECK_INT(parse_fails("BEGIN:VCARD\nVERSION:3.0\nF\x1bN:x\nEND:VCARD\n", &err), -EINVAL);
 	CHECK_STR(err.msg, "line 3: invalid property name \"F?N\"");
