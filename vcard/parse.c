@@ -112,6 +112,36 @@ static int warn(struct vcard *card, unsigned line, const char *fmt, ...)
 	return r;
 }
 
+/*
+ * Remove from s[0..*n) the control characters RFC 6350 and 2426 allow in no
+ * value: C0 controls but tab and the line ends, and DEL. A reader shows none
+ * of them, and kept they would make what we write not strict (libical's
+ * reader skips them too). Each removal is a repair of card at line: "what:
+ * N control characters removed from where (the first U+001B)". 0 or -ENOMEM.
+ */
+static int remove_controls(struct vcard *card, unsigned line, const char *what, const char *where,
+			   char *s, size_t *n)
+{
+	size_t k = 0, dropped = 0;
+	unsigned char first = 0;
+
+	for (size_t i = 0; i < *n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f) {
+			if (!dropped++)
+				first = ch;
+			continue;
+		}
+		s[k++] = (char)ch;
+	}
+	*n = k;
+	if (!dropped)
+		return 0;
+	return warn(card, line, "%s: %zu control character%s removed from %s (the first U+%04X)",
+		    what, dropped, dropped == 1 ? "" : "s", where, (unsigned)first);
+}
+
 /* ---- physical lines ----------------------------------------------------- */
 
 /* The next physical line, without its line end; 0 at end of input. Any run
@@ -548,6 +578,27 @@ static int is_bare_encoding(const char *s, size_t n, struct encoding *enc)
 }
 
 /*
+ * The value v[0..vn) of prop's parameter name without its control
+ * characters (remove_controls), before anything reads it: *v and *vn then
+ * point at a copy in ps->tmp. 0 or -errno.
+ */
+static int param_value_clean(struct parser *ps, struct vcard *card, const struct vcard_prop *prop,
+			     const char *name, const char **v, size_t *vn)
+{
+	char where[80];
+	int r;
+
+	buf_reset(&ps->tmp);
+	if ((r = buf_add(&ps->tmp, *v, *vn)))
+		return r;
+	snprintf(where, sizeof(where), "parameter %s", name);
+	r = remove_controls(card, ps->line_first, prop->name, where, ps->tmp.data, &ps->tmp.len);
+	*v = ps->tmp.data ? ps->tmp.data : "";
+	*vn = ps->tmp.len;
+	return r;
+}
+
+/*
  * Parse the parameters in s[0..n) (the text after the property name, each
  * starting with ';') into prop, taking out ENCODING and CHARSET into enc.
  */
@@ -584,8 +635,16 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 			 * 3.0 and 4.0 have none, but Apple's Mac export writes
 			 * PHOTO;BASE64: in 3.0: read as in 2.1, and told. */
 			int is_enc = is_bare_encoding(s + start, end - start, enc);
-			const char *bare = excerpt(s + start, end - start, ex);
+			const char *v = s + start, *bare;
+			size_t vn = end - start;
 
+			if (!is_enc) {
+				if ((r = param_value_clean(ps, card, prop, "TYPE", &v, &vn)))
+					return r;
+				if (vn == 0)
+					continue; /* control characters alone */
+			}
+			bare = excerpt(v, vn, ex);
 			if (card->version != VCARD_V21 &&
 			    (r = warn(card, ps->line_first,
 				      "%s: parameter \"%s\" without a name; read as %s=%s",
@@ -593,12 +652,11 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 				return r;
 			if (is_enc)
 				continue;
-			if (end - start > 1000)
+			if (vn > 1000)
 				return fail(ps, ps->line_first, "%s: parameter too long",
 					    prop->name);
 			split = 0;
-			r = add_param_values(card, prop, "TYPE", s + start, end - start, 0, 1,
-					     &split);
+			r = add_param_values(card, prop, "TYPE", v, vn, 0, 1, &split);
 			if (!r && split)
 				r = warn(card, ps->line_first,
 					 "%s: commas inside the quotes of TYPE=%s read as "
@@ -647,6 +705,9 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 			size_t vn = end - vs;
 			const char *v = s + vs;
 
+			/* iconv ignores them in a name; told, as elsewhere. */
+			if ((r = param_value_clean(ps, card, prop, name, &v, &vn)))
+				return r;
 			if (vn >= 2 && v[0] == '"' && v[vn - 1] == '"') {
 				v++;
 				vn -= 2;
@@ -657,16 +718,24 @@ static int parse_params(struct parser *ps, struct vcard *card, struct vcard_prop
 			enc->charset[vn] = '\0';
 			continue;
 		}
-		split = 0;
-		r = add_param_values(card, prop, name, s + vs, end - vs, rfc6868,
-				     !strcmp(name, "TYPE"), &split);
-		if (r)
-			return r;
-		if (split && (r = warn(card, ps->line_first,
-				       "%s: commas inside the quotes of TYPE=%s read as separating "
-				       "types",
-				       prop->name, excerpt(s + vs, end - vs, ex))))
-			return r;
+		{
+			const char *v = s + vs;
+			size_t vn = end - vs;
+
+			if ((r = param_value_clean(ps, card, prop, name, &v, &vn)))
+				return r;
+			split = 0;
+			r = add_param_values(card, prop, name, v, vn, rfc6868,
+					     !strcmp(name, "TYPE"), &split);
+			if (r)
+				return r;
+			if (split &&
+			    (r = warn(card, ps->line_first,
+				      "%s: commas inside the quotes of TYPE=%s read as separating "
+				      "types",
+				      prop->name, excerpt(v, vn, ex))))
+				return r;
+		}
 	}
 	return 0;
 }
@@ -965,6 +1034,12 @@ static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop 
 		return r;
 	if (ps->tmp.len && memchr(ps->tmp.data, '\0', ps->tmp.len))
 		return fail(ps, ps->line_first, "%s: NUL character in the value", prop->name);
+	/* The value as written had its control characters removed already
+	 * (parse_property); these came from quoted-printable ("=1B") or a
+	 * charset, and go too, so that the text is what we can write. */
+	if ((r = remove_controls(card, ps->line_first, prop->name, "the decoded value",
+				 ps->tmp.data, &ps->tmp.len)))
+		return r;
 	*v = ps->tmp.data ? ps->tmp.data : "";
 	*n = ps->tmp.len;
 	return 0;
@@ -1073,6 +1148,14 @@ static int parse_property(struct parser *ps, struct vcard *card)
 
 	s = colon < ps->line.data + ps->line.len ? colon + 1 : colon;
 	n = ps->line.len - (size_t)(s - ps->line.data);
+	/* Control characters go where the value is split from its line, before
+	 * anything reads it (a data: URI, base64, escapes): the value we keep
+	 * is then read as what we write of it will be read. */
+	r = remove_controls(card, ps->line_first, prop->name, "the value",
+			    ps->line.data + (s - ps->line.data), &n);
+	ps->line.len = (size_t)(s - ps->line.data) + n;
+	if (r)
+		return r;
 	if (enc.b64) {
 		/* "ENCODING=b:data:image/jpeg;base64,..." says base64 twice;
 		 * the URI's bytes are the value. */
@@ -1232,6 +1315,7 @@ static int is_version_line(const struct buf *line, const char **value, int *repa
 static int set_version(struct parser *ps, struct vcard *card, const char *v)
 {
 	size_t n = ps->line.len - (size_t)(v - ps->line.data);
+	char ex[48];
 
 	while (n && (*v == ' ' || *v == '\t')) {
 		v++;
@@ -1246,9 +1330,8 @@ static int set_version(struct parser *ps, struct vcard *card, const char *v)
 	else if ((n == 3 && !memcmp(v, "4.0", 3)) || (n == 1 && v[0] == '4'))
 		card->version = VCARD_V40;
 	else
-		return fail(ps, ps->line_first,
-			    "unsupported VERSION \"%.*s\" (2.1, 3.0 and 4.0 are)",
-			    (int)(n > 20 ? 20 : n), v);
+		return fail(ps, ps->line_first, "unsupported VERSION \"%s\" (2.1, 3.0 and 4.0 are)",
+			    excerpt(v, n, ex));
 	return 0;
 }
 
@@ -1322,6 +1405,12 @@ static int read_agent(struct parser *ps, struct vcard *card, int begun)
 			r = 0;
 			goto out;
 		}
+		/* The nested card's lines are all the AGENT's value, so its
+		 * control characters go as a value's do, before its markers
+		 * are looked for. */
+		if ((r = remove_controls(card, ps->line_first, "AGENT", "the vCard it carries",
+					 ps->line.data, &ps->line.len)))
+			goto out;
 		if (is_marker(&ps->line, "BEGIN") || (depth && is_agent_begin(&ps->line)))
 			depth++;
 		else if (is_marker(&ps->line, "END"))

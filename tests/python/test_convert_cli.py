@@ -370,6 +370,14 @@ REPAIRS = [
      ["line 3: unknown CHARSET, read as Windows-1252"], {"displayName": "Caf\u00e9"}),
     ("no_version", lf(b"BEGIN:VCARD", b"FN:Old", b"END:VCARD"),
      ["line 1: no VERSION; read as 3.0"], {"displayName": "Old"}),
+    ("control_characters", lf(b"BEGIN:VCARD", b"VERSION:3.0", b"FN:Es\x1bcape",
+                              b"NOTE:bell\x07 gone\x7f, tab\tkept", b"TEL;TYPE=ce\x01ll:+1 555 0100",
+                              b"END:VCARD"),
+     ["line 3: FN: 1 control character removed from the value (the first U+001B)",
+      "line 4: NOTE: 2 control characters removed from the value (the first U+0007)",
+      "line 5: TEL: 1 control character removed from parameter TYPE (the first U+0001)"],
+     {"displayName": "Escape", "personalNotes": "bell gone, tab\tkept",
+      "mobilePhone": "+1 555 0100"}),
 ]
 
 

@@ -59,6 +59,8 @@ REPAIRED = {
     "ez-vcard/John_Doe_MAC_ADDRESS_BOOK.vcf": [
         "line 23: NOTE: backslash before '\"' dropped",
         'line 27: PHOTO: parameter "BASE64" without a name; read as ENCODING=BASE64'],
+    "ez-vcard/outlook-2003.vcf": [
+        "line 39: FBURL: 1 control character removed from the decoded value (the first U+000C)"],
     "ez-vcard/rfc6350-example.vcf": [
         'line 13: TEL: commas inside the quotes of TYPE="work,voice" read as separating types',
         'line 14: TEL: commas inside the quotes of TYPE="work,cell,voice,video,text" read as '
