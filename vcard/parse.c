@@ -135,9 +135,11 @@ static int remove_controls(struct vcard *card, unsigned line, const char *what, 
 		}
 		s[k++] = (char)ch;
 	}
-	*n = k;
 	if (!dropped)
 		return 0;
+	/* A struct buf's text ends in NUL (util.h): so does the shorter one. */
+	s[k] = '\0';
+	*n = k;
 	return warn(card, line, "%s: %zu control character%s removed from %s (the first U+%04X)",
 		    what, dropped, dropped == 1 ? "" : "s", where, (unsigned)first);
 }
