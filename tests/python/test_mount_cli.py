@@ -628,25 +628,55 @@ def test_single_threaded_mount_serves_files(tmp_path, fuse):
 
 # ---- signals -------------------------------------------------------------------
 
+def start_foreground(tmp_path, emu, mnt, sigint):
+    """contactfs -f started with SIGINT as sigint (SIG_DFL: a terminal's
+    foreground job; SIG_IGN: what a script's background job inherits, and
+    what this suite itself inherits when it runs as one)."""
+    log = tmp_path / "daemon.log"
+    o = mount_options(emu, cache_dir=tmp_path / "cache", poll=2)
+    with open(log, "wb") as lf:
+        proc = subprocess.Popen([cfs(), "-f", "-o", o, str(mnt)], stdout=lf,
+                                stderr=subprocess.STDOUT, env=private_env(tmp_path),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+    wait_mounted(mnt, proc, log=log)
+    wait_until(lambda: len(vcf_files(mnt)) == 3, timeout=60, what="3 contacts")
+    return proc, log
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_to_foreground_daemon_unmounts_and_exits_0(tmp_path, fuse, sig):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    log = tmp_path / "daemon.log"
     proc = None
     with Emulator("--contacts", "3") as emu:
         try:
-            o = mount_options(emu, cache_dir=tmp_path / "cache", poll=2)
-            with open(log, "wb") as lf:
-                proc = subprocess.Popen([cfs(), "-f", "-o", o, str(mnt)], stdout=lf,
-                                        stderr=subprocess.STDOUT, env=private_env(tmp_path))
-            wait_mounted(mnt, proc, log=log)
-            wait_until(lambda: len(vcf_files(mnt)) == 3, timeout=60, what="3 contacts")
+            proc, log = start_foreground(tmp_path, emu, mnt, signal.SIG_DFL)
             proc.send_signal(sig)
             rc = proc.wait(timeout=60)
             assert rc == 0, "exit %d:\n%s" % (rc, log.read_text())
             assert not is_mounted(mnt), "still mounted after the daemon exited"
             assert "error:" not in log.read_text(), log.read_text()
+        finally:
+            cleanup(mnt, [proc])
+
+
+def test_a_daemon_started_with_sigint_ignored_keeps_it_ignored_and_stops_on_sigterm(tmp_path, fuse):
+    # A background job of a script starts with SIGINT ignored, so that the
+    # terminal's ^C is not for it; libfuse then leaves SIGINT alone, and so
+    # do we. SIGTERM (systemd, kill) still unmounts.
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = None
+    with Emulator("--contacts", "3") as emu:
+        try:
+            proc, log = start_foreground(tmp_path, emu, mnt, signal.SIG_IGN)
+            proc.send_signal(signal.SIGINT)
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=3)
+            assert is_mounted(mnt) and len(vcf_files(mnt)) == 3
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, log.read_text()
+            assert not is_mounted(mnt), "still mounted after the daemon exited"
         finally:
             cleanup(mnt, [proc])
 
