@@ -96,6 +96,25 @@ int cache_fetch_exts(struct graph *g, const char *base,
 		     int (*fn)(const char *id, const cJSON *ext, void *ctx),
 		     void *ctx) CACHE_MUST_CHECK;
 
+/* Every contact of collection base whose PidLidHasPicture (Outlook's "has
+ * a photo" flag) is true, every page: fn(id, ctx) for each. Other contacts
+ * may still have a photo (a client that does not set the flag): callers
+ * check a sample of them (CACHE_PHOTO_SAMPLE) and probe every contact when
+ * one has. 0, a non-zero return of fn, or -errno as graph_list; a server
+ * that does not take the query answers 400 (-EINVAL) or 501 (-EIO), which
+ * cache_photo_flags_refused() tells apart. */
+int cache_fetch_photo_flags(struct graph *g, const char *base,
+			    int (*fn)(const char *id, void *ctx), void *ctx) CACHE_MUST_CHECK;
+
+/* Whether r from cache_fetch_photo_flags means the server does not take the
+ * query (then probe every photo), rather than a failure to try again. */
+int cache_photo_flags_refused(int r);
+
+/* Contacts the flag says have no photo that are probed anyway on a first
+ * read, to learn whether the mailbox's photos carry the flag: this many, or
+ * all when fewer. */
+#define CACHE_PHOTO_SAMPLE 20
+
 /* One contact's photo, for cache_fetch_photos. */
 struct cache_photo {
 	/* in */
