@@ -110,9 +110,10 @@ int cache_fetch_photo_flags(struct graph *g, const char *base,
  * query (then probe every photo), rather than a failure to try again. */
 int cache_photo_flags_refused(int r);
 
-/* Contacts the flag says have no photo that are probed anyway on a first
- * read, to learn whether the mailbox's photos carry the flag: this many, or
- * all when fewer. */
+/* Contacts the flag says have no photo that are probed anyway when a folder
+ * is read in full (a mount's first round, an export), to learn whether the
+ * mailbox's photos carry the flag: this many of each folder's, chosen at
+ * random, or all when fewer. */
 #define CACHE_PHOTO_SAMPLE 20
 
 /* One contact's photo, for cache_fetch_photos. */

@@ -94,10 +94,8 @@ struct cache {
 	int flag_refusal_told;
 	/* The sync thread's own (sync_in.c): PidLidHasPicture is not used for
 	 * the rest of the mount (the server refused the list, or a contact it
-	 * said has no photo had one): every photo is probed; and whether this
-	 * mount probed its sample of contacts the flag says have none. */
+	 * said has no photo had one): every photo is probed. */
 	int photo_flags_off;
-	int photo_sampled;
 	/* The sync thread's own (categories.c): requests to the category list
 	 * were queued (read it again once they went), and a failure to read it
 	 * with edits waiting was told in .contactfs/errors. */

@@ -633,8 +633,11 @@ static int photo_flags_fallback(struct cache *c, const char *why)
 
 /* After a folder's round: its contacts still to fetch, with no photo
  * stored, whose flag is not true are marked 3. One list of the folder's
- * flagged contacts, and only when there is such a contact. */
-static int photo_flags_read(struct cache *c, int64_t folder, const char *base)
+ * flagged contacts, and only when there is such a contact. After a full
+ * round (full) a random sample of those is probed all the same (2): if
+ * one has a photo, whoever writes this mailbox does not keep the flag, and
+ * every contact is probed (sync_photos). */
+static int photo_flags_read(struct cache *c, int64_t folder, const char *base, int full)
 {
 	sqlite3 *db = c->sdb;
 	cJSON *ids = NULL;
@@ -675,32 +678,15 @@ static int photo_flags_read(struct cache *c, int64_t folder, const char *base)
 			   "AND photo IS NULL AND id IS NOT NULL AND id NOT IN (SELECT id FROM "
 			   "temp.photo_flagged)",
 			   "i", folder);
+	if (!r && full)
+		r = db_run(db,
+			   "UPDATE contacts SET photo_state = 2 WHERE cid IN (SELECT cid FROM "
+			   "contacts WHERE folder = ? AND photo_state = 3 ORDER BY random() LIMIT ?)",
+			   "ii", folder, (int64_t)CACHE_PHOTO_SAMPLE);
 	r = r ? (db_rollback(db), r) : db_commit(db);
 out:
 	cJSON_Delete(ids);
 	return r;
-}
-
-/* Once a mount: some of the contacts the flag says have no photo are
- * probed; if one has a photo, the flag is not kept by whoever writes this
- * mailbox, and every contact is probed (sync_photos). */
-static int photo_sample(struct cache *c)
-{
-	int64_t marked = 0;
-	int r;
-
-	if (!c->cfg.photos || c->photo_flags_off || c->photo_sampled)
-		return 0;
-	if ((r = db_int(c->sdb, &marked, "SELECT count(*) FROM contacts WHERE photo_state = 3",
-			NULL)) < 0)
-		return r;
-	if (!marked)
-		return 0;
-	c->photo_sampled = 1;
-	return db_run(c->sdb,
-		      "UPDATE contacts SET photo_state = 2 WHERE cid IN (SELECT cid FROM contacts "
-		      "WHERE photo_state = 3 ORDER BY random() LIMIT ?)",
-		      "i", (int64_t)CACHE_PHOTO_SAMPLE);
 }
 
 /* Set contact id's extension to ext (or leave it) and render it again if
@@ -1092,7 +1078,7 @@ again:
 	else if (cJSON_GetArraySize(cr.changed_ids) > 0)
 		r = refresh_exts(c, base, cr.changed_ids);
 	if (!r)
-		r = photo_flags_read(c, folder, base);
+		r = photo_flags_read(c, folder, base, cr.full);
 	if (!r && c->cfg.followup) {
 		char coll[600];
 
@@ -1159,8 +1145,6 @@ int sync_in(struct cache *c)
 	}
 	for (size_t i = 0; i < n; i++)
 		free(links[i]);
-	if (!r)
-		r = photo_sample(c);
 	/* Every folder's flags read: not again for a while. */
 	if (!r && want_flags && flags_listed)
 		c->flag_list_in = FLAG_LIST_EVERY;
