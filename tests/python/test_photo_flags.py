@@ -61,6 +61,22 @@ def jpeg_b64(n):
     return base64.b64encode(generator.sample_jpeg(n)).decode()
 
 
+def half_unflagged():
+    """60 contacts: 10 with a photo the flag shows, 25 with one it does not
+    (has_picture null, as a client that does not set it leaves it), 25
+    without. A sample of 20 of the 50 the flag calls photo-less misses all
+    25 with a chance of C(25,20)/C(50,20), about 1e-9."""
+    contacts = []
+    for n in range(60):
+        c = {"givenName": "Person", "surname": "N%02d" % n}
+        if n < 35:
+            c["photo_base64"] = jpeg_b64(n)
+            if n >= 10:
+                c["has_picture"] = None
+        contacts.append(c)
+    return contacts
+
+
 @pytest.fixture
 def fuse():
     need_fuse()
@@ -87,17 +103,9 @@ def test_a_first_sync_fetches_the_flagged_photos_and_a_sample_and_nothing_else(t
 
 
 def test_photos_that_carry_no_flag_are_all_found_through_the_sample(tmp_path, fuse):
-    """A client that does not set the flag: 10 photos flagged, 25 not, among
-    60 contacts. The sample (20 of the 50 the flag calls photo-less, half of
-    which have one) finds one, and every contact is probed."""
-    contacts = []
-    for n in range(60):
-        c = {"givenName": "Person", "surname": "N%02d" % n}
-        if n < 35:
-            c["photo_base64"] = jpeg_b64(n)
-            if n >= 10:
-                c["has_picture"] = None
-        contacts.append(c)
+    """A client that does not set the flag (half_unflagged): the sample
+    finds a photo the flag does not show, and every contact is probed."""
+    contacts = half_unflagged()
     with Emulator("--seed", str(seed_file(tmp_path, contacts))) as emu, \
             Mount(emu, tmp_path) as m:
         m.wait_synced()
@@ -218,14 +226,7 @@ def test_export_fetches_the_flagged_photos_and_a_sample_and_nothing_else(tmp_pat
 
 
 def test_export_finds_photos_that_carry_no_flag(tmp_path):
-    contacts = []
-    for n in range(60):
-        c = {"givenName": "Person", "surname": "N%02d" % n}
-        if n < 35:
-            c["photo_base64"] = jpeg_b64(n)
-            if n >= 10:
-                c["has_picture"] = None
-        contacts.append(c)
+    contacts = half_unflagged()
     with Emulator("--seed", str(seed_file(tmp_path, contacts))) as emu:
         r = export(emu, tmp_path / "out")
         assert r.returncode == 0, r.stderr
