@@ -110,11 +110,16 @@ int cache_fetch_photo_flags(struct graph *g, const char *base,
  * query (then probe every photo), rather than a failure to try again. */
 int cache_photo_flags_refused(int r);
 
-/* Contacts the flag says have no photo that are probed anyway when a folder
- * is read in full (a mount's first round, an export), to learn whether the
- * mailbox's photos carry the flag: this many of each folder's, chosen at
- * random, or all when fewer. */
+/* Contacts the flag says have no photo that are probed anyway when the
+ * mailbox is read in full (a mount's first round, an export), to learn
+ * whether its photos carry the flag: this many, shared out over the
+ * folders. */
 #define CACHE_PHOTO_SAMPLE 20
+
+/* Each folder's share of the sample among nfolders: CACHE_PHOTO_SAMPLE /
+ * nfolders rounded up, so every folder is checked (all of a folder's
+ * photo-less contacts when it has fewer). */
+size_t cache_photo_sample(size_t nfolders);
 
 /* One contact's photo, for cache_fetch_photos. */
 struct cache_photo {

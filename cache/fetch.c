@@ -101,6 +101,11 @@ int cache_photo_flags_refused(int r)
 	return r == -EINVAL || r == -EIO;
 }
 
+size_t cache_photo_sample(size_t nfolders)
+{
+	return nfolders ? (CACHE_PHOTO_SAMPLE + nfolders - 1) / nfolders : CACHE_PHOTO_SAMPLE;
+}
+
 void cache_photos_init(struct cache_photo *p, size_t n)
 {
 	memset(p, 0, n * sizeof(*p));

@@ -633,11 +633,11 @@ static int photo_flags_fallback(struct cache *c, const char *why)
 
 /* After a folder's round: its contacts still to fetch, with no photo
  * stored, whose flag is not true are marked 3. One list of the folder's
- * flagged contacts, and only when there is such a contact. After a full
- * round (full) a random sample of those is probed all the same (2): if
- * one has a photo, whoever writes this mailbox does not keep the flag, and
- * every contact is probed (sync_photos). */
-static int photo_flags_read(struct cache *c, int64_t folder, const char *base, int full)
+ * flagged contacts, and only when there is such a contact. Then sample of
+ * those, at random, are probed all the same (2): if one has a photo,
+ * whoever writes this mailbox does not keep the flag, and every contact is
+ * probed (sync_photos). */
+static int photo_flags_read(struct cache *c, int64_t folder, const char *base, int64_t sample)
 {
 	sqlite3 *db = c->sdb;
 	cJSON *ids = NULL;
@@ -678,11 +678,11 @@ static int photo_flags_read(struct cache *c, int64_t folder, const char *base, i
 			   "AND photo IS NULL AND id IS NOT NULL AND id NOT IN (SELECT id FROM "
 			   "temp.photo_flagged)",
 			   "i", folder);
-	if (!r && full)
+	if (!r && sample)
 		r = db_run(db,
 			   "UPDATE contacts SET photo_state = 2 WHERE cid IN (SELECT cid FROM "
 			   "contacts WHERE folder = ? AND photo_state = 3 ORDER BY random() LIMIT ?)",
-			   "ii", folder, (int64_t)CACHE_PHOTO_SAMPLE);
+			   "ii", folder, sample);
 	r = r ? (db_rollback(db), r) : db_commit(db);
 out:
 	cJSON_Delete(ids);
@@ -1007,13 +1007,15 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 
 /*
  * One folder's round. want_flags: read every flag of the folder too (with
- * -o followup; a full round of the folder reads them anyway).
+ * -o followup; a full round of the folder reads them anyway). sample: how
+ * many contacts PidLidHasPicture calls photo-less are probed all the same
+ * when the folder is read in full (cache_photo_sample).
  * *flags_listed is cleared when the folder was skipped, so its flags were
  * not read (a refusal to read them counts as read: asking again at once
  * would only be refused again).
  */
 static int sync_folder(struct cache *c, const char *default_id, int64_t folder, char *link,
-		       int want_flags, int *flags_listed)
+		       int want_flags, int64_t sample, int *flags_listed)
 {
 	struct events ev = {0};
 	struct contact_round cr = {c, folder, !link, cJSON_CreateArray(), 0, &ev, NULL};
@@ -1078,7 +1080,7 @@ again:
 	else if (cJSON_GetArraySize(cr.changed_ids) > 0)
 		r = refresh_exts(c, base, cr.changed_ids);
 	if (!r)
-		r = photo_flags_read(c, folder, base, cr.full);
+		r = photo_flags_read(c, folder, base, cr.full ? sample : 0);
 	if (!r && c->cfg.followup) {
 		char coll[600];
 
@@ -1131,7 +1133,8 @@ int sync_in(struct cache *c)
 	db_release(st);
 	r = r < 0 ? r : 0;
 	for (size_t i = 0; i < n && !r; i++) {
-		r = sync_folder(c, default_id, inos[i], links[i], want_flags, &flags_listed);
+		r = sync_folder(c, default_id, inos[i], links[i], want_flags,
+				(int64_t)cache_photo_sample(n), &flags_listed);
 		if (r == -ENOENT && inos[i] != CACHE_ROOT_INO) {
 			/* Gone on the server, which a delta that leaves out
 			 * nested folders does not say: the next round lists

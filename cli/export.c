@@ -40,6 +40,8 @@ struct folder {
 	char *name;   /* displayName */
 	char *path;   /* directory, relative to the export root ("" for it) */
 	unsigned contacts;
+	unsigned photos;
+	int trusted; /* written with photos chosen by PidLidHasPicture */
 };
 
 struct export
@@ -59,6 +61,7 @@ struct export
 	unsigned photos;
 	int error;	   /* first error, -errno */
 	int photo_flags_off; /* PidLidHasPicture not used: every photo probed */
+	int photo_flags_wrong; /* a sample had a photo the flag did not show */
 };
 
 /* ---- progress -------------------------------------------------------------- */
@@ -311,10 +314,13 @@ static int photo_flags_used(struct export *x)
 	return used;
 }
 
-/* Stop using the flag for the rest of the export, said once. */
-static void photo_flags_drop(struct export *x, const char *why)
+/* Stop using the flag for the rest of the export, said once. wrong: a
+ * sample showed it wrong, so the folders written on its word are read again
+ * (cmd_export). */
+static void photo_flags_drop(struct export *x, const char *why, int wrong)
 {
 	pthread_mutex_lock(&x->lock);
+	x->photo_flags_wrong |= wrong;
 	if (!x->photo_flags_off)
 		log_info("%s; probing every contact's photo", why);
 	x->photo_flags_off = 1;
@@ -323,19 +329,21 @@ static void photo_flags_drop(struct export *x, const char *why)
 
 /*
  * Which of the folder's n contacts to ask for a photo (ask[i] = 1, or 2 for
- * one of the sample): those PidLidHasPicture marks, and CACHE_PHOTO_SAMPLE
- * of the others at random; every one when the flag is not used (refused
- * here or before, or a sample found a photo it did not show).
+ * one of the sample): those PidLidHasPicture marks, and the folder's share
+ * of the sample (cache_photo_sample) of the others, at random; every one
+ * when the flag is not used (refused here or before, or a sample found a
+ * photo it did not show). *trusted: whether the flag chose.
  */
 static int photo_choice(struct export *x, const char *base, const cJSON *list, size_t n,
-			unsigned char *ask)
+			unsigned char *ask, int *trusted)
 {
 	cJSON *flagged = NULL;
-	size_t *others = NULL, nothers = 0;
+	size_t *others = NULL, nothers = 0, take;
 	unsigned seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)ask;
 	int r = 0;
 
 	memset(ask, 1, n);
+	*trusted = 0;
 	if (!n || !photo_flags_used(x))
 		return 0;
 	if (!(flagged = cJSON_CreateObject()) || !(others = calloc(n, sizeof(*others)))) {
@@ -344,7 +352,7 @@ static int photo_choice(struct export *x, const char *base, const cJSON *list, s
 	}
 	r = cache_fetch_photo_flags(x->g, base, add_flagged, flagged);
 	if (cache_photo_flags_refused(r)) {
-		photo_flags_drop(x, "the server does not list contacts by PidLidHasPicture");
+		photo_flags_drop(x, "the server does not list contacts by PidLidHasPicture", 0);
 		r = 0;
 		goto out;
 	}
@@ -359,8 +367,11 @@ static int photo_choice(struct export *x, const char *base, const cJSON *list, s
 			others[nothers++] = i;
 		}
 	}
+	*trusted = 1;
+	take = cache_photo_sample(x->nfolders);
+	take = nothers < take ? nothers : take;
 	/* The sample: a partial shuffle of the others. */
-	for (size_t k = 0; k < nothers && k < CACHE_PHOTO_SAMPLE; k++) {
+	for (size_t k = 0; k < take; k++) {
 		size_t j = k + (size_t)rand_r(&seed) % (nothers - k), t = others[j];
 
 		others[j] = others[k];
@@ -436,7 +447,7 @@ static int export_folder(struct export *x, struct folder *f)
 	}
 	cache_photos_init(photos, n);
 	/* A photo through its folder: /contacts/ID is the default folder's. */
-	if ((r = photo_choice(x, base, c.list, n, ask)) ||
+	if ((r = photo_choice(x, base, c.list, n, ask, &f->trusted)) ||
 	    (r = fetch_photos(x, c.list, n, base, ask, 1, 2, photos, &np, photo_of)))
 		goto out;
 	for (size_t i = 0; i < n; i++) {
@@ -446,7 +457,8 @@ static int export_folder(struct export *x, struct folder *f)
 			snprintf(why, sizeof(why),
 				 "contact %s has a photo that its PidLidHasPicture does not show",
 				 photo_of[i]->id);
-			photo_flags_drop(x, why);
+			photo_flags_drop(x, why, 1);
+			f->trusted = 0;
 			r = fetch_photos(x, c.list, n, base, ask, 0, 0, photos, &np, photo_of);
 			break;
 		}
@@ -511,6 +523,7 @@ static int export_folder(struct export *x, struct folder *f)
 		x->photos += plen > 0;
 		pthread_mutex_unlock(&x->lock);
 		f->contacts++;
+		f->photos += plen > 0;
 	}
 out:
 	if (photos)
@@ -637,6 +650,21 @@ int export_main(int argc, char **argv)
 		worker(&x);
 	for (int i = 0; i < nthreads; i++)
 		pthread_join(threads[i], NULL);
+	/* A sample showed PidLidHasPicture wrong: the folders whose photos it
+	 * chose are read again, every photo probed (a missed photo must not
+	 * be written as none). */
+	for (size_t i = 0; !x.error && x.photo_flags_wrong && i < x.nfolders; i++) {
+		struct folder *f = &x.folders[i];
+
+		if (!f->trusted)
+			continue;
+		x.contacts -= f->contacts;
+		x.photos -= f->photos;
+		f->contacts = f->photos = 0;
+		f->trusted = 0;
+		if ((x.error = export_folder(&x, f)))
+			log_err("exporting folder \"%s\": %s", f->name, strerror(-x.error));
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	graph_stats(x.g, &st);
 	if (x.tty)

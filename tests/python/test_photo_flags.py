@@ -19,6 +19,11 @@ ME = "me@contoso.example"
 SAMPLE = 20  # CACHE_PHOTO_SAMPLE
 
 
+def share(folders):
+    """A folder's part of the sample (cache_photo_sample)."""
+    return -(-SAMPLE // folders)
+
+
 def photo_gets(emu):
     """Photo requests, top-level and $batch items, of every folder."""
     routes = emu.requests()["by_route"]
@@ -85,9 +90,9 @@ def fuse():
 def test_a_first_sync_fetches_the_flagged_photos_and_a_sample_and_nothing_else(tmp_path, fuse):
     """300 contacts in three folders (150, 75, 75), 30 with a photo: per
     folder one list of the contacts the flag marks (beside the extension
-    list, on the same route), then the 30 photos and a sample of 20 others
-    of each folder, in 5 $batch requests; every photo is in its file and no
-    other file has one."""
+    list, on the same route), then the 30 photos and a sample of 7 others
+    of each folder (20 shared out, rounded up), in 3 $batch requests; every
+    photo is in its file and no other file has one."""
     with Emulator("--contacts", "300", "--folders", "2", "--photos", "30") as emu, \
             Mount(emu, tmp_path) as m:
         m.wait_synced()
@@ -95,8 +100,8 @@ def test_a_first_sync_fetches_the_flagged_photos_and_a_sample_and_nothing_else(t
         assert uids_with_photo(m.root) == server_photos(emu)
         assert sum(server_photos(emu).values()) == 30
         routes = emu.requests()["by_route"]
-        assert photo_gets(emu) == 30 + 3 * SAMPLE, routes
-        assert routes["POST /$batch"] == 5, routes
+        assert photo_gets(emu) == 30 + 3 * share(3), routes
+        assert routes["POST /$batch"] == 3, routes
         assert routes["GET /me/contacts"] == 2, routes                          # extensions, flags
         assert routes["GET /me/contactFolders/{id}/contacts"] == 2 * 2, routes
         assert "probing every contact" not in m.log_text()
@@ -220,7 +225,7 @@ def test_export_fetches_the_flagged_photos_and_a_sample_and_nothing_else(tmp_pat
         routes = emu.requests()["by_route"]
         # A sample of each folder's contacts the flag calls photo-less, as
         # for a mount.
-        assert photo_gets(emu) == 30 + 3 * SAMPLE, routes
+        assert photo_gets(emu) == 30 + 3 * share(3), routes
         assert routes["GET /me/contacts"] == 2, routes
         assert routes["GET /me/contactFolders/{id}/contacts"] == 2 * 2, routes
 
