@@ -253,3 +253,27 @@ def test_export_falls_back_to_probing_when_the_flag_list_is_refused(tmp_path, st
         lists = routes["GET /me/contacts"] + routes["GET /me/contactFolders/{id}/contacts"]
         assert 3 + 1 <= lists <= 3 + 3, routes
         assert r.stderr.count(b"does not list contacts by PidLidHasPicture") == 1
+
+
+def test_export_reads_again_the_folders_it_wrote_on_the_flags_word_when_a_sample_shows_it_wrong(
+        tmp_path):
+    """The default folder: 200 contacts without a photo and one whose photo
+    carries no flag, which its own share of the sample (10) almost surely
+    misses; "Phone": 10 contacts whose photos carry no flag, which its
+    share finds. Whichever folder is read first, the export has every
+    photo."""
+    default = [{"givenName": "Plain", "surname": "P%03d" % n} for n in range(200)]
+    default.append({"givenName": "Hidden", "surname": "Photo", "photo_base64": jpeg_b64(1),
+                    "has_picture": None})
+    phone = [{"givenName": "Phone", "surname": "F%02d" % n, "photo_base64": jpeg_b64(n + 2),
+              "has_picture": None} for n in range(10)]
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"seed": 5, "mailboxes": {ME: {
+        "contacts": default, "folders": [{"displayName": "Phone", "contacts": phone}]}}}))
+    with Emulator("--seed", str(seed)) as emu:
+        r = export(emu, tmp_path / "out")
+        assert r.returncode == 0, r.stderr
+        got = exported_photos(tmp_path / "out")
+        assert got == server_photos(emu)
+        assert sum(got.values()) == 11
+        assert r.stderr.count(b"PidLidHasPicture does not show") == 1
