@@ -103,8 +103,8 @@ int cache_fetch_exts(struct graph *g, const char *base,
  * one has. 0, a non-zero return of fn, or -errno as graph_list; a server
  * that does not take the query answers 400 (-EINVAL) or 501 (-EIO), which
  * cache_photo_flags_refused() tells apart. */
-int cache_fetch_photo_flags(struct graph *g, const char *base,
-			    int (*fn)(const char *id, void *ctx), void *ctx) CACHE_MUST_CHECK;
+int cache_fetch_photo_flags(struct graph *g, const char *base, int (*fn)(const char *id, void *ctx),
+			    void *ctx) CACHE_MUST_CHECK;
 
 /* Whether r from cache_fetch_photo_flags means the server does not take the
  * query (then probe every photo), rather than a failure to try again. */

@@ -66,7 +66,7 @@ int cache_fetch_exts(struct graph *g, const char *base,
  * asks, the braces too (they are not URL characters).
  */
 #define HAS_PICTURE_ID "Boolean%20%7B00062004-0000-0000-C000-000000000046%7D%20Id%200x8015"
-#define PHOTO_FLAG_LIST                                                                    \
+#define PHOTO_FLAG_LIST                                                                       \
 	"/contacts?$select=id&$top=1000&$filter=singleValueExtendedProperties%2FAny(ep%3A%20" \
 	"ep%2Fid%20eq%20'" HAS_PICTURE_ID "'%20and%20cast(ep%2Fvalue,%20Edm.Boolean)%20eq%20true)"
 
@@ -83,8 +83,8 @@ static int on_flagged(const cJSON *item, void *ctx)
 	return id ? w->fn(id, w->ctx) : 0;
 }
 
-int cache_fetch_photo_flags(struct graph *g, const char *base,
-			    int (*fn)(const char *id, void *ctx), void *ctx)
+int cache_fetch_photo_flags(struct graph *g, const char *base, int (*fn)(const char *id, void *ctx),
+			    void *ctx)
 {
 	struct flag_walk w = {fn, ctx};
 	char path[1024];

@@ -673,16 +673,18 @@ static int photo_flags_read(struct cache *c, int64_t folder, const char *base, i
 		r = db_run(db, "INSERT OR IGNORE INTO temp.photo_flagged(id) VALUES(?)", "t",
 			   cJSON_GetStringValue(cJSON_GetArrayItem(ids, i)));
 	if (!r)
-		r = db_run(db,
-			   "UPDATE contacts SET photo_state = 3 WHERE folder = ? AND photo_state = 0 "
-			   "AND photo IS NULL AND id IS NOT NULL AND id NOT IN (SELECT id FROM "
-			   "temp.photo_flagged)",
-			   "i", folder);
+		r = db_run(
+			db,
+			"UPDATE contacts SET photo_state = 3 WHERE folder = ? AND photo_state = 0 "
+			"AND photo IS NULL AND id IS NOT NULL AND id NOT IN (SELECT id FROM "
+			"temp.photo_flagged)",
+			"i", folder);
 	if (!r && sample)
-		r = db_run(db,
-			   "UPDATE contacts SET photo_state = 2 WHERE cid IN (SELECT cid FROM "
-			   "contacts WHERE folder = ? AND photo_state = 3 ORDER BY random() LIMIT ?)",
-			   "ii", folder, sample);
+		r = db_run(
+			db,
+			"UPDATE contacts SET photo_state = 2 WHERE cid IN (SELECT cid FROM "
+			"contacts WHERE folder = ? AND photo_state = 3 ORDER BY random() LIMIT ?)",
+			"ii", folder, sample);
 	r = r ? (db_rollback(db), r) : db_commit(db);
 out:
 	cJSON_Delete(ids);
@@ -1252,8 +1254,8 @@ int sync_photos(struct cache *c, int max, int *left)
 		int64_t more = 0;
 
 		if (db_int(db, &more,
-			   "SELECT count(*) FROM contacts WHERE photo_state IN (0, 2) AND id IS NOT "
-			   "NULL",
+			   "SELECT count(*) FROM contacts WHERE photo_state IN (0, 2) AND "
+			   "id IS NOT NULL",
 			   NULL) == 1)
 			*left = more > 0 && done >= max; /* stopped by max, not by failures */
 	}

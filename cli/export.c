@@ -59,8 +59,8 @@ struct export
 	unsigned done_folders;
 	unsigned contacts;
 	unsigned photos;
-	int error;	   /* first error, -errno */
-	int photo_flags_off; /* PidLidHasPicture not used: every photo probed */
+	int error;	       /* first error, -errno */
+	int photo_flags_off;   /* PidLidHasPicture not used: every photo probed */
 	int photo_flags_wrong; /* a sample had a photo the flag did not show */
 };
 

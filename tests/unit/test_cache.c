@@ -2766,7 +2766,8 @@ TEST(a_folder_is_read_by_delta_and_its_photos_in_batches_each_with_its_status)
 			CHECK(r < 0);
 			CHECK(cache_photo_flags_refused(r));
 		}
-		CHECK(!cache_photo_flags_refused(-EHOSTDOWN) && !cache_photo_flags_refused(-EAGAIN));
+		CHECK(!cache_photo_flags_refused(-EHOSTDOWN) &&
+		      !cache_photo_flags_refused(-EAGAIN));
 		cJSON_Delete(flagged);
 	}
 	cache_photos_release(p, 24);
