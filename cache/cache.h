@@ -96,6 +96,31 @@ int cache_fetch_exts(struct graph *g, const char *base,
 		     int (*fn)(const char *id, const cJSON *ext, void *ctx),
 		     void *ctx) CACHE_MUST_CHECK;
 
+/* Every contact of collection base whose PidLidHasPicture (Outlook's "has
+ * a photo" flag) is true, every page: fn(id, ctx) for each. Other contacts
+ * may still have a photo (a client that does not set the flag): callers
+ * check a sample of them (CACHE_PHOTO_SAMPLE) and probe every contact when
+ * one has. 0, a non-zero return of fn, or -errno as graph_list; a server
+ * that does not take the query answers 400 (-EINVAL) or 501 (-EIO), which
+ * cache_photo_flags_refused() tells apart. */
+int cache_fetch_photo_flags(struct graph *g, const char *base, int (*fn)(const char *id, void *ctx),
+			    void *ctx) CACHE_MUST_CHECK;
+
+/* Whether r from cache_fetch_photo_flags means the server does not take the
+ * query (then probe every photo), rather than a failure to try again. */
+int cache_photo_flags_refused(int r);
+
+/* Contacts the flag says have no photo that are probed anyway when the
+ * mailbox is read in full (a mount's first round, an export), to learn
+ * whether its photos carry the flag: this many, shared out over the
+ * folders. */
+#define CACHE_PHOTO_SAMPLE 20
+
+/* Each folder's share of the sample among nfolders: CACHE_PHOTO_SAMPLE /
+ * nfolders rounded up, so every folder is checked (all of a folder's
+ * photo-less contacts when it has fewer). */
+size_t cache_photo_sample(size_t nfolders);
+
 /* One contact's photo, for cache_fetch_photos. */
 struct cache_photo {
 	/* in */

@@ -92,6 +92,10 @@ struct cache {
 	 * refusal to read them was told in .contactfs/errors yet. */
 	int flag_list_in;
 	int flag_refusal_told;
+	/* The sync thread's own (sync_in.c): PidLidHasPicture is not used for
+	 * the rest of the mount (the server refused the list, or a contact it
+	 * said has no photo had one): every photo is probed. */
+	int photo_flags_off;
 	/* The sync thread's own (categories.c): requests to the category list
 	 * were queued (read it again once they went), and a failure to read it
 	 * with edits waiting was told in .contactfs/errors. */

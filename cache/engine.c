@@ -661,7 +661,7 @@ int cache_status(struct cache *c, struct cache_status *out)
 			   "SELECT count(*) FROM nodes WHERE cid IS NOT NULL", NULL);
 	if (r >= 0 && c->cfg.photos)
 		r = db_int(c->db, &photos,
-			   "SELECT count(*) FROM contacts WHERE photo_state = 0 AND id IS NOT NULL",
+			   "SELECT count(*) FROM contacts WHERE photo_state IN (0, 2) AND id IS NOT NULL",
 			   NULL);
 	pthread_mutex_unlock(&c->api_lock);
 	if (r < 0)

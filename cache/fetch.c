@@ -58,6 +58,54 @@ int cache_fetch_exts(struct graph *g, const char *base,
 	return graph_list(g, path, NULL, 0, on_ext, &w);
 }
 
+/*
+ * PidLidHasPicture (MS-OXPROPS: PSETID_Address, 0x8015, PT_BOOLEAN) in the
+ * id form of extended-properties-overview.md, and the collection filter of
+ * singlevaluelegacyextendedproperty-get.md: a value that is not a string is
+ * compared through cast(). Colon, slash and space are encoded as that page
+ * asks, the braces too (they are not URL characters).
+ */
+#define HAS_PICTURE_ID "Boolean%20%7B00062004-0000-0000-C000-000000000046%7D%20Id%200x8015"
+#define PHOTO_FLAG_LIST                                                                       \
+	"/contacts?$select=id&$top=1000&$filter=singleValueExtendedProperties%2FAny(ep%3A%20" \
+	"ep%2Fid%20eq%20'" HAS_PICTURE_ID "'%20and%20cast(ep%2Fvalue,%20Edm.Boolean)%20eq%20true)"
+
+struct flag_walk {
+	int (*fn)(const char *id, void *ctx);
+	void *ctx;
+};
+
+static int on_flagged(const cJSON *item, void *ctx)
+{
+	struct flag_walk *w = ctx;
+	const char *id = cache_jstr(item, "id");
+
+	return id ? w->fn(id, w->ctx) : 0;
+}
+
+int cache_fetch_photo_flags(struct graph *g, const char *base, int (*fn)(const char *id, void *ctx),
+			    void *ctx)
+{
+	struct flag_walk w = {fn, ctx};
+	char path[1024];
+
+	if ((size_t)snprintf(path, sizeof(path), "%s%s", base, PHOTO_FLAG_LIST) >= sizeof(path))
+		return -ENAMETOOLONG;
+	return graph_list(g, path, NULL, 0, on_flagged, &w);
+}
+
+int cache_photo_flags_refused(int r)
+{
+	/* 400 and 501 (graph_errno: -EINVAL, -EIO); a 5xx that outlived the
+	 * retries is -EIO too, and probing is right then as well. */
+	return r == -EINVAL || r == -EIO;
+}
+
+size_t cache_photo_sample(size_t nfolders)
+{
+	return nfolders ? (CACHE_PHOTO_SAMPLE + nfolders - 1) / nfolders : CACHE_PHOTO_SAMPLE;
+}
+
 void cache_photos_init(struct cache_photo *p, size_t n)
 {
 	memset(p, 0, n * sizeof(*p));

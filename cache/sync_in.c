@@ -606,6 +606,91 @@ static int list_exts(struct cache *c, const char *base)
 	return r;
 }
 
+/* ---- which contacts have a photo ---------------------------------------------------------------- */
+
+/*
+ * photo_state (docs/cache.md): 0 to fetch, 1 known, 2 to probe as a check
+ * of PidLidHasPicture, 3 none by PidLidHasPicture (not probed). A contact
+ * is marked 3 only when no photo of it is stored: one that had a photo is
+ * always probed, so a flag that is wrong can never take a photo away.
+ */
+
+static int on_photo_flag(const char *id, void *ctx)
+{
+	return cJSON_AddItemToArray(ctx, cJSON_CreateString(id)) ? 0 : -ENOMEM;
+}
+
+/* Stop trusting the flag for this mount: everything it said has no photo
+ * is probed. */
+static int photo_flags_fallback(struct cache *c, const char *why)
+{
+	if (!c->photo_flags_off)
+		log_info("cache: %s; probing every contact's photo for this mount", why);
+	c->photo_flags_off = 1;
+	return db_run(c->sdb, "UPDATE contacts SET photo_state = 0 WHERE photo_state IN (2, 3)",
+		      NULL);
+}
+
+/* After a folder's round: its contacts still to fetch, with no photo
+ * stored, whose flag is not true are marked 3. One list of the folder's
+ * flagged contacts, and only when there is such a contact. Then sample of
+ * those, at random, are probed all the same (2): if one has a photo,
+ * whoever writes this mailbox does not keep the flag, and every contact is
+ * probed (sync_photos). */
+static int photo_flags_read(struct cache *c, int64_t folder, const char *base, int64_t sample)
+{
+	sqlite3 *db = c->sdb;
+	cJSON *ids = NULL;
+	int64_t todo = 0;
+	int r;
+
+	if (!c->cfg.photos || c->photo_flags_off)
+		return 0;
+	if ((r = db_int(db, &todo,
+			"SELECT count(*) FROM contacts WHERE folder = ? AND photo_state = 0 AND "
+			"photo IS NULL AND id IS NOT NULL",
+			"i", folder)) < 0)
+		return r;
+	if (!todo)
+		return 0;
+	if (!(ids = cJSON_CreateArray()))
+		return -ENOMEM;
+	r = cache_fetch_photo_flags(c->g, base, on_photo_flag, ids);
+	if (cache_photo_flags_refused(r)) {
+		r = photo_flags_fallback(c, "the server does not list contacts by "
+					    "PidLidHasPicture");
+		goto out;
+	}
+	if (r || (r = db_begin(db)))
+		goto out;
+	r = db_run(db,
+		   "CREATE TEMP TABLE IF NOT EXISTS photo_flagged(id TEXT PRIMARY KEY) WITHOUT "
+		   "ROWID",
+		   NULL);
+	if (!r)
+		r = db_run(db, "DELETE FROM temp.photo_flagged", NULL);
+	for (int i = 0; !r && i < cJSON_GetArraySize(ids); i++)
+		r = db_run(db, "INSERT OR IGNORE INTO temp.photo_flagged(id) VALUES(?)", "t",
+			   cJSON_GetStringValue(cJSON_GetArrayItem(ids, i)));
+	if (!r)
+		r = db_run(
+			db,
+			"UPDATE contacts SET photo_state = 3 WHERE folder = ? AND photo_state = 0 "
+			"AND photo IS NULL AND id IS NOT NULL AND id NOT IN (SELECT id FROM "
+			"temp.photo_flagged)",
+			"i", folder);
+	if (!r && sample)
+		r = db_run(
+			db,
+			"UPDATE contacts SET photo_state = 2 WHERE cid IN (SELECT cid FROM "
+			"contacts WHERE folder = ? AND photo_state = 3 ORDER BY random() LIMIT ?)",
+			"ii", folder, sample);
+	r = r ? (db_rollback(db), r) : db_commit(db);
+out:
+	cJSON_Delete(ids);
+	return r;
+}
+
 /* Set contact id's extension to ext (or leave it) and render it again if
  * that changed anything. In a transaction. */
 static int set_ext(struct cache *c, sqlite3 *db, const char *id, const cJSON *ext,
@@ -924,13 +1009,15 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 
 /*
  * One folder's round. want_flags: read every flag of the folder too (with
- * -o followup; a full round of the folder reads them anyway).
+ * -o followup; a full round of the folder reads them anyway). sample: how
+ * many contacts PidLidHasPicture calls photo-less are probed all the same
+ * when the folder is read in full (cache_photo_sample).
  * *flags_listed is cleared when the folder was skipped, so its flags were
  * not read (a refusal to read them counts as read: asking again at once
  * would only be refused again).
  */
 static int sync_folder(struct cache *c, const char *default_id, int64_t folder, char *link,
-		       int want_flags, int *flags_listed)
+		       int want_flags, int64_t sample, int *flags_listed)
 {
 	struct events ev = {0};
 	struct contact_round cr = {c, folder, !link, cJSON_CreateArray(), 0, &ev, NULL};
@@ -994,6 +1081,8 @@ again:
 		r = drop_unseen(c, folder, &ev);
 	else if (cJSON_GetArraySize(cr.changed_ids) > 0)
 		r = refresh_exts(c, base, cr.changed_ids);
+	if (!r)
+		r = photo_flags_read(c, folder, base, cr.full ? sample : 0);
 	if (!r && c->cfg.followup) {
 		char coll[600];
 
@@ -1046,7 +1135,8 @@ int sync_in(struct cache *c)
 	db_release(st);
 	r = r < 0 ? r : 0;
 	for (size_t i = 0; i < n && !r; i++) {
-		r = sync_folder(c, default_id, inos[i], links[i], want_flags, &flags_listed);
+		r = sync_folder(c, default_id, inos[i], links[i], want_flags,
+				(int64_t)cache_photo_sample(n), &flags_listed);
 		if (r == -ENOENT && inos[i] != CACHE_ROOT_INO) {
 			/* Gone on the server, which a delta that leaves out
 			 * nested folders does not say: the next round lists
@@ -1085,18 +1175,20 @@ int sync_photos(struct cache *c, int max, int *left)
 	int64_t cids[GRAPH_BATCH_MAX];
 	char bases[GRAPH_BATCH_MAX][512], ids[GRAPH_BATCH_MAX][512];
 	struct cache_photo photos[GRAPH_BATCH_MAX];
+	int checks[GRAPH_BATCH_MAX], had[GRAPH_BATCH_MAX];
 	int r = 0, done = 0, answered = 0;
 
 	*left = 0;
 	cache_photos_init(photos, GRAPH_BATCH_MAX);
 	while (done < max && !r) {
 		struct events ev = {0};
+		const char *disagrees = NULL;
 		size_t k = 0;
 
 		if ((r = db_prepare(
 			     db, &st,
-			     "SELECT cid, id, folder FROM contacts WHERE photo_state = 0 AND id IS "
-			     "NOT NULL LIMIT ?",
+			     "SELECT cid, id, folder, photo_state, photo IS NOT NULL FROM contacts "
+			     "WHERE photo_state IN (0, 2) AND id IS NOT NULL LIMIT ?",
 			     "i", (int64_t)GRAPH_BATCH_MAX)))
 			break;
 		while (k < GRAPH_BATCH_MAX && db_step(st) == 1) {
@@ -1104,6 +1196,8 @@ int sync_photos(struct cache *c, int max, int *left)
 					sizeof(bases[k])))
 				continue;
 			cids[k] = sqlite3_column_int64(st, 0);
+			checks[k] = sqlite3_column_int(st, 3) == 2;
+			had[k] = sqlite3_column_int(st, 4);
 			snprintf(ids[k], sizeof(ids[k]), "%s", sqlite3_column_text(st, 1));
 			photos[k].base = bases[k];
 			photos[k].id = ids[k];
@@ -1122,6 +1216,8 @@ int sync_photos(struct cache *c, int max, int *left)
 				if (ph->status != 200 && ph->status != 404)
 					continue; /* tried again later */
 				answered++;
+				if (checks[i] && ph->status == 200)
+					disagrees = ph->id;
 				r = db_run(db,
 					   "UPDATE contacts SET photo = ?, photo_type = ?, "
 					   "photo_state "
@@ -1129,12 +1225,22 @@ int sync_photos(struct cache *c, int max, int *left)
 					   "bti", ph->data.len ? ph->data.data : NULL, ph->data.len,
 					   ph->data.len ? ph->type : NULL, cids[i]);
 				busy = r ? 0 : outbox_has(db, cids[i]);
-				if (!r && busy == 0 && ph->status == 200)
+				/* A photo gone (removed in Outlook) is a new
+				 * file as much as one come. */
+				if (!r && busy == 0 && (ph->status == 200 || had[i]))
 					r = tree_render(c, db, cids[i], &ev);
 				else if (busy < 0)
 					r = busy;
 			}
 			r = r ? (db_rollback(db), r) : db_commit(db);
+		}
+		if (!r && disagrees) {
+			char why[640];
+
+			snprintf(why, sizeof(why),
+				 "contact %s has a photo that its PidLidHasPicture does not show",
+				 disagrees);
+			r = photo_flags_fallback(c, why);
 		}
 		events_flush(c, &ev, !r);
 		done += (int)k;
@@ -1148,7 +1254,8 @@ int sync_photos(struct cache *c, int max, int *left)
 		int64_t more = 0;
 
 		if (db_int(db, &more,
-			   "SELECT count(*) FROM contacts WHERE photo_state = 0 AND id IS NOT NULL",
+			   "SELECT count(*) FROM contacts WHERE photo_state IN (0, 2) AND "
+			   "id IS NOT NULL",
 			   NULL) == 1)
 			*left = more > 0 && done >= max; /* stopped by max, not by failures */
 	}

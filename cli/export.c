@@ -5,7 +5,10 @@
  *
  * Requests: one folder listing; per folder, one contact delta round (paged)
  * and one list of the contacts that carry our extension (Graph's delta does
- * not return extensions); per contact, a photo request, sent 20 to a $batch.
+ * not return extensions), one of those Outlook's PidLidHasPicture marks; a
+ * photo request, sent 20 to a $batch, for each of those and for a sample of
+ * the others (for every contact when the server refuses the list or the
+ * sample finds a photo the flag does not show).
  * They are the sync engine's own (cache_fetch_* in cache/fetch.c): a folder
  * is read the same way here and in the mount.
  * Folders are worked on by a few threads; the graph/ scheduler keeps the
@@ -23,6 +26,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -36,6 +40,8 @@ struct folder {
 	char *name;   /* displayName */
 	char *path;   /* directory, relative to the export root ("" for it) */
 	unsigned contacts;
+	unsigned photos;
+	int trusted; /* written with photos chosen by PidLidHasPicture */
 };
 
 struct export
@@ -53,7 +59,9 @@ struct export
 	unsigned done_folders;
 	unsigned contacts;
 	unsigned photos;
-	int error; /* first error, -errno */
+	int error;	       /* first error, -errno */
+	int photo_flags_off;   /* PidLidHasPicture not used: every photo probed */
+	int photo_flags_wrong; /* a sample had a photo the flag did not show */
 };
 
 /* ---- progress -------------------------------------------------------------- */
@@ -289,12 +297,121 @@ static int write_file(const char *dir, const char *name, const char *data, size_
 	return r;
 }
 
+/* ---- which contacts have a photo ----------------------------------------- */
+
+static int add_flagged(const char *id, void *ctx)
+{
+	return cJSON_AddTrueToObject(ctx, id) ? 0 : -ENOMEM;
+}
+
+static int photo_flags_used(struct export *x)
+{
+	int used;
+
+	pthread_mutex_lock(&x->lock);
+	used = !x->photo_flags_off;
+	pthread_mutex_unlock(&x->lock);
+	return used;
+}
+
+/* Stop using the flag for the rest of the export, said once. wrong: a
+ * sample showed it wrong, so the folders written on its word are read again
+ * (cmd_export). */
+static void photo_flags_drop(struct export *x, const char *why, int wrong)
+{
+	pthread_mutex_lock(&x->lock);
+	x->photo_flags_wrong |= wrong;
+	if (!x->photo_flags_off)
+		log_info("%s; probing every contact's photo", why);
+	x->photo_flags_off = 1;
+	pthread_mutex_unlock(&x->lock);
+}
+
+/*
+ * Which of the folder's n contacts to ask for a photo (ask[i] = 1, or 2 for
+ * one of the sample): those PidLidHasPicture marks, and the folder's share
+ * of the sample (cache_photo_sample) of the others, at random; every one
+ * when the flag is not used (refused here or before, or a sample found a
+ * photo it did not show). *trusted: whether the flag chose.
+ */
+static int photo_choice(struct export *x, const char *base, const cJSON *list, size_t n,
+			unsigned char *ask, int *trusted)
+{
+	cJSON *flagged = NULL;
+	size_t *others = NULL, nothers = 0, take;
+	unsigned seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)ask;
+	int r = 0;
+
+	memset(ask, 1, n);
+	*trusted = 0;
+	if (!n || !photo_flags_used(x))
+		return 0;
+	if (!(flagged = cJSON_CreateObject()) || !(others = calloc(n, sizeof(*others)))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = cache_fetch_photo_flags(x->g, base, add_flagged, flagged);
+	if (cache_photo_flags_refused(r)) {
+		photo_flags_drop(x, "the server does not list contacts by PidLidHasPicture", 0);
+		r = 0;
+		goto out;
+	}
+	if (r)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const char *id = cJSON_GetStringValue(
+			cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(list, (int)i), "id"));
+
+		if (id && !cJSON_GetObjectItemCaseSensitive(flagged, id)) {
+			ask[i] = 0;
+			others[nothers++] = i;
+		}
+	}
+	*trusted = 1;
+	take = cache_photo_sample(x->nfolders);
+	take = nothers < take ? nothers : take;
+	/* The sample: a partial shuffle of the others. */
+	for (size_t k = 0; k < take; k++) {
+		size_t j = k + (size_t)rand_r(&seed) % (nothers - k), t = others[j];
+
+		others[j] = others[k];
+		others[k] = t;
+		ask[t] = 2;
+	}
+out:
+	cJSON_Delete(flagged);
+	free(others);
+	return r;
+}
+
+/* Ask for the photos of the contacts of list whose ask[i] is in [lo, hi]
+ * and that were not asked yet. */
+static int fetch_photos(struct export *x, const cJSON *list, size_t n, const char *base,
+			const unsigned char *ask, int lo, int hi, struct cache_photo *photos,
+			size_t *np, struct cache_photo **photo_of)
+{
+	size_t first = *np;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *id = cJSON_GetStringValue(
+			cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(list, (int)i), "id"));
+
+		if (!id || strpbrk(id, "/?#") || photo_of[i] || ask[i] < lo || ask[i] > hi)
+			continue;
+		photos[*np].base = base;
+		photos[*np].id = id;
+		photo_of[i] = &photos[(*np)++];
+	}
+	return cache_fetch_photos(x->g, photos + first, *np - first);
+}
+
 static int export_folder(struct export *x, struct folder *f)
 {
 	struct contacts c = {cJSON_CreateArray(), cJSON_CreateObject()};
 	char base[1024], dir[4096], name[256], numbered[256];
 	const char *delta_id = f->id ? f->id : x->default_id;
 	struct cache_photo *photos = NULL, **photo_of = NULL;
+	unsigned char *ask = NULL;
 	struct buf out;
 	cJSON *names = cJSON_CreateObject();
 	char *next = NULL;
@@ -323,23 +440,30 @@ static int export_folder(struct export *x, struct folder *f)
 	n = (size_t)cJSON_GetArraySize(c.list);
 	photos = calloc(n ? n : 1, sizeof(*photos));
 	photo_of = calloc(n ? n : 1, sizeof(*photo_of));
-	if (!photos || !photo_of) {
+	ask = calloc(n ? n : 1, 1);
+	if (!photos || !photo_of || !ask) {
 		r = -ENOMEM;
 		goto out;
 	}
 	cache_photos_init(photos, n);
 	/* A photo through its folder: /contacts/ID is the default folder's. */
+	if ((r = photo_choice(x, base, c.list, n, ask, &f->trusted)) ||
+	    (r = fetch_photos(x, c.list, n, base, ask, 1, 2, photos, &np, photo_of)))
+		goto out;
 	for (size_t i = 0; i < n; i++) {
-		const char *id = cJSON_GetStringValue(
-			cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(c.list, (int)i), "id"));
+		if (ask[i] == 2 && photo_of[i] && photo_of[i]->status == 200) {
+			char why[640];
 
-		if (!id || strpbrk(id, "/?#"))
-			continue;
-		photos[np].base = base;
-		photos[np].id = id;
-		photo_of[i] = &photos[np++];
+			snprintf(why, sizeof(why),
+				 "contact %s has a photo that its PidLidHasPicture does not show",
+				 photo_of[i]->id);
+			photo_flags_drop(x, why, 1);
+			f->trusted = 0;
+			r = fetch_photos(x, c.list, n, base, ask, 0, 0, photos, &np, photo_of);
+			break;
+		}
 	}
-	if ((r = cache_fetch_photos(x->g, photos, np)))
+	if (r)
 		goto out;
 	for (size_t j = 0; j < np; j++)
 		if (photos[j].status != 200 && photos[j].status != 404)
@@ -399,12 +523,14 @@ static int export_folder(struct export *x, struct folder *f)
 		x->photos += plen > 0;
 		pthread_mutex_unlock(&x->lock);
 		f->contacts++;
+		f->photos += plen > 0;
 	}
 out:
 	if (photos)
 		cache_photos_release(photos, n);
 	free(photos);
 	free(photo_of);
+	free(ask);
 	free(next);
 	buf_release(&out);
 	cJSON_Delete(names);
@@ -524,6 +650,21 @@ int export_main(int argc, char **argv)
 		worker(&x);
 	for (int i = 0; i < nthreads; i++)
 		pthread_join(threads[i], NULL);
+	/* A sample showed PidLidHasPicture wrong: the folders whose photos it
+	 * chose are read again, every photo probed (a missed photo must not
+	 * be written as none). */
+	for (size_t i = 0; !x.error && x.photo_flags_wrong && i < x.nfolders; i++) {
+		struct folder *f = &x.folders[i];
+
+		if (!f->trusted)
+			continue;
+		x.contacts -= f->contacts;
+		x.photos -= f->photos;
+		f->contacts = f->photos = 0;
+		f->trusted = 0;
+		if ((x.error = export_folder(&x, f)))
+			log_err("exporting folder \"%s\": %s", f->name, strerror(-x.error));
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	graph_stats(x.g, &st);
 	if (x.tty)

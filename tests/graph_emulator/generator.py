@@ -254,10 +254,11 @@ def _contact(rng, n, names_seen):
     return c
 
 
-def generate_seed(contacts, folders, photos, seed=1, upn=DEFAULT_UPN):
+def generate_seed(contacts, folders, photos, seed=1, upn=DEFAULT_UPN, has_picture=True):
     """A seed document: `contacts` contacts over the default folder and
     `folders` more (every fourth pair nested: ..., top, top, child, grandchild),
-    `photos` of them with a JPEG photo."""
+    `photos` of them with a JPEG photo, flagged by PidLidHasPicture unless
+    has_picture is false (a mailbox written by a client that does not set it)."""
     rng = random.Random(seed)
     folder_nodes = []                      # flat list, each {"displayName", "childFolders", "contacts"}
     top = []
@@ -279,6 +280,8 @@ def generate_seed(contacts, folders, photos, seed=1, upn=DEFAULT_UPN):
         c = _contact(rng, n, names_seen)
         if photos and n % photo_every == 0 and given_photos < photos:
             c["photo_base64"] = base64.b64encode(sample_jpeg(n)).decode("ascii")
+            if not has_picture:
+                c["has_picture"] = None
             given_photos += 1
         # Half of everything in the default folder, the rest spread out.
         if n % 2 == 0 or len(buckets) == 1:

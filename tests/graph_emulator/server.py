@@ -59,10 +59,11 @@ class Faults:
         ("device_interval_s", 1), ("device_pending_polls", 2), ("readonly_users", []),
         ("max_concurrency", 4), ("early_grace_ms", 50), ("birthday_noon", False), ("seed", None),
         ("immutable_ids", "request"), ("folder_delta", "all"), ("ext_changes_key", True),
-        ("extra_scopes", []), ("beta_patch_error", None),
+        ("extra_scopes", []), ("beta_patch_error", None), ("photo_sets_has_picture", True),
+        ("has_picture_filter_error", None),
     ])
     CHOICES = {"immutable_ids": ("request", "always"), "folder_delta": ("all", "top", "with_default")}
-    BOOLEANS = ("birthday_noon", "ext_changes_key")
+    BOOLEANS = ("birthday_noon", "ext_changes_key", "photo_sets_has_picture")
     PROBABILITIES = ("rate_429", "rate_503", "rate_drop", "rate_drop_after", "delta_replay")
     NUMBERS = ("latency_ms", "retry_after", "token_ttl_s", "delta_token_cap", "device_interval_s",
                "device_pending_polls", "max_concurrency", "early_grace_ms")
@@ -133,6 +134,10 @@ class Faults:
             elif k == "beta_patch_error":
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 400 <= v <= 599):
                     raise bad_request("faults: beta_patch_error is null or an HTTP status 400..599",
+                                      "InvalidFaults")
+            elif k == "has_picture_filter_error":
+                if v not in (None, 400, 501):
+                    raise bad_request("faults: has_picture_filter_error is null, 400 or 501",
                                       "InvalidFaults")
             elif k == "seed":
                 if v is not None and not isinstance(v, int):
@@ -476,33 +481,92 @@ _EXPAND_EXT = re.compile(r"^\s*extensions\s*(?:\(\s*\$filter\s*=\s*id\s+eq\s+" +
                          + r"\s*\))?\s*$", re.IGNORECASE)
 
 
+# singlevaluelegacyextendedproperty-get.md: a collection filtered on a
+# single-value extended property is "Any(ep: ep/id eq '{id}' and <a test of
+# ep/value>)"; the id alone ("apply an eq operator on the id property") is the
+# other documented form. A value that is not a string is compared through
+# cast(ep/value, Edm.<type>) (the page's path parameter table); the operators
+# are eq, ne, ge, gt, le, lt for numbers and contains, startswith, eq, ne for
+# strings. Only Boolean and String properties are modelled: a Boolean takes
+# eq against true or false, through the cast.
+_FILTER_SVEP = re.compile(r"^\s*singleValueExtendedProperties/any\(\s*(\w+)\s*:\s*\1/id\s+eq\s+" + _QUOTED
+                          + r"(?:\s+and\s+(.*?))?\s*\)\s*$", re.IGNORECASE)
+_SVEP_CAST_BOOL = re.compile(r"^cast\(\s*(\w+)/value\s*,\s*Edm\.Boolean\s*\)\s+eq\s+(true|false)$",
+                             re.IGNORECASE)
+_SVEP_STRING_EQ = re.compile(r"^(\w+)/value\s+eq\s+" + _QUOTED + r"$", re.IGNORECASE)
+_PROP_ID = re.compile(r"^(Boolean|String|Integer)\s+\{([0-9a-fA-F-]{36})\}\s+(Id\s+0x[0-9a-fA-F]{1,4}|Name\s+\S.*)$")
+
+
+def prop_key(text):
+    """An extended property id (extended-properties-overview.md, "id formats")
+    as (type, guid, "id"|"name", id or name): the GUID and a numeric id match
+    in any case, a name only as written (the get page: filtering the Name is
+    case-sensitive). A malformed id is 400."""
+    m = _PROP_ID.match(text.strip())
+    if not m:
+        raise GraphError(400, "ErrorInvalidProperty", f"The extended property id '{text}' is not valid.")
+    kind, rest = m.group(3).split(None, 1)
+    if kind.lower() == "id":
+        return (m.group(1), m.group(2).lower(), "id", int(rest, 16))
+    return (m.group(1), m.group(2).lower(), "name", rest)
+
+
+def _svep_filter(m):
+    var, key, test = m.group(1), prop_key(m.group(2).replace("''", "'")), m.group(3)
+    if test is None:
+        return ("property", key, None)
+    b = _SVEP_CAST_BOOL.match(test.strip())
+    if b and b.group(1) == var and key[0] == "Boolean":
+        return ("property", key, b.group(2).lower() == "true")
+    s = _SVEP_STRING_EQ.match(test.strip())
+    if s and s.group(1) == var and key[0] == "String":
+        return ("property", key, s.group(2).replace("''", "'"))
+    raise GraphError(400, "ErrorInvalidUrlQueryFilter",
+                     "The query filter contains one or more invalid nodes.")
+
+
 def parse_filter(value):
-    """The two $filter forms Graph documents for contacts: emailAddresses/any
-    (api-reference/v1.0/api/user-list-contacts.md) and Extensions/any
-    (opentypeextension-get.md; docs/graph.md, "Reading contacts")."""
+    """The $filter forms Graph documents for contacts: emailAddresses/any
+    (api-reference/v1.0/api/user-list-contacts.md), Extensions/any
+    (opentypeextension-get.md; docs/graph.md, "Reading contacts") and
+    singleValueExtendedProperties/Any (singlevaluelegacyextendedproperty-get.md)."""
     m = _FILTER_EMAIL.match(value)
     if m:
         return ("email", m.group(2).replace("''", "'"))
     m = _FILTER_EXT.match(value)
     if m:
         return ("extension", ext_key(m.group(2).replace("''", "'")))
+    m = _FILTER_SVEP.match(value)
+    if m:
+        return _svep_filter(m)
     raise GraphError(400, "ErrorInvalidUrlQueryFilter",
                      "The query filter contains one or more invalid nodes.")
 
 
-def parse_expand(value):
-    """$expand=extensions[($filter=id eq '...')] -> list of extension keys
-    ([] = all); photo is accepted and adds nothing (README, "How strict it
-    is")."""
-    keys = None
+_EXPAND_SVEP = re.compile(r"^\s*singleValueExtendedProperties\s*\(\s*\$filter\s*=\s*id\s+eq\s+"
+                          + _QUOTED + r"\s*\)\s*$", re.IGNORECASE)
+
+
+def parse_expand(value, instance=False):
+    """$expand=extensions[($filter=id eq '...')] -> {"extensions": list of
+    extension keys ([] = all)}; on a single contact (instance) also
+    singleValueExtendedProperties($filter=id eq '...') -> {"properties":
+    [key]}, the one form singlevaluelegacyextendedproperty-get.md gives,
+    and for a resource instance only. photo is accepted and adds nothing
+    (README, "How strict it is")."""
+    out = {}
     for item in re.split(r",(?![^(]*\))", value):
         if item.strip().lower() == "photo":
+            continue
+        m = _EXPAND_SVEP.match(item)
+        if m and instance:
+            out.setdefault("properties", []).append(prop_key(m.group(1).replace("''", "'")))
             continue
         m = _EXPAND_EXT.match(item)
         if not m:
             raise GraphError(400, "BadRequest", f"$expand of '{item.strip()}' is not supported.")
-        keys = [] if m.group(1) is None else [ext_key(m.group(1).replace("''", "'"))]
-    return keys
+        out["extensions"] = [] if m.group(1) is None else [ext_key(m.group(1).replace("''", "'"))]
+    return out
 
 
 def page_size(call, opts, default, cap):
@@ -566,8 +630,17 @@ def list_contacts(app, call, chain):
              "select": parse_select(opts["$select"], SELECTABLE, "microsoft.graph.contact")
              if "$select" in opts else None,
              "filter": parse_filter(opts["$filter"]) if "$filter" in opts else None,
-             "expand": parse_expand(opts["$expand"]) if "$expand" in opts else None,
+             "expand": parse_expand(opts["$expand"]).get("extensions") if "$expand" in opts else None,
              "orderby": None}
+    if query["filter"] and query["filter"][0] == "property":
+        refuse = app.faults.get("has_picture_filter_error")
+        if refuse == 400:
+            raise GraphError(400, "ErrorInvalidUrlQueryFilter",
+                             "The query filter contains one or more invalid nodes (fault knob "
+                             "has_picture_filter_error).")
+        if refuse == 501:
+            raise GraphError(501, "notImplemented", "This filter is not supported (fault knob "
+                                                    "has_picture_filter_error).")
     if "$orderby" in opts:
         m = re.match(r"^\s*(\w+)(?:\s+(asc|desc))?\s*$", opts["$orderby"], re.IGNORECASE)
         canon = {p.lower(): p for p in SORTABLE}
@@ -600,9 +673,10 @@ def get_contact(app, call, chain, contact_id):
     opts = options(call, {"$select", "$expand"})
     select = (parse_select(opts["$select"], SELECTABLE, "microsoft.graph.contact")
               if "$select" in opts else None)
-    expand = parse_expand(opts["$expand"]) if "$expand" in opts else None
+    expand = parse_expand(opts["$expand"], instance=True) if "$expand" in opts else {}
     folder_id = _contact_folder(app, call, chain)
-    contact = app.store.get_contact(call.upn, folder_id, contact_id, select, expand, call.immutable)
+    contact = app.store.get_contact(call.upn, folder_id, contact_id, select, expand.get("extensions"),
+                                    call.immutable, expand.get("properties"))
     return entity(call, "contacts/$entity", contact)
 
 
@@ -694,7 +768,8 @@ def put_photo(app, call, chain, contact_id):
         # profilephoto-update.md: a REST request is limited to 4 MB, so a
         # photo must be under 4 MB.
         raise GraphError(413, "RequestEntityTooLarge", "The photo is 4 MB or more.")
-    app.store.put_photo(call.upn, _contact_folder(app, call, chain), contact_id, call.body, ctype)
+    app.store.put_photo(call.upn, _contact_folder(app, call, chain), contact_id, call.body, ctype,
+                        app.faults.get("photo_sets_has_picture"))
     return Resp(200)
 
 
@@ -1387,7 +1462,8 @@ class App:
                     g = doc["generate"]
                     doc = generator.generate_seed(int(g.get("contacts", 0)), int(g.get("folders", 0)),
                                                   int(g.get("photos", 0)), int(g.get("seed", 1)),
-                                                  g.get("upn", self.default_upn))
+                                                  g.get("upn", self.default_upn),
+                                                  bool(g.get("has_picture", True)))
                 self.store.load_seed(doc)
                 return Resp(200, {"mailboxes": list(self.store.snapshot()["mailboxes"])})
             if (method, path) == ("GET", "/_emulator/requests"):
@@ -1412,6 +1488,9 @@ class App:
                                                  None if ttl is None else float(ttl),
                                                  scopes=parse_scopes(scopes) if scopes is not None else None)
                 return Resp(200, {"access_token": token, "expires_in": ttl})
+            if (method, path) == ("POST", "/_emulator/remove_photo"):
+                self.store.remove_photo(doc.get("upn", self.default_upn), doc["contactId"])
+                return Resp(200, {})
             if (method, path) == ("POST", "/_emulator/move"):
                 return Resp(200, self.store.move_contact(doc.get("upn", self.default_upn),
                                                          doc["contactId"], doc["folderId"]))

@@ -429,6 +429,20 @@ def image_info(data, content_type):
     return None
 
 
+# PidLidHasPicture (PSETID_Address, id 0x8015, PT_BOOLEAN): Outlook's flag
+# that a contact has a photo, the one extended property modelled, as
+# (type, namespace GUID in lower case, "id", numeric id).
+HAS_PICTURE = ("Boolean", "00062004-0000-0000-c000-000000000046", "id", 0x8015)
+
+
+def text_of_key(key):
+    """An extended property's id as Graph writes it in answers."""
+    kind, guid, form, ident = key
+    if form == "id":
+        return f"{kind} {{{guid}}} Id 0x{ident:04x}"
+    return f"{kind} {{{guid}}} Name {ident}"
+
+
 def ext_key(ext_id):
     """The lookup key of an extension given its short name or either fully
     qualified form (case-insensitive, as Exchange compares names)."""
@@ -566,7 +580,8 @@ class Store:
                 raise bad_request("a seed contact must be an object", "InvalidSeed")
             spec = dict(spec)
             seed_only = {k: spec.pop(k) for k in ("id", "createdDateTime", "lastModifiedDateTime",
-                                                  "photo_base64", "photo_content_type", "flag")
+                                                  "photo_base64", "photo_content_type", "flag",
+                                                  "has_picture")
                          if k in spec}
             rec = self._create_contact(mb, folder_id, spec, contact_id=seed_only.get("id"))
             if "flag" in seed_only:
@@ -581,6 +596,13 @@ class Store:
                     raise bad_request("photo_base64 is not base64", "InvalidSeed") from None
                 self._set_photo(rec, data, seed_only.get("photo_content_type", "image/jpeg"),
                                 bump=None)
+                rec["hasPicture"] = True
+            # PidLidHasPicture as the seed gives it (true, false, or null:
+            # not set, as by a client that does not maintain it).
+            if "has_picture" in seed_only:
+                if seed_only["has_picture"] not in (True, False, None):
+                    raise bad_request("has_picture is true, false or null", "InvalidSeed")
+                rec["hasPicture"] = seed_only["has_picture"]
 
     def mailbox(self, key):
         """The mailbox of a UPN (any case) or user id; 404 ErrorInvalidUser."""
@@ -747,7 +769,8 @@ class Store:
         now = iso(utc_now())
         rec = {"id": contact_id or self._new_id(), "folder": folder_id, "createdDateTime": now,
                "lastModifiedDateTime": now, "changeKey": self._new_change_key(), "seq": mb.bump(),
-               "props": OrderedDict(), "extensions": OrderedDict(), "photo": None, "flag": None}
+               "props": OrderedDict(), "extensions": OrderedDict(), "photo": None, "flag": None,
+               "hasPicture": None}
         for name, kind in CONTACT_FIELDS.items():
             rec["props"][name] = {"string": None, "datetime": None, "strings": [], "emails": [],
                                   "address": OrderedDict()}[kind]
@@ -913,7 +936,15 @@ class Store:
                 self._touch(mb, rec)
             return self._state_contact(mb, rec)
 
-    def render_contact(self, mb, rec, select=None, expand=None, immutable=True):
+    def _property_value(self, rec, key):
+        """The value of an extended property as Graph gives it (a string),
+        or None when the contact does not have it. Only PidLidHasPicture is
+        modelled."""
+        if key == HAS_PICTURE and rec["hasPicture"] is not None:
+            return "true" if rec["hasPicture"] else "false"
+        return None
+
+    def render_contact(self, mb, rec, select=None, expand=None, immutable=True, props=None):
         """A contact as Graph v1.0 returns it. select: property names (id is
         always there); expand: None, or a list of extension keys to include
         ([] = all); immutable: its immutable id, else its regular id."""
@@ -937,6 +968,10 @@ class Store:
         if expand is not None:
             out["extensions"] = [self._render_ext(e) for key, e in rec["extensions"].items()
                                  if not expand or key in expand]
+        if props is not None:
+            out["singleValueExtendedProperties"] = [
+                OrderedDict([("id", text_of_key(k)), ("value", self._property_value(rec, k))])
+                for k in props if self._property_value(rec, k) is not None]
         return out
 
     @staticmethod
@@ -947,11 +982,12 @@ class Store:
         out.update(copy.deepcopy(ext["props"]))
         return out
 
-    def get_contact(self, upn, folder_id, contact_id, select=None, expand=None, immutable=True):
+    def get_contact(self, upn, folder_id, contact_id, select=None, expand=None, immutable=True,
+                    props=None):
         with self.lock:
             mb = self.mailbox(upn)
             return self.render_contact(mb, self._contact(mb, folder_id, contact_id), select, expand,
-                                       immutable)
+                                       immutable, props)
 
     # -- beta: the follow-up flag only --
 
@@ -1009,6 +1045,13 @@ class Store:
                                                for e in r["props"]["emailAddresses"])]
             elif flt and flt[0] == "extension":
                 recs = [r for r in recs if flt[1] in r["extensions"]]
+            elif flt and flt[0] == "property":
+                # Value compared as its type: a Boolean against true/false.
+                want = flt[2]
+                if isinstance(want, bool):
+                    want = "true" if want else "false"
+                recs = [r for r in recs if self._property_value(r, flt[1]) is not None
+                        and (want is None or self._property_value(r, flt[1]) == want)]
             order = query.get("orderby")
             if order:
                 prop, desc = order
@@ -1040,13 +1083,28 @@ class Store:
         if bump is not None:
             self._touch(bump, rec)
 
-    def put_photo(self, upn, folder_id, contact_id, data, content_type):
+    def put_photo(self, upn, folder_id, contact_id, data, content_type, sets_flag=True):
         # A photo upload changes the contact's changeKey (README: the photo is
-        # part of the item, whose changeKey changes with every change).
+        # part of the item, whose changeKey changes with every change), and
+        # sets PidLidHasPicture as Outlook does, unless sets_flag is false
+        # (knob photo_sets_has_picture: a server or client that does not).
         with self.lock:
             mb = self.mailbox(upn)
             rec = self._contact(mb, folder_id, contact_id)
             self._set_photo(rec, data, content_type, bump=mb)
+            if sets_flag:
+                rec["hasPicture"] = True
+
+    def remove_photo(self, upn, contact_id):
+        """What Outlook does when its user removes a contact's picture (no
+        Graph request can): no photo, PidLidHasPicture false, a new
+        changeKey."""
+        with self.lock:
+            mb = self.mailbox(upn)
+            rec = self._contact(mb, None, contact_id)
+            rec["photo"] = None
+            rec["hasPicture"] = False
+            self._touch(mb, rec)
 
     def get_photo(self, upn, folder_id, contact_id):
         """The contact's photo {"data","contentType","width","height","etag"}; 404 if none."""
@@ -1427,6 +1485,7 @@ class Store:
         c = self.render_contact(mb, rec, expand=[])
         c["mutableId"] = self._mutable_id(mb, rec["id"], rec["folder"])
         c["photo"] = self._photo_summary(rec)
+        c["hasPicture"] = rec["hasPicture"]
         if rec.get("flag") is not None:
             c["flag"] = copy.deepcopy(rec["flag"])
         return c

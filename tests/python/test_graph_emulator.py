@@ -496,6 +496,78 @@ def test_filter_by_email_and_by_extension_only(emu):
         assert status == 400 and err["error"]["code"] == "ErrorInvalidUrlQueryFilter", bad
 
 
+HAS_PICTURE_ID = "Boolean {00062004-0000-0000-C000-000000000046} Id 0x8015"
+HAS_PICTURE_TRUE = ("singleValueExtendedProperties/Any(ep: ep/id eq '" + HAS_PICTURE_ID
+                    + "' and cast(ep/value, Edm.Boolean) eq true)")
+
+
+def test_has_picture_is_set_by_a_photo_put_or_seed_and_filtered_on(emu):
+    """PidLidHasPicture: true once a photo is PUT (as Outlook sets it) or
+    seeded; the documented $filter lists exactly those contacts, pages
+    with $top, and an instance $expand shows the property
+    (singlevaluelegacyextendedproperty-get.md)."""
+    a = new_contact(emu, {"givenName": "A"})
+    b = new_contact(emu, {"givenName": "B"})
+    new_contact(emu, {"givenName": "C"})
+    emu.ok("PUT", f"/me/contacts/{a['id']}/photo/$value", raw_body=jpeg(1), headers={"Content-Type": "image/jpeg"})
+    emu.ok("PUT", f"/me/contacts/{b['id']}/photo/$value", raw_body=jpeg(2), headers={"Content-Type": "image/jpeg"})
+    q = urllib.parse.quote(HAS_PICTURE_TRUE, safe="'(),")
+    page = emu.ok("GET", f"/me/contacts?$select=id&$top=1&$filter={q}")
+    got = [c["id"] for c in page["value"]]
+    page = emu.ok("GET", page["@odata.nextLink"][len(emu.base) + len("/v1.0"):])
+    got += [c["id"] for c in page["value"]]
+    assert sorted(got) == sorted([a["id"], b["id"]]) and "@odata.nextLink" not in page
+    exp = urllib.parse.quote(f"singleValueExtendedProperties($filter=id eq '{HAS_PICTURE_ID}')")
+    one = emu.ok("GET", f"/me/contacts/{a['id']}?$expand={exp}")
+    assert one["singleValueExtendedProperties"] == [
+        {"id": "Boolean {00062004-0000-0000-c000-000000000046} Id 0x8015", "value": "true"}]
+    emu.admin("POST", "remove_photo", {"contactId": a["id"]})
+    one = emu.ok("GET", f"/me/contacts/{a['id']}?$expand={exp}")
+    assert one["singleValueExtendedProperties"][0]["value"] == "false"
+    page = emu.ok("GET", f"/me/contacts?$select=id&$filter={q}")
+    assert [c["id"] for c in page["value"]] == [b["id"]]
+
+
+def test_photos_may_carry_no_has_picture_flag(emu):
+    """A seed (has_picture: null) or the knob photo_sets_has_picture=false
+    model a client that keeps photos without the flag."""
+    emu.admin("POST", "reset", {"generate": {"contacts": 10, "photos": 5, "has_picture": False}})
+    q = urllib.parse.quote(HAS_PICTURE_TRUE, safe="'(),")
+    assert emu.ok("GET", f"/me/contacts?$filter={q}")["value"] == []
+    emu.admin("POST", "faults", {"photo_sets_has_picture": False})
+    c = new_contact(emu)
+    emu.ok("PUT", f"/me/contacts/{c['id']}/photo/$value", raw_body=jpeg(1), headers={"Content-Type": "image/jpeg"})
+    assert emu.ok("GET", f"/me/contacts?$filter={q}")["value"] == []
+    assert emu.ok("GET", f"/me/contacts/{c['id']}/photo")["width"] == 48
+
+
+def test_extended_property_forms_the_docs_do_not_give_are_refused(emu):
+    c = new_contact(emu)
+    exp = f"singleValueExtendedProperties($filter=id eq '{HAS_PICTURE_ID}')"
+    for path in (f"/me/contacts?$expand={urllib.parse.quote(exp)}",          # $expand on a collection
+                 default_delta(emu) + "?$expand="
+                 + urllib.parse.quote(exp)):                                    # $expand on delta
+        status, _, err = emu.call("GET", path)
+        assert status == 400 and "error" in err, path
+    for bad in (HAS_PICTURE_TRUE.replace("eq true", "ne true"),
+                HAS_PICTURE_TRUE.replace("cast(ep/value, Edm.Boolean) eq true", "ep/value eq 'true'"),
+                HAS_PICTURE_TRUE.replace("cast(ep/value, Edm.Boolean) eq true", "ep/value gt 0"),
+                HAS_PICTURE_TRUE.replace("Boolean {", "Boolean ")):
+        status, _, err = emu.call("GET", "/me/contacts?$filter=" + urllib.parse.quote(bad))
+        assert status == 400 and err["error"]["code"] in (
+            "ErrorInvalidUrlQueryFilter", "ErrorInvalidProperty"), bad
+    assert emu.ok("GET", f"/me/contacts/{c['id']}?$expand={urllib.parse.quote(exp)}")[
+        "singleValueExtendedProperties"] == []
+
+
+@pytest.mark.parametrize("status", [400, 501])
+def test_the_has_picture_filter_can_be_refused_by_a_knob(emu, status):
+    emu.admin("POST", "faults", {"has_picture_filter_error": status})
+    got, _, err = emu.call("GET", "/me/contacts?$filter=" + urllib.parse.quote(HAS_PICTURE_TRUE))
+    assert got == status and err["error"]["code"]
+    assert emu.ok("GET", "/me/contacts")["value"] == []
+
+
 # ---- folders -------------------------------------------------------------------------------------
 
 def test_folders_nest_and_the_default_folder_is_not_listed(emu):

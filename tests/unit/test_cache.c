@@ -2689,6 +2689,11 @@ static int fetch_collect_id(const cJSON *item, void *ctx)
 	return id && !cJSON_AddItemToArray(ctx, cJSON_CreateString(id)) ? -ENOMEM : 0;
 }
 
+static int fetch_collect_flagged(const char *id, void *ctx)
+{
+	return cJSON_AddItemToArray(ctx, cJSON_CreateString(id)) ? 0 : -ENOMEM;
+}
+
 TEST(a_folder_is_read_by_delta_and_its_photos_in_batches_each_with_its_status)
 {
 	const char *args[] = {"--contacts", "24", "--folders", "0", "--photos", "3", NULL};
@@ -2733,6 +2738,38 @@ TEST(a_folder_is_read_by_delta_and_its_photos_in_batches_each_with_its_status)
 		}
 	}
 	CHECK_INT(with, 3);
+
+	/* PidLidHasPicture names exactly those three, in one list; a server
+	 * that refuses the list is told apart from a failure. */
+	{
+		cJSON *flagged = cJSON_CreateArray(), *faults;
+
+		CHECK_INT(cache_fetch_photo_flags(g, "", fetch_collect_flagged, flagged), 0);
+		CHECK_INT(cJSON_GetArraySize(flagged), 3);
+		for (int i = 0; i < 24; i++) {
+			int listed = 0;
+
+			for (int j = 0; j < cJSON_GetArraySize(flagged); j++)
+				listed |= !strcmp(cJSON_GetArrayItem(flagged, j)->valuestring,
+						  p[i].id);
+			CHECK_INT(listed, p[i].status == 200);
+		}
+		for (int status = 400; status <= 501; status += 101) {
+			char body[64];
+			int r;
+
+			snprintf(body, sizeof(body), "{\"has_picture_filter_error\": %d}", status);
+			faults = emulator_admin(&e, "POST", "/_emulator/faults", body);
+			CHECK(faults != NULL);
+			cJSON_Delete(faults);
+			r = cache_fetch_photo_flags(g, "", fetch_collect_flagged, flagged);
+			CHECK(r < 0);
+			CHECK(cache_photo_flags_refused(r));
+		}
+		CHECK(!cache_photo_flags_refused(-EHOSTDOWN) &&
+		      !cache_photo_flags_refused(-EAGAIN));
+		cJSON_Delete(flagged);
+	}
 	cache_photos_release(p, 24);
 	cJSON_Delete(ids);
 	free(fid);
