@@ -1621,7 +1621,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 		cache_error(db, e->name,
 			    "conflict: changed on the server and here in the same fields (%s); the "
 			    "file now holds the server's version, ours is kept as %s",
-			    m.fields.data ? m.fields.data : "", kept);
+			    m.fields.data, kept);
 		r = db_run(db, "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0",
 			   "ii", e->cid, (int64_t)OP_PHOTO);
 	}

@@ -228,9 +228,8 @@ static int render_person(const cJSON *person, size_t rank, enum vcard_version ve
 	if (!r) {
 		cache_contact_name(contact, name, sizeof(name));
 		snprintf(out->name, sizeof(out->name), "%03zu %s", rank + 1, name);
-		out->card = b.data;
-		out->len = b.len;
-		b.data = NULL;
+		if (!(out->card = buf_detach(&b, &out->len)))
+			r = -ENOMEM;
 	}
 	buf_release(&b);
 	vcard_free(card);

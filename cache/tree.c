@@ -632,7 +632,7 @@ int tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kep
 		     "INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, written, chosen) "
 		     "VALUES(?, ?, ?, ?, ?, ?, 1, 1)",
 		     "itiiib", folder, name, (int64_t)CACHE_FILE, cache_now_ns(),
-		     (int64_t)ours->len, ours->data ? ours->data : "", ours->len)))
+		     (int64_t)ours->len, ours->data, ours->len)))
 		return r;
 	ino = sqlite3_last_insert_rowid(db);
 	events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)folder, name, 0, NULL);
@@ -1035,7 +1035,7 @@ static int render_with_photo(struct cache *c, sqlite3 *db, int64_t cid, const st
 		r = tree_render(c, db, cid, ev);
 	if (!r)
 		r = db_run(db, "UPDATE contacts SET photo = ?, photo_type = ? WHERE cid = ?", "bti",
-			   had ? (photo.data ? photo.data : "") : NULL, had ? photo.len : 0, type,
+			   had ? (photo.data) : NULL, had ? photo.len : 0, type,
 			   cid);
 	buf_release(&photo);
 	free(type);
@@ -1272,7 +1272,7 @@ static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 		cache_error(db, n->name,
 			    "conflict: changed elsewhere and in this save in the same fields (%s); "
 			    "the file holds what it showed before, the save is kept as %s",
-			    m.fields.data ? m.fields.data : "", kept);
+			    m.fields.data, kept);
 out:
 	cJSON_Delete(mflag);
 	vcard_free(other);
@@ -1414,7 +1414,7 @@ static int derived_uid(const struct vcard *card, char *out, size_t size)
 
 	buf_init(&b, (size_t)64 << 20);
 	r = vcard_write(card, VCARD_V40, &b);
-	if (!r && !EVP_Digest(b.data ? b.data : "", b.len, md, &mdlen, EVP_sha256(), NULL))
+	if (!r && !EVP_Digest(b.data, b.len, md, &mdlen, EVP_sha256(), NULL))
 		r = -ENOMEM;
 	buf_release(&b);
 	if (r)
@@ -1843,12 +1843,12 @@ static int write_file(struct cache *c, struct op_args *a, struct vcard **prev)
 	if ((r = db_run(db,
 			"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, loaded = ? "
 			"WHERE ino = ?",
-			"biiti", a->data ? a->data : "", a->len, (int64_t)a->len,
+			"biiti", a->data, a->len, (int64_t)a->len,
 			a->mtime_ns ? a->mtime_ns : cache_now_ns(), a->loaded, n.ino)))
 		return r;
 	if (p.kind != CACHE_FOLDER || !cache_is_vcf_name(n.name))
 		return 0; /* a scratch file */
-	r = vcard_parse(a->data ? a->data : "", a->len, &cards, &ncards, &e);
+	r = vcard_parse(a->data, a->len, &cards, &ncards, &e);
 	if (!r && ncards == 1)
 		r = tree_card_loaded(db, n.ino, cards[0]);
 	if (r == -EINVAL) {
@@ -2505,7 +2505,7 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 				"INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, cid, "
 				"basis) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
 				"itiiibit", folder, name, (int64_t)CACHE_FILE, mtime,
-				(int64_t)out.len, out.data ? out.data : "", out.len, cid, want)))
+				(int64_t)out.len, out.data, out.len, cid, want)))
 			goto out;
 		events_add(ev, CACHE_ADDED, (uint64_t)sqlite3_last_insert_rowid(db),
 			   (uint64_t)folder, name, 0, NULL);
@@ -2540,7 +2540,7 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 	if ((r = db_run(db,
 			"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 0, draft = 0, "
 			"loaded = NULL WHERE ino = ?",
-			"biii", out.data ? out.data : "", out.len, (int64_t)out.len, mtime, n.ino)))
+			"biii", out.data, out.len, (int64_t)out.len, mtime, n.ino)))
 		goto out;
 	events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
 done:

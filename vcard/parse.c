@@ -595,7 +595,7 @@ static int param_value_clean(struct parser *ps, struct vcard *card, const struct
 		return r;
 	snprintf(where, sizeof(where), "parameter %s", name);
 	r = remove_controls(card, ps->line_first, prop->name, where, ps->tmp.data, &ps->tmp.len);
-	*v = ps->tmp.data ? ps->tmp.data : "";
+	*v = ps->tmp.data;
 	*vn = ps->tmp.len;
 	return r;
 }
@@ -1009,7 +1009,7 @@ static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop 
 		buf_reset(&ps->tmp2);
 		if ((r = qp_decode(&ps->tmp2, s, len)))
 			return r;
-		s = ps->tmp2.data ? ps->tmp2.data : "";
+		s = ps->tmp2.data;
 		len = ps->tmp2.len;
 	}
 	buf_reset(&ps->tmp);
@@ -1042,7 +1042,7 @@ static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop 
 	if ((r = remove_controls(card, ps->line_first, prop->name, "the decoded value",
 				 ps->tmp.data, &ps->tmp.len)))
 		return r;
-	*v = ps->tmp.data ? ps->tmp.data : "";
+	*v = ps->tmp.data;
 	*n = ps->tmp.len;
 	return 0;
 }

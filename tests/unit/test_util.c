@@ -14,7 +14,7 @@ TEST(buf_starts_empty_with_no_memory)
 	struct buf b;
 
 	buf_init(&b, 0);
-	CHECK(b.data == NULL);
+	CHECK_STR(b.data, ""); /* a valid empty string, not NULL */
 	CHECK_INT(b.len, 0);
 	CHECK_INT(b.size, 0);
 	CHECK_INT(b.cap, BUF_DEFAULT_CAP);
@@ -249,7 +249,7 @@ TEST(buf_reset_of_a_never_used_buffer_is_harmless)
 
 	buf_init(&b, 0);
 	buf_reset(&b);
-	CHECK(b.data == NULL);
+	CHECK_STR(b.data, ""); /* a valid empty string, not NULL */
 	CHECK_INT(b.len, 0);
 	buf_release(&b);
 }
@@ -261,7 +261,7 @@ TEST(buf_release_empties_and_allows_reuse)
 	buf_init(&b, 32);
 	CHECK_INT(buf_addstr(&b, "first"), 0);
 	buf_release(&b);
-	CHECK(b.data == NULL);
+	CHECK_STR(b.data, ""); /* a valid empty string, not NULL */
 	CHECK_INT(b.len, 0);
 	CHECK_INT(b.size, 0);
 	CHECK_INT(b.cap, 32); /* the cap survives release */
@@ -282,7 +282,7 @@ TEST(buf_detach_hands_over_content_and_empties_buffer)
 	CHECK(p != NULL);
 	CHECK_INT(len, 8);
 	CHECK_STR(p, "detached");
-	CHECK(b.data == NULL);
+	CHECK_STR(b.data, ""); /* a valid empty string, not NULL */
 	CHECK_INT(b.len, 0);
 	CHECK_INT(b.size, 0);
 	free(p);
