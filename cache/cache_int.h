@@ -205,14 +205,20 @@ int db_meta_set(sqlite3 *db, const char *key, const char *value) CACHE_MUST_CHEC
 int64_t cache_now_ns(void);
 int64_t cache_now_ms(void);
 
+/* A refusal that a transaction body commits all the same: what it recorded
+ * (the draft, the error log) stays, and cache_in_txn's caller gets the
+ * errno named here. Negative and below every -errno, so a body returns one
+ * as it returns any error. */
+enum cache_kept {
+	CACHE_KEPT_INVALID = -4096,   /* -EINVAL: an invalid card kept as a draft */
+	CACHE_KEPT_DUPLICATE = -4097, /* -EEXIST: the UID of a contact another file shows */
+	CACHE_KEPT_TOO_BIG = -4098,   /* -EFBIG: a photo Outlook refuses for its size */
+};
+
 /* Run fn in a transaction on the API connection (under the API lock) and
- * wake the sync thread when it committed. fn may return CACHE_EINVAL_KEEP
- * (negative): committed all the same (an error it recorded stays), and the
- * caller gets -EINVAL. */
-#define CACHE_EINVAL_KEEP (-4096)
-/* The same for a card Outlook cannot take for its size: the caller gets
- * -EFBIG. */
-#define CACHE_EFBIG_KEEP (-4098)
+ * wake the sync thread when it committed. fn returns 0 (committed), a
+ * CACHE_KEPT_* refusal (committed, and the caller gets its errno) or
+ * -errno (rolled back). */
 int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg);
 
 /* Record an error for .contactfs/errors and the log. */

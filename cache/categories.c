@@ -556,7 +556,7 @@ static int do_write(struct cache *c, void *arg)
 	if ((r = parse(a->text, a->len, &v, &n, a->why, a->whysize))) {
 		if (r == -EINVAL) {
 			cache_error(db, "categories", "%s; nothing changed", a->why);
-			return CACHE_EINVAL_KEEP;
+			return CACHE_KEPT_INVALID;
 		}
 		return r;
 	}

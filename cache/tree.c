@@ -23,17 +23,6 @@ struct node {
 	char name[256];
 };
 
-/* What a transaction body returns to have its work committed and the call
- * still fail with -EINVAL (an invalid vCard kept as a draft). */
-#define EINVAL_KEEP (-CACHE_EINVAL_KEEP)
-/* A card with the UID of a contact another file of its folder shows: the
- * transaction commits what it did (the draft, the log) and the caller gets
- * -EEXIST. */
-#define EEXIST_KEEP 4097
-/* A card whose photo Outlook refuses for its size: committed (the draft,
- * the log), the caller gets -EFBIG. */
-#define EFBIG_KEEP (-CACHE_EFBIG_KEEP)
-
 #define NODE_COLS "ino, parent, cid, size, mtime_ns, kind, draft, written, chosen, name"
 
 static void node_read(sqlite3_stmt *st, struct node *n)
@@ -542,7 +531,7 @@ static int uid_shown_elsewhere(sqlite3 *db, int64_t folder, const char *uid, int
 
 /* 0 when no file but skip1 and skip2 shows a contact of folder with this
  * UID; else the refusal of name is logged (what: what happens to it) and
- * -EEXIST_KEEP returned; or -errno. */
+ * CACHE_KEPT_DUPLICATE returned; or -errno. */
 static int refuse_duplicate(sqlite3 *db, int64_t folder, const char *uid, int64_t skip1,
 			    int64_t skip2, const char *name, const char *what)
 {
@@ -555,7 +544,7 @@ static int refuse_duplicate(sqlite3 *db, int64_t folder, const char *uid, int64_
 		    "carries the UID of \"%s\", a contact of this folder, and a folder holds a "
 		    "contact once: %s (edit \"%s\" instead, or give this card a UID of its own)",
 		    other, what, other);
-	return -EEXIST_KEEP;
+	return CACHE_KEPT_DUPLICATE;
 }
 
 /* The photo of contact cid as stored: 1 when it equals data[0..len), 0
@@ -1319,7 +1308,7 @@ static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 
 		if ((r = refuse_duplicate(db, folder, uid, n->ino, 0, n->name,
 					  "kept here as a local draft, not sent"))) {
-			if (r == -EEXIST_KEEP &&
+			if (r == CACHE_KEPT_DUPLICATE &&
 			    (k = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i",
 					n->ino)))
 				return k;
@@ -1577,8 +1566,8 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
  * File n of folder holds cards[0..ncards), more than one: import each. The
  * file itself is removed after the grace period (an outbox entry that
  * sends nothing). A card that cannot become a contact is logged; then the
- * file stays (nothing of it is lost) and -EINVAL_KEEP is returned. A file
- * that shows a contact is not an import: refused as a draft, as any
+ * file stays (nothing of it is lost) and CACHE_KEPT_INVALID is returned. A
+ * file that shows a contact is not an import: refused as a draft, as any
  * write a contact cannot take.
  */
 static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t folder,
@@ -1595,7 +1584,7 @@ static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t fo
 			    "import them)",
 			    ncards);
 		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
-		return r ? r : -EINVAL_KEEP;
+		return r ? r : CACHE_KEPT_INVALID;
 	}
 	for (size_t i = 0; i < ncards && !r; i++) {
 		struct buf text;
@@ -1614,7 +1603,7 @@ static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t fo
 		 n->name, ncards, k.created, k.updated, k.same, k.refused);
 	if (k.refused) {
 		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
-		return r ? r : -EINVAL_KEEP;
+		return r ? r : CACHE_KEPT_INVALID;
 	}
 	snprintf(arg, sizeof(arg), "{\"ino\":%lld}", (long long)n->ino);
 	if ((r = db_run(db, "UPDATE nodes SET draft = ? WHERE ino = ?", "ii",
@@ -1727,6 +1716,22 @@ static void wake_sync(struct cache *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* The -errno a caller gets for a refusal committed all the same; 0 for
+ * any other result. */
+static int kept_errno(int r)
+{
+	switch (r) {
+	case CACHE_KEPT_INVALID:
+		return -EINVAL;
+	case CACHE_KEPT_DUPLICATE:
+		return -EEXIST;
+	case CACHE_KEPT_TOO_BIG:
+		return -EFBIG;
+	default:
+		return 0;
+	}
+}
+
 int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
 {
 	int r;
@@ -1734,21 +1739,14 @@ int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
 	pthread_mutex_lock(&c->api_lock);
 	r = db_begin(c->db);
 	if (!r) {
-		r = fn(c, arg);
-		if (r && r != -EINVAL_KEEP && r != -EEXIST_KEEP && r != -EFBIG_KEEP)
-			db_rollback(c->db);
-		else {
-			int k = db_commit(c->db);
+		int kept;
 
-			if (k)
-				r = k;
-			else if (r == -EINVAL_KEEP)
-				r = -EINVAL;
-			else if (r == -EEXIST_KEEP)
-				r = -EEXIST;
-			else if (r == -EFBIG_KEEP)
-				r = -EFBIG;
-		}
+		r = fn(c, arg);
+		kept = kept_errno(r);
+		if (r && !kept)
+			db_rollback(c->db);
+		else if (!(r = db_commit(c->db)))
+			r = kept;
 	}
 	pthread_mutex_unlock(&c->api_lock);
 	if (!r)
@@ -1856,7 +1854,7 @@ static int write_file(struct cache *c, struct op_args *a, struct vcard **prev)
 			*a->err = e;
 		cache_error(db, n.name, "not a valid vCard, kept here and not sent: %s", e.msg);
 		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
-		return r ? r : -EINVAL_KEEP;
+		return r ? r : CACHE_KEPT_INVALID;
 	}
 	if (!r)
 		cache_repairs(db, n.name, cards, ncards);
@@ -1864,7 +1862,7 @@ static int write_file(struct cache *c, struct op_args *a, struct vcard **prev)
 		cache_error(db, n.name, "%s: kept here as a local draft, not sent", why);
 		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
 		vcard_free_all(cards, ncards);
-		return r ? r : -EFBIG_KEEP;
+		return r ? r : CACHE_KEPT_TOO_BIG;
 	}
 	/* A flag Outlook would refuse (a due date without a start date) is
 	 * refused here, as an invalid card is: nothing of it is sent. */
@@ -1873,7 +1871,7 @@ static int write_file(struct cache *c, struct op_args *a, struct vcard **prev)
 			      "kept here as a local draft, not sent", a->err)) == -EINVAL) {
 		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
 		vcard_free_all(cards, ncards);
-		return r ? r : -EINVAL_KEEP;
+		return r ? r : CACHE_KEPT_INVALID;
 	}
 	if (!r && ncards > 1)
 		r = import_cards(c, db, &n, p.ino, cards, ncards, &a->ev);
@@ -1912,7 +1910,7 @@ int cache_write_loaded(struct cache *c, uint64_t ino, const void *data, size_t l
 	if (err)
 		memset(err, 0, sizeof(*err));
 	r = cache_in_txn(c, do_write, &a);
-	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST); /* _KEEP: committed */
+	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST); /* a CACHE_KEPT_* refusal: committed */
 	return r;
 }
 
@@ -2111,8 +2109,9 @@ static int rename_dir(struct cache *c, sqlite3 *db, const struct op_args *a, con
  * A scratch file src renamed onto a .vcf name in folder np (replacing dst,
  * NULL: none) becomes a contact only if it holds one: its cards in *cards,
  * *ncards, and *card when there is exactly one, which must fit, carry a
- * flag Outlook takes and be no second copy of a contact of np. 0 or
- * -errno (-EINVAL_KEEP, -EFBIG_KEEP: refused, the error log says why).
+ * flag Outlook takes and be no second copy of a contact of np. 0, a
+ * refusal (CACHE_KEPT_INVALID, CACHE_KEPT_TOO_BIG: the error log says why)
+ * or -errno.
  */
 static int rename_scratch_card(struct cache *c, sqlite3 *db, struct op_args *a,
 			       const struct node *src, const struct node *np,
@@ -2140,16 +2139,16 @@ static int rename_scratch_card(struct cache *c, sqlite3 *db, struct op_args *a,
 			*a->err = e;
 		/* Nothing changes, so nothing to commit but the log. */
 		cache_error(db, a->newname, "not a valid vCard, not renamed: %s", e.msg);
-		return -EINVAL_KEEP;
+		return CACHE_KEPT_INVALID;
 	}
 	if (r || !*card)
 		return r;
 	if (photo_fits(*card, why, sizeof(why))) {
 		cache_error(db, a->newname, "%s: not renamed", why);
-		return -EFBIG_KEEP;
+		return CACHE_KEPT_TOO_BIG;
 	}
 	if ((r = flag_refused(c, db, 0, *card, a->newname, "not renamed", a->err)))
-		return r == -EINVAL ? -EINVAL_KEEP : r;
+		return r == -EINVAL ? CACHE_KEPT_INVALID : r;
 	uidp = vcard_find(*card, "UID");
 	uid = uidp ? vcard_text(*card, uidp) : NULL;
 	cid = reconcile(db, np->ino, uid);
@@ -2260,7 +2259,7 @@ int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t ne
 	if (err)
 		memset(err, 0, sizeof(*err));
 	r = cache_in_txn(c, do_rename, &a);
-	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST); /* _KEEP: committed */
+	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST); /* a CACHE_KEPT_* refusal: committed */
 	return r;
 }
 
