@@ -1024,8 +1024,7 @@ static int render_with_photo(struct cache *c, sqlite3 *db, int64_t cid, const st
 		r = tree_render(c, db, cid, ev);
 	if (!r)
 		r = db_run(db, "UPDATE contacts SET photo = ?, photo_type = ? WHERE cid = ?", "bti",
-			   had ? (photo.data) : NULL, had ? photo.len : 0, type,
-			   cid);
+			   had ? photo.data : NULL, had ? photo.len : 0, type, cid);
 	buf_release(&photo);
 	free(type);
 	return r;
@@ -1910,7 +1909,8 @@ int cache_write_loaded(struct cache *c, uint64_t ino, const void *data, size_t l
 	if (err)
 		memset(err, 0, sizeof(*err));
 	r = cache_in_txn(c, do_write, &a);
-	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST); /* a CACHE_KEPT_* refusal: committed */
+	/* -EINVAL, -EEXIST: a CACHE_KEPT_* refusal, committed */
+	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST);
 	return r;
 }
 
@@ -2259,7 +2259,8 @@ int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t ne
 	if (err)
 		memset(err, 0, sizeof(*err));
 	r = cache_in_txn(c, do_rename, &a);
-	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST); /* a CACHE_KEPT_* refusal: committed */
+	/* -EINVAL, -EEXIST: a CACHE_KEPT_* refusal, committed */
+	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST);
 	return r;
 }
 
