@@ -11,6 +11,7 @@
  * poll says when something happened; where no such signal exists, the test
  * polls for the state it expects, with a deadline.
  */
+#define CHECK_RETURNS /* not yet written with out: labels; see check.h */
 #include "check.h"
 #include "emulator.h"
 

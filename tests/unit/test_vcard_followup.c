@@ -74,6 +74,7 @@ TEST(followup_graph_flag_is_one_property_and_reads_back_the_same_strings)
 		vcard_free(card);
 		vcard_free(again);
 	}
+out:
 	cJSON_Delete(flag);
 }
 
@@ -83,7 +84,8 @@ TEST(followup_complete_with_its_completion_date_and_an_odd_time_zone_survive)
 		"{'flagStatus':'complete','startDateTime':{'dateTime':"
 		"'2026-01-02T08:00:00.0000000','timeZone':'UTC'},'completedDateTime':{"
 		"'dateTime':'2026-01-05T12:00:00.0000000','timeZone':'Pacific/Chatham, \\'x\\''}}");
-	struct vcard *card = card_of("BEGIN:VCARD\r\nVERSION:4.0\r\nFN:J\r\nEND:VCARD\r\n"), *again;
+	struct vcard *card = card_of("BEGIN:VCARD\r\nVERSION:4.0\r\nFN:J\r\nEND:VCARD\r\n"),
+		     *again = NULL;
 	struct vcard_error err;
 	cJSON *back = NULL;
 	char *text;
@@ -100,6 +102,7 @@ TEST(followup_complete_with_its_completion_date_and_an_odd_time_zone_survive)
 	CHECK_STR(date_part(back, "completedDateTime", "timeZone"), "Pacific/Chatham, \"x\"");
 	CHECK_STR(date_part(back, "completedDateTime", "dateTime"), "2026-01-05T12:00:00.0000000");
 	CHECK(vcard_followup_same(flag, back));
+out:
 	cJSON_Delete(back);
 	cJSON_Delete(flag);
 	vcard_free(card);
@@ -124,6 +127,7 @@ TEST(followup_not_flagged_is_no_property_unless_it_carries_a_date)
 	CHECK(vcard_find(card, VCARD_FOLLOWUP_PROP));
 	CHECK(vcard_followup_same(none, NULL));
 	CHECK(!vcard_followup_same(dated, NULL));
+out:
 	cJSON_Delete(none);
 	cJSON_Delete(dated);
 	cJSON_Delete(null);
@@ -155,6 +159,7 @@ TEST(followup_reader_takes_parameters_in_any_order_and_case)
 	vcard_followup_remove(card);
 	CHECK(!vcard_find(card, VCARD_FOLLOWUP_PROP));
 	CHECK(vcard_find(card, "FN"));
+out:
 	vcard_free(card);
 	vcard_free(bare);
 }
@@ -184,6 +189,7 @@ TEST(followup_reader_refuses_two_flags_an_empty_status_and_an_empty_date)
 		      strstr(err.msg, "line 5: X-CONTACTFS-FOLLOWUP") == err.msg);
 		vcard_free(card);
 	}
+out:;
 }
 
 TEST(followup_same_compares_times_as_graph_writes_them)
@@ -206,6 +212,7 @@ TEST(followup_same_compares_times_as_graph_writes_them)
 	CHECK(!vcard_followup_same(a, d));
 	CHECK(!vcard_followup_same(a, e));
 	CHECK(!vcard_followup_same(a, NULL));
+out:
 	cJSON_Delete(a);
 	cJSON_Delete(b);
 	cJSON_Delete(c);
@@ -244,12 +251,13 @@ TEST(followup_check_refuses_what_graph_would_due_without_start_and_no_time_zone)
 		CHECK(strstr(err.msg, cases[i].why));
 		cJSON_Delete(f);
 	}
+out:;
 }
 
 TEST(followup_patch_names_every_date_null_where_there_is_none)
 {
-	cJSON *flag = jq(FLAG), *body = vcard_followup_patch(flag), *clear;
-	char *text;
+	cJSON *flag = jq(FLAG), *body = vcard_followup_patch(flag), *clear = NULL;
+	char *text = NULL;
 
 	CHECK(body);
 	text = cJSON_PrintUnformatted(body);
@@ -259,11 +267,13 @@ TEST(followup_patch_names_every_date_null_where_there_is_none)
 		  "\"dueDateTime\":{\"dateTime\":\"2026-05-03T17:30:00.0000000\",\"timeZone\":"
 		  "\"W. Europe Standard Time\"},\"completedDateTime\":null}}");
 	free(text);
+	text = NULL;
 	cJSON_Delete(body);
 	clear = vcard_followup_patch(NULL);
 	text = cJSON_PrintUnformatted(clear);
 	CHECK_STR(text, "{\"flag\":{\"flagStatus\":\"notFlagged\",\"startDateTime\":null,"
 			"\"dueDateTime\":null,\"completedDateTime\":null}}");
+out:
 	free(text);
 	cJSON_Delete(clear);
 	cJSON_Delete(flag);
@@ -289,6 +299,7 @@ TEST(followup_unmapped_the_property_travels_in_the_extension_like_any_unknown_on
 	CHECK_INT(vcard_followup_read(back, &flag, &err), 0);
 	CHECK_STR(jstr(flag, "flagStatus"), "flagged");
 	CHECK_STR(date_part(flag, "startDateTime", "dateTime"), "2026-05-01T09:00:00");
+out:
 	cJSON_Delete(flag);
 	cJSON_Delete(json);
 	vcard_free(card);

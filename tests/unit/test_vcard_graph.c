@@ -447,7 +447,7 @@ static cJSON *json_round_trip(const cJSON *contact, enum vcard_version v)
 TEST(graph_docs_example_survives_json_to_vcard_to_json)
 {
 	char path[1024], *text = shared_file("v1-get-contact-response.json", path, sizeof(path));
-	cJSON *contact, *back3, *back4;
+	cJSON *contact = NULL, *back3 = NULL, *back4 = NULL;
 
 	if (!text)
 		SKIP("%s is not there (the shared test data)", path);
@@ -462,6 +462,7 @@ TEST(graph_docs_example_survives_json_to_vcard_to_json)
 	CHECK_STR(jstr(back3, "birthday"), "1974-07-22T11:59:00Z");
 	/* The UID is the Graph id, so nothing needs the extension. */
 	CHECK(!cJSON_GetObjectItemCaseSensitive(back3, "extensions") || ext_of(back3));
+out:
 	cJSON_Delete(contact);
 	cJSON_Delete(back3);
 	cJSON_Delete(back4);
@@ -469,7 +470,7 @@ TEST(graph_docs_example_survives_json_to_vcard_to_json)
 
 TEST(graph_rich_contact_survives_json_to_vcard_to_json)
 {
-	cJSON *contact = jq(rich_json), *back3, *back4;
+	cJSON *contact = jq(rich_json), *back3 = NULL, *back4 = NULL;
 
 	CHECK(contact);
 	back3 = json_round_trip(contact, VCARD_V30);
@@ -479,6 +480,7 @@ TEST(graph_rich_contact_survives_json_to_vcard_to_json)
 	CHECK_STR(first_difference(contact, back4), "");
 	CHECK_STR(jstr(back3, "birthday"), "1604-04-01T11:59:00Z");
 	CHECK_STR(jstr(back3, "department"), "Research; Lab 3");
+out:
 	cJSON_Delete(contact);
 	cJSON_Delete(back3);
 	cJSON_Delete(back4);
@@ -519,6 +521,7 @@ TEST(graph_rich_contact_renders_the_documented_properties)
 	CHECK(has_line(text, "REV:2021-02-03T04:05:06Z"));
 	CHECK(has_line(text, "X-CONTACTFS-CREATED:2020-01-02T03:04:05Z"));
 	CHECK(!strstr(text, "changeKey") && !strstr(text, "EQAAAB") && !strstr(text, "AAMkFOLDER"));
+out:
 	free(text);
 	vcard_free(card);
 	cJSON_Delete(contact);
@@ -555,13 +558,14 @@ static struct vcard *card_round_trip(const struct vcard *card0, enum vcard_versi
 
 TEST(graph_rich_card_survives_vcard_to_json_to_vcard)
 {
-	struct vcard *card0 = card_of(rich_card), *back;
+	struct vcard *card0 = card_of(rich_card), *back = NULL;
 
 	CHECK(card0);
 	back = card_round_trip(card0, VCARD_V30);
 	CHECK(back);
 	CHECK(same_props(card0, back));
 	vcard_free(back);
+	back = NULL;
 	/* And again: a second trip changes nothing. */
 	back = card_round_trip(card0, VCARD_V30);
 	CHECK(back);
@@ -572,6 +576,7 @@ TEST(graph_rich_card_survives_vcard_to_json_to_vcard)
 		CHECK(same_props(back, again));
 		vcard_free(again);
 	}
+out:
 	vcard_free(back);
 	vcard_free(card0);
 }
@@ -588,7 +593,7 @@ TEST(graph_vcard4_card_survives_vcard_to_json_to_vcard)
 				   "GEO:geo:37.386013,-122.082932\r\n"
 				   "PHOTO:data:image/png;base64,iVBORw0KGgo=\r\n"
 				   "END:VCARD\r\n";
-	struct vcard *card0 = card_of(text), *back;
+	struct vcard *card0 = card_of(text), *back = NULL;
 	cJSON *json;
 
 	CHECK(card0);
@@ -600,6 +605,7 @@ TEST(graph_vcard4_card_survives_vcard_to_json_to_vcard)
 	back = card_round_trip(card0, VCARD_V40);
 	CHECK(back);
 	CHECK(same_props(card0, back));
+out:
 	vcard_free(back);
 	vcard_free(card0);
 }
@@ -610,7 +616,7 @@ TEST(graph_extension_keeps_properties_named_like_the_frame)
 	 * are not exactly the markers are refused: test_vcard_parse). */
 	static const char text[] = "BEGIN:VCARD\nVERSION:3.0\nFN:F\nVERSION:4.0\n"
 				   "g.VERSION:2.1\nEND:VCARD\n";
-	struct vcard *card0 = card_of(text), *back;
+	struct vcard *card0 = card_of(text), *back = NULL;
 
 	CHECK(card0);
 	CHECK_INT(card0->nprops, 3);
@@ -619,6 +625,7 @@ TEST(graph_extension_keeps_properties_named_like_the_frame)
 	vcard_remove(back, (size_t)(vcard_find(back, "UID") - back->props));
 	vcard_remove(back, (size_t)(vcard_find(back, "N") - back->props));
 	CHECK(same_props(card0, back));
+out:
 	vcard_free(back);
 	vcard_free(card0);
 }
@@ -629,12 +636,13 @@ TEST(graph_card_carrying_our_slot_parameter_keeps_it)
 				   "EMAIL;X-CONTACTFS-SLOT=mine:a@x.example\n"
 				   "X-FOO;X-CONTACTFS-SLOT=name:1\n"
 				   "N;X-CONTACTFS-SLOT=emailAddresses:Doe;Jo;;;\nEND:VCARD\n";
-	struct vcard *card0 = card_of(text), *back;
+	struct vcard *card0 = card_of(text), *back = NULL;
 
 	CHECK(card0);
 	back = card_round_trip(card0, VCARD_V30);
 	CHECK(back);
 	CHECK(same_props(card0, back));
+out:
 	vcard_free(back);
 	vcard_free(card0);
 }
@@ -694,6 +702,7 @@ TEST(graph_card_maps_fields_and_keeps_the_rest_in_the_extension)
 	CHECK(has_line(orig, "IMPP;X-CONTACTFS-SLOT=imAddresses:xmpp:jane@jabber.example"));
 	/* What we would write ourselves is not kept twice. */
 	CHECK(!strstr(orig, "TEL;TYPE=WORK,VOICE;") && !strstr(orig, "FN"));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
@@ -726,6 +735,7 @@ TEST(graph_create_body_holds_no_server_fields)
 		CHECK(!cJSON_GetObjectItemCaseSensitive(json, never[i]));
 	for (e = json ? json->child : NULL; e; e = e->next)
 		CHECK(!is_empty(e));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
@@ -742,6 +752,7 @@ TEST(graph_card_without_extras_needs_no_extension)
 	CHECK_STR(jstr(json, "displayName"), "Ann Lee");
 	CHECK_STR(jstr(json, "givenName"), "Ann");
 	CHECK_STR(jstr(json, "mobilePhone"), "+1 555 0100");
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
@@ -819,6 +830,7 @@ TEST(graph_birthday_never_shifts_with_tz)
 	tzset();
 	free(keep);
 	CHECK(ok);
+out:;
 }
 
 TEST(graph_birthday_1604_means_no_year)
@@ -841,6 +853,7 @@ TEST(graph_birthday_1604_means_no_year)
 	free(b);
 	b = birthday_of_card("3.0", "BDAY;X-APPLE-OMIT-YEAR=1900:1900-07-22");
 	CHECK_STR(b, "1604-07-22T11:59:00Z");
+out:
 	free(b);
 }
 
@@ -870,6 +883,7 @@ TEST(graph_birthday_reads_every_date_form)
 		CHECK_STR(got, cases[i].want);
 		free(got);
 	}
+out:;
 }
 
 TEST(graph_birthday_that_is_no_date_stays_in_the_extension)
@@ -881,17 +895,19 @@ TEST(graph_birthday_that_is_no_date_stays_in_the_extension)
 	CHECK(json);
 	CHECK(!cJSON_GetObjectItemCaseSensitive(json, "birthday"));
 	CHECK(has_line(jstr(ext_of(json), "extra"), "BDAY;VALUE=text:circa 1800"));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
 
 TEST(graph_leap_day_birthday_round_trips)
 {
-	char *b = bday_of_json("2000-02-29T00:00:00Z"), *back;
+	char *b = bday_of_json("2000-02-29T00:00:00Z"), *back = NULL;
 
 	CHECK_STR(b, "2000-02-29");
 	back = birthday_of_card("3.0", "BDAY:2000-02-29");
 	CHECK_STR(back, "2000-02-29T11:59:00Z");
+out:
 	free(b);
 	free(back);
 }
@@ -917,6 +933,7 @@ TEST(graph_fourth_email_goes_to_the_extension)
 	CHECK(back);
 	CHECK_INT(count_props(back, "EMAIL"), 4);
 	CHECK(same_props(card, back));
+out:
 	vcard_free(back);
 	cJSON_Delete(server);
 	cJSON_Delete(json);
@@ -960,6 +977,7 @@ TEST(graph_phones_fill_their_slots_in_order)
 			continue;
 		CHECK(strstr(extra, num));
 	}
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
@@ -974,6 +992,7 @@ TEST(graph_tel_uri_sends_the_bare_number)
 	CHECK_STR(jitem(json, "businessPhones", 0), "+1-555-0100");
 	CHECK(has_line(jstr(ext_of(json), "orig"),
 		       "TEL;VALUE=uri;TYPE=work;X-CONTACTFS-SLOT=businessPhones:tel:+1-555-0100"));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
@@ -1004,6 +1023,7 @@ TEST(graph_urls_ims_and_addresses_respect_their_slots)
 	CHECK(has_line(extra, "X-MS-IMADDRESS:im4"));
 	CHECK(has_line(extra, "ADR;TYPE=WORK:;;2 Work St;;;;"));
 	CHECK(has_line(extra, "ADR;TYPE=INTL:;;;;;;"));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
@@ -1033,6 +1053,7 @@ TEST(graph_missing_display_name_is_derived)
 		vcard_free(card);
 		cJSON_Delete(c);
 	}
+out:;
 }
 
 TEST(graph_absent_values_are_all_the_same)
@@ -1053,6 +1074,7 @@ TEST(graph_absent_values_are_all_the_same)
 		n++;
 	CHECK_INT(n, 2); /* displayName, and the extension holding the uid */
 	CHECK_STR(jstr(ext_of(back), "uid"), "AAMkX=");
+out:
 	cJSON_Delete(back);
 	vcard_free(card);
 	cJSON_Delete(c);
@@ -1068,6 +1090,7 @@ TEST(graph_uid_is_the_extension_uid_else_the_id)
 	CHECK(a && b);
 	CHECK_STR(value_of(a, "UID"), "my-own-uid");
 	CHECK_STR(value_of(b, "UID"), "AAMkID=");
+out:
 	vcard_free(a);
 	vcard_free(b);
 	cJSON_Delete(c);
@@ -1102,6 +1125,7 @@ TEST(graph_extension_is_found_by_name_or_id)
 		vcard_free(card);
 		cJSON_Delete(c);
 	}
+out:;
 }
 
 TEST(graph_broken_extension_is_a_warning_not_a_failure)
@@ -1114,6 +1138,7 @@ TEST(graph_broken_extension_is_a_warning_not_a_failure)
 	CHECK(card->warning);
 	CHECK_STR(value_of(card, "FN"), "W");
 	CHECK_INT(count_props(card, "FN"), 1);
+out:
 	vcard_free(card);
 	cJSON_Delete(c);
 }
@@ -1138,6 +1163,7 @@ TEST(graph_email_name_travels_in_a_parameter)
 	CHECK(!jstr(cJSON_GetArrayItem(emails, 1), "name"));
 	CHECK(!jstr(cJSON_GetArrayItem(emails, 2), "name"));
 	CHECK(!cJSON_GetObjectItemCaseSensitive(back, "extensions"));
+out:
 	free(text);
 	cJSON_Delete(back);
 	vcard_free(file);
@@ -1161,6 +1187,7 @@ TEST(graph_read_only_email_fields_stand_in_only_without_email_addresses)
 	CHECK_STR(value_of(cb, "EMAIL"), "e@x.example");
 	CHECK(!cJSON_GetObjectItemCaseSensitive(ja, "primaryEmailAddress"));
 	CHECK_INT(jsize(ja, "emailAddresses"), 2);
+out:
 	cJSON_Delete(ja);
 	vcard_free(ca);
 	vcard_free(cb);
@@ -1185,6 +1212,7 @@ TEST(graph_unchanged_contact_renders_its_original_properties)
 	CHECK(has_line(text, "item1.EMAIL;TYPE=home:a@x.example"));
 	CHECK(has_line(text, "ADR;TYPE=HOME:PO Box 1;;1 Main St;Town;;;"));
 	CHECK(!strstr(text, "X-CONTACTFS-SLOT"));
+out:
 	free(text);
 	vcard_free(back);
 	cJSON_Delete(server);
@@ -1215,6 +1243,7 @@ TEST(graph_field_changed_in_outlook_renders_fresh)
 	CHECK(has_line(text, "EMAIL;TYPE=work:b@x.example"));
 	CHECK(!strstr(text, "a@x.example"));
 	CHECK(has_line(text, "ADR;TYPE=HOME:;;PO Box 1\\n1 Main St;City;;;"));
+out:
 	free(text);
 	vcard_free(back);
 	cJSON_Delete(server);
@@ -1248,6 +1277,7 @@ TEST(graph_photo_is_bytes_in_the_card_and_never_in_json)
 	vcard_free(card);
 	cJSON_Delete(c);
 	CHECK(!vcard_photo(NULL));
+out:;
 }
 
 TEST(graph_times_are_written_in_utc)
@@ -1259,6 +1289,7 @@ TEST(graph_times_are_written_in_utc)
 	CHECK(card);
 	CHECK_STR(value_of(card, "REV"), "2014-10-19T23:08:24Z");
 	CHECK_STR(value_of(card, "X-CONTACTFS-CREATED"), "2015-01-01T00:30:00Z");
+out:
 	vcard_free(card);
 	cJSON_Delete(c);
 }
@@ -1274,6 +1305,7 @@ TEST(graph_bookkeeping_properties_are_ignored_when_read)
 
 	CHECK(json);
 	CHECK(!cJSON_GetObjectItemCaseSensitive(json, "extensions"));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
@@ -1332,9 +1364,9 @@ static int rich_server(cJSON **server, struct vcard **file)
 TEST(graph_diff_of_unchanged_card_is_display_name_only)
 {
 	struct diffed d = {NULL, NULL};
-	struct vcard *file;
-	cJSON *server;
-	char *keys;
+	struct vcard *file = NULL;
+	cJSON *server = NULL;
+	char *keys = NULL;
 
 	CHECK(!rich_server(&server, &file));
 	CHECK(!diff(server, file, &d));
@@ -1342,6 +1374,7 @@ TEST(graph_diff_of_unchanged_card_is_display_name_only)
 	CHECK_STR(keys, "displayName");
 	CHECK_STR(jstr(d.patch, "displayName"), "Jane Q. Doe");
 	CHECK(!d.ext);
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(file);
@@ -1379,6 +1412,7 @@ TEST(graph_diff_names_every_address_field_it_changes_or_clears)
 	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(work, "city")));
 	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(work, "postalCode")));
 	CHECK(!cJSON_GetObjectItemCaseSensitive(d.patch, "otherAddress"));
+out:
 	diffed_release(&d);
 	vcard_free(card);
 	cJSON_Delete(server);
@@ -1404,6 +1438,7 @@ TEST(graph_diff_keeps_the_servers_email_name_when_the_card_names_no_one)
 	CHECK_INT(cJSON_GetArraySize(emails), 2);
 	CHECK_STR(jstr(cJSON_GetArrayItem(emails, 0), "name"), "Alice Archer");
 	CHECK(!cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(emails, 1), "name"));
+out:
 	diffed_release(&d);
 	vcard_free(card);
 	cJSON_Delete(server);
@@ -1413,9 +1448,9 @@ TEST(graph_diff_of_unchanged_docs_example_is_display_name_only)
 {
 	char path[1024], *text = shared_file("v1-get-contact-response.json", path, sizeof(path));
 	struct diffed d = {NULL, NULL};
-	struct vcard *card, *file;
-	cJSON *server;
-	char *keys;
+	struct vcard *card = NULL, *file = NULL;
+	cJSON *server = NULL;
+	char *keys = NULL;
 
 	if (!text)
 		SKIP("%s is not there (the shared test data)", path);
@@ -1428,6 +1463,7 @@ TEST(graph_diff_of_unchanged_docs_example_is_display_name_only)
 	keys = keys_of(d.patch);
 	CHECK_STR(keys, "displayName");
 	CHECK(!d.ext);
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(card);
@@ -1438,9 +1474,9 @@ TEST(graph_diff_of_unchanged_docs_example_is_display_name_only)
 TEST(graph_diff_sends_a_changed_email_collection_whole)
 {
 	struct diffed d = {NULL, NULL};
-	struct vcard *file;
-	cJSON *server;
-	char *keys;
+	struct vcard *file = NULL;
+	cJSON *server = NULL;
+	char *keys = NULL;
 
 	CHECK(!rich_server(&server, &file));
 	for (size_t i = 0; i < file->nprops; i++)
@@ -1455,6 +1491,7 @@ TEST(graph_diff_sends_a_changed_email_collection_whole)
 	/* The changed EMAIL had TYPE=HOME, which orig now records for it. */
 	CHECK(d.ext);
 	CHECK(strstr(jstr(d.ext, "orig"), "jane@new.example"));
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(file);
@@ -1464,9 +1501,9 @@ TEST(graph_diff_sends_a_changed_email_collection_whole)
 TEST(graph_diff_clears_what_the_card_no_longer_has)
 {
 	struct diffed d = {NULL, NULL};
-	struct vcard *file;
-	cJSON *server;
-	char *keys;
+	struct vcard *file = NULL;
+	cJSON *server = NULL;
+	char *keys = NULL;
 
 	CHECK(!rich_server(&server, &file));
 	for (size_t i = file->nprops; i-- > 0;) {
@@ -1494,6 +1531,7 @@ TEST(graph_diff_clears_what_the_card_no_longer_has)
 	CHECK_INT(jsize(d.patch, "categories"), 0);
 	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(d.patch, "birthday")));
 	CHECK_STR(jstr(d.patch, "personalNotes"), "A second note");
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(file);
@@ -1505,7 +1543,7 @@ TEST(graph_diff_clears_a_removed_note_with_null)
 	cJSON *server = jq("{'id':'AAMkN=','displayName':'N','personalNotes':'old note'}");
 	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:N\nUID:AAMkN=\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL};
-	char *keys;
+	char *keys = NULL;
 
 	CHECK(server && card);
 	CHECK(!diff(server, card, &d));
@@ -1513,6 +1551,7 @@ TEST(graph_diff_clears_a_removed_note_with_null)
 	CHECK_STR(keys, "displayName,personalNotes");
 	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(d.patch, "personalNotes")));
 	CHECK(!d.ext);
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(card);
@@ -1527,7 +1566,7 @@ TEST(graph_diff_ignores_crlf_that_a_vcard_cannot_carry)
 	struct vcard *card = server ? from_json(server) : NULL;
 	struct vcard *file = card ? reread(card, VCARD_V30) : NULL;
 	struct diffed d = {NULL, NULL};
-	char *keys;
+	char *keys = NULL;
 
 	CHECK(file);
 	CHECK_STR(value_of(file, "NOTE"), "one\ntwo\nthree");
@@ -1535,6 +1574,7 @@ TEST(graph_diff_ignores_crlf_that_a_vcard_cannot_carry)
 	keys = keys_of(d.patch);
 	CHECK_STR(keys, "displayName");
 	CHECK(!d.ext);
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(file);
@@ -1559,6 +1599,7 @@ TEST(graph_diff_compares_birthdays_by_date)
 	free(keys);
 	CHECK(!diff(server, other, &e));
 	CHECK_STR(jstr(e.patch, "birthday"), "1974-07-23T11:59:00Z");
+out:
 	diffed_release(&d);
 	diffed_release(&e);
 	vcard_free(same);
@@ -1573,12 +1614,13 @@ TEST(graph_diff_treats_email_name_equal_to_address_as_none)
 	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:M\nUID:AAMkM=\n"
 				     "EMAIL:m@x.example\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL};
-	char *keys;
+	char *keys = NULL;
 
 	CHECK(server && card);
 	CHECK(!diff(server, card, &d));
 	keys = keys_of(d.patch);
 	CHECK_STR(keys, "displayName");
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(card);
@@ -1589,9 +1631,9 @@ TEST(graph_diff_detects_extension_changes)
 {
 	struct diffed d = {NULL, NULL};
 	struct vcard_prop *p;
-	struct vcard *file;
-	cJSON *server;
-	char *keys;
+	struct vcard *file = NULL;
+	cJSON *server = NULL;
+	char *keys = NULL;
 
 	CHECK(!rich_server(&server, &file));
 	CHECK((p = vcard_add(file, NULL, "X-NEW")));
@@ -1604,6 +1646,7 @@ TEST(graph_diff_detects_extension_changes)
 	CHECK(has_line(jstr(d.ext, "extra"), "X-NEW:added"));
 	CHECK(has_line(jstr(d.ext, "extra"), "GEO:37.386013;-122.082932"));
 	CHECK(jstr(d.ext, "orig") && jstr(d.ext, "uid"));
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(file);
@@ -1626,6 +1669,7 @@ TEST(graph_diff_empties_a_stale_extension)
 	CHECK_STR(jstr(d.ext, "extra"), "");
 	CHECK_STR(jstr(d.ext, "orig"), "");
 	CHECK(!cJSON_GetObjectItemCaseSensitive(d.ext, "uid")); /* the id, as good as none */
+out:
 	diffed_release(&d);
 	vcard_free(card);
 	cJSON_Delete(server);
@@ -1642,6 +1686,7 @@ TEST(graph_diff_of_a_changed_uid_updates_the_extension)
 	CHECK(d.ext);
 	CHECK_STR(jstr(d.ext, "uid"), "my-uid");
 	CHECK(!cJSON_GetObjectItemCaseSensitive(d.ext, "extra"));
+out:
 	diffed_release(&d);
 	vcard_free(card);
 	cJSON_Delete(server);
@@ -1702,6 +1747,7 @@ TEST(graph_wrong_types_are_einval_naming_the_field)
 		vcard_free(empty);
 		cJSON_Delete(c);
 	}
+out:;
 }
 
 TEST(graph_any_value_in_any_field_never_crashes)
@@ -1763,6 +1809,7 @@ TEST(graph_any_value_in_any_field_never_crashes)
 		}
 	}
 	CHECK(ok > 0 && einval > 0);
+out:
 	cJSON_Delete(rich);
 }
 
@@ -1771,8 +1818,8 @@ TEST(graph_huge_strings_are_carried_whole)
 	size_t n = (size_t)1 << 20;
 	char *big = malloc(n + 1);
 	cJSON *c = cJSON_CreateObject();
-	struct vcard *card;
-	cJSON *back;
+	struct vcard *card = NULL;
+	cJSON *back = NULL;
 
 	CHECK(big && c);
 	memset(big, 'x', n);
@@ -1785,6 +1832,7 @@ TEST(graph_huge_strings_are_carried_whole)
 	back = to_json(card);
 	CHECK(back);
 	CHECK_INT(strlen(jstr(back, "displayName")), n);
+out:
 	cJSON_Delete(back);
 	vcard_free(card);
 	cJSON_Delete(c);
@@ -1798,7 +1846,7 @@ TEST(graph_photo_keeps_its_group_and_parameters)
 	static const char text[] = "BEGIN:VCARD\nVERSION:3.0\nFN:P\nUID:p1\n"
 				   "g1.PHOTO;ENCODING=b;TYPE=JPEG;X-ABCROP-RECTANGLE=ABClipRect_1&0&0&"
 				   "1&1&abc:/9j/4AAQSkZJRg==\nEND:VCARD\n";
-	struct vcard *card0 = card_of(text), *back;
+	struct vcard *card0 = card_of(text), *back = NULL;
 	const struct vcard_prop *p;
 
 	CHECK(card0);
@@ -1808,6 +1856,7 @@ TEST(graph_photo_keeps_its_group_and_parameters)
 	CHECK(p);
 	CHECK(vcard_prop_equal(p, vcard_photo(card0)));
 	CHECK_STR(p->group, "g1");
+out:
 	vcard_free(back);
 	vcard_free(card0);
 }
@@ -1829,4 +1878,5 @@ TEST(vcard_date_reads_every_spelling_of_a_date_and_refuses_days_the_month_lacks)
 	CHECK_INT(vcard_date("1974-04-31", &y, &m, &d), -EINVAL);
 	CHECK_INT(vcard_date("circa 1800", &y, &m, &d), -EINVAL);
 	CHECK_INT(vcard_date("", &y, &m, &d), -EINVAL);
+out:;
 }
