@@ -1191,149 +1191,187 @@ static int store_flag(sqlite3 *db, const struct entry *e)
 	return r;
 }
 
-static int on_success(sqlite3 *db, struct entry *e)
+/* An entry whose requests are all answered is done, but for a move, whose
+ * old copy is deleted next. */
+static int entry_finished(sqlite3 *db, struct entry *e)
+{
+	return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY) : entry_done(db, e);
+}
+
+/* The answer of a STAGE_REFRESH read: the change key is adopted, and the
+ * entry is finished. */
+static int refreshed(sqlite3 *db, struct entry *e)
+{
+	int r = adopt_change_key(db, e);
+
+	return r ? r : entry_finished(db, e);
+}
+
+/* The photo we PUT is the contact's stored photo. */
+static int store_photo(sqlite3 *db, const struct entry *e)
+{
+	return db_run(db,
+		      "UPDATE contacts SET photo = ?, photo_type = ?, photo_state = 1 WHERE "
+		      "cid = ?",
+		      "bti", e->photo.data, e->photo.len, e->photo_type, e->cid);
+}
+
+/* The POST of a create or a move was taken: the contact has the answer's
+ * id and change key, and no flag yet (a new contact has none); a move's old
+ * id waits in the entry's arg for the delete of the old copy. Next: the
+ * photo. */
+static int new_copy_sent(sqlite3 *db, struct entry *e)
 {
 	const cJSON *resp = e->response;
-	char *json = NULL;
+	const char *id = cache_jstr(resp, "id");
+	const cJSON *exts = cJSON_GetObjectItemCaseSensitive(e->body, "extensions");
+	char *json;
 	int r = 0;
 
+	if (!id)
+		return -EPROTO;
+	if (!(json = server_json(resp, exts)))
+		return -ENOMEM;
+	if (e->op == OP_MOVE)
+		r = db_run(db,
+			   "UPDATE outbox SET arg = (SELECT id FROM contacts WHERE cid = ?) "
+			   "WHERE seq = ?",
+			   "ii", e->cid, e->seq);
+	if (!r)
+		r = db_run(db,
+			   "UPDATE contacts SET id = ?, change_key = ?, json = ?, "
+			   "photo_state = 1, render = 1, flag = NULL "
+			   "WHERE cid = ?",
+			   "ttti", id, cache_jstr(resp, "changeKey"), json, e->cid);
+	if (!r)
+		r = entry_next(db, e, STAGE_PHOTO);
+	free(json);
+	return r;
+}
+
+/* A create or a move: the POST, then the photo PUT (stored, then its change
+ * key read back) or none, then for a move the delete of the old copy. */
+static int new_copy_answered(sqlite3 *db, struct entry *e)
+{
+	int r;
+
+	if (e->stage == STAGE_SEND)
+		return new_copy_sent(db, e);
+	if (e->stage == STAGE_PHOTO && e->plan == PLAN_PHOTO) {
+		r = store_photo(db, e);
+		return r ? r : entry_next(db, e, STAGE_REFRESH);
+	}
+	if (e->stage == STAGE_PHOTO)
+		return entry_finished(db, e);
+	if (e->stage == STAGE_REFRESH)
+		return refreshed(db, e);
+	return entry_done(db, e); /* the old copy is deleted */
+}
+
+/* The PATCH of an update was taken: the contact has the answer's fields and
+ * change key (the step from the old key is ours), and is looked at again
+ * once the queue is empty (kept as written unless it lacks a UID). Next:
+ * the PATCH of our extension. */
+static int update_sent(sqlite3 *db, struct entry *e)
+{
+	const cJSON *resp = e->response;
+	sqlite3_stmt *st;
+	cJSON *old = NULL;
+	char *old_ck = NULL, *json;
+	int r;
+
+	if ((r = db_prepare(db, &st, "SELECT json, change_key FROM contacts WHERE cid = ?", "i",
+			    e->cid)))
+		return r;
+	if (db_step(st) == 1) {
+		old = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+		old_ck = db_strdup(st, 1);
+	}
+	db_release(st);
+	json = server_json(resp, cJSON_GetObjectItemCaseSensitive(old, "extensions"));
+	cJSON_Delete(old);
+	if (!json) {
+		free(old_ck);
+		return -ENOMEM;
+	}
+	r = db_run(db,
+		   "UPDATE contacts SET change_key = ?, json = ?, render = 1 WHERE "
+		   "cid = ?",
+		   "tti", cache_jstr(resp, "changeKey"), json, e->cid);
+	if (!r)
+		r = own_step(db, e->cid, old_ck, cache_jstr(resp, "changeKey"), e->token);
+	free(old_ck);
+	free(json);
+	return r ? r : entry_next(db, e, STAGE_EXT_PATCH);
+}
+
+/* An update: the PATCH, then our extension's PATCH (or POST), merged into
+ * the stored contact, then its change key read back. */
+static int update_answered(sqlite3 *db, struct entry *e)
+{
+	int r;
+
+	if (e->stage == STAGE_SEND)
+		return update_sent(db, e);
+	if (e->stage == STAGE_REFRESH)
+		return refreshed(db, e);
+	r = merge_ext(db, e->cid, e->body);
+	return r ? r : entry_next(db, e, STAGE_REFRESH);
+}
+
+/* A flag's beta PATCH, stored, then its change key read back. */
+static int flag_answered(sqlite3 *db, struct entry *e)
+{
+	int r;
+
+	if (e->stage == STAGE_REFRESH)
+		return refreshed(db, e);
+	r = store_flag(db, e);
+	return r ? r : entry_next(db, e, STAGE_REFRESH);
+}
+
+/* A photo PUT, stored, then its change key read back. */
+static int photo_answered(sqlite3 *db, struct entry *e)
+{
+	int r;
+
+	if (e->stage == STAGE_REFRESH)
+		return refreshed(db, e);
+	r = store_photo(db, e);
+	return r ? r : entry_next(db, e, STAGE_REFRESH);
+}
+
+/* A folder's POST: the folder has the answer's id. */
+static int folder_created(sqlite3 *db, struct entry *e)
+{
+	const char *id = cache_jstr(e->response, "id");
+	int r;
+
+	if (!id)
+		return -EPROTO;
+	r = db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti", id, e->folder);
+	return r ? r : entry_done(db, e);
+}
+
+/* The request of e's stage was answered with success: store what the answer
+ * says and move e on to its next stage, or end it. */
+static int on_success(sqlite3 *db, struct entry *e)
+{
 	switch (e->op) {
 	case OP_CREATE:
 	case OP_MOVE:
-		if (e->stage == STAGE_SEND) {
-			const char *id = cache_jstr(resp, "id");
-			const cJSON *exts = cJSON_GetObjectItemCaseSensitive(e->body, "extensions");
-
-			if (!id)
-				return -EPROTO;
-			json = server_json(resp, exts);
-			if (!json)
-				return -ENOMEM;
-			/* The old id waits for the move's delete. */
-			if (e->op == OP_MOVE && (r = db_run(db,
-							    "UPDATE outbox SET arg = (SELECT id "
-							    "FROM contacts WHERE cid = ?) "
-							    "WHERE seq = ?",
-							    "ii", e->cid, e->seq)))
-				break;
-			/* A new contact (a move's too) has no flag yet. */
-			r = db_run(db,
-				   "UPDATE contacts SET id = ?, change_key = ?, json = ?, "
-				   "photo_state = 1, render = 1, flag = NULL "
-				   "WHERE cid = ?",
-				   "ttti", id, cache_jstr(resp, "changeKey"), json, e->cid);
-			if (!r)
-				r = entry_next(db, e, STAGE_PHOTO);
-			break;
-		}
-		if (e->stage == STAGE_PHOTO) {
-			if (e->plan == PLAN_PHOTO &&
-			    (r = db_run(db,
-					"UPDATE contacts SET photo = ?, photo_type = ?, "
-					"photo_state = 1 "
-					"WHERE cid = ?",
-					"bti", e->photo.data, e->photo.len, e->photo_type, e->cid)))
-				break;
-			if (e->plan == PLAN_PHOTO)
-				r = entry_next(db, e, STAGE_REFRESH);
-			else
-				r = e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY)
-						     : entry_done(db, e);
-			break;
-		}
-		if (e->stage == STAGE_REFRESH) {
-			r = adopt_change_key(db, e);
-			if (!r)
-				r = e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY)
-						     : entry_done(db, e);
-			break;
-		}
-		r = entry_done(db, e);
-		break;
+		return new_copy_answered(db, e);
 	case OP_UPDATE:
-		if (e->stage == STAGE_SEND) {
-			sqlite3_stmt *st;
-			cJSON *old = NULL;
-			char *old_ck = NULL;
-
-			if ((r = db_prepare(db, &st,
-					    "SELECT json, change_key FROM contacts WHERE cid = ?", "i",
-					    e->cid)))
-				break;
-			if (db_step(st) == 1) {
-				old = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-				old_ck = db_strdup(st, 1);
-			}
-			db_release(st);
-			json = server_json(resp,
-					   cJSON_GetObjectItemCaseSensitive(old, "extensions"));
-			cJSON_Delete(old);
-			if (!json) {
-				free(old_ck);
-				return -ENOMEM;
-			}
-			/* render: the file is looked at again once the queue
-			 * is empty (kept as written unless it lacks a UID). */
-			r = db_run(db,
-				   "UPDATE contacts SET change_key = ?, json = ?, render = 1 WHERE "
-				   "cid = ?",
-				   "tti", cache_jstr(resp, "changeKey"), json, e->cid);
-			if (!r)
-				r = own_step(db, e->cid, old_ck, cache_jstr(resp, "changeKey"),
-					     e->token);
-			free(old_ck);
-			if (!r)
-				r = entry_next(db, e, STAGE_EXT_PATCH);
-			break;
-		}
-		if (e->stage == STAGE_REFRESH) {
-			r = adopt_change_key(db, e);
-			if (!r)
-				r = entry_done(db, e);
-			break;
-		}
-		r = merge_ext(db, e->cid, e->body);
-		if (!r)
-			r = entry_next(db, e, STAGE_REFRESH);
-		break;
+		return update_answered(db, e);
 	case OP_FLAG:
-		if (e->stage == STAGE_REFRESH) {
-			r = adopt_change_key(db, e);
-			if (!r)
-				r = entry_done(db, e);
-			break;
-		}
-		r = store_flag(db, e);
-		if (!r)
-			r = entry_next(db, e, STAGE_REFRESH);
-		break;
+		return flag_answered(db, e);
 	case OP_PHOTO:
-		if (e->stage == STAGE_REFRESH) {
-			r = adopt_change_key(db, e);
-			if (!r)
-				r = entry_done(db, e);
-			break;
-		}
-		r = db_run(db,
-			   "UPDATE contacts SET photo = ?, photo_type = ?, photo_state = 1 WHERE "
-			   "cid = ?",
-			   "bti", e->photo.data, e->photo.len, e->photo_type, e->cid);
-		if (!r)
-			r = entry_next(db, e, STAGE_REFRESH);
-		break;
+		return photo_answered(db, e);
 	case OP_FOLDER_CREATE:
-		if (!cache_jstr(resp, "id"))
-			return -EPROTO;
-		r = db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti",
-			   cache_jstr(resp, "id"), e->folder);
-		if (!r)
-			r = entry_done(db, e);
-		break;
+		return folder_created(db, e);
 	default:
-		r = entry_done(db, e);
+		return entry_done(db, e);
 	}
-	free(json);
-	return r;
 }
 
 static int backoff_ms(int attempts)
