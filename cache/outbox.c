@@ -1319,25 +1319,16 @@ static int update_answered(sqlite3 *db, struct entry *e)
 	return r ? r : entry_next(db, e, STAGE_REFRESH);
 }
 
-/* A flag's beta PATCH, stored, then its change key read back. */
-static int flag_answered(sqlite3 *db, struct entry *e)
+/* A flag's beta PATCH or a photo PUT: what it set is stored (store), then
+ * the change key it made is read back. */
+static int stored_then_refreshed(sqlite3 *db, struct entry *e,
+				 int (*store)(sqlite3 *, const struct entry *))
 {
 	int r;
 
 	if (e->stage == STAGE_REFRESH)
 		return refreshed(db, e);
-	r = store_flag(db, e);
-	return r ? r : entry_next(db, e, STAGE_REFRESH);
-}
-
-/* A photo PUT, stored, then its change key read back. */
-static int photo_answered(sqlite3 *db, struct entry *e)
-{
-	int r;
-
-	if (e->stage == STAGE_REFRESH)
-		return refreshed(db, e);
-	r = store_photo(db, e);
+	r = store(db, e);
 	return r ? r : entry_next(db, e, STAGE_REFRESH);
 }
 
@@ -1364,9 +1355,9 @@ static int on_success(sqlite3 *db, struct entry *e)
 	case OP_UPDATE:
 		return update_answered(db, e);
 	case OP_FLAG:
-		return flag_answered(db, e);
+		return stored_then_refreshed(db, e, store_flag);
 	case OP_PHOTO:
-		return photo_answered(db, e);
+		return stored_then_refreshed(db, e, store_photo);
 	case OP_FOLDER_CREATE:
 		return folder_created(db, e);
 	default:
