@@ -100,9 +100,9 @@ TEST(buf_grows_for_one_large_append)
 	char *big = malloc(1 << 20);
 	int r;
 
+	buf_init(&b, 0);
 	CHECK(big != NULL);
 	memset(big, 'x', 1 << 20);
-	buf_init(&b, 0);
 	CHECK_INT(buf_addch(&b, 'y'), 0);
 	r = buf_add(&b, big, 1 << 20);
 	free(big);

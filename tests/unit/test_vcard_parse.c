@@ -1075,11 +1075,11 @@ TEST(an_agent_in_30_is_text_even_when_it_reads_begin_vcard)
 	struct vcard_error err;
 	struct buf b;
 
+	buf_init(&b, 0);
 	/* Only 2.1 carries the agent's card on the lines after it; in 3.0
 	 * "BEGIN:VCARD" is the value, and writing it must read back the same. */
 	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:x\r\nAGENT:BEGIN:VCARD\r\nEND:VCARD\r\n");
 	CHECK_STR(text_of(card, "AGENT"), "BEGIN:VCARD");
-	buf_init(&b, 0);
 	CHECK_INT(vcard_write(card, VCARD_V30, &b), 0);
 	CHECK_INT(vcard_parse_one(b.data, b.len, &again, &err), 0);
 	CHECK_STR(text_of(again, "AGENT"), "BEGIN:VCARD");

@@ -363,8 +363,8 @@ TEST(stops_at_the_buffer_cap)
 	struct vcard *card = parse_or_null(rich);
 	struct buf b;
 
-	CHECK(card);
 	buf_init(&b, 40);
+	CHECK(card);
 	CHECK_INT(vcard_write(card, VCARD_V30, &b), -E2BIG);
 	CHECK(b.len <= 40);
 out:
