@@ -1118,7 +1118,7 @@ static int writes_strict(const struct vcard *card)
 
 TEST(removes_control_characters_from_a_value_with_a_warning)
 {
-	struct vcard *card;
+	struct vcard *card = NULL;
 
 	/* ESC in FN, BEL and DEL in NOTE; its tab stays. */
 	PARSE1(card, "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:a\x1b"
@@ -1129,12 +1129,13 @@ TEST(removes_control_characters_from_a_value_with_a_warning)
 		  "line 3: FN: 1 control character removed from the value (the first U+001B)\n"
 		  "line 4: NOTE: 2 control characters removed from the value (the first U+0007)");
 	CHECK(writes_strict(card));
+out:
 	vcard_free(card);
 }
 
 TEST(removes_control_characters_that_quoted_printable_decodes_to)
 {
-	struct vcard *card;
+	struct vcard *card = NULL;
 
 	/* "=1B" is ESC only once decoded; "=0D=0A" and "=09" are a line
 	 * break and a tab, and stay. */
@@ -1144,12 +1145,13 @@ TEST(removes_control_characters_that_quoted_printable_decodes_to)
 	CHECK_STR(card->warning, "line 4: NOTE: 2 control characters removed from the decoded "
 				 "value (the first U+001B)");
 	CHECK(writes_strict(card));
+out:
 	vcard_free(card);
 }
 
 TEST(removes_control_characters_from_a_21_agent_card_at_their_lines)
 {
-	struct vcard *card;
+	struct vcard *card = NULL;
 
 	/* Line 5 carries ESC in a nested value, line 6 a form feed in a
 	 * nested name: all of it is the AGENT's text. */
@@ -1161,12 +1163,13 @@ TEST(removes_control_characters_from_a_21_agent_card_at_their_lines)
 				 "line 7: AGENT: 1 control character removed from the vCard it "
 				 "carries (the first U+000C)");
 	CHECK(writes_strict(card));
+out:
 	vcard_free(card);
 }
 
 TEST(removes_control_characters_before_a_data_uri_is_looked_for)
 {
-	struct vcard *card;
+	struct vcard *card = NULL;
 	const struct vcard_prop *p;
 
 	/* Without its SUB and DC3 the value is a data: URI; read as one the
@@ -1181,6 +1184,7 @@ TEST(removes_control_characters_before_a_data_uri_is_looked_for)
 	CHECK_STR(card->warning, "line 4: PHOTO: 2 control characters removed from the value "
 				 "(the first U+001A)");
 	CHECK(writes_strict(card));
+out:
 	vcard_free(card);
 }
 
@@ -1233,4 +1237,5 @@ TEST(removes_control_characters_from_parameter_values_and_refuses_them_in_names)
 	CHECK_INT(parse_fails("BEGIN:VCARD\nVERSION:3.0\nTEL;TY\x1bPE=x:1\nEND:VCARD\n", &err),
 		  -EINVAL);
 	CHECK_STR(err.msg, "line 3: TEL: invalid character in parameter name");
+out:;
 }
