@@ -1656,7 +1656,7 @@ int vcard_from_graph(const cJSON *contact, const void *photo, size_t photo_len,
 		goto out;
 	for (size_t i = 0; extra && i < extra->nprops && !r; i++)
 		r = vcard_add_copy(rd.card, &extra->props[i]);
-	if (!r && broken && !(rd.card->warning = arena_strdup(rd.card->arena, BROKEN_EXT)))
+	if (!r && broken && !(rd.card->warning = vcard_arena_strdup(rd.card->arena, BROKEN_EXT)))
 		r = -ENOMEM;
 	if (!r) {
 		*out = rd.card;

@@ -5,7 +5,7 @@
  * PATCH body, and that the rest of the mapping keeps the property as any
  * unknown one when the flag is not mapped.
  *
- * JSON fixtures use single quotes; jq() makes them double.
+ * JSON fixtures use single quotes; fixture_jq() makes them double.
  */
 #include "check.h"
 #include "util.h"
@@ -42,21 +42,21 @@ TEST(followup_graph_flag_is_one_property_and_reads_back_the_same_strings)
 		"X-CONTACTFS-FOLLOWUP;START=\"2026-05-01T09:00:00.0000000 W. Europe Standard "
 		"Time\";DUE=\"2026-05-03T17:30:00.0000000 W. Europe Standard Time\":flagged\r\n";
 	enum vcard_version versions[] = {VCARD_V30, VCARD_V40};
-	cJSON *flag = jq(FLAG), *back = NULL;
+	cJSON *flag = fixture_jq(FLAG), *back = NULL;
 	struct vcard_error err;
 
 	CHECK(flag);
 	for (size_t i = 0; i < 2; i++) {
-		struct vcard *card = card_of(
+		struct vcard *card = fixture_card_of(
 				     "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Jane\r\nEND:VCARD\r\n"),
 			     *again;
 		char *text;
 
 		CHECK(card);
 		CHECK_INT(vcard_followup_add(card, flag, &err), 0);
-		text = unfolded(card, versions[i]);
+		text = fixture_unfolded(card, versions[i]);
 		CHECK(text && strstr(text, line));
-		again = card_of(text);
+		again = fixture_card_of(text);
 		free(text);
 		CHECK(again);
 		CHECK_INT(vcard_followup_read(again, &back, &err), 0);
@@ -80,11 +80,11 @@ out:
 
 TEST(followup_complete_with_its_completion_date_and_an_odd_time_zone_survive)
 {
-	cJSON *flag = jq(
+	cJSON *flag = fixture_jq(
 		"{'flagStatus':'complete','startDateTime':{'dateTime':"
 		"'2026-01-02T08:00:00.0000000','timeZone':'UTC'},'completedDateTime':{"
 		"'dateTime':'2026-01-05T12:00:00.0000000','timeZone':'Pacific/Chatham, \\'x\\''}}");
-	struct vcard *card = card_of("BEGIN:VCARD\r\nVERSION:4.0\r\nFN:J\r\nEND:VCARD\r\n"),
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\r\nVERSION:4.0\r\nFN:J\r\nEND:VCARD\r\n"),
 		     *again = NULL;
 	struct vcard_error err;
 	cJSON *back = NULL;
@@ -92,9 +92,9 @@ TEST(followup_complete_with_its_completion_date_and_an_odd_time_zone_survive)
 
 	CHECK(flag && card);
 	CHECK_INT(vcard_followup_add(card, flag, &err), 0);
-	text = unfolded(card, VCARD_V40);
+	text = fixture_unfolded(card, VCARD_V40);
 	CHECK(text);
-	again = card_of(text);
+	again = fixture_card_of(text);
 	free(text);
 	CHECK(again);
 	CHECK_INT(vcard_followup_read(again, &back, &err), 0);
@@ -111,10 +111,11 @@ out:
 
 TEST(followup_not_flagged_is_no_property_unless_it_carries_a_date)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\nEND:VCARD\r\n");
-	cJSON *none = jq("{'flagStatus':'notFlagged','startDateTime':null,'dueDateTime':null}");
-	cJSON *dated = jq("{'flagStatus':'notFlagged','startDateTime':{'dateTime':"
-			  "'2026-05-01T09:00:00.0000000','timeZone':'UTC'}}");
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\nEND:VCARD\r\n");
+	cJSON *none =
+		fixture_jq("{'flagStatus':'notFlagged','startDateTime':null,'dueDateTime':null}");
+	cJSON *dated = fixture_jq("{'flagStatus':'notFlagged','startDateTime':{'dateTime':"
+				  "'2026-05-01T09:00:00.0000000','timeZone':'UTC'}}");
 	cJSON *null = cJSON_CreateNull();
 	struct vcard_error err;
 
@@ -136,11 +137,11 @@ out:
 
 TEST(followup_reader_takes_parameters_in_any_order_and_case)
 {
-	struct vcard *card = card_of(
+	struct vcard *card = fixture_card_of(
 		"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\n"
 		"item1.x-contactfs-followup;x-other=1;due=\"2026-05-03T17:00 UTC\";"
 		"Start=\"2026-05-01T09:00 Pacific Standard Time\":FLAGGED \r\nEND:VCARD\r\n");
-	struct vcard *bare = card_of("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\nEND:VCARD\r\n");
+	struct vcard *bare = fixture_card_of("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\nEND:VCARD\r\n");
 	struct vcard_error err;
 	cJSON *flag = NULL;
 
@@ -181,7 +182,7 @@ TEST(followup_reader_refuses_two_flags_an_empty_status_and_an_empty_date)
 
 		snprintf(text, sizeof(text),
 			 "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\n%sEND:VCARD\r\n", bad[i]);
-		card = card_of(text);
+		card = fixture_card_of(text);
 		CHECK(card);
 		CHECK_INT(vcard_followup_read(card, &flag, &err), -EINVAL);
 		CHECK(flag == NULL);
@@ -194,16 +195,18 @@ out:;
 
 TEST(followup_same_compares_times_as_graph_writes_them)
 {
-	cJSON *a = jq("{'flagStatus':'flagged','startDateTime':{'dateTime':'2026-05-01T09:00',"
-		      "'timeZone':'UTC'}}");
-	cJSON *b = jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
-		      "'2026-05-01T09:00:00.0000000','timeZone':'UTC'},'dueDateTime':null}");
-	cJSON *c = jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
-		      "'2026-05-01T09:00:00.0000000','timeZone':'Romance Standard Time'}}");
-	cJSON *d = jq("{'flagStatus':'complete','startDateTime':{'dateTime':"
-		      "'2026-05-01T09:00:00','timeZone':'UTC'}}");
-	cJSON *e = jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
-		      "'2026-05-01T09:00:01','timeZone':'UTC'}}");
+	cJSON *a =
+		fixture_jq("{'flagStatus':'flagged','startDateTime':{'dateTime':'2026-05-01T09:00',"
+			   "'timeZone':'UTC'}}");
+	cJSON *b =
+		fixture_jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
+			   "'2026-05-01T09:00:00.0000000','timeZone':'UTC'},'dueDateTime':null}");
+	cJSON *c = fixture_jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
+			      "'2026-05-01T09:00:00.0000000','timeZone':'Romance Standard Time'}}");
+	cJSON *d = fixture_jq("{'flagStatus':'complete','startDateTime':{'dateTime':"
+			      "'2026-05-01T09:00:00','timeZone':'UTC'}}");
+	cJSON *e = fixture_jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
+			      "'2026-05-01T09:00:01','timeZone':'UTC'}}");
 
 	CHECK(a && b && c && d && e);
 	CHECK(vcard_followup_same(a, b));
@@ -233,7 +236,7 @@ TEST(followup_check_refuses_what_graph_would_due_without_start_and_no_time_zone)
 		{"{'flagStatus':'flaged'}", "'flaged' is not a flag status"},
 	};
 	struct vcard_error err;
-	cJSON *ok = jq(FLAG), *off = jq("{'flagStatus':'notFlagged'}");
+	cJSON *ok = fixture_jq(FLAG), *off = fixture_jq("{'flagStatus':'notFlagged'}");
 
 	CHECK(ok && off);
 	CHECK_INT(vcard_followup_check(ok, &err), 0);
@@ -242,7 +245,7 @@ TEST(followup_check_refuses_what_graph_would_due_without_start_and_no_time_zone)
 	cJSON_Delete(ok);
 	cJSON_Delete(off);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cJSON *f = jq(cases[i].json);
+		cJSON *f = fixture_jq(cases[i].json);
 
 		CHECK(f);
 		CHECK_INT(vcard_followup_check(f, &err), -EINVAL);
@@ -256,7 +259,7 @@ out:;
 
 TEST(followup_patch_names_every_date_null_where_there_is_none)
 {
-	cJSON *flag = jq(FLAG), *body = vcard_followup_patch(flag), *clear = NULL;
+	cJSON *flag = fixture_jq(FLAG), *body = vcard_followup_patch(flag), *clear = NULL;
 	char *text = NULL;
 
 	CHECK(body);
@@ -281,7 +284,7 @@ out:
 
 TEST(followup_unmapped_the_property_travels_in_the_extension_like_any_unknown_one)
 {
-	struct vcard *card = card_of(
+	struct vcard *card = fixture_card_of(
 		"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Jane Doe\r\nN:Doe;Jane;;;\r\nUID:u-1\r\n"
 		"X-CONTACTFS-FOLLOWUP;START=\"2026-05-01T09:00:00 UTC\":flagged\r\nEND:VCARD\r\n");
 	struct vcard *back = NULL;

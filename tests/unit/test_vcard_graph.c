@@ -3,7 +3,7 @@
  * Graph contact becomes as a vCard and back, what a vCard becomes as Graph
  * JSON and back, the slot limits, birthdays, and the minimal PATCH.
  *
- * JSON fixtures are written with single quotes for readability; jq() turns
+ * JSON fixtures are written with single quotes for readability; fixture_jq() turns
  * them into double quotes (no fixture needs an apostrophe).
  */
 #include "check.h"
@@ -36,7 +36,7 @@ static char *text_of(const struct vcard *card, enum vcard_version v)
 static struct vcard *reread(const struct vcard *card, enum vcard_version v)
 {
 	char *text = text_of(card, v);
-	struct vcard *out = text ? card_of(text) : NULL;
+	struct vcard *out = text ? fixture_card_of(text) : NULL;
 
 	free(text);
 	return out;
@@ -470,7 +470,7 @@ out:
 
 TEST(graph_rich_contact_survives_json_to_vcard_to_json)
 {
-	cJSON *contact = jq(rich_json), *back3 = NULL, *back4 = NULL;
+	cJSON *contact = fixture_jq(rich_json), *back3 = NULL, *back4 = NULL;
 
 	CHECK(contact);
 	back3 = json_round_trip(contact, VCARD_V30);
@@ -488,7 +488,7 @@ out:
 
 TEST(graph_rich_contact_renders_the_documented_properties)
 {
-	cJSON *contact = jq(rich_json);
+	cJSON *contact = fixture_jq(rich_json);
 	struct vcard *card = from_json(contact);
 	char *text = card ? text_of(card, VCARD_V30) : NULL;
 
@@ -558,7 +558,7 @@ static struct vcard *card_round_trip(const struct vcard *card0, enum vcard_versi
 
 TEST(graph_rich_card_survives_vcard_to_json_to_vcard)
 {
-	struct vcard *card0 = card_of(rich_card), *back = NULL;
+	struct vcard *card0 = fixture_card_of(rich_card), *back = NULL;
 
 	CHECK(card0);
 	back = card_round_trip(card0, VCARD_V30);
@@ -593,7 +593,7 @@ TEST(graph_vcard4_card_survives_vcard_to_json_to_vcard)
 				   "GEO:geo:37.386013,-122.082932\r\n"
 				   "PHOTO:data:image/png;base64,iVBORw0KGgo=\r\n"
 				   "END:VCARD\r\n";
-	struct vcard *card0 = card_of(text), *back = NULL;
+	struct vcard *card0 = fixture_card_of(text), *back = NULL;
 	cJSON *json;
 
 	CHECK(card0);
@@ -616,7 +616,7 @@ TEST(graph_extension_keeps_properties_named_like_the_frame)
 	 * are not exactly the markers are refused: test_vcard_parse). */
 	static const char text[] = "BEGIN:VCARD\nVERSION:3.0\nFN:F\nVERSION:4.0\n"
 				   "g.VERSION:2.1\nEND:VCARD\n";
-	struct vcard *card0 = card_of(text), *back = NULL;
+	struct vcard *card0 = fixture_card_of(text), *back = NULL;
 
 	CHECK(card0);
 	CHECK_INT(card0->nprops, 3);
@@ -636,7 +636,7 @@ TEST(graph_card_carrying_our_slot_parameter_keeps_it)
 				   "EMAIL;X-CONTACTFS-SLOT=mine:a@x.example\n"
 				   "X-FOO;X-CONTACTFS-SLOT=name:1\n"
 				   "N;X-CONTACTFS-SLOT=emailAddresses:Doe;Jo;;;\nEND:VCARD\n";
-	struct vcard *card0 = card_of(text), *back = NULL;
+	struct vcard *card0 = fixture_card_of(text), *back = NULL;
 
 	CHECK(card0);
 	back = card_round_trip(card0, VCARD_V30);
@@ -649,7 +649,7 @@ out:
 
 TEST(graph_card_maps_fields_and_keeps_the_rest_in_the_extension)
 {
-	struct vcard *card = card_of(rich_card);
+	struct vcard *card = fixture_card_of(rich_card);
 	cJSON *json = card ? to_json(card) : NULL;
 	const cJSON *ext;
 	const char *extra, *orig;
@@ -709,7 +709,7 @@ out:
 
 TEST(graph_create_body_holds_no_server_fields)
 {
-	struct vcard *card = card_of(rich_card);
+	struct vcard *card = fixture_card_of(rich_card);
 	cJSON *json = card ? to_json(card) : NULL;
 	static const char *const never[] = {
 		"id",
@@ -742,9 +742,9 @@ out:
 
 TEST(graph_card_without_extras_needs_no_extension)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Ann Lee\nN:Lee;Ann;;;\n"
-				     "EMAIL:ann@example.com\nTEL;TYPE=CELL:+1 555 0100\n"
-				     "REV:2020-01-01T00:00:00Z\nEND:VCARD\n");
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Ann Lee\nN:Lee;Ann;;;\n"
+					     "EMAIL:ann@example.com\nTEL;TYPE=CELL:+1 555 0100\n"
+					     "REV:2020-01-01T00:00:00Z\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 
 	CHECK(json);
@@ -786,7 +786,7 @@ static char *birthday_of_card(const char *version, const char *bday_line)
 
 	snprintf(text, sizeof(text), "BEGIN:VCARD\nVERSION:%s\nFN:B\n%s\nEND:VCARD\n", version,
 		 bday_line);
-	card = card_of(text);
+	card = fixture_card_of(text);
 	json = card ? to_json(card) : NULL;
 	if (json)
 		out = strdup(jstr(json, "birthday") ? jstr(json, "birthday") : "");
@@ -888,8 +888,8 @@ out:;
 
 TEST(graph_birthday_that_is_no_date_stays_in_the_extension)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:4.0\nFN:B\n"
-				     "BDAY;VALUE=text:circa 1800\nEND:VCARD\n");
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\nVERSION:4.0\nFN:B\n"
+					     "BDAY;VALUE=text:circa 1800\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 
 	CHECK(json);
@@ -916,10 +916,11 @@ out:
 
 TEST(graph_fourth_email_goes_to_the_extension)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:E\nN:;E;;;\nUID:AAMkE=\n"
-				     "EMAIL:a@x.example\n"
-				     "EMAIL:b@x.example\nEMAIL:c@x.example\nEMAIL:d@x.example\n"
-				     "END:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:E\nN:;E;;;\nUID:AAMkE=\n"
+				"EMAIL:a@x.example\n"
+				"EMAIL:b@x.example\nEMAIL:c@x.example\nEMAIL:d@x.example\n"
+				"END:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL, *server = NULL;
 	struct vcard *back = NULL;
 
@@ -942,19 +943,19 @@ out:
 
 TEST(graph_phones_fill_their_slots_in_order)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:P\n"
-				     "TEL:+1 0001\n"		   /* untyped: business */
-				     "TEL;TYPE=WORK:+1 0002\n"	   /* business */
-				     "TEL;TYPE=WORK:+1 0003\n"	   /* business full */
-				     "TEL;TYPE=VOICE:+1 0004\n"	   /* untyped: home */
-				     "TEL;TYPE=HOME:+1 0005\n"	   /* home */
-				     "TEL;TYPE=PREF:+1 0006\n"	   /* all full */
-				     "TEL;TYPE=CELL:+1 0007\n"	   /* mobile */
-				     "TEL;TYPE=cell:+1 0008\n"	   /* mobile full */
-				     "TEL;TYPE=HOME,FAX:+1 0009\n" /* not a Graph phone */
-				     "TEL;TYPE=PAGER:+1 0010\n"
-				     "TEL;TYPE=WORK,MSG:+1 0011\n"
-				     "END:VCARD\n");
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:P\n"
+					     "TEL:+1 0001\n"		   /* untyped: business */
+					     "TEL;TYPE=WORK:+1 0002\n"	   /* business */
+					     "TEL;TYPE=WORK:+1 0003\n"	   /* business full */
+					     "TEL;TYPE=VOICE:+1 0004\n"	   /* untyped: home */
+					     "TEL;TYPE=HOME:+1 0005\n"	   /* home */
+					     "TEL;TYPE=PREF:+1 0006\n"	   /* all full */
+					     "TEL;TYPE=CELL:+1 0007\n"	   /* mobile */
+					     "TEL;TYPE=cell:+1 0008\n"	   /* mobile full */
+					     "TEL;TYPE=HOME,FAX:+1 0009\n" /* not a Graph phone */
+					     "TEL;TYPE=PAGER:+1 0010\n"
+					     "TEL;TYPE=WORK,MSG:+1 0011\n"
+					     "END:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 	const char *extra;
 	char *s;
@@ -984,8 +985,9 @@ out:
 
 TEST(graph_tel_uri_sends_the_bare_number)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:4.0\nFN:T\n"
-				     "TEL;VALUE=uri;TYPE=work:tel:+1-555-0100\nEND:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:4.0\nFN:T\n"
+				"TEL;VALUE=uri;TYPE=work:tel:+1-555-0100\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 
 	CHECK(json);
@@ -999,13 +1001,14 @@ out:
 
 TEST(graph_urls_ims_and_addresses_respect_their_slots)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:U\n"
-				     "URL:https://a.example\nURL;TYPE=WORK:https://b.example\n"
-				     "X-MS-IMADDRESS:im1\nIMPP:xmpp:im2@x\nX-MS-IMADDRESS:im3\n"
-				     "X-MS-IMADDRESS:im4\n"
-				     "ADR:;;1 Other St;;;;\nADR;TYPE=WORK:;;1 Work St;;;;\n"
-				     "ADR;TYPE=WORK:;;2 Work St;;;;\nADR;TYPE=INTL:;;;;;;\n"
-				     "END:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:U\n"
+				"URL:https://a.example\nURL;TYPE=WORK:https://b.example\n"
+				"X-MS-IMADDRESS:im1\nIMPP:xmpp:im2@x\nX-MS-IMADDRESS:im3\n"
+				"X-MS-IMADDRESS:im4\n"
+				"ADR:;;1 Other St;;;;\nADR;TYPE=WORK:;;1 Work St;;;;\n"
+				"ADR;TYPE=WORK:;;2 Work St;;;;\nADR;TYPE=INTL:;;;;;;\n"
+				"END:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 	const char *extra;
 
@@ -1044,7 +1047,7 @@ TEST(graph_missing_display_name_is_derived)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cJSON *c = jq(cases[i].json);
+		cJSON *c = fixture_jq(cases[i].json);
 		struct vcard *card = c ? from_json(c) : NULL;
 
 		CHECK(card);
@@ -1058,10 +1061,10 @@ out:;
 
 TEST(graph_absent_values_are_all_the_same)
 {
-	cJSON *c = jq("{'id':'AAMkX=','displayName':'A','givenName':'','surname':null,"
-		      "'emailAddresses':[],'homeAddress':{},'businessAddress':{'street':'',"
-		      "'city':null},'businessPhones':[''],'categories':[],'birthday':null,"
-		      "'personalNotes':'','mobilePhone':null,'children':[null]}");
+	cJSON *c = fixture_jq("{'id':'AAMkX=','displayName':'A','givenName':'','surname':null,"
+			      "'emailAddresses':[],'homeAddress':{},'businessAddress':{'street':'',"
+			      "'city':null},'businessPhones':[''],'categories':[],'birthday':null,"
+			      "'personalNotes':'','mobilePhone':null,'children':[null]}");
 	struct vcard *card = c ? from_json(c) : NULL;
 	cJSON *back = card ? to_json(card) : NULL;
 	const cJSON *e;
@@ -1082,9 +1085,9 @@ out:
 
 TEST(graph_uid_is_the_extension_uid_else_the_id)
 {
-	cJSON *c = jq("{'id':'AAMkID=','displayName':'U','extensions':[{'extensionName':"
-		      "'org.contactfs.vcard','uid':'my-own-uid'}]}");
-	cJSON *d = jq("{'id':'AAMkID=','displayName':'U'}");
+	cJSON *c = fixture_jq("{'id':'AAMkID=','displayName':'U','extensions':[{'extensionName':"
+			      "'org.contactfs.vcard','uid':'my-own-uid'}]}");
+	cJSON *d = fixture_jq("{'id':'AAMkID=','displayName':'U'}");
 	struct vcard *a = c ? from_json(c) : NULL, *b = d ? from_json(d) : NULL;
 
 	CHECK(a && b);
@@ -1117,7 +1120,7 @@ TEST(graph_extension_is_found_by_name_or_id)
 			 "{'displayName':'X','extensions':[{'extensionName':'Com.Other',"
 			 "'extra':'X-B:2'},{'%s':'%s','extra':'X-A:1%s'}]}",
 			 keys[i], names[i], ends[i]);
-		c = jq(json);
+		c = fixture_jq(json);
 		card = c ? from_json(c) : NULL;
 		CHECK(card);
 		CHECK_STR(value_of(card, "X-A"), "1");
@@ -1130,8 +1133,9 @@ out:;
 
 TEST(graph_broken_extension_is_a_warning_not_a_failure)
 {
-	cJSON *c = jq("{'displayName':'W','extensions':[{'extensionName':'org.contactfs.vcard',"
-		      "'extra':'END:VCARD\\r\\nBEGIN:VCARD\\r\\nFN:evil\\r\\n'}]}");
+	cJSON *c = fixture_jq(
+		"{'displayName':'W','extensions':[{'extensionName':'org.contactfs.vcard',"
+		"'extra':'END:VCARD\\r\\nBEGIN:VCARD\\r\\nFN:evil\\r\\n'}]}");
 	struct vcard *card = c ? from_json(c) : NULL;
 
 	CHECK(card);
@@ -1145,7 +1149,7 @@ out:
 
 TEST(graph_email_name_travels_in_a_parameter)
 {
-	cJSON *c = jq(
+	cJSON *c = fixture_jq(
 		"{'displayName':'E','emailAddresses':[{'name':'Jane, Doe','address':'j@x.example'},"
 		"{'name':'k@x.example','address':'k@x.example'},{'name':'','address':'l@x.example'}"
 		"]}");
@@ -1173,11 +1177,12 @@ out:
 
 TEST(graph_read_only_email_fields_stand_in_only_without_email_addresses)
 {
-	cJSON *a = jq("{'displayName':'P','primaryEmailAddress':{'address':'p@x.example'},"
-		      "'secondaryEmailAddress':null,'tertiaryEmailAddress':{'name':'T','address':"
-		      "'t@x.example'}}");
-	cJSON *b = jq("{'displayName':'P','emailAddresses':[{'address':'e@x.example'}],"
-		      "'primaryEmailAddress':{'address':'p@x.example'}}");
+	cJSON *a = fixture_jq(
+		"{'displayName':'P','primaryEmailAddress':{'address':'p@x.example'},"
+		"'secondaryEmailAddress':null,'tertiaryEmailAddress':{'name':'T','address':"
+		"'t@x.example'}}");
+	cJSON *b = fixture_jq("{'displayName':'P','emailAddresses':[{'address':'e@x.example'}],"
+			      "'primaryEmailAddress':{'address':'p@x.example'}}");
 	struct vcard *ca = a ? from_json(a) : NULL, *cb = b ? from_json(b) : NULL;
 	cJSON *ja = ca ? to_json(ca) : NULL;
 
@@ -1197,9 +1202,10 @@ out:
 
 TEST(graph_unchanged_contact_renders_its_original_properties)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:O\n"
-				     "item1.EMAIL;TYPE=home:a@x.example\nitem1.X-ABLabel:Home\n"
-				     "ADR;TYPE=HOME:PO Box 1;;1 Main St;Town;;;\nEND:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:O\n"
+				"item1.EMAIL;TYPE=home:a@x.example\nitem1.X-ABLabel:Home\n"
+				"ADR;TYPE=HOME:PO Box 1;;1 Main St;Town;;;\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL, *server = NULL;
 	struct vcard *back = NULL;
 	char *text = NULL;
@@ -1222,9 +1228,10 @@ out:
 
 TEST(graph_field_changed_in_outlook_renders_fresh)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:O\n"
-				     "EMAIL;TYPE=home:a@x.example\nEMAIL;TYPE=work:b@x.example\n"
-				     "ADR;TYPE=HOME:PO Box 1;;1 Main St;Town;;;\nEND:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:O\n"
+				"EMAIL;TYPE=home:a@x.example\nEMAIL;TYPE=work:b@x.example\n"
+				"ADR;TYPE=HOME:PO Box 1;;1 Main St;Town;;;\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL, *server = NULL, *emails, *home;
 	struct vcard *back = NULL;
 	char *text = NULL;
@@ -1255,7 +1262,7 @@ TEST(graph_photo_is_bytes_in_the_card_and_never_in_json)
 {
 	static const unsigned char jpeg[] = {0xff, 0xd8, 0xff, 0xe0, 0x00,
 					     0x10, 'J',	 'F',  'I',  'F'};
-	cJSON *c = jq("{'displayName':'Ph'}");
+	cJSON *c = fixture_jq("{'displayName':'Ph'}");
 	struct vcard *card = NULL;
 	struct vcard_error err;
 	const struct vcard_prop *p;
@@ -1282,8 +1289,9 @@ out:;
 
 TEST(graph_times_are_written_in_utc)
 {
-	cJSON *c = jq("{'displayName':'T','lastModifiedDateTime':'2014-10-20T01:08:24+02:00',"
-		      "'createdDateTime':'2014-12-31T23:30:00-01:00'}");
+	cJSON *c =
+		fixture_jq("{'displayName':'T','lastModifiedDateTime':'2014-10-20T01:08:24+02:00',"
+			   "'createdDateTime':'2014-12-31T23:30:00-01:00'}");
 	struct vcard *card = c ? from_json(c) : NULL;
 
 	CHECK(card);
@@ -1296,11 +1304,11 @@ out:
 
 TEST(graph_bookkeeping_properties_are_ignored_when_read)
 {
-	struct vcard *card =
-		card_of("BEGIN:VCARD\nVERSION:3.0\nFN:K\n"
-			"REV:2020-01-01T00:00:00Z\nX-CONTACTFS-CREATED:2019-01-01T00:00:00Z\n"
-			"X-CONTACTFS-VERSION:EQAAABYAAAA3c6+9Z/lhl.0\n"
-			"PRODID:-//contactfs//contactfs 0.1//EN\nEND:VCARD\n");
+	struct vcard *card = fixture_card_of(
+		"BEGIN:VCARD\nVERSION:3.0\nFN:K\n"
+		"REV:2020-01-01T00:00:00Z\nX-CONTACTFS-CREATED:2019-01-01T00:00:00Z\n"
+		"X-CONTACTFS-VERSION:EQAAABYAAAA3c6+9Z/lhl.0\n"
+		"PRODID:-//contactfs//contactfs 0.1//EN\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 
 	CHECK(json);
@@ -1349,7 +1357,7 @@ static char *keys_of(const cJSON *patch)
  * file system shows for it. */
 static int rich_server(cJSON **server, struct vcard **file)
 {
-	struct vcard *card0 = card_of(rich_card), *card = NULL;
+	struct vcard *card0 = fixture_card_of(rich_card), *card = NULL;
 	cJSON *body = card0 ? to_json(card0) : NULL;
 
 	*server = body ? as_server(body, "AAMkSERVER=") : NULL;
@@ -1386,8 +1394,9 @@ out:
 TEST(graph_diff_names_every_address_field_it_changes_or_clears)
 {
 	struct diffed d = {NULL, NULL};
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Ann Lee\nN:Lee;Ann;;;\n"
-				     "ADR;TYPE=WORK:;;1 Main St;;;;\nUID:AAMkSERVER=\nEND:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Ann Lee\nN:Lee;Ann;;;\n"
+				"ADR;TYPE=WORK:;;1 Main St;;;;\nUID:AAMkSERVER=\nEND:VCARD\n");
 	cJSON *server = cJSON_Parse(
 		"{\"id\":\"AAMkSERVER=\",\"displayName\":\"Ann Lee\",\"givenName\":\"Ann\","
 		"\"surname\":\"Lee\",\"homeAddress\":{\"street\":\"2 Elm St\",\"city\":"
@@ -1422,9 +1431,9 @@ TEST(graph_diff_keeps_the_servers_email_name_when_the_card_names_no_one)
 {
 	struct diffed d = {NULL, NULL};
 	struct vcard *card =
-		card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Alice Archer\nN:Archer;Alice;;;\n"
-			"EMAIL;TYPE=internet:ALICE@example.org\nEMAIL:new@example.org\n"
-			"UID:AAMkSERVER=\nEND:VCARD\n");
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Alice Archer\nN:Archer;Alice;;;\n"
+				"EMAIL;TYPE=internet:ALICE@example.org\nEMAIL:new@example.org\n"
+				"UID:AAMkSERVER=\nEND:VCARD\n");
 	cJSON *server = cJSON_Parse(
 		"{\"id\":\"AAMkSERVER=\",\"displayName\":\"Alice Archer\",\"givenName\":"
 		"\"Alice\",\"surname\":\"Archer\",\"emailAddresses\":[{\"address\":"
@@ -1540,8 +1549,9 @@ out:
 
 TEST(graph_diff_clears_a_removed_note_with_null)
 {
-	cJSON *server = jq("{'id':'AAMkN=','displayName':'N','personalNotes':'old note'}");
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:N\nUID:AAMkN=\nEND:VCARD\n");
+	cJSON *server = fixture_jq("{'id':'AAMkN=','displayName':'N','personalNotes':'old note'}");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:N\nUID:AAMkN=\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL};
 	char *keys = NULL;
 
@@ -1560,9 +1570,9 @@ out:
 
 TEST(graph_diff_ignores_crlf_that_a_vcard_cannot_carry)
 {
-	cJSON *server =
-		jq("{'id':'AAMkC=','displayName':'C','personalNotes':'one\\r\\ntwo\\rthree',"
-		   "'homeAddress':{'street':'1 Main St\\r\\nFloor 2','city':'Town'}}");
+	cJSON *server = fixture_jq(
+		"{'id':'AAMkC=','displayName':'C','personalNotes':'one\\r\\ntwo\\rthree',"
+		"'homeAddress':{'street':'1 Main St\\r\\nFloor 2','city':'Town'}}");
 	struct vcard *card = server ? from_json(server) : NULL;
 	struct vcard *file = card ? reread(card, VCARD_V30) : NULL;
 	struct diffed d = {NULL, NULL};
@@ -1584,11 +1594,12 @@ out:
 
 TEST(graph_diff_compares_birthdays_by_date)
 {
-	cJSON *server = jq("{'id':'AAMkB=','displayName':'B','birthday':'1974-07-22T00:00:00Z'}");
-	struct vcard *same = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:B\nUID:AAMkB=\n"
-				     "BDAY:1974-07-22\nEND:VCARD\n");
-	struct vcard *other = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:B\nUID:AAMkB=\n"
-				      "BDAY:1974-07-23\nEND:VCARD\n");
+	cJSON *server =
+		fixture_jq("{'id':'AAMkB=','displayName':'B','birthday':'1974-07-22T00:00:00Z'}");
+	struct vcard *same = fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:B\nUID:AAMkB=\n"
+					     "BDAY:1974-07-22\nEND:VCARD\n");
+	struct vcard *other = fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:B\nUID:AAMkB=\n"
+					      "BDAY:1974-07-23\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL}, e = {NULL, NULL};
 	char *keys;
 
@@ -1609,10 +1620,10 @@ out:
 
 TEST(graph_diff_treats_email_name_equal_to_address_as_none)
 {
-	cJSON *server = jq("{'id':'AAMkM=','displayName':'M','emailAddresses':["
-			   "{'name':'m@x.example','address':'m@x.example'}]}");
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:M\nUID:AAMkM=\n"
-				     "EMAIL:m@x.example\nEND:VCARD\n");
+	cJSON *server = fixture_jq("{'id':'AAMkM=','displayName':'M','emailAddresses':["
+				   "{'name':'m@x.example','address':'m@x.example'}]}");
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:M\nUID:AAMkM=\n"
+					     "EMAIL:m@x.example\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL};
 	char *keys = NULL;
 
@@ -1655,12 +1666,13 @@ out:
 
 TEST(graph_diff_empties_a_stale_extension)
 {
-	cJSON *server =
-		jq("{'id':'AAMkS=','displayName':'S','extensions':[{'id':"
-		   "'microsoft.graph.openTypeExtension.org.contactfs.vcard','extensionName':"
-		   "'org.contactfs.vcard','uid':'AAMkS=','extra':'X-OLD:1\\r\\n','orig':"
-		   "'FN;X-CONTACTFS-SLOT=displayName:S\\r\\n'}]}");
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:S\nUID:AAMkS=\nEND:VCARD\n");
+	cJSON *server = fixture_jq(
+		"{'id':'AAMkS=','displayName':'S','extensions':[{'id':"
+		"'microsoft.graph.openTypeExtension.org.contactfs.vcard','extensionName':"
+		"'org.contactfs.vcard','uid':'AAMkS=','extra':'X-OLD:1\\r\\n','orig':"
+		"'FN;X-CONTACTFS-SLOT=displayName:S\\r\\n'}]}");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:S\nUID:AAMkS=\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL};
 
 	CHECK(server && card);
@@ -1677,8 +1689,9 @@ out:
 
 TEST(graph_diff_of_a_changed_uid_updates_the_extension)
 {
-	cJSON *server = jq("{'id':'AAMkS=','displayName':'S'}");
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:S\nUID:my-uid\nEND:VCARD\n");
+	cJSON *server = fixture_jq("{'id':'AAMkS=','displayName':'S'}");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:S\nUID:my-uid\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL};
 
 	CHECK(server && card);
@@ -1728,7 +1741,7 @@ TEST(graph_wrong_types_are_einval_naming_the_field)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cJSON *c = jq(cases[i].json);
+		cJSON *c = fixture_jq(cases[i].json);
 		struct vcard_error err = {99, "unset"};
 		struct vcard *card = (struct vcard *)1;
 		cJSON *patch = (cJSON *)1, *ext = (cJSON *)1;
@@ -1774,7 +1787,7 @@ TEST(graph_any_value_in_any_field_never_crashes)
 		"[{'extensionName':'org.contactfs.vcard','extra':'X-A:1','orig':'N:;;;;'}]",
 		"[{'extensionName':'org.contactfs.vcard','orig':'TEL;X-CONTACTFS-SLOT=nope:1'}]",
 	};
-	cJSON *rich = jq(rich_json);
+	cJSON *rich = fixture_jq(rich_json);
 	const cJSON *f;
 	int ok = 0, einval = 0;
 
@@ -1789,7 +1802,7 @@ TEST(graph_any_value_in_any_field_never_crashes)
 			int r;
 
 			CHECK(c && empty);
-			cJSON_ReplaceItemInObjectCaseSensitive(c, f->string, jq(values[v]));
+			cJSON_ReplaceItemInObjectCaseSensitive(c, f->string, fixture_jq(values[v]));
 			r = vcard_from_graph(c, NULL, 0, NULL, &card, &err);
 			CHECK(r == 0 || r == -EINVAL);
 			if (r) {
@@ -1846,7 +1859,7 @@ TEST(graph_photo_keeps_its_group_and_parameters)
 	static const char text[] = "BEGIN:VCARD\nVERSION:3.0\nFN:P\nUID:p1\n"
 				   "g1.PHOTO;ENCODING=b;TYPE=JPEG;X-ABCROP-RECTANGLE=ABClipRect_1&0&0&"
 				   "1&1&abc:/9j/4AAQSkZJRg==\nEND:VCARD\n";
-	struct vcard *card0 = card_of(text), *back = NULL;
+	struct vcard *card0 = fixture_card_of(text), *back = NULL;
 	const struct vcard_prop *p;
 
 	CHECK(card0);
