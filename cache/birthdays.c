@@ -83,11 +83,12 @@ static int make(struct cache *c, char **text)
 				  icalproperty_new_calscale("GREGORIAN"), (void *)0);
 	if (!cal)
 		return -ENOMEM;
-	r = db_prepare(c->db, &st,
-		       "SELECT n.data, k.id FROM nodes n JOIN contacts k ON k.cid = n.cid WHERE "
-		       "n.cid IS NOT NULL ORDER BY n.ino",
-		       NULL);
-	while (!r && (r = db_step(st)) == 1) {
+	r = cache_db_prepare(
+		c->db, &st,
+		"SELECT n.data, k.id FROM nodes n JOIN contacts k ON k.cid = n.cid WHERE "
+		"n.cid IS NOT NULL ORDER BY n.ino",
+		NULL);
+	while (!r && (r = cache_db_step(st)) == 1) {
 		const char *data = (const char *)sqlite3_column_blob(st, 0);
 		const char *id = (const char *)sqlite3_column_text(st, 1);
 		struct vcard_prop *p, *uidp, *fn;
@@ -118,7 +119,7 @@ static int make(struct cache *c, char **text)
 		vcard_free(card);
 	}
 	if (st)
-		db_release(st);
+		cache_db_release(st);
 	if (!r && !(*text = icalcomponent_as_ical_string_r(cal)))
 		r = -ENOMEM;
 	icalcomponent_free(cal);
@@ -133,7 +134,7 @@ int cache_birthdays_ics(struct cache *c, struct buf *out)
 	/* Made again only when the database changed since: a stat of the
 	 * file (ls -l .contactfs) would otherwise parse every card. */
 	pthread_mutex_lock(&c->api_lock);
-	r = db_int(c->db, &version, "PRAGMA data_version", NULL);
+	r = cache_db_int(c->db, &version, "PRAGMA data_version", NULL);
 	changes = (int64_t)sqlite3_total_changes(c->db);
 	if (r >= 0 && (!c->ics || version != c->ics_version || changes != c->ics_changes)) {
 		char *text;

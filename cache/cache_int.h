@@ -143,76 +143,82 @@ enum list_read {
 /* On the sync thread: read the master category list when how says so or
  * edits wait, and turn the edits into outbox requests (categories.c).
  * 1 when requests were queued, 0, -EHOSTDOWN offline, or -errno (logged). */
-int categories_sync(struct cache *c, enum list_read how) CACHE_MUST_CHECK;
+int cache_categories_sync(struct cache *c, enum list_read how) CACHE_MUST_CHECK;
 
 /* On the sync thread: read the people when how says so, and make
  * .contactfs/people/ show them (people.c). 0, -EHOSTDOWN offline, or -errno
  * (logged). */
-int people_sync(struct cache *c, enum list_read how) CACHE_MUST_CHECK;
+int cache_people_sync(struct cache *c, enum list_read how) CACHE_MUST_CHECK;
 
 /* Whether file ino's name is held now (engine.c). Takes c->lock. */
-int names_held(struct cache *c, uint64_t ino);
+int cache_names_held(struct cache *c, uint64_t ino);
 /* The earliest time a held name is let go, in ms; 0 for none. Takes
  * c->lock. */
-int64_t names_next_release(struct cache *c);
+int64_t cache_names_next_release(struct cache *c);
 
 /* ---- db.c ---------------------------------------------------------------- */
 
 /* The errno for a SQLite result code: the one place they are translated. */
-int db_errno(int rc);
+int cache_db_errno(int rc);
 
 /*
  * Prepare sql and bind the arguments fmt describes, one letter each:
  * 'i' int64_t, 't' const char * (NULL binds NULL), 'b' const void *, size_t.
  * sql must be a string literal: prepared statements are kept by its address
- * (db_release hands them back for the next call).
+ * (cache_db_release hands them back for the next call).
  * 0 with *st ready to step, or -errno (logged).
  */
-int db_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt,
-	       ...) CACHE_MUST_CHECK;
-/* Give a statement from db_prepare back (reset, kept for the next caller),
+int cache_db_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt,
+		     ...) CACHE_MUST_CHECK;
+/* Give a statement from cache_db_prepare back (reset, kept for the next caller),
  * or finalize it. NULL is a no-op. */
-void db_release(sqlite3_stmt *st);
+void cache_db_release(sqlite3_stmt *st);
 /* Close a connection and its kept statements. */
-void db_disconnect(sqlite3 *db);
+void cache_db_disconnect(sqlite3 *db);
 /* Prepare, bind, step to completion, release. */
-int db_run(sqlite3 *db, const char *sql, const char *fmt, ...) CACHE_MUST_CHECK;
+int cache_db_run(sqlite3 *db, const char *sql, const char *fmt, ...) CACHE_MUST_CHECK;
 /* Prepare, bind, step once: 1 with *out set to column 0 as an integer when
  * a row came, 0 when none, -errno. */
-int db_int(sqlite3 *db, int64_t *out, const char *sql, const char *fmt, ...) CACHE_MUST_CHECK;
+int cache_db_int(sqlite3 *db, int64_t *out, const char *sql, const char *fmt, ...) CACHE_MUST_CHECK;
 /* 0 after SQLITE_DONE, 1 after SQLITE_ROW, else -errno (logged). */
-int db_step(sqlite3_stmt *st);
+int cache_db_step(sqlite3_stmt *st);
 
-int db_begin(sqlite3 *db) CACHE_MUST_CHECK; /* BEGIN IMMEDIATE */
-int db_commit(sqlite3 *db) CACHE_MUST_CHECK;
-void db_rollback(sqlite3 *db);
+int cache_db_begin(sqlite3 *db) CACHE_MUST_CHECK; /* BEGIN IMMEDIATE */
+int cache_db_commit(sqlite3 *db) CACHE_MUST_CHECK;
+void cache_db_rollback(sqlite3 *db);
 
 /* A column as a malloc'd string (NULL when NULL or out of memory). */
-char *db_strdup(sqlite3_stmt *st, int col);
+char *cache_db_strdup(sqlite3_stmt *st, int col);
 
 /* Open a connection to c->path with the pragmas every connection uses. */
-int db_connect(struct cache *c, sqlite3 **out, char *errbuf, size_t errsize) CACHE_MUST_CHECK;
+int cache_db_connect(struct cache *c, sqlite3 **out, char *errbuf, size_t errsize) CACHE_MUST_CHECK;
 
 /* Check or create the schema. */
-int db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize) CACHE_MUST_CHECK;
+int cache_db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize) CACHE_MUST_CHECK;
 
-/* meta table. db_meta_get: malloc'd value or NULL. */
-char *db_meta_get(sqlite3 *db, const char *key);
-int db_meta_set(sqlite3 *db, const char *key, const char *value) CACHE_MUST_CHECK;
+/* meta table. cache_db_meta_get: malloc'd value or NULL. */
+char *cache_db_meta_get(sqlite3 *db, const char *key);
+int cache_db_meta_set(sqlite3 *db, const char *key, const char *value) CACHE_MUST_CHECK;
 
 /* ---- shared helpers (tree.c) ------------------------------------------------- */
 
 int64_t cache_now_ns(void);
 int64_t cache_now_ms(void);
 
+/* A refusal that a transaction body commits all the same: what it recorded
+ * (the draft, the error log) stays, and cache_in_txn's caller gets the
+ * errno named here. Negative and below every -errno, so a body returns one
+ * as it returns any error. */
+enum cache_kept {
+	CACHE_KEPT_INVALID = -4096,   /* -EINVAL: an invalid card kept as a draft */
+	CACHE_KEPT_DUPLICATE = -4097, /* -EEXIST: the UID of a contact another file shows */
+	CACHE_KEPT_TOO_BIG = -4098,   /* -EFBIG: a photo Outlook refuses for its size */
+};
+
 /* Run fn in a transaction on the API connection (under the API lock) and
- * wake the sync thread when it committed. fn may return CACHE_EINVAL_KEEP
- * (negative): committed all the same (an error it recorded stays), and the
- * caller gets -EINVAL. */
-#define CACHE_EINVAL_KEEP (-4096)
-/* The same for a card Outlook cannot take for its size: the caller gets
- * -EFBIG. */
-#define CACHE_EFBIG_KEEP (-4098)
+ * wake the sync thread when it committed. fn returns 0 (committed), a
+ * CACHE_KEPT_* refusal (committed, and the caller gets its errno) or
+ * -errno (rolled back). */
 int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg);
 
 /* Record an error for .contactfs/errors and the log. */
@@ -229,24 +235,24 @@ struct events {
 	struct cache_change *v;
 	size_t n, size;
 };
-void events_add(struct events *ev, enum cache_event what, uint64_t ino, uint64_t parent,
-		const char *name, uint64_t old_parent, const char *old_name);
+void cache_events_add(struct events *ev, enum cache_event what, uint64_t ino, uint64_t parent,
+		      const char *name, uint64_t old_parent, const char *old_name);
 /* Tell them (if committed) and free them. */
-void events_flush(struct cache *c, struct events *ev, int committed);
+void cache_events_flush(struct cache *c, struct events *ev, int committed);
 
 /* A name in dir that no node has: name itself, else "stem (n).vcf" /
  * "name (n)". out has 256 bytes. */
-int tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out) CACHE_MUST_CHECK;
+int cache_tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out) CACHE_MUST_CHECK;
 
 /* Queue an entry in the open transaction. */
-int outbox_add(sqlite3 *db, enum op op, int64_t cid, int64_t folder, const char *arg,
-	       int64_t not_before_ms) CACHE_MUST_CHECK;
+int cache_outbox_add(sqlite3 *db, enum op op, int64_t cid, int64_t folder, const char *arg,
+		     int64_t not_before_ms) CACHE_MUST_CHECK;
 
 /* Queue a request that has no contact (OP_REQUEST: master categories):
  * method, path relative to the mailbox, JSON body text or NULL. In the
  * open transaction. */
-int outbox_add_request(sqlite3 *db, const char *method, const char *path,
-		       const char *body) CACHE_MUST_CHECK;
+int cache_outbox_add_request(sqlite3 *db, const char *method, const char *path,
+			     const char *body) CACHE_MUST_CHECK;
 
 /* Whether a PATCH body changes nothing (it always repeats the display
  * name). */
@@ -255,7 +261,7 @@ int cache_patch_is_empty(const cJSON *patch, const cJSON *base);
 /* The sync thread's side of an import (tree.c): file ino, a file of cards
  * already imported, goes, unless it was written again since. In a
  * transaction. */
-int tree_drop_imported(sqlite3 *db, int64_t ino, struct events *ev) CACHE_MUST_CHECK;
+int cache_tree_drop_imported(sqlite3 *db, int64_t ino, struct events *ev) CACHE_MUST_CHECK;
 
 /* The follow-up flag (-o followup; docs/mapping.md). The flag of a contact
  * lives in contacts.flag as Graph's beta last gave it, apart from the v1.0
@@ -273,10 +279,10 @@ cJSON *cache_flag_of(sqlite3 *db, int64_t cid);
 
 /* Queue contact cid's flag to be sent after everything queued for it so
  * far (one that waits moves to the end). In a transaction. */
-int outbox_add_flag(sqlite3 *db, int64_t cid, int64_t folder) CACHE_MUST_CHECK;
+int cache_outbox_add_flag(sqlite3 *db, int64_t cid, int64_t folder) CACHE_MUST_CHECK;
 
 /* Whether contact cid has any outbox entry. 1, 0 or -errno. */
-int outbox_has(sqlite3 *db, int64_t cid) CACHE_MUST_CHECK;
+int cache_outbox_has(sqlite3 *db, int64_t cid) CACHE_MUST_CHECK;
 
 /* The version card was made from (VCARD_VERSION_PROP, "<change key>.<photo>"
  * where photo is 12 hex digits of the SHA-256 of the photo shown, or "0"):
@@ -323,7 +329,7 @@ int cache_merge_remember(sqlite3 *db, int64_t cid, struct vcard *card, const cJS
 /* A card of file ino without a version line gets the one the handle that
  * wrote it had loaded (nodes.loaded, cache_write_loaded), if any. 0 or
  * -errno. */
-int tree_card_loaded(sqlite3 *db, int64_t ino, struct vcard *card) CACHE_MUST_CHECK;
+int cache_tree_card_loaded(sqlite3 *db, int64_t ino, struct vcard *card) CACHE_MUST_CHECK;
 
 /* Write json (what contact cid's file should show: a merge, not a server
  * version) into the file as the mount renders it, under a version token of
@@ -332,14 +338,14 @@ int tree_card_loaded(sqlite3 *db, int64_t ino, struct vcard *card) CACHE_MUST_CH
  * photo's PHOTO (none when it has none) when photo is not NULL, else the
  * stored photo; the contact's server version stays as it was. The file counts as written (its
  * changes are still to send). In the open transaction. 0 or -errno. */
-int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
-		      const cJSON *mflag, const struct vcard *photo,
-		      struct events *ev) CACHE_MUST_CHECK;
+int cache_tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
+			    const cJSON *mflag, const struct vcard *photo,
+			    struct events *ev) CACHE_MUST_CHECK;
 
 /* Keep ours (a card's bytes) beside contact cid's file as
  * "<name>.conflict-<UTC time>", a scratch file; its name in kept. */
-int tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept, size_t size,
-		     struct events *ev) CACHE_MUST_CHECK;
+int cache_tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept,
+			   size_t size, struct events *ev) CACHE_MUST_CHECK;
 
 /* What a written card of contact cid is based on (cache_card_base). */
 enum cache_base {
@@ -359,7 +365,8 @@ int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, int local_ok, 
 
 /* Render contact cid from its server JSON (and photo) into the file that
  * shows it, creating or renaming that file as needed. In a transaction. */
-int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev) CACHE_MUST_CHECK;
+int cache_tree_render(struct cache *c, sqlite3 *db, int64_t cid,
+		      struct events *ev) CACHE_MUST_CHECK;
 
 /*
  * A contact that arrived from the server carrying ext, our extension: when
@@ -368,13 +375,13 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev) CA
  * is a stray copy: its file goes, and it is deleted on the server. 1 when
  * it was one, 0, or -errno. In a transaction.
  */
-int tree_drop_stray(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *ext,
-		    struct events *ev) CACHE_MUST_CHECK;
+int cache_tree_drop_stray(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *ext,
+			  struct events *ev) CACHE_MUST_CHECK;
 
 /* The Graph path of a folder's contacts collection ("" for the default
  * folder, "/contactFolders/ID" otherwise) into out. -EAGAIN when the
  * folder has no id yet. */
-int folder_base(sqlite3 *db, int64_t folder, char *out, size_t size) CACHE_MUST_CHECK;
+int cache_folder_base(sqlite3 *db, int64_t folder, char *out, size_t size) CACHE_MUST_CHECK;
 
 /* A string member of a JSON object, or NULL. */
 const char *cache_jstr(const cJSON *o, const char *key);
@@ -390,17 +397,17 @@ void cache_new_key(char out[33]);
 /* One outbox pass: send everything sendable now. 0, or -EHOSTDOWN when the
  * server could not be reached. *next_ms: when the next entry is due (0:
  * none waiting). */
-int outbox_pass(struct cache *c, int64_t *next_ms) CACHE_MUST_CHECK;
+int cache_outbox_pass(struct cache *c, int64_t *next_ms) CACHE_MUST_CHECK;
 
 /* One delta round over every folder. 0, -EHOSTDOWN, or -errno. */
-int sync_in(struct cache *c) CACHE_MUST_CHECK;
+int cache_sync_in(struct cache *c) CACHE_MUST_CHECK;
 
 /* Fetch photos not yet known, at most max contacts. *left: whether more
  * remain. */
-int sync_photos(struct cache *c, int max, int *left) CACHE_MUST_CHECK;
+int cache_sync_photos(struct cache *c, int max, int *left) CACHE_MUST_CHECK;
 
 /* Render every contact marked for it. */
-int sync_render(struct cache *c) CACHE_MUST_CHECK;
+int cache_sync_render(struct cache *c) CACHE_MUST_CHECK;
 
 /* Record whether the server answers (logged when it changes). */
 void cache_set_online(struct cache *c, int online);

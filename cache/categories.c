@@ -111,7 +111,7 @@ static int colour_graph(const char *text, char *out, size_t size)
  * EDITS: the changes written and not yet made requests. */
 static cJSON *stored(sqlite3 *db, const char *key)
 {
-	char *text = db_meta_get(db, key);
+	char *text = cache_db_meta_get(db, key);
 	cJSON *list = text ? cJSON_Parse(text) : NULL;
 
 	free(text);
@@ -125,12 +125,12 @@ static cJSON *stored(sqlite3 *db, const char *key)
 static int store(sqlite3 *db, const cJSON *list, int fetched)
 {
 	char *text = cJSON_PrintUnformatted(list), when[32];
-	int r = text ? db_meta_set(db, "categories", text) : -ENOMEM;
+	int r = text ? cache_db_meta_set(db, "categories", text) : -ENOMEM;
 
 	free(text);
 	if (!r && fetched) {
 		snprintf(when, sizeof(when), "%lld", (long long)cache_now_ms());
-		r = db_meta_set(db, "categories_at", when);
+		r = cache_db_meta_set(db, "categories_at", when);
 	}
 	return r;
 }
@@ -139,10 +139,10 @@ static int store(sqlite3 *db, const cJSON *list, int fetched)
 static int waiting(sqlite3 *db)
 {
 	int64_t n = 0;
-	int r = db_int(db, &n,
-		       "SELECT count(*) FROM outbox WHERE op = ? AND parked = 0 AND "
-		       "json_extract(arg, '$.path') LIKE '" PATH "%'",
-		       "i", (int64_t)OP_REQUEST);
+	int r = cache_db_int(db, &n,
+			     "SELECT count(*) FROM outbox WHERE op = ? AND parked = 0 AND "
+			     "json_extract(arg, '$.path') LIKE '" PATH "%'",
+			     "i", (int64_t)OP_REQUEST);
 
 	return r < 0 ? r : n > 0;
 }
@@ -183,7 +183,7 @@ static cJSON *named(const cJSON *list, const char *name)
 static int enqueue(sqlite3 *db, const char *method, const char *path, const cJSON *body)
 {
 	char *text = body ? cJSON_PrintUnformatted(body) : NULL;
-	int r = body && !text ? -ENOMEM : outbox_add_request(db, method, path, text);
+	int r = body && !text ? -ENOMEM : cache_outbox_add_request(db, method, path, text);
 
 	free(text);
 	return r;
@@ -273,14 +273,14 @@ static int sync_store(sqlite3 *db, struct sync_args *a)
 		r = 0;
 	}
 	if (!r)
-		r = db_run(db, "DELETE FROM meta WHERE key = '" EDITS "'", NULL);
+		r = cache_db_run(db, "DELETE FROM meta WHERE key = '" EDITS "'", NULL);
 	if (!r)
 		r = store(db, a->list, 1);
 	cJSON_Delete(edits);
 	return r;
 }
 
-int categories_sync(struct cache *c, enum list_read how)
+int cache_categories_sync(struct cache *c, enum list_read how)
 {
 	int64_t max_age = (int64_t)(c->cfg.poll_s > 0 ? c->cfg.poll_s : 300) * 1000;
 	struct sync_args a = {0};
@@ -293,11 +293,11 @@ int categories_sync(struct cache *c, enum list_read how)
 	/* Our requests go out first; the list is read after them. */
 	if ((r = waiting(c->sdb)) != 0)
 		return r < 0 ? r : 0;
-	r = db_int(c->sdb, &edits,
-		   "SELECT json_array_length(value) FROM meta WHERE key = '" EDITS "'", NULL);
+	r = cache_db_int(c->sdb, &edits,
+			 "SELECT json_array_length(value) FROM meta WHERE key = '" EDITS "'", NULL);
 	if (r < 0)
 		return r;
-	at = db_meta_get(c->sdb, "categories_at");
+	at = cache_db_meta_get(c->sdb, "categories_at");
 	read = edits > 0 || c->categories_sent || (how != LIST_WRITTEN && !at) ||
 	       (how == LIST_IF_STALE && cache_now_ms() - strtoll(at, NULL, 10) >= max_age);
 	free(at);
@@ -320,9 +320,9 @@ int categories_sync(struct cache *c, enum list_read how)
 		}
 		goto out;
 	}
-	if (!(r = db_begin(c->sdb))) {
+	if (!(r = cache_db_begin(c->sdb))) {
 		r = sync_store(c->sdb, &a);
-		r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
+		r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 	}
 	if (r < 0) {
 		log_warn("cache: keeping the master category list: %s", strerror(-r));
@@ -352,7 +352,7 @@ int cache_categories_text(struct cache *c, struct buf *out)
 		return buf_printf(out, "%s", SHARED_TEXT);
 	pthread_mutex_lock(&c->api_lock);
 	list = stored(c->db, "categories");
-	at = db_meta_get(c->db, "categories_at");
+	at = cache_db_meta_get(c->db, "categories_at");
 	pthread_mutex_unlock(&c->api_lock);
 	/* The stored copy is shown; the sync thread reads the server's. */
 	if (!at || cache_now_ms() - strtoll(at, NULL, 10) >= max_age)
@@ -556,7 +556,7 @@ static int do_write(struct cache *c, void *arg)
 	if ((r = parse(a->text, a->len, &v, &n, a->why, a->whysize))) {
 		if (r == -EINVAL) {
 			cache_error(db, "categories", "%s; nothing changed", a->why);
-			return CACHE_EINVAL_KEEP;
+			return CACHE_KEPT_INVALID;
 		}
 		return r;
 	}
@@ -602,11 +602,11 @@ static int do_write(struct cache *c, void *arg)
 			r = edit_name(edits, v[i].name, v[i].colour);
 	}
 	if (!r && cJSON_GetArraySize(edits) == 0)
-		r = db_run(db, "DELETE FROM meta WHERE key = '" EDITS "'", NULL);
+		r = cache_db_run(db, "DELETE FROM meta WHERE key = '" EDITS "'", NULL);
 	else if (!r && !(text = cJSON_PrintUnformatted(edits)))
 		r = -ENOMEM;
 	else if (!r)
-		r = db_meta_set(db, EDITS, text);
+		r = cache_db_meta_set(db, EDITS, text);
 	if (!r)
 		r = store(db, now, 0);
 out:

@@ -18,7 +18,7 @@
 /* "cfs1": PRAGMA application_id of a contactfs cache. */
 #define APPLICATION_ID 0x63667331
 
-int db_errno(int rc)
+int cache_db_errno(int rc)
 {
 	switch (rc & 0xff) {
 	case SQLITE_OK:
@@ -151,7 +151,7 @@ static void slot_put(sqlite3 *db, const char *sql, sqlite3_stmt *st)
 	pthread_mutex_unlock(&slots_lock);
 }
 
-void db_release(sqlite3_stmt *st)
+void cache_db_release(sqlite3_stmt *st)
 {
 	int kept = 0;
 
@@ -174,7 +174,7 @@ void db_release(sqlite3_stmt *st)
 		sqlite3_finalize(st);
 }
 
-void db_disconnect(sqlite3 *db)
+void cache_db_disconnect(sqlite3 *db)
 {
 	if (!db)
 		return;
@@ -206,14 +206,14 @@ static int prepare_v(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char
 		rc = bind_args(*st, fmt, ap);
 	if (rc != SQLITE_OK) {
 		log_err("cache: preparing \"%.60s\": %s", sql, sqlite3_errmsg(db));
-		db_release(*st);
+		cache_db_release(*st);
 		*st = NULL;
-		return db_errno(rc);
+		return cache_db_errno(rc);
 	}
 	return 0;
 }
 
-int db_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt, ...)
+int cache_db_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt, ...)
 {
 	va_list ap;
 	int r;
@@ -224,7 +224,7 @@ int db_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *fmt,
 	return r;
 }
 
-int db_step(sqlite3_stmt *st)
+int cache_db_step(sqlite3_stmt *st)
 {
 	int rc = sqlite3_step(st);
 
@@ -235,10 +235,10 @@ int db_step(sqlite3_stmt *st)
 	if ((rc & 0xff) != SQLITE_CONSTRAINT)
 		log_err("cache: \"%.60s\": %s", sqlite3_sql(st),
 			sqlite3_errmsg(sqlite3_db_handle(st)));
-	return db_errno(rc);
+	return cache_db_errno(rc);
 }
 
-int db_run(sqlite3 *db, const char *sql, const char *fmt, ...)
+int cache_db_run(sqlite3 *db, const char *sql, const char *fmt, ...)
 {
 	sqlite3_stmt *st;
 	va_list ap;
@@ -249,13 +249,13 @@ int db_run(sqlite3 *db, const char *sql, const char *fmt, ...)
 	va_end(ap);
 	if (r)
 		return r;
-	while ((r = db_step(st)) == 1)
+	while ((r = cache_db_step(st)) == 1)
 		;
-	db_release(st);
+	cache_db_release(st);
 	return r;
 }
 
-int db_int(sqlite3 *db, int64_t *out, const char *sql, const char *fmt, ...)
+int cache_db_int(sqlite3 *db, int64_t *out, const char *sql, const char *fmt, ...)
 {
 	sqlite3_stmt *st;
 	va_list ap;
@@ -266,56 +266,57 @@ int db_int(sqlite3 *db, int64_t *out, const char *sql, const char *fmt, ...)
 	va_end(ap);
 	if (r)
 		return r;
-	r = db_step(st);
+	r = cache_db_step(st);
 	if (r == 1)
 		*out = sqlite3_column_int64(st, 0);
-	db_release(st);
+	cache_db_release(st);
 	return r;
 }
 
-int db_begin(sqlite3 *db)
+int cache_db_begin(sqlite3 *db)
 {
-	return db_run(db, "BEGIN IMMEDIATE", NULL);
+	return cache_db_run(db, "BEGIN IMMEDIATE", NULL);
 }
 
-int db_commit(sqlite3 *db)
+int cache_db_commit(sqlite3 *db)
 {
-	int r = db_run(db, "COMMIT", NULL);
+	int r = cache_db_run(db, "COMMIT", NULL);
 
 	if (r)
-		db_rollback(db);
+		cache_db_rollback(db);
 	return r;
 }
 
-void db_rollback(sqlite3 *db)
+void cache_db_rollback(sqlite3 *db)
 {
 	if (!sqlite3_get_autocommit(db))
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-char *db_strdup(sqlite3_stmt *st, int col)
+char *cache_db_strdup(sqlite3_stmt *st, int col)
 {
 	const unsigned char *s = sqlite3_column_text(st, col);
 
 	return s ? strdup((const char *)s) : NULL;
 }
 
-char *db_meta_get(sqlite3 *db, const char *key)
+char *cache_db_meta_get(sqlite3 *db, const char *key)
 {
 	sqlite3_stmt *st;
 	char *v = NULL;
 
-	if (db_prepare(db, &st, "SELECT value FROM meta WHERE key = ?", "t", key))
+	if (cache_db_prepare(db, &st, "SELECT value FROM meta WHERE key = ?", "t", key))
 		return NULL;
-	if (db_step(st) == 1)
-		v = db_strdup(st, 0);
-	db_release(st);
+	if (cache_db_step(st) == 1)
+		v = cache_db_strdup(st, 0);
+	cache_db_release(st);
 	return v;
 }
 
-int db_meta_set(sqlite3 *db, const char *key, const char *value)
+int cache_db_meta_set(sqlite3 *db, const char *key, const char *value)
 {
-	return db_run(db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", "tt", key, value);
+	return cache_db_run(db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", "tt", key,
+			    value);
 }
 
 /* ---- connections -------------------------------------------------------------- */
@@ -342,7 +343,7 @@ static int busy_wait(void *arg, int count)
 	return 1;
 }
 
-int db_connect(struct cache *c, sqlite3 **out, char *errbuf, size_t errsize)
+int cache_db_connect(struct cache *c, sqlite3 **out, char *errbuf, size_t errsize)
 {
 	sqlite3 *db = NULL;
 	int rc, r;
@@ -355,19 +356,19 @@ int db_connect(struct cache *c, sqlite3 **out, char *errbuf, size_t errsize)
 		snprintf(errbuf, errsize, "%s: cannot open the cache: %s", c->path,
 			 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 		sqlite3_close(db);
-		return db_errno(rc);
+		return cache_db_errno(rc);
 	}
 	sqlite3_busy_handler(db, busy_wait, NULL);
 	sqlite3_extended_result_codes(db, 1);
 	/* Nothing here writes to the file: a database that turns out not
 	 * to be ours must be left exactly as it was (journal_mode = WAL
-	 * comes after db_schema). */
+	 * comes after cache_db_schema). */
 	rc = sqlite3_exec(db,
 			  "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;"
 			  "PRAGMA cache_size = -4000;",
 			  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
-		r = db_errno(rc);
+		r = cache_db_errno(rc);
 		snprintf(errbuf, errsize, "%s: %s: %s", c->path,
 			 r == -EUCLEAN ? "not a contactfs cache, or a damaged one"
 				       : "cannot use the cache",
@@ -527,42 +528,44 @@ static int create_schema(struct cache *c, sqlite3 *db)
 	char sql[256];
 	int r;
 
-	if ((r = db_begin(db)))
+	if ((r = cache_db_begin(db)))
 		return r;
 	r = sqlite3_exec(db, SCHEMA_V1, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
 	if (!r)
-		r = db_run(db,
-			   "INSERT INTO nodes(ino, parent, name, kind, mtime_ns) VALUES(?, NULL, "
-			   "'', ?, ?)",
-			   "iii", (int64_t)CACHE_ROOT_INO, (int64_t)CACHE_FOLDER, cache_now_ns());
+		r = cache_db_run(
+			db,
+			"INSERT INTO nodes(ino, parent, name, kind, mtime_ns) VALUES(?, NULL, "
+			"'', ?, ?)",
+			"iii", (int64_t)CACHE_ROOT_INO, (int64_t)CACHE_FOLDER, cache_now_ns());
 	if (!r)
-		r = db_run(db, "INSERT INTO folders(ino) VALUES(?)", "i", (int64_t)CACHE_ROOT_INO);
+		r = cache_db_run(db, "INSERT INTO folders(ino) VALUES(?)", "i",
+				 (int64_t)CACHE_ROOT_INO);
 	if (!r)
-		r = db_meta_set(db, "mailbox", c->mailbox);
+		r = cache_db_meta_set(db, "mailbox", c->mailbox);
 	if (!r)
-		r = db_meta_set(db, "application", "contactfs");
+		r = cache_db_meta_set(db, "application", "contactfs");
 	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = 1",
 		 APPLICATION_ID);
 	if (!r && sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
 		r = -EIO;
 	if (r) {
 		log_err("cache: creating the schema: %s", sqlite3_errmsg(db));
-		db_rollback(db);
+		cache_db_rollback(db);
 		return r;
 	}
-	return db_commit(db);
+	return cache_db_commit(db);
 }
 
-int db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize)
+int cache_db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize)
 {
 	int64_t app = 0, version = 0, tables = 0;
 	char *mailbox = NULL, *check = NULL;
 	sqlite3_stmt *st;
 	int r;
 
-	if ((r = db_int(db, &app, "PRAGMA application_id", NULL)) < 0 ||
-	    (r = db_int(db, &version, "PRAGMA user_version", NULL)) < 0 ||
-	    (r = db_int(db, &tables, "SELECT count(*) FROM sqlite_master", NULL)) < 0) {
+	if ((r = cache_db_int(db, &app, "PRAGMA application_id", NULL)) < 0 ||
+	    (r = cache_db_int(db, &version, "PRAGMA user_version", NULL)) < 0 ||
+	    (r = cache_db_int(db, &tables, "SELECT count(*) FROM sqlite_master", NULL)) < 0) {
 		snprintf(errbuf, errsize, "%s: not a contactfs cache, or a damaged one: %s",
 			 c->path, sqlite3_errmsg(db));
 		return -EINVAL;
@@ -589,11 +592,11 @@ int db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize)
 	}
 	/* A damaged file is refused, never reset: it may hold changes that
 	 * have not reached the server. */
-	if ((r = db_prepare(db, &st, "PRAGMA quick_check(1)", NULL)))
+	if ((r = cache_db_prepare(db, &st, "PRAGMA quick_check(1)", NULL)))
 		return r;
-	if (db_step(st) == 1)
-		check = db_strdup(st, 0);
-	db_release(st);
+	if (cache_db_step(st) == 1)
+		check = cache_db_strdup(st, 0);
+	cache_db_release(st);
 	if (!check || strcmp(check, "ok") != 0) {
 		snprintf(errbuf, errsize,
 			 "%s: the cache is damaged (%s); it is left as it is: move it away to "
@@ -606,21 +609,21 @@ int db_schema(struct cache *c, sqlite3 *db, char *errbuf, size_t errsize)
 	for (int64_t v = version; v < CACHE_SCHEMA_VERSION; v++) {
 		char sql[64];
 
-		if ((r = db_begin(db)))
+		if ((r = cache_db_begin(db)))
 			return r;
 		snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)v + 1);
 		if (sqlite3_exec(db, MIGRATIONS[v - 1], NULL, NULL, NULL) != SQLITE_OK ||
 		    sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
 			snprintf(errbuf, errsize, "%s: migrating the cache to schema %lld: %s",
 				 c->path, (long long)v + 1, sqlite3_errmsg(db));
-			db_rollback(db);
+			cache_db_rollback(db);
 			return -EIO;
 		}
-		if ((r = db_commit(db)))
+		if ((r = cache_db_commit(db)))
 			return r;
 		log_info("cache: %s migrated to schema %lld", c->path, (long long)v + 1);
 	}
-	mailbox = db_meta_get(db, "mailbox");
+	mailbox = cache_db_meta_get(db, "mailbox");
 	if (!mailbox || strcasecmp(mailbox, c->mailbox) != 0) {
 		snprintf(errbuf, errsize,
 			 "%s: this cache belongs to mailbox %s, not %s; choose another cache_dir",

@@ -55,7 +55,7 @@ static int make_dirs(const char *path, int *made)
  * A cache directory that was there before: used as it is, its mode never
  * changed (cache_dir=$HOME must not lock the home). It must belong to the
  * user, be closed to everyone else, and be empty or hold a cache.db (which
- * db_schema then checks is this mailbox's contactfs cache). 0, or -errno
+ * cache_db_schema then checks is this mailbox's contactfs cache). 0, or -errno
  * with the sentence in errbuf.
  */
 static int existing_dir_ok(const char *dir, char *errbuf, size_t errsize)
@@ -181,9 +181,9 @@ struct cache *cache_open(const struct cache_config *cfg, struct graph *g, char *
 	}
 	if (fd >= 0)
 		close(fd);
-	if ((r = db_connect(c, &c->db, errbuf, errsize)))
+	if ((r = cache_db_connect(c, &c->db, errbuf, errsize)))
 		goto fail;
-	if ((r = db_schema(c, c->db, errbuf, errsize)))
+	if ((r = cache_db_schema(c, c->db, errbuf, errsize)))
 		goto fail;
 	if (chmod(c->path, 0600) ||
 	    sqlite3_exec(c->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL) != SQLITE_OK) {
@@ -192,16 +192,16 @@ struct cache *cache_open(const struct cache_config *cfg, struct graph *g, char *
 			 sqlite3_errmsg(c->db));
 		goto fail;
 	}
-	if ((r = db_connect(c, &c->sdb, errbuf, errsize)))
+	if ((r = cache_db_connect(c, &c->sdb, errbuf, errsize)))
 		goto fail;
 	/* The last process may have died mid-request: what was in flight is
 	 * pending again (a create keeps "sent" and is looked up first). */
-	if ((r = db_run(c->db, "UPDATE outbox SET inflight = 0 WHERE inflight", NULL))) {
+	if ((r = cache_db_run(c->db, "UPDATE outbox SET inflight = 0 WHERE inflight", NULL))) {
 		snprintf(errbuf, errsize, "%s: %s", c->path, strerror(-r));
 		goto fail;
 	}
 	{
-		char *last = db_meta_get(c->db, "last_sync");
+		char *last = cache_db_meta_get(c->db, "last_sync");
 
 		c->synced = last != NULL;
 		c->last_sync = last ? (time_t)strtoll(last, NULL, 10) : 0;
@@ -228,8 +228,8 @@ void cache_close(struct cache *c)
 		pthread_mutex_unlock(&c->lock);
 		pthread_join(c->thread, NULL);
 	}
-	db_disconnect(c->sdb);
-	db_disconnect(c->db);
+	cache_db_disconnect(c->sdb);
+	cache_db_disconnect(c->db);
 	cache_people_put(c, c->people);
 	free(c->holds);
 	pthread_cond_destroy(&c->pass);
@@ -275,8 +275,8 @@ static int sync_lists(struct cache *c, unsigned *lists, unsigned *first, int *ag
 		unsigned bit;
 		int (*sync)(struct cache *, enum list_read);
 	} each[] = {
-		{CACHE_LIST_CATEGORIES, categories_sync},
-		{CACHE_LIST_PEOPLE, people_sync},
+		{CACHE_LIST_CATEGORIES, cache_categories_sync},
+		{CACHE_LIST_PEOPLE, cache_people_sync},
 	};
 	int r = 0;
 
@@ -323,7 +323,7 @@ static void *sync_main(void *arg)
 		if (poll_ms >= 0 && now >= next_round)
 			want_round = 1;
 
-		r = outbox_pass(c, &next_out);
+		r = cache_outbox_pass(c, &next_out);
 		offline = r == -EHOSTDOWN;
 		/* After the outbox (our requests to a list go before it is read
 		 * again), before a delta round that can take long. */
@@ -332,12 +332,12 @@ static void *sync_main(void *arg)
 		/* Files whose upload just finished are looked at again before
 		 * a delta round can take seconds (a card written without a
 		 * UID gets its UID before the next save needs it). */
-		if (sync_render(c))
+		if (cache_sync_render(c))
 			log_warn("cache: rendering contacts failed; trying again later");
 		if (!offline && want_round && now >= retry_at) {
 			int64_t started = cache_now_ms();
 
-			r = sync_in(c);
+			r = cache_sync_in(c);
 			offline = r == -EHOSTDOWN;
 			if (!r) {
 				char when[32];
@@ -347,7 +347,7 @@ static void *sync_main(void *arg)
 				c->last_sync = time(NULL);
 				snprintf(when, sizeof(when), "%lld", (long long)c->last_sync);
 				pthread_mutex_unlock(&c->lock);
-				if (db_meta_set(c->sdb, "last_sync", when))
+				if (cache_db_meta_set(c->sdb, "last_sync", when))
 					log_warn("cache: could not record the time of the last "
 						 "sync");
 				want_round = 0;
@@ -369,10 +369,10 @@ static void *sync_main(void *arg)
 			}
 		}
 		if (!offline && c->cfg.photos) {
-			r = sync_photos(c, 200, &left);
+			r = cache_sync_photos(c, 200, &left);
 			offline = r == -EHOSTDOWN;
 		}
-		if (sync_render(c))
+		if (cache_sync_render(c))
 			log_warn("cache: rendering contacts failed; trying again later");
 		cache_set_online(c, !offline);
 		pthread_mutex_lock(&c->lock);
@@ -393,8 +393,8 @@ static void *sync_main(void *arg)
 			if (next_out && next_out - now < wait)
 				wait = next_out - now;
 			/* A rename that waited for a writer is made once the
-			 * name is let go (sync_render). */
-			if ((next_names = names_next_release(c)) && next_names - now < wait)
+			 * name is let go (cache_sync_render). */
+			if ((next_names = cache_names_next_release(c)) && next_names - now < wait)
 				wait = next_names - now;
 			if (left || again)
 				wait = 0;
@@ -493,7 +493,7 @@ void cache_name_release(struct cache *c, uint64_t ino)
 	pthread_mutex_unlock(&c->lock);
 }
 
-int names_held(struct cache *c, uint64_t ino)
+int cache_names_held(struct cache *c, uint64_t ino)
 {
 	int held;
 
@@ -503,7 +503,7 @@ int names_held(struct cache *c, uint64_t ino)
 	return held;
 }
 
-int64_t names_next_release(struct cache *c)
+int64_t cache_names_next_release(struct cache *c)
 {
 	int64_t next = 0;
 
@@ -549,9 +549,9 @@ static int wait_until(struct cache *c, int timeout_ms, const char *sql, int64_t 
 		int r, online;
 
 		pthread_mutex_lock(&c->api_lock);
-		r = db_int(c->db, &n, sql, arg ? "i" : "", arg);
+		r = cache_db_int(c->db, &n, sql, arg ? "i" : "", arg);
 		if (r >= 0 && verdict && arg)
-			r = db_int(c->db, &parked, verdict_sql, "i", arg);
+			r = cache_db_int(c->db, &parked, verdict_sql, "i", arg);
 		pthread_mutex_unlock(&c->api_lock);
 		if (r < 0)
 			return r;
@@ -613,8 +613,8 @@ int cache_wait_file(struct cache *c, uint64_t ino, int timeout_ms)
 	int verdict = 0, r;
 
 	pthread_mutex_lock(&c->api_lock);
-	r = db_int(c->db, &cid, "SELECT coalesce(cid, 0) FROM nodes WHERE ino = ?", "i",
-		   (int64_t)ino);
+	r = cache_db_int(c->db, &cid, "SELECT coalesce(cid, 0) FROM nodes WHERE ino = ?", "i",
+			 (int64_t)ino);
 	pthread_mutex_unlock(&c->api_lock);
 	if (r < 0)
 		return r;
@@ -649,20 +649,21 @@ int cache_status(struct cache *c, struct cache_status *out)
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&c->api_lock);
 	/* An imported file waiting to go is no change for the server. */
-	r = db_int(c->db, &pending,
-		   "SELECT (SELECT count(*) FROM outbox WHERE parked = 0 AND op != ?) "
-		   "+ " CATEGORY_EDITS_SQL,
-		   "i", (int64_t)OP_DROP_FILE);
+	r = cache_db_int(c->db, &pending,
+			 "SELECT (SELECT count(*) FROM outbox WHERE parked = 0 AND op != ?) "
+			 "+ " CATEGORY_EDITS_SQL,
+			 "i", (int64_t)OP_DROP_FILE);
 	if (r >= 0)
-		r = db_int(c->db, &parked, "SELECT count(*) FROM outbox WHERE parked", NULL);
+		r = cache_db_int(c->db, &parked, "SELECT count(*) FROM outbox WHERE parked", NULL);
 	if (r >= 0)
-		r = db_int(c->db, &contacts,
-			   /* files that show a contact: an index, not a scan */
-			   "SELECT count(*) FROM nodes WHERE cid IS NOT NULL", NULL);
+		r = cache_db_int(c->db, &contacts,
+				 /* files that show a contact: an index, not a scan */
+				 "SELECT count(*) FROM nodes WHERE cid IS NOT NULL", NULL);
 	if (r >= 0 && c->cfg.photos)
-		r = db_int(c->db, &photos,
-			   "SELECT count(*) FROM contacts WHERE photo_state IN (0, 2) AND id IS NOT NULL",
-			   NULL);
+		r = cache_db_int(c->db, &photos,
+				 "SELECT count(*) FROM contacts WHERE photo_state IN (0, 2) AND id "
+				 "IS NOT NULL",
+				 NULL);
 	pthread_mutex_unlock(&c->api_lock);
 	if (r < 0)
 		return r;
@@ -688,16 +689,17 @@ int cache_errors(struct cache *c, unsigned limit, cache_error_fn fn, void *ctx)
 	int r;
 
 	pthread_mutex_lock(&c->api_lock);
-	r = db_prepare(c->db, &st,
-		       "SELECT time, what, message FROM (SELECT * FROM errors ORDER BY seq DESC "
-		       "LIMIT ?) ORDER BY seq",
-		       "i", (int64_t)limit);
-	while (!r && (r = db_step(st)) == 1)
+	r = cache_db_prepare(
+		c->db, &st,
+		"SELECT time, what, message FROM (SELECT * FROM errors ORDER BY seq DESC "
+		"LIMIT ?) ORDER BY seq",
+		"i", (int64_t)limit);
+	while (!r && (r = cache_db_step(st)) == 1)
 		r = fn((time_t)sqlite3_column_int64(st, 0),
 		       (const char *)sqlite3_column_text(st, 1),
 		       (const char *)sqlite3_column_text(st, 2), ctx);
 	if (st)
-		db_release(st);
+		cache_db_release(st);
 	pthread_mutex_unlock(&c->api_lock);
 	return r;
 }

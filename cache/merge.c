@@ -222,15 +222,17 @@ int cache_merge_remember(sqlite3 *db, int64_t cid, struct vcard *card, const cJS
 	if (!(said = cache_merge_said(base, m->patch, m->ext)))
 		return -ENOMEM;
 	text = cJSON_PrintUnformatted(said);
-	r = text ? db_run(db,
-			  "INSERT INTO merges(cid, named, json, at, local) VALUES(?, ?, ?, ?, ?)",
-			  "ittii", cid, ck, text, cache_now_ms(), (int64_t)local)
+	r = text ? cache_db_run(
+			   db,
+			   "INSERT INTO merges(cid, named, json, at, local) VALUES(?, ?, ?, ?, ?)",
+			   "ittii", cid, ck, text, cache_now_ms(), (int64_t)local)
 		 : -ENOMEM;
 	if (!r)
-		r = db_run(db,
-			   "DELETE FROM merges WHERE at < ? OR (cid = ? AND seq NOT IN (SELECT seq "
-			   "FROM merges WHERE cid = ? ORDER BY seq DESC LIMIT 32))",
-			   "iii", cache_now_ms() - 24LL * 3600 * 1000, cid, cid);
+		r = cache_db_run(
+			db,
+			"DELETE FROM merges WHERE at < ? OR (cid = ? AND seq NOT IN (SELECT seq "
+			"FROM merges WHERE cid = ? ORDER BY seq DESC LIMIT 32))",
+			"iii", cache_now_ms() - 24LL * 3600 * 1000, cid, cid);
 	free(text);
 	cJSON_Delete(said);
 	return r;

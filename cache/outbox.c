@@ -87,21 +87,21 @@ static int contact_row_get(sqlite3 *db, int64_t cid, struct contact_row *k)
 	int r;
 
 	memset(k, 0, sizeof(*k));
-	if ((r = db_prepare(
+	if ((r = cache_db_prepare(
 		     db, &st,
 		     "SELECT id, json, ckey, change_key, folder, gone FROM contacts WHERE cid = ?",
 		     "i", cid)))
 		return r;
-	r = db_step(st);
+	r = cache_db_step(st);
 	if (r == 1) {
-		k->id = db_strdup(st, 0);
-		k->json = db_strdup(st, 1);
-		k->ckey = db_strdup(st, 2);
-		k->change_key = db_strdup(st, 3);
+		k->id = cache_db_strdup(st, 0);
+		k->json = cache_db_strdup(st, 1);
+		k->ckey = cache_db_strdup(st, 2);
+		k->change_key = cache_db_strdup(st, 3);
 		k->folder = sqlite3_column_int64(st, 4);
 		k->gone = sqlite3_column_int(st, 5);
 	}
-	db_release(st);
+	cache_db_release(st);
 	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
 }
 
@@ -125,10 +125,10 @@ static int file_card(struct cache *c, sqlite3 *db, int64_t cid, struct vcard **c
 		*flag = NULL;
 	int64_t ino = 0;
 
-	if ((r = db_prepare(db, &st, "SELECT data, name, draft, ino FROM nodes WHERE cid = ?", "i",
-			    cid)))
+	if ((r = cache_db_prepare(db, &st, "SELECT data, name, draft, ino FROM nodes WHERE cid = ?",
+				  "i", cid)))
 		return r;
-	r = db_step(st);
+	r = cache_db_step(st);
 	if (r == 1) {
 		snprintf(name, size, "%s", sqlite3_column_text(st, 1));
 		ino = sqlite3_column_int64(st, 3);
@@ -140,9 +140,9 @@ static int file_card(struct cache *c, sqlite3 *db, int64_t cid, struct vcard **c
 	} else if (r == 0) {
 		r = -ENOENT;
 	}
-	db_release(st);
+	cache_db_release(st);
 	/* Written without its version line by a handle that loaded one. */
-	if (!r && (r = tree_card_loaded(db, ino, *card))) {
+	if (!r && (r = cache_tree_card_loaded(db, ino, *card))) {
 		vcard_free(*card);
 		*card = NULL;
 	}
@@ -334,15 +334,16 @@ static int own_step(sqlite3 *db, int64_t cid, const char *from, const char *to, 
 	if (!from || !to || !strcmp(from, to))
 		return 0;
 	if (token && !strncmp(token, from, len) && token[len] == '+' &&
-	    (r = db_run(db,
-			"UPDATE versions SET ours_to = ? WHERE cid = ? AND ours_to IS NULL AND "
-			"substr(change_key, 1, length(?) + 1) = ? || '+' AND "
-			"CAST(substr(change_key, length(?) + 2) AS INTEGER) <= ?",
-			"tittti", to, cid, from, from, from,
-			(int64_t)strtoll(token + len + 1, NULL, 10))))
+	    (r = cache_db_run(
+		     db,
+		     "UPDATE versions SET ours_to = ? WHERE cid = ? AND ours_to IS NULL AND "
+		     "substr(change_key, 1, length(?) + 1) = ? || '+' AND "
+		     "CAST(substr(change_key, length(?) + 2) AS INTEGER) <= ?",
+		     "tittti", to, cid, from, from, from,
+		     (int64_t)strtoll(token + len + 1, NULL, 10))))
 		return r;
-	return db_run(db, "UPDATE versions SET ours_to = ? WHERE cid = ? AND change_key = ?", "tit",
-		      to, cid, from);
+	return cache_db_run(db, "UPDATE versions SET ours_to = ? WHERE cid = ? AND change_key = ?",
+			    "tit", to, cid, from);
 }
 
 /* A create that was sent and never answered: look it up by client key
@@ -351,10 +352,10 @@ static int plan_lookup(sqlite3 *db, struct entry *e)
 {
 	sqlite3_stmt *st;
 
-	if (!db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i", e->cid)) {
-		if (db_step(st) == 1)
+	if (!cache_db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i", e->cid)) {
+		if (cache_db_step(st) == 1)
 			snprintf(e->name, sizeof(e->name), "%s", sqlite3_column_text(st, 0));
-		db_release(st);
+		cache_db_release(st);
 	}
 	return PLAN_LOOKUP;
 }
@@ -426,9 +427,9 @@ static int plan_move_skip_photo(sqlite3 *db, struct entry *e)
 {
 	int r;
 
-	if ((r = db_run(db, "UPDATE outbox SET stage = ? WHERE seq = ?", "ii",
-			(int64_t)STAGE_OLD_COPY, e->seq)) ||
-	    (r = folder_base(db, e->folder, e->base, sizeof(e->base))))
+	if ((r = cache_db_run(db, "UPDATE outbox SET stage = ? WHERE seq = ?", "ii",
+			      (int64_t)STAGE_OLD_COPY, e->seq)) ||
+	    (r = cache_folder_base(db, e->folder, e->base, sizeof(e->base))))
 		return r;
 	e->stage = STAGE_OLD_COPY;
 	return plan_old_copy(e);
@@ -456,8 +457,8 @@ static int plan_move(struct cache *c, sqlite3 *db, struct entry *e, const struct
 		 * the contact where the server has it. */
 		r = 0;
 		if (e->stage == STAGE_SEND)
-			r = db_run(db, "UPDATE contacts SET folder = ? WHERE cid = ?", "ii",
-				   e->folder, e->cid);
+			r = cache_db_run(db, "UPDATE contacts SET folder = ? WHERE cid = ?", "ii",
+					 e->folder, e->cid);
 		r = r ? r : PLAN_DONE;
 	} else if (!r) {
 		r = plan_post(e, card, k);
@@ -501,7 +502,7 @@ static int plan_merge_stale(struct cache *c, sqlite3 *db, struct entry *e, const
 		return r;
 	/* pick's transaction goes on past a failed plan: the merge is all or
 	 * nothing within it. */
-	if ((r = db_run(db, "SAVEPOINT merge", NULL))) {
+	if ((r = cache_db_run(db, "SAVEPOINT merge", NULL))) {
 		cJSON_Delete(old);
 		return r;
 	}
@@ -511,9 +512,9 @@ static int plan_merge_stale(struct cache *c, sqlite3 *db, struct entry *e, const
 	r = merge_versions(c, db, e, old, base, *card, flag, 1, ev);
 	cJSON_Delete(flag);
 	cJSON_Delete(old);
-	if (r < 0 && db_run(db, "ROLLBACK TO merge", NULL))
+	if (r < 0 && cache_db_run(db, "ROLLBACK TO merge", NULL))
 		log_err("cache: undoing a failed merge failed");
-	if (db_run(db, "RELEASE merge", NULL) && r >= 0)
+	if (cache_db_run(db, "RELEASE merge", NULL) && r >= 0)
 		r = -EIO;
 	if (r)
 		return r < 0 ? r : PLAN_DONE;
@@ -606,8 +607,9 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct ev
 	if ((r = contact_row_get(db, e->cid, &k)))
 		return r == -ENOENT ? PLAN_DONE : r;
 	/* A move's old copy is in the folder it came from (e->folder). */
-	r = folder_base(db, e->op == OP_MOVE && e->stage == STAGE_OLD_COPY ? e->folder : k.folder,
-			e->base, sizeof(e->base));
+	r = cache_folder_base(db,
+			      e->op == OP_MOVE && e->stage == STAGE_OLD_COPY ? e->folder : k.folder,
+			      e->base, sizeof(e->base));
 	if (r == -EAGAIN) {
 		r = PLAN_WAIT;
 		goto out;
@@ -667,19 +669,19 @@ static int plan_folder(sqlite3 *db, struct entry *e)
 	int64_t parent = 0;
 	int r;
 
-	if ((r = db_prepare(
+	if ((r = cache_db_prepare(
 		     db, &st,
 		     "SELECT f.id, n.name, n.parent FROM folders f LEFT JOIN nodes n ON n.ino = "
 		     "f.ino WHERE f.ino = ?",
 		     "i", e->folder)))
 		return r;
-	r = db_step(st);
+	r = cache_db_step(st);
 	if (r == 1) {
-		id = db_strdup(st, 0);
-		name = db_strdup(st, 1);
+		id = cache_db_strdup(st, 0);
+		name = cache_db_strdup(st, 1);
 		parent = sqlite3_column_int64(st, 2);
 	}
-	db_release(st);
+	cache_db_release(st);
 	if (r < 0)
 		return r;
 	snprintf(e->name, sizeof(e->name), "%s", name ? name : "");
@@ -695,7 +697,7 @@ static int plan_folder(sqlite3 *db, struct entry *e)
 			r = PLAN_DONE;
 			break;
 		}
-		r = folder_base(db, parent, e->base, sizeof(e->base));
+		r = cache_folder_base(db, parent, e->base, sizeof(e->base));
 		if (r == -EAGAIN) {
 			r = PLAN_WAIT;
 			break;
@@ -734,7 +736,7 @@ static int plan_folder(sqlite3 *db, struct entry *e)
 	}
 	case OP_FOLDER_DELETE:
 		if (!id) {
-			r = db_run(db, "DELETE FROM folders WHERE ino = ?", "i", e->folder);
+			r = cache_db_run(db, "DELETE FROM folders WHERE ino = ?", "i", e->folder);
 			r = r ? r : PLAN_DONE;
 			break;
 		}
@@ -788,21 +790,22 @@ static int plan_entry(struct cache *c, sqlite3 *db, struct entry *e, struct even
 /* Finish entry e: delete it, and for a delete of a contact, the contact. */
 static int entry_done(sqlite3 *db, const struct entry *e)
 {
-	int r = db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", e->seq);
+	int r = cache_db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", e->seq);
 
 	if (!r && e->op == OP_DELETE)
-		r = db_run(db, "DELETE FROM contacts WHERE cid = ? AND gone", "i", e->cid);
+		r = cache_db_run(db, "DELETE FROM contacts WHERE cid = ? AND gone", "i", e->cid);
 	if (!r && e->op == OP_FOLDER_DELETE)
-		r = db_run(db, "DELETE FROM folders WHERE ino = ?", "i", e->folder);
+		r = cache_db_run(db, "DELETE FROM folders WHERE ino = ?", "i", e->folder);
 	return r;
 }
 
-/* An imported file of cards whose time is up goes (tree_drop_imported). */
+/* An imported file of cards whose time is up goes (cache_tree_drop_imported). */
 static int drop_file(sqlite3 *db, const struct entry *e, struct events *ev)
 {
 	cJSON *o = e->arg ? cJSON_Parse(e->arg) : NULL;
 	const cJSON *ino = cJSON_GetObjectItemCaseSensitive(o, "ino");
-	int r = cJSON_IsNumber(ino) ? tree_drop_imported(db, (int64_t)ino->valuedouble, ev) : 0;
+	int r = cJSON_IsNumber(ino) ? cache_tree_drop_imported(db, (int64_t)ino->valuedouble, ev)
+				    : 0;
 
 	cJSON_Delete(o);
 	return r;
@@ -819,16 +822,16 @@ static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, i
 	int r;
 
 	*n = 0;
-	if ((r = db_begin(db)))
+	if ((r = cache_db_begin(db)))
 		return r;
-	r = db_prepare(
+	r = cache_db_prepare(
 		db, &st,
 		"SELECT seq, op, coalesce(cid, 0), coalesce(folder, 0), arg, stage, sent, "
 		"attempts, parked FROM outbox o WHERE inflight = 0 AND not_before <= ? AND NOT "
 		"EXISTS (SELECT 1 FROM outbox p WHERE p.key = o.key AND p.seq < o.seq) ORDER BY "
 		"seq LIMIT 200",
 		"i", now);
-	while (!r && k < PICK_MAX && (r = db_step(st)) == 1) {
+	while (!r && k < PICK_MAX && (r = cache_db_step(st)) == 1) {
 		struct entry *e = &v[k];
 		int plan;
 
@@ -839,7 +842,7 @@ static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, i
 		e->op = sqlite3_column_int(st, 1);
 		e->cid = sqlite3_column_int64(st, 2);
 		e->folder = sqlite3_column_int64(st, 3);
-		e->arg = db_strdup(st, 4);
+		e->arg = cache_db_strdup(st, 4);
 		e->stage = sqlite3_column_int(st, 5);
 		e->sent = sqlite3_column_int(st, 6);
 		e->attempts = sqlite3_column_int(st, 7);
@@ -867,20 +870,20 @@ static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, i
 		}
 		/* Durable before the request leaves: a create may reach the
 		 * server even if we never hear back. */
-		r = db_run(db, "UPDATE outbox SET inflight = 1, sent = sent OR ? WHERE seq = ?",
-			   "ii",
-			   (int64_t)(e->plan == PLAN_JSON && !strcmp(e->method, "POST") &&
-				     (e->op == OP_CREATE || e->op == OP_MOVE)),
-			   e->seq);
+		r = cache_db_run(
+			db, "UPDATE outbox SET inflight = 1, sent = sent OR ? WHERE seq = ?", "ii",
+			(int64_t)(e->plan == PLAN_JSON && !strcmp(e->method, "POST") &&
+				  (e->op == OP_CREATE || e->op == OP_MOVE)),
+			e->seq);
 		k++;
 	}
 	if (r == 1)
 		r = 0;
-	db_release(st);
+	cache_db_release(st);
 	if (!r)
-		r = db_commit(db);
+		r = cache_db_commit(db);
 	else
-		db_rollback(db);
+		cache_db_rollback(db);
 	if (r) {
 		for (size_t i = 0; i < k; i++)
 			entry_release(&v[i]);
@@ -1085,11 +1088,11 @@ static int merge_ext(sqlite3 *db, int64_t cid, const cJSON *sent)
 	char *text = NULL;
 	int r;
 
-	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", cid)))
+	if ((r = cache_db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", cid)))
 		return r;
-	if (db_step(st) == 1)
+	if (cache_db_step(st) == 1)
 		json = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-	db_release(st);
+	cache_db_release(st);
 	if (!json)
 		return 0;
 	exts = cJSON_GetObjectItemCaseSensitive(json, "extensions");
@@ -1106,7 +1109,7 @@ static int merge_ext(sqlite3 *db, int64_t cid, const cJSON *sent)
 		}
 	}
 	text = cJSON_PrintUnformatted(json);
-	r = text ? db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", text, cid)
+	r = text ? cache_db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", text, cid)
 		 : -ENOMEM;
 	free(text);
 	cJSON_Delete(json);
@@ -1116,7 +1119,7 @@ static int merge_ext(sqlite3 *db, int64_t cid, const cJSON *sent)
 /* The next stage of e: it stays, ready at once. */
 static int entry_next(sqlite3 *db, struct entry *e, enum stage stage)
 {
-	return db_run(
+	return cache_db_run(
 		db,
 		"UPDATE outbox SET stage = ?, inflight = 0, sent = 0, attempts = 0, parked = 0, "
 		"not_before = 0, error = NULL, result = 0 WHERE seq = ?",
@@ -1137,11 +1140,11 @@ static int adopt_change_key(sqlite3 *db, const struct entry *e)
 
 	if (!ck)
 		return 0;
-	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", e->cid)))
+	if ((r = cache_db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", e->cid)))
 		return r;
-	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+	if (cache_db_step(st) == 1 && sqlite3_column_text(st, 0))
 		stored = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-	db_release(st);
+	cache_db_release(st);
 	if (!stored)
 		return 0;
 	if (cache_same_fields(e->response, stored)) {
@@ -1154,9 +1157,10 @@ static int adopt_change_key(sqlite3 *db, const struct entry *e)
 		else {
 			char *text = cJSON_PrintUnformatted(stored);
 
-			r = text ? db_run(db,
-					  "UPDATE contacts SET change_key = ?, json = ? WHERE cid = ?",
-					  "tti", ck, text, e->cid)
+			r = text ? cache_db_run(db,
+						"UPDATE contacts SET change_key = ?, json = ? "
+						"WHERE cid = ?",
+						"tti", ck, text, e->cid)
 				 : -ENOMEM;
 			free(text);
 			if (!r)
@@ -1185,155 +1189,184 @@ static int store_flag(sqlite3 *db, const struct entry *e)
 		f = cJSON_GetObjectItemCaseSensitive(e->body, "flag");
 	if (!(text = cJSON_PrintUnformatted(f)))
 		return -ENOMEM;
-	r = db_run(db, "UPDATE contacts SET flag = ?, render = 1 WHERE cid = ?", "ti", text,
-		   e->cid);
+	r = cache_db_run(db, "UPDATE contacts SET flag = ?, render = 1 WHERE cid = ?", "ti", text,
+			 e->cid);
 	free(text);
 	return r;
 }
 
-static int on_success(sqlite3 *db, struct entry *e)
+/* An entry whose requests are all answered is done, but for a move, whose
+ * old copy is deleted next. */
+static int entry_finished(sqlite3 *db, struct entry *e)
+{
+	return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY) : entry_done(db, e);
+}
+
+/* The answer of a STAGE_REFRESH read: the change key is adopted, and the
+ * entry is finished. */
+static int refreshed(sqlite3 *db, struct entry *e)
+{
+	int r = adopt_change_key(db, e);
+
+	return r ? r : entry_finished(db, e);
+}
+
+/* The photo we PUT is the contact's stored photo. */
+static int store_photo(sqlite3 *db, const struct entry *e)
+{
+	return cache_db_run(db,
+			    "UPDATE contacts SET photo = ?, photo_type = ?, photo_state = 1 WHERE "
+			    "cid = ?",
+			    "bti", e->photo.data, e->photo.len, e->photo_type, e->cid);
+}
+
+/* The POST of a create or a move was taken: the contact has the answer's
+ * id and change key, and no flag yet (a new contact has none); a move's old
+ * id waits in the entry's arg for the delete of the old copy. Next: the
+ * photo. */
+static int new_copy_sent(sqlite3 *db, struct entry *e)
 {
 	const cJSON *resp = e->response;
-	char *json = NULL;
+	const char *id = cache_jstr(resp, "id");
+	const cJSON *exts = cJSON_GetObjectItemCaseSensitive(e->body, "extensions");
+	char *json;
 	int r = 0;
 
+	if (!id)
+		return -EPROTO;
+	if (!(json = server_json(resp, exts)))
+		return -ENOMEM;
+	if (e->op == OP_MOVE)
+		r = cache_db_run(db,
+				 "UPDATE outbox SET arg = (SELECT id FROM contacts WHERE cid = ?) "
+				 "WHERE seq = ?",
+				 "ii", e->cid, e->seq);
+	if (!r)
+		r = cache_db_run(db,
+				 "UPDATE contacts SET id = ?, change_key = ?, json = ?, "
+				 "photo_state = 1, render = 1, flag = NULL "
+				 "WHERE cid = ?",
+				 "ttti", id, cache_jstr(resp, "changeKey"), json, e->cid);
+	if (!r)
+		r = entry_next(db, e, STAGE_PHOTO);
+	free(json);
+	return r;
+}
+
+/* A create or a move: the POST, then the photo PUT (stored, then its change
+ * key read back) or none, then for a move the delete of the old copy. */
+static int new_copy_answered(sqlite3 *db, struct entry *e)
+{
+	int r;
+
+	if (e->stage == STAGE_SEND)
+		return new_copy_sent(db, e);
+	if (e->stage == STAGE_PHOTO && e->plan == PLAN_PHOTO) {
+		r = store_photo(db, e);
+		return r ? r : entry_next(db, e, STAGE_REFRESH);
+	}
+	if (e->stage == STAGE_PHOTO)
+		return entry_finished(db, e);
+	if (e->stage == STAGE_REFRESH)
+		return refreshed(db, e);
+	return entry_done(db, e); /* the old copy is deleted */
+}
+
+/* The PATCH of an update was taken: the contact has the answer's fields and
+ * change key (the step from the old key is ours), and is looked at again
+ * once the queue is empty (kept as written unless it lacks a UID). Next:
+ * the PATCH of our extension. */
+static int update_sent(sqlite3 *db, struct entry *e)
+{
+	const cJSON *resp = e->response;
+	sqlite3_stmt *st;
+	cJSON *old = NULL;
+	char *old_ck = NULL, *json;
+	int r;
+
+	if ((r = cache_db_prepare(db, &st, "SELECT json, change_key FROM contacts WHERE cid = ?",
+				  "i", e->cid)))
+		return r;
+	if (cache_db_step(st) == 1) {
+		old = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+		old_ck = cache_db_strdup(st, 1);
+	}
+	cache_db_release(st);
+	json = server_json(resp, cJSON_GetObjectItemCaseSensitive(old, "extensions"));
+	cJSON_Delete(old);
+	if (!json) {
+		free(old_ck);
+		return -ENOMEM;
+	}
+	r = cache_db_run(db,
+			 "UPDATE contacts SET change_key = ?, json = ?, render = 1 WHERE "
+			 "cid = ?",
+			 "tti", cache_jstr(resp, "changeKey"), json, e->cid);
+	if (!r)
+		r = own_step(db, e->cid, old_ck, cache_jstr(resp, "changeKey"), e->token);
+	free(old_ck);
+	free(json);
+	return r ? r : entry_next(db, e, STAGE_EXT_PATCH);
+}
+
+/* An update: the PATCH, then our extension's PATCH (or POST), merged into
+ * the stored contact, then its change key read back. */
+static int update_answered(sqlite3 *db, struct entry *e)
+{
+	int r;
+
+	if (e->stage == STAGE_SEND)
+		return update_sent(db, e);
+	if (e->stage == STAGE_REFRESH)
+		return refreshed(db, e);
+	r = merge_ext(db, e->cid, e->body);
+	return r ? r : entry_next(db, e, STAGE_REFRESH);
+}
+
+/* A flag's beta PATCH or a photo PUT: what it set is stored (store), then
+ * the change key it made is read back. */
+static int stored_then_refreshed(sqlite3 *db, struct entry *e,
+				 int (*store)(sqlite3 *, const struct entry *))
+{
+	int r;
+
+	if (e->stage == STAGE_REFRESH)
+		return refreshed(db, e);
+	r = store(db, e);
+	return r ? r : entry_next(db, e, STAGE_REFRESH);
+}
+
+/* A folder's POST: the folder has the answer's id. */
+static int folder_created(sqlite3 *db, struct entry *e)
+{
+	const char *id = cache_jstr(e->response, "id");
+	int r;
+
+	if (!id)
+		return -EPROTO;
+	r = cache_db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti", id, e->folder);
+	return r ? r : entry_done(db, e);
+}
+
+/* The request of e's stage was answered with success: store what the answer
+ * says and move e on to its next stage, or end it. */
+static int on_success(sqlite3 *db, struct entry *e)
+{
 	switch (e->op) {
 	case OP_CREATE:
 	case OP_MOVE:
-		if (e->stage == STAGE_SEND) {
-			const char *id = cache_jstr(resp, "id");
-			const cJSON *exts = cJSON_GetObjectItemCaseSensitive(e->body, "extensions");
-
-			if (!id)
-				return -EPROTO;
-			json = server_json(resp, exts);
-			if (!json)
-				return -ENOMEM;
-			/* The old id waits for the move's delete. */
-			if (e->op == OP_MOVE && (r = db_run(db,
-							    "UPDATE outbox SET arg = (SELECT id "
-							    "FROM contacts WHERE cid = ?) "
-							    "WHERE seq = ?",
-							    "ii", e->cid, e->seq)))
-				break;
-			/* A new contact (a move's too) has no flag yet. */
-			r = db_run(db,
-				   "UPDATE contacts SET id = ?, change_key = ?, json = ?, "
-				   "photo_state = 1, render = 1, flag = NULL "
-				   "WHERE cid = ?",
-				   "ttti", id, cache_jstr(resp, "changeKey"), json, e->cid);
-			if (!r)
-				r = entry_next(db, e, STAGE_PHOTO);
-			break;
-		}
-		if (e->stage == STAGE_PHOTO) {
-			if (e->plan == PLAN_PHOTO &&
-			    (r = db_run(db,
-					"UPDATE contacts SET photo = ?, photo_type = ?, "
-					"photo_state = 1 "
-					"WHERE cid = ?",
-					"bti", e->photo.data, e->photo.len, e->photo_type, e->cid)))
-				break;
-			if (e->plan == PLAN_PHOTO)
-				r = entry_next(db, e, STAGE_REFRESH);
-			else
-				r = e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY)
-						     : entry_done(db, e);
-			break;
-		}
-		if (e->stage == STAGE_REFRESH) {
-			r = adopt_change_key(db, e);
-			if (!r)
-				r = e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY)
-						     : entry_done(db, e);
-			break;
-		}
-		r = entry_done(db, e);
-		break;
+		return new_copy_answered(db, e);
 	case OP_UPDATE:
-		if (e->stage == STAGE_SEND) {
-			sqlite3_stmt *st;
-			cJSON *old = NULL;
-			char *old_ck = NULL;
-
-			if ((r = db_prepare(db, &st,
-					    "SELECT json, change_key FROM contacts WHERE cid = ?", "i",
-					    e->cid)))
-				break;
-			if (db_step(st) == 1) {
-				old = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-				old_ck = db_strdup(st, 1);
-			}
-			db_release(st);
-			json = server_json(resp,
-					   cJSON_GetObjectItemCaseSensitive(old, "extensions"));
-			cJSON_Delete(old);
-			if (!json) {
-				free(old_ck);
-				return -ENOMEM;
-			}
-			/* render: the file is looked at again once the queue
-			 * is empty (kept as written unless it lacks a UID). */
-			r = db_run(db,
-				   "UPDATE contacts SET change_key = ?, json = ?, render = 1 WHERE "
-				   "cid = ?",
-				   "tti", cache_jstr(resp, "changeKey"), json, e->cid);
-			if (!r)
-				r = own_step(db, e->cid, old_ck, cache_jstr(resp, "changeKey"),
-					     e->token);
-			free(old_ck);
-			if (!r)
-				r = entry_next(db, e, STAGE_EXT_PATCH);
-			break;
-		}
-		if (e->stage == STAGE_REFRESH) {
-			r = adopt_change_key(db, e);
-			if (!r)
-				r = entry_done(db, e);
-			break;
-		}
-		r = merge_ext(db, e->cid, e->body);
-		if (!r)
-			r = entry_next(db, e, STAGE_REFRESH);
-		break;
+		return update_answered(db, e);
 	case OP_FLAG:
-		if (e->stage == STAGE_REFRESH) {
-			r = adopt_change_key(db, e);
-			if (!r)
-				r = entry_done(db, e);
-			break;
-		}
-		r = store_flag(db, e);
-		if (!r)
-			r = entry_next(db, e, STAGE_REFRESH);
-		break;
+		return stored_then_refreshed(db, e, store_flag);
 	case OP_PHOTO:
-		if (e->stage == STAGE_REFRESH) {
-			r = adopt_change_key(db, e);
-			if (!r)
-				r = entry_done(db, e);
-			break;
-		}
-		r = db_run(db,
-			   "UPDATE contacts SET photo = ?, photo_type = ?, photo_state = 1 WHERE "
-			   "cid = ?",
-			   "bti", e->photo.data, e->photo.len, e->photo_type, e->cid);
-		if (!r)
-			r = entry_next(db, e, STAGE_REFRESH);
-		break;
+		return stored_then_refreshed(db, e, store_photo);
 	case OP_FOLDER_CREATE:
-		if (!cache_jstr(resp, "id"))
-			return -EPROTO;
-		r = db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti",
-			   cache_jstr(resp, "id"), e->folder);
-		if (!r)
-			r = entry_done(db, e);
-		break;
+		return folder_created(db, e);
 	default:
-		r = entry_done(db, e);
+		return entry_done(db, e);
 	}
-	free(json);
-	return r;
 }
 
 static int backoff_ms(int attempts)
@@ -1362,13 +1395,13 @@ static int on_failure(struct cache *c, sqlite3 *db, struct entry *e, int permane
 	 * is now, so this one is history: parked, it would hold the newer one
 	 * and every other change of the contact behind it until its retry. */
 	if (e->op == OP_FLAG && park)
-		r = db_int(db, &later,
-			   "SELECT count(*) FROM outbox WHERE cid = ? AND op = ? AND seq > ?", "iii",
-			   e->cid, (int64_t)OP_FLAG, e->seq);
+		r = cache_db_int(db, &later,
+				 "SELECT count(*) FROM outbox WHERE cid = ? AND op = ? AND seq > ?",
+				 "iii", e->cid, (int64_t)OP_FLAG, e->seq);
 	if (r < 0)
 		return r;
 	if (later) {
-		r = db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", e->seq);
+		r = cache_db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", e->seq);
 		if (!r)
 			cache_error(db, e->name[0] ? e->name : "outbox",
 				    "%s; the file was saved again since: its flag as it is now goes "
@@ -1376,11 +1409,12 @@ static int on_failure(struct cache *c, sqlite3 *db, struct entry *e, int permane
 				    why);
 		return r;
 	}
-	r = db_run(db,
-		   "UPDATE outbox SET inflight = 0, attempts = attempts + 1, parked = ?, "
-		   "not_before = ?, result = ?, error = ?, sent = sent AND NOT ? WHERE seq = ?",
-		   "iiitii", (int64_t)park, cache_now_ms() + retry, (int64_t)err, why,
-		   (int64_t)refused, e->seq);
+	r = cache_db_run(
+		db,
+		"UPDATE outbox SET inflight = 0, attempts = attempts + 1, parked = ?, "
+		"not_before = ?, result = ?, error = ?, sent = sent AND NOT ? WHERE seq = ?",
+		"iiitii", (int64_t)park, cache_now_ms() + retry, (int64_t)err, why,
+		(int64_t)refused, e->seq);
 
 	if (permanent)
 		then = e->op == OP_FLAG ? "the file keeps the flag: fix X-CONTACTFS-FOLLOWUP (or "
@@ -1407,18 +1441,19 @@ static int recreate(struct cache *c, sqlite3 *db, struct entry *e)
 	log_info(
 		"cache: %s was deleted on the server; creating it again with the changes made here",
 		e->name);
-	r = db_run(db,
-		   "UPDATE contacts SET id = NULL, json = NULL, change_key = NULL, flag = NULL, "
-		   "ckey = ? WHERE cid = ?",
-		   "ti", key, e->cid);
+	r = cache_db_run(
+		db,
+		"UPDATE contacts SET id = NULL, json = NULL, change_key = NULL, flag = NULL, "
+		"ckey = ? WHERE cid = ?",
+		"ti", key, e->cid);
 	if (!r)
-		r = db_run(
+		r = cache_db_run(
 			db,
 			"UPDATE outbox SET op = ?, stage = ?, sent = 0, inflight = 0, attempts = 0 "
 			"WHERE seq = ?",
 			"iii", (int64_t)OP_CREATE, (int64_t)STAGE_SEND, e->seq);
 	if (!r && c->cfg.followup)
-		r = outbox_add_flag(db, e->cid, e->folder);
+		r = cache_outbox_add_flag(db, e->cid, e->folder);
 	return r;
 }
 
@@ -1435,8 +1470,8 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 	if (e->err) {
 		if (cache_offline_errno(e->err)) {
 			*offline = 1;
-			return db_run(db, "UPDATE outbox SET inflight = 0 WHERE seq = ?", "i",
-				      e->seq);
+			return cache_db_run(db, "UPDATE outbox SET inflight = 0 WHERE seq = ?", "i",
+					    e->seq);
 		}
 		snprintf(why, sizeof(why), "no answer from the server: %s", strerror(-e->err));
 		return on_failure(c, db, e, 0, e->err, why);
@@ -1452,8 +1487,8 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		return r;
 	}
 	if (e->plan == PLAN_LOOKUP && st == 404) /* not there: send it again */
-		return db_run(db, "UPDATE outbox SET inflight = 0, sent = 0 WHERE seq = ?", "i",
-			      e->seq);
+		return cache_db_run(db, "UPDATE outbox SET inflight = 0, sent = 0 WHERE seq = ?",
+				    "i", e->seq);
 	if (st == 404 && e->stage == STAGE_REFRESH) /* gone meanwhile: delta says so */
 		return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY) : entry_done(db, e);
 	if (st == 404) {
@@ -1502,7 +1537,7 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 /* ---- conflicts (docs/design.md §6) --------------------------------------------------------- */
 
 /* Store contact theirs as the base and write the file from merged (a local
- * state under a token of its own, tree_render_local), or from theirs when
+ * state under a token of its own, cache_tree_render_local), or from theirs when
  * merged is NULL; mflag, when not NULL, is the follow-up flag the file shows
  * (the flag stored stays what is stored). */
 static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *theirs,
@@ -1514,10 +1549,11 @@ static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *t
 
 	if (merged) {
 		if (!r)
-			r = db_run(db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?",
-				   "tti", text, cache_jstr(theirs, "changeKey"), cid);
+			r = cache_db_run(
+				db, "UPDATE contacts SET json = ?, change_key = ? WHERE cid = ?",
+				"tti", text, cache_jstr(theirs, "changeKey"), cid);
 		free(text);
-		return r ? r : tree_render_local(c, db, cid, merged, mflag, NULL, ev);
+		return r ? r : cache_tree_render_local(c, db, cid, merged, mflag, NULL, ev);
 	}
 	if (!r && mflag &&
 	    (!(ftext = cJSON_PrintUnformatted(mflag)) ||
@@ -1525,17 +1561,20 @@ static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *t
 		r = -ENOMEM;
 	/* Render with the file's flag, then put the stored one back. */
 	if (!r && ftext)
-		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", ftext, cid);
+		r = cache_db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", ftext,
+				 cid);
 	if (!r)
-		r = db_run(db,
-			   "UPDATE contacts SET json = ?, change_key = ?, render = 1 WHERE cid = ?",
-			   "tti", text, cache_jstr(theirs, "changeKey"), cid);
+		r = cache_db_run(
+			db,
+			"UPDATE contacts SET json = ?, change_key = ?, render = 1 WHERE cid = ?",
+			"tti", text, cache_jstr(theirs, "changeKey"), cid);
 	if (!r)
-		r = db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
+		r = cache_db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
 	if (!r)
-		r = tree_render(c, db, cid, ev);
+		r = cache_tree_render(c, db, cid, ev);
 	if (!r && ftext)
-		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", stext, cid);
+		r = cache_db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", stext,
+				 cid);
 	cJSON_Delete(stored);
 	free(text);
 	free(ftext);
@@ -1577,10 +1616,11 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 		if (stale)
 			r = take_server(c, db, e->cid, theirs, NULL, NULL, ev);
 		else
-			r = text ? db_run(db,
-					  "UPDATE contacts SET json = ?, change_key = ? WHERE "
-					  "cid = ?",
-					  "tti", text, cache_jstr(theirs, "changeKey"), e->cid)
+			r = text ? cache_db_run(
+					   db,
+					   "UPDATE contacts SET json = ?, change_key = ? WHERE "
+					   "cid = ?",
+					   "tti", text, cache_jstr(theirs, "changeKey"), e->cid)
 				 : -ENOMEM;
 		free(text);
 		if (!r && stale)
@@ -1605,25 +1645,25 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 	{
 		sqlite3_stmt *st;
 
-		if (!(r = db_prepare(db, &st, "SELECT data FROM nodes WHERE cid = ?", "i",
-				     e->cid))) {
-			if (db_step(st) == 1)
+		if (!(r = cache_db_prepare(db, &st, "SELECT data FROM nodes WHERE cid = ?", "i",
+					   e->cid))) {
+			if (cache_db_step(st) == 1)
 				r = buf_add(&ours, sqlite3_column_blob(st, 0),
 					    (size_t)sqlite3_column_bytes(st, 0));
-			db_release(st);
+			cache_db_release(st);
 		}
 	}
 	if (!r)
-		r = tree_keep_beside(db, e->cid, &ours, kept, sizeof(kept), ev);
+		r = cache_tree_keep_beside(db, e->cid, &ours, kept, sizeof(kept), ev);
 	if (!r)
 		r = take_server(c, db, e->cid, theirs, NULL, NULL, ev);
 	if (!r) {
 		cache_error(db, e->name,
 			    "conflict: changed on the server and here in the same fields (%s); the "
 			    "file now holds the server's version, ours is kept as %s",
-			    m.fields.data ? m.fields.data : "", kept);
-		r = db_run(db, "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0",
-			   "ii", e->cid, (int64_t)OP_PHOTO);
+			    m.fields.data, kept);
+		r = cache_db_run(db, "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0",
+				 "ii", e->cid, (int64_t)OP_PHOTO);
 	}
 	r = r ? r : 1;
 out:
@@ -1639,9 +1679,9 @@ static int conflict_gone(struct cache *c, struct entry *e)
 	sqlite3 *db = c->sdb;
 	int r;
 
-	if (!(r = db_begin(db))) {
+	if (!(r = cache_db_begin(db))) {
 		r = recreate(c, db, e);
-		r = r ? (db_rollback(db), r) : db_commit(db);
+		r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 	}
 	return r;
 }
@@ -1652,15 +1692,15 @@ static int conflict_unfetched(struct cache *c, struct entry *e, int err)
 {
 	sqlite3 *db = c->sdb;
 
-	if (!db_begin(db)) {
+	if (!cache_db_begin(db)) {
 		int r = cache_offline_errno(err)
-				? db_run(db, "UPDATE outbox SET inflight = 0 WHERE seq = ?", "i",
-					 e->seq)
+				? cache_db_run(db, "UPDATE outbox SET inflight = 0 WHERE seq = ?",
+					       "i", e->seq)
 				: on_failure(c, db, e, 0, err,
 					     "fetching the server's version after a conflict");
 
-		if (r || db_commit(db))
-			db_rollback(db);
+		if (r || cache_db_commit(db))
+			cache_db_rollback(db);
 	}
 	return err;
 }
@@ -1677,7 +1717,7 @@ static int conflict_merge(struct cache *c, struct entry *e, const cJSON *theirs,
 	int r;
 
 	memset(&k, 0, sizeof(k));
-	if ((r = db_begin(db)))
+	if ((r = cache_db_begin(db)))
 		return r;
 	if ((r = contact_row_get(db, e->cid, &k)) ||
 	    (r = file_card(c, db, e->cid, &card, &flag, e->name, sizeof(e->name)))) {
@@ -1696,13 +1736,13 @@ static int conflict_merge(struct cache *c, struct entry *e, const cJSON *theirs,
 	if (r == 1)
 		r = entry_done(db, e);
 	else if (!r)
-		r = db_run(db, "UPDATE outbox SET inflight = 0, attempts = 0 WHERE seq = ?", "i",
-			   e->seq);
+		r = cache_db_run(db, "UPDATE outbox SET inflight = 0, attempts = 0 WHERE seq = ?",
+				 "i", e->seq);
 commit:
 	if (r)
-		db_rollback(db);
+		cache_db_rollback(db);
 	else
-		r = db_commit(db);
+		r = cache_db_commit(db);
 	cJSON_Delete(base);
 	cJSON_Delete(flag);
 	vcard_free(card);
@@ -1762,15 +1802,15 @@ static int adopt_folder(struct cache *c, struct entry *e)
 	else
 		snprintf(path, sizeof(path), "%s", e->url); /* .../childFolders */
 	r = graph_list(c->g, path, NULL, 0, match_name, &n);
-	if (!r && (r = db_begin(c->sdb)) == 0) {
+	if (!r && (r = cache_db_begin(c->sdb)) == 0) {
 		if (n.id)
-			r = db_run(c->sdb, "UPDATE folders SET id = ? WHERE ino = ?", "ti", n.id,
-				   e->folder);
+			r = cache_db_run(c->sdb, "UPDATE folders SET id = ? WHERE ino = ?", "ti",
+					 n.id, e->folder);
 		if (!r)
 			r = n.id ? entry_done(c->sdb, e)
 				 : on_failure(c, c->sdb, e, 0, -EEXIST,
 					      "the folder exists but was not found");
-		r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
+		r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 	}
 	free(n.id);
 	return r;
@@ -1782,14 +1822,14 @@ static int64_t next_due(sqlite3 *db)
 {
 	int64_t t = 0;
 
-	if (db_int(db, &t,
-		   "SELECT min(not_before) FROM outbox WHERE inflight = 0 AND not_before > ?", "i",
-		   cache_now_ms()) != 1)
+	if (cache_db_int(db, &t,
+			 "SELECT min(not_before) FROM outbox WHERE inflight = 0 AND not_before > ?",
+			 "i", cache_now_ms()) != 1)
 		return 0;
 	return t;
 }
 
-int outbox_pass(struct cache *c, int64_t *next_ms)
+int cache_outbox_pass(struct cache *c, int64_t *next_ms)
 {
 	struct entry v[PICK_MAX];
 	int offline = 0, r = 0;
@@ -1801,7 +1841,7 @@ int outbox_pass(struct cache *c, int64_t *next_ms)
 		size_t n = 0, finished = 0;
 
 		if ((r = pick(c, v, &n, &finished, cache_now_ms(), &ev))) {
-			events_flush(c, &ev, 0);
+			cache_events_flush(c, &ev, 0);
 			break;
 		}
 		if (n == 0 && finished == 0)
@@ -1810,10 +1850,10 @@ int outbox_pass(struct cache *c, int64_t *next_ms)
 		for (size_t i = 0; i < n; i++)
 			if (!v[i].err)
 				cache_set_online(c, 1); /* an answer came: at once, for waiters */
-		if (!(r = db_begin(c->sdb))) {
+		if (!(r = cache_db_begin(c->sdb))) {
 			for (size_t i = 0; i < n && !r; i++)
 				r = apply(c, c->sdb, &v[i], &offline, &after[i]);
-			r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
+			r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 		}
 		for (size_t i = 0; i < n && !r; i++) {
 			if (after[i] == AFTER_CONFLICT)
@@ -1821,13 +1861,14 @@ int outbox_pass(struct cache *c, int64_t *next_ms)
 			else if (after[i] == AFTER_FOLDER_EXISTS)
 				r = adopt_folder(c, &v[i]);
 		}
-		events_flush(c, &ev, !r);
+		cache_events_flush(c, &ev, !r);
 		for (size_t i = 0; i < n; i++)
 			entry_release(&v[i]);
 		if (r) {
 			/* The entries stay in flight in the database: clear
 			 * them so they are tried again. */
-			if (db_run(c->sdb, "UPDATE outbox SET inflight = 0 WHERE inflight", NULL))
+			if (cache_db_run(c->sdb, "UPDATE outbox SET inflight = 0 WHERE inflight",
+					 NULL))
 				log_err("cache: could not reset the outbox after an error");
 			break;
 		}

@@ -228,9 +228,8 @@ static int render_person(const cJSON *person, size_t rank, enum vcard_version ve
 	if (!r) {
 		cache_contact_name(contact, name, sizeof(name));
 		snprintf(out->name, sizeof(out->name), "%03zu %s", rank + 1, name);
-		out->card = b.data;
-		out->len = b.len;
-		b.data = NULL;
+		if (!(out->card = buf_detach(&b, &out->len)))
+			r = -ENOMEM;
 	}
 	buf_release(&b);
 	vcard_free(card);
@@ -277,8 +276,8 @@ static int snapshot_make(struct cache *c, struct cache_people **out)
 	if (!p)
 		return -ENOMEM;
 	pthread_mutex_lock(&c->api_lock);
-	text = db_meta_get(c->db, "people");
-	at = db_meta_get(c->db, "people_at");
+	text = cache_db_meta_get(c->db, "people");
+	at = cache_db_meta_get(c->db, "people_at");
 	pthread_mutex_unlock(&c->api_lock);
 	list = text ? cJSON_Parse(text) : NULL;
 	p->mtime_ns = at ? strtoll(at, NULL, 10) * 1000000 : 0;
@@ -308,7 +307,7 @@ static int snapshot_make(struct cache *c, struct cache_people **out)
 
 /* ---- asking the server (the sync thread) ------------------------------------------ */
 
-int people_sync(struct cache *c, enum list_read how)
+int cache_people_sync(struct cache *c, enum list_read how)
 {
 	int64_t max_age = (int64_t)(c->cfg.poll_s > 0 ? c->cfg.poll_s : 300) * 1000;
 	struct cache_people *old;
@@ -318,7 +317,7 @@ int people_sync(struct cache *c, enum list_read how)
 
 	if (!c->g || how == LIST_WRITTEN)
 		return 0;
-	at = db_meta_get(c->sdb, "people_at");
+	at = cache_db_meta_get(c->sdb, "people_at");
 	r = at && (how == LIST_IF_NEVER || cache_now_ms() - strtoll(at, NULL, 10) < max_age);
 	free(at);
 	if (r)
@@ -353,12 +352,12 @@ int people_sync(struct cache *c, enum list_read how)
 	if (!text)
 		return -ENOMEM;
 	snprintf(when, sizeof(when), "%lld", (long long)cache_now_ms());
-	if (!(r = db_begin(c->sdb))) {
-		if ((r = db_meta_set(c->sdb, "people", text)) ||
-		    (r = db_meta_set(c->sdb, "people_at", when)))
-			db_rollback(c->sdb);
+	if (!(r = cache_db_begin(c->sdb))) {
+		if ((r = cache_db_meta_set(c->sdb, "people", text)) ||
+		    (r = cache_db_meta_set(c->sdb, "people_at", when)))
+			cache_db_rollback(c->sdb);
 		else
-			r = db_commit(c->sdb);
+			r = cache_db_commit(c->sdb);
 	}
 	free(text);
 	if (r) {

@@ -44,7 +44,7 @@ static int collect(const cJSON *item, void *ctx)
 
 static int folder_ino(sqlite3 *db, const char *id, int64_t *ino)
 {
-	int r = db_int(db, ino, "SELECT ino FROM folders WHERE id = ?", "t", id);
+	int r = cache_db_int(db, ino, "SELECT ino FROM folders WHERE id = ?", "t", id);
 
 	return r < 0 ? r : r ? 0 : -ENOENT;
 }
@@ -57,14 +57,15 @@ static int drop_subtree(sqlite3 *db, int64_t ino, struct events *ev)
 	char name[256] = "";
 	int r;
 
-	if ((r = db_prepare(db, &st, "SELECT parent, name FROM nodes WHERE ino = ?", "i", ino)))
+	if ((r = cache_db_prepare(db, &st, "SELECT parent, name FROM nodes WHERE ino = ?", "i",
+				  ino)))
 		return r;
-	if (db_step(st) == 1) {
+	if (cache_db_step(st) == 1) {
 		parent = sqlite3_column_int64(st, 0);
 		snprintf(name, sizeof(name), "%s", sqlite3_column_text(st, 1));
 	}
-	db_release(st);
-	r = db_run(
+	cache_db_release(st);
+	r = cache_db_run(
 		db,
 		"WITH RECURSIVE sub(ino) AS (SELECT ? UNION ALL SELECT n.ino FROM nodes n JOIN sub "
 		"ON n.parent = sub.ino) "
@@ -72,19 +73,19 @@ static int drop_subtree(sqlite3 *db, int64_t ino, struct events *ev)
 		"folder IN sub",
 		"i", ino);
 	if (!r)
-		r = db_run(
+		r = cache_db_run(
 			db,
 			"WITH RECURSIVE sub(ino) AS (SELECT ? UNION ALL SELECT n.ino FROM nodes n "
 			"JOIN sub ON n.parent = sub.ino) DELETE FROM folders WHERE ino IN sub",
 			"i", ino);
 	if (!r)
-		r = db_run(
+		r = cache_db_run(
 			db,
 			"WITH RECURSIVE sub(ino) AS (SELECT ? UNION ALL SELECT n.ino FROM nodes n "
 			"JOIN sub ON n.parent = sub.ino) DELETE FROM nodes WHERE ino IN sub",
 			"i", ino);
 	if (!r)
-		events_add(ev, CACHE_REMOVED, (uint64_t)ino, (uint64_t)parent, name, 0, NULL);
+		cache_events_add(ev, CACHE_REMOVED, (uint64_t)ino, (uint64_t)parent, name, 0, NULL);
 	return r;
 }
 
@@ -92,10 +93,11 @@ static int drop_subtree(sqlite3 *db, int64_t ino, struct events *ev)
 static int folder_busy(sqlite3 *db, int64_t ino)
 {
 	int64_t n = 0;
-	int r = db_int(db, &n,
-		       "SELECT count(*) FROM outbox WHERE folder = ? OR cid IN (SELECT cid FROM "
-		       "contacts WHERE folder = ?)",
-		       "ii", ino, ino);
+	int r = cache_db_int(
+		db, &n,
+		"SELECT count(*) FROM outbox WHERE folder = ? OR cid IN (SELECT cid FROM "
+		"contacts WHERE folder = ?)",
+		"ii", ino, ino);
 
 	return r < 0 ? r : n > 0;
 }
@@ -130,16 +132,17 @@ static int apply_folder(const struct folder_round *f, sqlite3 *db, const cJSON *
 	if (!cache_safe_name(name, "", safe, sizeof(safe)))
 		snprintf(safe, sizeof(safe), "Folder");
 	if (r == -ENOENT) {
-		if ((r = tree_unique_name(db, (uint64_t)parent, safe, unique)) ||
-		    (r = db_run(
+		if ((r = cache_tree_unique_name(db, (uint64_t)parent, safe, unique)) ||
+		    (r = cache_db_run(
 			     db,
 			     "INSERT INTO nodes(parent, name, kind, mtime_ns) VALUES(?, ?, ?, ?)",
 			     "itii", parent, unique, (int64_t)CACHE_FOLDER, cache_now_ns())))
 			return r;
 		ino = sqlite3_last_insert_rowid(db);
-		if ((r = db_run(db, "INSERT INTO folders(ino, id) VALUES(?, ?)", "it", ino, id)))
+		if ((r = cache_db_run(db, "INSERT INTO folders(ino, id) VALUES(?, ?)", "it", ino,
+				      id)))
 			return r;
-		events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)parent, unique, 0, NULL);
+		cache_events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)parent, unique, 0, NULL);
 		return 0;
 	}
 	/* Renamed or moved on the server, unless a rename of ours waits. */
@@ -148,29 +151,29 @@ static int apply_folder(const struct folder_round *f, sqlite3 *db, const cJSON *
 		int64_t old_parent = 0, busy = 0;
 		char old[256] = "";
 
-		if ((r = db_prepare(db, &st, "SELECT parent, name FROM nodes WHERE ino = ?", "i",
-				    ino)))
+		if ((r = cache_db_prepare(db, &st, "SELECT parent, name FROM nodes WHERE ino = ?",
+					  "i", ino)))
 			return r;
-		if (db_step(st) == 1) {
+		if (cache_db_step(st) == 1) {
 			old_parent = sqlite3_column_int64(st, 0);
 			snprintf(old, sizeof(old), "%s", sqlite3_column_text(st, 1));
 		}
-		db_release(st);
-		if ((r = db_int(db, &busy,
-				"SELECT count(*) FROM outbox WHERE folder = ? AND op = ?", "ii",
-				ino, (int64_t)OP_FOLDER_RENAME)) < 0)
+		cache_db_release(st);
+		if ((r = cache_db_int(db, &busy,
+				      "SELECT count(*) FROM outbox WHERE folder = ? AND op = ?",
+				      "ii", ino, (int64_t)OP_FOLDER_RENAME)) < 0)
 			return r;
 		if (busy || (old_parent == parent && !strcmp(old, safe)))
 			return 0;
 		if (old_parent == parent && !strncmp(old, safe, strlen(safe)) &&
 		    !strncmp(old + strlen(safe), " (", 2))
 			return 0; /* numbered beside a namesake */
-		if ((r = tree_unique_name(db, (uint64_t)parent, safe, unique)) ||
-		    (r = db_run(db, "UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", "iti",
-				parent, unique, ino)))
+		if ((r = cache_tree_unique_name(db, (uint64_t)parent, safe, unique)) ||
+		    (r = cache_db_run(db, "UPDATE nodes SET parent = ?, name = ? WHERE ino = ?",
+				      "iti", parent, unique, ino)))
 			return r;
-		events_add(ev, CACHE_RENAMED, (uint64_t)ino, (uint64_t)parent, unique,
-			   (uint64_t)old_parent, old);
+		cache_events_add(ev, CACHE_RENAMED, (uint64_t)ino, (uint64_t)parent, unique,
+				 (uint64_t)old_parent, old);
 	}
 	return 0;
 }
@@ -182,16 +185,16 @@ static int drop_unseen_folders(sqlite3 *db, const cJSON *seen, struct events *ev
 	sqlite3_stmt *st;
 	int64_t gone[64];
 	size_t n = 0;
-	int r = db_prepare(db, &st, "SELECT ino, id FROM folders WHERE id IS NOT NULL", NULL);
+	int r = cache_db_prepare(db, &st, "SELECT ino, id FROM folders WHERE id IS NOT NULL", NULL);
 
-	while (!r && n < 64 && (r = db_step(st)) == 1) {
+	while (!r && n < 64 && (r = cache_db_step(st)) == 1) {
 		r = 0;
 		if (!cJSON_GetObjectItemCaseSensitive(seen,
 						      (const char *)sqlite3_column_text(st, 1)))
 			gone[n++] = sqlite3_column_int64(st, 0);
 	}
 	if (st)
-		db_release(st);
+		cache_db_release(st);
 	if (r < 0)
 		return r;
 	r = 0;
@@ -231,11 +234,11 @@ static int default_folder(struct cache *c, char **id)
 {
 	int r;
 
-	if ((*id = db_meta_get(c->sdb, "default_folder")))
+	if ((*id = cache_db_meta_get(c->sdb, "default_folder")))
 		return 0;
 	if ((r = graph_default_folder(c->g, id)) || !*id)
 		return r;
-	if ((r = db_meta_set(c->sdb, "default_folder", *id))) {
+	if ((r = cache_db_meta_set(c->sdb, "default_folder", *id))) {
 		free(*id);
 		*id = NULL;
 	}
@@ -245,7 +248,7 @@ static int default_folder(struct cache *c, char **id)
 static int sync_folders(struct cache *c, const char *default_id)
 {
 	sqlite3 *db = c->sdb;
-	char *link = db_meta_get(db, "folders_delta"), *next = NULL, *nested = NULL;
+	char *link = cache_db_meta_get(db, "folders_delta"), *next = NULL, *nested = NULL;
 	struct events ev = {0};
 	struct folder_round f = {cJSON_CreateArray(), default_id};
 	cJSON *seen = NULL;
@@ -280,9 +283,9 @@ static int sync_folders(struct cache *c, const char *default_id)
 	 * shown that it does, the tree is also listed, on full rounds and
 	 * every FOLDER_WALK_EVERY rounds, and the listing is complete. */
 	delta_items = cJSON_GetArraySize(f.items);
-	nested = db_meta_get(db, "folders_nested");
+	nested = cache_db_meta_get(db, "folders_nested");
 	if (!nested && delta_shows_nesting(db, &f, delta_items)) {
-		if ((r = db_meta_set(db, "folders_nested", "delta")))
+		if ((r = cache_db_meta_set(db, "folders_nested", "delta")))
 			goto out;
 		nested = strdup("delta");
 	}
@@ -310,7 +313,7 @@ static int sync_folders(struct cache *c, const char *default_id)
 			goto out;
 		}
 	}
-	if ((r = db_begin(db)))
+	if ((r = cache_db_begin(db)))
 		goto out;
 	/* Parents first: a pass places every folder whose parent is known;
 	 * repeat while that helps. */
@@ -352,10 +355,10 @@ static int sync_folders(struct cache *c, const char *default_id)
 	if (!r && full)
 		r = drop_unseen_folders(db, seen, &ev);
 	if (!r && next)
-		r = db_meta_set(db, "folders_delta", next);
-	r = r ? (db_rollback(db), r) : db_commit(db);
+		r = cache_db_meta_set(db, "folders_delta", next);
+	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 out:
-	events_flush(c, &ev, !r);
+	cache_events_flush(c, &ev, !r);
 	cJSON_Delete(f.items);
 	cJSON_Delete(seen);
 	free(nested);
@@ -382,11 +385,11 @@ static cJSON *stored_ext(sqlite3 *db, const char *id)
 	sqlite3_stmt *st;
 	cJSON *ext = NULL;
 
-	if (db_prepare(db, &st, "SELECT body FROM exts WHERE id = ?", "t", id))
+	if (cache_db_prepare(db, &st, "SELECT body FROM exts WHERE id = ?", "t", id))
 		return NULL;
-	if (db_step(st) == 1)
+	if (cache_db_step(st) == 1)
 		ext = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-	db_release(st);
+	cache_db_release(st);
 	return ext;
 }
 
@@ -402,23 +405,23 @@ static int apply_contact(struct contact_round *cr, sqlite3 *db, cJSON *item)
 
 	if (!id)
 		return 0;
-	if (cr->full && (r = db_run(db, "INSERT OR IGNORE INTO seen(id) VALUES(?)", "t", id)))
+	if (cr->full && (r = cache_db_run(db, "INSERT OR IGNORE INTO seen(id) VALUES(?)", "t", id)))
 		return r;
-	if ((r = db_prepare(db, &st,
-			    "SELECT cid, folder, change_key, json FROM contacts WHERE id = ?", "t",
-			    id)))
+	if ((r = cache_db_prepare(db, &st,
+				  "SELECT cid, folder, change_key, json FROM contacts WHERE id = ?",
+				  "t", id)))
 		return r;
-	if ((r = db_step(st)) == 1) {
+	if ((r = cache_db_step(st)) == 1) {
 		cid = sqlite3_column_int64(st, 0);
 		folder = sqlite3_column_int64(st, 1);
-		old_ck = db_strdup(st, 2);
-		old_json = db_strdup(st, 3);
+		old_ck = cache_db_strdup(st, 2);
+		old_json = cache_db_strdup(st, 3);
 	}
-	db_release(st);
+	cache_db_release(st);
 	if (r < 0)
 		goto out;
 	r = 0;
-	busy = cid ? outbox_has(db, cid) : 0;
+	busy = cid ? cache_outbox_has(db, cid) : 0;
 	if (busy < 0) {
 		r = busy;
 		goto out;
@@ -433,21 +436,22 @@ static int apply_contact(struct contact_round *cr, sqlite3 *db, cJSON *item)
 		 * with changes of ours queued: left alone. */
 		if (!cid || folder != cr->folder || busy)
 			goto out;
-		if ((r = db_prepare(db, &st, "SELECT ino, parent, name FROM nodes WHERE cid = ?",
-				    "i", cid)))
+		if ((r = cache_db_prepare(db, &st,
+					  "SELECT ino, parent, name FROM nodes WHERE cid = ?", "i",
+					  cid)))
 			goto out;
-		if (db_step(st) == 1) {
+		if (cache_db_step(st) == 1) {
 			g.ino = sqlite3_column_int64(st, 0);
 			g.parent = sqlite3_column_int64(st, 1);
 			snprintf(g.name, sizeof(g.name), "%s", sqlite3_column_text(st, 2));
 		}
-		db_release(st);
-		if ((r = db_run(db, "DELETE FROM nodes WHERE cid = ?", "i", cid)) ||
-		    (r = db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cid)))
+		cache_db_release(st);
+		if ((r = cache_db_run(db, "DELETE FROM nodes WHERE cid = ?", "i", cid)) ||
+		    (r = cache_db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cid)))
 			goto out;
 		if (g.ino)
-			events_add(cr->ev, CACHE_REMOVED, (uint64_t)g.ino, (uint64_t)g.parent,
-				   g.name, 0, NULL);
+			cache_events_add(cr->ev, CACHE_REMOVED, (uint64_t)g.ino, (uint64_t)g.parent,
+					 g.name, 0, NULL);
 		goto out;
 	}
 	if (busy)
@@ -479,16 +483,18 @@ static int apply_contact(struct contact_round *cr, sqlite3 *db, cJSON *item)
 		goto out;
 	}
 	if (cid)
-		r = db_run(db,
-			   "UPDATE contacts SET folder = ?, change_key = ?, json = ?, render = 1, "
-			   "photo_state = 0 WHERE cid = ?",
-			   "itti", cr->folder, ck, text, cid);
+		r = cache_db_run(
+			db,
+			"UPDATE contacts SET folder = ?, change_key = ?, json = ?, render = 1, "
+			"photo_state = 0 WHERE cid = ?",
+			"itti", cr->folder, ck, text, cid);
 	else
-		r = db_run(db,
-			   "INSERT INTO contacts(id, folder, change_key, json, render) VALUES(?, "
-			   "?, ?, "
-			   "?, 1)",
-			   "titt", id, cr->folder, ck, text);
+		r = cache_db_run(
+			db,
+			"INSERT INTO contacts(id, folder, change_key, json, render) VALUES(?, "
+			"?, ?, "
+			"?, 1)",
+			"titt", id, cr->folder, ck, text);
 	cr->changed++;
 out:
 	free(old_ck);
@@ -506,7 +512,7 @@ static int flush_items(struct contact_round *cr)
 
 	if (!n)
 		return 0;
-	if ((r = db_begin(db)))
+	if ((r = cache_db_begin(db)))
 		return r;
 	for (int i = 0; i < n && !r; i++) {
 		cJSON *it = cJSON_GetArrayItem(cr->pending, i);
@@ -516,25 +522,25 @@ static int flush_items(struct contact_round *cr)
 		if (!r && cr->changed != before) {
 			int64_t cid = 0;
 
-			r = db_int(db, &cid, "SELECT cid FROM contacts WHERE id = ?", "t",
-				   cache_jstr(it, "id"));
+			r = cache_db_int(db, &cid, "SELECT cid FROM contacts WHERE id = ?", "t",
+					 cache_jstr(it, "id"));
 			/* A first round knows the extensions already (listed
 			 * before): a stray copy of ours never gets a file. */
 			if (r == 1 && cr->full) {
-				r = tree_drop_stray(cr->c, db, cid, cache_ext_of(it), cr->ev);
+				r = cache_tree_drop_stray(cr->c, db, cid, cache_ext_of(it), cr->ev);
 				r = r < 0 ? r : r ? 0 : 1;
 			}
-			r = r < 0 ? r : r ? tree_render(cr->c, db, cid, cr->ev) : 0;
+			r = r < 0 ? r : r ? cache_tree_render(cr->c, db, cid, cr->ev) : 0;
 			if (!r && cr->changed_ids && !cr->full)
 				cJSON_AddItemToArray(cr->changed_ids,
 						     cJSON_CreateString(cache_jstr(it, "id")));
 		}
 	}
-	r = r ? (db_rollback(db), r) : db_commit(db);
+	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 	cJSON_Delete(cr->pending);
 	cr->pending = cJSON_CreateArray();
 	if (!r) {
-		events_flush(cr->c, cr->ev, 1);
+		cache_events_flush(cr->c, cr->ev, 1);
 		memset(cr->ev, 0, sizeof(*cr->ev));
 	}
 	return r ? r : cr->pending ? 0 : -ENOMEM;
@@ -565,17 +571,18 @@ static int store_exts(struct ext_list *x)
 
 	if (!n)
 		return 0;
-	if ((r = db_begin(x->db)))
+	if ((r = cache_db_begin(x->db)))
 		return r;
 	for (int i = 0; i + 1 < n && !r; i += 2) {
 		char *body = cJSON_PrintUnformatted(cJSON_GetArrayItem(x->buf, i + 1));
 
-		r = body ? db_run(x->db, "INSERT OR REPLACE INTO exts(id, body) VALUES(?, ?)", "tt",
-				  cJSON_GetStringValue(cJSON_GetArrayItem(x->buf, i)), body)
+		r = body ? cache_db_run(x->db, "INSERT OR REPLACE INTO exts(id, body) VALUES(?, ?)",
+					"tt", cJSON_GetStringValue(cJSON_GetArrayItem(x->buf, i)),
+					body)
 			 : -ENOMEM;
 		free(body);
 	}
-	r = r ? (db_rollback(x->db), r) : db_commit(x->db);
+	r = r ? (cache_db_rollback(x->db), r) : cache_db_commit(x->db);
 	cJSON_Delete(x->buf);
 	x->buf = cJSON_CreateArray();
 	return r ? r : x->buf ? 0 : -ENOMEM;
@@ -627,8 +634,8 @@ static int photo_flags_fallback(struct cache *c, const char *why)
 	if (!c->photo_flags_off)
 		log_info("cache: %s; probing every contact's photo for this mount", why);
 	c->photo_flags_off = 1;
-	return db_run(c->sdb, "UPDATE contacts SET photo_state = 0 WHERE photo_state IN (2, 3)",
-		      NULL);
+	return cache_db_run(
+		c->sdb, "UPDATE contacts SET photo_state = 0 WHERE photo_state IN (2, 3)", NULL);
 }
 
 /* After a folder's round: its contacts still to fetch, with no photo
@@ -636,7 +643,7 @@ static int photo_flags_fallback(struct cache *c, const char *why)
  * flagged contacts, and only when there is such a contact. Then sample of
  * those, at random, are probed all the same (2): if one has a photo,
  * whoever writes this mailbox does not keep the flag, and every contact is
- * probed (sync_photos). */
+ * probed (cache_sync_photos). */
 static int photo_flags_read(struct cache *c, int64_t folder, const char *base, int64_t sample)
 {
 	sqlite3 *db = c->sdb;
@@ -646,10 +653,11 @@ static int photo_flags_read(struct cache *c, int64_t folder, const char *base, i
 
 	if (!c->cfg.photos || c->photo_flags_off)
 		return 0;
-	if ((r = db_int(db, &todo,
-			"SELECT count(*) FROM contacts WHERE folder = ? AND photo_state = 0 AND "
-			"photo IS NULL AND id IS NOT NULL",
-			"i", folder)) < 0)
+	if ((r = cache_db_int(
+		     db, &todo,
+		     "SELECT count(*) FROM contacts WHERE folder = ? AND photo_state = 0 AND "
+		     "photo IS NULL AND id IS NOT NULL",
+		     "i", folder)) < 0)
 		return r;
 	if (!todo)
 		return 0;
@@ -661,31 +669,32 @@ static int photo_flags_read(struct cache *c, int64_t folder, const char *base, i
 					    "PidLidHasPicture");
 		goto out;
 	}
-	if (r || (r = db_begin(db)))
+	if (r || (r = cache_db_begin(db)))
 		goto out;
-	r = db_run(db,
-		   "CREATE TEMP TABLE IF NOT EXISTS photo_flagged(id TEXT PRIMARY KEY) WITHOUT "
-		   "ROWID",
-		   NULL);
+	r = cache_db_run(
+		db,
+		"CREATE TEMP TABLE IF NOT EXISTS photo_flagged(id TEXT PRIMARY KEY) WITHOUT "
+		"ROWID",
+		NULL);
 	if (!r)
-		r = db_run(db, "DELETE FROM temp.photo_flagged", NULL);
+		r = cache_db_run(db, "DELETE FROM temp.photo_flagged", NULL);
 	for (int i = 0; !r && i < cJSON_GetArraySize(ids); i++)
-		r = db_run(db, "INSERT OR IGNORE INTO temp.photo_flagged(id) VALUES(?)", "t",
-			   cJSON_GetStringValue(cJSON_GetArrayItem(ids, i)));
+		r = cache_db_run(db, "INSERT OR IGNORE INTO temp.photo_flagged(id) VALUES(?)", "t",
+				 cJSON_GetStringValue(cJSON_GetArrayItem(ids, i)));
 	if (!r)
-		r = db_run(
+		r = cache_db_run(
 			db,
 			"UPDATE contacts SET photo_state = 3 WHERE folder = ? AND photo_state = 0 "
 			"AND photo IS NULL AND id IS NOT NULL AND id NOT IN (SELECT id FROM "
 			"temp.photo_flagged)",
 			"i", folder);
 	if (!r && sample)
-		r = db_run(
+		r = cache_db_run(
 			db,
 			"UPDATE contacts SET photo_state = 2 WHERE cid IN (SELECT cid FROM "
 			"contacts WHERE folder = ? AND photo_state = 3 ORDER BY random() LIMIT ?)",
 			"ii", folder, sample);
-	r = r ? (db_rollback(db), r) : db_commit(db);
+	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 out:
 	cJSON_Delete(ids);
 	return r;
@@ -702,20 +711,20 @@ static int set_ext(struct cache *c, sqlite3 *db, const char *id, const cJSON *ex
 	char *text = NULL;
 	int r, busy;
 
-	if ((r = db_prepare(db, &st, "SELECT cid, json FROM contacts WHERE id = ?", "t", id)))
+	if ((r = cache_db_prepare(db, &st, "SELECT cid, json FROM contacts WHERE id = ?", "t", id)))
 		return r;
-	if (db_step(st) == 1) {
+	if (cache_db_step(st) == 1) {
 		cid = sqlite3_column_int64(st, 0);
 		json = cJSON_Parse((const char *)sqlite3_column_text(st, 1));
 	}
-	db_release(st);
+	cache_db_release(st);
 	if (!json)
 		return 0;
-	if ((r = tree_drop_stray(c, db, cid, ext, ev)) != 0) {
+	if ((r = cache_tree_drop_stray(c, db, cid, ext, ev)) != 0) {
 		cJSON_Delete(json);
 		return r < 0 ? r : 0;
 	}
-	if (cJSON_Compare(cache_ext_of(json), ext, 1) || (busy = outbox_has(db, cid)) != 0) {
+	if (cJSON_Compare(cache_ext_of(json), ext, 1) || (busy = cache_outbox_has(db, cid)) != 0) {
 		cJSON_Delete(json);
 		return 0;
 	}
@@ -724,10 +733,10 @@ static int set_ext(struct cache *c, sqlite3 *db, const char *id, const cJSON *ex
 	if (arr && ext)
 		cJSON_AddItemToArray(arr, cJSON_Duplicate(ext, 1));
 	text = cJSON_PrintUnformatted(json);
-	r = text ? db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", text, cid)
+	r = text ? cache_db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", text, cid)
 		 : -ENOMEM;
 	if (!r)
-		r = tree_render(c, db, cid, ev);
+		r = cache_tree_render(c, db, cid, ev);
 	free(text);
 	cJSON_Delete(json);
 	return r;
@@ -757,17 +766,17 @@ static int refresh_exts(struct cache *c, const char *base, const cJSON *ids)
 			graph_batch_release(items, (size_t)k);
 			break;
 		}
-		if (!(r = db_begin(c->sdb))) {
+		if (!(r = cache_db_begin(c->sdb))) {
 			for (int i = 0; i < k && !r; i++)
 				if (items[i].status == 200)
 					r = set_ext(c, c->sdb,
 						    cJSON_GetStringValue(
 							    cJSON_GetArrayItem(ids, start + i)),
 						    cache_ext_of(items[i].response), &ev);
-			r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
+			r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 		}
 		graph_batch_release(items, (size_t)k);
-		events_flush(c, &ev, !r);
+		cache_events_flush(c, &ev, !r);
 	}
 	return r;
 }
@@ -796,13 +805,13 @@ static int set_flag(struct cache *c, sqlite3 *db, const char *id, const cJSON *f
 
 	if (!id || !cJSON_IsObject(flag))
 		return 0;
-	if ((r = db_prepare(db, &st, "SELECT cid, flag FROM contacts WHERE id = ?", "t", id)))
+	if ((r = cache_db_prepare(db, &st, "SELECT cid, flag FROM contacts WHERE id = ?", "t", id)))
 		return r;
-	if ((r = db_step(st)) == 1) {
+	if ((r = cache_db_step(st)) == 1) {
 		cid = sqlite3_column_int64(st, 0);
-		old_text = db_strdup(st, 1);
+		old_text = cache_db_strdup(st, 1);
 	}
-	db_release(st);
+	cache_db_release(st);
 	if (r <= 0)
 		return r; /* not ours (yet): delta brings it, and a read of its flag */
 	if (!(text = cJSON_PrintUnformatted(flag))) {
@@ -814,16 +823,16 @@ static int set_flag(struct cache *c, sqlite3 *db, const char *id, const cJSON *f
 		goto out;
 	}
 	old = old_text ? cJSON_Parse(old_text) : NULL;
-	if ((r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", text, cid)) ||
+	if ((r = cache_db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", text, cid)) ||
 	    vcard_followup_same(old, flag))
 		goto out;
-	busy = outbox_has(db, cid);
+	busy = cache_outbox_has(db, cid);
 	if (busy < 0)
 		r = busy;
-	else if (busy) /* sync_render shows it once our changes are sent */
-		r = db_run(db, "UPDATE contacts SET render = 1 WHERE cid = ?", "i", cid);
+	else if (busy) /* cache_sync_render shows it once our changes are sent */
+		r = cache_db_run(db, "UPDATE contacts SET render = 1 WHERE cid = ?", "i", cid);
 	else
-		r = tree_render(c, db, cid, ev);
+		r = cache_tree_render(c, db, cid, ev);
 out:
 	cJSON_Delete(old);
 	free(old_text);
@@ -844,13 +853,13 @@ static int store_flags(struct flag_list *x)
 
 	if (!n)
 		return 0;
-	if ((r = db_begin(db)))
+	if ((r = cache_db_begin(db)))
 		return r;
 	for (int i = 0; i + 1 < n && !r; i += 2)
 		r = set_flag(x->c, db, cJSON_GetStringValue(cJSON_GetArrayItem(x->buf, i)),
 			     cJSON_GetArrayItem(x->buf, i + 1), &ev);
-	r = r ? (db_rollback(db), r) : db_commit(db);
-	events_flush(x->c, &ev, !r);
+	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
+	cache_events_flush(x->c, &ev, !r);
 	cJSON_Delete(x->buf);
 	x->buf = cJSON_CreateArray();
 	return r ? r : x->buf ? 0 : -ENOMEM;
@@ -912,7 +921,7 @@ static int refresh_flags(struct cache *c, const cJSON *ids)
 			graph_batch_release(items, (size_t)k);
 			break;
 		}
-		if (!(r = db_begin(c->sdb))) {
+		if (!(r = cache_db_begin(c->sdb))) {
 			for (int i = 0; i < k && !r; i++) {
 				if (items[i].status == 200)
 					r = set_flag(c, c->sdb,
@@ -924,10 +933,10 @@ static int refresh_flags(struct cache *c, const cJSON *ids)
 				else if (items[i].status != 404 && !refused) /* 404: gone */
 					refused = graph_errno(items[i].status, items[i].code);
 			}
-			r = r ? (db_rollback(c->sdb), r) : db_commit(c->sdb);
+			r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 		}
 		graph_batch_release(items, (size_t)k);
-		events_flush(c, &ev, !r);
+		cache_events_flush(c, &ev, !r);
 	}
 	return r ? r : refused;
 }
@@ -943,13 +952,13 @@ static int flags_read(struct cache *c, int64_t folder, int r)
 		return r;
 	log_warn("cache: reading the follow-up flags of folder %lld from Graph's beta: %s",
 		 (long long)folder, strerror(-r));
-	if (!c->flag_refusal_told && !db_begin(c->sdb)) {
+	if (!c->flag_refusal_told && !cache_db_begin(c->sdb)) {
 		cache_error(c->sdb, ".contactfs",
 			    "the follow-up flags could not be read from Graph's beta (%s); files "
 			    "show the flags read before, and they are read again every 12 rounds",
 			    strerror(-r));
-		if (db_commit(c->sdb))
-			db_rollback(c->sdb);
+		if (cache_db_commit(c->sdb))
+			cache_db_rollback(c->sdb);
 		c->flag_refusal_told = 1;
 	}
 	return 1;
@@ -967,23 +976,23 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 	size_t n = 0;
 	int r;
 
-	if ((r = db_begin(db)))
+	if ((r = cache_db_begin(db)))
 		return r;
-	r = db_prepare(
+	r = cache_db_prepare(
 		db, &st,
 		"SELECT n.ino, n.parent, n.name, c.cid FROM contacts c LEFT JOIN nodes n ON n.cid "
 		"= c.cid WHERE c.folder = ? AND c.id IS NOT NULL AND c.id NOT IN (SELECT id FROM "
 		"seen) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cid = c.cid)",
 		"i", folder);
 	/* Collected first: no deleting under a running SELECT. */
-	while (!r && (r = db_step(st)) == 1) {
+	while (!r && (r = cache_db_step(st)) == 1) {
 		int64_t *more;
 
 		r = 0;
 		if (sqlite3_column_type(st, 0) != SQLITE_NULL)
-			events_add(ev, CACHE_REMOVED, (uint64_t)sqlite3_column_int64(st, 0),
-				   (uint64_t)sqlite3_column_int64(st, 1),
-				   (const char *)sqlite3_column_text(st, 2), 0, NULL);
+			cache_events_add(ev, CACHE_REMOVED, (uint64_t)sqlite3_column_int64(st, 0),
+					 (uint64_t)sqlite3_column_int64(st, 1),
+					 (const char *)sqlite3_column_text(st, 2), 0, NULL);
 		if (!(more = realloc(cids, (n + 1) * sizeof(*cids)))) {
 			r = -ENOMEM;
 			break;
@@ -991,19 +1000,19 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 		cids = more;
 		cids[n++] = sqlite3_column_int64(st, 3);
 	}
-	db_release(st);
+	cache_db_release(st);
 	for (size_t i = 0; i < n && !r; i++) {
-		r = db_run(db, "DELETE FROM nodes WHERE cid = ?", "i", cids[i]);
+		r = cache_db_run(db, "DELETE FROM nodes WHERE cid = ?", "i", cids[i]);
 		if (!r)
-			r = db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cids[i]);
+			r = cache_db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cids[i]);
 	}
 	free(cids);
 	if (r == 0)
-		r = db_run(db, "DELETE FROM seen", NULL);
+		r = cache_db_run(db, "DELETE FROM seen", NULL);
 	if (r == 0)
-		r = db_run(db, "DELETE FROM exts", NULL);
-	r = r ? (db_rollback(db), r) : db_commit(db);
-	events_flush(c, ev, !r);
+		r = cache_db_run(db, "DELETE FROM exts", NULL);
+	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
+	cache_events_flush(c, ev, !r);
 	return r;
 }
 
@@ -1036,15 +1045,16 @@ static int sync_folder(struct cache *c, const char *default_id, int64_t folder, 
 		link = NULL; /* made with another graph_url: read the folder again */
 		cr.full = 1;
 	}
-	if ((r = folder_base(c->sdb, folder, base, sizeof(base))))
+	if ((r = cache_folder_base(c->sdb, folder, base, sizeof(base))))
 		goto out;
 	/* A create that may have reached the server is settled first, or it
 	 * would come in as a stranger. */
-	if ((r = db_int(c->sdb, &uncertain,
-			"SELECT count(*) FROM outbox o JOIN contacts k ON k.cid = o.cid WHERE "
-			"o.sent AND NOT o.parked AND "
-			"k.folder = ?",
-			"i", folder)) < 0)
+	if ((r = cache_db_int(
+		     c->sdb, &uncertain,
+		     "SELECT count(*) FROM outbox o JOIN contacts k ON k.cid = o.cid WHERE "
+		     "o.sent AND NOT o.parked AND "
+		     "k.folder = ?",
+		     "i", folder)) < 0)
 		goto out;
 	if (uncertain) {
 		*flags_listed = 0;
@@ -1056,7 +1066,8 @@ static int sync_folder(struct cache *c, const char *default_id, int64_t folder, 
 	folder_id = folder == CACHE_ROOT_INO ? default_id : base + strlen("/contactFolders/");
 again:
 	if (cr.full) {
-		if ((r = db_run(c->sdb, "DELETE FROM seen", NULL)) || (r = list_exts(c, base)))
+		if ((r = cache_db_run(c->sdb, "DELETE FROM seen", NULL)) ||
+		    (r = list_exts(c, base)))
 			goto out;
 	}
 	r = cache_fetch_contacts(c->g, folder_id, link, on_contact, &cr, &next);
@@ -1098,17 +1109,17 @@ again:
 			r = 0; /* refused: asked again at the next listing, not at once */
 	}
 	if (!r && next)
-		r = db_run(c->sdb, "UPDATE folders SET delta = ? WHERE ino = ?", "ti", next,
-			   folder);
+		r = cache_db_run(c->sdb, "UPDATE folders SET delta = ? WHERE ino = ?", "ti", next,
+				 folder);
 out:
-	events_flush(c, &ev, 0);
+	cache_events_flush(c, &ev, 0);
 	cJSON_Delete(cr.pending);
 	cJSON_Delete(cr.changed_ids);
 	free(next);
 	return r;
 }
 
-int sync_in(struct cache *c)
+int cache_sync_in(struct cache *c)
 {
 	sqlite3_stmt *st;
 	int64_t inos[4096];
@@ -1123,16 +1134,16 @@ int sync_in(struct cache *c)
 		goto out;
 	if ((r = sync_folders(c, default_id)))
 		goto out;
-	if ((r = db_prepare(
+	if ((r = cache_db_prepare(
 		     c->sdb, &st,
 		     "SELECT ino, delta FROM folders WHERE ino = ? OR id IS NOT NULL ORDER BY ino",
 		     "i", (int64_t)CACHE_ROOT_INO)))
 		goto out;
-	while (n < 4096 && (r = db_step(st)) == 1) {
+	while (n < 4096 && (r = cache_db_step(st)) == 1) {
 		inos[n] = sqlite3_column_int64(st, 0);
-		links[n++] = db_strdup(st, 1);
+		links[n++] = cache_db_strdup(st, 1);
 	}
-	db_release(st);
+	cache_db_release(st);
 	r = r < 0 ? r : 0;
 	for (size_t i = 0; i < n && !r; i++) {
 		r = sync_folder(c, default_id, inos[i], links[i], want_flags,
@@ -1168,7 +1179,7 @@ out:
 
 /* ---- photos and rendering ----------------------------------------------------------------------------- */
 
-int sync_photos(struct cache *c, int max, int *left)
+int cache_sync_photos(struct cache *c, int max, int *left)
 {
 	sqlite3 *db = c->sdb;
 	sqlite3_stmt *st;
@@ -1185,15 +1196,15 @@ int sync_photos(struct cache *c, int max, int *left)
 		const char *disagrees = NULL;
 		size_t k = 0;
 
-		if ((r = db_prepare(
+		if ((r = cache_db_prepare(
 			     db, &st,
 			     "SELECT cid, id, folder, photo_state, photo IS NOT NULL FROM contacts "
 			     "WHERE photo_state IN (0, 2) AND id IS NOT NULL LIMIT ?",
 			     "i", (int64_t)GRAPH_BATCH_MAX)))
 			break;
-		while (k < GRAPH_BATCH_MAX && db_step(st) == 1) {
-			if (folder_base(db, sqlite3_column_int64(st, 2), bases[k],
-					sizeof(bases[k])))
+		while (k < GRAPH_BATCH_MAX && cache_db_step(st) == 1) {
+			if (cache_folder_base(db, sqlite3_column_int64(st, 2), bases[k],
+					      sizeof(bases[k])))
 				continue;
 			cids[k] = sqlite3_column_int64(st, 0);
 			checks[k] = sqlite3_column_int(st, 3) == 2;
@@ -1203,12 +1214,12 @@ int sync_photos(struct cache *c, int max, int *left)
 			photos[k].id = ids[k];
 			k++;
 		}
-		db_release(st);
+		cache_db_release(st);
 		if (!k)
 			break;
 		if ((r = cache_fetch_photos(c->g, photos, k)))
 			break;
-		if (!(r = db_begin(db))) {
+		if (!(r = cache_db_begin(db))) {
 			for (size_t i = 0; i < k && !r; i++) {
 				const struct cache_photo *ph = &photos[i];
 				int busy;
@@ -1218,21 +1229,22 @@ int sync_photos(struct cache *c, int max, int *left)
 				answered++;
 				if (checks[i] && ph->status == 200)
 					disagrees = ph->id;
-				r = db_run(db,
-					   "UPDATE contacts SET photo = ?, photo_type = ?, "
-					   "photo_state "
-					   "= 1 WHERE cid = ?",
-					   "bti", ph->data.len ? ph->data.data : NULL, ph->data.len,
-					   ph->data.len ? ph->type : NULL, cids[i]);
-				busy = r ? 0 : outbox_has(db, cids[i]);
+				r = cache_db_run(db,
+						 "UPDATE contacts SET photo = ?, photo_type = ?, "
+						 "photo_state "
+						 "= 1 WHERE cid = ?",
+						 "bti", ph->data.len ? ph->data.data : NULL,
+						 ph->data.len, ph->data.len ? ph->type : NULL,
+						 cids[i]);
+				busy = r ? 0 : cache_outbox_has(db, cids[i]);
 				/* A photo gone (removed in Outlook) is a new
 				 * file as much as one come. */
 				if (!r && busy == 0 && (ph->status == 200 || had[i]))
-					r = tree_render(c, db, cids[i], &ev);
+					r = cache_tree_render(c, db, cids[i], &ev);
 				else if (busy < 0)
 					r = busy;
 			}
-			r = r ? (db_rollback(db), r) : db_commit(db);
+			r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 		}
 		if (!r && disagrees) {
 			char why[640];
@@ -1242,7 +1254,7 @@ int sync_photos(struct cache *c, int max, int *left)
 				 disagrees);
 			r = photo_flags_fallback(c, why);
 		}
-		events_flush(c, &ev, !r);
+		cache_events_flush(c, &ev, !r);
 		done += (int)k;
 		/* The same rows would come again: wait for a later turn. */
 		if (!answered)
@@ -1253,10 +1265,10 @@ int sync_photos(struct cache *c, int max, int *left)
 	if (!r) {
 		int64_t more = 0;
 
-		if (db_int(db, &more,
-			   "SELECT count(*) FROM contacts WHERE photo_state IN (0, 2) AND "
-			   "id IS NOT NULL",
-			   NULL) == 1)
+		if (cache_db_int(db, &more,
+				 "SELECT count(*) FROM contacts WHERE photo_state IN (0, 2) AND "
+				 "id IS NOT NULL",
+				 NULL) == 1)
 			*left = more > 0 && done >= max; /* stopped by max, not by failures */
 	}
 	if (r && cache_offline_errno(r))
@@ -1264,7 +1276,7 @@ int sync_photos(struct cache *c, int max, int *left)
 	return r;
 }
 
-/* Renames that waited for a writer (tree_render): those whose name is let
+/* Renames that waited for a writer (cache_tree_render): those whose name is let
  * go are rendered again, which makes them. */
 static int names_let_go(struct cache *c)
 {
@@ -1274,27 +1286,28 @@ static int names_let_go(struct cache *c)
 	size_t n = 0;
 	int r;
 
-	if ((r = db_prepare(db, &st, "SELECT ino FROM names_due LIMIT 64", NULL)))
+	if ((r = cache_db_prepare(db, &st, "SELECT ino FROM names_due LIMIT 64", NULL)))
 		return r;
-	while (n < 64 && db_step(st) == 1) {
+	while (n < 64 && cache_db_step(st) == 1) {
 		int64_t ino = sqlite3_column_int64(st, 0);
 
-		if (!names_held(c, (uint64_t)ino))
+		if (!cache_names_held(c, (uint64_t)ino))
 			inos[n++] = ino;
 	}
-	db_release(st);
-	if (!n || (r = db_begin(db)))
+	cache_db_release(st);
+	if (!n || (r = cache_db_begin(db)))
 		return r;
 	for (size_t i = 0; i < n && !r; i++)
-		if (!(r = db_run(db, "DELETE FROM names_due WHERE ino = ?", "i", inos[i])))
-			r = db_run(db,
-				   "UPDATE contacts SET render = 1 WHERE cid = (SELECT cid FROM "
-				   "nodes WHERE ino = ?)",
-				   "i", inos[i]);
-	return r ? (db_rollback(db), r) : db_commit(db);
+		if (!(r = cache_db_run(db, "DELETE FROM names_due WHERE ino = ?", "i", inos[i])))
+			r = cache_db_run(
+				db,
+				"UPDATE contacts SET render = 1 WHERE cid = (SELECT cid FROM "
+				"nodes WHERE ino = ?)",
+				"i", inos[i]);
+	return r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 }
 
-int sync_render(struct cache *c)
+int cache_sync_render(struct cache *c)
 {
 	sqlite3 *db = c->sdb;
 	int r;
@@ -1307,21 +1320,21 @@ int sync_render(struct cache *c)
 		int64_t cids[200];
 		size_t n = 0;
 
-		if ((r = db_prepare(db, &st,
-				    "SELECT cid FROM contacts k WHERE render AND NOT EXISTS "
-				    "(SELECT 1 FROM "
-				    "outbox o WHERE o.cid = k.cid) LIMIT 200",
-				    NULL)))
+		if ((r = cache_db_prepare(db, &st,
+					  "SELECT cid FROM contacts k WHERE render AND NOT EXISTS "
+					  "(SELECT 1 FROM "
+					  "outbox o WHERE o.cid = k.cid) LIMIT 200",
+					  NULL)))
 			break;
-		while (n < 200 && db_step(st) == 1)
+		while (n < 200 && cache_db_step(st) == 1)
 			cids[n++] = sqlite3_column_int64(st, 0);
-		db_release(st);
-		if (!n || (r = db_begin(db)))
+		cache_db_release(st);
+		if (!n || (r = cache_db_begin(db)))
 			break;
 		for (size_t i = 0; i < n && !r; i++)
-			r = tree_render(c, db, cids[i], &ev);
-		r = r ? (db_rollback(db), r) : db_commit(db);
-		events_flush(c, &ev, !r);
+			r = cache_tree_render(c, db, cids[i], &ev);
+		r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
+		cache_events_flush(c, &ev, !r);
 		if (r)
 			break;
 	}

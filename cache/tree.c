@@ -23,17 +23,6 @@ struct node {
 	char name[256];
 };
 
-/* What a transaction body returns to have its work committed and the call
- * still fail with -EINVAL (an invalid vCard kept as a draft). */
-#define EINVAL_KEEP (-CACHE_EINVAL_KEEP)
-/* A card with the UID of a contact another file of its folder shows: the
- * transaction commits what it did (the draft, the log) and the caller gets
- * -EEXIST. */
-#define EEXIST_KEEP 4097
-/* A card whose photo Outlook refuses for its size: committed (the draft,
- * the log), the caller gets -EFBIG. */
-#define EFBIG_KEEP (-CACHE_EFBIG_KEEP)
-
 #define NODE_COLS "ino, parent, cid, size, mtime_ns, kind, draft, written, chosen, name"
 
 static void node_read(sqlite3_stmt *st, struct node *n)
@@ -57,14 +46,15 @@ static int node_query(sqlite3 *db, struct node *n, const char *sql, const char *
 		      const char *b)
 {
 	sqlite3_stmt *st;
-	int r = fmt[1] ? db_prepare(db, &st, sql, fmt, a, b) : db_prepare(db, &st, sql, fmt, a);
+	int r = fmt[1] ? cache_db_prepare(db, &st, sql, fmt, a, b)
+		       : cache_db_prepare(db, &st, sql, fmt, a);
 
 	if (r)
 		return r;
-	r = db_step(st);
+	r = cache_db_step(st);
 	if (r == 1)
 		node_read(st, n);
-	db_release(st);
+	cache_db_release(st);
 	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
 }
 
@@ -172,11 +162,11 @@ cJSON *cache_flag_of(sqlite3 *db, int64_t cid)
 	sqlite3_stmt *st;
 	cJSON *flag = NULL;
 
-	if (db_prepare(db, &st, "SELECT flag FROM contacts WHERE cid = ?", "i", cid))
+	if (cache_db_prepare(db, &st, "SELECT flag FROM contacts WHERE cid = ?", "i", cid))
 		return NULL;
-	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+	if (cache_db_step(st) == 1 && sqlite3_column_text(st, 0))
 		flag = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-	db_release(st);
+	cache_db_release(st);
 	return flag;
 }
 
@@ -203,10 +193,10 @@ void cache_new_key(char out[33])
 static void record(sqlite3 *db, enum log_level level, const char *what, const char *msg)
 {
 	log_msg(level, "%s: %s", what, msg);
-	if (db_run(db, "INSERT INTO errors(time, what, message) VALUES(?, ?, ?)", "itt",
-		   (int64_t)time(NULL), what, msg) ||
-	    db_run(db, "DELETE FROM errors WHERE seq <= (SELECT max(seq) - 1000 FROM errors)",
-		   NULL))
+	if (cache_db_run(db, "INSERT INTO errors(time, what, message) VALUES(?, ?, ?)", "itt",
+			 (int64_t)time(NULL), what, msg) ||
+	    cache_db_run(db, "DELETE FROM errors WHERE seq <= (SELECT max(seq) - 1000 FROM errors)",
+			 NULL))
 		log_err("cache: could not record that error");
 }
 
@@ -243,8 +233,8 @@ void cache_repairs(sqlite3 *db, const char *what, struct vcard *const *cards, si
 	}
 }
 
-void events_add(struct events *ev, enum cache_event what, uint64_t ino, uint64_t parent,
-		const char *name, uint64_t old_parent, const char *old_name)
+void cache_events_add(struct events *ev, enum cache_event what, uint64_t ino, uint64_t parent,
+		      const char *name, uint64_t old_parent, const char *old_name)
 {
 	struct cache_change *ch;
 
@@ -268,7 +258,7 @@ void events_add(struct events *ev, enum cache_event what, uint64_t ino, uint64_t
 	ch->old_name = old_name ? strdup(old_name) : NULL;
 }
 
-void events_flush(struct cache *c, struct events *ev, int committed)
+void cache_events_flush(struct cache *c, struct events *ev, int committed)
 {
 	for (size_t i = 0; i < ev->n; i++) {
 		if (committed && c->cfg.on_change)
@@ -280,7 +270,7 @@ void events_flush(struct cache *c, struct events *ev, int committed)
 	memset(ev, 0, sizeof(*ev));
 }
 
-int tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out)
+int cache_tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out)
 {
 	size_t n = strlen(name);
 	int vcf = n > 4 && !strcmp(name + n - 4, ".vcf");
@@ -302,12 +292,12 @@ int tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out)
 
 		snprintf(lo, sizeof(lo), "%s (", stem);
 		snprintf(hi, sizeof(hi), "%s )", stem); /* ')' follows '(' */
-		if ((r = db_prepare(
+		if ((r = cache_db_prepare(
 			     db, &st,
 			     "SELECT name FROM nodes WHERE parent = ? AND name >= ? AND name < ?",
 			     "itt", (int64_t)dir, lo, hi)))
 			return r;
-		while (db_step(st) == 1) {
+		while (cache_db_step(st) == 1) {
 			const char *nm = (const char *)sqlite3_column_text(st, 0) + strlen(lo);
 			char *end;
 			unsigned long k = strtoul(nm, &end, 10);
@@ -316,7 +306,7 @@ int tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out)
 			    k > top)
 				top = k;
 		}
-		db_release(st);
+		cache_db_release(st);
 		if (top + 1 < 100000 &&
 		    !cache_numbered_name(stem, vcf ? ".vcf" : "", (unsigned)top + 1, out, 256) &&
 		    (r = node_find(db, (int64_t)dir, out, &x)) != 0)
@@ -331,7 +321,7 @@ int tree_unique_name(sqlite3 *db, uint64_t dir, const char *name, char *out)
 	return -EEXIST;
 }
 
-int folder_base(sqlite3 *db, int64_t folder, char *out, size_t size)
+int cache_folder_base(sqlite3 *db, int64_t folder, char *out, size_t size)
 {
 	sqlite3_stmt *st;
 	int r;
@@ -340,21 +330,21 @@ int folder_base(sqlite3 *db, int64_t folder, char *out, size_t size)
 		out[0] = '\0';
 		return 0;
 	}
-	if ((r = db_prepare(db, &st, "SELECT id FROM folders WHERE ino = ?", "i", folder)))
+	if ((r = cache_db_prepare(db, &st, "SELECT id FROM folders WHERE ino = ?", "i", folder)))
 		return r;
-	r = db_step(st);
+	r = cache_db_step(st);
 	if (r == 1 && sqlite3_column_text(st, 0))
 		snprintf(out, size, "/contactFolders/%s", sqlite3_column_text(st, 0));
 	else if (r >= 0)
 		r = -EAGAIN;
-	db_release(st);
+	cache_db_release(st);
 	return r < 0 ? r : 0;
 }
 
 /* ---- the outbox, enqueue side --------------------------------------------------- */
 
-int outbox_add(sqlite3 *db, enum op op, int64_t cid, int64_t folder, const char *arg,
-	       int64_t not_before_ms)
+int cache_outbox_add(sqlite3 *db, enum op op, int64_t cid, int64_t folder, const char *arg,
+		     int64_t not_before_ms)
 {
 	char key[32];
 
@@ -366,29 +356,30 @@ int outbox_add(sqlite3 *db, enum op op, int64_t cid, int64_t folder, const char 
 		snprintf(key, sizeof(key), "c%lld", (long long)cid);
 	else
 		snprintf(key, sizeof(key), "f%lld", (long long)folder);
-	return db_run(db,
-		      "INSERT INTO outbox(op, key, cid, folder, arg, not_before) VALUES(?, ?, "
-		      "nullif(?, 0), nullif(?, 0), ?, ?)",
-		      "itiiti", (int64_t)op, key, cid, folder, arg, not_before_ms);
+	return cache_db_run(
+		db,
+		"INSERT INTO outbox(op, key, cid, folder, arg, not_before) VALUES(?, ?, "
+		"nullif(?, 0), nullif(?, 0), ?, ?)",
+		"itiiti", (int64_t)op, key, cid, folder, arg, not_before_ms);
 }
 
-int outbox_has(sqlite3 *db, int64_t cid)
+int cache_outbox_has(sqlite3 *db, int64_t cid)
 {
 	int64_t n = 0;
-	int r = db_int(db, &n, "SELECT count(*) FROM outbox WHERE cid = ?", "i", cid);
+	int r = cache_db_int(db, &n, "SELECT count(*) FROM outbox WHERE cid = ?", "i", cid);
 
 	return r < 0 ? r : n > 0;
 }
 
-int outbox_add_flag(sqlite3 *db, int64_t cid, int64_t folder)
+int cache_outbox_add_flag(sqlite3 *db, int64_t cid, int64_t folder)
 {
 	/* Behind what was queued for the contact just now: a flag the server
 	 * refused (parked) must not hold back the card's other changes. */
-	int r = db_run(db,
-		       "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = ?",
-		       "iii", cid, (int64_t)OP_FLAG, (int64_t)STAGE_SEND);
+	int r = cache_db_run(
+		db, "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = ?",
+		"iii", cid, (int64_t)OP_FLAG, (int64_t)STAGE_SEND);
 
-	return r ? r : outbox_add(db, OP_FLAG, cid, folder, NULL, 0);
+	return r ? r : cache_outbox_add(db, OP_FLAG, cid, folder, NULL, 0);
 }
 
 /* The waiting (not in flight, not begun) entry of op for cid: its seq, 0
@@ -396,10 +387,10 @@ int outbox_add_flag(sqlite3 *db, int64_t cid, int64_t folder)
 static int64_t waiting_entry(sqlite3 *db, enum op op, int64_t cid)
 {
 	int64_t seq = 0;
-	int r = db_int(db, &seq,
-		       "SELECT seq FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND "
-		       "stage = ? AND sent = 0 ORDER BY seq DESC LIMIT 1",
-		       "iii", cid, (int64_t)op, (int64_t)STAGE_SEND);
+	int r = cache_db_int(db, &seq,
+			     "SELECT seq FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND "
+			     "stage = ? AND sent = 0 ORDER BY seq DESC LIMIT 1",
+			     "iii", cid, (int64_t)op, (int64_t)STAGE_SEND);
 
 	return r < 0 ? r : r ? seq : 0;
 }
@@ -413,11 +404,11 @@ static int enqueue_once(sqlite3 *db, enum op op, int64_t cid, int64_t folder)
 	if (seq < 0)
 		return (int)seq;
 	if (seq)
-		return db_run(db,
-			      "UPDATE outbox SET parked = 0, attempts = 0, not_before = 0, "
-			      "result = 0, error = NULL WHERE seq = ?",
-			      "i", seq);
-	return outbox_add(db, op, cid, folder, NULL, 0);
+		return cache_db_run(db,
+				    "UPDATE outbox SET parked = 0, attempts = 0, not_before = 0, "
+				    "result = 0, error = NULL WHERE seq = ?",
+				    "i", seq);
+	return cache_outbox_add(db, op, cid, folder, NULL, 0);
 }
 
 /*
@@ -430,38 +421,40 @@ static int contact_gone(struct cache *c, sqlite3 *db, int64_t cid)
 	int64_t busy = 0, has_id = 0;
 	int r;
 
-	if ((r = db_int(db, &has_id, "SELECT id IS NOT NULL FROM contacts WHERE cid = ?", "i",
-			cid)) < 0)
+	if ((r = cache_db_int(db, &has_id, "SELECT id IS NOT NULL FROM contacts WHERE cid = ?", "i",
+			      cid)) < 0)
 		return r;
-	if ((r = db_int(
+	if ((r = cache_db_int(
 		     db, &busy,
 		     "SELECT count(*) FROM outbox WHERE cid = ? AND (inflight OR sent OR stage > "
 		     "? OR op = ?)",
 		     "iii", cid, (int64_t)STAGE_SEND, (int64_t)OP_MOVE)) < 0)
 		return r;
 	if (!has_id && !busy) {
-		if ((r = db_run(db, "DELETE FROM outbox WHERE cid = ?", "i", cid)))
+		if ((r = cache_db_run(db, "DELETE FROM outbox WHERE cid = ?", "i", cid)))
 			return r;
-		return db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cid);
+		return cache_db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cid);
 	}
 	/* Updates of a contact that goes are moot; a create or move under
 	 * way finishes first, so the delete knows the id. */
-	if ((r = db_run(db,
-			"DELETE FROM outbox WHERE cid = ? AND op IN (?, ?, ?) AND inflight = 0 AND "
-			"stage = ?",
-			"iiiii", cid, (int64_t)OP_UPDATE, (int64_t)OP_PHOTO, (int64_t)OP_FLAG,
-			(int64_t)STAGE_SEND)))
+	if ((r = cache_db_run(
+		     db,
+		     "DELETE FROM outbox WHERE cid = ? AND op IN (?, ?, ?) AND inflight = 0 AND "
+		     "stage = ?",
+		     "iiiii", cid, (int64_t)OP_UPDATE, (int64_t)OP_PHOTO, (int64_t)OP_FLAG,
+		     (int64_t)STAGE_SEND)))
 		return r;
-	if ((r = db_run(db, "UPDATE contacts SET gone = 1 WHERE cid = ?", "i", cid)))
+	if ((r = cache_db_run(db, "UPDATE contacts SET gone = 1 WHERE cid = ?", "i", cid)))
 		return r;
-	if ((r = db_run(db, "UPDATE nodes SET cid = NULL WHERE cid = ?", "i", cid)))
+	if ((r = cache_db_run(db, "UPDATE nodes SET cid = NULL WHERE cid = ?", "i", cid)))
 		return r;
-	return outbox_add(db, OP_DELETE, cid, 0, NULL,
-			  cache_now_ms() +
-				  (c->cfg.delete_grace_ms ? c->cfg.delete_grace_ms : 5000));
+	return cache_outbox_add(db, OP_DELETE, cid, 0, NULL,
+				cache_now_ms() +
+					(c->cfg.delete_grace_ms ? c->cfg.delete_grace_ms : 5000));
 }
 
-int tree_drop_stray(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *ext, struct events *ev)
+int cache_tree_drop_stray(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *ext,
+			  struct events *ev)
 {
 	const char *key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ext, "key"));
 	struct node n;
@@ -471,26 +464,29 @@ int tree_drop_stray(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *ext,
 	(void)c;
 	if (!key || !*key)
 		return 0;
-	if ((r = db_int(db, &mine,
-			"SELECT cid FROM contacts WHERE ckey = ? AND cid != ? AND id IS NOT NULL",
-			"ti", key, cid)) <= 0)
+	if ((r = cache_db_int(
+		     db, &mine,
+		     "SELECT cid FROM contacts WHERE ckey = ? AND cid != ? AND id IS NOT NULL",
+		     "ti", key, cid)) <= 0)
 		return r;
 	r = node_of_contact(db, cid, &n);
 	if (r && r != -ENOENT)
 		return r;
 	shown = !r;
 	if (shown) {
-		if ((r = db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n.ino)))
+		if ((r = cache_db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n.ino)))
 			return r;
-		events_add(ev, CACHE_REMOVED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
+		cache_events_add(ev, CACHE_REMOVED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0,
+				 NULL);
 	}
 	log_warn("contact %lld is a second copy of contact %lld made by a create sent again "
 		 "after its answer was lost: deleting it on the server",
 		 (long long)cid, (long long)mine);
 	/* No UID: a file that appears later is never taken as this copy. */
-	if ((r = db_run(db, "UPDATE contacts SET gone = 1, uid = NULL WHERE cid = ?", "i", cid)))
+	if ((r = cache_db_run(db, "UPDATE contacts SET gone = 1, uid = NULL WHERE cid = ?", "i",
+			      cid)))
 		return r;
-	return (r = outbox_add(db, OP_DELETE, cid, 0, NULL, 0)) ? r : 1;
+	return (r = cache_outbox_add(db, OP_DELETE, cid, 0, NULL, 0)) ? r : 1;
 }
 
 /*
@@ -505,11 +501,12 @@ static int64_t reconcile(sqlite3 *db, int64_t folder, const char *uid)
 
 	if (!uid || !*uid)
 		return 0;
-	r = db_int(db, &cid,
-		   "SELECT cid FROM contacts c WHERE folder = ? AND uid = ? AND NOT EXISTS (SELECT "
-		   "1 FROM nodes WHERE cid = c.cid) AND NOT EXISTS (SELECT 1 FROM outbox WHERE "
-		   "cid = c.cid AND op = ? AND inflight) ORDER BY gone, cid LIMIT 1",
-		   "iti", folder, uid, (int64_t)OP_DELETE);
+	r = cache_db_int(
+		db, &cid,
+		"SELECT cid FROM contacts c WHERE folder = ? AND uid = ? AND NOT EXISTS (SELECT "
+		"1 FROM nodes WHERE cid = c.cid) AND NOT EXISTS (SELECT 1 FROM outbox WHERE "
+		"cid = c.cid AND op = ? AND inflight) ORDER BY gone, cid LIMIT 1",
+		"iti", folder, uid, (int64_t)OP_DELETE);
 	return r < 0 ? r : r ? cid : 0;
 }
 
@@ -528,21 +525,22 @@ static int uid_shown_elsewhere(sqlite3 *db, int64_t folder, const char *uid, int
 
 	if (!uid || !*uid)
 		return 0;
-	if ((r = db_prepare(db, &st,
-			    "SELECT n.name FROM contacts c JOIN nodes n ON n.cid = c.cid "
-			    "WHERE c.folder = ? AND c.uid = ? AND n.ino NOT IN (?, ?) LIMIT 1",
-			    "itii", folder, uid, skip1, skip2)))
+	if ((r = cache_db_prepare(
+		     db, &st,
+		     "SELECT n.name FROM contacts c JOIN nodes n ON n.cid = c.cid "
+		     "WHERE c.folder = ? AND c.uid = ? AND n.ino NOT IN (?, ?) LIMIT 1",
+		     "itii", folder, uid, skip1, skip2)))
 		return r;
-	r = db_step(st);
+	r = cache_db_step(st);
 	if (r == 1)
 		snprintf(out, size, "%s", (const char *)sqlite3_column_text(st, 0));
-	db_release(st);
+	cache_db_release(st);
 	return r;
 }
 
 /* 0 when no file but skip1 and skip2 shows a contact of folder with this
  * UID; else the refusal of name is logged (what: what happens to it) and
- * -EEXIST_KEEP returned; or -errno. */
+ * CACHE_KEPT_DUPLICATE returned; or -errno. */
 static int refuse_duplicate(sqlite3 *db, int64_t folder, const char *uid, int64_t skip1,
 			    int64_t skip2, const char *name, const char *what)
 {
@@ -555,7 +553,7 @@ static int refuse_duplicate(sqlite3 *db, int64_t folder, const char *uid, int64_
 		    "carries the UID of \"%s\", a contact of this folder, and a folder holds a "
 		    "contact once: %s (edit \"%s\" instead, or give this card a UID of its own)",
 		    other, what, other);
-	return -EEXIST_KEEP;
+	return CACHE_KEPT_DUPLICATE;
 }
 
 /* The photo of contact cid as stored: 1 when it equals data[0..len), 0
@@ -563,18 +561,18 @@ static int refuse_duplicate(sqlite3 *db, int64_t folder, const char *uid, int64_
 static int same_photo(sqlite3 *db, int64_t cid, const void *data, size_t len)
 {
 	sqlite3_stmt *st;
-	int r = db_prepare(db, &st, "SELECT photo FROM contacts WHERE cid = ?", "i", cid);
+	int r = cache_db_prepare(db, &st, "SELECT photo FROM contacts WHERE cid = ?", "i", cid);
 
 	if (r)
 		return r;
-	r = db_step(st);
+	r = cache_db_step(st);
 	if (r == 1) {
 		const void *p = sqlite3_column_blob(st, 0);
 		size_t n = (size_t)sqlite3_column_bytes(st, 0);
 
 		r = (!p && !data) || (p && data && n == len && !memcmp(p, data, len));
 	}
-	db_release(st);
+	cache_db_release(st);
 	return r;
 }
 
@@ -598,8 +596,8 @@ static int photo_fits(const struct vcard *card, char *msg, size_t size)
 	return -EFBIG;
 }
 
-int tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept, size_t size,
-		     struct events *ev)
+int cache_tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kept,
+			   size_t size, struct events *ev)
 {
 	char name[256], stamp[32], want[300];
 	int64_t folder = 0, ino;
@@ -609,33 +607,35 @@ int tree_keep_beside(sqlite3 *db, int64_t cid, const struct buf *ours, char *kep
 
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-	if ((r = db_int(db, &folder, "SELECT folder FROM contacts WHERE cid = ?", "i", cid)) < 0)
+	if ((r = cache_db_int(db, &folder, "SELECT folder FROM contacts WHERE cid = ?", "i", cid)) <
+	    0)
 		return r;
 	{
 		sqlite3_stmt *st;
 
-		if ((r = db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i", cid)))
+		if ((r = cache_db_prepare(db, &st, "SELECT name FROM nodes WHERE cid = ?", "i",
+					  cid)))
 			return r;
 		snprintf(want, sizeof(want), "contact.vcf.conflict-%s", stamp);
-		if (db_step(st) == 1) {
+		if (cache_db_step(st) == 1) {
 			const char *n = (const char *)sqlite3_column_text(st, 0);
 			size_t room = 255 - strlen(".conflict-") - strlen(stamp);
 
 			snprintf(want, sizeof(want), "%.*s.conflict-%s", (int)room, n, stamp);
 		}
-		db_release(st);
+		cache_db_release(st);
 	}
-	if ((r = tree_unique_name(db, (uint64_t)folder, want, name)))
+	if ((r = cache_tree_unique_name(db, (uint64_t)folder, want, name)))
 		return r;
-	if ((r = db_run(
+	if ((r = cache_db_run(
 		     db,
 		     "INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, written, chosen) "
 		     "VALUES(?, ?, ?, ?, ?, ?, 1, 1)",
 		     "itiiib", folder, name, (int64_t)CACHE_FILE, cache_now_ns(),
-		     (int64_t)ours->len, ours->data ? ours->data : "", ours->len)))
+		     (int64_t)ours->len, ours->data, ours->len)))
 		return r;
 	ino = sqlite3_last_insert_rowid(db);
-	events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)folder, name, 0, NULL);
+	cache_events_add(ev, CACHE_ADDED, (uint64_t)ino, (uint64_t)folder, name, 0, NULL);
 	snprintf(kept, size, "%s", name);
 	return 0;
 }
@@ -687,28 +687,29 @@ static int version_json(sqlite3 *db, int64_t cid, const char *ck, cJSON **json, 
 	*json = NULL;
 	*present = 0;
 	next[0] = '\0';
-	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ? AND change_key = ?",
-			    "it", cid, ck)))
+	if ((r = cache_db_prepare(db, &st,
+				  "SELECT json FROM contacts WHERE cid = ? AND change_key = ?",
+				  "it", cid, ck)))
 		return r;
-	if ((r = db_step(st)) == 1) {
+	if ((r = cache_db_step(st)) == 1) {
 		*present = 1;
 		if (!(*json = cJSON_Parse((const char *)sqlite3_column_text(st, 0))))
 			r = -ENOMEM;
 	}
-	db_release(st);
+	cache_db_release(st);
 	if (r)
 		return r;
-	if ((r = db_prepare(db, &st,
-			    "SELECT json, ours_to FROM versions WHERE cid = ? AND change_key = ?",
-			    "it", cid, ck)))
+	if ((r = cache_db_prepare(
+		     db, &st, "SELECT json, ours_to FROM versions WHERE cid = ? AND change_key = ?",
+		     "it", cid, ck)))
 		return r;
-	if ((r = db_step(st)) == 1) {
+	if ((r = cache_db_step(st)) == 1) {
 		if (!(*json = cJSON_Parse((const char *)sqlite3_column_text(st, 0))))
 			r = -ENOMEM;
 		else if (sqlite3_column_text(st, 1))
 			snprintf(next, size, "%s", (const char *)sqlite3_column_text(st, 1));
 	}
-	db_release(st);
+	cache_db_release(st);
 	return r;
 }
 
@@ -772,12 +773,13 @@ int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, int local_ok, 
 	if (r < 0)
 		goto out;
 	(void)cache_version_of(card, ck, sizeof(ck), photo, sizeof(photo));
-	if ((r = db_prepare(db, &st,
-			    "SELECT json FROM merges WHERE cid = ? AND named = ? AND (? OR NOT local) "
-			    "ORDER BY seq",
-			    "iti", cid, ck, (int64_t)local_ok)))
+	if ((r = cache_db_prepare(
+		     db, &st,
+		     "SELECT json FROM merges WHERE cid = ? AND named = ? AND (? OR NOT local) "
+		     "ORDER BY seq",
+		     "iti", cid, ck, (int64_t)local_ok)))
 		goto out;
-	while (r >= 0 && (r = db_step(st)) == 1) {
+	while (r >= 0 && (r = cache_db_step(st)) == 1) {
 		if (!(cand = cJSON_Parse((const char *)sqlite3_column_text(st, 0))))
 			r = -ENOMEM;
 		else if ((n = changes_against(cand, card)) < 0)
@@ -792,7 +794,7 @@ int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, int local_ok, 
 		cJSON_Delete(cand);
 		cand = NULL;
 	}
-	db_release(st);
+	cache_db_release(st);
 	if (r < 0)
 		goto out;
 	r = best_n < 0 ? CACHE_BASE_UNKNOWN : best_present ? CACHE_BASE_PRESENT : CACHE_BASE_OLDER;
@@ -805,7 +807,7 @@ out:
 	return r;
 }
 
-int tree_card_loaded(sqlite3 *db, int64_t ino, struct vcard *card)
+int cache_tree_card_loaded(sqlite3 *db, int64_t ino, struct vcard *card)
 {
 	struct vcard_prop *p;
 	sqlite3_stmt *st;
@@ -814,11 +816,11 @@ int tree_card_loaded(sqlite3 *db, int64_t ino, struct vcard *card)
 
 	if (vcard_find(card, VCARD_VERSION_PROP))
 		return 0;
-	if ((r = db_prepare(db, &st, "SELECT loaded FROM nodes WHERE ino = ?", "i", ino)))
+	if ((r = cache_db_prepare(db, &st, "SELECT loaded FROM nodes WHERE ino = ?", "i", ino)))
 		return r;
-	if (db_step(st) == 1)
-		loaded = db_strdup(st, 0);
-	db_release(st);
+	if (cache_db_step(st) == 1)
+		loaded = cache_db_strdup(st, 0);
+	cache_db_release(st);
 	if (loaded && *loaded)
 		r = (p = vcard_add(card, NULL, VCARD_VERSION_PROP)) ? vcard_set_text(card, p, loaded)
 								   : -ENOMEM;
@@ -871,13 +873,14 @@ int cache_version_of(struct vcard *card, char *ck, size_t cksize, char *photo, s
 static int name_left(sqlite3 *db, int64_t folder, const char *name, int64_t cid)
 {
 	int64_t now = cache_now_ms();
-	int r = db_run(db, "DELETE FROM names_past WHERE at < ?", "i", now - NAMES_PAST_MS);
+	int r = cache_db_run(db, "DELETE FROM names_past WHERE at < ?", "i", now - NAMES_PAST_MS);
 
 	if (!r && cid && cache_is_vcf_name(name))
-		r = db_run(db,
-			   "INSERT OR REPLACE INTO names_past(folder, name, cid, at) VALUES(?, ?, "
-			   "?, ?)",
-			   "itii", folder, name, cid, now);
+		r = cache_db_run(
+			db,
+			"INSERT OR REPLACE INTO names_past(folder, name, cid, at) VALUES(?, ?, "
+			"?, ?)",
+			"itii", folder, name, cid, now);
 	return r;
 }
 
@@ -896,11 +899,12 @@ static int64_t former_owner(sqlite3 *db, int64_t folder, const char *uid, int64_
 
 	if (!uid || !*uid)
 		return 0;
-	r = db_int(db, &cid,
-		   "SELECT p.cid FROM names_past p JOIN contacts c ON c.cid = p.cid WHERE "
-		   "p.folder = ? AND p.name = ? AND p.at >= ? AND c.folder = ? AND c.uid = ? AND "
-		   "NOT c.gone",
-		   "itiit", folder, name, cache_now_ms() - NAMES_PAST_MS, folder, uid);
+	r = cache_db_int(
+		db, &cid,
+		"SELECT p.cid FROM names_past p JOIN contacts c ON c.cid = p.cid WHERE "
+		"p.folder = ? AND p.name = ? AND p.at >= ? AND c.folder = ? AND c.uid = ? AND "
+		"NOT c.gone",
+		"itiit", folder, name, cache_now_ms() - NAMES_PAST_MS, folder, uid);
 	if (r <= 0)
 		return r;
 	r = node_of_contact(db, cid, &o);
@@ -908,13 +912,13 @@ static int64_t former_owner(sqlite3 *db, int64_t folder, const char *uid, int64_
 		return cid;
 	if (r)
 		return r;
-	if ((r = db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", o.ino)) ||
-	    (r = db_run(db, "DELETE FROM names_due WHERE ino = ?", "i", o.ino)) ||
+	if ((r = cache_db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", o.ino)) ||
+	    (r = cache_db_run(db, "DELETE FROM names_due WHERE ino = ?", "i", o.ino)) ||
 	    (r = name_left(db, o.parent, o.name, cid)))
 		return r;
 	if (ev)
-		events_add(ev, CACHE_REMOVED, (uint64_t)o.ino, (uint64_t)o.parent, o.name, 0,
-			   NULL);
+		cache_events_add(ev, CACHE_REMOVED, (uint64_t)o.ino, (uint64_t)o.parent, o.name, 0,
+				 NULL);
 	log_info("\"%s\": a save at a former name of contact %lld, which showed as \"%s\"",
 		 name, (long long)cid, o.name);
 	return cid;
@@ -937,19 +941,19 @@ static int name_chosen(sqlite3 *db, const struct node *n, int64_t cid, const str
 	sqlite3_stmt *st;
 	int same = 0, r;
 
-	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", cid)))
+	if ((r = cache_db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", cid)))
 		return r;
-	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+	if (cache_db_step(st) == 1 && sqlite3_column_text(st, 0))
 		server = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-	db_release(st);
+	cache_db_release(st);
 	if (server && !vcard_to_graph(card, &mine, &e)) {
 		cache_contact_name(server, server_want, sizeof(server_want));
 		cache_contact_name(mine, card_want, sizeof(card_want));
 		same = !strcmp(server_want, card_want);
 	}
-	r = same ? db_run(db, "UPDATE nodes SET chosen = 1 WHERE ino = ?", "i", n->ino)
-		 : db_run(db, "UPDATE nodes SET chosen = 1, basis = NULL WHERE ino = ?", "i",
-			  n->ino);
+	r = same ? cache_db_run(db, "UPDATE nodes SET chosen = 1 WHERE ino = ?", "i", n->ino)
+		 : cache_db_run(db, "UPDATE nodes SET chosen = 1, basis = NULL WHERE ino = ?", "i",
+				n->ino);
 	cJSON_Delete(server);
 	cJSON_Delete(mine);
 	return r;
@@ -995,19 +999,20 @@ static struct vcard *written_card(sqlite3 *db, int64_t ino)
 	struct vcard_error e;
 	sqlite3_stmt *st;
 
-	if (db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ? AND written AND NOT draft",
-		       "i", ino))
+	if (cache_db_prepare(db, &st,
+			     "SELECT data FROM nodes WHERE ino = ? AND written AND NOT draft", "i",
+			     ino))
 		return NULL;
-	if (db_step(st) == 1 &&
+	if (cache_db_step(st) == 1 &&
 	    vcard_parse_one(sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0) : "",
 			    (size_t)sqlite3_column_bytes(st, 0), &card, &e))
 		card = NULL;
-	db_release(st);
+	cache_db_release(st);
 	return card;
 }
 
 /* Render contact cid with the photo of card (none when it has none), then
- * put the stored photo back: tree_render_local's photo. */
+ * put the stored photo back: cache_tree_render_local's photo. */
 static int render_with_photo(struct cache *c, sqlite3 *db, int64_t cid, const struct vcard *card,
 			     struct events *ev)
 {
@@ -1018,32 +1023,31 @@ static int render_with_photo(struct cache *c, sqlite3 *db, int64_t cid, const st
 	int had = 0, r;
 
 	buf_init(&photo, (size_t)8 << 20);
-	if ((r = db_prepare(db, &st, "SELECT photo, photo_type FROM contacts WHERE cid = ?", "i",
-			    cid)))
+	if ((r = cache_db_prepare(db, &st, "SELECT photo, photo_type FROM contacts WHERE cid = ?",
+				  "i", cid)))
 		return r;
-	if (db_step(st) == 1 && sqlite3_column_blob(st, 0)) {
+	if (cache_db_step(st) == 1 && sqlite3_column_blob(st, 0)) {
 		had = 1;
 		r = buf_add(&photo, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
-		type = db_strdup(st, 1);
+		type = cache_db_strdup(st, 1);
 	}
-	db_release(st);
+	cache_db_release(st);
 	if (!r)
-		r = db_run(db, "UPDATE contacts SET photo = ?, photo_type = ? WHERE cid = ?", "bti",
-			   p ? p->data : NULL, p ? p->len : 0,
-			   p ? (p->mediatype ? p->mediatype : "image/jpeg") : NULL, cid);
+		r = cache_db_run(db, "UPDATE contacts SET photo = ?, photo_type = ? WHERE cid = ?",
+				 "bti", p ? p->data : NULL, p ? p->len : 0,
+				 p ? (p->mediatype ? p->mediatype : "image/jpeg") : NULL, cid);
 	if (!r)
-		r = tree_render(c, db, cid, ev);
+		r = cache_tree_render(c, db, cid, ev);
 	if (!r)
-		r = db_run(db, "UPDATE contacts SET photo = ?, photo_type = ? WHERE cid = ?", "bti",
-			   had ? (photo.data ? photo.data : "") : NULL, had ? photo.len : 0, type,
-			   cid);
+		r = cache_db_run(db, "UPDATE contacts SET photo = ?, photo_type = ? WHERE cid = ?",
+				 "bti", had ? photo.data : NULL, had ? photo.len : 0, type, cid);
 	buf_release(&photo);
 	free(type);
 	return r;
 }
 
-int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
-		      const cJSON *mflag, const struct vcard *photo, struct events *ev)
+int cache_tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *json,
+			    const cJSON *mflag, const struct vcard *photo, struct events *ev)
 {
 	char *text = NULL, *server = NULL, *flag = NULL, *mine = NULL, token[300];
 	cJSON *local = cJSON_Duplicate(json, 1);
@@ -1054,10 +1058,11 @@ int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *js
 
 	/* The state the file shows gets a token of its own, kept as a
 	 * version: a card written from it is based on exactly it. */
-	if (!r && ck && (r = db_int(db, &n,
-				    "SELECT count(*) FROM versions WHERE cid = ? AND "
-				    "substr(change_key, 1, length(?) + 1) = ? || '+'",
-				    "itt", cid, ck, ck)) >= 0) {
+	if (!r && ck &&
+	    (r = cache_db_int(db, &n,
+			      "SELECT count(*) FROM versions WHERE cid = ? AND "
+			      "substr(change_key, 1, length(?) + 1) = ? || '+'",
+			      "itt", cid, ck, ck)) >= 0) {
 		snprintf(token, sizeof(token), "%s+%lld", ck, (long long)n + 1);
 		cJSON_DeleteItemFromObjectCaseSensitive(local, "changeKey");
 		r = cJSON_AddStringToObject(local, "changeKey", token) ? 0 : -ENOMEM;
@@ -1067,37 +1072,40 @@ int tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *js
 	if (r > 0)
 		r = 0;
 	if (!r && ck)
-		r = db_run(db,
-			   "INSERT OR REPLACE INTO versions(cid, change_key, json, at) VALUES(?, ?, "
-			   "?, ?)",
-			   "itti", cid, token, text, cache_now_ms());
+		r = cache_db_run(
+			db,
+			"INSERT OR REPLACE INTO versions(cid, change_key, json, at) VALUES(?, ?, "
+			"?, ?)",
+			"itti", cid, token, text, cache_now_ms());
 	cJSON_Delete(local);
 
-	if (!r && !(r = db_prepare(db, &st, "SELECT json, flag FROM contacts WHERE cid = ?", "i",
-				    cid))) {
-		if (db_step(st) == 1) {
-			server = db_strdup(st, 0);
-			flag = db_strdup(st, 1);
+	if (!r && !(r = cache_db_prepare(db, &st, "SELECT json, flag FROM contacts WHERE cid = ?",
+					 "i", cid))) {
+		if (cache_db_step(st) == 1) {
+			server = cache_db_strdup(st, 0);
+			flag = cache_db_strdup(st, 1);
 		}
-		db_release(st);
+		cache_db_release(st);
 	}
 	if (!r && mflag && !(mine = cJSON_PrintUnformatted(mflag)))
 		r = -ENOMEM;
 	if (!r && mine)
-		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", mine, cid);
+		r = cache_db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", mine, cid);
 	if (!r)
-		r = db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", text, cid);
+		r = cache_db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", text, cid);
 	if (!r)
-		r = db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
+		r = cache_db_run(db, "UPDATE nodes SET written = 0 WHERE cid = ?", "i", cid);
 	if (!r)
-		r = photo ? render_with_photo(c, db, cid, photo, ev) : tree_render(c, db, cid, ev);
+		r = photo ? render_with_photo(c, db, cid, photo, ev)
+			  : cache_tree_render(c, db, cid, ev);
 	if (!r)
-		r = db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", server, cid);
+		r = cache_db_run(db, "UPDATE contacts SET json = ? WHERE cid = ?", "ti", server,
+				 cid);
 	if (!r && mine)
-		r = db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", flag, cid);
+		r = cache_db_run(db, "UPDATE contacts SET flag = ? WHERE cid = ?", "ti", flag, cid);
 	if (!r)
-		r = db_run(db, "UPDATE nodes SET written = 1, mtime_ns = ? WHERE cid = ?", "ii",
-			   cache_now_ns(), cid);
+		r = cache_db_run(db, "UPDATE nodes SET written = 1, mtime_ns = ? WHERE cid = ?",
+				 "ii", cache_now_ns(), cid);
 	free(text);
 	free(server);
 	free(flag);
@@ -1133,12 +1141,13 @@ static struct vcard *renamed_away(sqlite3 *db, const struct node *n, struct vcar
 
 	errno = 0;
 	if (!uid || !*uid ||
-	    db_prepare(db, &st,
-		       "SELECT ino FROM nodes WHERE parent = ? AND kind = ? AND cid IS NULL AND "
-		       "ino != ? AND written AND NOT draft ORDER BY mtime_ns DESC LIMIT 16",
-		       "iii", n->parent, (int64_t)CACHE_FILE, n->ino))
+	    cache_db_prepare(
+		    db, &st,
+		    "SELECT ino FROM nodes WHERE parent = ? AND kind = ? AND cid IS NULL AND "
+		    "ino != ? AND written AND NOT draft ORDER BY mtime_ns DESC LIMIT 16",
+		    "iii", n->parent, (int64_t)CACHE_FILE, n->ino))
 		return NULL;
-	while (!found && db_step(st) == 1) {
+	while (!found && cache_db_step(st) == 1) {
 		struct vcard *v = written_card(db, sqlite3_column_int64(st, 0));
 		const struct vcard_prop *p = v ? vcard_find(v, "UID") : NULL;
 
@@ -1147,7 +1156,7 @@ static struct vcard *renamed_away(sqlite3 *db, const struct node *n, struct vcar
 		else
 			vcard_free(v);
 	}
-	db_release(st);
+	cache_db_release(st);
 	return found;
 }
 
@@ -1173,13 +1182,13 @@ static int stale_photo(sqlite3 *db, int64_t cid, struct vcard *card, const struc
 		photo_tag(q ? q->data : NULL, q ? q->len : 0, shown);
 		return strcmp(shown, mine) != 0;
 	}
-	if ((r = db_prepare(db, &st, "SELECT photo FROM contacts WHERE cid = ?", "i", cid)))
+	if ((r = cache_db_prepare(db, &st, "SELECT photo FROM contacts WHERE cid = ?", "i", cid)))
 		return r;
-	if ((r = db_step(st)) == 1) {
+	if ((r = cache_db_step(st)) == 1) {
 		photo_tag(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), shown);
 		r = strcmp(shown, mine) != 0;
 	}
-	db_release(st);
+	cache_db_release(st);
 	return r;
 }
 
@@ -1211,11 +1220,11 @@ static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 	r = 0;
 	if (kind == CACHE_BASE_UNNAMED || kind == CACHE_BASE_UNKNOWN)
 		goto out;
-	if ((r = db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", cid)))
+	if ((r = cache_db_prepare(db, &st, "SELECT json FROM contacts WHERE cid = ?", "i", cid)))
 		goto out;
-	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+	if (cache_db_step(st) == 1 && sqlite3_column_text(st, 0))
 		server = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
-	db_release(st);
+	cache_db_release(st);
 	if (!server)
 		goto out;
 	/* What the file showed: the server's version with its local edits. */
@@ -1252,27 +1261,28 @@ static int merge_at_write(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 	 * of the version it names and the file showed another. */
 	shows = stale ? prev : card;
 	if (!m.overlap) {
-		r = tree_render_local(c, db, cid, m.pending ? m.merged : theirs, mflag, shows, ev);
+		r = cache_tree_render_local(c, db, cid, m.pending ? m.merged : theirs, mflag, shows,
+					    ev);
 		if (!r)
 			log_info("\"%s\" was written from an older version of the contact: merged "
 				 "with what the file showed",
 				 n->name);
 		goto out;
 	}
-	if ((r = db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ?", "i", n->ino)))
+	if ((r = cache_db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ?", "i", n->ino)))
 		goto out;
-	if (db_step(st) == 1)
+	if (cache_db_step(st) == 1)
 		r = buf_add(&ours, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
-	db_release(st);
+	cache_db_release(st);
 	if (!r)
-		r = tree_keep_beside(db, cid, &ours, kept, sizeof(kept), ev);
+		r = cache_tree_keep_beside(db, cid, &ours, kept, sizeof(kept), ev);
 	if (!r)
-		r = tree_render_local(c, db, cid, theirs, mflag, prev, ev);
+		r = cache_tree_render_local(c, db, cid, theirs, mflag, prev, ev);
 	if (!r)
 		cache_error(db, n->name,
 			    "conflict: changed elsewhere and in this save in the same fields (%s); "
 			    "the file holds what it showed before, the save is kept as %s",
-			    m.fields.data ? m.fields.data : "", kept);
+			    m.fields.data, kept);
 out:
 	cJSON_Delete(mflag);
 	vcard_free(other);
@@ -1302,12 +1312,12 @@ static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 			return (int)cid;
 		if (cid) {
 			/* A delete waiting its grace period is cancelled. */
-			if ((r = db_run(
+			if ((r = cache_db_run(
 				     db,
 				     "DELETE FROM outbox WHERE cid = ? AND op = ? AND inflight = 0",
 				     "ii", cid, (int64_t)OP_DELETE)) ||
-			    (r = db_run(db, "UPDATE contacts SET gone = 0 WHERE cid = ?", "i",
-					cid)))
+			    (r = cache_db_run(db, "UPDATE contacts SET gone = 0 WHERE cid = ?", "i",
+					      cid)))
 				return r;
 		}
 	}
@@ -1319,35 +1329,37 @@ static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 
 		if ((r = refuse_duplicate(db, folder, uid, n->ino, 0, n->name,
 					  "kept here as a local draft, not sent"))) {
-			if (r == -EEXIST_KEEP &&
-			    (k = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i",
-					n->ino)))
+			if (r == CACHE_KEPT_DUPLICATE &&
+			    (k = cache_db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i",
+					      n->ino)))
 				return k;
 			return r;
 		}
 		cache_new_key(key);
-		if ((r = db_run(db, "INSERT INTO contacts(folder, uid, ckey) VALUES(?, ?, ?)",
-				"itt", folder, uid, key)))
+		if ((r = cache_db_run(db, "INSERT INTO contacts(folder, uid, ckey) VALUES(?, ?, ?)",
+				      "itt", folder, uid, key)))
 			return r;
 		cid = sqlite3_last_insert_rowid(db);
-		if ((r = db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid, n->ino)) ||
+		if ((r = cache_db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid,
+				      n->ino)) ||
 		    (r = name_chosen(db, n, cid, card)))
 			return r;
 		n->cid = cid;
-		if ((r = outbox_add(db, OP_CREATE, cid, folder, NULL, 0)))
+		if ((r = cache_outbox_add(db, OP_CREATE, cid, folder, NULL, 0)))
 			return r;
 		/* v1.0 cannot carry the flag: it follows the create. */
-		return c->cfg.followup ? outbox_add_flag(db, cid, folder) : 0;
+		return c->cfg.followup ? cache_outbox_add_flag(db, cid, folder) : 0;
 	}
 	if ((r = name_chosen(db, n, cid, card)) ||
-	    (r = db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid, n->ino)) ||
-	    (r = db_run(db,
-			"UPDATE contacts SET lrev = lrev + 1, uid = coalesce(?, uid) WHERE cid = ?",
-			"ti", uid, cid)))
+	    (r = cache_db_run(db, "UPDATE nodes SET cid = ? WHERE ino = ?", "ii", cid, n->ino)) ||
+	    (r = cache_db_run(
+		     db,
+		     "UPDATE contacts SET lrev = lrev + 1, uid = coalesce(?, uid) WHERE cid = ?",
+		     "ti", uid, cid)))
 		return r;
 	n->cid = cid;
-	if ((r = db_int(db, &has_id, "SELECT id IS NOT NULL FROM contacts WHERE cid = ?", "i",
-			cid)) < 0)
+	if ((r = cache_db_int(db, &has_id, "SELECT id IS NOT NULL FROM contacts WHERE cid = ?", "i",
+			      cid)) < 0)
 		return r;
 	/* A create that has not left sends the file as it is when it does. */
 	if (!has_id && waiting_entry(db, OP_CREATE, cid) > 0)
@@ -1383,7 +1395,7 @@ static int commit_contact(struct cache *c, sqlite3 *db, struct node *n, int64_t 
 	if (r < 0)
 		return r;
 	/* The flag goes last, and only when it differs (decided when sent). */
-	return c->cfg.followup ? outbox_add_flag(db, cid, folder) : 0;
+	return c->cfg.followup ? cache_outbox_add_flag(db, cid, folder) : 0;
 }
 
 /* ---- a file of several cards: an import ------------------------------------------------ */
@@ -1414,7 +1426,7 @@ static int derived_uid(const struct vcard *card, char *out, size_t size)
 
 	buf_init(&b, (size_t)64 << 20);
 	r = vcard_write(card, VCARD_V40, &b);
-	if (!r && !EVP_Digest(b.data ? b.data : "", b.len, md, &mdlen, EVP_sha256(), NULL))
+	if (!r && !EVP_Digest(b.data, b.len, md, &mdlen, EVP_sha256(), NULL))
 		r = -ENOMEM;
 	buf_release(&b);
 	if (r)
@@ -1456,12 +1468,12 @@ static int import_same(struct cache *c, sqlite3 *db, const struct node *n, struc
 	sqlite3_stmt *st;
 	int r;
 
-	if ((r = db_prepare(db, &st,
-			    "SELECT data, (SELECT json FROM contacts WHERE cid = ?) "
-			    "FROM nodes WHERE ino = ?",
-			    "ii", n->cid, n->ino)))
+	if ((r = cache_db_prepare(db, &st,
+				  "SELECT data, (SELECT json FROM contacts WHERE cid = ?) "
+				  "FROM nodes WHERE ino = ?",
+				  "ii", n->cid, n->ino)))
 		return r;
-	if ((r = db_step(st)) == 1) {
+	if ((r = cache_db_step(st)) == 1) {
 		const void *data = sqlite3_column_blob(st, 0);
 		size_t len = (size_t)sqlite3_column_bytes(st, 0);
 
@@ -1469,7 +1481,7 @@ static int import_same(struct cache *c, sqlite3 *db, const struct node *n, struc
 		if (!r && sqlite3_column_text(st, 1))
 			server = cJSON_Parse((const char *)sqlite3_column_text(st, 1));
 	}
-	db_release(st);
+	cache_db_release(st);
 	if (r || !server)
 		return r < 0 ? r : r == 1;
 	/* The flag, when mapped, is compared apart (the card is done with
@@ -1512,7 +1524,7 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
 		k->refused++;
 		return 0;
 	}
-	if ((r = db_int(
+	if ((r = cache_db_int(
 		     db, &ino,
 		     "SELECT n.ino FROM contacts c JOIN nodes n ON n.cid = c.cid WHERE c.folder = "
 		     "? AND c.uid = ? LIMIT 1",
@@ -1532,13 +1544,15 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
 			k->same += r == 1;
 			return r < 0 ? r : 0;
 		}
-		if ((r = db_run(db,
-				"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, "
-				"draft = 0, loaded = NULL WHERE ino = ?",
-				"biii", text->data, text->len, (int64_t)text->len, now, n.ino)) ||
+		if ((r = cache_db_run(
+			     db,
+			     "UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, "
+			     "draft = 0, loaded = NULL WHERE ino = ?",
+			     "biii", text->data, text->len, (int64_t)text->len, now, n.ino)) ||
 		    (r = commit_contact(c, db, &n, folder, card, NULL, ev)))
 			return r;
-		events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
+		cache_events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0,
+				 NULL);
 		k->updated++;
 		return 0;
 	}
@@ -1559,16 +1573,17 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
 		return r;
 	cache_contact_name(json, want, sizeof(want));
 	cJSON_Delete(json);
-	if ((r = tree_unique_name(db, (uint64_t)folder, want, name)) ||
-	    (r = db_run(db,
-			"INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, written) "
-			"VALUES(?, ?, ?, ?, ?, ?, 1)",
-			"itiiib", folder, name, (int64_t)CACHE_FILE, now, (int64_t)text->len,
-			text->data, text->len)) ||
+	if ((r = cache_tree_unique_name(db, (uint64_t)folder, want, name)) ||
+	    (r = cache_db_run(
+		     db,
+		     "INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, written) "
+		     "VALUES(?, ?, ?, ?, ?, ?, 1)",
+		     "itiiib", folder, name, (int64_t)CACHE_FILE, now, (int64_t)text->len,
+		     text->data, text->len)) ||
 	    (r = node_get(db, sqlite3_last_insert_rowid(db), &n)) ||
 	    (r = commit_contact(c, db, &n, folder, card, NULL, ev)))
 		return r;
-	events_add(ev, CACHE_ADDED, (uint64_t)n.ino, (uint64_t)folder, n.name, 0, NULL);
+	cache_events_add(ev, CACHE_ADDED, (uint64_t)n.ino, (uint64_t)folder, n.name, 0, NULL);
 	k->created++;
 	return 0;
 }
@@ -1577,8 +1592,8 @@ static int import_card(struct cache *c, sqlite3 *db, int64_t folder, struct vcar
  * File n of folder holds cards[0..ncards), more than one: import each. The
  * file itself is removed after the grace period (an outbox entry that
  * sends nothing). A card that cannot become a contact is logged; then the
- * file stays (nothing of it is lost) and -EINVAL_KEEP is returned. A file
- * that shows a contact is not an import: refused as a draft, as any
+ * file stays (nothing of it is lost) and CACHE_KEPT_INVALID is returned. A
+ * file that shows a contact is not an import: refused as a draft, as any
  * write a contact cannot take.
  */
 static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t folder,
@@ -1594,8 +1609,8 @@ static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t fo
 			    "draft, not sent (drop a file of several cards under a new name to "
 			    "import them)",
 			    ncards);
-		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
-		return r ? r : -EINVAL_KEEP;
+		r = cache_db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
+		return r ? r : CACHE_KEPT_INVALID;
 	}
 	for (size_t i = 0; i < ncards && !r; i++) {
 		struct buf text;
@@ -1613,28 +1628,28 @@ static int import_cards(struct cache *c, sqlite3 *db, struct node *n, int64_t fo
 	log_info("%s: %zu cards imported: %u new contacts, %u updated, %u unchanged, %u refused",
 		 n->name, ncards, k.created, k.updated, k.same, k.refused);
 	if (k.refused) {
-		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
-		return r ? r : -EINVAL_KEEP;
+		r = cache_db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n->ino);
+		return r ? r : CACHE_KEPT_INVALID;
 	}
 	snprintf(arg, sizeof(arg), "{\"ino\":%lld}", (long long)n->ino);
-	if ((r = db_run(db, "UPDATE nodes SET draft = ? WHERE ino = ?", "ii",
-			(int64_t)CACHE_IMPORTED, n->ino)))
+	if ((r = cache_db_run(db, "UPDATE nodes SET draft = ? WHERE ino = ?", "ii",
+			      (int64_t)CACHE_IMPORTED, n->ino)))
 		return r;
-	return outbox_add(db, OP_DROP_FILE, 0, folder, arg,
-			  cache_now_ms() +
-				  (c->cfg.delete_grace_ms ? c->cfg.delete_grace_ms : 5000));
+	return cache_outbox_add(db, OP_DROP_FILE, 0, folder, arg,
+				cache_now_ms() +
+					(c->cfg.delete_grace_ms ? c->cfg.delete_grace_ms : 5000));
 }
 
-int tree_drop_imported(sqlite3 *db, int64_t ino, struct events *ev)
+int cache_tree_drop_imported(sqlite3 *db, int64_t ino, struct events *ev)
 {
 	struct node n;
 	int r = node_get(db, ino, &n);
 
 	if (r == -ENOENT || (!r && (n.draft != CACHE_IMPORTED || n.cid)))
 		return 0; /* gone, or written again since */
-	if (r || (r = db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n.ino)))
+	if (r || (r = cache_db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n.ino)))
 		return r;
-	events_add(ev, CACHE_REMOVED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
+	cache_events_add(ev, CACHE_REMOVED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
 	return 0;
 }
 
@@ -1679,18 +1694,18 @@ int cache_readdir(struct cache *c, uint64_t dir, uint64_t offset, cache_dir_fn f
 	if (!r && !is_dir(n.kind))
 		r = -ENOTDIR;
 	if (!r)
-		r = db_prepare(c->db, &st,
-			       "SELECT " NODE_COLS
-			       " FROM nodes WHERE parent = ? AND ino > ? ORDER BY ino",
-			       "ii", (int64_t)dir, (int64_t)offset);
-	while (!r && (r = db_step(st)) == 1) {
+		r = cache_db_prepare(c->db, &st,
+				     "SELECT " NODE_COLS
+				     " FROM nodes WHERE parent = ? AND ino > ? ORDER BY ino",
+				     "ii", (int64_t)dir, (int64_t)offset);
+	while (!r && (r = cache_db_step(st)) == 1) {
 		struct cache_attr a;
 
 		node_read(st, &n);
 		attr_of(&n, &a);
 		r = fn(n.name, &a, ctx);
 	}
-	db_release(st);
+	cache_db_release(st);
 	pthread_mutex_unlock(&c->api_lock);
 	return r;
 }
@@ -1701,9 +1716,10 @@ int cache_read(struct cache *c, uint64_t ino, struct buf *out)
 	int r;
 
 	pthread_mutex_lock(&c->api_lock);
-	r = db_prepare(c->db, &st, "SELECT kind, data FROM nodes WHERE ino = ?", "i", (int64_t)ino);
+	r = cache_db_prepare(c->db, &st, "SELECT kind, data FROM nodes WHERE ino = ?", "i",
+			     (int64_t)ino);
 	if (!r) {
-		r = db_step(st);
+		r = cache_db_step(st);
 		if (r == 1 && is_dir(sqlite3_column_int(st, 0)))
 			r = -EISDIR;
 		else if (r == 1)
@@ -1711,7 +1727,7 @@ int cache_read(struct cache *c, uint64_t ino, struct buf *out)
 				    (size_t)sqlite3_column_bytes(st, 1));
 		else if (r == 0)
 			r = -ENOENT;
-		db_release(st);
+		cache_db_release(st);
 	}
 	pthread_mutex_unlock(&c->api_lock);
 	return r;
@@ -1727,28 +1743,37 @@ static void wake_sync(struct cache *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* The -errno a caller gets for a refusal committed all the same; 0 for
+ * any other result. */
+static int kept_errno(int r)
+{
+	switch (r) {
+	case CACHE_KEPT_INVALID:
+		return -EINVAL;
+	case CACHE_KEPT_DUPLICATE:
+		return -EEXIST;
+	case CACHE_KEPT_TOO_BIG:
+		return -EFBIG;
+	default:
+		return 0;
+	}
+}
+
 int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
 {
 	int r;
 
 	pthread_mutex_lock(&c->api_lock);
-	r = db_begin(c->db);
+	r = cache_db_begin(c->db);
 	if (!r) {
-		r = fn(c, arg);
-		if (r && r != -EINVAL_KEEP && r != -EEXIST_KEEP && r != -EFBIG_KEEP)
-			db_rollback(c->db);
-		else {
-			int k = db_commit(c->db);
+		int kept;
 
-			if (k)
-				r = k;
-			else if (r == -EINVAL_KEEP)
-				r = -EINVAL;
-			else if (r == -EEXIST_KEEP)
-				r = -EEXIST;
-			else if (r == -EFBIG_KEEP)
-				r = -EFBIG;
-		}
+		r = fn(c, arg);
+		kept = kept_errno(r);
+		if (r && !kept)
+			cache_db_rollback(c->db);
+		else if (!(r = cache_db_commit(c->db)))
+			r = kept;
 	}
 	pthread_mutex_unlock(&c->api_lock);
 	if (!r)
@@ -1789,7 +1814,7 @@ static int do_create(struct cache *c, void *arg)
 	if (kind == CACHE_FOLDER || kind == CACHE_SCRATCH_DIR)
 		kind = p.kind == CACHE_FOLDER && a->name[0] != '.' ? CACHE_FOLDER
 								   : CACHE_SCRATCH_DIR;
-	r = db_run(
+	r = cache_db_run(
 		db,
 		"INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, chosen) VALUES(?, ?, "
 		"?, ?, ?, ?, 1)",
@@ -1800,8 +1825,8 @@ static int do_create(struct cache *c, void *arg)
 		return r;
 	n.ino = sqlite3_last_insert_rowid(db);
 	if (kind == CACHE_FOLDER) {
-		if ((r = db_run(db, "INSERT INTO folders(ino) VALUES(?)", "i", n.ino)) ||
-		    (r = outbox_add(db, OP_FOLDER_CREATE, 0, n.ino, NULL, 0)))
+		if ((r = cache_db_run(db, "INSERT INTO folders(ino) VALUES(?)", "i", n.ino)) ||
+		    (r = cache_outbox_add(db, OP_FOLDER_CREATE, 0, n.ino, NULL, 0)))
 			return r;
 	}
 	if (a->out && !(r = node_get(db, n.ino, &n)))
@@ -1840,44 +1865,46 @@ static int write_file(struct cache *c, struct op_args *a, struct vcard **prev)
 	/* Local edits the file holds, merged with what replaces them. */
 	if (n.cid)
 		*prev = written_card(db, n.ino);
-	if ((r = db_run(db,
-			"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, loaded = ? "
-			"WHERE ino = ?",
-			"biiti", a->data ? a->data : "", a->len, (int64_t)a->len,
-			a->mtime_ns ? a->mtime_ns : cache_now_ns(), a->loaded, n.ino)))
+	if ((r = cache_db_run(
+		     db,
+		     "UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 1, loaded = ? "
+		     "WHERE ino = ?",
+		     "biiti", a->data, a->len, (int64_t)a->len,
+		     a->mtime_ns ? a->mtime_ns : cache_now_ns(), a->loaded, n.ino)))
 		return r;
 	if (p.kind != CACHE_FOLDER || !cache_is_vcf_name(n.name))
 		return 0; /* a scratch file */
-	r = vcard_parse(a->data ? a->data : "", a->len, &cards, &ncards, &e);
+	r = vcard_parse(a->data, a->len, &cards, &ncards, &e);
 	if (!r && ncards == 1)
-		r = tree_card_loaded(db, n.ino, cards[0]);
+		r = cache_tree_card_loaded(db, n.ino, cards[0]);
 	if (r == -EINVAL) {
 		if (a->err)
 			*a->err = e;
 		cache_error(db, n.name, "not a valid vCard, kept here and not sent: %s", e.msg);
-		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
-		return r ? r : -EINVAL_KEEP;
+		r = cache_db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
+		return r ? r : CACHE_KEPT_INVALID;
 	}
 	if (!r)
 		cache_repairs(db, n.name, cards, ncards);
 	if (!r && ncards == 1 && photo_fits(cards[0], why, sizeof(why))) {
 		cache_error(db, n.name, "%s: kept here as a local draft, not sent", why);
-		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
+		r = cache_db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
 		vcard_free_all(cards, ncards);
-		return r ? r : -EFBIG_KEEP;
+		return r ? r : CACHE_KEPT_TOO_BIG;
 	}
 	/* A flag Outlook would refuse (a due date without a start date) is
 	 * refused here, as an invalid card is: nothing of it is sent. */
 	if (!r && ncards == 1 &&
 	    (r = flag_refused(c, db, n.cid, cards[0], n.name,
 			      "kept here as a local draft, not sent", a->err)) == -EINVAL) {
-		r = db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
+		r = cache_db_run(db, "UPDATE nodes SET draft = 1 WHERE ino = ?", "i", n.ino);
 		vcard_free_all(cards, ncards);
-		return r ? r : -EINVAL_KEEP;
+		return r ? r : CACHE_KEPT_INVALID;
 	}
 	if (!r && ncards > 1)
 		r = import_cards(c, db, &n, p.ino, cards, ncards, &a->ev);
-	else if (!r && !(r = db_run(db, "UPDATE nodes SET draft = 0 WHERE ino = ?", "i", n.ino)))
+	else if (!r &&
+		 !(r = cache_db_run(db, "UPDATE nodes SET draft = 0 WHERE ino = ?", "i", n.ino)))
 		r = commit_contact(c, db, &n, p.ino, cards[0], *prev, &a->ev);
 	vcard_free_all(cards, ncards);
 	return r;
@@ -1912,7 +1939,8 @@ int cache_write_loaded(struct cache *c, uint64_t ino, const void *data, size_t l
 	if (err)
 		memset(err, 0, sizeof(*err));
 	r = cache_in_txn(c, do_write, &a);
-	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST); /* _KEEP: committed */
+	/* -EINVAL, -EEXIST: a CACHE_KEPT_* refusal, committed */
+	cache_events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST);
 	return r;
 }
 
@@ -1920,12 +1948,13 @@ static int do_set_mtime(struct cache *c, void *arg)
 {
 	struct op_args *a = arg;
 	int64_t one = 0;
-	int r = db_int(c->db, &one, "SELECT 1 FROM nodes WHERE ino = ?", "i", (int64_t)a->ino);
+	int r = cache_db_int(c->db, &one, "SELECT 1 FROM nodes WHERE ino = ?", "i",
+			     (int64_t)a->ino);
 
 	if (r <= 0)
 		return r ? r : -ENOENT;
-	return db_run(c->db, "UPDATE nodes SET mtime_ns = ? WHERE ino = ?", "ii", a->mtime_ns,
-		      (int64_t)a->ino);
+	return cache_db_run(c->db, "UPDATE nodes SET mtime_ns = ? WHERE ino = ?", "ii", a->mtime_ns,
+			    (int64_t)a->ino);
 }
 
 int cache_set_mtime(struct cache *c, uint64_t ino, int64_t mtime_ns)
@@ -1944,8 +1973,8 @@ static int remove_node(struct cache *c, sqlite3 *db, const struct node *n)
 	if (is_dir(n->kind)) {
 		if (n->ino == CACHE_ROOT_INO)
 			return -EBUSY;
-		if ((r = db_int(db, &children, "SELECT count(*) FROM nodes WHERE parent = ?", "i",
-				n->ino)) < 0)
+		if ((r = cache_db_int(db, &children, "SELECT count(*) FROM nodes WHERE parent = ?",
+				      "i", n->ino)) < 0)
 			return r;
 		if (children)
 			return -ENOTEMPTY;
@@ -1954,26 +1983,28 @@ static int remove_node(struct cache *c, sqlite3 *db, const struct node *n)
 		int64_t waiting = 0;
 
 		/* A folder whose create has not left is simply forgotten. */
-		if ((r = db_int(db, &waiting,
-				"SELECT seq FROM outbox WHERE folder = ? AND op = ? AND inflight = "
-				"0 AND "
-				"sent = 0",
-				"ii", n->ino, (int64_t)OP_FOLDER_CREATE)) < 0)
+		if ((r = cache_db_int(
+			     db, &waiting,
+			     "SELECT seq FROM outbox WHERE folder = ? AND op = ? AND inflight = "
+			     "0 AND "
+			     "sent = 0",
+			     "ii", n->ino, (int64_t)OP_FOLDER_CREATE)) < 0)
 			return r;
 		if (r == 1) {
 			char key[32];
 
 			snprintf(key, sizeof(key), "f%lld", (long long)n->ino);
-			if ((r = db_run(db, "DELETE FROM outbox WHERE key = ?", "t", key)) ||
-			    (r = db_run(db, "DELETE FROM folders WHERE ino = ?", "i", n->ino)))
+			if ((r = cache_db_run(db, "DELETE FROM outbox WHERE key = ?", "t", key)) ||
+			    (r = cache_db_run(db, "DELETE FROM folders WHERE ino = ?", "i",
+					      n->ino)))
 				return r;
-		} else if ((r = outbox_add(db, OP_FOLDER_DELETE, 0, n->ino, NULL, 0))) {
+		} else if ((r = cache_outbox_add(db, OP_FOLDER_DELETE, 0, n->ino, NULL, 0))) {
 			return r;
 		}
 	}
 	if (n->cid && (r = contact_gone(c, db, n->cid)))
 		return r;
-	return db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n->ino);
+	return cache_db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n->ino);
 }
 
 static int do_unlink(struct cache *c, void *arg)
@@ -2000,10 +2031,10 @@ static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to, int 
 	int64_t has_id = 0, seq = 0;
 	int r;
 
-	if ((r = db_run(db, "UPDATE contacts SET folder = ? WHERE cid = ?", "ii", to, cid)))
+	if ((r = cache_db_run(db, "UPDATE contacts SET folder = ? WHERE cid = ?", "ii", to, cid)))
 		return r;
-	if ((r = db_int(db, &has_id, "SELECT id IS NOT NULL FROM contacts WHERE cid = ?", "i",
-			cid)) < 0)
+	if ((r = cache_db_int(db, &has_id, "SELECT id IS NOT NULL FROM contacts WHERE cid = ?", "i",
+			      cid)) < 0)
 		return r;
 	/* Not on the server yet, and its create has not left: it is created
 	 * where it is when it does. */
@@ -2011,7 +2042,7 @@ static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to, int 
 		return 0;
 	/* A move that has not begun keeps its source: A -> B -> C is A -> C,
 	 * and A -> B -> A is nothing. */
-	if ((r = db_int(
+	if ((r = cache_db_int(
 		     db, &seq,
 		     "SELECT seq FROM outbox WHERE cid = ? AND op = ? AND inflight = 0 AND stage = "
 		     "? AND sent = 0",
@@ -2020,15 +2051,16 @@ static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to, int 
 	if (r == 1) {
 		int64_t src = 0;
 
-		if ((r = db_int(db, &src, "SELECT folder FROM outbox WHERE seq = ?", "i", seq)) < 0)
+		if ((r = cache_db_int(db, &src, "SELECT folder FROM outbox WHERE seq = ?", "i",
+				      seq)) < 0)
 			return r;
 		if (src == to)
-			return db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", seq);
+			return cache_db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", seq);
 		return 0;
 	}
-	if ((r = outbox_add(db, OP_MOVE, cid, from, NULL, 0)))
+	if ((r = cache_outbox_add(db, OP_MOVE, cid, from, NULL, 0)))
 		return r;
-	return followup ? outbox_add_flag(db, cid, to) : 0;
+	return followup ? cache_outbox_add_flag(db, cid, to) : 0;
 }
 
 /*
@@ -2092,18 +2124,19 @@ static int rename_dir(struct cache *c, sqlite3 *db, const struct op_args *a, con
 		return -EXDEV;
 	if (dst && (r = remove_node(c, db, dst)))
 		return r;
-	if ((r = db_run(db, "UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
-			"iti", np->ino, a->newname, src->ino)))
+	if ((r = cache_db_run(db, "UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
+			      "iti", np->ino, a->newname, src->ino)))
 		return r;
 	if (src->kind != CACHE_FOLDER || !strcmp(a->name, a->newname))
 		return 0;
 	/* A create or rename that has not left sends the name then. */
-	if ((r = db_int(db, &seq,
-			"SELECT seq FROM outbox WHERE folder = ? AND op IN (?, ?) AND "
-			"inflight = 0 AND sent = 0",
-			"iii", src->ino, (int64_t)OP_FOLDER_CREATE, (int64_t)OP_FOLDER_RENAME)) < 0)
+	if ((r = cache_db_int(db, &seq,
+			      "SELECT seq FROM outbox WHERE folder = ? AND op IN (?, ?) AND "
+			      "inflight = 0 AND sent = 0",
+			      "iii", src->ino, (int64_t)OP_FOLDER_CREATE,
+			      (int64_t)OP_FOLDER_RENAME)) < 0)
 		return r;
-	r = r ? 0 : outbox_add(db, OP_FOLDER_RENAME, 0, src->ino, NULL, 0);
+	r = r ? 0 : cache_outbox_add(db, OP_FOLDER_RENAME, 0, src->ino, NULL, 0);
 	return r < 0 ? r : 0;
 }
 
@@ -2111,8 +2144,9 @@ static int rename_dir(struct cache *c, sqlite3 *db, const struct op_args *a, con
  * A scratch file src renamed onto a .vcf name in folder np (replacing dst,
  * NULL: none) becomes a contact only if it holds one: its cards in *cards,
  * *ncards, and *card when there is exactly one, which must fit, carry a
- * flag Outlook takes and be no second copy of a contact of np. 0 or
- * -errno (-EINVAL_KEEP, -EFBIG_KEEP: refused, the error log says why).
+ * flag Outlook takes and be no second copy of a contact of np. 0, a
+ * refusal (CACHE_KEPT_INVALID, CACHE_KEPT_TOO_BIG: the error log says why)
+ * or -errno.
  */
 static int rename_scratch_card(struct cache *c, sqlite3 *db, struct op_args *a,
 			       const struct node *src, const struct node *np,
@@ -2127,12 +2161,12 @@ static int rename_scratch_card(struct cache *c, sqlite3 *db, struct op_args *a,
 	int64_t cid;
 	int r;
 
-	if ((r = db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ?", "i", src->ino)))
+	if ((r = cache_db_prepare(db, &st, "SELECT data FROM nodes WHERE ino = ?", "i", src->ino)))
 		return r;
-	if ((r = db_step(st)) == 1)
+	if ((r = cache_db_step(st)) == 1)
 		r = vcard_parse(sqlite3_column_blob(st, 0) ? sqlite3_column_blob(st, 0) : "",
 				(size_t)sqlite3_column_bytes(st, 0), cards, ncards, &e);
-	db_release(st);
+	cache_db_release(st);
 	if (!r && *ncards == 1)
 		*card = (*cards)[0];
 	if (r == -EINVAL) {
@@ -2140,16 +2174,16 @@ static int rename_scratch_card(struct cache *c, sqlite3 *db, struct op_args *a,
 			*a->err = e;
 		/* Nothing changes, so nothing to commit but the log. */
 		cache_error(db, a->newname, "not a valid vCard, not renamed: %s", e.msg);
-		return -EINVAL_KEEP;
+		return CACHE_KEPT_INVALID;
 	}
 	if (r || !*card)
 		return r;
 	if (photo_fits(*card, why, sizeof(why))) {
 		cache_error(db, a->newname, "%s: not renamed", why);
-		return -EFBIG_KEEP;
+		return CACHE_KEPT_TOO_BIG;
 	}
 	if ((r = flag_refused(c, db, 0, *card, a->newname, "not renamed", a->err)))
-		return r == -EINVAL ? -EINVAL_KEEP : r;
+		return r == -EINVAL ? CACHE_KEPT_INVALID : r;
 	uidp = vcard_find(*card, "UID");
 	uid = uidp ? vcard_text(*card, uidp) : NULL;
 	cid = reconcile(db, np->ino, uid);
@@ -2173,11 +2207,12 @@ static int rename_refuse_copy(sqlite3 *db, const struct op_args *a, const struct
 	sqlite3_stmt *st;
 	int r;
 
-	if ((r = db_prepare(db, &st, "SELECT uid FROM contacts WHERE cid = ?", "i", src->cid)))
+	if ((r = cache_db_prepare(db, &st, "SELECT uid FROM contacts WHERE cid = ?", "i",
+				  src->cid)))
 		return r;
-	if (db_step(st) == 1 && sqlite3_column_text(st, 0))
+	if (cache_db_step(st) == 1 && sqlite3_column_text(st, 0))
 		snprintf(uid, sizeof(uid), "%s", (const char *)sqlite3_column_text(st, 0));
-	db_release(st);
+	cache_db_release(st);
 	return refuse_duplicate(db, np->ino, uid, src->ino, dst ? dst->ino : 0, a->newname,
 				"not moved");
 }
@@ -2205,8 +2240,8 @@ static int rename_file(struct cache *c, sqlite3 *db, struct op_args *a, struct n
 	if (dst && (r = remove_node(c, db, dst)))
 		goto out;
 	if ((src->cid && (r = name_left(db, op->ino, src->name, src->cid))) ||
-	    (r = db_run(db, "UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
-			"iti", np->ino, a->newname, src->ino)))
+	    (r = cache_db_run(db, "UPDATE nodes SET parent = ?, name = ?, chosen = 1 WHERE ino = ?",
+			      "iti", np->ino, a->newname, src->ino)))
 		goto out;
 	src->parent = np->ino;
 	snprintf(src->name, sizeof(src->name), "%s", a->newname);
@@ -2219,7 +2254,8 @@ static int rename_file(struct cache *c, sqlite3 *db, struct op_args *a, struct n
 		 * period). */
 		r = contact_gone(c, db, src->cid);
 		if (!r)
-			r = db_run(db, "UPDATE nodes SET written = 1 WHERE ino = ?", "i", src->ino);
+			r = cache_db_run(db, "UPDATE nodes SET written = 1 WHERE ino = ?", "i",
+					 src->ino);
 	} else if (card) {
 		r = commit_contact(c, db, src, np->ino, card, prev, &a->ev);
 	} else if (cards) {
@@ -2260,11 +2296,12 @@ int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t ne
 	if (err)
 		memset(err, 0, sizeof(*err));
 	r = cache_in_txn(c, do_rename, &a);
-	events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST); /* _KEEP: committed */
+	/* -EINVAL, -EEXIST: a CACHE_KEPT_* refusal, committed */
+	cache_events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST);
 	return r;
 }
 
-int outbox_add_request(sqlite3 *db, const char *method, const char *path, const char *body)
+int cache_outbox_add_request(sqlite3 *db, const char *method, const char *path, const char *body)
 {
 	cJSON *o = cJSON_CreateObject();
 	char *text = NULL;
@@ -2274,7 +2311,7 @@ int outbox_add_request(sqlite3 *db, const char *method, const char *path, const 
 	    cJSON_AddStringToObject(o, "path", path) &&
 	    (!body || cJSON_AddStringToObject(o, "body", body)) &&
 	    (text = cJSON_PrintUnformatted(o)))
-		r = outbox_add(db, OP_REQUEST, 0, 0, text, 0);
+		r = cache_outbox_add(db, OP_REQUEST, 0, 0, text, 0);
 	free(text);
 	cJSON_Delete(o);
 	return r;
@@ -2284,7 +2321,7 @@ static int do_request(struct cache *c, void *arg)
 {
 	struct op_args *a = arg;
 
-	return outbox_add_request(c->db, a->name, a->newname, a->target);
+	return cache_outbox_add_request(c->db, a->name, a->newname, a->target);
 }
 
 int cache_enqueue_request(struct cache *c, const char *method, const char *path, const char *body)
@@ -2373,7 +2410,7 @@ out:
  * n is renamed when the server's display name changed since n's name was
  * settled (nodes.basis; a file rendered before there was one follows want
  * unless its name was chosen here), but not while a writer holds the name:
- * then the rename waits (names_due) until sync_render finds it let go. A
+ * then the rename waits (names_due) until cache_sync_render finds it let go. A
  * name a writer chose stays while the display name is what it settled to.
  */
 static int name_settle(struct cache *c, sqlite3 *db, struct node *n, const char *want,
@@ -2383,28 +2420,29 @@ static int name_settle(struct cache *c, sqlite3 *db, struct node *n, const char 
 	int has_basis = 0, rename, r;
 	sqlite3_stmt *st;
 
-	if ((r = db_prepare(db, &st, "SELECT basis FROM nodes WHERE ino = ?", "i", n->ino)))
+	if ((r = cache_db_prepare(db, &st, "SELECT basis FROM nodes WHERE ino = ?", "i", n->ino)))
 		return r;
-	if (db_step(st) == 1 && sqlite3_column_text(st, 0)) {
+	if (cache_db_step(st) == 1 && sqlite3_column_text(st, 0)) {
 		has_basis = 1;
 		snprintf(basis, sizeof(basis), "%s", (const char *)sqlite3_column_text(st, 0));
 	}
-	db_release(st);
+	cache_db_release(st);
 	rename = (has_basis ? strcmp(basis, want) != 0 : !n->chosen) && !same_stem(n->name, want);
-	if (rename && names_held(c, (uint64_t)n->ino))
-		return db_run(db, "INSERT OR IGNORE INTO names_due(ino) VALUES(?)", "i", n->ino);
+	if (rename && cache_names_held(c, (uint64_t)n->ino))
+		return cache_db_run(db, "INSERT OR IGNORE INTO names_due(ino) VALUES(?)", "i",
+				    n->ino);
 	if (!rename)
 		return has_basis && !strcmp(basis, want)
 			       ? 0
-			       : db_run(db, "UPDATE nodes SET basis = ? WHERE ino = ?", "ti", want,
-					n->ino);
-	if ((r = tree_unique_name(db, (uint64_t)n->parent, want, name)) ||
+			       : cache_db_run(db, "UPDATE nodes SET basis = ? WHERE ino = ?", "ti",
+					      want, n->ino);
+	if ((r = cache_tree_unique_name(db, (uint64_t)n->parent, want, name)) ||
 	    (r = name_left(db, n->parent, n->name, n->cid)) ||
-	    (r = db_run(db, "UPDATE nodes SET name = ?, basis = ?, chosen = 0 WHERE ino = ?", "tti",
-			name, want, n->ino)))
+	    (r = cache_db_run(db, "UPDATE nodes SET name = ?, basis = ?, chosen = 0 WHERE ino = ?",
+			      "tti", name, want, n->ino)))
 		return r;
-	events_add(ev, CACHE_RENAMED, (uint64_t)n->ino, (uint64_t)n->parent, name,
-		   (uint64_t)n->parent, n->name);
+	cache_events_add(ev, CACHE_RENAMED, (uint64_t)n->ino, (uint64_t)n->parent, name,
+			 (uint64_t)n->parent, n->name);
 	snprintf(n->name, sizeof(n->name), "%s", name);
 	return 0;
 }
@@ -2430,7 +2468,7 @@ static int render_flag(const struct cache *c, struct vcard *card, const cJSON *f
 	return r;
 }
 
-int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
+int cache_tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 {
 	sqlite3_stmt *st = NULL, *nd = NULL;
 	cJSON *json = NULL, *flag = NULL;
@@ -2445,12 +2483,12 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 
 	buf_init(&out, (size_t)64 << 20);
 	buf_init(&tag, 4096);
-	if ((r = db_prepare(
+	if ((r = cache_db_prepare(
 		     db, &st,
 		     "SELECT folder, json, photo, photo_type, id, flag FROM contacts WHERE cid = ?",
 		     "i", cid)))
 		goto out;
-	if ((r = db_step(st)) != 1) {
+	if ((r = cache_db_step(st)) != 1) {
 		r = r < 0 ? r : 0; /* gone meanwhile */
 		goto out;
 	}
@@ -2500,57 +2538,63 @@ int tree_render(struct cache *c, sqlite3 *db, int64_t cid, struct events *ev)
 		goto out;
 	has_node = !r;
 	if (!has_node) {
-		if ((r = tree_unique_name(db, (uint64_t)folder, want, name)) ||
-		    (r = db_run(db,
-				"INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, cid, "
-				"basis) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-				"itiiibit", folder, name, (int64_t)CACHE_FILE, mtime,
-				(int64_t)out.len, out.data ? out.data : "", out.len, cid, want)))
+		if ((r = cache_tree_unique_name(db, (uint64_t)folder, want, name)) ||
+		    (r = cache_db_run(
+			     db,
+			     "INSERT INTO nodes(parent, name, kind, mtime_ns, size, data, cid, "
+			     "basis) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+			     "itiiibit", folder, name, (int64_t)CACHE_FILE, mtime, (int64_t)out.len,
+			     out.data, out.len, cid, want)))
 			goto out;
-		events_add(ev, CACHE_ADDED, (uint64_t)sqlite3_last_insert_rowid(db),
-			   (uint64_t)folder, name, 0, NULL);
+		cache_events_add(ev, CACHE_ADDED, (uint64_t)sqlite3_last_insert_rowid(db),
+				 (uint64_t)folder, name, 0, NULL);
 		goto done;
 	}
 	/* Moved on the server (Outlook can): the file follows. */
 	if (n.parent != folder) {
-		if ((r = tree_unique_name(db, (uint64_t)folder, n.chosen ? n.name : want, name)) ||
-		    (r = db_run(db, "UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", "iti",
-				folder, name, n.ino)))
+		if ((r = cache_tree_unique_name(db, (uint64_t)folder, n.chosen ? n.name : want,
+						name)) ||
+		    (r = cache_db_run(db, "UPDATE nodes SET parent = ?, name = ? WHERE ino = ?",
+				      "iti", folder, name, n.ino)))
 			goto out;
-		events_add(ev, CACHE_RENAMED, (uint64_t)n.ino, (uint64_t)folder, name,
-			   (uint64_t)n.parent, n.name);
+		cache_events_add(ev, CACHE_RENAMED, (uint64_t)n.ino, (uint64_t)folder, name,
+				 (uint64_t)n.parent, n.name);
 		n.parent = folder;
 		snprintf(n.name, sizeof(n.name), "%s", name);
-		if ((r = db_run(db, "UPDATE nodes SET basis = ? WHERE ino = ?", "ti", want, n.ino)))
+		if ((r = cache_db_run(db, "UPDATE nodes SET basis = ? WHERE ino = ?", "ti", want,
+				      n.ino)))
 			goto out;
 	} else if ((r = name_settle(c, db, &n, want, ev))) {
 		goto out;
 	}
 	if (n.written) {
-		if ((r = db_prepare(db, &nd, "SELECT data FROM nodes WHERE ino = ?", "i", n.ino)))
+		if ((r = cache_db_prepare(db, &nd, "SELECT data FROM nodes WHERE ino = ?", "i",
+					  n.ino)))
 			goto out;
-		if (db_step(nd) == 1 && says_the_same(c, json, flag, sqlite3_column_blob(nd, 0),
-						      (size_t)sqlite3_column_bytes(nd, 0)))
+		if (cache_db_step(nd) == 1 &&
+		    says_the_same(c, json, flag, sqlite3_column_blob(nd, 0),
+				  (size_t)sqlite3_column_bytes(nd, 0)))
 			/* The bytes as written stay, byte for byte: their
 			 * X-CONTACTFS-VERSION names the version they were
 			 * made from, and the version our write made of it
 			 * is found from there (cache_card_base). */
 			goto done;
 	}
-	if ((r = db_run(db,
-			"UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 0, draft = 0, "
-			"loaded = NULL WHERE ino = ?",
-			"biii", out.data ? out.data : "", out.len, (int64_t)out.len, mtime, n.ino)))
+	if ((r = cache_db_run(
+		     db,
+		     "UPDATE nodes SET data = ?, size = ?, mtime_ns = ?, written = 0, draft = 0, "
+		     "loaded = NULL WHERE ino = ?",
+		     "biii", out.data, out.len, (int64_t)out.len, mtime, n.ino)))
 		goto out;
-	events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
+	cache_events_add(ev, CACHE_CHANGED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
 done:
-	r = db_run(
+	r = cache_db_run(
 		db,
 		"UPDATE contacts SET render = 0, uid = coalesce(nullif(?, ''), uid) WHERE cid = ?",
 		"ti", uidbuf, cid);
 out:
-	db_release(st);
-	db_release(nd);
+	cache_db_release(st);
+	cache_db_release(nd);
 	cJSON_Delete(json);
 	cJSON_Delete(flag);
 	vcard_free(card);

@@ -95,7 +95,7 @@ static int to_json(const struct convert_opts *o, const struct buf *in)
 	size_t n = 0;
 	int r, rc = EXIT_DATAERR;
 
-	r = vcard_parse(in->data ? in->data : "", in->len, &cards, &n, &err);
+	r = vcard_parse(in->data, in->len, &cards, &n, &err);
 	if (r == -EINVAL) {
 		fprintf(stderr, "contactfs: %s: %s\n", input_name(o), err.msg);
 		goto out;
@@ -208,7 +208,7 @@ out:
 
 static int to_vcard(const struct convert_opts *o, const struct buf *in)
 {
-	cJSON *json = cJSON_ParseWithLength(in->data ? in->data : "", in->len);
+	cJSON *json = cJSON_ParseWithLength(in->data, in->len);
 	struct buf out;
 	int rc = EXIT_DATAERR;
 

@@ -238,8 +238,7 @@ int fs_ctl_commit(struct fs *fs, uint64_t ino, const struct buf *text)
 
 	if (ino != FS_CTL_CATEGORIES_INO)
 		return EACCES;
-	r = cache_categories_write(fs->cache, text->data ? text->data : "", text->len, why,
-				   sizeof(why));
+	r = cache_categories_write(fs->cache, text->data, text->len, why, sizeof(why));
 	if (r == -EINVAL)
 		return EINVAL; /* the reason is in the errors already */
 	if (r == -EACCES)

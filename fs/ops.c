@@ -373,7 +373,7 @@ static int truncate_file(struct fs *fs, uint64_t ino, off_t size, struct fs_hand
 		if (!r)
 			r = buf_resize(&b, (size_t)size);
 		if (!r)
-			r = cache_write(fs->cache, ino, b.data ? b.data : "", b.len, 0, &err);
+			r = cache_write(fs->cache, ino, b.data, b.len, 0, &err);
 		buf_release(&b);
 		return r ? err_of(r) : 0;
 	}
@@ -481,7 +481,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	if (r)
 		fuse_reply_err(req, err_of(r));
 	else
-		fuse_reply_readlink(req, b.data ? b.data : "");
+		fuse_reply_readlink(req, b.data);
 	buf_release(&b);
 }
 
@@ -573,7 +573,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	if (f) {
 		/* An open file: what its handles wrote, committed or not. */
 		pthread_mutex_lock(&f->lock);
-		r = f->loaded ? buf_add(&b, f->data.data ? f->data.data : "", f->data.len)
+		r = f->loaded ? buf_add(&b, f->data.data, f->data.len)
 			      : cache_read(fs->cache, ino, &b);
 		pthread_mutex_unlock(&f->lock);
 		fs_file_put(fs, f);
@@ -583,7 +583,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	if (!r)
 		r = cache_create(fs->cache, newparent, newname, CACHE_FILE, NULL, &a);
 	if (!r) {
-		r = cache_write(fs->cache, a.ino, b.data ? b.data : "", b.len, 0, &err);
+		r = cache_write(fs->cache, a.ino, b.data, b.len, 0, &err);
 		if (r) {
 			/* The name must not stay behind as an empty file. */
 			if (cache_unlink(fs->cache, newparent, newname))

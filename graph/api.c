@@ -23,7 +23,7 @@ static int answer_errno(const char *method, const char *path, const struct graph
 
 static int parse_body(const struct graph_response *resp, cJSON **out)
 {
-	*out = cJSON_ParseWithLength(resp->body.data ? resp->body.data : "", resp->body.len);
+	*out = cJSON_ParseWithLength(resp->body.data, resp->body.len);
 	return *out ? 0 : -EPROTO;
 }
 
@@ -459,7 +459,7 @@ int graph_photo_get(struct graph *g, const char *contact_id, struct buf *out, ch
 		r = answer_errno("GET", path, &resp);
 	if (!r) {
 		buf_reset(out);
-		r = buf_add(out, resp.body.data ? resp.body.data : "", resp.body.len);
+		r = buf_add(out, resp.body.data, resp.body.len);
 		snprintf(type, type_size, "%s",
 			 resp.content_type[0] ? resp.content_type : "image/jpeg");
 		type[strcspn(type, "; ")] = '\0';

@@ -79,8 +79,7 @@ static void wipe_free(char *s)
 
 static void buf_wipe_release(struct buf *b)
 {
-	if (b->data)
-		explicit_bzero(b->data, b->size);
+	explicit_bzero(b->data, b->size); /* size 0: the shared empty string, untouched */
 	buf_release(b);
 }
 
@@ -404,7 +403,7 @@ static int token_file_read(const char *path, struct stored *s)
 			goto out;
 		}
 	}
-	j = cJSON_ParseWithLength(b.data ? b.data : "", b.len);
+	j = cJSON_ParseWithLength(b.data, b.len);
 	if (!json_str(j, "refresh_token") || !token_ok(json_str(j, "refresh_token"))) {
 		log_err("the token file %s is damaged: run contactfs login again", path);
 		r = -EPROTO;
@@ -646,7 +645,7 @@ static int run_token_cmd(const char *cmd, char **out)
 		log_err("token_cmd printed more than %d bytes: not an access token",
 			TOKEN_CMD_MAX_OUT);
 		r = -EACCES;
-	} else if (!b.data || !token_ok(trim(b.data))) {
+	} else if (!token_ok(trim(b.data))) {
 		log_err("token_cmd printed %s, not an access token",
 			b.len ? "something else" : "nothing");
 		r = -EACCES;
@@ -762,7 +761,7 @@ static int refresh(struct graph *g)
 		}
 		goto out;
 	}
-	j = cJSON_ParseWithLength(resp.body.data ? resp.body.data : "", resp.body.len);
+	j = cJSON_ParseWithLength(resp.body.data, resp.body.len);
 	if (!token_ok(json_str(j, "access_token"))) {
 		log_err("cannot refresh the access token: %s answered 200 without one", auth_url);
 		r = -EIO;
@@ -897,7 +896,7 @@ static int login_request(struct graph *g, const char *dc_url, struct buf *form,
 	}
 	if (r || resp->status >= 500)
 		return unreachable(g, r ? r : -EIO);
-	*dc = cJSON_ParseWithLength(resp->body.data ? resp->body.data : "", resp->body.len);
+	*dc = cJSON_ParseWithLength(resp->body.data, resp->body.len);
 	if (resp->status != 200) {
 		/* This answer holds no secret (we sent none): its description
 		 * is what tells a person their app registration is wrong. */
@@ -984,7 +983,7 @@ static int login_poll(struct graph *g, const char *tok_url, const char *device_c
  * access token cached for g. -EPROTO when it lacks either. */
 static int login_store(struct graph *g, const struct graph_response *resp)
 {
-	cJSON *tok = cJSON_ParseWithLength(resp->body.data ? resp->body.data : "", resp->body.len);
+	cJSON *tok = cJSON_ParseWithLength(resp->body.data, resp->body.len);
 	char *access;
 	int r;
 

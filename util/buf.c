@@ -5,9 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* What an empty buffer's data points to until its first append: never
+ * written, never freed (a buffer owns its memory exactly when size > 0). */
+static char buf_empty[1];
+
 void buf_init(struct buf *b, size_t cap)
 {
-	b->data = NULL;
+	b->data = buf_empty;
 	b->len = 0;
 	b->size = 0;
 	b->cap = cap ? cap : BUF_DEFAULT_CAP;
@@ -15,8 +19,9 @@ void buf_init(struct buf *b, size_t cap)
 
 void buf_release(struct buf *b)
 {
-	free(b->data);
-	b->data = NULL;
+	if (b->size)
+		free(b->data);
+	b->data = buf_empty;
 	b->len = 0;
 	b->size = 0;
 }
@@ -24,7 +29,7 @@ void buf_release(struct buf *b)
 void buf_reset(struct buf *b)
 {
 	b->len = 0;
-	if (b->data)
+	if (b->size)
 		b->data[0] = '\0';
 }
 
@@ -43,7 +48,7 @@ static int buf_grow(struct buf *b, size_t n)
 	size = b->size ? b->size : 64;
 	while (size < need)
 		size = size > ((size_t)-1) / 2 ? need : size * 2;
-	p = realloc(b->data, size);
+	p = realloc(b->size ? b->data : NULL, size);
 	if (!p)
 		return -ENOMEM;
 	b->data = p;
@@ -69,7 +74,7 @@ int buf_resize(struct buf *b, size_t len)
 	int r;
 
 	if (len <= b->len) {
-		if (b->data) {
+		if (b->size) {
 			b->len = len;
 			b->data[len] = '\0';
 		}
@@ -137,13 +142,11 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 
 char *buf_detach(struct buf *b, size_t *len)
 {
-	char *p = b->data;
+	char *p = b->size ? b->data : calloc(1, 1);
 
 	if (len)
 		*len = b->len;
-	if (!p)
-		p = calloc(1, 1);
-	b->data = NULL;
+	b->data = buf_empty;
 	b->len = 0;
 	b->size = 0;
 	return p;

@@ -3,9 +3,12 @@
  * buffer with a hard size cap, and the log.
  *
  * Invariants:
- *  - a struct buf's data is always NUL-terminated (data[len] == 0) once
- *    anything was appended, so text in it can be used as a C string; it may
- *    also hold NUL bytes in the middle (binary content).
+ *  - a struct buf's data is always a NUL-terminated string (data[len] == 0)
+ *    from buf_init on, so it can be passed as a C string without a check for
+ *    NULL; it may also hold NUL bytes in the middle (binary content). Before
+ *    the first append (and after buf_release or buf_detach) data points to a
+ *    shared, read-only empty string and size is 0: never write through it,
+ *    never free it, and take the content over only with buf_detach.
  *  - a buffer never grows past its cap; an append that would is refused with
  *    -E2BIG and leaves the buffer as it was.
  *  - nothing here logs secrets: callers redact before they log.
@@ -23,16 +26,18 @@
 #define BUF_DEFAULT_CAP ((size_t)16 << 20)
 
 struct buf {
-	char *data;  /* NULL until the first append; owned by the buffer */
+	char *data;  /* never NULL after buf_init; owned by the buffer if size > 0 */
 	size_t len;  /* bytes in use, not counting the terminating NUL */
 	size_t size; /* bytes allocated */
 	size_t cap;  /* hard limit on len; 0 means BUF_DEFAULT_CAP */
 };
 
-/* Set up an empty buffer that may grow to cap bytes (0: the default cap). */
+/* Set up an empty buffer that may grow to cap bytes (0: the default cap).
+ * Every buffer must be set up with this before use: a zeroed struct buf
+ * has data NULL and breaks the invariant. Allocates nothing. */
 void buf_init(struct buf *b, size_t cap);
 
-/* Free the buffer's memory; it is then empty and may be reused. */
+/* Free the buffer's memory; it is then empty (data is "") and may be reused. */
 void buf_release(struct buf *b);
 
 /* Forget the content but keep the memory. Cannot fail. */

@@ -18,7 +18,7 @@ struct vcard_arena {
 
 enum { ARENA_FIRST = 2048, ARENA_MAX_CHUNK = 256 * 1024 };
 
-struct vcard_arena *arena_new(void)
+struct vcard_arena *vcard_arena_new(void)
 {
 	struct vcard_arena *a = calloc(1, sizeof(*a));
 
@@ -27,7 +27,7 @@ struct vcard_arena *arena_new(void)
 	return a;
 }
 
-void arena_free(struct vcard_arena *a)
+void vcard_arena_free(struct vcard_arena *a)
 {
 	struct arena_chunk *c, *next;
 
@@ -40,7 +40,7 @@ void arena_free(struct vcard_arena *a)
 	free(a);
 }
 
-void *arena_alloc(struct vcard_arena *a, size_t n)
+void *vcard_arena_alloc(struct vcard_arena *a, size_t n)
 {
 	struct arena_chunk *c = a->head;
 	size_t size;
@@ -78,9 +78,9 @@ void *arena_alloc(struct vcard_arena *a, size_t n)
 	return p;
 }
 
-char *arena_strndup(struct vcard_arena *a, const char *s, size_t n)
+char *vcard_arena_strndup(struct vcard_arena *a, const char *s, size_t n)
 {
-	char *p = n == SIZE_MAX ? NULL : arena_alloc(a, n + 1);
+	char *p = n == SIZE_MAX ? NULL : vcard_arena_alloc(a, n + 1);
 
 	if (p) {
 		memcpy(p, s, n);
@@ -89,7 +89,7 @@ char *arena_strndup(struct vcard_arena *a, const char *s, size_t n)
 	return p;
 }
 
-char *arena_strdup(struct vcard_arena *a, const char *s)
+char *vcard_arena_strdup(struct vcard_arena *a, const char *s)
 {
-	return arena_strndup(a, s, strlen(s));
+	return vcard_arena_strndup(a, s, strlen(s));
 }

@@ -216,7 +216,7 @@ struct vcard *vcard_new(void)
 
 	if (!card)
 		return NULL;
-	card->arena = arena_new();
+	card->arena = vcard_arena_new();
 	if (!card->arena) {
 		free(card);
 		return NULL;
@@ -229,7 +229,7 @@ void vcard_free(struct vcard *card)
 {
 	if (!card)
 		return;
-	arena_free(card->arena);
+	vcard_arena_free(card->arena);
 	free(card->props);
 	free(card);
 }
@@ -245,7 +245,7 @@ void vcard_free_all(struct vcard **cards, size_t n)
 
 static char *upper_dup(struct vcard_arena *a, const char *s)
 {
-	char *p = arena_strdup(a, s);
+	char *p = vcard_arena_strdup(a, s);
 
 	if (p)
 		for (char *q = p; *q; q++)
@@ -257,8 +257,8 @@ static char *upper_dup(struct vcard_arena *a, const char *s)
 /* One empty component: the value of a new property. */
 static struct vcard_comp *empty_comps(struct vcard_arena *a)
 {
-	struct vcard_comp *c = arena_alloc(a, sizeof(*c));
-	const char **vals = arena_alloc(a, sizeof(*vals));
+	struct vcard_comp *c = vcard_arena_alloc(a, sizeof(*c));
+	const char **vals = vcard_arena_alloc(a, sizeof(*vals));
 
 	if (!c || !vals)
 		return NULL;
@@ -284,7 +284,7 @@ struct vcard_prop *vcard_add(struct vcard *card, const char *group, const char *
 	p = &card->props[card->nprops];
 	memset(p, 0, sizeof(*p));
 	p->name = upper_dup(card->arena, name);
-	p->group = group ? arena_strdup(card->arena, group) : NULL;
+	p->group = group ? vcard_arena_strdup(card->arena, group) : NULL;
 	p->comps = empty_comps(card->arena);
 	if (!p->name || (group && !p->group) || !p->comps)
 		return NULL;
@@ -306,12 +306,12 @@ void vcard_remove(struct vcard *card, size_t i)
 
 static const char **dup_vals(struct vcard_arena *a, const char *const *vals, size_t n)
 {
-	const char **out = arena_alloc(a, (n ? n : 1) * sizeof(*out));
+	const char **out = vcard_arena_alloc(a, (n ? n : 1) * sizeof(*out));
 
 	if (!out)
 		return NULL;
 	for (size_t i = 0; i < n; i++)
-		if (!(out[i] = arena_strdup(a, vals[i])))
+		if (!(out[i] = vcard_arena_strdup(a, vals[i])))
 			return NULL;
 	return out;
 }
@@ -333,7 +333,7 @@ int vcard_add_copy(struct vcard *card, const struct vcard_prop *src)
 	if (src->kind == VCARD_BINARY)
 		return vcard_set_binary(card, p, src->data, src->len, src->mediatype);
 	p->kind = src->kind;
-	p->comps = arena_alloc(a, src->ncomps * sizeof(*p->comps));
+	p->comps = vcard_arena_alloc(a, src->ncomps * sizeof(*p->comps));
 	if (!p->comps)
 		return -ENOMEM;
 	p->ncomps = src->ncomps;
@@ -357,7 +357,7 @@ int vcard_set_comps(struct vcard *card, struct vcard_prop *prop, const char *con
 
 	if (n == 0)
 		return vcard_set_comps(card, prop, (const char *const[]){""}, 1);
-	c = arena_alloc(card->arena, n * sizeof(*c));
+	c = vcard_arena_alloc(card->arena, n * sizeof(*c));
 	if (!c)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
@@ -382,7 +382,7 @@ int vcard_set_list(struct vcard *card, struct vcard_prop *prop, size_t i, const 
 	if (prop->kind != VCARD_TEXT || i >= prop->ncomps) {
 		size_t ncomps = prop->kind == VCARD_TEXT && prop->ncomps > i ? prop->ncomps : i + 1;
 
-		c = arena_alloc(card->arena, ncomps * sizeof(*c));
+		c = vcard_arena_alloc(card->arena, ncomps * sizeof(*c));
 		if (!c)
 			return -ENOMEM;
 		for (size_t k = 0; k < ncomps; k++) {
@@ -418,14 +418,14 @@ int vcard_set_raw(struct vcard *card, struct vcard_prop *prop, const char *raw)
 int vcard_set_binary(struct vcard *card, struct vcard_prop *prop, const void *data, size_t len,
 		     const char *mediatype)
 {
-	unsigned char *copy = arena_alloc(card->arena, len ? len : 1);
+	unsigned char *copy = vcard_arena_alloc(card->arena, len ? len : 1);
 
 	if (!copy)
 		return -ENOMEM;
 	if (len)
 		memcpy(copy, data, len);
 	prop->mediatype = NULL;
-	if (mediatype && !(prop->mediatype = arena_strdup(card->arena, mediatype)))
+	if (mediatype && !(prop->mediatype = vcard_arena_strdup(card->arena, mediatype)))
 		return -ENOMEM;
 	prop->kind = VCARD_BINARY;
 	prop->data = copy;
@@ -446,7 +446,7 @@ int vcard_add_param(struct vcard *card, struct vcard_prop *prop, const char *nam
 			param = &prop->params[i];
 	if (!param) {
 		struct vcard_param *params =
-			arena_alloc(card->arena, (prop->nparams + 1) * sizeof(*params));
+			vcard_arena_alloc(card->arena, (prop->nparams + 1) * sizeof(*params));
 
 		if (!params)
 			return -ENOMEM;
@@ -457,12 +457,12 @@ int vcard_add_param(struct vcard *card, struct vcard_prop *prop, const char *nam
 		if (!(param->name = upper_dup(card->arena, name)))
 			return -ENOMEM;
 	}
-	vals = arena_alloc(card->arena, (param->nvals + 1) * sizeof(*vals));
+	vals = vcard_arena_alloc(card->arena, (param->nvals + 1) * sizeof(*vals));
 	if (!vals)
 		return -ENOMEM;
 	if (param->nvals)
 		memcpy(vals, param->vals, param->nvals * sizeof(*vals));
-	if (!(vals[param->nvals] = arena_strdup(card->arena, value)))
+	if (!(vals[param->nvals] = vcard_arena_strdup(card->arena, value)))
 		return -ENOMEM;
 	param->vals = vals;
 	param->nvals++;
@@ -513,7 +513,7 @@ static const char *join(struct vcard *card, const struct vcard_prop *prop, size_
 	for (size_t i = from; i < to; i++)
 		for (size_t j = 0; j < prop->comps[i].nvals; j++)
 			len += strlen(prop->comps[i].vals[j]) + csl + vsl;
-	out = p = arena_alloc(card->arena, len + 1);
+	out = p = vcard_arena_alloc(card->arena, len + 1);
 	if (!out)
 		return NULL;
 	for (size_t i = from; i < to; i++) {

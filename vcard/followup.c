@@ -122,7 +122,7 @@ static int param_text(const struct vcard_param *pm, char **out)
 	for (size_t i = 0; i < pm->nvals && !r; i++)
 		if ((i && (r = buf_addch(&b, ','))) || (r = buf_addstr(&b, pm->vals[i])))
 			break;
-	if (!r && !(*out = trimmed(b.data ? b.data : "", b.len)))
+	if (!r && !(*out = trimmed(b.data, b.len)))
 		r = -ENOMEM;
 	buf_release(&b);
 	return r == -E2BIG ? -EINVAL : r;

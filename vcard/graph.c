@@ -164,11 +164,6 @@ static int is_collection(const struct slot *s)
 	return s->max > 0;
 }
 
-static const char *buf_str(const struct buf *b)
-{
-	return b->data ? b->data : "";
-}
-
 /* Exactly n decimal digits at s, as a number; -1 if they are not. */
 static int digits(const char *s, size_t n)
 {
@@ -474,7 +469,7 @@ static int read_text(const struct vcard_prop *p, const struct slot *s, cJSON **f
 
 	buf_init(&b, 0);
 	r = add_text(&b, p);
-	t = buf_str(&b);
+	t = b.data;
 	if (!r && s->kind == SK_TEL && is_tel_uri(p, t, b.len))
 		t += 4;
 	if (!r && (*t || s->always)) {
@@ -490,7 +485,7 @@ static int read_text(const struct vcard_prop *p, const struct slot *s, cJSON **f
 /* Add field = b's text to obj when it is not empty. */
 static int add_field(cJSON *obj, const char *field, const struct buf *b)
 {
-	return b->len ? json_add_str(obj, field, buf_str(b)) : 0;
+	return b->len ? json_add_str(obj, field, b->data) : 0;
 }
 
 /* N: component i (values joined by ' ') is name_fields[i]. */
@@ -589,7 +584,7 @@ static int read_bday(const struct vcard_prop *p, cJSON **frag)
 		return 0;
 	buf_init(&b, 0);
 	r = add_text(&b, p);
-	if (!r && !parse_date(buf_str(&b), &d)) {
+	if (!r && !parse_date(b.data, &d)) {
 		if (omit && strlen(omit) == 4 && digits(omit, 4) == d.year)
 			d.year = NO_YEAR;
 		if (!(*frag = date_json(&d)))
@@ -853,7 +848,7 @@ static cJSON *slot_default(const cJSON *model, const struct slot *s)
 		return NULL;
 	buf_init(&b, 0);
 	if (!derived_name(model, &b))
-		v = cJSON_CreateString(buf_str(&b));
+		v = cJSON_CreateString(b.data);
 	buf_release(&b);
 	return v;
 }
@@ -1661,7 +1656,7 @@ int vcard_from_graph(const cJSON *contact, const void *photo, size_t photo_len,
 		goto out;
 	for (size_t i = 0; extra && i < extra->nprops && !r; i++)
 		r = vcard_add_copy(rd.card, &extra->props[i]);
-	if (!r && broken && !(rd.card->warning = arena_strdup(rd.card->arena, BROKEN_EXT)))
+	if (!r && broken && !(rd.card->warning = vcard_arena_strdup(rd.card->arena, BROKEN_EXT)))
 		r = -ENOMEM;
 	if (!r) {
 		*out = rd.card;

@@ -105,7 +105,7 @@ static int warn(struct vcard *card, unsigned line, const char *fmt, ...)
 	if (!r)
 		r = buf_add(&b, msg, strlen(msg));
 	if (!r) {
-		card->warning = arena_strndup(card->arena, b.data, b.len);
+		card->warning = vcard_arena_strndup(card->arena, b.data, b.len);
 		r = card->warning ? 0 : -ENOMEM;
 	}
 	buf_release(&b);
@@ -492,7 +492,7 @@ static int valid_prop_char(char c)
 /* RFC 6868: ^n newline, ^^ caret, ^' double quote; anything else stays. */
 static char *param_value_dup(struct vcard_arena *a, const char *s, size_t n, int rfc6868)
 {
-	char *out = arena_alloc(a, n + 1), *o = out;
+	char *out = vcard_arena_alloc(a, n + 1), *o = out;
 
 	if (!out)
 		return NULL;
@@ -595,7 +595,7 @@ static int param_value_clean(struct parser *ps, struct vcard *card, const struct
 		return r;
 	snprintf(where, sizeof(where), "parameter %s", name);
 	r = remove_controls(card, ps->line_first, prop->name, where, ps->tmp.data, &ps->tmp.len);
-	*v = ps->tmp.data ? ps->tmp.data : "";
+	*v = ps->tmp.data;
 	*vn = ps->tmp.len;
 	return r;
 }
@@ -756,9 +756,9 @@ static int is_raw_prop(const struct vcard_prop *prop, const struct vcard_known *
 /* Undo escapes in a raw value: only \\ \, \; \: (Apple writes "http\://") and \n. */
 static int set_raw(struct vcard *card, struct vcard_prop *prop, const char *s, size_t n)
 {
-	char *out = arena_alloc(card->arena, n + 1), *o = out;
-	const char **vals = arena_alloc(card->arena, sizeof(*vals));
-	struct vcard_comp *comp = arena_alloc(card->arena, sizeof(*comp));
+	char *out = vcard_arena_alloc(card->arena, n + 1), *o = out;
+	const char **vals = vcard_arena_alloc(card->arena, sizeof(*vals));
+	struct vcard_comp *comp = vcard_arena_alloc(card->arena, sizeof(*comp));
 
 	if (!out || !vals || !comp)
 		return -ENOMEM;
@@ -810,9 +810,9 @@ static int set_text(struct vcard *card, struct vcard_prop *prop, const struct vc
 		else if (s[i] == ',' && lists)
 			nvals++;
 	}
-	comps = arena_alloc(card->arena, ncomps * sizeof(*comps));
-	vals = arena_alloc(card->arena, nvals * sizeof(*vals));
-	out = o = arena_alloc(card->arena, n + nvals);
+	comps = vcard_arena_alloc(card->arena, ncomps * sizeof(*comps));
+	vals = vcard_arena_alloc(card->arena, nvals * sizeof(*vals));
+	out = o = vcard_arena_alloc(card->arena, n + nvals);
 	if (!comps || !vals || !out)
 		return -ENOMEM;
 	comps[0].vals = vals;
@@ -882,7 +882,7 @@ static int media_from_type(struct vcard *card, const char *prop, const char *typ
 	}
 	if (!vcard_mediatype_ok(type, strlen(type)))
 		return 0;
-	*out = arena_strdup(card->arena, type);
+	*out = vcard_arena_strdup(card->arena, type);
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -946,7 +946,7 @@ static int set_binary_from(struct parser *ps, struct vcard *card, struct vcard_p
 	}
 	if (r)
 		return r;
-	data = arena_alloc(card->arena, ps->tmp2.len ? ps->tmp2.len : 1);
+	data = vcard_arena_alloc(card->arena, ps->tmp2.len ? ps->tmp2.len : 1);
 	if (!data)
 		return -ENOMEM;
 	if (ps->tmp2.len)
@@ -988,7 +988,7 @@ static int try_data_uri(struct parser *ps, struct vcard *card, struct vcard_prop
 		if (mt_end > s + 5 && vcard_mediatype_ok(s + 5, (size_t)(mt_end - s - 5)) &&
 		    !token_is(s + 5, (size_t)(mt_end - s - 5), "application/octet-stream")) {
 			prop->mediatype =
-				arena_strndup(card->arena, s + 5, (size_t)(mt_end - s - 5));
+				vcard_arena_strndup(card->arena, s + 5, (size_t)(mt_end - s - 5));
 			if (!prop->mediatype)
 				return -ENOMEM;
 		}
@@ -1009,7 +1009,7 @@ static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop 
 		buf_reset(&ps->tmp2);
 		if ((r = qp_decode(&ps->tmp2, s, len)))
 			return r;
-		s = ps->tmp2.data ? ps->tmp2.data : "";
+		s = ps->tmp2.data;
 		len = ps->tmp2.len;
 	}
 	buf_reset(&ps->tmp);
@@ -1042,7 +1042,7 @@ static int decode_text(struct parser *ps, struct vcard *card, struct vcard_prop 
 	if ((r = remove_controls(card, ps->line_first, prop->name, "the decoded value",
 				 ps->tmp.data, &ps->tmp.len)))
 		return r;
-	*v = ps->tmp.data ? ps->tmp.data : "";
+	*v = ps->tmp.data;
 	*n = ps->tmp.len;
 	return 0;
 }

@@ -13,13 +13,13 @@
  * at once with the card. Allocations are 8-byte aligned. */
 struct vcard_arena;
 
-struct vcard_arena *arena_new(void);
-void arena_free(struct vcard_arena *a);
+struct vcard_arena *vcard_arena_new(void);
+void vcard_arena_free(struct vcard_arena *a);
 /* n bytes (zeroed), or NULL when out of memory. */
-void *arena_alloc(struct vcard_arena *a, size_t n);
+void *vcard_arena_alloc(struct vcard_arena *a, size_t n);
 /* A NUL-terminated copy of s[0..n), or NULL. */
-char *arena_strndup(struct vcard_arena *a, const char *s, size_t n);
-char *arena_strdup(struct vcard_arena *a, const char *s);
+char *vcard_arena_strndup(struct vcard_arena *a, const char *s, size_t n);
+char *vcard_arena_strdup(struct vcard_arena *a, const char *s);
 
 /* Case-insensitive ASCII comparison, independent of the locale. */
 int vcard_strcaseeq(const char *a, const char *b);

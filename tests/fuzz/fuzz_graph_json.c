@@ -46,7 +46,7 @@ static void one_contact(const cJSON *contact)
 		fprintf(stderr,
 			"vCard written from Graph JSON does not parse back (%d, %zu cards): %s\n"
 			"---\n%.*s---\n",
-			r, nagain, err.msg, (int)out.len, out.data ? out.data : "");
+			r, nagain, err.msg, (int)out.len, out.data);
 		abort();
 	}
 	/* -EINVAL is allowed here only as a refusal with a reason; it must not

@@ -45,7 +45,7 @@ static void write_and_reparse(const struct vcard *card, enum vcard_version versi
 			"%s%s\n---\n%.*s---\n",
 			version / 10, version % 10, r, nagain, err.msg,
 			r == 0 && nagain == 1 && again[0]->warning ? again[0]->warning : "",
-			(int)out.len, out.data ? out.data : "");
+			(int)out.len, out.data);
 		abort();
 	}
 	vcard_free_all(again, nagain);

@@ -101,7 +101,7 @@ static int apply_line(char *line)
 			ino = attr.ino;
 		}
 		if (!r)
-			r = cache_write(cache, ino, data.data ? data.data : "", data.len, 0, &err);
+			r = cache_write(cache, ino, data.data, data.len, 0, &err);
 		if (r == -EINVAL && err.msg[0])
 			fprintf(stderr, "%s: %s\n", a, err.msg);
 		buf_release(&data);
@@ -323,7 +323,7 @@ int main(int argc, char **argv)
 
 		buf_init(&b, 0);
 		if (!resolve(arg, &parent, leaf, &ino) && ino && !cache_read(cache, ino, &b)) {
-			fwrite(b.data ? b.data : "", 1, b.len, stdout);
+			fwrite(b.data, 1, b.len, stdout);
 			rc = 0;
 		}
 		buf_release(&b);

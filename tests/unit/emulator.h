@@ -36,6 +36,17 @@ int emulator_start(struct emulator *e, const char *const *args);
 /* Stop it (SIGTERM, then wait). Returns its exit status, or -1. */
 int emulator_stop(struct emulator *e);
 
+/* For a test's out: label: stop the emulator if it runs, and fail the test
+ * if it did not exit 0 (without a jump, so the rest of the cleanup runs).
+ * The test declares its emulator "= {0}", so this is right before the start. */
+#define EMULATOR_DOWN(e)                                                                     \
+	do {                                                                                 \
+		if ((e).pid > 0 && emulator_stop(&(e)) != 0) {                               \
+			fprintf(stderr, "%s:%d: the emulator did not exit 0\n", __FILE__, __LINE__); \
+			CHECK_FAILED = 1;                                                    \
+		}                                                                            \
+	} while (0)
+
 /* An admin request (no token): method, path ("/_emulator/faults"), JSON
  * body or NULL. Returns the parsed answer (to cJSON_Delete) or NULL. */
 cJSON *emulator_admin(struct emulator *e, const char *method, const char *path, const char *body);

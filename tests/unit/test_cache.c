@@ -773,11 +773,13 @@ BODY(private_modes)
 	CHECK_INT(mode_of(path), 0700);
 	snprintf(path, sizeof(path), "%s/deeper/cache/cache.db", v->tmp);
 	CHECK_INT(mode_of(path), 0600);
+out:;
 }
 
 TEST(cache_open_makes_its_directory_0700_and_never_chmods_one_that_exists)
 {
 	RUN(private_modes, .no_emulator = 1);
+out:;
 }
 
 BODY(reopen_keeps_data)
@@ -785,7 +787,7 @@ BODY(reopen_keeps_data)
 	struct vcard_error verr;
 	struct cache_attr note, card, gone, later, got;
 	struct cache_status st;
-	char errbuf[512], *text;
+	char errbuf[512], *text = NULL;
 	int err;
 
 	v->c = open_local(v, NULL, errbuf, sizeof(errbuf), &err);
@@ -806,6 +808,7 @@ BODY(reopen_keeps_data)
 	CHECK(text != NULL);
 	CHECK_STR(text, "kept across a remount\n");
 	free(text);
+	text = NULL;
 	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Keep Me.vcf", &got) == 0);
 	CHECK_INT(got.ino, card.ino);
 	CHECK(got.contact);
@@ -813,6 +816,7 @@ BODY(reopen_keeps_data)
 	CHECK(text != NULL);
 	CHECK_STR(text, CARD_KEEP);
 	free(text);
+	text = NULL;
 	CHECK_INT(cache_lookup(v->c, CACHE_ROOT_INO, "gone.txt", &got), -ENOENT);
 	/* The create queued before the remount is still queued. */
 	CHECK(cache_status(v->c, &st) == 0);
@@ -821,11 +825,14 @@ BODY(reopen_keeps_data)
 	/* Inode numbers are never reused, remount or not. */
 	CHECK(cache_create(v->c, CACHE_ROOT_INO, "later.txt", CACHE_FILE, NULL, &later) == 0);
 	CHECK(later.ino > gone.ino);
+out:
+	free(text);
 }
 
 TEST(cache_reopened_keeps_its_files_inodes_and_queued_changes)
 {
 	RUN(reopen_keeps_data, .no_emulator = 1);
+out:;
 }
 
 /* Opened again: the file, its bytes and its queued create are there, and
@@ -835,7 +842,7 @@ static void reopened_keeps(int *check_failed_, struct env *v, uint64_t ino, sqli
 {
 	struct cache_attr got;
 	struct cache_status st;
-	char errbuf[512], *text;
+	char errbuf[512], *text = NULL;
 	int64_t version = 0;
 	sqlite3_stmt *q = NULL;
 	int err = 0, rc;
@@ -850,6 +857,7 @@ static void reopened_keeps(int *check_failed_, struct env *v, uint64_t ino, sqli
 	CHECK(text != NULL);
 	CHECK_STR(text, CARD_KEEP);
 	free(text);
+	text = NULL;
 	CHECK(cache_status(v->c, &st) == 0);
 	CHECK_INT(st.pending, 1);
 	cache_close(v->c);
@@ -860,8 +868,12 @@ static void reopened_keeps(int *check_failed_, struct env *v, uint64_t ino, sqli
 	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
 		version = sqlite3_column_int64(q, 0);
 	sqlite3_finalize(q);
+	q = NULL;
 	CHECK_INT(rc, SQLITE_OK);
 	CHECK_INT(version, CACHE_SCHEMA_VERSION);
+out:
+	free(text);
+	sqlite3_finalize(q);
 }
 
 /* A cache holding one queued card, its inode in *ino, taken back to an
@@ -886,6 +898,7 @@ static void downgraded(int *check_failed_, struct env *v, const char *sql, uint6
 		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
 	sqlite3_close(db);
 	CHECK_INT(rc, SQLITE_OK);
+out:;
 }
 
 /* A cache made by the first schema (as contactfs 1 made it) is migrated
@@ -922,14 +935,18 @@ BODY(migrate_v1)
 	if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
 		tables = sqlite3_column_int64(q, 0);
 	sqlite3_finalize(q);
+	q = NULL;
 	sqlite3_close(db);
 	CHECK_INT(rc, SQLITE_OK);
 	CHECK_INT(tables, 7);
+out:
+	sqlite3_finalize(q);
 }
 
 TEST(cache_open_migrates_a_cache_of_the_first_schema_keeping_its_files_and_queue)
 {
 	RUN(migrate_v1, .no_emulator = 1);
+out:;
 }
 
 /* Make v->db an SQLite database of another program. */
@@ -962,16 +979,18 @@ BODY(refuse_foreign)
 	if (!strstr(errbuf, "not a contactfs cache"))
 		fprintf(stderr, "errbuf: %s\n", errbuf);
 	CHECK(strstr(errbuf, "not a contactfs cache") != NULL);
+out:;
 }
 
 TEST(cache_open_refuses_another_programs_sqlite_database)
 {
 	RUN(refuse_foreign, .no_emulator = 1);
+out:;
 }
 
 BODY(foreign_untouched)
 {
-	char errbuf[512], *before;
+	char errbuf[512], *before = NULL;
 	size_t len = 0;
 	int err = 0;
 
@@ -983,14 +1002,17 @@ BODY(foreign_untouched)
 	/* Refused means untouched: not even its journal mode is ours to set. */
 	if (!same_bytes(v->db, before, len)) {
 		free(before);
+		before = NULL;
 		CHECK(!"the refused database was changed");
 	}
+out:
 	free(before);
 }
 
 TEST(cache_open_leaves_another_programs_database_as_it_was)
 {
 	RUN(foreign_untouched, .no_emulator = 1);
+out:;
 }
 
 BODY(refuse_noise)
@@ -1012,11 +1034,13 @@ BODY(refuse_noise)
 	CHECK_INT(err, -EINVAL);
 	CHECK(errbuf[0] != '\0');
 	CHECK(same_bytes(v->db, noise, sizeof(noise)));
+out:;
 }
 
 TEST(cache_open_refuses_a_file_that_is_not_sqlite)
 {
 	RUN(refuse_noise, .no_emulator = 1);
+out:;
 }
 
 BODY(refuse_newer)
@@ -1041,11 +1065,13 @@ BODY(refuse_newer)
 	if (!strstr(errbuf, "newer"))
 		fprintf(stderr, "errbuf: %s\n", errbuf);
 	CHECK(strstr(errbuf, "newer") != NULL);
+out:;
 }
 
 TEST(cache_open_refuses_a_database_of_a_newer_schema)
 {
 	RUN(refuse_newer, .no_emulator = 1);
+out:;
 }
 
 /* A cache as schema version `from` left it (sql takes a new one there) is
@@ -1067,8 +1093,11 @@ static void migrated_from(int *check_failed_, struct env *v, const char *sql, co
 	}
 	rc = sqlite3_prepare_v2(db, query, -1, &q, NULL);
 	sqlite3_finalize(q);
+	q = NULL;
 	sqlite3_close(db);
 	CHECK_INT(rc, SQLITE_OK);
+out:
+	sqlite3_finalize(q);
 }
 
 BODY(migrate_v2)
@@ -1092,11 +1121,13 @@ BODY(migrate_v3)
 TEST(cache_open_migrates_a_schema_3_cache_adding_which_merges_are_local_and_keeps_what_it_holds)
 {
 	RUN(migrate_v3, .no_emulator = 1);
+out:;
 }
 
 TEST(cache_open_migrates_a_schema_2_cache_adding_the_follow_up_flag_and_keeps_what_it_holds)
 {
 	RUN(migrate_v2, .no_emulator = 1);
+out:;
 }
 
 BODY(refuse_mailbox)
@@ -1119,17 +1150,19 @@ BODY(refuse_mailbox)
 	/* Its own mailbox still opens it. */
 	v->c = open_local(v, "alice@contoso.example", errbuf, sizeof(errbuf), &err);
 	CHECK(v->c != NULL);
+out:;
 }
 
 TEST(cache_open_refuses_the_cache_of_another_mailbox)
 {
 	RUN(refuse_mailbox, .no_emulator = 1);
+out:;
 }
 
 BODY(refuse_corrupt)
 {
 	struct vcard_error verr;
-	char errbuf[512], name[64], filler[1000], wal[400], *bytes;
+	char errbuf[512], name[64], filler[1000], wal[400], *bytes = NULL;
 	size_t len = 0, page, pages;
 	int err = 0;
 
@@ -1157,6 +1190,7 @@ BODY(refuse_corrupt)
 	pages = page ? len / page : 0;
 	if (pages < 8) {
 		free(bytes);
+		bytes = NULL;
 		CHECK(!"the database is too small to damage in the middle");
 	}
 	/* Damage the b-tree headers of the pages in the middle of the file
@@ -1165,6 +1199,7 @@ BODY(refuse_corrupt)
 		memset(bytes + p * page, 0xA5, 12);
 	if (spit(v->db, bytes, len)) {
 		free(bytes);
+		bytes = NULL;
 		CHECK(!"could not write the damaged database");
 	}
 	errbuf[0] = '\0';
@@ -1173,17 +1208,22 @@ BODY(refuse_corrupt)
 		fprintf(stderr, "open: %s, err %d, errbuf: %s\n", v->c ? "accepted" : "refused",
 			err, errbuf);
 		free(bytes);
+		bytes = NULL;
 		CHECK(v->c == NULL);
 		CHECK_INT(err, -EINVAL);
 		CHECK(!"the damaged database was changed");
 	}
 	free(bytes);
+	bytes = NULL;
 	CHECK(strstr(errbuf, "damaged") != NULL);
+out:
+	free(bytes);
 }
 
 TEST(cache_open_refuses_a_damaged_database_and_leaves_its_bytes_alone)
 {
 	RUN(refuse_corrupt, .no_emulator = 1);
+out:;
 }
 
 /*
@@ -1269,7 +1309,7 @@ BODY(first_sync)
 	struct cache_attr work, clients, key, a;
 	struct listing l;
 	struct cache_status st;
-	char *one, *two;
+	char *one = NULL, *two = NULL;
 
 	CHECK(start_synced(v) == 0);
 	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
@@ -1287,7 +1327,9 @@ BODY(first_sync)
 	two = read_name(v, CACHE_ROOT_INO, "Jane Doe (2).vcf");
 	if (!one || !two) {
 		free(one);
+		one = NULL;
 		free(two);
+		two = NULL;
 		CHECK(!"Jane Doe.vcf and Jane Doe (2).vcf are not both there");
 	}
 	{
@@ -1297,7 +1339,9 @@ BODY(first_sync)
 		free(e1);
 		free(e2);
 		free(one);
+		one = NULL;
 		free(two);
+		two = NULL;
 		CHECK(distinct);
 	}
 	/* '/' is not a file name character. */
@@ -1334,11 +1378,15 @@ BODY(first_sync)
 	CHECK(was_told(&v->rec, CACHE_ADDED, clients.ino, "Carl Client.vcf", NULL));
 	CHECK(was_told(&v->rec, CACHE_ADDED, clients.ino, "Key accounts", NULL));
 	CHECK(was_told(&v->rec, CACHE_ADDED, key.ino, "Kim Key.vcf", NULL));
+out:
+	free(one);
+	free(two);
 }
 
 TEST(first_sync_shows_one_vcf_per_contact_and_folders_as_directories)
 {
 	RUN(first_sync, .seed = SEED_TREE);
+out:;
 }
 
 BODY(names_stay)
@@ -1359,18 +1407,20 @@ BODY(names_stay)
 	CHECK_INT(again.ino, one.ino);
 	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Jane Doe (2).vcf", &again) == 0);
 	CHECK_INT(again.ino, two.ino);
+out:;
 }
 
 TEST(file_names_and_inodes_stay_the_same_across_a_remount)
 {
 	RUN(names_stay, .seed = SEED_TREE);
+out:;
 }
 
 /* ==== 3. ordering and batching ======================================================== */
 
 BODY(one_contact_in_order)
 {
-	char text[1024], *note;
+	char text[1024], *note = NULL;
 	uint64_t ino;
 
 	CHECK(start_synced(v) == 0);
@@ -1408,12 +1458,16 @@ BODY(one_contact_in_order)
 	CHECK(note != NULL);
 	CHECK_STR(note, "v4");
 	free(note);
+	note = NULL;
 	CHECK(file_says(v, CACHE_ROOT_INO, "Zed Last.vcf", "NOTE", "v4"));
+out:
+	free(note);
 }
 
 TEST(a_create_and_three_updates_end_as_one_server_contact_with_the_last_content)
 {
 	RUN(one_contact_in_order, .seed = NULL);
+out:;
 }
 
 #define MANY 40
@@ -1450,11 +1504,13 @@ BODY(batched)
 	CHECK(fresh_round(v) == 0);
 	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
 	CHECK_INT(l.vcfs, MANY);
+out:;
 }
 
 TEST(creates_of_many_contacts_go_out_together_in_batch_requests)
 {
 	RUN(batched, .seed = NULL);
+out:;
 }
 
 /* ==== 4. deletes wait a grace period; a UID brings the contact back ==================== */
@@ -1474,13 +1530,18 @@ BODY(grace_reconcile)
 	uid = card_prop(text, "UID");
 	changed = with_line(text ? text : "", "NOTE:", "NOTE:restored with a change");
 	free(text);
+	text = NULL;
 	if (!uid || !changed) {
 		cJSON_Delete(before);
+		before = NULL;
 		free(uid);
+		uid = NULL;
 		free(changed);
+		changed = NULL;
 		CHECK(!"the synced file has no UID");
 	}
 	free(uid);
+	uid = NULL;
 	CHECK(admin_ok(v, "POST", "/_emulator/requests/reset", "{}") == 0);
 
 	/* rm, then a new file carrying its UID, as a restore from a backup
@@ -1488,8 +1549,11 @@ BODY(grace_reconcile)
 	ok = cache_unlink(v->c, CACHE_ROOT_INO, "Grace Hopper.vcf") == 0 &&
 	     put(v, CACHE_ROOT_INO, "Grace restored.vcf", changed, NULL) == 0;
 	free(changed);
-	if (!ok)
+	changed = NULL;
+	if (!ok) {
 		cJSON_Delete(before);
+		before = NULL;
+	}
 	CHECK(ok);
 	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
 
@@ -1500,18 +1564,27 @@ BODY(grace_reconcile)
 	     jstr(after, "personalNotes") &&
 	     !strcmp(jstr(after, "personalNotes"), "restored with a change");
 	cJSON_Delete(before);
+	before = NULL;
 	cJSON_Delete(after);
+	after = NULL;
 	CHECK(ok);
 	CHECK_INT(server_count(v, "Grace Hopper"), 1);
 	CHECK_INT(route_count(v, "DELETE /me/contacts/{id}"), 0);
 	CHECK_INT(route_count(v, "POST /me/contacts"), 0);
 	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Grace restored.vcf", &a) == 0);
 	CHECK(a.contact);
+out:
+	free(text);
+	cJSON_Delete(before);
+	free(uid);
+	free(changed);
+	cJSON_Delete(after);
 }
 
 TEST(a_vcf_with_the_uid_of_a_contact_deleted_within_the_grace_period_updates_it)
 {
 	RUN(grace_reconcile, .seed = SEED_GRACE, .grace_ms = 3000);
+out:;
 }
 
 BODY(duplicate_uid)
@@ -1530,6 +1603,7 @@ BODY(duplicate_uid)
 	if (cache_create(v->c, CACHE_ROOT_INO, "Grace copy.vcf", CACHE_FILE, NULL, &copy) ||
 	    cache_write(v->c, copy.ino, text, strlen(text), 0, &verr) != -EEXIST) {
 		free(text);
+		text = NULL;
 		CHECK(!"a second file with a contact's UID was not refused with EEXIST");
 	}
 	CHECK(logged(v, "Grace copy.vcf", "Grace Hopper.vcf"));
@@ -1538,8 +1612,11 @@ BODY(duplicate_uid)
 	back = read_ino(v, copy.ino);
 	same = back && !strcmp(back, text);
 	free(back);
-	if (!same)
+	back = NULL;
+	if (!same) {
 		free(text);
+		text = NULL;
+	}
 	CHECK(same);
 
 	/* A scratch file with that UID renamed onto a new .vcf name: refused,
@@ -1547,9 +1624,11 @@ BODY(duplicate_uid)
 	if (cache_create(v->c, CACHE_ROOT_INO, ".tmp123", CACHE_FILE, NULL, &tmp) ||
 	    cache_write(v->c, tmp.ino, text, strlen(text), 0, &verr)) {
 		free(text);
+		text = NULL;
 		CHECK(!"writing the scratch file failed");
 	}
 	free(text);
+	text = NULL;
 	CHECK_INT(cache_rename(v->c, CACHE_ROOT_INO, ".tmp123", CACHE_ROOT_INO, "Other.vcf", 0,
 			       &verr),
 		  -EEXIST);
@@ -1563,17 +1642,21 @@ BODY(duplicate_uid)
 	CHECK_INT(server_count(v, "Grace Hopper"), 1);
 	CHECK_INT(route_count(v, "POST /me/contacts"), 0);
 	CHECK_INT(route_count(v, "DELETE /me/contacts/{id}"), 0);
+out:
+	free(text);
+	free(back);
 }
 
 TEST(a_second_file_with_a_contacts_uid_in_its_folder_is_refused_and_kept_as_a_draft)
 {
 	RUN(duplicate_uid, .seed = SEED_GRACE, .grace_ms = 3000);
+out:;
 }
 
 BODY(grace_delete)
 {
 	struct cache_status st;
-	char *id;
+	char *id = NULL;
 	int64_t t0, waited;
 
 	CHECK(start_synced(v) == 0);
@@ -1582,34 +1665,42 @@ BODY(grace_delete)
 	t0 = mono_ms();
 	if (cache_unlink(v->c, CACHE_ROOT_INO, "Delete Dora.vcf")) {
 		free(id);
+		id = NULL;
 		CHECK(!"unlink failed");
 	}
 	/* Within the grace period the server still has it. */
 	if (server_count(v, "Delete Dora") != 1) {
 		free(id);
+		id = NULL;
 		CHECK(!"deleted on the server before the grace period ended");
 	}
 	if (cache_drain(v->c, DRAIN_MS)) {
 		free(id);
+		id = NULL;
 		CHECK(!"the delete did not drain");
 	}
 	waited = mono_ms() - t0;
 	if (waited < 2900 || server_count(v, "Delete Dora") != 0 || !server_deleted(v, id)) {
 		fprintf(stderr, "drained after %lld ms\n", (long long)waited);
 		free(id);
+		id = NULL;
 		CHECK(waited >= 2900);
 		CHECK(!"the contact is not in Deleted Items");
 	}
 	free(id);
+	id = NULL;
 	CHECK_INT(route_count(v, "DELETE /me/contacts/{id}"), 1);
 	CHECK_INT(server_count(v, "Grace Hopper"), 1);
 	CHECK(cache_status(v->c, &st) == 0);
 	CHECK_INT(st.contacts, 1);
+out:
+	free(id);
 }
 
 TEST(an_unlinked_contact_goes_to_deleted_items_after_the_grace_period)
 {
 	RUN(grace_delete, .seed = SEED_GRACE, .grace_ms = 3000);
+out:;
 }
 
 /* ==== 5. conflicts ====================================================================== */
@@ -1639,15 +1730,17 @@ static int both_sides(struct env *v, const char *server_body, const char *local_
 
 BODY(merge_fields)
 {
-	char *ours = NULL, *title, *note;
+	char *ours = NULL, *title = NULL, *note = NULL;
 	struct listing l;
 
 	CHECK(start_synced(v) == 0);
 	if (both_sides(v, "{\"jobTitle\":\"Manager\"}", "NOTE:", "NOTE:changed here", &ours)) {
 		free(ours);
+		ours = NULL;
 		CHECK(!"could not change the contact on both sides");
 	}
 	free(ours);
+	ours = NULL;
 	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
 	CHECK(status_count(v, "412") >= 1);
 
@@ -1657,27 +1750,36 @@ BODY(merge_fields)
 		fprintf(stderr, "server: jobTitle [%s], personalNotes [%s]\n",
 			title ? title : "(none)", note ? note : "(none)");
 		free(title);
+		title = NULL;
 		free(note);
+		note = NULL;
 		CHECK(!"the server does not have both changes");
 	}
 	free(title);
+	title = NULL;
 	free(note);
+	note = NULL;
 	CHECK(file_says(v, CACHE_ROOT_INO, "Merge Me.vcf", "TITLE", "Manager"));
 	CHECK(file_says(v, CACHE_ROOT_INO, "Merge Me.vcf", "NOTE", "changed here"));
 	CHECK_INT(server_count(v, NULL), 1);
 	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
 	CHECK_INT(l.files, 1); /* no conflict copy */
+out:
+	free(ours);
+	free(title);
+	free(note);
 }
 
 TEST(a_conflict_on_different_fields_is_merged_on_the_server_and_in_the_file)
 {
 	RUN(merge_fields, .seed = SEED_MERGE);
+out:;
 }
 
 BODY(conflict_same_field)
 {
 	static const char prefix[] = "Merge Me.vcf.conflict-";
-	char *ours = NULL, *note, *kept;
+	char *ours = NULL, *note = NULL, *kept = NULL;
 	struct cache_attr a;
 	struct listing l;
 	int found = -1;
@@ -1686,31 +1788,39 @@ BODY(conflict_same_field)
 	if (both_sides(v, "{\"personalNotes\":\"changed there\"}", "NOTE:", "NOTE:changed here",
 		       &ours)) {
 		free(ours);
+		ours = NULL;
 		CHECK(!"could not change the contact on both sides");
 	}
 	if (cache_drain(v->c, DRAIN_MS)) {
 		free(ours);
+		ours = NULL;
 		CHECK(!"the conflict did not drain");
 	}
 	if (status_count(v, "412") < 1) {
 		free(ours);
+		ours = NULL;
 		CHECK(!"the update never met the server's newer version (412)");
 	}
 	note = server_field(v, "Merge Me", "personalNotes");
 	if (!note || strcmp(note, "changed there")) {
 		fprintf(stderr, "server: personalNotes [%s]\n", note ? note : "(none)");
 		free(note);
+		note = NULL;
 		free(ours);
+		ours = NULL;
 		CHECK(!"the server's value did not win");
 	}
 	free(note);
+	note = NULL;
 	if (!file_says(v, CACHE_ROOT_INO, "Merge Me.vcf", "NOTE", "changed there")) {
 		free(ours);
+		ours = NULL;
 		CHECK(!"the file does not show the server's version");
 	}
 	/* Ours is kept beside it, byte for byte, as a scratch file. */
 	if (list_dir(v, CACHE_ROOT_INO, &l)) {
 		free(ours);
+		ours = NULL;
 		CHECK(!"readdir failed");
 	}
 	for (size_t i = 0; i < l.n; i++) {
@@ -1725,27 +1835,37 @@ BODY(conflict_same_field)
 		for (size_t i = 0; i < l.n; i++)
 			fprintf(stderr, "  %s\n", l.names[i]);
 		free(ours);
+		ours = NULL;
 		CHECK(!"no Merge Me.vcf.conflict-<UTC> beside the file");
 	}
 	kept = read_ino(v, l.attrs[found].ino);
 	if (!kept || strcmp(kept, ours)) {
 		free(kept);
+		kept = NULL;
 		free(ours);
+		ours = NULL;
 		CHECK(!"the conflict copy does not hold our bytes");
 	}
 	free(kept);
+	kept = NULL;
 	free(ours);
+	ours = NULL;
 	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, l.names[found], &a) == 0);
 	CHECK(!a.contact);
 	CHECK(was_told(&v->rec, CACHE_ADDED, CACHE_ROOT_INO, l.names[found], NULL));
 	CHECK(logged(v, "Merge Me.vcf", "conflict"));
 	CHECK(logged(v, "Merge Me.vcf", l.names[found]));
 	CHECK_INT(server_count(v, NULL), 1);
+out:
+	free(ours);
+	free(note);
+	free(kept);
 }
 
 TEST(a_conflict_on_one_field_keeps_the_servers_value_and_ours_beside_it)
 {
 	RUN(conflict_same_field, .seed = SEED_MERGE);
+out:;
 }
 
 /* ==== 6. a create whose answer was lost is not made twice ============================== */
@@ -1803,11 +1923,13 @@ BODY(lost_answer)
 	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
 	CHECK_INT(names_with(&l, "Lost Answer"), 1);
 	CHECK_INT(server_count(v, "Lost Answer"), 1);
+out:;
 }
 
 TEST(a_create_whose_answer_was_lost_is_not_made_twice)
 {
 	RUN(lost_answer, .seed = NULL);
+out:;
 }
 
 BODY(crash_create)
@@ -1836,6 +1958,7 @@ BODY(crash_create)
 	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
 	CHECK_INT(names_with(&l, "Crash Create"), 1);
 	CHECK_INT(server_count(v, "Crash Create"), 1);
+out:;
 }
 
 TEST(a_create_sent_just_before_a_crash_is_not_made_twice_after_reopening)
@@ -1843,6 +1966,7 @@ TEST(a_create_sent_just_before_a_crash_is_not_made_twice_after_reopening)
 	/* Two attempts per request: closing does not wait out a long retry
 	 * loop of lookups whose answers are lost too. */
 	RUN(crash_create, .seed = NULL, .max_attempts = 2);
+out:;
 }
 
 /*
@@ -1873,11 +1997,13 @@ BODY(lost_answer_first)
 	CHECK_INT(names_with(&l, "Lost Answer"), 1);
 	CHECK(l.attrs[0].contact);
 	CHECK_INT(server_count(v, NULL), 1);
+out:;
 }
 
 TEST(a_create_whose_answer_was_lost_is_looked_up_by_its_key_not_sent_again)
 {
 	RUN(lost_answer_first, .seed = NULL);
+out:;
 }
 
 BODY(crash_create_first)
@@ -1906,11 +2032,13 @@ BODY(crash_create_first)
 	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
 	CHECK_INT(names_with(&l, "Crash Create"), 1);
 	CHECK_INT(server_count(v, NULL), 1);
+out:;
 }
 
 TEST(a_create_in_flight_at_a_crash_is_looked_up_by_its_key_after_reopening)
 {
 	RUN(crash_create_first, .seed = NULL, .max_attempts = 2);
+out:;
 }
 
 /* ==== 7. failures park an entry; nothing else waits on it ============================== */
@@ -1935,11 +2063,13 @@ BODY(readonly_parked)
 	CHECK_INT(server_count(v, "Read Only"), 0);
 	/* The file is still there, as written. */
 	CHECK(file_says(v, CACHE_ROOT_INO, "Read Only.vcf", "NOTE", "refused"));
+out:;
 }
 
 TEST(a_write_refused_by_the_server_is_parked_with_an_error_naming_the_file)
 {
 	RUN(readonly_parked, .seed = SEED_REMOTE);
+out:;
 }
 
 BODY(photo_parked)
@@ -1968,16 +2098,18 @@ BODY(photo_parked)
 	CHECK(cache_status(v->c, &st) == 0);
 	CHECK_INT(st.parked, 1);
 	CHECK_INT(cache_wait_file(v->c, bad, 1000), -EINVAL);
+out:;
 }
 
 TEST(a_parked_photo_upload_does_not_hold_back_another_contacts_create)
 {
 	RUN(photo_parked, .seed = SEED_REMOTE);
+out:;
 }
 
 BODY(parked_create_no_block)
 {
-	char text[1024], *id;
+	char text[1024], *id = NULL;
 	uint64_t ino;
 	int64_t deadline;
 	int r;
@@ -1994,6 +2126,7 @@ BODY(parked_create_no_block)
 	CHECK(id != NULL);
 	r = server_patch(v, id, "{\"personalNotes\":\"changed elsewhere\"}");
 	free(id);
+	id = NULL;
 	CHECK_INT(r, 0);
 	deadline = mono_ms() + 15000;
 	while (!file_says(v, CACHE_ROOT_INO, "Remote Rita.vcf", "NOTE", "changed elsewhere")) {
@@ -2001,11 +2134,14 @@ BODY(parked_create_no_block)
 		cache_sync_now(v->c);
 		poll_pause();
 	}
+out:
+	free(id);
 }
 
 TEST(remote_changes_still_arrive_in_a_folder_with_a_parked_create)
 {
 	RUN(parked_create_no_block, .seed = SEED_REMOTE);
+out:;
 }
 
 /* ==== 8. offline ========================================================================== */
@@ -2013,7 +2149,7 @@ TEST(remote_changes_still_arrive_in_a_folder_with_a_parked_create)
 BODY(offline)
 {
 	struct cache_status st;
-	char port[16], text[1024], *changed, *id_before, *id_after, *note;
+	char port[16], text[1024], *changed = NULL, *id_before = NULL, *id_after = NULL, *note = NULL;
 	const char *args[3] = {"--port", port, NULL};
 	uint64_t olga, fresh;
 	int64_t deadline;
@@ -2023,6 +2159,7 @@ BODY(offline)
 	id_before = server_field(v, "Offline Olga", "id");
 	CHECK(id_before != NULL);
 	free(id_before);
+	id_before = NULL;
 	snprintf(port, sizeof(port), "%d", v->e.port);
 	CHECK_INT(emulator_stop(&v->e), 0);
 
@@ -2036,6 +2173,7 @@ BODY(offline)
 	CHECK(changed != NULL);
 	r = put(v, CACHE_ROOT_INO, "Offline Olga.vcf", changed, &olga);
 	free(changed);
+	changed = NULL;
 	CHECK_INT(r, 0);
 	person(text, sizeof(text), "Offline", "Newcomer", "made offline", NULL);
 	CHECK(put(v, CACHE_ROOT_INO, "Offline Newcomer.vcf", text, &fresh) == 0);
@@ -2077,11 +2215,18 @@ BODY(offline)
 	CHECK(note != NULL);
 	r = strcmp(note, "written offline");
 	free(note);
+	note = NULL;
 	CHECK_INT(r, 0);
 	id_after = server_field(v, "Offline Olga", "id");
 	CHECK(id_after != NULL);
 	free(id_after);
+	id_after = NULL;
 	CHECK_INT(server_count(v, NULL), 2);
+out:
+	free(id_before);
+	free(changed);
+	free(note);
+	free(id_after);
 }
 
 TEST(offline_reads_and_writes_work_and_the_changes_go_out_when_the_server_is_back)
@@ -2089,6 +2234,7 @@ TEST(offline_reads_and_writes_work_and_the_changes_go_out_when_the_server_is_bac
 	/* Two attempts per request: the engine notices at once that the
 	 * server is gone. */
 	RUN(offline, .seed = SEED_OFFLINE, .max_attempts = 2);
+out:;
 }
 
 /* ==== 9. an expired delta cursor ======================================================== */
@@ -2097,7 +2243,7 @@ BODY(expired_cursor)
 {
 	struct cache_attr team;
 	struct listing l;
-	char *alpha_id, *beta_id, *t, *changed, *note, *id_now;
+	char *alpha_id = NULL, *beta_id = NULL, *t = NULL, *changed = NULL, *note = NULL, *id_now = NULL;
 	int64_t deadline;
 	int r;
 
@@ -2107,13 +2253,16 @@ BODY(expired_cursor)
 	beta_id = server_field(v, "Cursor Beta", "id");
 	r = alpha_id && beta_id ? server_patch(v, beta_id, "{\"personalNotes\":\"b1 there\"}") : -1;
 	free(beta_id);
+	beta_id = NULL;
 	if (r) {
 		free(alpha_id);
+		alpha_id = NULL;
 		CHECK(!"could not change Cursor Beta on the server");
 	}
 	if (faults(v, "{\"expire_delta\": true, \"latency_ms\": 150}") ||
 	    admin_ok(v, "POST", "/_emulator/requests/reset", "{}")) {
 		free(alpha_id);
+		alpha_id = NULL;
 		CHECK(!"faults refused");
 	}
 	/* The round starts and meets the expired cursor; the local change is
@@ -2126,20 +2275,25 @@ BODY(expired_cursor)
 	t = read_name(v, CACHE_ROOT_INO, "Cursor Alpha.vcf");
 	changed = t ? with_line(t, "NOTE:", "NOTE:a1 here") : NULL;
 	free(t);
+	t = NULL;
 	r = changed ? put(v, CACHE_ROOT_INO, "Cursor Alpha.vcf", changed, NULL) : -1;
 	free(changed);
+	changed = NULL;
 	if (r) {
 		free(alpha_id);
+		alpha_id = NULL;
 		CHECK(!"the local change was not accepted");
 	}
 	if (cache_drain(v->c, DRAIN_MS) || faults(v, "{\"latency_ms\": 0}") || fresh_round(v)) {
 		free(alpha_id);
+		alpha_id = NULL;
 		CHECK(!"no drain and round after the resync");
 	}
 
 	/* The other change came in; ours went out, to the same contact. */
 	if (!file_says(v, CACHE_ROOT_INO, "Cursor Beta.vcf", "NOTE", "b1 there")) {
 		free(alpha_id);
+		alpha_id = NULL;
 		CHECK(!"the server's change did not come in");
 	}
 	note = server_field(v, "Cursor Alpha", "personalNotes");
@@ -2149,8 +2303,11 @@ BODY(expired_cursor)
 		fprintf(stderr, "server: Cursor Alpha personalNotes [%s]\n",
 			note ? note : "(none)");
 	free(note);
+	note = NULL;
 	free(id_now);
+	id_now = NULL;
 	free(alpha_id);
+	alpha_id = NULL;
 	CHECK(r);
 	CHECK(file_says(v, CACHE_ROOT_INO, "Cursor Alpha.vcf", "NOTE", "a1 here"));
 	/* The cursor did expire, and the folder was read again. */
@@ -2165,11 +2322,19 @@ BODY(expired_cursor)
 	CHECK_INT(l.files, 2);
 	CHECK(list_dir(v, team.ino, &l) == 0);
 	CHECK_INT(l.vcfs, 1);
+out:
+	free(beta_id);
+	free(alpha_id);
+	free(t);
+	free(changed);
+	free(note);
+	free(id_now);
 }
 
 TEST(an_expired_delta_cursor_resyncs_and_keeps_a_local_change_made_meanwhile)
 {
 	RUN(expired_cursor, .seed = SEED_CURSOR);
+out:;
 }
 
 /* ==== 10. changes made on the server ==================================================== */
@@ -2178,7 +2343,7 @@ BODY(remote_delete)
 {
 	struct cache_attr gary;
 	struct cache_status st;
-	char *id;
+	char *id = NULL;
 	int64_t deadline;
 	int r;
 
@@ -2188,6 +2353,7 @@ BODY(remote_delete)
 	CHECK(id != NULL);
 	r = server_delete(v, id);
 	free(id);
+	id = NULL;
 	CHECK_INT(r, 0);
 	deadline = mono_ms() + SYNC_MS;
 	while (cache_lookup(v->c, CACHE_ROOT_INO, "Gone Gary.vcf", &gary) == 0) {
@@ -2202,17 +2368,20 @@ BODY(remote_delete)
 	CHECK_INT(st.pending, 0);
 	/* Nothing of that was sent back. */
 	CHECK_INT(server_count(v, NULL), 2);
+out:
+	free(id);
 }
 
 TEST(a_contact_deleted_on_the_server_leaves_the_tree)
 {
 	RUN(remote_delete, .seed = SEED_REMOTE);
+out:;
 }
 
 BODY(remote_rename)
 {
 	struct cache_attr before, after;
-	char *id;
+	char *id = NULL;
 	int64_t deadline;
 	int r;
 
@@ -2222,6 +2391,7 @@ BODY(remote_rename)
 	CHECK(id != NULL);
 	r = server_patch(v, id, "{\"displayName\":\"New Name\",\"givenName\":\"New\"}");
 	free(id);
+	id = NULL;
 	CHECK_INT(r, 0);
 	deadline = mono_ms() + SYNC_MS;
 	while (cache_lookup(v->c, CACHE_ROOT_INO, "New Name.vcf", &after) != 0) {
@@ -2234,11 +2404,14 @@ BODY(remote_rename)
 	CHECK(file_says(v, CACHE_ROOT_INO, "New Name.vcf", "FN", "New Name"));
 	CHECK(was_told(&v->rec, CACHE_RENAMED, CACHE_ROOT_INO, "New Name.vcf", "Old Name.vcf"));
 	CHECK_INT(server_count(v, NULL), 3);
+out:
+	free(id);
 }
 
 TEST(a_contact_renamed_on_the_server_gets_its_new_file_name)
 {
 	RUN(remote_rename, .seed = SEED_REMOTE);
+out:;
 }
 
 /* ==== local-only files ===================================================================== */
@@ -2249,7 +2422,7 @@ BODY(local_only)
 	struct cache_attr draft, scratch, a;
 	struct cache_status st;
 	static const char bad[] = "BEGIN:VCARD\r\nVERSION:3.0\r\nthis is not a property\r\n";
-	char *text;
+	char *text = NULL;
 
 	CHECK(start_synced(v) == 0);
 	CHECK(admin_ok(v, "POST", "/_emulator/requests/reset", "{}") == 0);
@@ -2268,6 +2441,7 @@ BODY(local_only)
 		int same = !strcmp(text, bad);
 
 		free(text);
+		text = NULL;
 		CHECK(same);
 	}
 	CHECK(cache_status(v->c, &st) == 0);
@@ -2278,11 +2452,14 @@ BODY(local_only)
 	CHECK_INT(route_count(v, "POST /me/contacts"), 0);
 	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "notes.txt", &a) == 0);
 	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Broken.vcf", &a) == 0);
+out:
+	free(text);
 }
 
 TEST(scratch_files_and_invalid_vcards_stay_local)
 {
 	RUN(local_only, .seed = SEED_REMOTE);
+out:;
 }
 
 /* ==== 11. moves, folders, photos, raw requests =========================================== */
@@ -2428,10 +2605,15 @@ BODY(move_keeps_uid)
 				uid_before);
 	}
 	free(uid_before);
+	uid_before = NULL;
 	free(uid_after);
+	uid_after = NULL;
 	free(old_id);
+	old_id = NULL;
 	free(work_id);
+	work_id = NULL;
 	free(new_id);
+	new_id = NULL;
 	CHECK(ok);
 	CHECK_INT(cache_lookup(v->c, CACHE_ROOT_INO, "Move Me.vcf", &a), -ENOENT);
 	CHECK(file_says(v, work.ino, "Move Me.vcf", "NOTE", "moving"));
@@ -2462,11 +2644,18 @@ BODY(move_keeps_uid)
 		  -EEXIST);
 	CHECK(cache_lookup(v->c, work.ino, "Moved Along.vcf", &a) == 0);
 	CHECK(logged(v, "Moved Along.vcf", "Copy.vcf"));
+out:
+	free(uid_before);
+	free(uid_after);
+	free(old_id);
+	free(work_id);
+	free(new_id);
 }
 
 TEST(a_contact_renamed_into_another_folder_is_moved_with_its_uid_and_the_old_copy_deleted)
 {
 	RUN(move_keeps_uid, .seed = SEED_MOVE);
+out:;
 }
 
 BODY(move_crash)
@@ -2474,7 +2663,7 @@ BODY(move_crash)
 	struct vcard_error verr;
 	struct cache_attr work, a;
 	struct listing l;
-	char errbuf[512], *work_id;
+	char errbuf[512], *work_id = NULL;
 	int64_t deadline;
 	int err, ok;
 
@@ -2503,17 +2692,21 @@ BODY(move_crash)
 	work_id = server_folder_field(v, "Work", "id");
 	ok = work_id && server_says(v, 0, "Move Me", "parentFolderId", work_id);
 	free(work_id);
+	work_id = NULL;
 	CHECK(ok);
 	CHECK(fresh_round(v) == 0);
 	CHECK_INT(cache_lookup(v->c, CACHE_ROOT_INO, "Move Me.vcf", &a), -ENOENT);
 	CHECK(list_dir(v, work.ino, &l) == 0);
 	CHECK_INT(names_with(&l, "Move Me"), 1);
 	CHECK_INT(server_count(v, "Move Me"), 1);
+out:
+	free(work_id);
 }
 
 TEST(a_move_interrupted_after_its_create_finishes_after_reopening)
 {
 	RUN(move_crash, .seed = SEED_MOVE, .max_attempts = 2);
+out:;
 }
 
 BODY(folder_life)
@@ -2535,6 +2728,7 @@ BODY(folder_life)
 	     server_says(v, 0, "Pia Project", "parentFolderId", pid);
 	if (!ok) {
 		free(pid);
+		pid = NULL;
 		CHECK(!"the contact is not in the new folder on the server");
 	}
 
@@ -2544,6 +2738,7 @@ BODY(folder_life)
 	     cache_drain(v->c, DRAIN_MS) == 0 && server_says(v, 1, "Projects 2026", "id", pid) &&
 	     !server_folder_field(v, "Projects", "id");
 	free(pid);
+	pid = NULL;
 	CHECK(ok);
 
 	/* Into another parent: refused, nothing changes. */
@@ -2565,18 +2760,23 @@ BODY(folder_life)
 	pid = server_folder_field(v, "Projects 2026", "id");
 	ok = pid == NULL;
 	free(pid);
+	pid = NULL;
 	CHECK(ok);
 	pid = server_folder_field(v, "Other", "id");
 	ok = pid != NULL;
 	free(pid);
+	pid = NULL;
 	CHECK(ok);
 	CHECK(fresh_round(v) == 0);
 	CHECK_INT(cache_lookup(v->c, CACHE_ROOT_INO, "Projects 2026", &a), -ENOENT);
+out:
+	free(pid);
 }
 
 TEST(a_new_folder_is_created_then_renamed_then_deleted_on_the_server)
 {
 	RUN(folder_life, .seed = NULL, .grace_ms = 200);
+out:;
 }
 
 /* An 8x8 grey JPEG (tests/graph_emulator/generator.py tiny_jpeg). */
@@ -2597,7 +2797,7 @@ BODY(photos_in_background)
 {
 	struct cache_attr before, after;
 	struct cache_status st;
-	char *text;
+	char *text = NULL;
 	int64_t deadline;
 	int had_photo;
 
@@ -2610,6 +2810,7 @@ BODY(photos_in_background)
 	CHECK(text != NULL);
 	had_photo = strstr(text, "\nPHOTO") != NULL;
 	free(text);
+	text = NULL;
 	CHECK(!had_photo);
 	CHECK(faults(v, "{\"latency_ms\": 0}") == 0);
 
@@ -2636,14 +2837,18 @@ BODY(photos_in_background)
 	CHECK(text != NULL);
 	had_photo = strstr(text, "\nPHOTO") != NULL && strlen(text) == after.size;
 	free(text);
+	text = NULL;
 	CHECK(had_photo);
 	CHECK(cache_status(v->c, &st) == 0);
 	CHECK_INT(st.pending, 0);
+out:
+	free(text);
 }
 
 TEST(photos_are_fetched_in_the_background_and_shown_in_the_file)
 {
 	RUN(photos_in_background, .seed = SEED_PHOTO, .photos = 1);
+out:;
 }
 
 BODY(raw_request)
@@ -2673,11 +2878,13 @@ BODY(raw_request)
 	CHECK(st.parked >= 1);
 	CHECK_INT(st.pending, 0);
 	CHECK(logged_anywhere(v, "409"));
+out:;
 }
 
 TEST(a_queued_request_creates_a_master_category)
 {
 	RUN(raw_request, .seed = NULL);
+out:;
 }
 
 /* ==== 12. reading a folder (fetch.c: the sync engine's requests, and export's) ============ */
@@ -2772,8 +2979,15 @@ TEST(a_folder_is_read_by_delta_and_its_photos_in_batches_each_with_its_status)
 	}
 	cache_photos_release(p, 24);
 	cJSON_Delete(ids);
+	ids = NULL;
 	free(fid);
+	fid = NULL;
 	free(next);
+	next = NULL;
 	graph_free(g);
 	CHECK_INT(emulator_stop(&e), 0);
+out:
+	cJSON_Delete(ids);
+	free(fid);
+	free(next);
 }

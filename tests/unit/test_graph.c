@@ -28,10 +28,7 @@ static struct graph *client(struct emulator *e, char *cmd, size_t size)
 	EMULATOR_NEEDED();                         \
 	CHECK(emulator_start(&(e), args_) == 0);   \
 	(g) = client(&(e), cmd_, sizeof(cmd_));    \
-	if (!(g)) {                                \
-		emulator_stop(&(e));               \
-		CHECK(!"graph_new failed");        \
-	}
+	CHECK((g) != NULL)
 
 static int count_item(const cJSON *item, void *ctx)
 {
@@ -52,6 +49,7 @@ TEST(graph_refuses_plain_http_to_a_host_that_is_not_loopback)
 	cfg.auth_url = "http://login.example.com";
 	CHECK(graph_new(&cfg, &err) == NULL);
 	CHECK_INT(err, -EINVAL);
+out:;
 }
 
 TEST(graph_errno_maps_each_status_once)
@@ -69,12 +67,13 @@ TEST(graph_errno_maps_each_status_once)
 	CHECK_INT(graph_errno(413, NULL), -E2BIG);
 	CHECK_INT(graph_errno(429, "ApplicationThrottled"), -EAGAIN);
 	CHECK_INT(graph_errno(500, NULL), -EIO);
+out:;
 }
 
 TEST(graph_list_follows_next_links_across_pages)
 {
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	int paged = 0, whole = 0;
 
 	START(e, g, "--contacts", "60", "--folders", "0");
@@ -82,22 +81,24 @@ TEST(graph_list_follows_next_links_across_pages)
 	CHECK(graph_list(g, "/contacts?$top=1000&$select=id", NULL, 0, count_item, &whole) == 0);
 	CHECK_INT(paged, 60);
 	CHECK_INT(whole, 60);
+out:
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 TEST(graph_does_not_follow_a_link_to_another_host)
 {
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	int n = 0;
 
 	START(e, g, "--contacts", "1");
 	CHECK_INT(
 		graph_list(g, "https://evil.example.com/v1.0/me/contacts", NULL, 0, count_item, &n),
 		-EPROTO);
+out:
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 struct delta_seen {
@@ -130,8 +131,8 @@ static int first_id(const cJSON *item, void *ctx)
 TEST(graph_delta_reports_changes_removals_and_an_expired_cursor)
 {
 	struct delta_seen first = {0}, second = {0}, third = {0};
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	char *link = NULL, *link2 = NULL, *link3 = NULL, victim[256] = "", path[512];
 	cJSON *body, *made = NULL;
 
@@ -164,10 +165,11 @@ TEST(graph_delta_reports_changes_removals_and_an_expired_cursor)
 	cJSON_Delete(emulator_admin(&e, "POST", "/_emulator/faults", "{\"expire_delta\": true}"));
 	CHECK_INT(graph_delta(g, link2, 0, see_delta, &third, &link3), -ESTALE);
 	CHECK(link3 == NULL);
+out:
 	free(link);
 	free(link2);
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 /* Folders as the walk saw them: "name<parent name" a line. */
@@ -205,15 +207,15 @@ static const char nested_seed[] =
 TEST(graph_folder_walk_finds_nested_folders_whatever_delta_lists)
 {
 	static const char *const readings[] = {"all", "top", "with_default"};
+	struct emulator e = {0};
+	struct graph *g = NULL;
+	struct walked w = {NULL, {0}};
+	char knob[64], *def = NULL;
+	cJSON *a;
 
+	buf_init(&w.seen, 0);
 	for (size_t i = 0; i < 3; i++) {
-		struct emulator e;
-		struct graph *g;
-		struct walked w = {cJSON_CreateObject(), {0}};
-		char knob[64], *def = NULL;
-		cJSON *a;
-
-		buf_init(&w.seen, 0);
+		w.names = cJSON_CreateObject();
 		START(e, g, "--contacts", "0", "--folders", "0");
 		cJSON_Delete(emulator_admin(&e, "POST", "/_emulator/reset", nested_seed));
 		snprintf(knob, sizeof(knob), "{\"folder_delta\": \"%s\"}", readings[i]);
@@ -227,32 +229,42 @@ TEST(graph_folder_walk_finds_nested_folders_whatever_delta_lists)
 			  "Work<default\nFamily<default\nClients<Work\nKey accounts<Clients\n");
 		CHECK(!cJSON_GetObjectItemCaseSensitive(w.names, def));
 		free(def);
+		def = NULL;
 		buf_release(&w.seen);
 		cJSON_Delete(w.names);
+		w.names = NULL;
 		graph_free(g);
-		CHECK_INT(emulator_stop(&e), 0);
+		g = NULL;
+		EMULATOR_DOWN(e);
 	}
+out:
+	free(def);
+	buf_release(&w.seen);
+	cJSON_Delete(w.names);
+	graph_free(g);
+	EMULATOR_DOWN(e);
 }
 
 /* A mailbox with nothing in its default folder cannot name it: NULL, not an
  * error. */
 TEST(graph_default_folder_of_an_empty_mailbox_is_unknown_not_an_error)
 {
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	char *def = (char *)"unset";
 
 	START(e, g, "--contacts", "0", "--folders", "0");
 	CHECK(graph_default_folder(g, &def) == 0);
 	CHECK(def == NULL);
+out:
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 TEST(graph_if_match_with_a_stale_change_key_is_a_conflict)
 {
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	struct graph_header h = {"If-Match", "W/\"stale-change-key\""};
 	char id[256] = "", path[512];
 	cJSON *patch = cJSON_Parse("{\"displayName\":\"Changed\"}");
@@ -261,9 +273,10 @@ TEST(graph_if_match_with_a_stale_change_key_is_a_conflict)
 	CHECK(graph_list(g, "/contacts?$select=id", NULL, 0, first_id, id) == 1);
 	snprintf(path, sizeof(path), "/contacts/%s", id);
 	CHECK_INT(graph_send_json(g, "PATCH", path, patch, &h, 1, NULL), -ESTALE);
+out:
 	cJSON_Delete(patch);
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 struct hammer {
@@ -287,8 +300,8 @@ static void *hammer_run(void *arg)
 
 TEST(graph_keeps_four_requests_in_flight_and_is_never_throttled_for_it)
 {
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	struct hammer h[8];
 	pthread_t t[8];
 	struct graph_stats st;
@@ -308,8 +321,9 @@ TEST(graph_keeps_four_requests_in_flight_and_is_never_throttled_for_it)
 	CHECK(emulator_stat(&e, "max_in_flight") <= 4);
 	CHECK(emulator_stat(&e, "max_in_flight") >= 2);
 	CHECK_INT(emulator_stat(&e, "throttled"), 0);
+out:
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 static int collect_ids(const cJSON *item, void *ctx)
@@ -322,8 +336,8 @@ static int collect_ids(const cJSON *item, void *ctx)
 
 TEST(graph_batch_retries_throttled_items_after_retry_after)
 {
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	struct graph_batch_item items[25];
 	char urls[25][300];
 	cJSON *ids = cJSON_CreateArray();
@@ -351,24 +365,25 @@ TEST(graph_batch_retries_throttled_items_after_retry_after)
 	graph_batch_release(items, (size_t)n);
 	CHECK(emulator_stat(&e, "throttled") > 0);
 	CHECK_INT(emulator_stat(&e, "early_retries"), 0);
+out:
 	cJSON_Delete(ids);
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 TEST(graph_photo_round_trips_and_a_missing_one_is_enoent)
 {
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	struct buf a, b;
 	cJSON *ids = cJSON_CreateArray();
 	char type[64];
 	const char *with = NULL, *without = NULL;
 
 	/* Two contacts, one of them with a photo the emulator made. */
-	START(e, g, "--contacts", "2", "--folders", "0", "--photos", "1");
 	buf_init(&a, 0);
 	buf_init(&b, 0);
+	START(e, g, "--contacts", "2", "--folders", "0", "--photos", "1");
 	CHECK(graph_list(g, "/contacts?$select=id", NULL, 0, collect_ids, ids) == 0);
 	CHECK_INT(cJSON_GetArraySize(ids), 2);
 	for (int i = 0; i < 2; i++) {
@@ -389,17 +404,18 @@ TEST(graph_photo_round_trips_and_a_missing_one_is_enoent)
 	CHECK(graph_photo_get(g, without, &b, type, sizeof(type)) == 0);
 	CHECK_INT(b.len, a.len);
 	CHECK(memcmp(a.data, b.data, a.len) == 0);
+out:
 	buf_release(&a);
 	buf_release(&b);
 	cJSON_Delete(ids);
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 TEST(graph_survives_503s_and_dropped_connections_on_reads)
 {
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	int n = 0;
 
 	START(e, g, "--contacts", "40", "--folders", "0");
@@ -407,8 +423,9 @@ TEST(graph_survives_503s_and_dropped_connections_on_reads)
 				    "{\"rate_503\": 0.2, \"rate_drop\": 0.1}"));
 	CHECK(graph_list(g, "/contacts?$top=5&$select=id", NULL, 0, count_item, &n) == 0);
 	CHECK_INT(n, 40);
+out:
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 static int has_items(const cJSON *page)
@@ -418,8 +435,8 @@ static int has_items(const cJSON *page)
 
 TEST(graph_reaches_folders_extensions_categories_and_people)
 {
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	char id[256] = "", fid[256], path[768];
 	cJSON *made = NULL, *got = NULL, *body;
 	const cJSON *exts;
@@ -443,6 +460,7 @@ TEST(graph_reaches_folders_extensions_categories_and_people)
 	CHECK(graph_get_json(g, path, NULL, 0, &got) == 0);
 	CHECK_INT(has_items(got), 1);
 	cJSON_Delete(got);
+	got = NULL;
 	snprintf(path, sizeof(path), "/contactFolders/%s", fid);
 	CHECK(graph_send_json(g, "DELETE", path, NULL, NULL, 0, NULL) == 0);
 	CHECK_INT(graph_get_json(g, path, NULL, 0, &got), -ENOENT);
@@ -459,6 +477,7 @@ TEST(graph_reaches_folders_extensions_categories_and_people)
 	CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(exts, 0), "uid")),
 		  "u-1");
 	cJSON_Delete(got);
+	got = NULL;
 	snprintf(path, sizeof(path), "/contacts/%s/extensions/org.contactfs.vcard", id);
 	CHECK(graph_send_json(g, "DELETE", path, NULL, NULL, 0, NULL) == 0);
 	CHECK_INT(graph_get_json(g, path, NULL, 0, &got), -ENOENT);
@@ -471,18 +490,20 @@ TEST(graph_reaches_folders_extensions_categories_and_people)
 	CHECK(graph_get_json(g, "/outlook/masterCategories", NULL, 0, &got) == 0);
 	CHECK(has_items(got) >= 1);
 	cJSON_Delete(got);
+	got = NULL;
 	CHECK(graph_get_json(g, "/people?$top=3", NULL, 0, &got) == 0);
 	CHECK(has_items(got) >= 1);
+out:
 	cJSON_Delete(got);
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 TEST(graph_user_option_reaches_a_shared_mailbox_and_a_read_only_grant_is_eacces)
 {
 	struct graph_config cfg = {0};
-	struct emulator e;
-	struct graph *g, *shared;
+	struct emulator e = {0};
+	struct graph *g = NULL, *shared = NULL;
 	char cmd[128];
 	cJSON *got = NULL, *body;
 	int err, n = 0;
@@ -507,9 +528,10 @@ TEST(graph_user_option_reaches_a_shared_mailbox_and_a_read_only_grant_is_eacces)
 	cJSON_Delete(body);
 	CHECK(got == NULL);
 	CHECK(emulator_stat(&e, "total") > 0);
+out:
 	graph_free(shared);
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 /* A route's count in the emulator's /_emulator/requests (0 when absent). */
@@ -532,8 +554,8 @@ static const char *flag_status(const cJSON *contact)
 
 TEST(graph_beta_paths_reach_the_beta_root_and_a_batch_splits_by_root)
 {
-	struct emulator e;
-	struct graph *g;
+	struct emulator e = {0};
+	struct graph *g = NULL;
 	struct graph_batch_item items[3];
 	char id[256] = "", path[768], fid[300];
 	cJSON *got = NULL, *body, *st;
@@ -585,15 +607,16 @@ TEST(graph_beta_paths_reach_the_beta_root_and_a_batch_splits_by_root)
 	graph_batch_release(items, 3);
 	CHECK_INT(route_count(&e, "POST /$batch"), 1);
 	CHECK_INT(route_count(&e, "POST beta /$batch"), 1);
+out:
 	graph_free(g);
-	CHECK_INT(emulator_stop(&e), 0);
+	EMULATOR_DOWN(e);
 }
 
 TEST(graph_without_a_v1_root_has_no_beta_and_refuses_beta_paths)
 {
 	struct graph_config cfg = {0};
 	struct graph_response resp;
-	struct graph *g;
+	struct graph *g = NULL;
 	int err = 0;
 
 	cfg.graph_url = "http://127.0.0.1:9/graph";
@@ -606,9 +629,11 @@ TEST(graph_without_a_v1_root_has_no_beta_and_refuses_beta_paths)
 		  -ENOTSUP);
 	graph_response_release(&resp);
 	graph_free(g);
+	g = NULL;
 	cfg.graph_url = "http://127.0.0.1:9/v1.0/";
 	g = graph_new(&cfg, &err);
 	CHECK(g);
 	CHECK(graph_has_beta(g));
+out:
 	graph_free(g);
 }

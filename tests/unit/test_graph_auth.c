@@ -379,7 +379,7 @@ TEST(login_polls_at_the_given_interval_and_sends_the_exact_requests)
 	const char *polls[] = {pending, pending, granted, NULL};
 	struct fake f;
 	struct shown s = {0};
-	struct graph *g;
+	struct graph *g = NULL;
 	int r;
 
 	CHECK(make_home() == 0);
@@ -409,6 +409,7 @@ TEST(login_polls_at_the_given_interval_and_sends_the_exact_requests)
 		CHECK(gap >= 1.0);
 		CHECK(gap < 1.5);
 	}
+out:
 	graph_free(g);
 }
 
@@ -417,7 +418,7 @@ TEST(login_adds_five_seconds_to_the_interval_on_slow_down)
 	const char *polls[] = {"{\"error\":\"slow_down\"}", granted, NULL};
 	struct fake f;
 	struct shown s = {0};
-	struct graph *g;
+	struct graph *g = NULL;
 	int r;
 
 	CHECK(make_home() == 0);
@@ -431,6 +432,7 @@ TEST(login_adds_five_seconds_to_the_interval_on_slow_down)
 	CHECK(f.req[1].t - f.req[0].t >= 1.0);
 	CHECK(f.req[2].t - f.req[1].t >= 6.0); /* 1 s + 5 s */
 	CHECK(f.req[2].t - f.req[1].t < 6.5);
+out:
 	graph_free(g);
 }
 
@@ -439,7 +441,7 @@ TEST(login_gives_up_with_etimedout_once_the_code_has_expired)
 	const char *polls[] = {pending, NULL};
 	struct fake f;
 	struct shown s = {0};
-	struct graph *g;
+	struct graph *g = NULL;
 	double t0 = now_s();
 	int r;
 
@@ -452,6 +454,7 @@ TEST(login_gives_up_with_etimedout_once_the_code_has_expired)
 	CHECK_INT(r, -ETIMEDOUT);
 	CHECK(now_s() - t0 < 5.0);
 	CHECK(f.nreq >= 2);
+out:
 	graph_free(g);
 }
 
@@ -463,8 +466,8 @@ TEST(login_reports_an_unexpected_oauth_error_as_eio_with_its_code_only)
 	struct fake f;
 	struct shown s = {0};
 	struct capture c;
-	struct graph *g;
-	char *log;
+	struct graph *g = NULL;
+	char *log = NULL;
 	int r;
 
 	CHECK(make_home() == 0);
@@ -478,6 +481,7 @@ TEST(login_reports_an_unexpected_oauth_error_as_eio_with_its_code_only)
 	CHECK_INT(r, -EIO);
 	CHECK(strstr(log, "invalid_client") != NULL);
 	CHECK(strstr(log, "DESCRIPTION-NOT-LOGGED") == NULL);
+out:
 	free(log);
 	graph_free(g);
 }
@@ -487,7 +491,7 @@ TEST(login_for_another_mailbox_also_asks_for_shared_contacts)
 	const char *polls[] = {"{\"error\":\"authorization_declined\"}", NULL};
 	struct fake f;
 	struct shown s = {0};
-	struct graph *g;
+	struct graph *g = NULL;
 	int r;
 
 	CHECK(make_home() == 0);
@@ -499,6 +503,7 @@ TEST(login_for_another_mailbox_also_asks_for_shared_contacts)
 	CHECK_INT(r, -EACCES);
 	CHECK(strstr(f.req[0].body, "%2FContacts.ReadWrite.Shared") != NULL);
 	CHECK(strstr(f.req[0].body, "offline_access") != NULL);
+out:
 	graph_free(g);
 }
 
@@ -508,8 +513,8 @@ TEST(login_stores_the_refresh_token_0600_in_a_0700_directory_with_how_to_refresh
 	struct fake f;
 	struct shown s = {0};
 	struct stat st;
-	struct graph *g;
-	char *path, *text, want[512], *access;
+	struct graph *g = NULL;
+	char *path = NULL, *text = NULL, want[512], *access = NULL;
 	int r;
 
 	CHECK(make_home() == 0);
@@ -539,6 +544,7 @@ TEST(login_stores_the_refresh_token_0600_in_a_0700_directory_with_how_to_refresh
 	CHECK(strstr(text, FAKE_ACCESS) == NULL); /* access tokens stay in memory */
 	access = cached_access_token(g);
 	CHECK_STR(access, FAKE_ACCESS);
+out:
 	free(access);
 	free(text);
 	free(path);
@@ -547,8 +553,8 @@ TEST(login_stores_the_refresh_token_0600_in_a_0700_directory_with_how_to_refresh
 
 TEST(the_token_file_of_a_upn_is_its_lowercased_name_and_cannot_leave_the_directory)
 {
-	struct graph *g;
-	char *path, want[512];
+	struct graph *g = NULL;
+	char *path = NULL, want[512];
 
 	CHECK(make_home() == 0);
 	g = new_graph("http://127.0.0.1:9", NULL, "Alice@Contoso.com", NULL);
@@ -557,12 +563,14 @@ TEST(the_token_file_of_a_upn_is_its_lowercased_name_and_cannot_leave_the_directo
 	snprintf(want, sizeof(want), "%s/contactfs/alice@contoso.com.token", home);
 	CHECK_STR(path, want);
 	free(path);
+	path = NULL;
 	graph_free(g);
 	g = new_graph("http://127.0.0.1:9", NULL, "../../x/y", NULL);
 	CHECK(g != NULL);
 	path = graph_token_path(g);
 	snprintf(want, sizeof(want), "%s/contactfs/%%2E.%%2F..%%2Fx%%2Fy.token", home);
 	CHECK_STR(path, want);
+out:
 	free(path);
 	graph_free(g);
 }
@@ -571,9 +579,9 @@ TEST(the_token_file_of_a_upn_is_its_lowercased_name_and_cannot_leave_the_directo
 
 TEST(without_a_token_file_requests_fail_eacces_with_a_login_hint)
 {
-	struct graph *g;
+	struct graph *g = NULL;
 	struct capture c;
-	char auth[8192], *log;
+	char auth[8192], *log = NULL;
 	int r;
 
 	CHECK(make_home() == 0);
@@ -584,15 +592,16 @@ TEST(without_a_token_file_requests_fail_eacces_with_a_login_hint)
 	log = capture_end(&c);
 	CHECK_INT(r, -EACCES);
 	CHECK(strstr(log, "not signed in: run contactfs login --client-id test-client-id") != NULL);
+out:
 	free(log);
 	graph_free(g);
 }
 
 TEST(a_token_file_readable_by_others_is_refused)
 {
-	struct graph *g;
+	struct graph *g = NULL;
 	struct capture c;
-	char auth[8192], *log;
+	char auth[8192], *log = NULL;
 	int r;
 
 	CHECK(make_home() == 0);
@@ -605,14 +614,15 @@ TEST(a_token_file_readable_by_others_is_refused)
 	CHECK_INT(r, -EACCES);
 	CHECK(strstr(log, "refusing the token file") != NULL);
 	CHECK(strstr(log, "mode 0644") != NULL);
+out:
 	free(log);
 	graph_free(g);
 }
 
 TEST(a_token_file_that_is_a_symlink_is_refused)
 {
-	struct graph *g;
-	char auth[8192], *path, target[512];
+	struct graph *g = NULL;
+	char auth[8192], *path = NULL, target[512];
 
 	CHECK(make_home() == 0);
 	g = new_graph("http://127.0.0.1:9", "http://127.0.0.1:9/v1.0", NULL, NULL);
@@ -623,6 +633,7 @@ TEST(a_token_file_that_is_a_symlink_is_refused)
 	CHECK(rename(path, target) == 0);
 	CHECK(symlink(target, path) == 0);
 	CHECK_INT(graph_auth_header(g, 0, auth, sizeof(auth)), -EACCES);
+out:
 	free(path);
 	graph_free(g);
 }
@@ -660,11 +671,12 @@ TEST(token_cmd_failure_gives_eacces_and_logs_the_status_not_the_output)
 	graph_free(g);
 	CHECK_INT(r2, -EACCES);
 	CHECK_INT(r3, -EACCES);
+out:;
 }
 
 TEST(token_cmd_output_is_trimmed_into_the_header)
 {
-	struct graph *g;
+	struct graph *g = NULL;
 	char auth[8192];
 
 	CHECK(make_home() == 0);
@@ -672,14 +684,15 @@ TEST(token_cmd_output_is_trimmed_into_the_header)
 	CHECK(g != NULL);
 	CHECK_INT(graph_auth_header(g, 0, auth, sizeof(auth)), 0);
 	CHECK_STR(auth, "Authorization: Bearer tok.en-1");
+out:
 	graph_free(g);
 }
 
 TEST(token_cmd_runs_once_and_again_only_after_a_401)
 {
-	struct graph *g;
+	struct graph *g = NULL;
 	cJSON *j = NULL;
-	char cmd[512], runs[300], *text;
+	char cmd[512], runs[300], *text = NULL;
 	int r1, r2, r3;
 
 	NEED_EMULATOR();
@@ -697,12 +710,14 @@ TEST(token_cmd_runs_once_and_again_only_after_a_401)
 	CHECK_INT(r2, 0);
 	CHECK_STR(text, "run\n");
 	free(text);
+	text = NULL;
 	cache_bogus_token(g);
 	r3 = graph_get_json(g, "/contacts", NULL, 0, &j);
 	cJSON_Delete(j);
 	text = slurp(runs);
 	CHECK_INT(r3, 0);
 	CHECK_STR(text, "run\nrun\n");
+out:
 	free(text);
 	graph_free(g);
 }
@@ -750,7 +765,7 @@ TEST(login_against_the_emulator_end_to_end_then_requests_work)
 {
 	struct shown s = {0};
 	struct stat st;
-	struct graph *g;
+	struct graph *g = NULL;
 	cJSON *j = NULL;
 	char *path, *rt;
 	int r;
@@ -775,6 +790,7 @@ TEST(login_against_the_emulator_end_to_end_then_requests_work)
 	r = graph_get_json(g, "/contacts", NULL, 0, &j);
 	CHECK_INT(r, 0);
 	CHECK(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "value")));
+out:
 	cJSON_Delete(j);
 	graph_free(g);
 }
@@ -783,8 +799,8 @@ TEST(login_declined_gives_eacces_and_stores_nothing)
 {
 	struct shown s = {0};
 	struct stat st;
-	struct graph *g;
-	char *path;
+	struct graph *g = NULL;
+	char *path = NULL;
 
 	NEED_EMULATOR();
 	CHECK(make_home() == 0);
@@ -794,6 +810,7 @@ TEST(login_declined_gives_eacces_and_stores_nothing)
 	CHECK_INT(emulator_login(g, &s), -EACCES);
 	path = graph_token_path(g);
 	CHECK(stat(path, &st) == -1 && errno == ENOENT);
+out:
 	free(path);
 	graph_free(g);
 }
@@ -801,7 +818,7 @@ TEST(login_declined_gives_eacces_and_stores_nothing)
 TEST(login_with_an_expired_code_gives_etimedout)
 {
 	struct shown s = {0};
-	struct graph *g;
+	struct graph *g = NULL;
 
 	NEED_EMULATOR();
 	CHECK(make_home() == 0);
@@ -809,6 +826,7 @@ TEST(login_with_an_expired_code_gives_etimedout)
 	g = emulator_graph();
 	CHECK(g != NULL);
 	CHECK_INT(emulator_login(g, &s), -ETIMEDOUT);
+out:
 	graph_free(g);
 }
 
@@ -816,9 +834,9 @@ TEST(an_expiring_access_token_is_refreshed_and_the_rotated_refresh_token_stored)
 {
 	struct shown s = {0};
 	struct graph_stats st;
-	struct graph *g;
+	struct graph *g = NULL;
 	cJSON *j = NULL;
-	char *rt0, *rt1, *at0, *at1;
+	char *rt0 = NULL, *rt1 = NULL, *at0 = NULL, *at1 = NULL;
 	int r, grants0, grants1;
 
 	NEED_EMULATOR();
@@ -845,6 +863,7 @@ TEST(an_expiring_access_token_is_refreshed_and_the_rotated_refresh_token_stored)
 	/* Refreshed before sending: the request went out once, no 401. */
 	CHECK_INT(st.requests, 1);
 	CHECK_INT(emulator_count("by_status", "401"), 0);
+out:
 	free(rt0);
 	free(rt1);
 	free(at0);
@@ -856,9 +875,9 @@ TEST(a_401_forces_one_refresh_and_the_request_then_succeeds)
 {
 	struct shown s = {0};
 	struct graph_stats st;
-	struct graph *g;
+	struct graph *g = NULL;
 	cJSON *j = NULL;
-	char *rt0, *rt1;
+	char *rt0 = NULL, *rt1 = NULL;
 	int r, grants0, grants1;
 
 	NEED_EMULATOR();
@@ -881,6 +900,7 @@ TEST(a_401_forces_one_refresh_and_the_request_then_succeeds)
 	CHECK_INT(emulator_count("by_status", "401"), 1);
 	CHECK_INT(grants1 - grants0, 1);
 	CHECK(rt0 && rt1 && strcmp(rt0, rt1) != 0);
+out:
 	free(rt0);
 	free(rt1);
 	graph_free(g);
@@ -890,9 +910,9 @@ TEST(a_revoked_refresh_token_gives_eacces_and_a_login_hint)
 {
 	struct shown s = {0};
 	struct capture c;
-	struct graph *g;
+	struct graph *g = NULL;
 	cJSON *j = NULL;
-	char *log, *rt;
+	char *log = NULL, *rt = NULL;
 	int r;
 
 	NEED_EMULATOR();
@@ -910,6 +930,7 @@ TEST(a_revoked_refresh_token_gives_eacces_and_a_login_hint)
 	CHECK(strstr(log, "refresh token was refused (invalid_grant): run contactfs login") !=
 	      NULL);
 	CHECK(rt && strstr(log, rt) == NULL);
+out:
 	free(rt);
 	free(log);
 	graph_free(g);
@@ -919,7 +940,7 @@ TEST(a_later_client_refreshes_from_the_token_file_alone)
 {
 	struct graph_config cfg = {0};
 	struct shown s = {0};
-	struct graph *g;
+	struct graph *g = NULL;
 	char auth[8192];
 	int err;
 
@@ -929,6 +950,7 @@ TEST(a_later_client_refreshes_from_the_token_file_alone)
 	CHECK(g != NULL);
 	CHECK_INT(emulator_login(g, &s), 0);
 	graph_free(g);
+	g = NULL;
 	/* A mount that knows neither the client id nor the identity endpoint:
 	 * the token file tells it. */
 	cfg.graph_url = emu.graph_url;
@@ -937,6 +959,7 @@ TEST(a_later_client_refreshes_from_the_token_file_alone)
 	CHECK(g != NULL);
 	CHECK_INT(graph_auth_header(g, 0, auth, sizeof(auth)), 0);
 	CHECK(strncmp(auth, "Authorization: Bearer ", 22) == 0);
+out:
 	graph_free(g);
 }
 
@@ -944,7 +967,7 @@ TEST(logout_removes_the_token_file_and_the_cached_token)
 {
 	struct shown s = {0};
 	struct stat st;
-	struct graph *g;
+	struct graph *g = NULL;
 	char auth[8192], *path;
 
 	NEED_EMULATOR();
@@ -959,6 +982,7 @@ TEST(logout_removes_the_token_file_and_the_cached_token)
 	free(path);
 	CHECK_INT(graph_auth_header(g, 0, auth, sizeof(auth)), -EACCES);
 	CHECK_INT(graph_logout(g), 0); /* nothing stored: still fine */
+out:
 	graph_free(g);
 }
 
@@ -1022,5 +1046,6 @@ TEST(no_token_refresh_token_or_device_code_reaches_the_debug_log)
 		CHECK(strstr(log, secrets[i]) == NULL);
 		free(secrets[i]);
 	}
+out:
 	free(log);
 }

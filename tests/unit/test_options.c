@@ -27,6 +27,7 @@ TEST(options_sets_every_graph_key)
 	CHECK_STR(cfg.client_id, "cid");
 	CHECK_STR(cfg.tenant, "organizations");
 	CHECK(cfg.config_dir == NULL);
+out:
 	free(copy);
 }
 
@@ -40,6 +41,7 @@ TEST(options_unescapes_a_comma_and_a_backslash_in_a_value)
 		  0);
 	CHECK_STR(cfg.token_cmd, "jq -r .a,.b \\n");
 	CHECK_STR(cfg.user, "u");
+out:
 	free(copy);
 }
 
@@ -51,6 +53,7 @@ TEST(options_keeps_everything_after_the_first_equals_sign)
 	CHECK_INT(graph_options_parse("token_cmd=get --scope=graph", &cfg, &copy, err, sizeof(err)),
 		  0);
 	CHECK_STR(cfg.token_cmd, "get --scope=graph");
+out:
 	free(copy);
 }
 
@@ -65,6 +68,7 @@ TEST(options_refuses_an_unknown_key_and_leaves_cfg_alone)
 	CHECK(cfg.user == NULL);
 	CHECK_STR(cfg.tenant, "common");
 	CHECK(copy == NULL);
+out:;
 }
 
 TEST(options_refuses_a_key_without_a_value)
@@ -76,6 +80,7 @@ TEST(options_refuses_a_key_without_a_value)
 	CHECK(strstr(err, "'user' needs a value") != NULL);
 	CHECK_INT(graph_options_parse("user=", &cfg, &copy, err, sizeof(err)), -EINVAL);
 	CHECK(copy == NULL);
+out:;
 }
 
 TEST(options_skips_empty_items)
@@ -85,6 +90,7 @@ TEST(options_skips_empty_items)
 
 	CHECK_INT(graph_options_parse(",,user=u,", &cfg, &copy, err, sizeof(err)), 0);
 	CHECK_STR(cfg.user, "u");
+out:
 	free(copy);
 }
 
@@ -103,4 +109,5 @@ TEST(options_from_several_dash_o_accumulate_later_wins_one_free)
 	CHECK_STR(cfg.tenant, "t");
 	CHECK_STR(cfg.user, "second");
 	free(copy); /* ASan's leak check proves one free is enough */
+out:;
 }

@@ -14,10 +14,11 @@ TEST(buf_starts_empty_with_no_memory)
 	struct buf b;
 
 	buf_init(&b, 0);
-	CHECK(b.data == NULL);
+	CHECK_STR(b.data, ""); /* a valid empty string, not NULL */
 	CHECK_INT(b.len, 0);
 	CHECK_INT(b.size, 0);
 	CHECK_INT(b.cap, BUF_DEFAULT_CAP);
+out:
 	buf_release(&b);
 }
 
@@ -27,6 +28,7 @@ TEST(buf_keeps_an_explicit_cap)
 
 	buf_init(&b, 10);
 	CHECK_INT(b.cap, 10);
+out:
 	buf_release(&b);
 }
 
@@ -44,6 +46,7 @@ TEST(buf_appends_bytes_and_stays_nul_terminated)
 	CHECK_INT(b.len, 7);
 	CHECK_STR(b.data, "abcdefg");
 	CHECK(b.data[b.len] == '\0');
+out:
 	buf_release(&b);
 }
 
@@ -56,6 +59,7 @@ TEST(buf_empty_append_terminates_the_data)
 	CHECK(b.data != NULL);
 	CHECK_INT(b.len, 0);
 	CHECK_STR(b.data, "");
+out:
 	buf_release(&b);
 }
 
@@ -69,6 +73,7 @@ TEST(buf_holds_nul_bytes_in_the_middle)
 	CHECK_INT(b.len, 5);
 	CHECK(memcmp(b.data, bin, sizeof(bin)) == 0);
 	CHECK(b.data[5] == '\0');
+out:
 	buf_release(&b);
 }
 
@@ -85,6 +90,7 @@ TEST(buf_grows_across_many_appends_and_keeps_content)
 	for (i = 0; i < 100000; i++)
 		CHECK(b.data[i] == (char)('a' + i % 26));
 	CHECK(b.data[b.len] == '\0');
+out:
 	buf_release(&b);
 }
 
@@ -94,9 +100,9 @@ TEST(buf_grows_for_one_large_append)
 	char *big = malloc(1 << 20);
 	int r;
 
+	buf_init(&b, 0);
 	CHECK(big != NULL);
 	memset(big, 'x', 1 << 20);
-	buf_init(&b, 0);
 	CHECK_INT(buf_addch(&b, 'y'), 0);
 	r = buf_add(&b, big, 1 << 20);
 	free(big);
@@ -105,6 +111,7 @@ TEST(buf_grows_for_one_large_append)
 	CHECK(b.data[0] == 'y');
 	CHECK(b.data[1] == 'x' && b.data[1 << 20] == 'x');
 	CHECK(b.data[b.len] == '\0');
+out:
 	buf_release(&b);
 }
 
@@ -116,6 +123,7 @@ TEST(buf_accepts_append_up_to_exactly_the_cap)
 	CHECK_INT(buf_add(&b, "12345678", 8), 0);
 	CHECK_INT(b.len, 8);
 	CHECK_STR(b.data, "12345678");
+out:
 	buf_release(&b);
 }
 
@@ -126,6 +134,7 @@ TEST(buf_refuses_append_past_cap)
 	buf_init(&b, 8);
 	CHECK_INT(buf_add(&b, "123456789", 9), -E2BIG);
 	CHECK_INT(b.len, 0);
+out:
 	buf_release(&b);
 }
 
@@ -150,6 +159,7 @@ TEST(buf_refused_append_leaves_buffer_unchanged)
 	CHECK_INT(buf_add(&b, "yzw", 3), -E2BIG);
 	CHECK_INT(b.len, 6);
 	CHECK_STR(b.data, "hellox");
+out:
 	buf_release(&b);
 }
 
@@ -165,6 +175,7 @@ TEST(buf_refuses_a_size_that_would_overflow)
 	CHECK_INT(buf_add(&b, "x", SIZE_MAX - 1), -E2BIG);
 	CHECK_INT(b.len, 3);
 	CHECK_STR(b.data, "abc");
+out:
 	buf_release(&b);
 }
 
@@ -181,6 +192,7 @@ TEST(buf_refuses_printf_past_cap_and_stays_unchanged)
 	CHECK_INT(buf_printf(&b, "%05d", 7), 0); /* exactly reaches the cap */
 	CHECK_INT(b.len, 10);
 	CHECK_STR(b.data, "42-ab00007");
+out:
 	buf_release(&b);
 }
 
@@ -193,6 +205,7 @@ TEST(buf_printf_appends_formatted_text)
 	CHECK_INT(buf_printf(&b, "%d, s=%s, c=%c, u=%zu", -5, "str", 'q', (size_t)99), 0);
 	CHECK_STR(b.data, "x=-5, s=str, c=q, u=99");
 	CHECK_INT(b.len, strlen("x=-5, s=str, c=q, u=99"));
+out:
 	buf_release(&b);
 }
 
@@ -208,6 +221,7 @@ TEST(buf_printf_grows_for_long_output)
 	CHECK(memcmp(b.data, "0000;0001;", 10) == 0);
 	CHECK(memcmp(b.data + 4995, "0999;", 5) == 0);
 	CHECK(b.data[b.len] == '\0');
+out:
 	buf_release(&b);
 }
 
@@ -220,6 +234,7 @@ TEST(buf_printf_of_empty_string_on_empty_buffer_terminates)
 	CHECK(b.data != NULL);
 	CHECK_INT(b.len, 0);
 	CHECK_STR(b.data, "");
+out:
 	buf_release(&b);
 }
 
@@ -240,6 +255,7 @@ TEST(buf_reset_forgets_content_but_keeps_memory)
 	CHECK_STR(b.data, "");
 	CHECK_INT(buf_addstr(&b, "new"), 0);
 	CHECK_STR(b.data, "new");
+out:
 	buf_release(&b);
 }
 
@@ -249,8 +265,9 @@ TEST(buf_reset_of_a_never_used_buffer_is_harmless)
 
 	buf_init(&b, 0);
 	buf_reset(&b);
-	CHECK(b.data == NULL);
+	CHECK_STR(b.data, ""); /* a valid empty string, not NULL */
 	CHECK_INT(b.len, 0);
+out:
 	buf_release(&b);
 }
 
@@ -261,12 +278,13 @@ TEST(buf_release_empties_and_allows_reuse)
 	buf_init(&b, 32);
 	CHECK_INT(buf_addstr(&b, "first"), 0);
 	buf_release(&b);
-	CHECK(b.data == NULL);
+	CHECK_STR(b.data, ""); /* a valid empty string, not NULL */
 	CHECK_INT(b.len, 0);
 	CHECK_INT(b.size, 0);
 	CHECK_INT(b.cap, 32); /* the cap survives release */
 	CHECK_INT(buf_addstr(&b, "second"), 0);
 	CHECK_STR(b.data, "second");
+out:
 	buf_release(&b);
 }
 
@@ -282,20 +300,21 @@ TEST(buf_detach_hands_over_content_and_empties_buffer)
 	CHECK(p != NULL);
 	CHECK_INT(len, 8);
 	CHECK_STR(p, "detached");
-	CHECK(b.data == NULL);
+	CHECK_STR(b.data, ""); /* a valid empty string, not NULL */
 	CHECK_INT(b.len, 0);
 	CHECK_INT(b.size, 0);
 	free(p);
 	/* The buffer is usable again after the hand-over. */
 	CHECK_INT(buf_addstr(&b, "again"), 0);
 	CHECK_STR(b.data, "again");
+out:
 	buf_release(&b);
 }
 
 TEST(buf_detach_of_a_never_used_buffer_gives_empty_string)
 {
 	struct buf b;
-	char *p;
+	char *p = NULL;
 	size_t len = 99;
 
 	buf_init(&b, 0);
@@ -303,6 +322,7 @@ TEST(buf_detach_of_a_never_used_buffer_gives_empty_string)
 	CHECK(p != NULL);
 	CHECK_INT(len, 0);
 	CHECK_STR(p, "");
+out:
 	free(p);
 	buf_release(&b);
 }
@@ -310,12 +330,13 @@ TEST(buf_detach_of_a_never_used_buffer_gives_empty_string)
 TEST(buf_detach_accepts_null_length)
 {
 	struct buf b;
-	char *p;
+	char *p = NULL;
 
 	buf_init(&b, 0);
 	CHECK_INT(buf_addstr(&b, "x"), 0);
 	p = buf_detach(&b, NULL);
 	CHECK_STR(p, "x");
+out:
 	free(p);
 	buf_release(&b);
 }

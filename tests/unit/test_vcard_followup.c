@@ -5,7 +5,7 @@
  * PATCH body, and that the rest of the mapping keeps the property as any
  * unknown one when the flag is not mapped.
  *
- * JSON fixtures use single quotes; jq() makes them double.
+ * JSON fixtures use single quotes; fixture_jq() makes them double.
  */
 #include "check.h"
 #include "util.h"
@@ -42,21 +42,21 @@ TEST(followup_graph_flag_is_one_property_and_reads_back_the_same_strings)
 		"X-CONTACTFS-FOLLOWUP;START=\"2026-05-01T09:00:00.0000000 W. Europe Standard "
 		"Time\";DUE=\"2026-05-03T17:30:00.0000000 W. Europe Standard Time\":flagged\r\n";
 	enum vcard_version versions[] = {VCARD_V30, VCARD_V40};
-	cJSON *flag = jq(FLAG), *back = NULL;
+	cJSON *flag = fixture_jq(FLAG), *back = NULL;
 	struct vcard_error err;
 
 	CHECK(flag);
 	for (size_t i = 0; i < 2; i++) {
-		struct vcard *card = card_of(
+		struct vcard *card = fixture_card_of(
 				     "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Jane\r\nEND:VCARD\r\n"),
 			     *again;
 		char *text;
 
 		CHECK(card);
 		CHECK_INT(vcard_followup_add(card, flag, &err), 0);
-		text = unfolded(card, versions[i]);
+		text = fixture_unfolded(card, versions[i]);
 		CHECK(text && strstr(text, line));
-		again = card_of(text);
+		again = fixture_card_of(text);
 		free(text);
 		CHECK(again);
 		CHECK_INT(vcard_followup_read(again, &back, &err), 0);
@@ -74,25 +74,27 @@ TEST(followup_graph_flag_is_one_property_and_reads_back_the_same_strings)
 		vcard_free(card);
 		vcard_free(again);
 	}
+out:
 	cJSON_Delete(flag);
 }
 
 TEST(followup_complete_with_its_completion_date_and_an_odd_time_zone_survive)
 {
-	cJSON *flag = jq(
+	cJSON *flag = fixture_jq(
 		"{'flagStatus':'complete','startDateTime':{'dateTime':"
 		"'2026-01-02T08:00:00.0000000','timeZone':'UTC'},'completedDateTime':{"
 		"'dateTime':'2026-01-05T12:00:00.0000000','timeZone':'Pacific/Chatham, \\'x\\''}}");
-	struct vcard *card = card_of("BEGIN:VCARD\r\nVERSION:4.0\r\nFN:J\r\nEND:VCARD\r\n"), *again;
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\r\nVERSION:4.0\r\nFN:J\r\nEND:VCARD\r\n"),
+		     *again = NULL;
 	struct vcard_error err;
 	cJSON *back = NULL;
 	char *text;
 
 	CHECK(flag && card);
 	CHECK_INT(vcard_followup_add(card, flag, &err), 0);
-	text = unfolded(card, VCARD_V40);
+	text = fixture_unfolded(card, VCARD_V40);
 	CHECK(text);
-	again = card_of(text);
+	again = fixture_card_of(text);
 	free(text);
 	CHECK(again);
 	CHECK_INT(vcard_followup_read(again, &back, &err), 0);
@@ -100,6 +102,7 @@ TEST(followup_complete_with_its_completion_date_and_an_odd_time_zone_survive)
 	CHECK_STR(date_part(back, "completedDateTime", "timeZone"), "Pacific/Chatham, \"x\"");
 	CHECK_STR(date_part(back, "completedDateTime", "dateTime"), "2026-01-05T12:00:00.0000000");
 	CHECK(vcard_followup_same(flag, back));
+out:
 	cJSON_Delete(back);
 	cJSON_Delete(flag);
 	vcard_free(card);
@@ -108,10 +111,11 @@ TEST(followup_complete_with_its_completion_date_and_an_odd_time_zone_survive)
 
 TEST(followup_not_flagged_is_no_property_unless_it_carries_a_date)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\nEND:VCARD\r\n");
-	cJSON *none = jq("{'flagStatus':'notFlagged','startDateTime':null,'dueDateTime':null}");
-	cJSON *dated = jq("{'flagStatus':'notFlagged','startDateTime':{'dateTime':"
-			  "'2026-05-01T09:00:00.0000000','timeZone':'UTC'}}");
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\nEND:VCARD\r\n");
+	cJSON *none =
+		fixture_jq("{'flagStatus':'notFlagged','startDateTime':null,'dueDateTime':null}");
+	cJSON *dated = fixture_jq("{'flagStatus':'notFlagged','startDateTime':{'dateTime':"
+				  "'2026-05-01T09:00:00.0000000','timeZone':'UTC'}}");
 	cJSON *null = cJSON_CreateNull();
 	struct vcard_error err;
 
@@ -124,6 +128,7 @@ TEST(followup_not_flagged_is_no_property_unless_it_carries_a_date)
 	CHECK(vcard_find(card, VCARD_FOLLOWUP_PROP));
 	CHECK(vcard_followup_same(none, NULL));
 	CHECK(!vcard_followup_same(dated, NULL));
+out:
 	cJSON_Delete(none);
 	cJSON_Delete(dated);
 	cJSON_Delete(null);
@@ -132,11 +137,11 @@ TEST(followup_not_flagged_is_no_property_unless_it_carries_a_date)
 
 TEST(followup_reader_takes_parameters_in_any_order_and_case)
 {
-	struct vcard *card = card_of(
+	struct vcard *card = fixture_card_of(
 		"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\n"
 		"item1.x-contactfs-followup;x-other=1;due=\"2026-05-03T17:00 UTC\";"
 		"Start=\"2026-05-01T09:00 Pacific Standard Time\":FLAGGED \r\nEND:VCARD\r\n");
-	struct vcard *bare = card_of("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\nEND:VCARD\r\n");
+	struct vcard *bare = fixture_card_of("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\nEND:VCARD\r\n");
 	struct vcard_error err;
 	cJSON *flag = NULL;
 
@@ -155,6 +160,7 @@ TEST(followup_reader_takes_parameters_in_any_order_and_case)
 	vcard_followup_remove(card);
 	CHECK(!vcard_find(card, VCARD_FOLLOWUP_PROP));
 	CHECK(vcard_find(card, "FN"));
+out:
 	vcard_free(card);
 	vcard_free(bare);
 }
@@ -176,7 +182,7 @@ TEST(followup_reader_refuses_two_flags_an_empty_status_and_an_empty_date)
 
 		snprintf(text, sizeof(text),
 			 "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:J\r\n%sEND:VCARD\r\n", bad[i]);
-		card = card_of(text);
+		card = fixture_card_of(text);
 		CHECK(card);
 		CHECK_INT(vcard_followup_read(card, &flag, &err), -EINVAL);
 		CHECK(flag == NULL);
@@ -184,20 +190,23 @@ TEST(followup_reader_refuses_two_flags_an_empty_status_and_an_empty_date)
 		      strstr(err.msg, "line 5: X-CONTACTFS-FOLLOWUP") == err.msg);
 		vcard_free(card);
 	}
+out:;
 }
 
 TEST(followup_same_compares_times_as_graph_writes_them)
 {
-	cJSON *a = jq("{'flagStatus':'flagged','startDateTime':{'dateTime':'2026-05-01T09:00',"
-		      "'timeZone':'UTC'}}");
-	cJSON *b = jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
-		      "'2026-05-01T09:00:00.0000000','timeZone':'UTC'},'dueDateTime':null}");
-	cJSON *c = jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
-		      "'2026-05-01T09:00:00.0000000','timeZone':'Romance Standard Time'}}");
-	cJSON *d = jq("{'flagStatus':'complete','startDateTime':{'dateTime':"
-		      "'2026-05-01T09:00:00','timeZone':'UTC'}}");
-	cJSON *e = jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
-		      "'2026-05-01T09:00:01','timeZone':'UTC'}}");
+	cJSON *a =
+		fixture_jq("{'flagStatus':'flagged','startDateTime':{'dateTime':'2026-05-01T09:00',"
+			   "'timeZone':'UTC'}}");
+	cJSON *b =
+		fixture_jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
+			   "'2026-05-01T09:00:00.0000000','timeZone':'UTC'},'dueDateTime':null}");
+	cJSON *c = fixture_jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
+			      "'2026-05-01T09:00:00.0000000','timeZone':'Romance Standard Time'}}");
+	cJSON *d = fixture_jq("{'flagStatus':'complete','startDateTime':{'dateTime':"
+			      "'2026-05-01T09:00:00','timeZone':'UTC'}}");
+	cJSON *e = fixture_jq("{'flagStatus':'flagged','startDateTime':{'dateTime':"
+			      "'2026-05-01T09:00:01','timeZone':'UTC'}}");
 
 	CHECK(a && b && c && d && e);
 	CHECK(vcard_followup_same(a, b));
@@ -206,6 +215,7 @@ TEST(followup_same_compares_times_as_graph_writes_them)
 	CHECK(!vcard_followup_same(a, d));
 	CHECK(!vcard_followup_same(a, e));
 	CHECK(!vcard_followup_same(a, NULL));
+out:
 	cJSON_Delete(a);
 	cJSON_Delete(b);
 	cJSON_Delete(c);
@@ -226,7 +236,7 @@ TEST(followup_check_refuses_what_graph_would_due_without_start_and_no_time_zone)
 		{"{'flagStatus':'flaged'}", "'flaged' is not a flag status"},
 	};
 	struct vcard_error err;
-	cJSON *ok = jq(FLAG), *off = jq("{'flagStatus':'notFlagged'}");
+	cJSON *ok = fixture_jq(FLAG), *off = fixture_jq("{'flagStatus':'notFlagged'}");
 
 	CHECK(ok && off);
 	CHECK_INT(vcard_followup_check(ok, &err), 0);
@@ -235,7 +245,7 @@ TEST(followup_check_refuses_what_graph_would_due_without_start_and_no_time_zone)
 	cJSON_Delete(ok);
 	cJSON_Delete(off);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cJSON *f = jq(cases[i].json);
+		cJSON *f = fixture_jq(cases[i].json);
 
 		CHECK(f);
 		CHECK_INT(vcard_followup_check(f, &err), -EINVAL);
@@ -244,12 +254,13 @@ TEST(followup_check_refuses_what_graph_would_due_without_start_and_no_time_zone)
 		CHECK(strstr(err.msg, cases[i].why));
 		cJSON_Delete(f);
 	}
+out:;
 }
 
 TEST(followup_patch_names_every_date_null_where_there_is_none)
 {
-	cJSON *flag = jq(FLAG), *body = vcard_followup_patch(flag), *clear;
-	char *text;
+	cJSON *flag = fixture_jq(FLAG), *body = vcard_followup_patch(flag), *clear = NULL;
+	char *text = NULL;
 
 	CHECK(body);
 	text = cJSON_PrintUnformatted(body);
@@ -259,11 +270,13 @@ TEST(followup_patch_names_every_date_null_where_there_is_none)
 		  "\"dueDateTime\":{\"dateTime\":\"2026-05-03T17:30:00.0000000\",\"timeZone\":"
 		  "\"W. Europe Standard Time\"},\"completedDateTime\":null}}");
 	free(text);
+	text = NULL;
 	cJSON_Delete(body);
 	clear = vcard_followup_patch(NULL);
 	text = cJSON_PrintUnformatted(clear);
 	CHECK_STR(text, "{\"flag\":{\"flagStatus\":\"notFlagged\",\"startDateTime\":null,"
 			"\"dueDateTime\":null,\"completedDateTime\":null}}");
+out:
 	free(text);
 	cJSON_Delete(clear);
 	cJSON_Delete(flag);
@@ -271,7 +284,7 @@ TEST(followup_patch_names_every_date_null_where_there_is_none)
 
 TEST(followup_unmapped_the_property_travels_in_the_extension_like_any_unknown_one)
 {
-	struct vcard *card = card_of(
+	struct vcard *card = fixture_card_of(
 		"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Jane Doe\r\nN:Doe;Jane;;;\r\nUID:u-1\r\n"
 		"X-CONTACTFS-FOLLOWUP;START=\"2026-05-01T09:00:00 UTC\":flagged\r\nEND:VCARD\r\n");
 	struct vcard *back = NULL;
@@ -289,6 +302,7 @@ TEST(followup_unmapped_the_property_travels_in_the_extension_like_any_unknown_on
 	CHECK_INT(vcard_followup_read(back, &flag, &err), 0);
 	CHECK_STR(jstr(flag, "flagStatus"), "flagged");
 	CHECK_STR(date_part(flag, "startDateTime", "dateTime"), "2026-05-01T09:00:00");
+out:
 	cJSON_Delete(flag);
 	cJSON_Delete(json);
 	vcard_free(card);

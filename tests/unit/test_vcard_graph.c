@@ -3,7 +3,7 @@
  * Graph contact becomes as a vCard and back, what a vCard becomes as Graph
  * JSON and back, the slot limits, birthdays, and the minimal PATCH.
  *
- * JSON fixtures are written with single quotes for readability; jq() turns
+ * JSON fixtures are written with single quotes for readability; fixture_jq() turns
  * them into double quotes (no fixture needs an apostrophe).
  */
 #include "check.h"
@@ -36,7 +36,7 @@ static char *text_of(const struct vcard *card, enum vcard_version v)
 static struct vcard *reread(const struct vcard *card, enum vcard_version v)
 {
 	char *text = text_of(card, v);
-	struct vcard *out = text ? card_of(text) : NULL;
+	struct vcard *out = text ? fixture_card_of(text) : NULL;
 
 	free(text);
 	return out;
@@ -447,7 +447,7 @@ static cJSON *json_round_trip(const cJSON *contact, enum vcard_version v)
 TEST(graph_docs_example_survives_json_to_vcard_to_json)
 {
 	char path[1024], *text = shared_file("v1-get-contact-response.json", path, sizeof(path));
-	cJSON *contact, *back3, *back4;
+	cJSON *contact = NULL, *back3 = NULL, *back4 = NULL;
 
 	if (!text)
 		SKIP("%s is not there (the shared test data)", path);
@@ -462,6 +462,7 @@ TEST(graph_docs_example_survives_json_to_vcard_to_json)
 	CHECK_STR(jstr(back3, "birthday"), "1974-07-22T11:59:00Z");
 	/* The UID is the Graph id, so nothing needs the extension. */
 	CHECK(!cJSON_GetObjectItemCaseSensitive(back3, "extensions") || ext_of(back3));
+out:
 	cJSON_Delete(contact);
 	cJSON_Delete(back3);
 	cJSON_Delete(back4);
@@ -469,7 +470,7 @@ TEST(graph_docs_example_survives_json_to_vcard_to_json)
 
 TEST(graph_rich_contact_survives_json_to_vcard_to_json)
 {
-	cJSON *contact = jq(rich_json), *back3, *back4;
+	cJSON *contact = fixture_jq(rich_json), *back3 = NULL, *back4 = NULL;
 
 	CHECK(contact);
 	back3 = json_round_trip(contact, VCARD_V30);
@@ -479,6 +480,7 @@ TEST(graph_rich_contact_survives_json_to_vcard_to_json)
 	CHECK_STR(first_difference(contact, back4), "");
 	CHECK_STR(jstr(back3, "birthday"), "1604-04-01T11:59:00Z");
 	CHECK_STR(jstr(back3, "department"), "Research; Lab 3");
+out:
 	cJSON_Delete(contact);
 	cJSON_Delete(back3);
 	cJSON_Delete(back4);
@@ -486,7 +488,7 @@ TEST(graph_rich_contact_survives_json_to_vcard_to_json)
 
 TEST(graph_rich_contact_renders_the_documented_properties)
 {
-	cJSON *contact = jq(rich_json);
+	cJSON *contact = fixture_jq(rich_json);
 	struct vcard *card = from_json(contact);
 	char *text = card ? text_of(card, VCARD_V30) : NULL;
 
@@ -519,6 +521,7 @@ TEST(graph_rich_contact_renders_the_documented_properties)
 	CHECK(has_line(text, "REV:2021-02-03T04:05:06Z"));
 	CHECK(has_line(text, "X-CONTACTFS-CREATED:2020-01-02T03:04:05Z"));
 	CHECK(!strstr(text, "changeKey") && !strstr(text, "EQAAAB") && !strstr(text, "AAMkFOLDER"));
+out:
 	free(text);
 	vcard_free(card);
 	cJSON_Delete(contact);
@@ -555,13 +558,14 @@ static struct vcard *card_round_trip(const struct vcard *card0, enum vcard_versi
 
 TEST(graph_rich_card_survives_vcard_to_json_to_vcard)
 {
-	struct vcard *card0 = card_of(rich_card), *back;
+	struct vcard *card0 = fixture_card_of(rich_card), *back = NULL;
 
 	CHECK(card0);
 	back = card_round_trip(card0, VCARD_V30);
 	CHECK(back);
 	CHECK(same_props(card0, back));
 	vcard_free(back);
+	back = NULL;
 	/* And again: a second trip changes nothing. */
 	back = card_round_trip(card0, VCARD_V30);
 	CHECK(back);
@@ -572,6 +576,7 @@ TEST(graph_rich_card_survives_vcard_to_json_to_vcard)
 		CHECK(same_props(back, again));
 		vcard_free(again);
 	}
+out:
 	vcard_free(back);
 	vcard_free(card0);
 }
@@ -588,7 +593,7 @@ TEST(graph_vcard4_card_survives_vcard_to_json_to_vcard)
 				   "GEO:geo:37.386013,-122.082932\r\n"
 				   "PHOTO:data:image/png;base64,iVBORw0KGgo=\r\n"
 				   "END:VCARD\r\n";
-	struct vcard *card0 = card_of(text), *back;
+	struct vcard *card0 = fixture_card_of(text), *back = NULL;
 	cJSON *json;
 
 	CHECK(card0);
@@ -600,6 +605,7 @@ TEST(graph_vcard4_card_survives_vcard_to_json_to_vcard)
 	back = card_round_trip(card0, VCARD_V40);
 	CHECK(back);
 	CHECK(same_props(card0, back));
+out:
 	vcard_free(back);
 	vcard_free(card0);
 }
@@ -610,7 +616,7 @@ TEST(graph_extension_keeps_properties_named_like_the_frame)
 	 * are not exactly the markers are refused: test_vcard_parse). */
 	static const char text[] = "BEGIN:VCARD\nVERSION:3.0\nFN:F\nVERSION:4.0\n"
 				   "g.VERSION:2.1\nEND:VCARD\n";
-	struct vcard *card0 = card_of(text), *back;
+	struct vcard *card0 = fixture_card_of(text), *back = NULL;
 
 	CHECK(card0);
 	CHECK_INT(card0->nprops, 3);
@@ -619,6 +625,7 @@ TEST(graph_extension_keeps_properties_named_like_the_frame)
 	vcard_remove(back, (size_t)(vcard_find(back, "UID") - back->props));
 	vcard_remove(back, (size_t)(vcard_find(back, "N") - back->props));
 	CHECK(same_props(card0, back));
+out:
 	vcard_free(back);
 	vcard_free(card0);
 }
@@ -629,19 +636,20 @@ TEST(graph_card_carrying_our_slot_parameter_keeps_it)
 				   "EMAIL;X-CONTACTFS-SLOT=mine:a@x.example\n"
 				   "X-FOO;X-CONTACTFS-SLOT=name:1\n"
 				   "N;X-CONTACTFS-SLOT=emailAddresses:Doe;Jo;;;\nEND:VCARD\n";
-	struct vcard *card0 = card_of(text), *back;
+	struct vcard *card0 = fixture_card_of(text), *back = NULL;
 
 	CHECK(card0);
 	back = card_round_trip(card0, VCARD_V30);
 	CHECK(back);
 	CHECK(same_props(card0, back));
+out:
 	vcard_free(back);
 	vcard_free(card0);
 }
 
 TEST(graph_card_maps_fields_and_keeps_the_rest_in_the_extension)
 {
-	struct vcard *card = card_of(rich_card);
+	struct vcard *card = fixture_card_of(rich_card);
 	cJSON *json = card ? to_json(card) : NULL;
 	const cJSON *ext;
 	const char *extra, *orig;
@@ -694,13 +702,14 @@ TEST(graph_card_maps_fields_and_keeps_the_rest_in_the_extension)
 	CHECK(has_line(orig, "IMPP;X-CONTACTFS-SLOT=imAddresses:xmpp:jane@jabber.example"));
 	/* What we would write ourselves is not kept twice. */
 	CHECK(!strstr(orig, "TEL;TYPE=WORK,VOICE;") && !strstr(orig, "FN"));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
 
 TEST(graph_create_body_holds_no_server_fields)
 {
-	struct vcard *card = card_of(rich_card);
+	struct vcard *card = fixture_card_of(rich_card);
 	cJSON *json = card ? to_json(card) : NULL;
 	static const char *const never[] = {
 		"id",
@@ -726,15 +735,16 @@ TEST(graph_create_body_holds_no_server_fields)
 		CHECK(!cJSON_GetObjectItemCaseSensitive(json, never[i]));
 	for (e = json ? json->child : NULL; e; e = e->next)
 		CHECK(!is_empty(e));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
 
 TEST(graph_card_without_extras_needs_no_extension)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Ann Lee\nN:Lee;Ann;;;\n"
-				     "EMAIL:ann@example.com\nTEL;TYPE=CELL:+1 555 0100\n"
-				     "REV:2020-01-01T00:00:00Z\nEND:VCARD\n");
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Ann Lee\nN:Lee;Ann;;;\n"
+					     "EMAIL:ann@example.com\nTEL;TYPE=CELL:+1 555 0100\n"
+					     "REV:2020-01-01T00:00:00Z\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 
 	CHECK(json);
@@ -742,6 +752,7 @@ TEST(graph_card_without_extras_needs_no_extension)
 	CHECK_STR(jstr(json, "displayName"), "Ann Lee");
 	CHECK_STR(jstr(json, "givenName"), "Ann");
 	CHECK_STR(jstr(json, "mobilePhone"), "+1 555 0100");
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
@@ -775,7 +786,7 @@ static char *birthday_of_card(const char *version, const char *bday_line)
 
 	snprintf(text, sizeof(text), "BEGIN:VCARD\nVERSION:%s\nFN:B\n%s\nEND:VCARD\n", version,
 		 bday_line);
-	card = card_of(text);
+	card = fixture_card_of(text);
 	json = card ? to_json(card) : NULL;
 	if (json)
 		out = strdup(jstr(json, "birthday") ? jstr(json, "birthday") : "");
@@ -819,6 +830,7 @@ TEST(graph_birthday_never_shifts_with_tz)
 	tzset();
 	free(keep);
 	CHECK(ok);
+out:;
 }
 
 TEST(graph_birthday_1604_means_no_year)
@@ -841,6 +853,7 @@ TEST(graph_birthday_1604_means_no_year)
 	free(b);
 	b = birthday_of_card("3.0", "BDAY;X-APPLE-OMIT-YEAR=1900:1900-07-22");
 	CHECK_STR(b, "1604-07-22T11:59:00Z");
+out:
 	free(b);
 }
 
@@ -870,28 +883,31 @@ TEST(graph_birthday_reads_every_date_form)
 		CHECK_STR(got, cases[i].want);
 		free(got);
 	}
+out:;
 }
 
 TEST(graph_birthday_that_is_no_date_stays_in_the_extension)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:4.0\nFN:B\n"
-				     "BDAY;VALUE=text:circa 1800\nEND:VCARD\n");
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\nVERSION:4.0\nFN:B\n"
+					     "BDAY;VALUE=text:circa 1800\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 
 	CHECK(json);
 	CHECK(!cJSON_GetObjectItemCaseSensitive(json, "birthday"));
 	CHECK(has_line(jstr(ext_of(json), "extra"), "BDAY;VALUE=text:circa 1800"));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
 
 TEST(graph_leap_day_birthday_round_trips)
 {
-	char *b = bday_of_json("2000-02-29T00:00:00Z"), *back;
+	char *b = bday_of_json("2000-02-29T00:00:00Z"), *back = NULL;
 
 	CHECK_STR(b, "2000-02-29");
 	back = birthday_of_card("3.0", "BDAY:2000-02-29");
 	CHECK_STR(back, "2000-02-29T11:59:00Z");
+out:
 	free(b);
 	free(back);
 }
@@ -900,10 +916,11 @@ TEST(graph_leap_day_birthday_round_trips)
 
 TEST(graph_fourth_email_goes_to_the_extension)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:E\nN:;E;;;\nUID:AAMkE=\n"
-				     "EMAIL:a@x.example\n"
-				     "EMAIL:b@x.example\nEMAIL:c@x.example\nEMAIL:d@x.example\n"
-				     "END:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:E\nN:;E;;;\nUID:AAMkE=\n"
+				"EMAIL:a@x.example\n"
+				"EMAIL:b@x.example\nEMAIL:c@x.example\nEMAIL:d@x.example\n"
+				"END:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL, *server = NULL;
 	struct vcard *back = NULL;
 
@@ -917,6 +934,7 @@ TEST(graph_fourth_email_goes_to_the_extension)
 	CHECK(back);
 	CHECK_INT(count_props(back, "EMAIL"), 4);
 	CHECK(same_props(card, back));
+out:
 	vcard_free(back);
 	cJSON_Delete(server);
 	cJSON_Delete(json);
@@ -925,19 +943,19 @@ TEST(graph_fourth_email_goes_to_the_extension)
 
 TEST(graph_phones_fill_their_slots_in_order)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:P\n"
-				     "TEL:+1 0001\n"		   /* untyped: business */
-				     "TEL;TYPE=WORK:+1 0002\n"	   /* business */
-				     "TEL;TYPE=WORK:+1 0003\n"	   /* business full */
-				     "TEL;TYPE=VOICE:+1 0004\n"	   /* untyped: home */
-				     "TEL;TYPE=HOME:+1 0005\n"	   /* home */
-				     "TEL;TYPE=PREF:+1 0006\n"	   /* all full */
-				     "TEL;TYPE=CELL:+1 0007\n"	   /* mobile */
-				     "TEL;TYPE=cell:+1 0008\n"	   /* mobile full */
-				     "TEL;TYPE=HOME,FAX:+1 0009\n" /* not a Graph phone */
-				     "TEL;TYPE=PAGER:+1 0010\n"
-				     "TEL;TYPE=WORK,MSG:+1 0011\n"
-				     "END:VCARD\n");
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:P\n"
+					     "TEL:+1 0001\n"		   /* untyped: business */
+					     "TEL;TYPE=WORK:+1 0002\n"	   /* business */
+					     "TEL;TYPE=WORK:+1 0003\n"	   /* business full */
+					     "TEL;TYPE=VOICE:+1 0004\n"	   /* untyped: home */
+					     "TEL;TYPE=HOME:+1 0005\n"	   /* home */
+					     "TEL;TYPE=PREF:+1 0006\n"	   /* all full */
+					     "TEL;TYPE=CELL:+1 0007\n"	   /* mobile */
+					     "TEL;TYPE=cell:+1 0008\n"	   /* mobile full */
+					     "TEL;TYPE=HOME,FAX:+1 0009\n" /* not a Graph phone */
+					     "TEL;TYPE=PAGER:+1 0010\n"
+					     "TEL;TYPE=WORK,MSG:+1 0011\n"
+					     "END:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 	const char *extra;
 	char *s;
@@ -960,33 +978,37 @@ TEST(graph_phones_fill_their_slots_in_order)
 			continue;
 		CHECK(strstr(extra, num));
 	}
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
 
 TEST(graph_tel_uri_sends_the_bare_number)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:4.0\nFN:T\n"
-				     "TEL;VALUE=uri;TYPE=work:tel:+1-555-0100\nEND:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:4.0\nFN:T\n"
+				"TEL;VALUE=uri;TYPE=work:tel:+1-555-0100\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 
 	CHECK(json);
 	CHECK_STR(jitem(json, "businessPhones", 0), "+1-555-0100");
 	CHECK(has_line(jstr(ext_of(json), "orig"),
 		       "TEL;VALUE=uri;TYPE=work;X-CONTACTFS-SLOT=businessPhones:tel:+1-555-0100"));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
 
 TEST(graph_urls_ims_and_addresses_respect_their_slots)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:U\n"
-				     "URL:https://a.example\nURL;TYPE=WORK:https://b.example\n"
-				     "X-MS-IMADDRESS:im1\nIMPP:xmpp:im2@x\nX-MS-IMADDRESS:im3\n"
-				     "X-MS-IMADDRESS:im4\n"
-				     "ADR:;;1 Other St;;;;\nADR;TYPE=WORK:;;1 Work St;;;;\n"
-				     "ADR;TYPE=WORK:;;2 Work St;;;;\nADR;TYPE=INTL:;;;;;;\n"
-				     "END:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:U\n"
+				"URL:https://a.example\nURL;TYPE=WORK:https://b.example\n"
+				"X-MS-IMADDRESS:im1\nIMPP:xmpp:im2@x\nX-MS-IMADDRESS:im3\n"
+				"X-MS-IMADDRESS:im4\n"
+				"ADR:;;1 Other St;;;;\nADR;TYPE=WORK:;;1 Work St;;;;\n"
+				"ADR;TYPE=WORK:;;2 Work St;;;;\nADR;TYPE=INTL:;;;;;;\n"
+				"END:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 	const char *extra;
 
@@ -1004,6 +1026,7 @@ TEST(graph_urls_ims_and_addresses_respect_their_slots)
 	CHECK(has_line(extra, "X-MS-IMADDRESS:im4"));
 	CHECK(has_line(extra, "ADR;TYPE=WORK:;;2 Work St;;;;"));
 	CHECK(has_line(extra, "ADR;TYPE=INTL:;;;;;;"));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
@@ -1024,7 +1047,7 @@ TEST(graph_missing_display_name_is_derived)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cJSON *c = jq(cases[i].json);
+		cJSON *c = fixture_jq(cases[i].json);
 		struct vcard *card = c ? from_json(c) : NULL;
 
 		CHECK(card);
@@ -1033,14 +1056,15 @@ TEST(graph_missing_display_name_is_derived)
 		vcard_free(card);
 		cJSON_Delete(c);
 	}
+out:;
 }
 
 TEST(graph_absent_values_are_all_the_same)
 {
-	cJSON *c = jq("{'id':'AAMkX=','displayName':'A','givenName':'','surname':null,"
-		      "'emailAddresses':[],'homeAddress':{},'businessAddress':{'street':'',"
-		      "'city':null},'businessPhones':[''],'categories':[],'birthday':null,"
-		      "'personalNotes':'','mobilePhone':null,'children':[null]}");
+	cJSON *c = fixture_jq("{'id':'AAMkX=','displayName':'A','givenName':'','surname':null,"
+			      "'emailAddresses':[],'homeAddress':{},'businessAddress':{'street':'',"
+			      "'city':null},'businessPhones':[''],'categories':[],'birthday':null,"
+			      "'personalNotes':'','mobilePhone':null,'children':[null]}");
 	struct vcard *card = c ? from_json(c) : NULL;
 	cJSON *back = card ? to_json(card) : NULL;
 	const cJSON *e;
@@ -1053,6 +1077,7 @@ TEST(graph_absent_values_are_all_the_same)
 		n++;
 	CHECK_INT(n, 2); /* displayName, and the extension holding the uid */
 	CHECK_STR(jstr(ext_of(back), "uid"), "AAMkX=");
+out:
 	cJSON_Delete(back);
 	vcard_free(card);
 	cJSON_Delete(c);
@@ -1060,14 +1085,15 @@ TEST(graph_absent_values_are_all_the_same)
 
 TEST(graph_uid_is_the_extension_uid_else_the_id)
 {
-	cJSON *c = jq("{'id':'AAMkID=','displayName':'U','extensions':[{'extensionName':"
-		      "'org.contactfs.vcard','uid':'my-own-uid'}]}");
-	cJSON *d = jq("{'id':'AAMkID=','displayName':'U'}");
+	cJSON *c = fixture_jq("{'id':'AAMkID=','displayName':'U','extensions':[{'extensionName':"
+			      "'org.contactfs.vcard','uid':'my-own-uid'}]}");
+	cJSON *d = fixture_jq("{'id':'AAMkID=','displayName':'U'}");
 	struct vcard *a = c ? from_json(c) : NULL, *b = d ? from_json(d) : NULL;
 
 	CHECK(a && b);
 	CHECK_STR(value_of(a, "UID"), "my-own-uid");
 	CHECK_STR(value_of(b, "UID"), "AAMkID=");
+out:
 	vcard_free(a);
 	vcard_free(b);
 	cJSON_Delete(c);
@@ -1094,7 +1120,7 @@ TEST(graph_extension_is_found_by_name_or_id)
 			 "{'displayName':'X','extensions':[{'extensionName':'Com.Other',"
 			 "'extra':'X-B:2'},{'%s':'%s','extra':'X-A:1%s'}]}",
 			 keys[i], names[i], ends[i]);
-		c = jq(json);
+		c = fixture_jq(json);
 		card = c ? from_json(c) : NULL;
 		CHECK(card);
 		CHECK_STR(value_of(card, "X-A"), "1");
@@ -1102,25 +1128,28 @@ TEST(graph_extension_is_found_by_name_or_id)
 		vcard_free(card);
 		cJSON_Delete(c);
 	}
+out:;
 }
 
 TEST(graph_broken_extension_is_a_warning_not_a_failure)
 {
-	cJSON *c = jq("{'displayName':'W','extensions':[{'extensionName':'org.contactfs.vcard',"
-		      "'extra':'END:VCARD\\r\\nBEGIN:VCARD\\r\\nFN:evil\\r\\n'}]}");
+	cJSON *c = fixture_jq(
+		"{'displayName':'W','extensions':[{'extensionName':'org.contactfs.vcard',"
+		"'extra':'END:VCARD\\r\\nBEGIN:VCARD\\r\\nFN:evil\\r\\n'}]}");
 	struct vcard *card = c ? from_json(c) : NULL;
 
 	CHECK(card);
 	CHECK(card->warning);
 	CHECK_STR(value_of(card, "FN"), "W");
 	CHECK_INT(count_props(card, "FN"), 1);
+out:
 	vcard_free(card);
 	cJSON_Delete(c);
 }
 
 TEST(graph_email_name_travels_in_a_parameter)
 {
-	cJSON *c = jq(
+	cJSON *c = fixture_jq(
 		"{'displayName':'E','emailAddresses':[{'name':'Jane, Doe','address':'j@x.example'},"
 		"{'name':'k@x.example','address':'k@x.example'},{'name':'','address':'l@x.example'}"
 		"]}");
@@ -1138,6 +1167,7 @@ TEST(graph_email_name_travels_in_a_parameter)
 	CHECK(!jstr(cJSON_GetArrayItem(emails, 1), "name"));
 	CHECK(!jstr(cJSON_GetArrayItem(emails, 2), "name"));
 	CHECK(!cJSON_GetObjectItemCaseSensitive(back, "extensions"));
+out:
 	free(text);
 	cJSON_Delete(back);
 	vcard_free(file);
@@ -1147,11 +1177,12 @@ TEST(graph_email_name_travels_in_a_parameter)
 
 TEST(graph_read_only_email_fields_stand_in_only_without_email_addresses)
 {
-	cJSON *a = jq("{'displayName':'P','primaryEmailAddress':{'address':'p@x.example'},"
-		      "'secondaryEmailAddress':null,'tertiaryEmailAddress':{'name':'T','address':"
-		      "'t@x.example'}}");
-	cJSON *b = jq("{'displayName':'P','emailAddresses':[{'address':'e@x.example'}],"
-		      "'primaryEmailAddress':{'address':'p@x.example'}}");
+	cJSON *a = fixture_jq(
+		"{'displayName':'P','primaryEmailAddress':{'address':'p@x.example'},"
+		"'secondaryEmailAddress':null,'tertiaryEmailAddress':{'name':'T','address':"
+		"'t@x.example'}}");
+	cJSON *b = fixture_jq("{'displayName':'P','emailAddresses':[{'address':'e@x.example'}],"
+			      "'primaryEmailAddress':{'address':'p@x.example'}}");
 	struct vcard *ca = a ? from_json(a) : NULL, *cb = b ? from_json(b) : NULL;
 	cJSON *ja = ca ? to_json(ca) : NULL;
 
@@ -1161,6 +1192,7 @@ TEST(graph_read_only_email_fields_stand_in_only_without_email_addresses)
 	CHECK_STR(value_of(cb, "EMAIL"), "e@x.example");
 	CHECK(!cJSON_GetObjectItemCaseSensitive(ja, "primaryEmailAddress"));
 	CHECK_INT(jsize(ja, "emailAddresses"), 2);
+out:
 	cJSON_Delete(ja);
 	vcard_free(ca);
 	vcard_free(cb);
@@ -1170,9 +1202,10 @@ TEST(graph_read_only_email_fields_stand_in_only_without_email_addresses)
 
 TEST(graph_unchanged_contact_renders_its_original_properties)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:O\n"
-				     "item1.EMAIL;TYPE=home:a@x.example\nitem1.X-ABLabel:Home\n"
-				     "ADR;TYPE=HOME:PO Box 1;;1 Main St;Town;;;\nEND:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:O\n"
+				"item1.EMAIL;TYPE=home:a@x.example\nitem1.X-ABLabel:Home\n"
+				"ADR;TYPE=HOME:PO Box 1;;1 Main St;Town;;;\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL, *server = NULL;
 	struct vcard *back = NULL;
 	char *text = NULL;
@@ -1185,6 +1218,7 @@ TEST(graph_unchanged_contact_renders_its_original_properties)
 	CHECK(has_line(text, "item1.EMAIL;TYPE=home:a@x.example"));
 	CHECK(has_line(text, "ADR;TYPE=HOME:PO Box 1;;1 Main St;Town;;;"));
 	CHECK(!strstr(text, "X-CONTACTFS-SLOT"));
+out:
 	free(text);
 	vcard_free(back);
 	cJSON_Delete(server);
@@ -1194,9 +1228,10 @@ TEST(graph_unchanged_contact_renders_its_original_properties)
 
 TEST(graph_field_changed_in_outlook_renders_fresh)
 {
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:O\n"
-				     "EMAIL;TYPE=home:a@x.example\nEMAIL;TYPE=work:b@x.example\n"
-				     "ADR;TYPE=HOME:PO Box 1;;1 Main St;Town;;;\nEND:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:O\n"
+				"EMAIL;TYPE=home:a@x.example\nEMAIL;TYPE=work:b@x.example\n"
+				"ADR;TYPE=HOME:PO Box 1;;1 Main St;Town;;;\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL, *server = NULL, *emails, *home;
 	struct vcard *back = NULL;
 	char *text = NULL;
@@ -1215,6 +1250,7 @@ TEST(graph_field_changed_in_outlook_renders_fresh)
 	CHECK(has_line(text, "EMAIL;TYPE=work:b@x.example"));
 	CHECK(!strstr(text, "a@x.example"));
 	CHECK(has_line(text, "ADR;TYPE=HOME:;;PO Box 1\\n1 Main St;City;;;"));
+out:
 	free(text);
 	vcard_free(back);
 	cJSON_Delete(server);
@@ -1226,7 +1262,7 @@ TEST(graph_photo_is_bytes_in_the_card_and_never_in_json)
 {
 	static const unsigned char jpeg[] = {0xff, 0xd8, 0xff, 0xe0, 0x00,
 					     0x10, 'J',	 'F',  'I',  'F'};
-	cJSON *c = jq("{'displayName':'Ph'}");
+	cJSON *c = fixture_jq("{'displayName':'Ph'}");
 	struct vcard *card = NULL;
 	struct vcard_error err;
 	const struct vcard_prop *p;
@@ -1248,32 +1284,36 @@ TEST(graph_photo_is_bytes_in_the_card_and_never_in_json)
 	vcard_free(card);
 	cJSON_Delete(c);
 	CHECK(!vcard_photo(NULL));
+out:;
 }
 
 TEST(graph_times_are_written_in_utc)
 {
-	cJSON *c = jq("{'displayName':'T','lastModifiedDateTime':'2014-10-20T01:08:24+02:00',"
-		      "'createdDateTime':'2014-12-31T23:30:00-01:00'}");
+	cJSON *c =
+		fixture_jq("{'displayName':'T','lastModifiedDateTime':'2014-10-20T01:08:24+02:00',"
+			   "'createdDateTime':'2014-12-31T23:30:00-01:00'}");
 	struct vcard *card = c ? from_json(c) : NULL;
 
 	CHECK(card);
 	CHECK_STR(value_of(card, "REV"), "2014-10-19T23:08:24Z");
 	CHECK_STR(value_of(card, "X-CONTACTFS-CREATED"), "2015-01-01T00:30:00Z");
+out:
 	vcard_free(card);
 	cJSON_Delete(c);
 }
 
 TEST(graph_bookkeeping_properties_are_ignored_when_read)
 {
-	struct vcard *card =
-		card_of("BEGIN:VCARD\nVERSION:3.0\nFN:K\n"
-			"REV:2020-01-01T00:00:00Z\nX-CONTACTFS-CREATED:2019-01-01T00:00:00Z\n"
-			"X-CONTACTFS-VERSION:EQAAABYAAAA3c6+9Z/lhl.0\n"
-			"PRODID:-//contactfs//contactfs 0.1//EN\nEND:VCARD\n");
+	struct vcard *card = fixture_card_of(
+		"BEGIN:VCARD\nVERSION:3.0\nFN:K\n"
+		"REV:2020-01-01T00:00:00Z\nX-CONTACTFS-CREATED:2019-01-01T00:00:00Z\n"
+		"X-CONTACTFS-VERSION:EQAAABYAAAA3c6+9Z/lhl.0\n"
+		"PRODID:-//contactfs//contactfs 0.1//EN\nEND:VCARD\n");
 	cJSON *json = card ? to_json(card) : NULL;
 
 	CHECK(json);
 	CHECK(!cJSON_GetObjectItemCaseSensitive(json, "extensions"));
+out:
 	cJSON_Delete(json);
 	vcard_free(card);
 }
@@ -1317,7 +1357,7 @@ static char *keys_of(const cJSON *patch)
  * file system shows for it. */
 static int rich_server(cJSON **server, struct vcard **file)
 {
-	struct vcard *card0 = card_of(rich_card), *card = NULL;
+	struct vcard *card0 = fixture_card_of(rich_card), *card = NULL;
 	cJSON *body = card0 ? to_json(card0) : NULL;
 
 	*server = body ? as_server(body, "AAMkSERVER=") : NULL;
@@ -1332,9 +1372,9 @@ static int rich_server(cJSON **server, struct vcard **file)
 TEST(graph_diff_of_unchanged_card_is_display_name_only)
 {
 	struct diffed d = {NULL, NULL};
-	struct vcard *file;
-	cJSON *server;
-	char *keys;
+	struct vcard *file = NULL;
+	cJSON *server = NULL;
+	char *keys = NULL;
 
 	CHECK(!rich_server(&server, &file));
 	CHECK(!diff(server, file, &d));
@@ -1342,6 +1382,7 @@ TEST(graph_diff_of_unchanged_card_is_display_name_only)
 	CHECK_STR(keys, "displayName");
 	CHECK_STR(jstr(d.patch, "displayName"), "Jane Q. Doe");
 	CHECK(!d.ext);
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(file);
@@ -1353,8 +1394,9 @@ TEST(graph_diff_of_unchanged_card_is_display_name_only)
 TEST(graph_diff_names_every_address_field_it_changes_or_clears)
 {
 	struct diffed d = {NULL, NULL};
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Ann Lee\nN:Lee;Ann;;;\n"
-				     "ADR;TYPE=WORK:;;1 Main St;;;;\nUID:AAMkSERVER=\nEND:VCARD\n");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Ann Lee\nN:Lee;Ann;;;\n"
+				"ADR;TYPE=WORK:;;1 Main St;;;;\nUID:AAMkSERVER=\nEND:VCARD\n");
 	cJSON *server = cJSON_Parse(
 		"{\"id\":\"AAMkSERVER=\",\"displayName\":\"Ann Lee\",\"givenName\":\"Ann\","
 		"\"surname\":\"Lee\",\"homeAddress\":{\"street\":\"2 Elm St\",\"city\":"
@@ -1379,6 +1421,7 @@ TEST(graph_diff_names_every_address_field_it_changes_or_clears)
 	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(work, "city")));
 	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(work, "postalCode")));
 	CHECK(!cJSON_GetObjectItemCaseSensitive(d.patch, "otherAddress"));
+out:
 	diffed_release(&d);
 	vcard_free(card);
 	cJSON_Delete(server);
@@ -1388,9 +1431,9 @@ TEST(graph_diff_keeps_the_servers_email_name_when_the_card_names_no_one)
 {
 	struct diffed d = {NULL, NULL};
 	struct vcard *card =
-		card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Alice Archer\nN:Archer;Alice;;;\n"
-			"EMAIL;TYPE=internet:ALICE@example.org\nEMAIL:new@example.org\n"
-			"UID:AAMkSERVER=\nEND:VCARD\n");
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:Alice Archer\nN:Archer;Alice;;;\n"
+				"EMAIL;TYPE=internet:ALICE@example.org\nEMAIL:new@example.org\n"
+				"UID:AAMkSERVER=\nEND:VCARD\n");
 	cJSON *server = cJSON_Parse(
 		"{\"id\":\"AAMkSERVER=\",\"displayName\":\"Alice Archer\",\"givenName\":"
 		"\"Alice\",\"surname\":\"Archer\",\"emailAddresses\":[{\"address\":"
@@ -1404,6 +1447,7 @@ TEST(graph_diff_keeps_the_servers_email_name_when_the_card_names_no_one)
 	CHECK_INT(cJSON_GetArraySize(emails), 2);
 	CHECK_STR(jstr(cJSON_GetArrayItem(emails, 0), "name"), "Alice Archer");
 	CHECK(!cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(emails, 1), "name"));
+out:
 	diffed_release(&d);
 	vcard_free(card);
 	cJSON_Delete(server);
@@ -1413,9 +1457,9 @@ TEST(graph_diff_of_unchanged_docs_example_is_display_name_only)
 {
 	char path[1024], *text = shared_file("v1-get-contact-response.json", path, sizeof(path));
 	struct diffed d = {NULL, NULL};
-	struct vcard *card, *file;
-	cJSON *server;
-	char *keys;
+	struct vcard *card = NULL, *file = NULL;
+	cJSON *server = NULL;
+	char *keys = NULL;
 
 	if (!text)
 		SKIP("%s is not there (the shared test data)", path);
@@ -1428,6 +1472,7 @@ TEST(graph_diff_of_unchanged_docs_example_is_display_name_only)
 	keys = keys_of(d.patch);
 	CHECK_STR(keys, "displayName");
 	CHECK(!d.ext);
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(card);
@@ -1438,9 +1483,9 @@ TEST(graph_diff_of_unchanged_docs_example_is_display_name_only)
 TEST(graph_diff_sends_a_changed_email_collection_whole)
 {
 	struct diffed d = {NULL, NULL};
-	struct vcard *file;
-	cJSON *server;
-	char *keys;
+	struct vcard *file = NULL;
+	cJSON *server = NULL;
+	char *keys = NULL;
 
 	CHECK(!rich_server(&server, &file));
 	for (size_t i = 0; i < file->nprops; i++)
@@ -1455,6 +1500,7 @@ TEST(graph_diff_sends_a_changed_email_collection_whole)
 	/* The changed EMAIL had TYPE=HOME, which orig now records for it. */
 	CHECK(d.ext);
 	CHECK(strstr(jstr(d.ext, "orig"), "jane@new.example"));
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(file);
@@ -1464,9 +1510,9 @@ TEST(graph_diff_sends_a_changed_email_collection_whole)
 TEST(graph_diff_clears_what_the_card_no_longer_has)
 {
 	struct diffed d = {NULL, NULL};
-	struct vcard *file;
-	cJSON *server;
-	char *keys;
+	struct vcard *file = NULL;
+	cJSON *server = NULL;
+	char *keys = NULL;
 
 	CHECK(!rich_server(&server, &file));
 	for (size_t i = file->nprops; i-- > 0;) {
@@ -1494,6 +1540,7 @@ TEST(graph_diff_clears_what_the_card_no_longer_has)
 	CHECK_INT(jsize(d.patch, "categories"), 0);
 	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(d.patch, "birthday")));
 	CHECK_STR(jstr(d.patch, "personalNotes"), "A second note");
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(file);
@@ -1502,10 +1549,11 @@ TEST(graph_diff_clears_what_the_card_no_longer_has)
 
 TEST(graph_diff_clears_a_removed_note_with_null)
 {
-	cJSON *server = jq("{'id':'AAMkN=','displayName':'N','personalNotes':'old note'}");
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:N\nUID:AAMkN=\nEND:VCARD\n");
+	cJSON *server = fixture_jq("{'id':'AAMkN=','displayName':'N','personalNotes':'old note'}");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:N\nUID:AAMkN=\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL};
-	char *keys;
+	char *keys = NULL;
 
 	CHECK(server && card);
 	CHECK(!diff(server, card, &d));
@@ -1513,6 +1561,7 @@ TEST(graph_diff_clears_a_removed_note_with_null)
 	CHECK_STR(keys, "displayName,personalNotes");
 	CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(d.patch, "personalNotes")));
 	CHECK(!d.ext);
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(card);
@@ -1521,13 +1570,13 @@ TEST(graph_diff_clears_a_removed_note_with_null)
 
 TEST(graph_diff_ignores_crlf_that_a_vcard_cannot_carry)
 {
-	cJSON *server =
-		jq("{'id':'AAMkC=','displayName':'C','personalNotes':'one\\r\\ntwo\\rthree',"
-		   "'homeAddress':{'street':'1 Main St\\r\\nFloor 2','city':'Town'}}");
+	cJSON *server = fixture_jq(
+		"{'id':'AAMkC=','displayName':'C','personalNotes':'one\\r\\ntwo\\rthree',"
+		"'homeAddress':{'street':'1 Main St\\r\\nFloor 2','city':'Town'}}");
 	struct vcard *card = server ? from_json(server) : NULL;
 	struct vcard *file = card ? reread(card, VCARD_V30) : NULL;
 	struct diffed d = {NULL, NULL};
-	char *keys;
+	char *keys = NULL;
 
 	CHECK(file);
 	CHECK_STR(value_of(file, "NOTE"), "one\ntwo\nthree");
@@ -1535,6 +1584,7 @@ TEST(graph_diff_ignores_crlf_that_a_vcard_cannot_carry)
 	keys = keys_of(d.patch);
 	CHECK_STR(keys, "displayName");
 	CHECK(!d.ext);
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(file);
@@ -1544,11 +1594,12 @@ TEST(graph_diff_ignores_crlf_that_a_vcard_cannot_carry)
 
 TEST(graph_diff_compares_birthdays_by_date)
 {
-	cJSON *server = jq("{'id':'AAMkB=','displayName':'B','birthday':'1974-07-22T00:00:00Z'}");
-	struct vcard *same = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:B\nUID:AAMkB=\n"
-				     "BDAY:1974-07-22\nEND:VCARD\n");
-	struct vcard *other = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:B\nUID:AAMkB=\n"
-				      "BDAY:1974-07-23\nEND:VCARD\n");
+	cJSON *server =
+		fixture_jq("{'id':'AAMkB=','displayName':'B','birthday':'1974-07-22T00:00:00Z'}");
+	struct vcard *same = fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:B\nUID:AAMkB=\n"
+					     "BDAY:1974-07-22\nEND:VCARD\n");
+	struct vcard *other = fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:B\nUID:AAMkB=\n"
+					      "BDAY:1974-07-23\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL}, e = {NULL, NULL};
 	char *keys;
 
@@ -1559,6 +1610,7 @@ TEST(graph_diff_compares_birthdays_by_date)
 	free(keys);
 	CHECK(!diff(server, other, &e));
 	CHECK_STR(jstr(e.patch, "birthday"), "1974-07-23T11:59:00Z");
+out:
 	diffed_release(&d);
 	diffed_release(&e);
 	vcard_free(same);
@@ -1568,17 +1620,18 @@ TEST(graph_diff_compares_birthdays_by_date)
 
 TEST(graph_diff_treats_email_name_equal_to_address_as_none)
 {
-	cJSON *server = jq("{'id':'AAMkM=','displayName':'M','emailAddresses':["
-			   "{'name':'m@x.example','address':'m@x.example'}]}");
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:M\nUID:AAMkM=\n"
-				     "EMAIL:m@x.example\nEND:VCARD\n");
+	cJSON *server = fixture_jq("{'id':'AAMkM=','displayName':'M','emailAddresses':["
+				   "{'name':'m@x.example','address':'m@x.example'}]}");
+	struct vcard *card = fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:M\nUID:AAMkM=\n"
+					     "EMAIL:m@x.example\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL};
-	char *keys;
+	char *keys = NULL;
 
 	CHECK(server && card);
 	CHECK(!diff(server, card, &d));
 	keys = keys_of(d.patch);
 	CHECK_STR(keys, "displayName");
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(card);
@@ -1589,9 +1642,9 @@ TEST(graph_diff_detects_extension_changes)
 {
 	struct diffed d = {NULL, NULL};
 	struct vcard_prop *p;
-	struct vcard *file;
-	cJSON *server;
-	char *keys;
+	struct vcard *file = NULL;
+	cJSON *server = NULL;
+	char *keys = NULL;
 
 	CHECK(!rich_server(&server, &file));
 	CHECK((p = vcard_add(file, NULL, "X-NEW")));
@@ -1604,6 +1657,7 @@ TEST(graph_diff_detects_extension_changes)
 	CHECK(has_line(jstr(d.ext, "extra"), "X-NEW:added"));
 	CHECK(has_line(jstr(d.ext, "extra"), "GEO:37.386013;-122.082932"));
 	CHECK(jstr(d.ext, "orig") && jstr(d.ext, "uid"));
+out:
 	free(keys);
 	diffed_release(&d);
 	vcard_free(file);
@@ -1612,12 +1666,13 @@ TEST(graph_diff_detects_extension_changes)
 
 TEST(graph_diff_empties_a_stale_extension)
 {
-	cJSON *server =
-		jq("{'id':'AAMkS=','displayName':'S','extensions':[{'id':"
-		   "'microsoft.graph.openTypeExtension.org.contactfs.vcard','extensionName':"
-		   "'org.contactfs.vcard','uid':'AAMkS=','extra':'X-OLD:1\\r\\n','orig':"
-		   "'FN;X-CONTACTFS-SLOT=displayName:S\\r\\n'}]}");
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:S\nUID:AAMkS=\nEND:VCARD\n");
+	cJSON *server = fixture_jq(
+		"{'id':'AAMkS=','displayName':'S','extensions':[{'id':"
+		"'microsoft.graph.openTypeExtension.org.contactfs.vcard','extensionName':"
+		"'org.contactfs.vcard','uid':'AAMkS=','extra':'X-OLD:1\\r\\n','orig':"
+		"'FN;X-CONTACTFS-SLOT=displayName:S\\r\\n'}]}");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:S\nUID:AAMkS=\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL};
 
 	CHECK(server && card);
@@ -1626,6 +1681,7 @@ TEST(graph_diff_empties_a_stale_extension)
 	CHECK_STR(jstr(d.ext, "extra"), "");
 	CHECK_STR(jstr(d.ext, "orig"), "");
 	CHECK(!cJSON_GetObjectItemCaseSensitive(d.ext, "uid")); /* the id, as good as none */
+out:
 	diffed_release(&d);
 	vcard_free(card);
 	cJSON_Delete(server);
@@ -1633,8 +1689,9 @@ TEST(graph_diff_empties_a_stale_extension)
 
 TEST(graph_diff_of_a_changed_uid_updates_the_extension)
 {
-	cJSON *server = jq("{'id':'AAMkS=','displayName':'S'}");
-	struct vcard *card = card_of("BEGIN:VCARD\nVERSION:3.0\nFN:S\nUID:my-uid\nEND:VCARD\n");
+	cJSON *server = fixture_jq("{'id':'AAMkS=','displayName':'S'}");
+	struct vcard *card =
+		fixture_card_of("BEGIN:VCARD\nVERSION:3.0\nFN:S\nUID:my-uid\nEND:VCARD\n");
 	struct diffed d = {NULL, NULL};
 
 	CHECK(server && card);
@@ -1642,6 +1699,7 @@ TEST(graph_diff_of_a_changed_uid_updates_the_extension)
 	CHECK(d.ext);
 	CHECK_STR(jstr(d.ext, "uid"), "my-uid");
 	CHECK(!cJSON_GetObjectItemCaseSensitive(d.ext, "extra"));
+out:
 	diffed_release(&d);
 	vcard_free(card);
 	cJSON_Delete(server);
@@ -1683,7 +1741,7 @@ TEST(graph_wrong_types_are_einval_naming_the_field)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cJSON *c = jq(cases[i].json);
+		cJSON *c = fixture_jq(cases[i].json);
 		struct vcard_error err = {99, "unset"};
 		struct vcard *card = (struct vcard *)1;
 		cJSON *patch = (cJSON *)1, *ext = (cJSON *)1;
@@ -1702,6 +1760,7 @@ TEST(graph_wrong_types_are_einval_naming_the_field)
 		vcard_free(empty);
 		cJSON_Delete(c);
 	}
+out:;
 }
 
 TEST(graph_any_value_in_any_field_never_crashes)
@@ -1728,7 +1787,7 @@ TEST(graph_any_value_in_any_field_never_crashes)
 		"[{'extensionName':'org.contactfs.vcard','extra':'X-A:1','orig':'N:;;;;'}]",
 		"[{'extensionName':'org.contactfs.vcard','orig':'TEL;X-CONTACTFS-SLOT=nope:1'}]",
 	};
-	cJSON *rich = jq(rich_json);
+	cJSON *rich = fixture_jq(rich_json);
 	const cJSON *f;
 	int ok = 0, einval = 0;
 
@@ -1743,7 +1802,7 @@ TEST(graph_any_value_in_any_field_never_crashes)
 			int r;
 
 			CHECK(c && empty);
-			cJSON_ReplaceItemInObjectCaseSensitive(c, f->string, jq(values[v]));
+			cJSON_ReplaceItemInObjectCaseSensitive(c, f->string, fixture_jq(values[v]));
 			r = vcard_from_graph(c, NULL, 0, NULL, &card, &err);
 			CHECK(r == 0 || r == -EINVAL);
 			if (r) {
@@ -1763,6 +1822,7 @@ TEST(graph_any_value_in_any_field_never_crashes)
 		}
 	}
 	CHECK(ok > 0 && einval > 0);
+out:
 	cJSON_Delete(rich);
 }
 
@@ -1771,8 +1831,8 @@ TEST(graph_huge_strings_are_carried_whole)
 	size_t n = (size_t)1 << 20;
 	char *big = malloc(n + 1);
 	cJSON *c = cJSON_CreateObject();
-	struct vcard *card;
-	cJSON *back;
+	struct vcard *card = NULL;
+	cJSON *back = NULL;
 
 	CHECK(big && c);
 	memset(big, 'x', n);
@@ -1785,6 +1845,7 @@ TEST(graph_huge_strings_are_carried_whole)
 	back = to_json(card);
 	CHECK(back);
 	CHECK_INT(strlen(jstr(back, "displayName")), n);
+out:
 	cJSON_Delete(back);
 	vcard_free(card);
 	cJSON_Delete(c);
@@ -1798,7 +1859,7 @@ TEST(graph_photo_keeps_its_group_and_parameters)
 	static const char text[] = "BEGIN:VCARD\nVERSION:3.0\nFN:P\nUID:p1\n"
 				   "g1.PHOTO;ENCODING=b;TYPE=JPEG;X-ABCROP-RECTANGLE=ABClipRect_1&0&0&"
 				   "1&1&abc:/9j/4AAQSkZJRg==\nEND:VCARD\n";
-	struct vcard *card0 = card_of(text), *back;
+	struct vcard *card0 = fixture_card_of(text), *back = NULL;
 	const struct vcard_prop *p;
 
 	CHECK(card0);
@@ -1808,6 +1869,7 @@ TEST(graph_photo_keeps_its_group_and_parameters)
 	CHECK(p);
 	CHECK(vcard_prop_equal(p, vcard_photo(card0)));
 	CHECK_STR(p->group, "g1");
+out:
 	vcard_free(back);
 	vcard_free(card0);
 }
@@ -1829,4 +1891,5 @@ TEST(vcard_date_reads_every_spelling_of_a_date_and_refuses_days_the_month_lacks)
 	CHECK_INT(vcard_date("1974-04-31", &y, &m, &d), -EINVAL);
 	CHECK_INT(vcard_date("circa 1800", &y, &m, &d), -EINVAL);
 	CHECK_INT(vcard_date("", &y, &m, &d), -EINVAL);
+out:;
 }

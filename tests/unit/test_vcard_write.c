@@ -68,7 +68,7 @@ static const char rich[] =
 TEST(writes_crlf_and_the_version_asked_for)
 {
 	struct vcard *card = parse_or_null(rich);
-	char *out3, *out4;
+	char *out3 = NULL, *out4 = NULL;
 
 	CHECK(card);
 	out3 = write_str(card, VCARD_V30);
@@ -79,6 +79,7 @@ TEST(writes_crlf_and_the_version_asked_for)
 	CHECK(strlen(out3) > 13 && strcmp(out3 + strlen(out3) - 11, "END:VCARD\r\n") == 0);
 	CHECK(well_formed(out3));
 	CHECK(well_formed(out4));
+out:
 	free(out3);
 	free(out4);
 	vcard_free(card);
@@ -91,6 +92,7 @@ TEST(refuses_to_write_21)
 
 	buf_init(&b, 0);
 	CHECK_INT(vcard_write(card, VCARD_V21, &b), -EINVAL);
+out:
 	buf_release(&b);
 	vcard_free(card);
 }
@@ -116,6 +118,7 @@ TEST(writes_properties_in_a_fixed_order)
 	CHECK(fn < n && n < email && email < tel && tel < url && url < note);
 	/* Unknown properties keep their relative order after the known ones. */
 	CHECK(note < later && later < earlier && earlier < uid && uid < photo);
+out:
 	free(out);
 	vcard_free(card);
 }
@@ -132,14 +135,15 @@ TEST(keeps_the_members_of_a_group_together)
 	CHECK(url && label);
 	/* Adjacent, in the order they were read: the label came first. */
 	CHECK(strstr(label, "\r\n") + 2 == url);
+out:
 	free(out);
 	vcard_free(card);
 }
 
 TEST(writes_the_same_bytes_for_the_same_card)
 {
-	struct vcard *a = parse_or_null(rich), *b = parse_or_null(rich), *c;
-	char *oa, *ob, *oc;
+	struct vcard *a = parse_or_null(rich), *b = parse_or_null(rich), *c = NULL;
+	char *oa = NULL, *ob = NULL, *oc = NULL;
 
 	CHECK(a && b);
 	oa = write_str(a, VCARD_V30);
@@ -151,6 +155,7 @@ TEST(writes_the_same_bytes_for_the_same_card)
 	CHECK(c);
 	oc = write_str(c, VCARD_V30);
 	CHECK_STR(oc, oa);
+out:
 	free(oa);
 	free(ob);
 	free(oc);
@@ -169,16 +174,17 @@ TEST(escapes_text_but_not_uris)
 		     "NOTE:Line one\\nLine two\\, with comma\\; and semicolon \\\\ backslash\r\n"));
 	CHECK(strstr(out, "item2.URL:https://example.com/a,b\r\n"));
 	CHECK(strstr(out, "UID:urn:uuid:1234\r\n"));
+out:
 	free(out);
 	vcard_free(card);
 }
 
 TEST(escapes_built_values_so_they_read_back_the_same)
 {
-	struct vcard *card = vcard_new(), *back;
+	struct vcard *card = vcard_new(), *back = NULL;
 	struct vcard_prop *p;
 	const char *comps[] = {"Doe; Jr", "Jane, \"JJ\"", "", "", "C:\\dir"};
-	char *out;
+	char *out = NULL;
 
 	CHECK(card);
 	p = vcard_add(card, NULL, "N");
@@ -194,6 +200,7 @@ TEST(escapes_built_values_so_they_read_back_the_same)
 	for (size_t i = 0; i < 5; i++)
 		CHECK_STR(vcard_comp(back, p, i, ","), comps[i]);
 	CHECK_STR(vcard_text(back, vcard_find(back, "NOTE")), "two\nlines\nand\nthree");
+out:
 	free(out);
 	vcard_free(card);
 	vcard_free(back);
@@ -201,11 +208,11 @@ TEST(escapes_built_values_so_they_read_back_the_same)
 
 TEST(folds_at_75_octets_on_character_boundaries)
 {
-	struct vcard *card = vcard_new(), *back;
+	struct vcard *card = vcard_new(), *back = NULL;
 	struct vcard_prop *p;
 	char text[2000];
 	size_t k = 0;
-	char *out;
+	char *out = NULL;
 
 	CHECK(card);
 	/* A mix of 1-, 2-, 3- and 4-byte characters and escapes. */
@@ -222,6 +229,7 @@ TEST(folds_at_75_octets_on_character_boundaries)
 	back = parse_or_null(out);
 	CHECK(back);
 	CHECK_STR(vcard_text(back, vcard_find(back, "NOTE")), text);
+out:
 	free(out);
 	vcard_free(card);
 	vcard_free(back);
@@ -229,8 +237,8 @@ TEST(folds_at_75_octets_on_character_boundaries)
 
 TEST(writes_binary_values_in_each_versions_spelling)
 {
-	struct vcard *card = parse_or_null(rich), *back;
-	char *o3, *o4;
+	struct vcard *card = parse_or_null(rich), *back = NULL;
+	char *o3 = NULL, *o4 = NULL;
 	struct vcard_prop *p;
 
 	CHECK(card);
@@ -244,6 +252,7 @@ TEST(writes_binary_values_in_each_versions_spelling)
 	p = vcard_find(back, "PHOTO");
 	CHECK(p && p->kind == VCARD_BINARY);
 	CHECK(vcard_prop_equal(p, vcard_find(card, "PHOTO")));
+out:
 	free(o3);
 	free(o4);
 	vcard_free(card);
@@ -252,9 +261,9 @@ TEST(writes_binary_values_in_each_versions_spelling)
 
 TEST(quotes_and_caret_escapes_parameter_values)
 {
-	struct vcard *card = vcard_new(), *back;
+	struct vcard *card = vcard_new(), *back = NULL;
 	struct vcard_prop *p;
-	char *out;
+	char *out = NULL;
 
 	CHECK(card);
 	p = vcard_add(card, NULL, "X-THING");
@@ -267,6 +276,7 @@ TEST(quotes_and_caret_escapes_parameter_values)
 	back = parse_or_null(out);
 	CHECK(back);
 	CHECK(vcard_prop_equal(vcard_find(back, "X-THING"), p));
+out:
 	free(out);
 	vcard_free(card);
 	vcard_free(back);
@@ -280,7 +290,7 @@ TEST(translates_pref_between_30_and_40)
 	struct vcard *c4 =
 		parse_or_null("BEGIN:VCARD\r\nVERSION:4.0\r\nEMAIL;TYPE=work;PREF=1:a@b\r\n"
 			      "END:VCARD\r\n");
-	char *o4, *o3;
+	char *o4 = NULL, *o3 = NULL;
 
 	CHECK(c3 && c4);
 	o4 = write_str(c3, VCARD_V40);
@@ -288,6 +298,7 @@ TEST(translates_pref_between_30_and_40)
 	CHECK(o4 && o3);
 	CHECK(strstr(o4, "EMAIL;TYPE=work;PREF=1:a@b\r\n"));
 	CHECK(strstr(o3, "EMAIL;TYPE=work,pref:a@b\r\n"));
+out:
 	free(o3);
 	free(o4);
 	vcard_free(c3);
@@ -299,8 +310,8 @@ TEST(translates_geo_between_30_and_40)
 	struct vcard *c3 =
 		parse_or_null("BEGIN:VCARD\r\nVERSION:3.0\r\nGEO:37.386013;-122.082932\r\n"
 			      "END:VCARD\r\n");
-	char *o4, *o3;
-	struct vcard *c4;
+	char *o4 = NULL, *o3 = NULL;
+	struct vcard *c4 = NULL;
 
 	CHECK(c3);
 	o4 = write_str(c3, VCARD_V40);
@@ -309,6 +320,7 @@ TEST(translates_geo_between_30_and_40)
 	CHECK(c4);
 	o3 = write_str(c4, VCARD_V30);
 	CHECK(o3 && strstr(o3, "GEO:37.386013;-122.082932\r\n"));
+out:
 	free(o3);
 	free(o4);
 	vcard_free(c3);
@@ -321,8 +333,8 @@ TEST(converts_21_input_to_30_with_every_value)
 		parse_or_null("BEGIN:VCARD\r\nVERSION:2.1\r\nN:Doe;John;Richter,James;Mr.;Sr.\r\n"
 			      "FN;CHARSET=ISO-8859-1:J\xf6hn\r\nTEL;WORK;VOICE:(905) 555-1234\r\n"
 			      "NOTE;ENCODING=QUOTED-PRINTABLE:a=0D=0Ab, c; d\r\nEND:VCARD\r\n");
-	struct vcard *c30;
-	char *out;
+	struct vcard *c30 = NULL;
+	char *out = NULL;
 
 	CHECK(c21);
 	out = write_str(c21, VCARD_V30);
@@ -340,6 +352,7 @@ TEST(converts_21_input_to_30_with_every_value)
 		CHECK(p);
 		CHECK_STR(vcard_text(c30, p), vcard_text(c21, &c21->props[i]));
 	}
+out:
 	free(out);
 	vcard_free(c21);
 	vcard_free(c30);
@@ -350,10 +363,11 @@ TEST(stops_at_the_buffer_cap)
 	struct vcard *card = parse_or_null(rich);
 	struct buf b;
 
-	CHECK(card);
 	buf_init(&b, 40);
+	CHECK(card);
 	CHECK_INT(vcard_write(card, VCARD_V30, &b), -E2BIG);
 	CHECK(b.len <= 40);
+out:
 	buf_release(&b);
 	vcard_free(card);
 }
@@ -366,7 +380,7 @@ TEST(writes_dates_in_40s_basic_form_and_leaves_30s_alone)
 	struct vcard *other = parse_or_null("BEGIN:VCARD\r\nVERSION:4.0\r\nBDAY;VALUE=text:circa "
 					    "1800\r\nDEATHDATE:1974-07-22T10:00:00+02:00\r\n"
 					    "ANNIVERSARY:19740722\r\nEND:VCARD\r\n");
-	char *o3, *o4, *x3, *x4;
+	char *o3 = NULL, *o4 = NULL, *x3 = NULL, *x4 = NULL;
 
 	CHECK(card && other);
 	o4 = write_str(card, VCARD_V40);
@@ -386,6 +400,7 @@ TEST(writes_dates_in_40s_basic_form_and_leaves_30s_alone)
 	CHECK(strstr(x4, "BDAY;VALUE=text:circa 1800\r\n"));
 	CHECK(strstr(x4, "DEATHDATE:1974-07-22T10:00:00+02:00\r\n"));
 	CHECK(strstr(x3, "ANNIVERSARY:19740722\r\n"));
+out:
 	free(o3);
 	free(o4);
 	free(x3);
@@ -414,6 +429,7 @@ TEST(raw_values_with_backslashes_read_back_the_same)
 		vcard_free(card);
 		vcard_free(back);
 	}
+out:;
 }
 
 TEST(writes_an_empty_card)
@@ -423,6 +439,7 @@ TEST(writes_an_empty_card)
 
 	CHECK(out);
 	CHECK_STR(out, "BEGIN:VCARD\r\nVERSION:4.0\r\nEND:VCARD\r\n");
+out:
 	free(out);
 	vcard_free(card);
 }
@@ -434,7 +451,7 @@ TEST(writes_only_media_types_that_read_back)
 					   "LOGO;ENCODING=b;TYPE=\"JP:EG\":SGk=\r\nEND:VCARD\r\n");
 	char *o3 = card ? write_str(card, VCARD_V30) : NULL;
 	char *o4 = card ? write_str(card, VCARD_V40) : NULL;
-	struct vcard *b3, *b4;
+	struct vcard *b3 = NULL, *b4 = NULL;
 
 	CHECK(o3 && o4);
 	CHECK(strstr(o4, "PHOTO:data:application/octet-stream;base64,SGk=\r\n"));
@@ -447,6 +464,7 @@ TEST(writes_only_media_types_that_read_back)
 		CHECK(vcard_prop_equal(vcard_find(b3, card->props[i].name), &card->props[i]));
 		CHECK(vcard_prop_equal(vcard_find(b4, card->props[i].name), &card->props[i]));
 	}
+out:
 	free(o3);
 	free(o4);
 	vcard_free(card);
@@ -462,7 +480,7 @@ TEST(translates_only_plain_coordinates_in_geo)
 					  "three\r\nEND:VCARD\r\n");
 	char *o3 = card ? write_str(card, VCARD_V30) : NULL;
 	char *x3 = odd ? write_str(odd, VCARD_V30) : NULL;
-	struct vcard *back;
+	struct vcard *back = NULL;
 
 	CHECK(o3 && x3);
 	CHECK(strstr(o3, "GEO:35.65;139.69\r\n"));
@@ -470,6 +488,7 @@ TEST(translates_only_plain_coordinates_in_geo)
 	back = parse_or_null(x3);
 	CHECK(back);
 	CHECK(vcard_prop_equal(vcard_find(back, "GEO"), vcard_find(odd, "GEO")));
+out:
 	free(o3);
 	free(x3);
 	vcard_free(card);
@@ -482,9 +501,9 @@ TEST(a_long_property_name_after_base64_reads_back)
 	/* A folded name made of base64 letters must not be taken for more
 	 * base64 of the property before it. */
 	char name[120];
-	struct vcard *card = vcard_new(), *back;
+	struct vcard *card = vcard_new(), *back = NULL;
 	struct vcard_prop *p;
-	char *out;
+	char *out = NULL;
 
 	memset(name, 'L', sizeof(name) - 4);
 	memcpy(name + sizeof(name) - 4, "URL", 4);
@@ -500,6 +519,7 @@ TEST(a_long_property_name_after_base64_reads_back)
 	CHECK_INT(back->nprops, 2);
 	CHECK(vcard_prop_equal(&back->props[0], &card->props[0]));
 	CHECK(vcard_prop_equal(&back->props[1], &card->props[1]));
+out:
 	free(out);
 	vcard_free(card);
 	vcard_free(back);

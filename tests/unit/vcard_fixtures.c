@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-cJSON *jq(const char *text)
+cJSON *fixture_jq(const char *text)
 {
 	char *s = strdup(text);
 	cJSON *j;
@@ -24,7 +24,7 @@ cJSON *jq(const char *text)
 	return j;
 }
 
-struct vcard *card_of(const char *text)
+struct vcard *fixture_card_of(const char *text)
 {
 	struct vcard_error err;
 	struct vcard *card;
@@ -36,7 +36,7 @@ struct vcard *card_of(const char *text)
 	return card;
 }
 
-char *unfolded(const struct vcard *card, enum vcard_version v)
+char *fixture_unfolded(const struct vcard *card, enum vcard_version v)
 {
 	struct buf b;
 	char *s, *w;

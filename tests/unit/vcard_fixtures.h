@@ -11,14 +11,14 @@
 
 /* text as JSON, with every ' read as " (no fixture needs an apostrophe).
  * NULL, saying where, when it does not parse. The caller frees it. */
-cJSON *jq(const char *text);
+cJSON *fixture_jq(const char *text);
 
 /* The one card in text, or NULL, saying why, when it does not parse. The
  * caller frees it with vcard_free(). */
-struct vcard *card_of(const char *text);
+struct vcard *fixture_card_of(const char *text);
 
 /* card written in version v, its folded lines joined: malloc'd, or NULL
  * when writing failed. */
-char *unfolded(const struct vcard *card, enum vcard_version v);
+char *fixture_unfolded(const struct vcard *card, enum vcard_version v);
 
 #endif
