@@ -218,8 +218,10 @@ enum cache_kept {
 /* Run fn in a transaction on the API connection (under the API lock) and
  * wake the sync thread when it committed. fn returns 0 (committed), a
  * CACHE_KEPT_* refusal (committed, and the caller gets its errno) or
- * -errno (rolled back). */
-int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg);
+ * -errno (rolled back). *committed (if not NULL) says whether it was: the
+ * kernel is told of what a committed transaction changed, and of nothing
+ * a rolled-back one did. */
+int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg, int *committed);
 
 /* Record an error for .contactfs/errors and the log. */
 void cache_error(sqlite3 *db, const char *what, const char *fmt, ...)
@@ -361,7 +363,6 @@ enum cache_base {
  * least against (tree.c). With CACHE_BASE_OLDER, *json (when json is not NULL)
  * is the base; the caller frees it. Or -errno. */
 int cache_card_base(sqlite3 *db, int64_t cid, struct vcard *card, int local_ok, cJSON **json);
-
 
 /* Render contact cid from its server JSON (and photo) into the file that
  * shows it, creating or renaming that file as needed. In a transaction. */

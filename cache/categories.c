@@ -636,5 +636,5 @@ int cache_categories_write(struct cache *c, const char *text, size_t len, char *
 	}
 	/* Stored, and the sync thread woken: it reads the server's list and
 	 * turns the changes into requests. No network here. */
-	return cache_in_txn(c, do_write, &a);
+	return cache_in_txn(c, do_write, &a, NULL);
 }

@@ -1759,10 +1759,12 @@ static int kept_errno(int r)
 	}
 }
 
-int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
+int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg, int *committed)
 {
 	int r;
 
+	if (committed)
+		*committed = 0;
 	pthread_mutex_lock(&c->api_lock);
 	r = cache_db_begin(c->db);
 	if (!r) {
@@ -1770,10 +1772,13 @@ int cache_in_txn(struct cache *c, int (*fn)(struct cache *, void *), void *arg)
 
 		r = fn(c, arg);
 		kept = kept_errno(r);
-		if (r && !kept)
+		if (r && !kept) {
 			cache_db_rollback(c->db);
-		else if (!(r = cache_db_commit(c->db)))
+		} else if (!(r = cache_db_commit(c->db))) {
 			r = kept;
+			if (committed)
+				*committed = 1;
+		}
 	}
 	pthread_mutex_unlock(&c->api_lock);
 	if (!r)
@@ -1842,7 +1847,7 @@ int cache_create(struct cache *c, uint64_t parent, const char *name, enum cache_
 
 	if (kind == CACHE_SYMLINK && !target)
 		return -EINVAL;
-	return cache_in_txn(c, do_create, &a);
+	return cache_in_txn(c, do_create, &a, NULL);
 }
 
 /* do_write's body; *prev is the caller's to free. */
@@ -1934,13 +1939,12 @@ int cache_write_loaded(struct cache *c, uint64_t ino, const void *data, size_t l
 			    .mtime_ns = mtime_ns,
 			    .loaded = loaded && *loaded ? loaded : NULL,
 			    .err = err};
-	int r;
+	int committed, r;
 
 	if (err)
 		memset(err, 0, sizeof(*err));
-	r = cache_in_txn(c, do_write, &a);
-	/* -EINVAL, -EEXIST: a CACHE_KEPT_* refusal, committed */
-	cache_events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST);
+	r = cache_in_txn(c, do_write, &a, &committed);
+	cache_events_flush(c, &a.ev, committed);
 	return r;
 }
 
@@ -1961,7 +1965,7 @@ int cache_set_mtime(struct cache *c, uint64_t ino, int64_t mtime_ns)
 {
 	struct op_args a = {.ino = ino, .mtime_ns = mtime_ns};
 
-	return cache_in_txn(c, do_set_mtime, &a);
+	return cache_in_txn(c, do_set_mtime, &a, NULL);
 }
 
 /* Remove node n from the tree, with what that means on the server. */
@@ -2020,7 +2024,7 @@ int cache_unlink(struct cache *c, uint64_t parent, const char *name)
 {
 	struct op_args a = {.parent = parent, .name = name};
 
-	return cache_in_txn(c, do_unlink, &a);
+	return cache_in_txn(c, do_unlink, &a, NULL);
 }
 
 /* Move contact cid (shown by a file now in folder to) out of folder from.
@@ -2291,13 +2295,12 @@ int cache_rename(struct cache *c, uint64_t parent, const char *name, uint64_t ne
 			    .flags = flags,
 			    .err = err};
 
-	int r;
+	int committed, r;
 
 	if (err)
 		memset(err, 0, sizeof(*err));
-	r = cache_in_txn(c, do_rename, &a);
-	/* -EINVAL, -EEXIST: a CACHE_KEPT_* refusal, committed */
-	cache_events_flush(c, &a.ev, r == 0 || r == -EINVAL || r == -EEXIST);
+	r = cache_in_txn(c, do_rename, &a, &committed);
+	cache_events_flush(c, &a.ev, committed);
 	return r;
 }
 
@@ -2328,7 +2331,7 @@ int cache_enqueue_request(struct cache *c, const char *method, const char *path,
 {
 	struct op_args a = {.name = method, .newname = path, .target = body};
 
-	return cache_in_txn(c, do_request, &a);
+	return cache_in_txn(c, do_request, &a, NULL);
 }
 
 /* ---- rendering a server version into the tree ------------------------------------- */
