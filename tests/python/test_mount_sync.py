@@ -761,3 +761,45 @@ def test_two_hundred_files_copied_then_kill_9_all_reach_the_server_once_after_re
                  if c["displayName"] in dup]))
             assert names == want
             assert len(vcf_files(m2.root)) == n
+
+
+def test_a_move_whose_answer_a_kill_lost_is_found_as_itself_not_as_another_contact_moved_there(
+        tmp_path):
+    """Found by scripts/soak (seed 1): a contact that came from the server had
+    no client key, so the POST of its move carried an empty one, and after a
+    kill -9 took the POST's answer the lookup adopted the first contact of the
+    target folder with an empty key: one moved there before. Its id already
+    had a row, the whole outbox batch failed with "File exists" at every
+    round, and nothing was sent again."""
+    contacts = [{"displayName": "Move %s" % n, "givenName": "Move", "surname": n,
+                 "emailAddresses": [{"address": "move-%s@example.org" % n.lower()}]}
+                for n in ("First", "Second")]
+    seed = write_seed(tmp_path, seed_box(contacts, [{"displayName": "Dest"}]))
+    with Emulator("--seed", str(seed)) as emu:
+        m = Mount(emu, tmp_path, poll=2).start()
+        try:
+            m.wait_synced()
+            os.rename(m.root / "Move First.vcf", m.root / "Dest" / "Move First.vcf")
+            m.wait_synced()
+            # A slow server: the kill comes while the second move's POST is
+            # on the server, which carries it out after the daemon died.
+            emu.faults({"latency_ms": 1500})
+            emu.admin("POST", "requests/reset")
+            os.rename(m.root / "Move Second.vcf", m.root / "Dest" / "Move Second.vcf")
+            wait_until(lambda: emu.requests()["by_route"].get(
+                "POST /me/contactFolders/{id}/contacts", 0) >= 1, timeout=30,
+                what="the second move's POST on the server")
+        finally:
+            m.kill()
+        wait_until(lambda: not emu.requests()["in_flight"], timeout=30,
+                   what="the POST carried out")
+        emu.faults({"latency_ms": 0})
+        with Mount(emu, tmp_path, poll=2, cache=m.cache) as m2:
+            m2.wait_synced(timeout=60)
+            box = mailbox(emu)
+            paths = folder_paths(box)
+            where = sorted((paths[c["parentFolderId"]], c["displayName"])
+                           for c in box["contacts"])
+            assert where == [("Dest", "Move First"), ("Dest", "Move Second")]
+            assert sorted(vcf_files(m2.root)) == ["Dest/Move First.vcf", "Dest/Move Second.vcf"]
+            assert "File exists" not in m2.log_text()
