@@ -496,9 +496,13 @@ class Soak:
         self.pause_writers()
         self.faults_off()
         self.mount_dead_check()
-        self.mount.wait_synced(timeout=300)
-        self.mount.wait_rounds(2)
-        self.mount.wait_synced(timeout=300)
+        try:
+            self.mount.wait_synced(timeout=300)
+            self.mount.wait_rounds(2)
+            self.mount.wait_synced(timeout=300)
+        except AssertionError as e:
+            raise Violation("1: no convergence, writers paused and faults off: %s; log %s"
+                            % (e, self.mount.log_path)) from None
         self.check_invariants()
         self.counts["quiesce points"] += 1
         self.pause.clear()
@@ -593,8 +597,10 @@ class Soak:
             have = server[uid][1].get("personalNotes") or ""
             if have == note:
                 continue
-            if r and have == r[0] and (r[1] > t1 or note.encode() in conflict_text):
-                continue
+            if note.encode() in conflict_text:
+                continue        # lost a conflict that .contactfs/errors documents
+            if r and have == r[0] and r[1] > t1:
+                continue        # superseded by a later remote edit
             problems.append("2: acknowledged edit %s of %s lost: server note %r%s"
                             % (note, uid, have, ", remote %r" % (r,) if r else ""))
         for uid in sorted(created - uncertain):
