@@ -803,3 +803,47 @@ def test_a_move_whose_answer_a_kill_lost_is_found_as_itself_not_as_another_conta
             assert where == [("Dest", "Move First"), ("Dest", "Move Second")]
             assert sorted(vcf_files(m2.root)) == ["Dest/Move First.vcf", "Dest/Move Second.vcf"]
             assert "File exists" not in m2.log_text()
+
+
+def test_an_edit_then_a_move_sent_together_update_the_contact_where_it_is_and_move_it_once(
+        tmp_path):
+    """Found by scripts/soak (seed 2): a contact edited in place and then moved
+    to another folder before the edit left. The update was addressed to the
+    folder the contact was moving to, where the server did not have it yet:
+    404, taken as "deleted on the server", so it was created again there and
+    the move's delete of the old copy never came: the contact twice."""
+    seed = write_seed(tmp_path, seed_box(
+        [{"displayName": "Edit Move", "givenName": "Edit", "surname": "Move",
+          "emailAddresses": [{"address": "edit-move@example.org"}]}], [{"displayName": "Dest"}]))
+    with Emulator("--seed", str(seed)) as emu:
+        proxy = TcpProxy(emu.url).start()
+        try:
+            with Mount(Via(emu, proxy), tmp_path, poll=2) as m:
+                m.wait_synced()
+                path = m.root / "Edit Move.vcf"
+                old = path.read_bytes()
+                uid = prop_values(old, "UID")[0]
+                proxy.stop()        # both changes wait in the outbox
+                new = vcard("Edit Move", "edit-move@example.org", uid, note="edited, then moved",
+                            given="Edit", surname="Move")
+                fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+                os.write(fd, new)
+                os.close(fd)
+                os.rename(path, m.root / "Dest" / "Edit Move.vcf")
+                emu.admin("POST", "requests/reset")
+                proxy.start()
+                try:
+                    m.wait_synced(timeout=60)
+                except AssertionError as e:
+                    raise AssertionError("%s\nrequests since the server came back: %s"
+                                         % (e, emu.requests()["by_route"])) from None
+                m.wait_rounds(2)
+                box = mailbox(emu)
+                paths = folder_paths(box)
+                where = [(paths[c["parentFolderId"]], c["displayName"], c["personalNotes"])
+                         for c in box["contacts"]]
+                assert where == [("Dest", "Edit Move", "edited, then moved")]
+                assert vcf_files(m.root) == ["Dest/Edit Move.vcf"]
+        finally:
+            if not proxy.stopping:
+                proxy.stop()
