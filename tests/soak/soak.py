@@ -500,6 +500,11 @@ class Soak:
             self.mount.wait_synced(timeout=300)
             self.mount.wait_rounds(2)
             self.mount.wait_synced(timeout=300)
+            # A file of cards stays a few seconds after its cards were taken
+            # (delete_grace), and is no pending change.
+            wait_until(lambda: not [f for f in self.files(self.mount.root)
+                                    if f.name.startswith("import-")],
+                       timeout=60, what="imported files of cards to go")
         except AssertionError as e:
             raise Violation("1: no convergence, writers paused and faults off: %s; log %s"
                             % (e, self.mount.log_path)) from None
