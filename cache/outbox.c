@@ -602,14 +602,22 @@ out:
 static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct events *ev)
 {
 	struct contact_row k;
+	int64_t folder;
 	int r;
 
 	if ((r = contact_row_get(db, e->cid, &k)))
 		return r == -ENOENT ? PLAN_DONE : r;
 	/* A move's old copy is in the folder it came from (e->folder). */
-	r = cache_folder_base(db,
-			      e->op == OP_MOVE && e->stage == STAGE_OLD_COPY ? e->folder : k.folder,
-			      e->base, sizeof(e->base));
+	folder = e->op == OP_MOVE && e->stage == STAGE_OLD_COPY ? e->folder : k.folder;
+	/* Until a move has made the new copy, the contact (k.id) is where
+	 * the move came from, and changes queued before it go there. */
+	if (e->op != OP_MOVE && k.id &&
+	    (r = cache_db_int(db, &folder,
+			      "SELECT folder FROM outbox WHERE cid = ? AND op = ? AND stage = ? "
+			      "ORDER BY seq LIMIT 1",
+			      "iii", e->cid, (int64_t)OP_MOVE, (int64_t)STAGE_SEND)) < 0)
+		goto out;
+	r = cache_folder_base(db, folder, e->base, sizeof(e->base));
 	if (r == -EAGAIN) {
 		r = PLAN_WAIT;
 		goto out;

@@ -2033,6 +2033,7 @@ int cache_unlink(struct cache *c, uint64_t parent, const char *name)
 static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to, int followup)
 {
 	int64_t has_id = 0, seq = 0;
+	char key[33];
 	int r;
 
 	if ((r = cache_db_run(db, "UPDATE contacts SET folder = ? WHERE cid = ?", "ii", to, cid)))
@@ -2062,6 +2063,15 @@ static int contact_move(sqlite3 *db, int64_t cid, int64_t from, int64_t to, int 
 			return cache_db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", seq);
 		return 0;
 	}
+	/* The POST of a move carries the contact's client key, by which the
+	 * lookup after a lost answer finds this copy. A contact that came from
+	 * the server has none yet: with an empty key the lookup took the first
+	 * contact of the folder that had one too (another one moved there). */
+	cache_new_key(key);
+	if ((r = cache_db_run(db,
+			      "UPDATE contacts SET ckey = ? WHERE cid = ? AND (ckey IS NULL OR ckey = '')",
+			      "ti", key, cid)))
+		return r;
 	if ((r = cache_outbox_add(db, OP_MOVE, cid, from, NULL, 0)))
 		return r;
 	return followup ? cache_outbox_add_flag(db, cid, to) : 0;

@@ -761,3 +761,89 @@ def test_two_hundred_files_copied_then_kill_9_all_reach_the_server_once_after_re
                  if c["displayName"] in dup]))
             assert names == want
             assert len(vcf_files(m2.root)) == n
+
+
+def test_a_move_whose_answer_a_kill_lost_is_found_as_itself_not_as_another_contact_moved_there(
+        tmp_path):
+    """Found by scripts/soak (seed 1): a contact that came from the server had
+    no client key, so the POST of its move carried an empty one, and after a
+    kill -9 took the POST's answer the lookup adopted the first contact of the
+    target folder with an empty key: one moved there before. Its id already
+    had a row, the whole outbox batch failed with "File exists" at every
+    round, and nothing was sent again."""
+    contacts = [{"displayName": "Move %s" % n, "givenName": "Move", "surname": n,
+                 "emailAddresses": [{"address": "move-%s@example.org" % n.lower()}]}
+                for n in ("First", "Second")]
+    seed = write_seed(tmp_path, seed_box(contacts, [{"displayName": "Dest"}]))
+    with Emulator("--seed", str(seed)) as emu:
+        m = Mount(emu, tmp_path, poll=2).start()
+        try:
+            m.wait_synced()
+            os.rename(m.root / "Move First.vcf", m.root / "Dest" / "Move First.vcf")
+            m.wait_synced()
+            # A slow server: the kill comes while the second move's POST is
+            # on the server, which carries it out after the daemon died.
+            emu.faults({"latency_ms": 1500})
+            emu.admin("POST", "requests/reset")
+            os.rename(m.root / "Move Second.vcf", m.root / "Dest" / "Move Second.vcf")
+            wait_until(lambda: emu.requests()["by_route"].get(
+                "POST /me/contactFolders/{id}/contacts", 0) >= 1, timeout=30,
+                what="the second move's POST on the server")
+        finally:
+            m.kill()
+        wait_until(lambda: not emu.requests()["in_flight"], timeout=30,
+                   what="the POST carried out")
+        emu.faults({"latency_ms": 0})
+        with Mount(emu, tmp_path, poll=2, cache=m.cache) as m2:
+            m2.wait_synced(timeout=60)
+            box = mailbox(emu)
+            paths = folder_paths(box)
+            where = sorted((paths[c["parentFolderId"]], c["displayName"])
+                           for c in box["contacts"])
+            assert where == [("Dest", "Move First"), ("Dest", "Move Second")]
+            assert sorted(vcf_files(m2.root)) == ["Dest/Move First.vcf", "Dest/Move Second.vcf"]
+            assert "File exists" not in m2.log_text()
+
+
+def test_an_edit_then_a_move_sent_together_update_the_contact_where_it_is_and_move_it_once(
+        tmp_path):
+    """Found by scripts/soak (seed 2): a contact edited in place and then moved
+    to another folder before the edit left. The update was addressed to the
+    folder the contact was moving to, where the server did not have it yet:
+    404, taken as "deleted on the server", so it was created again there and
+    the move's delete of the old copy never came: the contact twice."""
+    seed = write_seed(tmp_path, seed_box(
+        [{"displayName": "Edit Move", "givenName": "Edit", "surname": "Move",
+          "emailAddresses": [{"address": "edit-move@example.org"}]}], [{"displayName": "Dest"}]))
+    with Emulator("--seed", str(seed)) as emu:
+        proxy = TcpProxy(emu.url).start()
+        try:
+            with Mount(Via(emu, proxy), tmp_path, poll=2) as m:
+                m.wait_synced()
+                path = m.root / "Edit Move.vcf"
+                old = path.read_bytes()
+                uid = prop_values(old, "UID")[0]
+                proxy.stop()        # both changes wait in the outbox
+                new = vcard("Edit Move", "edit-move@example.org", uid, note="edited, then moved",
+                            given="Edit", surname="Move")
+                fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+                os.write(fd, new)
+                os.close(fd)
+                os.rename(path, m.root / "Dest" / "Edit Move.vcf")
+                emu.admin("POST", "requests/reset")
+                proxy.start()
+                try:
+                    m.wait_synced(timeout=60)
+                except AssertionError as e:
+                    raise AssertionError("%s\nrequests since the server came back: %s"
+                                         % (e, emu.requests()["by_route"])) from None
+                m.wait_rounds(2)
+                box = mailbox(emu)
+                paths = folder_paths(box)
+                where = [(paths[c["parentFolderId"]], c["displayName"], c["personalNotes"])
+                         for c in box["contacts"]]
+                assert where == [("Dest", "Edit Move", "edited, then moved")]
+                assert vcf_files(m.root) == ["Dest/Edit Move.vcf"]
+        finally:
+            if not proxy.stopping:
+                proxy.stop()
