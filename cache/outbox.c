@@ -1569,13 +1569,14 @@ static int apply_alone(struct cache *c, sqlite3 *db, struct entry *e, int *offli
 }
 
 /* Work after an answer (a conflict, a folder to adopt) that failed: a
- * failed attempt of e alone, in a transaction of its own. */
+ * failed attempt of e alone, in a transaction of its own. No network is
+ * no failure of e: the pass ends and e is tried again, as for a request. */
 static int failed_after(struct cache *c, struct entry *e, int err)
 {
 	char why[256];
 	int r;
 
-	if (err == -ENOMEM)
+	if (err == -ENOMEM || cache_offline_errno(err))
 		return err;
 	snprintf(why, sizeof(why), "%s: %s",
 		 e->op == OP_FOLDER_CREATE ? "taking the folder the server has as ours"
