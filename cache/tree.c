@@ -1130,7 +1130,10 @@ int cache_tree_render_local(struct cache *c, sqlite3 *db, int64_t cid, const cJS
  * (vim's and emacs's backup, "name~"): it no longer shows the contact (its
  * cid went), but it holds what the contact's file showed. Of the files in
  * n's folder that show no contact, the latest written one with card's UID;
- * NULL for none (errno ENOMEM when out of memory).
+ * NULL for none (errno ENOMEM when out of memory). A conflict copy
+ * (cache_tree_keep_beside's NAME.conflict-TIME) carries the UID too but holds
+ * the save that lost, never what the file showed: taken for it, that save
+ * would come back over the server's side of the conflict.
  */
 static struct vcard *renamed_away(sqlite3 *db, const struct node *n, struct vcard *card)
 {
@@ -1144,7 +1147,8 @@ static struct vcard *renamed_away(sqlite3 *db, const struct node *n, struct vcar
 	    cache_db_prepare(
 		    db, &st,
 		    "SELECT ino FROM nodes WHERE parent = ? AND kind = ? AND cid IS NULL AND "
-		    "ino != ? AND written AND NOT draft ORDER BY mtime_ns DESC LIMIT 16",
+		    "ino != ? AND written AND NOT draft AND name NOT GLOB '*.conflict-*' "
+		    "ORDER BY mtime_ns DESC LIMIT 16",
 		    "iii", n->parent, (int64_t)CACHE_FILE, n->ino))
 		return NULL;
 	while (!found && cache_db_step(st) == 1) {

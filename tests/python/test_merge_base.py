@@ -404,6 +404,43 @@ def test_a_stale_edit_of_the_field_the_server_changed_is_a_conflict_kept_beside_
         assert vcf_files(m.root) == [ALICE, BOB]
 
 
+@pytest.mark.parametrize("pattern", list(SAVES))
+def test_a_save_after_a_conflict_merges_with_the_file_never_with_the_conflict_copy(
+        pattern, tmp_path):
+    """The conflict copy holds the save that lost; the file shows the
+    server's version. A later save of the file (another field, from what
+    the file shows) merges with that, never with the copy (it shows no
+    contact but carries the contact's UID): else the lost save comes back
+    over the server's side of the conflict, which then exists nowhere
+    (issue 17, found by the soak)."""
+    # No delta round: the save goes out against the version the file shows
+    # and meets the server's change as a 412 (the conflict of the outbox).
+    with mounted(tmp_path, poll=3600, expect_errors=[r"conflict"]) as (emu, m):
+        path = m.root / ALICE
+        alice = by_name(emu)["Alice Archer"]
+        old = read(path)
+        patch(emu, alice["id"], {"personalNotes": "remote note"})      # theirs
+        save_in_place(path, set_prop(old, "NOTE", "losing note"))      # ours: a conflict
+        copies = wait_until(lambda: conflict_copies(m.root, ALICE), timeout=30,
+                            what="a conflict copy beside %s" % ALICE)
+        assert fields(read(m.root / copies[0]))["note"] == "losing note"
+        m.wait_synced()
+        assert by_name(emu)["Alice Archer"]["personalNotes"] == "remote note"
+        text = wait_shows(path, note="remote note")
+
+        SAVES[pattern](path, set_prop(text, "TITLE", "Lead"))           # a fresh save
+        m.wait_synced()
+        a = by_name(emu)["Alice Archer"]
+        assert a["jobTitle"] == "Lead", "the fresh save did not reach the server"
+        assert a["personalNotes"] == "remote note", (
+            "the save that lost the conflict came back from its conflict copy: the server "
+            "has %r, and the remote edit it conflicted with is gone\n%s"
+            % (a["personalNotes"], m.log_text()))
+        wait_shows(path, note="remote note", title="Lead")
+        assert conflict_copies(m.root, ALICE) == copies
+        assert len(conflict_lines(m)) == 1, m.errors()
+
+
 @pytest.mark.parametrize("when", ["at-once", "after-its-upload"])
 def test_a_buffer_saved_again_is_no_conflict_with_its_own_earlier_save(when, tmp_path):
     """An editor keeps its buffer across saves (vim :w, edit, :w): the second

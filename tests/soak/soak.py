@@ -98,15 +98,17 @@ class Model:
         self.lock = threading.Lock()
         self.local = {}            # uid -> (note, t_start, t_end) of the last acked edit
         self.remote = {}           # uid -> (note, t) of the last remote edit
+        self.read = {}             # note of an acked local edit -> the note its writer read
         self.created = set()       # uids the driver created (locally or remotely)
         self.deleted = {}          # uid -> t of an acked rm (local) or a remote DELETE
         self.uncertain = set()     # uids whose last local operation failed half-way
         self.busy = set()          # uids a writer holds now
         self.counts = collections.Counter()
 
-    def ack(self, uid, note, t0):
+    def ack(self, uid, note, t0, read=None):
         with self.lock:
             self.local[uid] = (note, t0, time.monotonic())
+            self.read[note] = read
             self.deleted.pop(uid, None)
             self.uncertain.discard(uid)
             self.counts["acked"] += 1
@@ -439,8 +441,9 @@ class Soak:
             tarball = scratch / "t.tar"
             self.run(["tar", "cf", str(tarball), "-C", str(scratch), p.name])
             self.run(["tar", "xf", str(tarball), "-C", str(p.parent)])
-        self.model.ack(uid, note, t0)
-        self.note("w%d" % i, kind, "acked", uid, note)
+        read = "\n".join(unescape_text(v) for v in card_props(data).get("NOTE", []))
+        self.model.ack(uid, note, t0, read)
+        self.note("w%d" % i, kind, "acked", uid, note, "read", read)
         self.counts["saves " + kind] += 1
 
     @staticmethod
@@ -604,6 +607,7 @@ class Soak:
         with self.model.lock:
             local = dict(self.model.local)
             remote = dict(self.model.remote)
+            read = dict(self.model.read)
             deleted = dict(self.model.deleted)
             uncertain = set(self.model.uncertain)
             created = set(self.model.created)
@@ -632,6 +636,24 @@ class Soak:
                 continue        # superseded by a later remote edit
             problems.append("2: acknowledged edit %s of %s lost: server note %r%s"
                             % (note, uid, have, ", remote %r" % (r,) if r else ""))
+        # 2. no lost remote edit: the last remote edit of a contact is on the
+        # server, or in a conflict file, or a local edit whose writer had read
+        # it (or read an edit made from it) replaced it.
+        for uid, (rnote, _tr) in sorted(remote.items()):
+            if rnote is None or uid in uncertain or uid not in server:
+                continue
+            have = server[uid][1].get("personalNotes") or ""
+            if have == rnote or rnote.encode() in conflict_text:
+                continue
+            seen, n = set(), have
+            while n in read and n not in seen and n != rnote:
+                seen.add(n)
+                n = read[n]
+            if n == rnote:
+                continue        # superseded by an edit made from it
+            problems.append("2: remote edit %s of %s lost: the server holds %r, made from %r "
+                            "(a conflict the daemon settles keeps the server's version)"
+                            % (rnote, uid, have, read.get(have)))
         for uid in sorted(created - uncertain):
             if uid not in server and uid not in deleted and uid not in remote:
                 problems.append("2: created contact %s is not on the server" % uid)
