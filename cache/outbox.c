@@ -46,8 +46,8 @@ struct entry {
 	cJSON *body;
 	struct buf photo;
 	char photo_type[64];
-	char name[256];	 /* the file, for messages */
-	char key[40];	 /* client key of a create */
+	char name[256]; /* the file, for messages */
+	char key[40];	/* client key of a create */
 	char token[300]; /* the version the file named when planned ("" none) */
 
 	/* the answer */
@@ -1155,8 +1155,8 @@ static int adopt_change_key(sqlite3 *db, const struct entry *e)
 	if (!stored)
 		return 0;
 	if (cache_same_fields(e->response, stored)) {
-		char *old_ck = strdup(
-			cache_jstr(stored, "changeKey") ? cache_jstr(stored, "changeKey") : "");
+		char *old_ck = strdup(cache_jstr(stored, "changeKey") ? cache_jstr(stored, "changeKey")
+								       : "");
 
 		cJSON_DeleteItemFromObjectCaseSensitive(stored, "changeKey");
 		if (!old_ck || !cJSON_AddStringToObject(stored, "changeKey", ck))
@@ -1410,11 +1410,10 @@ static int on_failure(struct cache *c, sqlite3 *db, struct entry *e, int permane
 	if (later) {
 		r = cache_db_run(db, "DELETE FROM outbox WHERE seq = ?", "i", e->seq);
 		if (!r)
-			cache_error(
-				db, e->name[0] ? e->name : "outbox",
-				"%s; the file was saved again since: its flag as it is now goes "
-				"next",
-				why);
+			cache_error(db, e->name[0] ? e->name : "outbox",
+				    "%s; the file was saved again since: its flag as it is now goes "
+				    "next",
+				    why);
 		return r;
 	}
 	r = cache_db_run(

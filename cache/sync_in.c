@@ -26,7 +26,7 @@
 #define FOLDER_WALK_EVERY 5
 
 struct folder_round {
-	cJSON *items;		/* the round's items, applied once complete (parents first) */
+	cJSON *items; /* the round's items, applied once complete (parents first) */
 	const char *default_id; /* the default folder's: never a folder of its own */
 };
 
