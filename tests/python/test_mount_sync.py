@@ -70,11 +70,11 @@ def prop_values(data, name):
 
 # ---- Graph, as another client would use it ------------------------------------------
 
-def graph(emu, method, path, body=None, root="v1.0"):
+def graph(emu, method, path, body=None, root="v1.0", headers=None):
     """A request to the emulator's Graph (root "v1.0" or "beta") for the
     signed-in mailbox, as Outlook or another client would make it."""
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": "Bearer " + emu.token}
+    headers = dict(headers or {}, Authorization="Bearer " + emu.token)
     if data is not None:
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(emu.url + "/" + root + "/me" + path, data=data, method=method,
