@@ -1134,7 +1134,6 @@ static int entry_next(sqlite3 *db, struct entry *e, enum stage stage)
 		"ii", (int64_t)stage, e->seq);
 }
 
-
 /* The answer of a STAGE_REFRESH read: its change key becomes the contact's
  * when every field it carries is the one stored (the change key is then of
  * our own writes); otherwise someone changed the contact meanwhile and the
@@ -1542,6 +1541,53 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 	return on_failure(c, db, e, 1, graph_errno(st, e->code), why);
 }
 
+/* Apply e's answer in a savepoint of its own: an answer that cannot be
+ * stored (a bug, a state the cache did not expect) is undone alone and
+ * counts as a failed attempt of e, retried after a backoff and parked with
+ * an error line like any other, so every other entry of the pass goes on. */
+static int apply_alone(struct cache *c, sqlite3 *db, struct entry *e, int *offline,
+		       enum after *after)
+{
+	char why[256];
+	int r, err;
+
+	if ((r = cache_db_run(db, "SAVEPOINT answer", NULL)))
+		return r;
+	err = apply(c, db, e, offline, after);
+	if (err && err != -ENOMEM) {
+		*after = AFTER_NOTHING;
+		snprintf(why, sizeof(why), "the server's answer could not be stored: %s",
+			 strerror(-err));
+		log_err("cache: %s: %s", e->name[0] ? e->name : "outbox", why);
+		if (!(r = cache_db_run(db, "ROLLBACK TO answer", NULL)))
+			r = on_failure(c, db, e, 0, err, why);
+	} else {
+		r = err;
+	}
+	return r ? r : cache_db_run(db, "RELEASE answer", NULL);
+}
+
+/* Work after an answer (a conflict, a folder to adopt) that failed: a
+ * failed attempt of e alone, in a transaction of its own. No network is
+ * no failure of e: the pass ends and e is tried again, as for a request. */
+static int failed_after(struct cache *c, struct entry *e, int err)
+{
+	char why[256];
+	int r;
+
+	if (err == -ENOMEM || cache_offline_errno(err))
+		return err;
+	snprintf(why, sizeof(why), "%s: %s",
+		 e->op == OP_FOLDER_CREATE ? "taking the folder the server has as ours"
+					   : "resolving the conflict",
+		 strerror(-err));
+	log_err("cache: %s: %s", e->name[0] ? e->name : "outbox", why);
+	if ((r = cache_db_begin(c->sdb)))
+		return r;
+	r = on_failure(c, c->sdb, e, 0, err, why);
+	return r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
+}
+
 /* ---- conflicts (docs/design.md §6) --------------------------------------------------------- */
 
 /* Store contact theirs as the base and write the file from merged (a local
@@ -1799,9 +1845,83 @@ static int match_name(const cJSON *item, void *ctx)
 	return 0;
 }
 
+/* Folder dup shows the server folder our folder into is: everything in it
+ * (files, contacts, queued changes) goes into ours, and dup goes. */
+static int merge_folder(sqlite3 *db, int64_t into, int64_t dup, struct events *ev)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	log_warn("cache: folder %lld is a second copy of folder %lld, whose create's answer was "
+		 "lost: merged into it",
+		 (long long)dup, (long long)into);
+	if ((r = cache_db_prepare(db, &st, "SELECT ino, name FROM nodes WHERE parent = ?", "i",
+				  dup)))
+		return r;
+	while ((r = cache_db_step(st)) == 1) {
+		int64_t ino = sqlite3_column_int64(st, 0);
+		char old[256], unique[256];
+
+		snprintf(old, sizeof(old), "%s", (const char *)sqlite3_column_text(st, 1));
+		if ((r = cache_tree_unique_name(db, (uint64_t)into, old, unique)) ||
+		    (r = cache_db_run(db, "UPDATE nodes SET parent = ?, name = ? WHERE ino = ?",
+				      "iti", into, unique, ino)))
+			break;
+		cache_events_add(ev, CACHE_RENAMED, (uint64_t)ino, (uint64_t)into, unique,
+				 (uint64_t)dup, old);
+	}
+	cache_db_release(st);
+	if (r < 0)
+		return r;
+	if ((r = cache_db_run(db, "UPDATE contacts SET folder = ? WHERE folder = ?", "ii", into,
+			      dup)) ||
+	    (r = cache_db_run(db, "DELETE FROM names_past WHERE folder = ?", "i", dup)) ||
+	    (r = cache_db_run(db, "DELETE FROM outbox WHERE folder = ? AND op IN (?, ?, ?)", "iiii",
+			      dup, (int64_t)OP_FOLDER_CREATE, (int64_t)OP_FOLDER_RENAME,
+			      (int64_t)OP_FOLDER_DELETE)) ||
+	    (r = cache_db_run(db, "UPDATE outbox SET folder = ? WHERE folder = ?", "ii", into,
+			      dup)) ||
+	    (r = cache_db_run(
+		     db,
+		     "UPDATE folders SET delta = (SELECT delta FROM folders WHERE ino = ?) "
+		     "WHERE ino = ?",
+		     "ii", dup, into)) ||
+	    (r = cache_db_run(db, "DELETE FROM folders WHERE ino = ?", "i", dup)))
+		return r;
+	if ((r = cache_db_prepare(db, &st, "SELECT parent, name FROM nodes WHERE ino = ?", "i",
+				  dup)))
+		return r;
+	if ((r = cache_db_step(st)) == 1)
+		cache_events_add(ev, CACHE_REMOVED, (uint64_t)dup,
+				 (uint64_t)sqlite3_column_int64(st, 0),
+				 (const char *)sqlite3_column_text(st, 1), 0, NULL);
+	cache_db_release(st);
+	if (r < 0)
+		return r;
+	return cache_db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", dup);
+}
+
+/* The folder of e takes id; a row that already has it (the server's
+ * folder, shown as a second one by a delta round) is merged into it. */
+static int take_folder_id(sqlite3 *db, struct entry *e, const char *id, struct events *ev)
+{
+	int64_t other = 0;
+	int r = cache_db_int(db, &other, "SELECT ino FROM folders WHERE id = ? AND ino != ?", "ti",
+			     id, e->folder);
+
+	if (r < 0)
+		return r;
+	if (r && (r = cache_db_run(db, "UPDATE folders SET id = NULL WHERE ino = ?", "i", other)))
+		return r;
+	if ((r = cache_db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti", id, e->folder)))
+		return r;
+	return other ? merge_folder(db, e->folder, other, ev) : 0;
+}
+
 static int adopt_folder(struct cache *c, struct entry *e)
 {
 	struct named n = {e->name, NULL};
+	struct events ev = {0}; /* told once committed */
 	char path[1200];
 	int r;
 
@@ -1812,14 +1932,14 @@ static int adopt_folder(struct cache *c, struct entry *e)
 	r = graph_list(c->g, path, NULL, 0, match_name, &n);
 	if (!r && (r = cache_db_begin(c->sdb)) == 0) {
 		if (n.id)
-			r = cache_db_run(c->sdb, "UPDATE folders SET id = ? WHERE ino = ?", "ti",
-					 n.id, e->folder);
+			r = take_folder_id(c->sdb, e, n.id, &ev);
 		if (!r)
 			r = n.id ? entry_done(c->sdb, e)
 				 : on_failure(c, c->sdb, e, 0, -EEXIST,
 					      "the folder exists but was not found");
 		r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 	}
+	cache_events_flush(c, &ev, !r);
 	free(n.id);
 	return r;
 }
@@ -1860,14 +1980,17 @@ int cache_outbox_pass(struct cache *c, int64_t *next_ms)
 				cache_set_online(c, 1); /* an answer came: at once, for waiters */
 		if (!(r = cache_db_begin(c->sdb))) {
 			for (size_t i = 0; i < n && !r; i++)
-				r = apply(c, c->sdb, &v[i], &offline, &after[i]);
+				r = apply_alone(c, c->sdb, &v[i], &offline, &after[i]);
 			r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 		}
 		for (size_t i = 0; i < n && !r; i++) {
+			int err = 0;
+
 			if (after[i] == AFTER_CONFLICT)
-				r = resolve_conflict(c, &v[i], &ev);
+				err = resolve_conflict(c, &v[i], &ev);
 			else if (after[i] == AFTER_FOLDER_EXISTS)
-				r = adopt_folder(c, &v[i]);
+				err = adopt_folder(c, &v[i]);
+			r = err ? failed_after(c, &v[i], err) : 0;
 		}
 		cache_events_flush(c, &ev, !r);
 		for (size_t i = 0; i < n; i++)

@@ -102,6 +102,34 @@ static int folder_busy(sqlite3 *db, int64_t ino)
 	return r < 0 ? r : n > 0;
 }
 
+/*
+ * A folder new to us that delta brings may be our own mkdir, whose POST the
+ * server carried out while its answer was lost: a folder of ours with no id
+ * yet, a create of it queued, in the same parent and of the same name (Graph
+ * compares folder names without case). Folders carry no client key; a name
+ * is unique among its siblings on the server, so that folder is ours: it
+ * takes the id and its create is done. 1 when adopted.
+ */
+static int adopt_own_folder(sqlite3 *db, const char *id, int64_t parent, const char *name)
+{
+	int64_t ino = 0;
+	int r = cache_db_int(
+		db, &ino,
+		"SELECT f.ino FROM folders f JOIN nodes n ON n.ino = f.ino WHERE f.id IS NULL AND "
+		"n.parent = ? AND n.name = ? COLLATE NOCASE AND EXISTS (SELECT 1 FROM outbox o "
+		"WHERE o.folder = f.ino AND o.op = ?) ORDER BY f.ino LIMIT 1",
+		"iti", parent, name, (int64_t)OP_FOLDER_CREATE);
+
+	if (r <= 0)
+		return r;
+	log_info("cache: folder %s is our own create, whose answer was lost: taken as ours", name);
+	if ((r = cache_db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti", id, ino)) ||
+	    (r = cache_db_run(db, "DELETE FROM outbox WHERE folder = ? AND op = ?", "ii", ino,
+			      (int64_t)OP_FOLDER_CREATE)))
+		return r;
+	return 1;
+}
+
 static int apply_folder(const struct folder_round *f, sqlite3 *db, const cJSON *item,
 			struct events *ev)
 {
@@ -132,6 +160,8 @@ static int apply_folder(const struct folder_round *f, sqlite3 *db, const cJSON *
 	if (!cache_safe_name(name, "", safe, sizeof(safe)))
 		snprintf(safe, sizeof(safe), "Folder");
 	if (r == -ENOENT) {
+		if ((r = adopt_own_folder(db, id, parent, safe)) != 0)
+			return r < 0 ? r : 0;
 		if ((r = cache_tree_unique_name(db, (uint64_t)parent, safe, unique)) ||
 		    (r = cache_db_run(
 			     db,

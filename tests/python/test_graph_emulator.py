@@ -990,6 +990,28 @@ def test_drop_after_must_be_a_probability(emu):
     assert emu.admin("GET", "faults")["rate_drop_after"] == 0
 
 
+def test_drop_after_route_loses_only_that_routes_answers_after_applying_them(emu):
+    emu.faults(drop_after_route="POST /me/contactFolders")
+    with pytest.raises(LOST):
+        emu.call("POST", "/me/contactFolders", {"displayName": "Lost Answer"})
+    assert "Lost Answer" in [f["displayName"] for f in emu.state()["folders"]]
+    with pytest.raises(LOST):
+        emu.call("POST", "/$batch", {"requests": [
+            {"id": "1", "method": "POST", "url": "/me/contactFolders",
+             "headers": {"Content-Type": "application/json"}, "body": {"displayName": "In Batch"}}]})
+    assert "In Batch" in [f["displayName"] for f in emu.state()["folders"]]
+    new_contact(emu)                                    # another route: answered
+    emu.ok("POST", "/$batch", {"requests": [{"id": "1", "method": "GET", "url": "/me/contactFolders"}]})
+    assert emu.requests()["dropped"] == 2
+    emu.faults(drop_after_route=None)
+    emu.call("POST", "/me/contactFolders", {"displayName": "Answered"})
+    assert emu.requests()["dropped"] == 2
+    for bad in (3, "contactFolders", True):
+        status, _, _ = emu.raw("POST", "/_emulator/faults", json.dumps({"drop_after_route": bad}).encode(),
+                               {"Content-Type": "application/json"})
+        assert status == 400, bad
+
+
 def test_keep_alive_connection_serves_many_requests(emu):
     conn = http.client.HTTPConnection(emu.base.split("//")[1], timeout=10)
     for _ in range(5):

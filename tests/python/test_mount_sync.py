@@ -70,11 +70,11 @@ def prop_values(data, name):
 
 # ---- Graph, as another client would use it ------------------------------------------
 
-def graph(emu, method, path, body=None, root="v1.0"):
+def graph(emu, method, path, body=None, root="v1.0", headers=None):
     """A request to the emulator's Graph (root "v1.0" or "beta") for the
     signed-in mailbox, as Outlook or another client would make it."""
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": "Bearer " + emu.token}
+    headers = dict(headers or {}, Authorization="Bearer " + emu.token)
     if data is not None:
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(emu.url + "/" + root + "/me" + path, data=data, method=method,
@@ -803,6 +803,38 @@ def test_a_move_whose_answer_a_kill_lost_is_found_as_itself_not_as_another_conta
             assert where == [("Dest", "Move First"), ("Dest", "Move Second")]
             assert sorted(vcf_files(m2.root)) == ["Dest/Move First.vcf", "Dest/Move Second.vcf"]
             assert "File exists" not in m2.log_text()
+
+
+def test_a_folder_whose_create_answer_was_lost_and_that_delta_brought_first_is_ours(tmp_path):
+    """Found by scripts/soak (seed 2, issue 17): a mkdir's POST was carried out
+    but its answer lost; a folder delta round brought the server's new folder
+    before the retry, and it was shown as a second folder "Projects (2)". The
+    retry got 409, found the id by name, and setting it on our folder's row
+    failed (the id was on the other row): "File exists" at every pass, and
+    the folder and what was written in it never went up."""
+    seed = write_seed(tmp_path, seed_box([{"displayName": "Old Friend", "givenName": "Old",
+                                           "surname": "Friend"}]))
+    with Emulator("--seed", str(seed)) as emu, Mount(emu, tmp_path, poll=2) as m:
+        m.wait_synced()
+        emu.faults({"drop_after_route": "POST /me/contactFolders"})
+        os.mkdir(m.root / "Projects")
+        wait_until(lambda: "Projects" in folder_paths(mailbox(emu)).values(), timeout=30,
+                   what="the folder made on the server")
+        m.wait_rounds(2)    # delta has shown the server's folder; every answer was lost
+        emu.faults({"drop_after_route": None})
+        (m.root / "Projects" / "Inside.vcf").write_bytes(
+            vcard("In Side", "inside@example.org", "uid-inside"))
+        (m.root / "Elsewhere.vcf").write_bytes(
+            vcard("Else Where", "elsewhere@example.org", "uid-elsewhere"))
+        m.wait_synced(timeout=90)
+        box = mailbox(emu)
+        paths = folder_paths(box)
+        assert sorted(paths.values()) == ["", "Projects"]
+        where = sorted((paths.get(c["parentFolderId"], ""), c["displayName"])
+                       for c in box["contacts"])
+        assert where == [("", "Else Where"), ("", "Old Friend"), ("Projects", "In Side")]
+        assert sorted(p.name for p in m.root.iterdir() if p.is_dir()) == ["Projects"]
+        assert "File exists" not in m.log_text()
 
 
 def test_an_edit_then_a_move_sent_together_update_the_contact_where_it_is_and_move_it_once(
