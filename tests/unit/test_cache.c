@@ -2042,6 +2042,124 @@ TEST(a_create_in_flight_at_a_crash_is_looked_up_by_its_key_after_reopening)
 out:;
 }
 
+/*
+ * A copy that a create of ours made on the server, brought by a delta round
+ * before the create had its answer (the daemon killed after the POST left,
+ * then a lookup that ran before the server had carried it out, on a slow
+ * server): it is that create, taken as it, never a second contact shown
+ * beside it and never sent again. Here the create is refused (read-only
+ * mailbox, parked) so that the round surely runs before any answer; the copy
+ * is POSTed with the create's client key as the lost request would have.
+ */
+static char *contact_ckey(struct env *v, uint64_t ino)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+	char *key = NULL;
+
+	if (sqlite3_open_v2(v->db, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db,
+			       "SELECT c.ckey FROM contacts c JOIN nodes n ON n.cid = c.cid "
+			       "WHERE n.ino = ?",
+			       -1, &q, NULL) == SQLITE_OK &&
+	    sqlite3_bind_int64(q, 1, (sqlite3_int64)ino) == SQLITE_OK &&
+	    sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0))
+		key = strdup((const char *)sqlite3_column_text(q, 0));
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	return key;
+}
+
+static int post_own_copy(struct env *v, const char *key)
+{
+	char body[1024];
+	cJSON *b, *out = NULL;
+	int r;
+
+	snprintf(body, sizeof(body),
+		 "{\"givenName\":\"Early\",\"surname\":\"Copy\",\"displayName\":\"Early Copy\","
+		 "\"personalNotes\":\"made once\",\"extensions\":[{\"@odata.type\":"
+		 "\"microsoft.graph.openTypeExtension\",\"extensionName\":\"%s\",\"key\":\"%s\"}]}",
+		 VCARD_EXTENSION_NAME, key);
+	if (!(b = cJSON_Parse(body)))
+		return -EINVAL;
+	r = graph_send_json(v->api, "POST", "/contacts", b, NULL, 0, &out);
+	cJSON_Delete(b);
+	cJSON_Delete(out);
+	return r;
+}
+
+/* The copy in an incremental round (its extension read after it). */
+BODY(early_copy_incremental)
+{
+	struct listing l;
+	char text[1024], *key = NULL;
+	uint64_t ino;
+
+	CHECK(start_synced(v) == 0);
+	CHECK(faults(v, "{\"readonly_users\": [\"" ME "\"]}") == 0);
+	person(text, sizeof(text), "Early", "Copy", "made once", NULL);
+	CHECK(put(v, CACHE_ROOT_INO, "Early Copy.vcf", text, &ino) == 0);
+	CHECK_INT(cache_wait_file(v->c, ino, DRAIN_MS), -EACCES);
+	CHECK(faults(v, "{\"readonly_users\": []}") == 0);
+	CHECK((key = contact_ckey(v, ino)) != NULL);
+	CHECK_INT(post_own_copy(v, key), 0);
+	CHECK(fresh_round(v) == 0);
+	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
+	CHECK_INT(names_with(&l, "Early Copy"), 1);
+	CHECK_INT(cache_wait_file(v->c, ino, DRAIN_MS), 0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK(fresh_round(v) == 0);
+	CHECK_INT(server_count(v, "Early Copy"), 1);
+	/* The copy's POST and the refused one: never another. */
+	CHECK_INT(route_count(v, "POST /me/contacts"), 2);
+	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
+	CHECK_INT(names_with(&l, "Early Copy"), 1);
+	CHECK(file_says(v, CACHE_ROOT_INO, "Early Copy.vcf", "NOTE", "made once"));
+out:
+	free(key);
+}
+
+TEST(a_copy_of_our_create_that_delta_brings_before_its_answer_is_that_contact)
+{
+	RUN(early_copy_incremental, .seed = SEED_REMOTE);
+out:;
+}
+
+/* The copy in the first round of a mount (extensions listed first). */
+BODY(early_copy_first_round)
+{
+	struct listing l;
+	char text[1024], *key = NULL;
+	uint64_t ino;
+
+	person(text, sizeof(text), "Early", "Copy", "made once", NULL);
+	CHECK(put(v, CACHE_ROOT_INO, "Early Copy.vcf", text, &ino) == 0);
+	CHECK((key = contact_ckey(v, ino)) != NULL);
+	CHECK_INT(post_own_copy(v, key), 0);
+	CHECK(faults(v, "{\"readonly_users\": [\"" ME "\"]}") == 0);
+	CHECK(cache_start(v->c) == 0);
+	CHECK(fresh_round(v) == 0);
+	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
+	CHECK_INT(names_with(&l, "Early Copy"), 1);
+	CHECK(faults(v, "{\"readonly_users\": []}") == 0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK(fresh_round(v) == 0);
+	CHECK_INT(server_count(v, "Early Copy"), 1);
+	/* The copy's POST and the refused one: never another. */
+	CHECK_INT(route_count(v, "POST /me/contacts"), 2);
+	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
+	CHECK_INT(names_with(&l, "Early Copy"), 1);
+out:
+	free(key);
+}
+
+TEST(a_copy_of_our_create_in_the_first_round_of_a_mount_is_that_contact)
+{
+	RUN(early_copy_first_round, .seed = SEED_REMOTE);
+out:;
+}
+
 /* ==== 7. failures park an entry; nothing else waits on it ============================== */
 
 BODY(readonly_parked)
