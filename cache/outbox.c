@@ -413,11 +413,16 @@ static int plan_create(struct cache *c, sqlite3 *db, struct entry *e, const stru
 	return r;
 }
 
-/* A move's DELETE of the old copy, whose id the POST's answer left in arg
- * (STAGE_OLD_COPY); e->base is the old folder's. */
+/* A move's read (STAGE_OLD_READ) or DELETE (STAGE_OLD_COPY) of the old
+ * copy, whose id the POST's answer left in arg; e->base is the old
+ * folder's. */
 static int plan_old_copy(struct entry *e)
 {
-	set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base, e->arg ? e->arg : "");
+	if (e->stage == STAGE_OLD_READ)
+		set_json(e, "GET", NULL, "%s/contacts/%s?$expand=Extensions($filter=id%%20eq%%20'%s')",
+			 e->base, e->arg ? e->arg : "", EXT_ID);
+	else
+		set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base, e->arg ? e->arg : "");
 	return e->arg ? PLAN_JSON : PLAN_DONE;
 }
 
@@ -428,10 +433,10 @@ static int plan_move_skip_photo(sqlite3 *db, struct entry *e)
 	int r;
 
 	if ((r = cache_db_run(db, "UPDATE outbox SET stage = ? WHERE seq = ?", "ii",
-			      (int64_t)STAGE_OLD_COPY, e->seq)) ||
+			      (int64_t)STAGE_OLD_READ, e->seq)) ||
 	    (r = cache_folder_base(db, e->folder, e->base, sizeof(e->base))))
 		return r;
-	e->stage = STAGE_OLD_COPY;
+	e->stage = STAGE_OLD_READ;
 	return plan_old_copy(e);
 }
 
@@ -442,7 +447,7 @@ static int plan_move(struct cache *c, sqlite3 *db, struct entry *e, const struct
 	struct vcard *card = NULL;
 	int r;
 
-	if (e->stage == STAGE_OLD_COPY)
+	if (e->stage == STAGE_OLD_READ || e->stage == STAGE_OLD_COPY)
 		return plan_old_copy(e);
 	if (e->stage == STAGE_SEND && (!k->id || k->folder == e->folder))
 		return PLAN_DONE; /* never created, or moved back */
@@ -608,7 +613,9 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct ev
 	if ((r = contact_row_get(db, e->cid, &k)))
 		return r == -ENOENT ? PLAN_DONE : r;
 	/* A move's old copy is in the folder it came from (e->folder). */
-	folder = e->op == OP_MOVE && e->stage == STAGE_OLD_COPY ? e->folder : k.folder;
+	folder = e->op == OP_MOVE && (e->stage == STAGE_OLD_COPY || e->stage == STAGE_OLD_READ)
+			 ? e->folder
+			 : k.folder;
 	/* Until a move has made the new copy, the contact (k.id) is where
 	 * the move came from, and changes queued before it go there. */
 	if (e->op != OP_MOVE && k.id &&
@@ -1206,7 +1213,7 @@ static int store_flag(sqlite3 *db, const struct entry *e)
  * old copy is deleted next. */
 static int entry_finished(sqlite3 *db, struct entry *e)
 {
-	return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY) : entry_done(db, e);
+	return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_READ) : entry_done(db, e);
 }
 
 /* The answer of a STAGE_REFRESH read: the change key is adopted, and the
@@ -1464,7 +1471,47 @@ static int recreate(struct cache *c, sqlite3 *db, struct entry *e)
 	return r;
 }
 
-enum after { AFTER_NOTHING, AFTER_CONFLICT, AFTER_FOLDER_EXISTS };
+enum after { AFTER_NOTHING, AFTER_CONFLICT, AFTER_FOLDER_EXISTS, AFTER_OLD_CHANGED };
+
+/* The version of contact cid's old copy id that we copied (its last before
+ * the move's POST, kept by the versions trigger), in *out; NULL when the
+ * cache no longer holds it (versions are kept a day). */
+static int old_copy_base(sqlite3 *db, int64_t cid, const char *id, cJSON **out)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	*out = NULL;
+	if ((r = cache_db_prepare(db, &st,
+				  "SELECT json FROM versions WHERE cid = ? AND "
+				  "json_extract(json, '$.id') = ? ORDER BY at DESC LIMIT 1",
+				  "it", cid, id)))
+		return r;
+	if ((r = cache_db_step(st)) == 1 && !(*out = cJSON_Parse(
+						     (const char *)sqlite3_column_text(st, 0))))
+		r = -ENOMEM;
+	cache_db_release(st);
+	return r < 0 ? r : 0;
+}
+
+/* A move read its old copy before deleting it (e->response). Its change key
+ * the one we copied: on to the delete. Otherwise someone changed it since
+ * (Outlook, a phone, between our POST and now): that change is carried into
+ * the new copy first (carry_old_change, after the pass). */
+static int old_copy_read(sqlite3 *db, struct entry *e, enum after *after)
+{
+	cJSON *base = NULL;
+	const char *ck = cache_jstr(e->response, "changeKey");
+	int r = old_copy_base(db, e->cid, e->arg ? e->arg : "", &base);
+
+	if (!r && base && ck && strcmp(ck, cache_jstr(base, "changeKey") ?: "") &&
+	    !cache_same_fields(e->response, base))
+		*after = AFTER_OLD_CHANGED;
+	else if (!r)
+		r = entry_next(db, e, STAGE_OLD_COPY);
+	cJSON_Delete(base);
+	return r;
+}
 
 /* Apply one answer. *after: work that needs the network first. */
 static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, enum after *after)
@@ -1483,6 +1530,8 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		snprintf(why, sizeof(why), "no answer from the server: %s", strerror(-e->err));
 		return on_failure(c, db, e, 0, e->err, why);
 	}
+	if (st >= 200 && st < 300 && e->op == OP_MOVE && e->stage == STAGE_OLD_READ)
+		return old_copy_read(db, e, after);
 	if (st >= 200 && st < 300) {
 		int r = on_success(db, e);
 
@@ -1497,7 +1546,7 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		return cache_db_run(db, "UPDATE outbox SET inflight = 0, sent = 0 WHERE seq = ?",
 				    "i", e->seq);
 	if (st == 404 && e->stage == STAGE_REFRESH) /* gone meanwhile: delta says so */
-		return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY) : entry_done(db, e);
+		return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_READ) : entry_done(db, e);
 	if (st == 404) {
 		switch (e->op) {
 		case OP_UPDATE:
@@ -1511,7 +1560,9 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		case OP_REQUEST:
 			return entry_done(db, e);
 		case OP_MOVE:
-			if (e->stage == STAGE_OLD_COPY)
+			/* The old copy went meanwhile: the contact lives on in
+			 * the new one. */
+			if (e->stage == STAGE_OLD_COPY || e->stage == STAGE_OLD_READ)
 				return entry_done(db, e);
 			break;
 		default:
@@ -1828,6 +1879,84 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 	return r;
 }
 
+/*
+ * The old copy of e's move was changed elsewhere after we copied it
+ * (e->response, theirs): merge the file with it against the version we
+ * copied, as for a conflict (design.md §6), then send the outcome to the
+ * new copy with an update and delete the old copy. A field both changed is
+ * a conflict: the file shows theirs, ours is kept beside it.
+ */
+static int carry_old_change(struct cache *c, struct entry *e, struct events *ev)
+{
+	sqlite3 *db = c->sdb;
+	const cJSON *theirs = e->response;
+	struct cache_merge m;
+	struct vcard *card = NULL;
+	cJSON *base = NULL, *flag = NULL;
+	struct buf ours;
+	char kept[256];
+	int64_t folder = 0;
+	int r;
+
+	memset(&m, 0, sizeof(m));
+	buf_init(&ours, (size_t)64 << 20);
+	if ((r = cache_db_begin(db)))
+		goto out;
+	if ((r = old_copy_base(db, e->cid, e->arg ? e->arg : "", &base)) || !base ||
+	    file_card(c, db, e->cid, &card, &flag, e->name, sizeof(e->name))) {
+		/* Nothing to merge against, or no file left: as before. */
+		r = r ? r : entry_next(db, e, STAGE_OLD_COPY);
+		goto commit;
+	}
+	if ((r = cache_merge(base, theirs, card, &m)))
+		goto commit;
+	if (m.overlap) {
+		sqlite3_stmt *st;
+
+		if (!(r = cache_db_prepare(db, &st, "SELECT data FROM nodes WHERE cid = ?", "i",
+					   e->cid))) {
+			if (cache_db_step(st) == 1)
+				r = buf_add(&ours, sqlite3_column_blob(st, 0),
+					    (size_t)sqlite3_column_bytes(st, 0));
+			cache_db_release(st);
+		}
+		if (!r)
+			r = cache_tree_keep_beside(db, e->cid, &ours, kept, sizeof(kept), ev);
+		if (!r)
+			cache_error(db, e->name,
+				    "conflict: changed in its old folder on the server while it "
+				    "moved, and here, in the same fields (%s); the file now holds "
+				    "the server's version, ours is kept as %s",
+				    m.fields.data, kept);
+	}
+	if (!r)
+		r = cache_tree_render_local(c, db, e->cid,
+					    m.pending && !m.overlap ? m.merged : theirs, flag, NULL,
+					    ev);
+	if (!r)
+		log_info("cache: %s changed on the server in its old folder while it moved: "
+			 "the change goes to its new copy",
+			 e->name);
+	if (!r)
+		r = cache_db_int(db, &folder, "SELECT folder FROM contacts WHERE cid = ?", "i",
+				 e->cid) < 0
+			    ? -EIO
+			    : 0;
+	if (!r)
+		r = cache_outbox_add(db, OP_UPDATE, e->cid, folder, NULL, 0);
+	if (!r)
+		r = entry_next(db, e, STAGE_OLD_COPY);
+commit:
+	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
+out:
+	cache_merge_release(&m);
+	buf_release(&ours);
+	cJSON_Delete(base);
+	cJSON_Delete(flag);
+	vcard_free(card);
+	return r;
+}
+
 /* A folder create met a folder of that name (our own create, whose answer
  * was lost, or one made elsewhere): take it as ours. */
 struct named {
@@ -1990,6 +2119,8 @@ int cache_outbox_pass(struct cache *c, int64_t *next_ms)
 				err = resolve_conflict(c, &v[i], &ev);
 			else if (after[i] == AFTER_FOLDER_EXISTS)
 				err = adopt_folder(c, &v[i]);
+			else if (after[i] == AFTER_OLD_CHANGED)
+				err = carry_old_change(c, &v[i], &ev);
 			r = err ? failed_after(c, &v[i], err) : 0;
 		}
 		cache_events_flush(c, &ev, !r);

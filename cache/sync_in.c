@@ -451,6 +451,20 @@ static int apply_contact(struct contact_round *cr, sqlite3 *db, cJSON *item)
 	if (r < 0)
 		goto out;
 	r = 0;
+	if (!cid) {
+		/* The old copy of a move of ours, not deleted yet: the move
+		 * reads it before deleting it and carries a change of it into
+		 * the new copy (outbox.c carry_old_change); never a stranger. */
+		int64_t moving = 0;
+
+		if ((r = cache_db_int(db, &moving,
+				      "SELECT count(*) FROM outbox WHERE op = ? AND arg = ?", "it",
+				      (int64_t)OP_MOVE, id)) < 0)
+			goto out;
+		r = 0;
+		if (moving)
+			goto out;
+	}
 	busy = cid ? cache_outbox_has(db, cid) : 0;
 	if (busy < 0) {
 		r = busy;

@@ -60,7 +60,7 @@ class Faults:
         ("max_concurrency", 4), ("early_grace_ms", 50), ("birthday_noon", False), ("seed", None),
         ("immutable_ids", "request"), ("folder_delta", "all"), ("ext_changes_key", True),
         ("extra_scopes", []), ("beta_patch_error", None), ("photo_sets_has_picture", True),
-        ("has_picture_filter_error", None), ("drop_after_route", None),
+        ("has_picture_filter_error", None), ("drop_after_route", None), ("fail_route", None),
     ])
     CHOICES = {"immutable_ids": ("request", "always"), "folder_delta": ("all", "top", "with_default")}
     BOOLEANS = ("birthday_noon", "ext_changes_key", "photo_sets_has_picture")
@@ -135,6 +135,11 @@ class Faults:
                 if v is not None and not (isinstance(v, str) and " /" in v):
                     raise bad_request("faults: drop_after_route is null or a route as by_route names it "
                                       "(\"POST /me/contactFolders\")", "InvalidFaults")
+            elif k == "fail_route":
+                if v is not None and not (isinstance(v, list) and
+                                          all(isinstance(x, str) and " /" in x for x in v)):
+                    raise bad_request("faults: fail_route is null or a list of routes as by_route names "
+                                      "them ([\"DELETE /me/contacts/{id}\"])", "InvalidFaults")
             elif k == "beta_patch_error":
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 400 <= v <= 599):
                     raise bad_request("faults: beta_patch_error is null or an HTTP status 400..599",
@@ -1200,7 +1205,7 @@ class App:
                 time.sleep(latency)
             if self.faults.roll("rate_429"):
                 return self.finish(call, self.throttled(call, "TooManyRequests", "Please retry again later."))
-            if self.faults.roll("rate_503"):
+            if self.faults.roll("rate_503") or self.fails_route(call, segs):
                 return self.finish(call, self.unavailable(call))
             drop = top_level and self.faults.roll("rate_drop")
             if drop and self.faults.chance(0.5):
@@ -1211,6 +1216,12 @@ class App:
             return DROP if drop else self.finish(call, resp)   # else: applied, answer lost
         finally:
             self.stats.leave(mailbox)
+
+    def fails_route(self, call, segs):
+        """Whether knob fail_route names this call's route (a request or a
+        $batch item): it is answered 503 without being carried out."""
+        want = self.faults.get("fail_route")
+        return bool(want) and route_name(call.method, segs, call.version) in want
 
     def drops_route(self, call, segs):
         """Whether knob drop_after_route names this call's route: its answer
