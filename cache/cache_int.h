@@ -63,6 +63,9 @@ enum stage {
 	 * the contact says what we stored, so a change made elsewhere
 	 * meanwhile still comes in with the next delta round. */
 	STAGE_REFRESH = 3,
+	/* move: GET of the old copy before its DELETE; changed elsewhere
+	 * since we copied it, the change is carried into the new copy */
+	STAGE_OLD_READ = 4,
 };
 
 struct cache {

@@ -413,11 +413,16 @@ static int plan_create(struct cache *c, sqlite3 *db, struct entry *e, const stru
 	return r;
 }
 
-/* A move's DELETE of the old copy, whose id the POST's answer left in arg
- * (STAGE_OLD_COPY); e->base is the old folder's. */
+/* A move's read (STAGE_OLD_READ) or DELETE (STAGE_OLD_COPY) of the old
+ * copy, whose id the POST's answer left in arg; e->base is the old
+ * folder's. */
 static int plan_old_copy(struct entry *e)
 {
-	set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base, e->arg ? e->arg : "");
+	if (e->stage == STAGE_OLD_READ)
+		set_json(e, "GET", NULL, "%s/contacts/%s?$expand=Extensions($filter=id%%20eq%%20'%s')",
+			 e->base, e->arg ? e->arg : "", EXT_ID);
+	else
+		set_json(e, "DELETE", NULL, "%s/contacts/%s", e->base, e->arg ? e->arg : "");
 	return e->arg ? PLAN_JSON : PLAN_DONE;
 }
 
@@ -428,10 +433,10 @@ static int plan_move_skip_photo(sqlite3 *db, struct entry *e)
 	int r;
 
 	if ((r = cache_db_run(db, "UPDATE outbox SET stage = ? WHERE seq = ?", "ii",
-			      (int64_t)STAGE_OLD_COPY, e->seq)) ||
+			      (int64_t)STAGE_OLD_READ, e->seq)) ||
 	    (r = cache_folder_base(db, e->folder, e->base, sizeof(e->base))))
 		return r;
-	e->stage = STAGE_OLD_COPY;
+	e->stage = STAGE_OLD_READ;
 	return plan_old_copy(e);
 }
 
@@ -442,7 +447,7 @@ static int plan_move(struct cache *c, sqlite3 *db, struct entry *e, const struct
 	struct vcard *card = NULL;
 	int r;
 
-	if (e->stage == STAGE_OLD_COPY)
+	if (e->stage == STAGE_OLD_READ || e->stage == STAGE_OLD_COPY)
 		return plan_old_copy(e);
 	if (e->stage == STAGE_SEND && (!k->id || k->folder == e->folder))
 		return PLAN_DONE; /* never created, or moved back */
@@ -608,7 +613,9 @@ static int plan_contact(struct cache *c, sqlite3 *db, struct entry *e, struct ev
 	if ((r = contact_row_get(db, e->cid, &k)))
 		return r == -ENOENT ? PLAN_DONE : r;
 	/* A move's old copy is in the folder it came from (e->folder). */
-	folder = e->op == OP_MOVE && e->stage == STAGE_OLD_COPY ? e->folder : k.folder;
+	folder = e->op == OP_MOVE && (e->stage == STAGE_OLD_COPY || e->stage == STAGE_OLD_READ)
+			 ? e->folder
+			 : k.folder;
 	/* Until a move has made the new copy, the contact (k.id) is where
 	 * the move came from, and changes queued before it go there. */
 	if (e->op != OP_MOVE && k.id &&
@@ -1134,7 +1141,6 @@ static int entry_next(sqlite3 *db, struct entry *e, enum stage stage)
 		"ii", (int64_t)stage, e->seq);
 }
 
-
 /* The answer of a STAGE_REFRESH read: its change key becomes the contact's
  * when every field it carries is the one stored (the change key is then of
  * our own writes); otherwise someone changed the contact meanwhile and the
@@ -1207,7 +1213,7 @@ static int store_flag(sqlite3 *db, const struct entry *e)
  * old copy is deleted next. */
 static int entry_finished(sqlite3 *db, struct entry *e)
 {
-	return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY) : entry_done(db, e);
+	return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_READ) : entry_done(db, e);
 }
 
 /* The answer of a STAGE_REFRESH read: the change key is adopted, and the
@@ -1465,7 +1471,47 @@ static int recreate(struct cache *c, sqlite3 *db, struct entry *e)
 	return r;
 }
 
-enum after { AFTER_NOTHING, AFTER_CONFLICT, AFTER_FOLDER_EXISTS };
+enum after { AFTER_NOTHING, AFTER_CONFLICT, AFTER_FOLDER_EXISTS, AFTER_OLD_CHANGED };
+
+/* The version of contact cid's old copy id that we copied (its last before
+ * the move's POST, kept by the versions trigger), in *out; NULL when the
+ * cache no longer holds it (versions are kept a day). */
+static int old_copy_base(sqlite3 *db, int64_t cid, const char *id, cJSON **out)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	*out = NULL;
+	if ((r = cache_db_prepare(db, &st,
+				  "SELECT json FROM versions WHERE cid = ? AND "
+				  "json_extract(json, '$.id') = ? ORDER BY at DESC LIMIT 1",
+				  "it", cid, id)))
+		return r;
+	if ((r = cache_db_step(st)) == 1 && !(*out = cJSON_Parse(
+						     (const char *)sqlite3_column_text(st, 0))))
+		r = -ENOMEM;
+	cache_db_release(st);
+	return r < 0 ? r : 0;
+}
+
+/* A move read its old copy before deleting it (e->response). Its change key
+ * the one we copied: on to the delete. Otherwise someone changed it since
+ * (Outlook, a phone, between our POST and now): that change is carried into
+ * the new copy first (carry_old_change, after the pass). */
+static int old_copy_read(sqlite3 *db, struct entry *e, enum after *after)
+{
+	cJSON *base = NULL;
+	const char *ck = cache_jstr(e->response, "changeKey");
+	int r = old_copy_base(db, e->cid, e->arg ? e->arg : "", &base);
+
+	if (!r && base && ck && strcmp(ck, cache_jstr(base, "changeKey") ?: "") &&
+	    !cache_same_fields(e->response, base))
+		*after = AFTER_OLD_CHANGED;
+	else if (!r)
+		r = entry_next(db, e, STAGE_OLD_COPY);
+	cJSON_Delete(base);
+	return r;
+}
 
 /* Apply one answer. *after: work that needs the network first. */
 static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, enum after *after)
@@ -1484,6 +1530,8 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		snprintf(why, sizeof(why), "no answer from the server: %s", strerror(-e->err));
 		return on_failure(c, db, e, 0, e->err, why);
 	}
+	if (st >= 200 && st < 300 && e->op == OP_MOVE && e->stage == STAGE_OLD_READ)
+		return old_copy_read(db, e, after);
 	if (st >= 200 && st < 300) {
 		int r = on_success(db, e);
 
@@ -1498,7 +1546,7 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		return cache_db_run(db, "UPDATE outbox SET inflight = 0, sent = 0 WHERE seq = ?",
 				    "i", e->seq);
 	if (st == 404 && e->stage == STAGE_REFRESH) /* gone meanwhile: delta says so */
-		return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_COPY) : entry_done(db, e);
+		return e->op == OP_MOVE ? entry_next(db, e, STAGE_OLD_READ) : entry_done(db, e);
 	if (st == 404) {
 		switch (e->op) {
 		case OP_UPDATE:
@@ -1512,7 +1560,9 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		case OP_REQUEST:
 			return entry_done(db, e);
 		case OP_MOVE:
-			if (e->stage == STAGE_OLD_COPY)
+			/* The old copy went meanwhile: the contact lives on in
+			 * the new one. */
+			if (e->stage == STAGE_OLD_COPY || e->stage == STAGE_OLD_READ)
 				return entry_done(db, e);
 			break;
 		default:
@@ -1540,6 +1590,53 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 	if (st == 0 || st == 429 || st >= 500)
 		return on_failure(c, db, e, 0, st ? graph_errno(st, e->code) : -EIO, why);
 	return on_failure(c, db, e, 1, graph_errno(st, e->code), why);
+}
+
+/* Apply e's answer in a savepoint of its own: an answer that cannot be
+ * stored (a bug, a state the cache did not expect) is undone alone and
+ * counts as a failed attempt of e, retried after a backoff and parked with
+ * an error line like any other, so every other entry of the pass goes on. */
+static int apply_alone(struct cache *c, sqlite3 *db, struct entry *e, int *offline,
+		       enum after *after)
+{
+	char why[256];
+	int r, err;
+
+	if ((r = cache_db_run(db, "SAVEPOINT answer", NULL)))
+		return r;
+	err = apply(c, db, e, offline, after);
+	if (err && err != -ENOMEM) {
+		*after = AFTER_NOTHING;
+		snprintf(why, sizeof(why), "the server's answer could not be stored: %s",
+			 strerror(-err));
+		log_err("cache: %s: %s", e->name[0] ? e->name : "outbox", why);
+		if (!(r = cache_db_run(db, "ROLLBACK TO answer", NULL)))
+			r = on_failure(c, db, e, 0, err, why);
+	} else {
+		r = err;
+	}
+	return r ? r : cache_db_run(db, "RELEASE answer", NULL);
+}
+
+/* Work after an answer (a conflict, a folder to adopt) that failed: a
+ * failed attempt of e alone, in a transaction of its own. No network is
+ * no failure of e: the pass ends and e is tried again, as for a request. */
+static int failed_after(struct cache *c, struct entry *e, int err)
+{
+	char why[256];
+	int r;
+
+	if (err == -ENOMEM || cache_offline_errno(err))
+		return err;
+	snprintf(why, sizeof(why), "%s: %s",
+		 e->op == OP_FOLDER_CREATE ? "taking the folder the server has as ours"
+					   : "resolving the conflict",
+		 strerror(-err));
+	log_err("cache: %s: %s", e->name[0] ? e->name : "outbox", why);
+	if ((r = cache_db_begin(c->sdb)))
+		return r;
+	r = on_failure(c, c->sdb, e, 0, err, why);
+	return r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 }
 
 /* ---- conflicts (docs/design.md §6) --------------------------------------------------------- */
@@ -1782,6 +1879,84 @@ static int resolve_conflict(struct cache *c, struct entry *e, struct events *ev)
 	return r;
 }
 
+/*
+ * The old copy of e's move was changed elsewhere after we copied it
+ * (e->response, theirs): merge the file with it against the version we
+ * copied, as for a conflict (design.md §6), then send the outcome to the
+ * new copy with an update and delete the old copy. A field both changed is
+ * a conflict: the file shows theirs, ours is kept beside it.
+ */
+static int carry_old_change(struct cache *c, struct entry *e, struct events *ev)
+{
+	sqlite3 *db = c->sdb;
+	const cJSON *theirs = e->response;
+	struct cache_merge m;
+	struct vcard *card = NULL;
+	cJSON *base = NULL, *flag = NULL;
+	struct buf ours;
+	char kept[256];
+	int64_t folder = 0;
+	int r;
+
+	memset(&m, 0, sizeof(m));
+	buf_init(&ours, (size_t)64 << 20);
+	if ((r = cache_db_begin(db)))
+		goto out;
+	if ((r = old_copy_base(db, e->cid, e->arg ? e->arg : "", &base)) || !base ||
+	    file_card(c, db, e->cid, &card, &flag, e->name, sizeof(e->name))) {
+		/* Nothing to merge against, or no file left: as before. */
+		r = r ? r : entry_next(db, e, STAGE_OLD_COPY);
+		goto commit;
+	}
+	if ((r = cache_merge(base, theirs, card, &m)))
+		goto commit;
+	if (m.overlap) {
+		sqlite3_stmt *st;
+
+		if (!(r = cache_db_prepare(db, &st, "SELECT data FROM nodes WHERE cid = ?", "i",
+					   e->cid))) {
+			if (cache_db_step(st) == 1)
+				r = buf_add(&ours, sqlite3_column_blob(st, 0),
+					    (size_t)sqlite3_column_bytes(st, 0));
+			cache_db_release(st);
+		}
+		if (!r)
+			r = cache_tree_keep_beside(db, e->cid, &ours, kept, sizeof(kept), ev);
+		if (!r)
+			cache_error(db, e->name,
+				    "conflict: changed in its old folder on the server while it "
+				    "moved, and here, in the same fields (%s); the file now holds "
+				    "the server's version, ours is kept as %s",
+				    m.fields.data, kept);
+	}
+	if (!r)
+		r = cache_tree_render_local(c, db, e->cid,
+					    m.pending && !m.overlap ? m.merged : theirs, flag, NULL,
+					    ev);
+	if (!r)
+		log_info("cache: %s changed on the server in its old folder while it moved: "
+			 "the change goes to its new copy",
+			 e->name);
+	if (!r)
+		r = cache_db_int(db, &folder, "SELECT folder FROM contacts WHERE cid = ?", "i",
+				 e->cid) < 0
+			    ? -EIO
+			    : 0;
+	if (!r)
+		r = cache_outbox_add(db, OP_UPDATE, e->cid, folder, NULL, 0);
+	if (!r)
+		r = entry_next(db, e, STAGE_OLD_COPY);
+commit:
+	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
+out:
+	cache_merge_release(&m);
+	buf_release(&ours);
+	cJSON_Delete(base);
+	cJSON_Delete(flag);
+	vcard_free(card);
+	return r;
+}
+
 /* A folder create met a folder of that name (our own create, whose answer
  * was lost, or one made elsewhere): take it as ours. */
 struct named {
@@ -1799,9 +1974,83 @@ static int match_name(const cJSON *item, void *ctx)
 	return 0;
 }
 
+/* Folder dup shows the server folder our folder into is: everything in it
+ * (files, contacts, queued changes) goes into ours, and dup goes. */
+static int merge_folder(sqlite3 *db, int64_t into, int64_t dup, struct events *ev)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	log_warn("cache: folder %lld is a second copy of folder %lld, whose create's answer was "
+		 "lost: merged into it",
+		 (long long)dup, (long long)into);
+	if ((r = cache_db_prepare(db, &st, "SELECT ino, name FROM nodes WHERE parent = ?", "i",
+				  dup)))
+		return r;
+	while ((r = cache_db_step(st)) == 1) {
+		int64_t ino = sqlite3_column_int64(st, 0);
+		char old[256], unique[256];
+
+		snprintf(old, sizeof(old), "%s", (const char *)sqlite3_column_text(st, 1));
+		if ((r = cache_tree_unique_name(db, (uint64_t)into, old, unique)) ||
+		    (r = cache_db_run(db, "UPDATE nodes SET parent = ?, name = ? WHERE ino = ?",
+				      "iti", into, unique, ino)))
+			break;
+		cache_events_add(ev, CACHE_RENAMED, (uint64_t)ino, (uint64_t)into, unique,
+				 (uint64_t)dup, old);
+	}
+	cache_db_release(st);
+	if (r < 0)
+		return r;
+	if ((r = cache_db_run(db, "UPDATE contacts SET folder = ? WHERE folder = ?", "ii", into,
+			      dup)) ||
+	    (r = cache_db_run(db, "DELETE FROM names_past WHERE folder = ?", "i", dup)) ||
+	    (r = cache_db_run(db, "DELETE FROM outbox WHERE folder = ? AND op IN (?, ?, ?)", "iiii",
+			      dup, (int64_t)OP_FOLDER_CREATE, (int64_t)OP_FOLDER_RENAME,
+			      (int64_t)OP_FOLDER_DELETE)) ||
+	    (r = cache_db_run(db, "UPDATE outbox SET folder = ? WHERE folder = ?", "ii", into,
+			      dup)) ||
+	    (r = cache_db_run(
+		     db,
+		     "UPDATE folders SET delta = (SELECT delta FROM folders WHERE ino = ?) "
+		     "WHERE ino = ?",
+		     "ii", dup, into)) ||
+	    (r = cache_db_run(db, "DELETE FROM folders WHERE ino = ?", "i", dup)))
+		return r;
+	if ((r = cache_db_prepare(db, &st, "SELECT parent, name FROM nodes WHERE ino = ?", "i",
+				  dup)))
+		return r;
+	if ((r = cache_db_step(st)) == 1)
+		cache_events_add(ev, CACHE_REMOVED, (uint64_t)dup,
+				 (uint64_t)sqlite3_column_int64(st, 0),
+				 (const char *)sqlite3_column_text(st, 1), 0, NULL);
+	cache_db_release(st);
+	if (r < 0)
+		return r;
+	return cache_db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", dup);
+}
+
+/* The folder of e takes id; a row that already has it (the server's
+ * folder, shown as a second one by a delta round) is merged into it. */
+static int take_folder_id(sqlite3 *db, struct entry *e, const char *id, struct events *ev)
+{
+	int64_t other = 0;
+	int r = cache_db_int(db, &other, "SELECT ino FROM folders WHERE id = ? AND ino != ?", "ti",
+			     id, e->folder);
+
+	if (r < 0)
+		return r;
+	if (r && (r = cache_db_run(db, "UPDATE folders SET id = NULL WHERE ino = ?", "i", other)))
+		return r;
+	if ((r = cache_db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti", id, e->folder)))
+		return r;
+	return other ? merge_folder(db, e->folder, other, ev) : 0;
+}
+
 static int adopt_folder(struct cache *c, struct entry *e)
 {
 	struct named n = {e->name, NULL};
+	struct events ev = {0}; /* told once committed */
 	char path[1200];
 	int r;
 
@@ -1812,14 +2061,14 @@ static int adopt_folder(struct cache *c, struct entry *e)
 	r = graph_list(c->g, path, NULL, 0, match_name, &n);
 	if (!r && (r = cache_db_begin(c->sdb)) == 0) {
 		if (n.id)
-			r = cache_db_run(c->sdb, "UPDATE folders SET id = ? WHERE ino = ?", "ti",
-					 n.id, e->folder);
+			r = take_folder_id(c->sdb, e, n.id, &ev);
 		if (!r)
 			r = n.id ? entry_done(c->sdb, e)
 				 : on_failure(c, c->sdb, e, 0, -EEXIST,
 					      "the folder exists but was not found");
 		r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 	}
+	cache_events_flush(c, &ev, !r);
 	free(n.id);
 	return r;
 }
@@ -1860,14 +2109,19 @@ int cache_outbox_pass(struct cache *c, int64_t *next_ms)
 				cache_set_online(c, 1); /* an answer came: at once, for waiters */
 		if (!(r = cache_db_begin(c->sdb))) {
 			for (size_t i = 0; i < n && !r; i++)
-				r = apply(c, c->sdb, &v[i], &offline, &after[i]);
+				r = apply_alone(c, c->sdb, &v[i], &offline, &after[i]);
 			r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 		}
 		for (size_t i = 0; i < n && !r; i++) {
+			int err = 0;
+
 			if (after[i] == AFTER_CONFLICT)
-				r = resolve_conflict(c, &v[i], &ev);
+				err = resolve_conflict(c, &v[i], &ev);
 			else if (after[i] == AFTER_FOLDER_EXISTS)
-				r = adopt_folder(c, &v[i]);
+				err = adopt_folder(c, &v[i]);
+			else if (after[i] == AFTER_OLD_CHANGED)
+				err = carry_old_change(c, &v[i], &ev);
+			r = err ? failed_after(c, &v[i], err) : 0;
 		}
 		cache_events_flush(c, &ev, !r);
 		for (size_t i = 0; i < n; i++)

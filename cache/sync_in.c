@@ -104,6 +104,34 @@ static int folder_busy(sqlite3 *db, int64_t ino)
 	return r < 0 ? r : n > 0;
 }
 
+/*
+ * A folder new to us that delta brings may be our own mkdir, whose POST the
+ * server carried out while its answer was lost: a folder of ours with no id
+ * yet, a create of it queued, in the same parent and of the same name (Graph
+ * compares folder names without case). Folders carry no client key; a name
+ * is unique among its siblings on the server, so that folder is ours: it
+ * takes the id and its create is done. 1 when adopted.
+ */
+static int adopt_own_folder(sqlite3 *db, const char *id, int64_t parent, const char *name)
+{
+	int64_t ino = 0;
+	int r = cache_db_int(
+		db, &ino,
+		"SELECT f.ino FROM folders f JOIN nodes n ON n.ino = f.ino WHERE f.id IS NULL AND "
+		"n.parent = ? AND n.name = ? COLLATE NOCASE AND EXISTS (SELECT 1 FROM outbox o "
+		"WHERE o.folder = f.ino AND o.op = ?) ORDER BY f.ino LIMIT 1",
+		"iti", parent, name, (int64_t)OP_FOLDER_CREATE);
+
+	if (r <= 0)
+		return r;
+	log_info("cache: folder %s is our own create, whose answer was lost: taken as ours", name);
+	if ((r = cache_db_run(db, "UPDATE folders SET id = ? WHERE ino = ?", "ti", id, ino)) ||
+	    (r = cache_db_run(db, "DELETE FROM outbox WHERE folder = ? AND op = ?", "ii", ino,
+			      (int64_t)OP_FOLDER_CREATE)))
+		return r;
+	return 1;
+}
+
 static int apply_folder(const struct folder_round *f, sqlite3 *db, const cJSON *item,
 			struct events *ev)
 {
@@ -134,6 +162,8 @@ static int apply_folder(const struct folder_round *f, sqlite3 *db, const cJSON *
 	if (!cache_safe_name(name, "", safe, sizeof(safe)))
 		snprintf(safe, sizeof(safe), "Folder");
 	if (r == -ENOENT) {
+		if ((r = adopt_own_folder(db, id, parent, safe)) != 0)
+			return r < 0 ? r : 0;
 		if ((r = cache_tree_unique_name(db, (uint64_t)parent, safe, unique)) ||
 		    (r = cache_db_run(
 			     db,
@@ -423,6 +453,20 @@ static int apply_contact(struct contact_round *cr, sqlite3 *db, cJSON *item)
 	if (r < 0)
 		goto out;
 	r = 0;
+	if (!cid) {
+		/* The old copy of a move of ours, not deleted yet: the move
+		 * reads it before deleting it and carries a change of it into
+		 * the new copy (outbox.c carry_old_change); never a stranger. */
+		int64_t moving = 0;
+
+		if ((r = cache_db_int(db, &moving,
+				      "SELECT count(*) FROM outbox WHERE op = ? AND arg = ?", "it",
+				      (int64_t)OP_MOVE, id)) < 0)
+			goto out;
+		r = 0;
+		if (moving)
+			goto out;
+	}
 	busy = cid ? cache_outbox_has(db, cid) : 0;
 	if (busy < 0) {
 		r = busy;

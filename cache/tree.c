@@ -453,32 +453,115 @@ static int contact_gone(struct cache *c, sqlite3 *db, int64_t cid)
 					(c->cfg.delete_grace_ms ? c->cfg.delete_grace_ms : 5000));
 }
 
+/* Contact cid leaves the tree: its file, if it has one, goes. */
+static int unshow(sqlite3 *db, int64_t cid, struct events *ev)
+{
+	struct node n;
+	int r = node_of_contact(db, cid, &n);
+
+	if (r)
+		return r == -ENOENT ? 0 : r;
+	if ((r = cache_db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n.ino)))
+		return r;
+	cache_events_add(ev, CACHE_REMOVED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0, NULL);
+	return 0;
+}
+
+/*
+ * Contact copy, new from the server, is what the create of contact mine
+ * made (a POST carried out whose answer we never had: a kill, a lost
+ * answer, a lookup that ran before the server had carried it out). mine
+ * takes its id, change key and fields as from the create's answer, copy's
+ * row and file go, and the create goes on to its photo: it is never sent
+ * again. In a transaction.
+ */
+static int adopt_own_copy(sqlite3 *db, int64_t mine, int64_t copy, const cJSON *ext,
+			  struct events *ev)
+{
+	sqlite3_stmt *st;
+	cJSON *json = NULL;
+	char *id = NULL, *ck = NULL, *text = NULL;
+	int r;
+
+	if ((r = cache_db_prepare(db, &st, "SELECT id, change_key, json FROM contacts WHERE cid = ?",
+				  "i", copy)))
+		return r;
+	if ((r = cache_db_step(st)) == 1) {
+		id = cache_db_strdup(st, 0);
+		ck = cache_db_strdup(st, 1);
+		json = cJSON_Parse((const char *)sqlite3_column_text(st, 2));
+	}
+	cache_db_release(st);
+	if (r < 0 || !id || !json) {
+		r = r < 0 ? r : -ENOMEM;
+		goto out;
+	}
+	/* Answers of an incremental round carry no extension yet. */
+	if (!cJSON_GetObjectItemCaseSensitive(json, "extensions")) {
+		cJSON *arr = cJSON_AddArrayToObject(json, "extensions");
+
+		if (!arr || !cJSON_AddItemToArray(arr, cJSON_Duplicate(ext, 1))) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	if (!(text = cJSON_PrintUnformatted(json))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	log_info("cache: contact %lld is the create of contact %lld, whose answer was lost: "
+		 "taken as it",
+		 (long long)copy, (long long)mine);
+	if ((r = unshow(db, copy, ev)) ||
+	    (r = cache_db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", copy)) ||
+	    (r = cache_db_run(db,
+			      "UPDATE contacts SET id = ?, change_key = ?, json = ?, photo_state = 1, "
+			      "render = 1, flag = NULL WHERE cid = ?",
+			      "ttti", id, ck, text, mine)))
+		goto out;
+	r = cache_db_run(db,
+			 "UPDATE outbox SET stage = ?, inflight = 0, sent = 0, attempts = 0, "
+			 "parked = 0, not_before = 0, error = NULL, result = 0 WHERE cid = ? AND "
+			 "op = ? AND stage = ?",
+			 "iiii", (int64_t)STAGE_PHOTO, mine, (int64_t)OP_CREATE,
+			 (int64_t)STAGE_SEND);
+out:
+	free(id);
+	free(ck);
+	free(text);
+	cJSON_Delete(json);
+	return r;
+}
+
 int cache_tree_drop_stray(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *ext,
 			  struct events *ev)
 {
 	const char *key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ext, "key"));
-	struct node n;
 	int64_t mine = 0;
-	int r, shown;
+	int r;
 
 	(void)c;
 	if (!key || !*key)
 		return 0;
+	/* A create of ours with this key, not answered yet: the copy is its
+	 * own (the sync thread sends nothing while a round runs, so no
+	 * answer of it is on the way). */
+	if ((r = cache_db_int(
+		     db, &mine,
+		     "SELECT c.cid FROM contacts c JOIN outbox o ON o.cid = c.cid WHERE c.ckey = ? "
+		     "AND c.cid != ? AND c.id IS NULL AND NOT c.gone AND o.op = ? AND o.stage = ? "
+		     "AND NOT o.inflight ORDER BY o.seq LIMIT 1",
+		     "tiii", key, cid, (int64_t)OP_CREATE, (int64_t)STAGE_SEND)) < 0)
+		return r;
+	if (r)
+		return (r = adopt_own_copy(db, mine, cid, ext, ev)) ? r : 1;
 	if ((r = cache_db_int(
 		     db, &mine,
 		     "SELECT cid FROM contacts WHERE ckey = ? AND cid != ? AND id IS NOT NULL",
 		     "ti", key, cid)) <= 0)
 		return r;
-	r = node_of_contact(db, cid, &n);
-	if (r && r != -ENOENT)
+	if ((r = unshow(db, cid, ev)))
 		return r;
-	shown = !r;
-	if (shown) {
-		if ((r = cache_db_run(db, "DELETE FROM nodes WHERE ino = ?", "i", n.ino)))
-			return r;
-		cache_events_add(ev, CACHE_REMOVED, (uint64_t)n.ino, (uint64_t)n.parent, n.name, 0,
-				 NULL);
-	}
 	log_warn("contact %lld is a second copy of contact %lld made by a create sent again "
 		 "after its answer was lost: deleting it on the server",
 		 (long long)cid, (long long)mine);

@@ -60,7 +60,8 @@ class Faults:
         ("max_concurrency", 4), ("early_grace_ms", 50), ("birthday_noon", False), ("seed", None),
         ("immutable_ids", "request"), ("folder_delta", "all"), ("ext_changes_key", True),
         ("extra_scopes", []), ("beta_patch_error", None), ("photo_sets_has_picture", True),
-        ("has_picture_filter_error", None), ("folder_error", None),
+        ("has_picture_filter_error", None), ("drop_after_route", None), ("fail_route", None),
+        ("folder_error", None),
     ])
     CHOICES = {"immutable_ids": ("request", "always"), "folder_delta": ("all", "top", "with_default")}
     BOOLEANS = ("birthday_noon", "ext_changes_key", "photo_sets_has_picture")
@@ -132,6 +133,15 @@ class Faults:
             elif k in self.CHOICES:
                 if v not in self.CHOICES[k]:
                     raise bad_request(f"faults: {k} is one of {', '.join(self.CHOICES[k])}", "InvalidFaults")
+            elif k == "drop_after_route":
+                if v is not None and not (isinstance(v, str) and " /" in v):
+                    raise bad_request("faults: drop_after_route is null or a route as by_route names it "
+                                      "(\"POST /me/contactFolders\")", "InvalidFaults")
+            elif k == "fail_route":
+                if v is not None and not (isinstance(v, list) and
+                                          all(isinstance(x, str) and " /" in x for x in v)):
+                    raise bad_request("faults: fail_route is null or a list of routes as by_route names "
+                                      "them ([\"DELETE /me/contacts/{id}\"])", "InvalidFaults")
             elif k == "beta_patch_error":
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 400 <= v <= 599):
                     raise bad_request("faults: beta_patch_error is null or an HTTP status 400..599",
@@ -1208,7 +1218,7 @@ class App:
                 time.sleep(latency)
             if self.faults.roll("rate_429"):
                 return self.finish(call, self.throttled(call, "TooManyRequests", "Please retry again later."))
-            if self.faults.roll("rate_503"):
+            if self.faults.roll("rate_503") or self.fails_route(call, segs):
                 return self.finish(call, self.unavailable(call))
             failed = self.folder_failure(call)
             if failed:
@@ -1217,6 +1227,7 @@ class App:
             if drop and self.faults.chance(0.5):
                 return DROP                             # lost before it was applied
             drop = drop or (top_level and self.faults.roll("rate_drop_after"))
+            drop = drop or (top_level and self.drops_route(call, segs))
             resp = self.dispatch(call, route, handler)
             return DROP if drop else self.finish(call, resp)   # else: applied, answer lost
         finally:
@@ -1245,6 +1256,18 @@ class App:
         return error_resp(GraphError(503, "serviceNotAvailable", "The service is temporarily unavailable. "
                                      "Please retry after a delay.", {"Retry-After": "0"}),
                           call.request_id, call.client_request_id)
+
+    def fails_route(self, call, segs):
+        """Whether knob fail_route names this call's route (a request or a
+        $batch item): it is answered 503 without being carried out."""
+        want = self.faults.get("fail_route")
+        return bool(want) and route_name(call.method, segs, call.version) in want
+
+    def drops_route(self, call, segs):
+        """Whether knob drop_after_route names this call's route: its answer
+        is lost after it was carried out."""
+        want = self.faults.get("drop_after_route")
+        return bool(want) and route_name(call.method, segs, call.version) == want
 
     def dispatch(self, call, route, handler):
         try:
@@ -1317,6 +1340,9 @@ class App:
         if drop and self.faults.chance(0.5):
             return DROP
         drop = drop or self.faults.roll("rate_drop_after")
+        drop = drop or any(isinstance(item["call"], Call) and
+                           self.drops_route(item["call"], split_segments(item["call"].path))
+                           for item in items)
         results = self._run_batch(items)
         if drop:
             return DROP

@@ -990,6 +990,49 @@ def test_drop_after_must_be_a_probability(emu):
     assert emu.admin("GET", "faults")["rate_drop_after"] == 0
 
 
+def test_drop_after_route_loses_only_that_routes_answers_after_applying_them(emu):
+    emu.faults(drop_after_route="POST /me/contactFolders")
+    with pytest.raises(LOST):
+        emu.call("POST", "/me/contactFolders", {"displayName": "Lost Answer"})
+    assert "Lost Answer" in [f["displayName"] for f in emu.state()["folders"]]
+    with pytest.raises(LOST):
+        emu.call("POST", "/$batch", {"requests": [
+            {"id": "1", "method": "POST", "url": "/me/contactFolders",
+             "headers": {"Content-Type": "application/json"}, "body": {"displayName": "In Batch"}}]})
+    assert "In Batch" in [f["displayName"] for f in emu.state()["folders"]]
+    new_contact(emu)                                    # another route: answered
+    emu.ok("POST", "/$batch", {"requests": [{"id": "1", "method": "GET", "url": "/me/contactFolders"}]})
+    assert emu.requests()["dropped"] == 2
+    emu.faults(drop_after_route=None)
+    emu.call("POST", "/me/contactFolders", {"displayName": "Answered"})
+    assert emu.requests()["dropped"] == 2
+    for bad in (3, "contactFolders", True):
+        status, _, _ = emu.raw("POST", "/_emulator/faults", json.dumps({"drop_after_route": bad}).encode(),
+                               {"Content-Type": "application/json"})
+        assert status == 400, bad
+
+
+def test_fail_route_answers_503_without_carrying_it_out_for_those_routes_only(emu):
+    c = new_contact(emu)
+    emu.faults(fail_route=["DELETE /me/contacts/{id}", "GET /me/contacts/{id}"])
+    status, _, _ = emu.call("DELETE", "/me/contacts/" + c["id"])
+    assert status == 503
+    status, _, _ = emu.call("GET", "/me/contacts/" + c["id"])
+    assert status == 503
+    answer = emu.ok("POST", "/$batch", {"requests": [
+        {"id": "1", "method": "DELETE", "url": "/me/contacts/" + c["id"]},
+        {"id": "2", "method": "PATCH", "url": "/me/contacts/" + c["id"],
+         "headers": {"Content-Type": "application/json"}, "body": {"jobTitle": "Still Here"}}]})
+    assert sorted(r["status"] for r in answer["responses"]) == [200, 503]
+    assert [x["jobTitle"] for x in emu.state()["contacts"] if x["id"] == c["id"]] == ["Still Here"]
+    emu.faults(fail_route=None)
+    assert emu.call("DELETE", "/me/contacts/" + c["id"])[0] == 204
+    for bad in ("DELETE /me/contacts/{id}", [3], True):
+        status, _, _ = emu.raw("POST", "/_emulator/faults", json.dumps({"fail_route": bad}).encode(),
+                               {"Content-Type": "application/json"})
+        assert status == 400, bad
+
+
 def test_keep_alive_connection_serves_many_requests(emu):
     conn = http.client.HTTPConnection(emu.base.split("//")[1], timeout=10)
     for _ in range(5):

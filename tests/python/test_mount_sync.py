@@ -70,11 +70,11 @@ def prop_values(data, name):
 
 # ---- Graph, as another client would use it ------------------------------------------
 
-def graph(emu, method, path, body=None, root="v1.0"):
+def graph(emu, method, path, body=None, root="v1.0", headers=None):
     """A request to the emulator's Graph (root "v1.0" or "beta") for the
     signed-in mailbox, as Outlook or another client would make it."""
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": "Bearer " + emu.token}
+    headers = dict(headers or {}, Authorization="Bearer " + emu.token)
     if data is not None:
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(emu.url + "/" + root + "/me" + path, data=data, method=method,
@@ -803,6 +803,94 @@ def test_a_move_whose_answer_a_kill_lost_is_found_as_itself_not_as_another_conta
             assert where == [("Dest", "Move First"), ("Dest", "Move Second")]
             assert sorted(vcf_files(m2.root)) == ["Dest/Move First.vcf", "Dest/Move Second.vcf"]
             assert "File exists" not in m2.log_text()
+
+
+# The old copy is in the default folder.
+OLD_COPY = ["GET /me/contacts/{id}", "DELETE /me/contacts/{id}"]
+
+
+@pytest.mark.parametrize("local_note", [None, "changed here"], ids=["other-field", "same-field"])
+def test_a_contact_changed_in_its_old_folder_while_it_moves_keeps_that_change(tmp_path, local_note):
+    """Found by scripts/soak (seed 3, issue 17): a move is a POST in the
+    target, then a DELETE of the old copy; a change made elsewhere to the old
+    copy in between (Outlook, a phone) went with the old copy. The move now
+    reads the old copy before deleting it and carries a change into the new
+    copy: a field only they changed is taken; a field both changed is a
+    conflict (the server's version in the file, ours beside it). The read and
+    the delete are held back with 503s while the change is made."""
+    contacts = [{"displayName": "Moving Mona", "givenName": "Moving", "surname": "Mona",
+                 "jobTitle": "Clerk", "personalNotes": "before",
+                 "emailAddresses": [{"address": "mona@example.org"}]}]
+    seed = write_seed(tmp_path, seed_box(contacts, [{"displayName": "Dest"}]))
+    with Emulator("--seed", str(seed)) as emu:
+        with Mount(emu, tmp_path, poll=2,
+                   expect_errors=[r"Moving Mona\.vcf: conflict: changed in its old folder"]
+                   if local_note else []) as m:
+            m.wait_synced()
+            old_id = mailbox(emu)["contacts"][0]["id"]
+            emu.faults({"fail_route": OLD_COPY})
+            emu.admin("POST", "requests/reset")
+            os.rename(m.root / "Moving Mona.vcf", m.root / "Dest" / "Moving Mona.vcf")
+            wait_until(lambda: any(emu.requests()["by_route"].get(r, 0) for r in OLD_COPY),
+                       timeout=30, what="the move's read or delete of the old copy, refused")
+            if local_note:
+                path = m.root / "Dest" / "Moving Mona.vcf"
+                path.write_bytes(path.read_bytes().replace(b"NOTE:before", b"NOTE:" +
+                                                           local_note.encode()))
+            graph(emu, "PATCH", "/contacts/" + old_id,
+                  {"jobTitle": "Manager", "personalNotes": "changed there"})
+            emu.faults({"fail_route": None})
+            m.wait_synced(timeout=60)
+            m.wait_rounds(1)
+            m.wait_synced(timeout=60)
+            box = mailbox(emu)
+            paths = folder_paths(box)
+            assert [(paths[c["parentFolderId"]], c["displayName"]) for c in box["contacts"]] \
+                == [("Dest", "Moving Mona")]
+            mona = box["contacts"][0]
+            assert mona["jobTitle"] == "Manager"
+            assert mona["personalNotes"] == "changed there"
+            data = (m.root / "Dest" / "Moving Mona.vcf").read_bytes()
+            assert b"TITLE:Manager" in data and b"NOTE:changed there" in data
+            kept = [f for f in os.listdir(m.root / "Dest") if ".conflict-" in f]
+            if local_note:
+                assert len(kept) == 1
+                assert b"NOTE:changed here" in (m.root / "Dest" / kept[0]).read_bytes()
+                assert kept[0] in m.errors()
+            else:
+                assert kept == []
+
+
+def test_a_folder_whose_create_answer_was_lost_and_that_delta_brought_first_is_ours(tmp_path):
+    """Found by scripts/soak (seed 2, issue 17): a mkdir's POST was carried out
+    but its answer lost; a folder delta round brought the server's new folder
+    before the retry, and it was shown as a second folder "Projects (2)". The
+    retry got 409, found the id by name, and setting it on our folder's row
+    failed (the id was on the other row): "File exists" at every pass, and
+    the folder and what was written in it never went up."""
+    seed = write_seed(tmp_path, seed_box([{"displayName": "Old Friend", "givenName": "Old",
+                                           "surname": "Friend"}]))
+    with Emulator("--seed", str(seed)) as emu, Mount(emu, tmp_path, poll=2) as m:
+        m.wait_synced()
+        emu.faults({"drop_after_route": "POST /me/contactFolders"})
+        os.mkdir(m.root / "Projects")
+        wait_until(lambda: "Projects" in folder_paths(mailbox(emu)).values(), timeout=30,
+                   what="the folder made on the server")
+        m.wait_rounds(2)    # delta has shown the server's folder; every answer was lost
+        emu.faults({"drop_after_route": None})
+        (m.root / "Projects" / "Inside.vcf").write_bytes(
+            vcard("In Side", "inside@example.org", "uid-inside"))
+        (m.root / "Elsewhere.vcf").write_bytes(
+            vcard("Else Where", "elsewhere@example.org", "uid-elsewhere"))
+        m.wait_synced(timeout=90)
+        box = mailbox(emu)
+        paths = folder_paths(box)
+        assert sorted(paths.values()) == ["", "Projects"]
+        where = sorted((paths.get(c["parentFolderId"], ""), c["displayName"])
+                       for c in box["contacts"])
+        assert where == [("", "Else Where"), ("", "Old Friend"), ("Projects", "In Side")]
+        assert sorted(p.name for p in m.root.iterdir() if p.is_dir()) == ["Projects"]
+        assert "File exists" not in m.log_text()
 
 
 def test_an_edit_then_a_move_sent_together_update_the_contact_where_it_is_and_move_it_once(

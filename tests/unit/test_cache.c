@@ -1103,10 +1103,11 @@ out:
 BODY(migrate_v2)
 {
 	/* No contacts.flag, no merges.local. */
-	migrated_from(check_failed_, v,
-		      "ALTER TABLE contacts DROP COLUMN flag; ALTER TABLE merges DROP COLUMN local; "
-		      "ALTER TABLE nodes DROP COLUMN loaded; PRAGMA user_version = 2;",
-		      "SELECT c.flag, m.local, n.loaded FROM contacts c, merges m, nodes n");
+	migrated_from(
+		check_failed_, v,
+		"ALTER TABLE contacts DROP COLUMN flag; ALTER TABLE merges DROP COLUMN local; "
+		"ALTER TABLE nodes DROP COLUMN loaded; PRAGMA user_version = 2;",
+		"SELECT c.flag, m.local, n.loaded FROM contacts c, merges m, nodes n");
 }
 
 BODY(migrate_v3)
@@ -2041,6 +2042,124 @@ TEST(a_create_in_flight_at_a_crash_is_looked_up_by_its_key_after_reopening)
 out:;
 }
 
+/*
+ * A copy that a create of ours made on the server, brought by a delta round
+ * before the create had its answer (the daemon killed after the POST left,
+ * then a lookup that ran before the server had carried it out, on a slow
+ * server): it is that create, taken as it, never a second contact shown
+ * beside it and never sent again. Here the create is refused (read-only
+ * mailbox, parked) so that the round surely runs before any answer; the copy
+ * is POSTed with the create's client key as the lost request would have.
+ */
+static char *contact_ckey(struct env *v, uint64_t ino)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+	char *key = NULL;
+
+	if (sqlite3_open_v2(v->db, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db,
+			       "SELECT c.ckey FROM contacts c JOIN nodes n ON n.cid = c.cid "
+			       "WHERE n.ino = ?",
+			       -1, &q, NULL) == SQLITE_OK &&
+	    sqlite3_bind_int64(q, 1, (sqlite3_int64)ino) == SQLITE_OK &&
+	    sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0))
+		key = strdup((const char *)sqlite3_column_text(q, 0));
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	return key;
+}
+
+static int post_own_copy(struct env *v, const char *key)
+{
+	char body[1024];
+	cJSON *b, *out = NULL;
+	int r;
+
+	snprintf(body, sizeof(body),
+		 "{\"givenName\":\"Early\",\"surname\":\"Copy\",\"displayName\":\"Early Copy\","
+		 "\"personalNotes\":\"made once\",\"extensions\":[{\"@odata.type\":"
+		 "\"microsoft.graph.openTypeExtension\",\"extensionName\":\"%s\",\"key\":\"%s\"}]}",
+		 VCARD_EXTENSION_NAME, key);
+	if (!(b = cJSON_Parse(body)))
+		return -EINVAL;
+	r = graph_send_json(v->api, "POST", "/contacts", b, NULL, 0, &out);
+	cJSON_Delete(b);
+	cJSON_Delete(out);
+	return r;
+}
+
+/* The copy in an incremental round (its extension read after it). */
+BODY(early_copy_incremental)
+{
+	struct listing l;
+	char text[1024], *key = NULL;
+	uint64_t ino;
+
+	CHECK(start_synced(v) == 0);
+	CHECK(faults(v, "{\"readonly_users\": [\"" ME "\"]}") == 0);
+	person(text, sizeof(text), "Early", "Copy", "made once", NULL);
+	CHECK(put(v, CACHE_ROOT_INO, "Early Copy.vcf", text, &ino) == 0);
+	CHECK_INT(cache_wait_file(v->c, ino, DRAIN_MS), -EACCES);
+	CHECK(faults(v, "{\"readonly_users\": []}") == 0);
+	CHECK((key = contact_ckey(v, ino)) != NULL);
+	CHECK_INT(post_own_copy(v, key), 0);
+	CHECK(fresh_round(v) == 0);
+	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
+	CHECK_INT(names_with(&l, "Early Copy"), 1);
+	CHECK_INT(cache_wait_file(v->c, ino, DRAIN_MS), 0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK(fresh_round(v) == 0);
+	CHECK_INT(server_count(v, "Early Copy"), 1);
+	/* The copy's POST and the refused one: never another. */
+	CHECK_INT(route_count(v, "POST /me/contacts"), 2);
+	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
+	CHECK_INT(names_with(&l, "Early Copy"), 1);
+	CHECK(file_says(v, CACHE_ROOT_INO, "Early Copy.vcf", "NOTE", "made once"));
+out:
+	free(key);
+}
+
+TEST(a_copy_of_our_create_that_delta_brings_before_its_answer_is_that_contact)
+{
+	RUN(early_copy_incremental, .seed = SEED_REMOTE);
+out:;
+}
+
+/* The copy in the first round of a mount (extensions listed first). */
+BODY(early_copy_first_round)
+{
+	struct listing l;
+	char text[1024], *key = NULL;
+	uint64_t ino;
+
+	person(text, sizeof(text), "Early", "Copy", "made once", NULL);
+	CHECK(put(v, CACHE_ROOT_INO, "Early Copy.vcf", text, &ino) == 0);
+	CHECK((key = contact_ckey(v, ino)) != NULL);
+	CHECK_INT(post_own_copy(v, key), 0);
+	CHECK(faults(v, "{\"readonly_users\": [\"" ME "\"]}") == 0);
+	CHECK(cache_start(v->c) == 0);
+	CHECK(fresh_round(v) == 0);
+	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
+	CHECK_INT(names_with(&l, "Early Copy"), 1);
+	CHECK(faults(v, "{\"readonly_users\": []}") == 0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK(fresh_round(v) == 0);
+	CHECK_INT(server_count(v, "Early Copy"), 1);
+	/* The copy's POST and the refused one: never another. */
+	CHECK_INT(route_count(v, "POST /me/contacts"), 2);
+	CHECK(list_dir(v, CACHE_ROOT_INO, &l) == 0);
+	CHECK_INT(names_with(&l, "Early Copy"), 1);
+out:
+	free(key);
+}
+
+TEST(a_copy_of_our_create_in_the_first_round_of_a_mount_is_that_contact)
+{
+	RUN(early_copy_first_round, .seed = SEED_REMOTE);
+out:;
+}
+
 /* ==== 7. failures park an entry; nothing else waits on it ============================== */
 
 BODY(readonly_parked)
@@ -2149,7 +2268,8 @@ out:;
 BODY(offline)
 {
 	struct cache_status st;
-	char port[16], text[1024], *changed = NULL, *id_before = NULL, *id_after = NULL, *note = NULL;
+	char port[16], text[1024], *changed = NULL, *id_before = NULL, *id_after = NULL,
+				   *note = NULL;
 	const char *args[3] = {"--port", port, NULL};
 	uint64_t olga, fresh;
 	int64_t deadline;
@@ -2243,7 +2363,8 @@ BODY(expired_cursor)
 {
 	struct cache_attr team;
 	struct listing l;
-	char *alpha_id = NULL, *beta_id = NULL, *t = NULL, *changed = NULL, *note = NULL, *id_now = NULL;
+	char *alpha_id = NULL, *beta_id = NULL, *t = NULL, *changed = NULL, *note = NULL,
+	     *id_now = NULL;
 	int64_t deadline;
 	int r;
 
@@ -2776,6 +2897,157 @@ out:
 TEST(a_new_folder_is_created_then_renamed_then_deleted_on_the_server)
 {
 	RUN(folder_life, .seed = NULL, .grace_ms = 200);
+out:;
+}
+
+/* ---- one entry that fails, and the folder a lost answer showed twice ------------------ */
+
+/* A second connection to the running cache's database, as another process
+ * would have it; NULL on error. */
+static sqlite3 *side_db(struct env *v)
+{
+	sqlite3 *db = NULL;
+
+	if (sqlite3_open_v2(v->db, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+		fprintf(stderr, "%s: %s\n", v->db, db ? sqlite3_errmsg(db) : "cannot open");
+		sqlite3_close(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db, 10000);
+	return db;
+}
+
+/* The first column of the first row of sql, or -1. */
+static int64_t side_int(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t n = -1;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
+static int side_run(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+	int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+
+	if (rc != SQLITE_OK)
+		fprintf(stderr, "%s: %s\n", sql, msg ? msg : "failed");
+	sqlite3_free(msg);
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* Until sql's number is want, or SYNC_MS. */
+static int side_wait(sqlite3 *db, const char *sql, int64_t want)
+{
+	int64_t deadline = mono_ms() + SYNC_MS;
+
+	while (side_int(db, sql) != want) {
+		if (mono_ms() > deadline)
+			return -1;
+		poll_pause();
+	}
+	return 0;
+}
+
+BODY(one_entry_fails)
+{
+	char text[1024], *note = NULL;
+	sqlite3 *db = NULL;
+
+	person(text, sizeof(text), "Stuck", "One", "v1", NULL);
+	CHECK(put(v, CACHE_ROOT_INO, "Stuck One.vcf", text, NULL) == 0);
+	person(text, sizeof(text), "Free", "Two", "v1", NULL);
+	CHECK(put(v, CACHE_ROOT_INO, "Free Two.vcf", text, NULL) == 0);
+	CHECK(start_synced(v) == 0);
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK((db = side_db(v)) != NULL);
+	/* Storing the answer to an update of Stuck One fails, every time. */
+	CHECK(side_run(db, "CREATE TRIGGER stuck BEFORE UPDATE OF change_key ON contacts WHEN "
+			   "OLD.cid = (SELECT cid FROM nodes WHERE name = 'Stuck One.vcf') "
+			   "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END") == 0);
+	person(text, sizeof(text), "Stuck", "One", "v2", NULL);
+	CHECK(put(v, CACHE_ROOT_INO, "Stuck One.vcf", text, NULL) == 0);
+	person(text, sizeof(text), "Free", "Two", "v2", NULL);
+	CHECK(put(v, CACHE_ROOT_INO, "Free Two.vcf", text, NULL) == 0);
+
+	/* Free Two's update is sent and finished while Stuck One's fails. */
+	CHECK(side_wait(db,
+			"SELECT count(*) FROM outbox WHERE cid = (SELECT cid FROM nodes WHERE "
+			"name = 'Free Two.vcf')",
+			0) == 0);
+	note = server_field(v, "Free Two", "personalNotes");
+	CHECK(note != NULL);
+	CHECK_STR(note, "v2");
+	CHECK(side_int(db, "SELECT count(*) FROM outbox WHERE cid = (SELECT cid FROM nodes WHERE "
+			   "name = 'Stuck One.vcf') AND attempts > 0 AND error LIKE "
+			   "'%answer could not be stored%'") == 1);
+out:
+	if (db) {
+		if (side_run(db, "DROP TRIGGER IF EXISTS stuck"))
+			CHECK_FAILED = 1;
+		sqlite3_close(db);
+	}
+	free(note);
+}
+
+TEST(an_answer_that_cannot_be_stored_holds_back_no_other_change)
+{
+	RUN(one_entry_fails, .seed = NULL);
+out:;
+}
+
+BODY(folder_shown_twice)
+{
+	struct cache_attr proj, a;
+	char *pid = NULL, sql[512];
+	sqlite3 *db = NULL;
+
+	CHECK(start_synced(v) == 0);
+	CHECK(faults(v, "{\"drop_after_route\": \"POST /me/contactFolders\"}") == 0);
+	CHECK(cache_create(v->c, CACHE_ROOT_INO, "Projects", CACHE_FOLDER, NULL, &proj) == 0);
+	{
+		int64_t deadline = mono_ms() + SYNC_MS;
+
+		while (!(pid = server_folder_field(v, "Projects", "id"))) {
+			CHECK(mono_ms() < deadline);
+			poll_pause();
+		}
+	}
+	/* What a delta round of an older version made of the server's folder
+	 * while the create waited for its retry: a second folder. */
+	CHECK((db = side_db(v)) != NULL);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO nodes(parent, name, kind) VALUES(%d, 'Projects (2)', %d); "
+		 "INSERT INTO folders(ino, id) VALUES(last_insert_rowid(), '%s')",
+		 (int)CACHE_ROOT_INO, (int)CACHE_FOLDER, pid);
+	CHECK(side_run(db, sql) == 0);
+	CHECK(faults(v, "{\"drop_after_route\": null}") == 0);
+
+	/* The retry meets the folder (409), takes its id and merges the copy. */
+	CHECK_INT(cache_drain(v->c, DRAIN_MS), 0);
+	CHECK(cache_lookup(v->c, CACHE_ROOT_INO, "Projects", &a) == 0);
+	CHECK_INT(a.ino, proj.ino);
+	CHECK_INT(cache_lookup(v->c, CACHE_ROOT_INO, "Projects (2)", &a), -ENOENT);
+	snprintf(sql, sizeof(sql), "SELECT ino FROM folders WHERE id = '%s'", pid);
+	CHECK_INT(side_int(db, sql), (int64_t)proj.ino);
+	CHECK_INT(side_int(db, "SELECT count(*) FROM nodes WHERE name LIKE 'Projects%'"), 1);
+	CHECK_INT(side_int(db, "SELECT count(*) FROM folders WHERE ino NOT IN (SELECT ino FROM "
+			       "nodes)"),
+		  0);
+	CHECK(was_told(&v->rec, CACHE_REMOVED, CACHE_ROOT_INO, "Projects (2)", NULL));
+out:
+	sqlite3_close(db);
+	free(pid);
+}
+
+TEST(a_folder_create_whose_answer_was_lost_merges_the_copy_a_delta_round_showed)
+{
+	RUN(folder_shown_twice, .seed = NULL);
 out:;
 }
 
