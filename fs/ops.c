@@ -484,7 +484,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 			return;
 		}
 	}
-	if ((r = getattr_any(fs, ino, &st)))
+	/* chmod, chown to ourselves and atime changed nothing: st stands. */
+	if ((to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) &&
+	    (r = getattr_any(fs, ino, &st)))
 		fuse_reply_err(req, err_of(r));
 	else
 		fuse_reply_attr(req, &st, fs->timeout);
