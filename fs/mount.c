@@ -53,9 +53,10 @@ struct mount_args {
 	int nnonopt;
 	int extra_nonopt;
 	int help, version;
+	int shared; /* -o allow_other or allow_root: other users reach the mount */
 };
 
-enum { KEY_GRAPH, KEY_HELP, KEY_VERSION };
+enum { KEY_GRAPH, KEY_HELP, KEY_VERSION, KEY_SHARED };
 
 #define OPT(t, p)                                    \
 	{                                            \
@@ -75,6 +76,8 @@ static const struct fuse_opt mount_opts[] = {
 	FUSE_OPT_KEY("token_cmd=", KEY_GRAPH),
 	FUSE_OPT_KEY("client_id=", KEY_GRAPH),
 	FUSE_OPT_KEY("tenant=", KEY_GRAPH),
+	FUSE_OPT_KEY("allow_other", KEY_SHARED),
+	FUSE_OPT_KEY("allow_root", KEY_SHARED),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -103,6 +106,9 @@ static int mount_opt_proc(void *data, const char *arg, int key, struct fuse_args
 	case KEY_VERSION:
 		m->version = 1;
 		return 0;
+	case KEY_SHARED:
+		m->shared = 1;
+		return 1; /* libfuse's too */
 	case FUSE_OPT_KEY_NONOPT:
 		if (m->nnonopt < 2)
 			m->nonopt[m->nnonopt++] = strdup(arg);
@@ -294,9 +300,19 @@ int fs_mount_main(int argc, char **argv)
 		fs_mount_usage(stderr);
 		goto out;
 	}
-	/* The mount point goes back to libfuse; SOURCE names the mount. */
+	/*
+	 * The mount point goes back to libfuse; SOURCE names the mount. The
+	 * kernel checks modes itself (default_permissions) only when other
+	 * users reach the mount: without allow_other or allow_root it lets
+	 * no one but us in, and the modes never refuse us anything the
+	 * filesystem does not refuse itself (ops.c answers access(2)). Its own
+	 * checks cost a GETATTR of the directory after every create, rename
+	 * and unlink in it (docs/design.md §9).
+	 */
 	if (fuse_opt_add_arg(&args, m.nonopt[m.nnonopt - 1]) ||
-	    fuse_opt_insert_arg(&args, 1, "-osubtype=contactfs,default_permissions"))
+	    fuse_opt_insert_arg(&args, 1,
+				m.shared ? "-osubtype=contactfs,default_permissions"
+					 : "-osubtype=contactfs"))
 		goto oom;
 	{
 		const char *src = m.nnonopt == 2 ? m.nonopt[0] : "contactfs";

@@ -285,6 +285,26 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, is_ctl(ino) ? 0 : fs->timeout);
 }
 
+/*
+ * access(2), asked only when the kernel does not check modes itself (no
+ * default_permissions: a mount only its owner reaches, mount.c). The owner's
+ * bits answer, as the kernel would answer them, so that "test -w" says no for
+ * what open refuses anyway (.contactfs/status) and no file is executable.
+ */
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct fs *fs = fs_of(req);
+	struct stat st;
+	int r;
+
+	if ((r = getattr_any(fs, ino, &st))) {
+		fuse_reply_err(req, err_of(r));
+		return;
+	}
+	mask &= R_OK | W_OK | X_OK;
+	fuse_reply_err(req, mask & ~((st.st_mode & S_IRWXU) >> 6) ? EACCES : 0);
+}
+
 /* Commit f's bytes to the cache if they were written. Called with f->lock
  * held. 0, or the errno close() should return. */
 static int commit_locked(struct fs *fs, struct fs_file *f, const char *loaded)
@@ -464,7 +484,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 			return;
 		}
 	}
-	if ((r = getattr_any(fs, ino, &st)))
+	/* chmod, chown to ourselves and atime changed nothing: st stands. */
+	if ((to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) &&
+	    (r = getattr_any(fs, ino, &st)))
 		fuse_reply_err(req, err_of(r));
 	else
 		fuse_reply_attr(req, &st, fs->timeout);
@@ -1242,7 +1264,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* O_TRUNC comes with open, so "open, truncate" is one step. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
-	/* No writeback cache: every write reaches us, and close commits. */
+	/* No writeback cache: every write reaches us, and close commits (it
+	 * would also cost rsync -a more requests a file: docs/design.md §11). */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
@@ -1254,6 +1277,7 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.forget = op_forget,
 	.forget_multi = op_forget_multi,
 	.getattr = op_getattr,
+	.access = op_access,
 	.setattr = op_setattr,
 	.readlink = op_readlink,
 	.mknod = op_mknod,

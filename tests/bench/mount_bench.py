@@ -341,11 +341,11 @@ def main():
             # What any client must send for them: a POST each, a PUT of each photo.
             essential_new = len(cards) + sum(1 for c in cards if "\r\nPHOTO" in c)
             # Onto tmpfs, and onto tmpfs through bindfs: every file rsync
-            # writes costs 15 FUSE requests (3 lookups, create, 3 setattr,
-            # write, flush, 2 release, 3 getattr, open, rename), whatever
-            # the filesystem behind them does. Each run into a folder of
-            # its own (the same cards in another folder are new contacts
-            # there).
+            # writes costs contactfs 14 FUSE requests (3 lookups, create, 3
+            # setattr, write, flush, 2 release, getattr, open, rename;
+            # bindfs 17), whatever the filesystem behind them does. Each
+            # run into a folder of its own (the same cards in another
+            # folder are new contacts there).
             r_tmpfs, r_bindfs, r_cfs, r_server, r_req, r_slots = [], [], [], [], [], []
             for i in range(a.runs):
                 r_tmpfs.append(timed(["rsync", "-a", str(src) + "/",
