@@ -568,12 +568,15 @@ class Soak:
                 for f in files:
                     fp = Path(dirpath) / f
                     try:
-                        uid = (card_props(fp.read_bytes()).get("UID") or [""])[0]
+                        data = fp.read_bytes()
                     except OSError:
                         continue
+                    # Every card of it: a file of several cards too.
+                    uids = re.findall(r"(?im)^(?:[A-Za-z0-9-]+\.)?UID(?:;[^:\r\n]*)?:([^\r\n]*)",
+                                      unfold(data.decode("utf-8", "replace")))
                     with self.model.lock:
-                        self.model.uncertain.add(uid)
-                    self.note("void: written after a kill, not through the mount:", fp, uid)
+                        self.model.uncertain.update(uids)
+                    self.note("void: written after a kill, not through the mount:", fp, *uids)
             shutil.rmtree(bare, ignore_errors=True)
 
     @staticmethod
