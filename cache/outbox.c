@@ -1687,6 +1687,28 @@ static int take_server(struct cache *c, sqlite3 *db, int64_t cid, const cJSON *t
 	return r;
 }
 
+/* The bytes contact cid's file shows now are kept beside it as a conflict
+ * file (cache_tree_keep_beside); its name in kept. */
+static int keep_file_beside(sqlite3 *db, int64_t cid, char *kept, size_t size,
+			    struct events *ev)
+{
+	struct buf ours;
+	sqlite3_stmt *st;
+	int r;
+
+	buf_init(&ours, (size_t)64 << 20);
+	if (!(r = cache_db_prepare(db, &st, "SELECT data FROM nodes WHERE cid = ?", "i", cid))) {
+		if (cache_db_step(st) == 1)
+			r = buf_add(&ours, sqlite3_column_blob(st, 0),
+				    (size_t)sqlite3_column_bytes(st, 0));
+		cache_db_release(st);
+	}
+	if (!r)
+		r = cache_tree_keep_beside(db, cid, &ours, kept, size, ev);
+	buf_release(&ours);
+	return r;
+}
+
 /*
  * Three-way merge of the card written into e's file (ours) with base, the
  * server version it was written against, and theirs, the server's version
@@ -1704,11 +1726,9 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 			  struct events *ev)
 {
 	struct cache_merge m;
-	struct buf ours;
 	char kept[256];
 	int r;
 
-	buf_init(&ours, (size_t)64 << 20);
 	if ((r = cache_merge(base, theirs, card, &m)) ||
 	    (r = cache_merge_remember(db, e->cid, card, base, &m, 0)))
 		goto out;
@@ -1747,19 +1767,7 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 	}
 	/* Both changed the same field: the server's version wins the file;
 	 * ours is kept beside it. */
-	{
-		sqlite3_stmt *st;
-
-		if (!(r = cache_db_prepare(db, &st, "SELECT data FROM nodes WHERE cid = ?", "i",
-					   e->cid))) {
-			if (cache_db_step(st) == 1)
-				r = buf_add(&ours, sqlite3_column_blob(st, 0),
-					    (size_t)sqlite3_column_bytes(st, 0));
-			cache_db_release(st);
-		}
-	}
-	if (!r)
-		r = cache_tree_keep_beside(db, e->cid, &ours, kept, sizeof(kept), ev);
+	r = keep_file_beside(db, e->cid, kept, sizeof(kept), ev);
 	if (!r)
 		r = take_server(c, db, e->cid, theirs, NULL, NULL, ev);
 	if (!r) {
@@ -1773,7 +1781,6 @@ static int merge_versions(struct cache *c, sqlite3 *db, struct entry *e, const c
 	r = r ? r : 1;
 out:
 	cache_merge_release(&m);
-	buf_release(&ours);
 	return r;
 }
 
@@ -1893,13 +1900,11 @@ static int carry_old_change(struct cache *c, struct entry *e, struct events *ev)
 	struct cache_merge m;
 	struct vcard *card = NULL;
 	cJSON *base = NULL, *flag = NULL;
-	struct buf ours;
 	char kept[256];
 	int64_t folder = 0;
 	int r;
 
 	memset(&m, 0, sizeof(m));
-	buf_init(&ours, (size_t)64 << 20);
 	if ((r = cache_db_begin(db)))
 		goto out;
 	if ((r = old_copy_base(db, e->cid, e->arg ? e->arg : "", &base)) || !base ||
@@ -1911,17 +1916,7 @@ static int carry_old_change(struct cache *c, struct entry *e, struct events *ev)
 	if ((r = cache_merge(base, theirs, card, &m)))
 		goto commit;
 	if (m.overlap) {
-		sqlite3_stmt *st;
-
-		if (!(r = cache_db_prepare(db, &st, "SELECT data FROM nodes WHERE cid = ?", "i",
-					   e->cid))) {
-			if (cache_db_step(st) == 1)
-				r = buf_add(&ours, sqlite3_column_blob(st, 0),
-					    (size_t)sqlite3_column_bytes(st, 0));
-			cache_db_release(st);
-		}
-		if (!r)
-			r = cache_tree_keep_beside(db, e->cid, &ours, kept, sizeof(kept), ev);
+		r = keep_file_beside(db, e->cid, kept, sizeof(kept), ev);
 		if (!r)
 			cache_error(db, e->name,
 				    "conflict: changed in its old folder on the server while it "
@@ -1950,7 +1945,6 @@ commit:
 	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 out:
 	cache_merge_release(&m);
-	buf_release(&ours);
 	cJSON_Delete(base);
 	cJSON_Delete(flag);
 	vcard_free(card);
