@@ -105,6 +105,7 @@ class Model:
         self.busy = set()          # uids a writer holds now
         self.moved = set()         # uids moved here since the last quiesce point
         self.racy_delete = set()   # uids deleted remotely while their move may be under way
+        self.interrupted = set()   # uids a writer was saving when the daemon was killed
         self.counts = collections.Counter()
 
     def ack(self, uid, note, t0, read=None):
@@ -510,6 +511,11 @@ class Soak:
         self.epoch_requests()
         self.note("kill -9")
         self.mount.kill()
+        with self.model.lock:
+            # A save cut by the kill leaves what it leaves on a local disk
+            # too: the original renamed to a backup (NAME~) and the new file
+            # empty or not yet there.
+            self.model.interrupted |= self.model.uncertain
         self.counts["kills"] += 1
         self.server_idle()
         self.mount_up()
@@ -591,6 +597,8 @@ class Soak:
 
     def check_invariants(self):
         self.void_bare_writes()
+        with self.model.lock:
+            interrupted = set(self.model.interrupted)
         box = self.box()
         paths = folder_paths(box)
         errors = self.mount.errors()
@@ -614,12 +622,16 @@ class Soak:
                 if ".conflict-" in f:
                     conflicts[os.path.join(rel, f)] = fp.read_bytes()
                     continue
+                data = fp.read_bytes()
                 if not f.endswith(".vcf") or f.startswith("."):
-                    if f not in errors:
+                    uid = (card_props(data).get("UID") or [""])[0]
+                    if f not in errors and uid not in interrupted:
                         problems.append("1: scratch file %s left in the mount and not in "
                                         ".contactfs/errors" % os.path.join(rel, f))
                     continue
-                props = card_props(fp.read_bytes())
+                if not data:
+                    continue    # a file made and not written yet: a draft, nothing to send
+                props = card_props(data)
                 uid = (props.get("UID") or [""])[0]
                 if uid in mount:
                     problems.append("1: UID %s shown twice: %s and %s"
