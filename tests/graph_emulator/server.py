@@ -172,6 +172,7 @@ class Stats:
         self.lock = threading.Lock()
         self.faults = faults
         self.in_flight = Counter()        # live; never reset
+        self.serving = 0                  # live: Graph requests from arrival until answered
         self.reset()
 
     def reset(self):
@@ -188,6 +189,13 @@ class Stats:
             self.dropped = 0
             self.prefer_lines_multi = 0  # requests with more than one Prefer header line
             self.windows = {}            # mailbox -> [(sent, until, connection id)]
+
+    def serve(self, d):
+        """A Graph request arrived (d = 1) or was answered (d = -1): "serving"
+        covers what in_flight does not, a $batch envelope's own latency and
+        an answer not yet written."""
+        with self.lock:
+            self.serving += d
 
     def count(self, route, kind):
         """Count a request to `route`; kind is "request" (an HTTP request to
@@ -269,6 +277,7 @@ class Stats:
                 ("max_in_flight", self.max_in_flight),
                 ("max_in_flight_by_mailbox", dict(self.max_by_mailbox)),
                 ("in_flight", {k: v for k, v in self.in_flight.items() if v}),
+                ("serving", self.serving),
                 ("early_retries", self.early_retries),
                 ("early_details", self.early_details[-20:]), ("throttled", self.throttled),
                 ("dropped", self.dropped), ("prefer_lines_multi", self.prefer_lines_multi)])
@@ -1640,7 +1649,12 @@ class Handler(BaseHTTPRequestHandler):
         elif version:
             if len(self.headers.get_all("Prefer") or []) > 1:
                 app.stats.count_prefer_lines()
-            resp = self.serve_graph(app, call, arrival)
+            app.stats.serve(1)
+            try:
+                self.send(self.serve_graph(app, call, arrival), call)
+            finally:
+                app.stats.serve(-1)
+            return
         else:
             resp = error_resp(GraphError(400, "BadRequest", "Invalid version: use /v1.0 or /beta."),
                               call.request_id, call.client_request_id)

@@ -182,13 +182,19 @@ class Mount:
     def errors(self):
         return (self.root / ".contactfs" / "errors").read_text()
 
+    def last_sync(self):
+        """When the last delta round ended, as status says it ("2026-12-05
+        02:08:56 UTC"), without the "(N s ago)" that changes every second."""
+        return self.status().get("last sync", "").split(" (")[0]
+
     def wait_rounds(self, n):
-        """Let n more delta rounds pass (each ends with a new "last sync")."""
-        before = self.status().get("last sync", "")
+        """Let n more delta rounds end (each sets a new "last sync"; at one
+        second's resolution, two rounds ending in one second count once,
+        which only waits longer): the last of them began after this call."""
+        before = self.last_sync()
         for _ in range(n):
-            wait_until(lambda: self.status().get("last sync", "") != before, timeout=30,
-                       what="a delta round")
-            before = self.status().get("last sync", "")
+            wait_until(lambda: self.last_sync() != before, timeout=30, what="a delta round")
+            before = self.last_sync()
 
     def wait_synced(self, timeout=60):
         """Until nothing is pending (parked entries do not count)."""

@@ -278,8 +278,8 @@ def test_a_cache_mounted_again_with_another_graph_url_reads_everything_again(tmp
             before = {rel: os.stat(m.root / rel).st_ino for rel in vcf_files(m.root)}
         other = emu.url.replace("127.0.0.1", "localhost")
         with Mount(emu, tmp_path, graph_url=other + "/v1.0", auth_url=other) as m:
-            first = m.status().get("last sync")
-            wait_until(lambda: m.status().get("last sync") not in (None, first)
+            first = m.last_sync()
+            wait_until(lambda: m.last_sync() not in ("", first)
                        and "delta round" not in m.log_text(), timeout=30,
                        what="a delta round against the other graph_url")
             assert "refusing to follow" not in m.log_text(), m.log_text()
@@ -308,3 +308,19 @@ def test_a_card_read_with_repairs_is_saved_and_each_repair_is_in_errors(tmp_path
         assert "read with a repair: line 6: END:VCARD with a group" in errors
         text = p.read_bytes()
         assert text.startswith(b"BEGIN:VCARD\r\n") and b"X.END" not in text
+
+
+def test_the_harness_wait_rounds_waits_for_rounds_that_read_the_server(tmp_path):
+    """Mount.wait_rounds compared status's whole "last sync" line, whose
+    "(N s ago)" changes every second: it returned after a second or two with
+    no round at all, and the soak's quiesce points and 21 tests that wait for
+    a round to bring a remote change waited for nothing. Now each round it
+    counts read the folders' contacts from the server."""
+    delta = "GET /me/contactFolders/{id}/contacts/delta"
+    with Emulator("--contacts", "6") as emu:
+        with Mount(emu, tmp_path, poll=5) as m:
+            m.wait_synced()
+            m.wait_rounds(1)
+            before = emu.requests()["by_route"].get(delta, 0)
+            m.wait_rounds(2)
+            assert emu.requests()["by_route"].get(delta, 0) >= before + 2

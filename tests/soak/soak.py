@@ -498,8 +498,16 @@ class Soak:
         """Until the server has finished what it was sent: the requests of a
         killed daemon, or of one cut off by the proxy, still run there, and a
         new daemon's would count on top of them."""
-        wait_until(lambda: not self.emu.requests()["in_flight"], timeout=120,
-                   what="the server's requests in flight to finish")
+        def idle():
+            r = self.emu.requests()
+            return not r["in_flight"] and not r["serving"]
+
+        # Twice, a moment apart: a request the proxy still carries arrives
+        # after the first look.
+        for _ in range(2):
+            wait_until(idle, timeout=120, what="the server's requests in flight to finish")
+            time.sleep(0.2)
+        wait_until(idle, timeout=120, what="the server's requests in flight to finish")
 
     def faults_off(self):
         self.emu.faults({"rate_429": 0, "rate_503": 0, "rate_drop_after": 0, "latency_ms": 0})
