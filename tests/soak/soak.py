@@ -563,8 +563,10 @@ class Soak:
             # Settled now: a contact whose move won over a delete elsewhere is
             # alive (the check saw it once, in its folder), and is no longer
             # deleted; one the delete won is.
+            # The same for one a local edit brought back after a delete (the
+            # check accepted it: it holds that edit).
             alive = {self.uid_of(c) for c in self.box()["contacts"]}
-            for uid in self.model.racy_delete & alive:
+            for uid in set(self.model.deleted) & alive - self.model.uncertain:
                 self.model.deleted.pop(uid, None)
                 if self.model.remote.get(uid, ("",))[0] is None:
                     self.model.remote.pop(uid, None)
@@ -684,8 +686,14 @@ class Soak:
             created = set(self.model.created)
             racy = set(self.model.racy_delete)
         for uid, t in sorted(deleted.items()):
+            # Alive again is right when a local edit made it so: one acknowledged after
+            # the delete, or one not yet sent when the delete came, whose update then
+            # met a 404 and created the contact again with it (docs/cache.md,
+            # "Answers"): the server then holds exactly that edit.
             if uid in server and uid not in uncertain and uid not in racy and \
-                    not (uid in local and local[uid][2] > t):
+                    not (uid in local and local[uid][2] > t) and \
+                    not (uid in local and remote.get(uid, ("",))[0] is None and
+                         (server[uid][1].get("personalNotes") or "") == local[uid][0]):
                 problems.append("3: %s was deleted (acknowledged) but is on the server" % uid)
         # 2. no lost acknowledged edit
         conflict_text = b"\n".join(conflicts.values())
