@@ -416,7 +416,14 @@ int cache_sync_render(struct cache *c) CACHE_MUST_CHECK;
 /* Record whether the server answers (logged when it changes). */
 void cache_set_online(struct cache *c, int online);
 
-/* Whether a graph/ error means the server could not be reached. */
+/* Whether cache_close asked the sync thread to stop: long loops (a delta
+ * round over every folder, an outbox pass, photos) end at their next step
+ * instead of holding the exit up (a folder not read keeps its old delta
+ * link and is read at the next mount). */
+int cache_stopping(struct cache *c);
+
+/* Whether a graph/ error means the server could not be reached (or was not
+ * asked: -ECANCELED, the process is ending). */
 int cache_offline_errno(int r);
 
 #endif

@@ -21,8 +21,10 @@
 
 int cache_offline_errno(int r)
 {
+	/* -ECANCELED: not sent because the process is ending (graph_cancel),
+	 * which leaves a change pending as no network does. */
 	return r == -ECONNREFUSED || r == -EHOSTUNREACH || r == -ENETUNREACH || r == -ETIMEDOUT ||
-	       r == -EHOSTDOWN || r == -ECONNRESET;
+	       r == -EHOSTDOWN || r == -ECONNRESET || r == -ECANCELED;
 }
 
 /* mkdir -p with mode 0700 for what it creates; *made: whether path itself
@@ -217,6 +219,42 @@ fail_early:
 	return NULL;
 }
 
+/*
+ * A Retry-After still running when the sync thread stops (a drain that ran
+ * out of time, a round cut short) was given to the mailbox: the next process
+ * waits it out too, so a quick remount does not come back inside it. Kept in
+ * meta as "paused_until" (wall clock, ms since the epoch).
+ */
+static void pause_keep(struct cache *c)
+{
+	long left = graph_pause_left_ms(c->g);
+	char until[32];
+
+	if (left <= 0)
+		return;
+	snprintf(until, sizeof(until), "%lld", (long long)(cache_now_ms() + left));
+	if (cache_db_meta_set(c->db, "paused_until", until))
+		log_warn("cache: could not keep the server's pause (%ld ms left) for the next mount",
+			 left);
+}
+
+/* The pause a previous process left, if it still runs. */
+static void pause_resume(struct cache *c)
+{
+	char *until = cache_db_meta_get(c->db, "paused_until");
+	int64_t left = until ? strtoll(until, NULL, 10) - cache_now_ms() : 0;
+
+	free(until);
+	if (left <= 0)
+		return;
+	if (left > 3600 * 1000)
+		left = 3600 * 1000; /* a clock set back: never more than graph takes */
+	log_info("the server asked to be left alone %lld ms more when the last mount ended: "
+		 "waiting before the first request",
+		 (long long)left);
+	graph_pause(c->g, (long)left);
+}
+
 void cache_close(struct cache *c)
 {
 	if (!c)
@@ -226,7 +264,12 @@ void cache_close(struct cache *c)
 		c->stop = 1;
 		pthread_cond_broadcast(&c->wake);
 		pthread_mutex_unlock(&c->lock);
+		/* A request waiting out a Retry-After or a backoff gives up:
+		 * it is still pending, and goes at the next mount. */
+		graph_cancel(c->g, 1);
 		pthread_join(c->thread, NULL);
+		pause_keep(c);
+		graph_cancel(c->g, 0);
 	}
 	cache_db_disconnect(c->sdb);
 	cache_db_disconnect(c->db);
@@ -245,7 +288,7 @@ void cache_close(struct cache *c)
 
 /* ---- the sync thread ------------------------------------------------------------- */
 
-static int stopping(struct cache *c)
+int cache_stopping(struct cache *c)
 {
 	int s;
 
@@ -308,7 +351,7 @@ static void *sync_main(void *arg)
 	 * finds them stored. */
 	unsigned lists = 0, first_lists = CACHE_LIST_CATEGORIES | CACHE_LIST_PEOPLE;
 
-	while (!stopping(c)) {
+	while (!cache_stopping(c)) {
 		int64_t now = cache_now_ms(), next_out = 0, next_names, wait;
 		int r, left = 0, again = 0, offline = 0;
 
@@ -374,7 +417,8 @@ static void *sync_main(void *arg)
 		}
 		if (cache_sync_render(c))
 			log_warn("cache: rendering contacts failed; trying again later");
-		cache_set_online(c, !offline);
+		if (!cache_stopping(c)) /* requests given up at the exit: no news */
+			cache_set_online(c, !offline);
 		pthread_mutex_lock(&c->lock);
 		c->passes++;
 		pthread_cond_broadcast(&c->pass);
@@ -425,6 +469,7 @@ int cache_start(struct cache *c)
 		return -EINVAL;
 	if (c->started)
 		return 0;
+	pause_resume(c);
 	if (pthread_create(&c->thread, NULL, sync_main, c))
 		return -EAGAIN;
 	c->started = 1;

@@ -2086,7 +2086,7 @@ int cache_outbox_pass(struct cache *c, int64_t *next_ms)
 	int offline = 0, r = 0;
 
 	*next_ms = 0;
-	for (int round = 0; round < 1000 && !offline; round++) {
+	for (int round = 0; round < 1000 && !offline && !cache_stopping(c); round++) {
 		enum after after[PICK_MAX];
 		struct events ev = {0};
 		size_t n = 0, finished = 0;

@@ -1190,6 +1190,10 @@ int cache_sync_in(struct cache *c)
 	cache_db_release(st);
 	r = r < 0 ? r : 0;
 	for (size_t i = 0; i < n && !r; i++) {
+		if (cache_stopping(c)) {
+			r = -ECANCELED; /* the rest at the next mount */
+			break;
+		}
 		r = sync_folder(c, default_id, inos[i], links[i], want_flags,
 				(int64_t)cache_photo_sample(n), &flags_listed);
 		if (r == -ENOENT && inos[i] != CACHE_ROOT_INO) {
@@ -1235,7 +1239,7 @@ int cache_sync_photos(struct cache *c, int max, int *left)
 
 	*left = 0;
 	cache_photos_init(photos, GRAPH_BATCH_MAX);
-	while (done < max && !r) {
+	while (done < max && !r && !cache_stopping(c)) {
 		struct events ev = {0};
 		const char *disagrees = NULL;
 		size_t k = 0;

@@ -256,6 +256,23 @@ char *graph_token_path(const struct graph *g);
 /* Forget the stored tokens. 0 also when there were none. */
 int graph_logout(struct graph *g) GRAPH_MUST_CHECK;
 
+/* ---- pauses ---------------------------------------------------------------- */
+
+/* Pause the whole mailbox for ms milliseconds: no request leaves before it
+ * has passed. A running pause is never shortened. */
+void graph_pause(struct graph *g, long ms);
+
+/* How long the running pause still lasts (ms); 0: none. A process that ends
+ * inside a pause keeps its end for the next one (the server's Retry-After
+ * was given to the mailbox, not to the process). */
+long graph_pause_left_ms(struct graph *g);
+
+/* With on, every request not yet on the wire gives up at once with
+ * -ECANCELED instead of waiting for a slot, a pause or a backoff (one on the
+ * wire finishes): an exit that does not wait out a Retry-After or a network
+ * that is gone. Off lets requests go again. */
+void graph_cancel(struct graph *g, int on);
+
 /* ---- statistics ------------------------------------------------------------ */
 
 struct graph_stats {

@@ -38,6 +38,7 @@ struct graph {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int in_flight;		      /* slots taken */
+	int cancel;		      /* graph_cancel: waiting requests give up */
 	struct timespec paused_until; /* CLOCK_MONOTONIC; 0: not paused */
 	struct graph_stats stats;
 	unsigned rng;					  /* jitter */
@@ -79,10 +80,6 @@ int graph_request_slots(struct graph *g, const char *method, const char *path,
 			const struct graph_header *headers, size_t nheaders, const void *body,
 			size_t len, const char *content_type, int idempotent, int slots,
 			graph_answer_fn on_answer, struct graph_response *resp);
-
-/* Pause the whole mailbox for ms milliseconds; a running pause is never
- * shortened. */
-void graph_pause(struct graph *g, long ms);
 
 /* Whether a path is addressed to the beta service root (GRAPH_BETA). */
 int graph_path_is_beta(const char *path);

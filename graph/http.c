@@ -267,7 +267,9 @@ void graph_stats(struct graph *g, struct graph_stats *out)
 /* ---- the scheduler ------------------------------------------------------------- */
 
 /* Take n slots, waiting while the mailbox is paused or full. */
-static void slots_take(struct graph *g, int n)
+/* Take n slots, waiting for them and for any pause; -ECANCELED (and no
+ * slot) once graph_cancel asked for it. */
+static int slots_take(struct graph *g, int n)
 {
 	if (n > GRAPH_MAX_IN_FLIGHT)
 		n = GRAPH_MAX_IN_FLIGHT;
@@ -275,6 +277,10 @@ static void slots_take(struct graph *g, int n)
 	for (;;) {
 		struct timespec now = now_mono();
 
+		if (g->cancel) {
+			pthread_mutex_unlock(&g->lock);
+			return -ECANCELED;
+		}
 		if (ts_before(now, g->paused_until)) {
 			/* Wait on a realtime deadline: convert the remaining
 			 * monotonic time. */
@@ -297,6 +303,7 @@ static void slots_take(struct graph *g, int n)
 	if (g->in_flight > g->stats.max_in_flight)
 		g->stats.max_in_flight = g->in_flight;
 	pthread_mutex_unlock(&g->lock);
+	return 0;
 }
 
 static void slots_give(struct graph *g, int n)
@@ -325,6 +332,19 @@ void graph_pause(struct graph *g, long ms)
 	pthread_mutex_unlock(&g->lock);
 }
 
+long graph_pause_left_ms(struct graph *g)
+{
+	struct timespec now = now_mono();
+	long ms = 0;
+
+	pthread_mutex_lock(&g->lock);
+	if (ts_before(now, g->paused_until))
+		ms = (long)(g->paused_until.tv_sec - now.tv_sec) * 1000 +
+		     (g->paused_until.tv_nsec - now.tv_nsec) / 1000000 + 1;
+	pthread_mutex_unlock(&g->lock);
+	return ms;
+}
+
 /* Backoff before attempt+1: exponential with jitter in [50%, 100%]. */
 static long backoff_ms(struct graph *g, int attempt)
 {
@@ -342,12 +362,29 @@ static long backoff_ms(struct graph *g, int attempt)
 	return ms / 2 + (long)((unsigned long)(ms / 2) * r / 0x7fff);
 }
 
-static void sleep_ms(long ms)
+/* Wait ms before a retry; -ECANCELED at once when graph_cancel asks. */
+static int backoff_wait(struct graph *g, long ms)
 {
-	struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+	struct timespec wake;
+	int r = 0;
 
-	while (nanosleep(&t, &t) == -1 && errno == EINTR)
+	clock_gettime(CLOCK_REALTIME, &wake);
+	wake = ts_add_ms(wake, ms);
+	pthread_mutex_lock(&g->lock);
+	while (!g->cancel && pthread_cond_timedwait(&g->cond, &g->lock, &wake) != ETIMEDOUT)
 		;
+	if (g->cancel)
+		r = -ECANCELED;
+	pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+void graph_cancel(struct graph *g, int on)
+{
+	pthread_mutex_lock(&g->lock);
+	g->cancel = on;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
 }
 
 /* ---- one exchange ----------------------------------------------------------------- */
@@ -800,7 +837,8 @@ int graph_request_slots(struct graph *g, const char *method, const char *path,
 		memset(auth, 0, sizeof(auth));
 		if (!list)
 			break;
-		slots_take(g, slots);
+		if ((r = slots_take(g, slots)))
+			break;
 		c = exchange(g, method, url, list, body, len, resp, 1, idempotent, &retry_after,
 			     &held);
 		if (c == CURLE_OK && on_answer)
@@ -825,7 +863,8 @@ int graph_request_slots(struct graph *g, const char *method, const char *path,
 				  attempt + 1);
 			if (!retryable(c, idempotent) || attempt + 1 >= g->max_attempts)
 				break;
-			sleep_ms(backoff_ms(g, attempt));
+			if ((r = backoff_wait(g, backoff_ms(g, attempt))))
+				break;
 			continue;
 		}
 		r = 0;
@@ -846,8 +885,8 @@ int graph_request_slots(struct graph *g, const char *method, const char *path,
 				break;
 			if (retry_after >= 0)
 				graph_pause(g, wait);
-			else
-				sleep_ms(wait);
+			else if ((r = backoff_wait(g, wait)))
+				break;
 			continue;
 		}
 		break;

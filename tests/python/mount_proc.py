@@ -78,6 +78,7 @@ class Mount:
         self.ready_timeout = ready_timeout
         self.proc = None
         self.log_path = None
+        self.stop_timed_out = False     # the last stop had to kill the daemon
 
     # ---- lifecycle --------------------------------------------------------
 
@@ -125,6 +126,7 @@ class Mount:
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.stop_timed_out = True
             self.kill()
             if check:
                 raise AssertionError("contactfs did not exit within %ds of the unmount:\n%s"

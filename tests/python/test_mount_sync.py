@@ -679,6 +679,78 @@ def free_port():
     return port
 
 
+def delta_reads(emu):
+    """Delta GETs of contact folders since the last reset."""
+    return sum(n for route, n in emu.requests()["by_route"].items()
+               if route.startswith("GET ") and route.endswith("/contacts/delta"))
+
+
+def test_an_unmount_in_the_middle_of_a_delta_round_reads_no_further_folder(tmp_path):
+    """Folders are read one after the other; an unmount used to wait for the
+    whole round (a soak with 200 folders at 300 ms a request outlasted the
+    90 s systemd gives a stop, and was killed). Now the round ends at the next
+    folder: the rest keep their delta links and are read at the next mount."""
+    with Emulator("--contacts", "40", "--folders", "40") as emu:
+        m = Mount(emu, tmp_path, poll=1)
+        m.start()
+        try:
+            m.wait_synced()
+            m.wait_rounds(1)
+            folders = len(mailbox(emu)["folders"])  # the default one too
+            emu.faults({"latency_ms": 300})
+            emu.admin("POST", "requests/reset")
+            wait_until(lambda: delta_reads(emu) >= 1, timeout=60, what="a delta round")
+        finally:
+            m.stop()
+        reads = delta_reads(emu)
+        assert folders >= 40
+        # The one on the wire at the unmount, and the one the round had
+        # started on: never the other 38.
+        assert reads <= 3, "%d of %d folders read after the unmount" % (reads, folders)
+        # The next mount reads them all again, with nothing lost.
+        emu.faults({"latency_ms": 0})
+        emu.admin("POST", "requests/reset")
+        with Mount(emu, tmp_path, poll=60) as m2:
+            wait_until(lambda: delta_reads(emu) >= folders, timeout=60,
+                       what="the next mount's first round")
+            m2.wait_synced()
+            assert len(vcf_files(m2.root)) == len(server_contacts(emu))
+
+
+def test_an_unmount_while_the_server_says_wait_ends_at_once_and_the_next_mount_waits(tmp_path):
+    """A change the server throttles (429, Retry-After 5) when the mount is
+    unmounted: the daemon used to wait out each Retry-After and try again
+    (up to 8 times) before it could exit; it now exits after drain_timeout,
+    the change still pending, and the next mount, started inside the
+    server's window, sends nothing before the window ends (the pause is kept
+    in the cache, docs/graph.md), then sends the change."""
+    with Emulator("--contacts", "5") as emu:
+        m = Mount(emu, tmp_path, poll=60, drain_timeout=1)
+        m.start()
+        try:
+            m.wait_synced()
+            emu.faults({"rate_429": 1, "retry_after": 5})
+            (m.root / "Throttled Person.vcf").write_bytes(
+                vcard("Throttled Person", "throttled@example.org", "throttled-uid-1"))
+            wait_until(lambda: emu.requests()["throttled"] >= 1, timeout=30,
+                       what="the upload to be throttled")
+            before = emu.requests()["total"]
+        finally:
+            m.stop()
+        after = emu.requests()
+        # Unmounted within the first Retry-After: no attempt after it.
+        assert after["total"] == before, "%d requests after the unmount" % (after["total"] - before)
+        emu.faults({"rate_429": 0})
+        with Mount(emu, tmp_path, poll=60) as m2:
+            wait_until(lambda: any(c.get("displayName") == "Throttled Person"
+                                   for c in server_contacts(emu)),
+                       timeout=60, what="the pending change to go")
+            m2.wait_synced()
+            stats = emu.requests()
+            assert stats["early_retries"] == 0, stats["early_details"]
+            assert "left alone" in m2.log_text()
+
+
 def test_offline_edit_lands_when_a_restarted_server_comes_back_on_the_same_port(tmp_path):
     contacts = [{"displayName": "Re Start %d" % i, "givenName": "Re", "surname": "Start %d" % i,
                  "emailAddresses": [{"address": "re%d@example.org" % i}]} for i in range(3)]

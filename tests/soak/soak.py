@@ -530,7 +530,12 @@ class Soak:
         self.emu.admin("POST", "requests/reset")
 
     def clean_remount(self):
-        self.mount.stop(check=False)
+        # The 90 s our systemd unit gives a stop (TimeoutStopSec): a daemon still there
+        # after it is killed, inside whatever Retry-After it was given.
+        self.mount.stop(check=False, timeout=90)
+        if self.mount.stop_timed_out:
+            raise Violation("4: the daemon did not exit within 90 s of a clean unmount; log %s"
+                            % self.mount.log_path)
         self.sanitizer_check()
         self.counts["clean remounts"] += 1
         self.mount_up()
