@@ -78,6 +78,12 @@ struct cache {
 	pthread_mutex_t api_lock; /* serialises use of db */
 	sqlite3 *db;
 	sqlite3 *sdb; /* the sync thread's */
+	/* Serialises sdb among the folder workers of a delta round
+	 * (sync_in.c): taken around each use of sdb there, never across a
+	 * network call or a kernel notification. Outside a round the sync
+	 * thread alone uses sdb and does not take it. Lock order: before
+	 * c->lock. */
+	pthread_mutex_t sdb_lock;
 	/* birthdays.ics as last made (under api_lock), and the state of the
 	 * database it was made from: PRAGMA data_version (commits of the
 	 * sync thread) and total changes on db (ours). */
@@ -92,12 +98,14 @@ struct cache {
 	int folder_walk_in;
 	/* The same for the follow-up flags of every folder (0: at the next
 	 * round, so the first round of a mount reads them), and whether a
-	 * refusal to read them was told in .contactfs/errors yet. */
+	 * refusal to read them was told in .contactfs/errors yet (during a
+	 * round, under sdb_lock). */
 	int flag_list_in;
 	int flag_refusal_told;
-	/* The sync thread's own (sync_in.c): PidLidHasPicture is not used for
-	 * the rest of the mount (the server refused the list, or a contact it
-	 * said has no photo had one): every photo is probed. */
+	/* The sync thread's own (sync_in.c; during a round, under sdb_lock):
+	 * PidLidHasPicture is not used for the rest of the mount (the server
+	 * refused the list, or a contact it said has no photo had one): every
+	 * photo is probed. */
 	int photo_flags_off;
 	/* The sync thread's own (categories.c): requests to the category list
 	 * were queued (read it again once they went), and a failure to read it

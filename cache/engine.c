@@ -137,6 +137,7 @@ struct cache *cache_open(const struct cache_config *cfg, struct graph *g, char *
 	c->cfg = *cfg;
 	c->g = g;
 	pthread_mutex_init(&c->api_lock, NULL);
+	pthread_mutex_init(&c->sdb_lock, NULL);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->wake, NULL);
 	pthread_cond_init(&c->pass, NULL);
@@ -279,6 +280,7 @@ void cache_close(struct cache *c)
 	pthread_cond_destroy(&c->wake);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->api_lock);
+	pthread_mutex_destroy(&c->sdb_lock);
 	free(c->ics);
 	free(c->path);
 	free(c->dir);

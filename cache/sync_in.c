@@ -1,7 +1,8 @@
 /*
  * Changes from the server into the replica (docs/design.md §11): folder delta,
- * then contact delta per folder, extensions (Graph's delta does not carry
- * them), rendering, and photos in the background.
+ * then contact delta per folder, several folders side by side, extensions
+ * (Graph's delta does not carry them), rendering, and photos in the
+ * background.
  *
  * A delta round stores the server's JSON as it comes, a page at a time in
  * one transaction, and marks the contact for rendering; the cursor is kept
@@ -13,6 +14,7 @@
 #include "cache_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -556,8 +558,11 @@ static int flush_items(struct contact_round *cr)
 
 	if (!n)
 		return 0;
-	if ((r = cache_db_begin(db)))
+	pthread_mutex_lock(&cr->c->sdb_lock);
+	if ((r = cache_db_begin(db))) {
+		pthread_mutex_unlock(&cr->c->sdb_lock);
 		return r;
+	}
 	for (int i = 0; i < n && !r; i++) {
 		cJSON *it = cJSON_GetArrayItem(cr->pending, i);
 		unsigned before = cr->changed;
@@ -581,6 +586,7 @@ static int flush_items(struct contact_round *cr)
 		}
 	}
 	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
+	pthread_mutex_unlock(&cr->c->sdb_lock);
 	cJSON_Delete(cr->pending);
 	cr->pending = cJSON_CreateArray();
 	if (!r) {
@@ -605,28 +611,33 @@ static int on_contact(const cJSON *item, void *ctx)
 /* ---- extensions -------------------------------------------------------------------------------- */
 
 struct ext_list {
-	sqlite3 *db;
+	struct cache *c;
 	cJSON *buf; /* [id, body] pairs not yet stored */
 };
 
 static int store_exts(struct ext_list *x)
 {
+	sqlite3 *db = x->c->sdb;
 	int r, n = cJSON_GetArraySize(x->buf);
 
 	if (!n)
 		return 0;
-	if ((r = cache_db_begin(x->db)))
-		return r;
-	for (int i = 0; i + 1 < n && !r; i += 2) {
-		char *body = cJSON_PrintUnformatted(cJSON_GetArrayItem(x->buf, i + 1));
+	pthread_mutex_lock(&x->c->sdb_lock);
+	if (!(r = cache_db_begin(db))) {
+		for (int i = 0; i + 1 < n && !r; i += 2) {
+			char *body = cJSON_PrintUnformatted(cJSON_GetArrayItem(x->buf, i + 1));
 
-		r = body ? cache_db_run(x->db, "INSERT OR REPLACE INTO exts(id, body) VALUES(?, ?)",
-					"tt", cJSON_GetStringValue(cJSON_GetArrayItem(x->buf, i)),
-					body)
-			 : -ENOMEM;
-		free(body);
+			r = body ? cache_db_run(
+					   db, "INSERT OR REPLACE INTO exts(id, body) VALUES(?, ?)",
+					   "tt",
+					   cJSON_GetStringValue(cJSON_GetArrayItem(x->buf, i)),
+					   body)
+				 : -ENOMEM;
+			free(body);
+		}
+		r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 	}
-	r = r ? (cache_db_rollback(x->db), r) : cache_db_commit(x->db);
+	pthread_mutex_unlock(&x->c->sdb_lock);
 	cJSON_Delete(x->buf);
 	x->buf = cJSON_CreateArray();
 	return r ? r : x->buf ? 0 : -ENOMEM;
@@ -645,7 +656,7 @@ static int on_ext(const char *id, const cJSON *e, void *ctx)
 /* Every extension of the folder into the exts table. */
 static int list_exts(struct cache *c, const char *base)
 {
-	struct ext_list x = {c->sdb, cJSON_CreateArray()};
+	struct ext_list x = {c, cJSON_CreateArray()};
 	int r;
 
 	if (!x.buf)
@@ -695,19 +706,22 @@ static int photo_flags_read(struct cache *c, int64_t folder, const char *base, i
 	int64_t todo = 0;
 	int r;
 
-	if (!c->cfg.photos || c->photo_flags_off)
+	if (!c->cfg.photos)
 		return 0;
-	if ((r = cache_db_int(
-		     db, &todo,
-		     "SELECT count(*) FROM contacts WHERE folder = ? AND photo_state = 0 AND "
-		     "photo IS NULL AND id IS NOT NULL",
-		     "i", folder)) < 0)
-		return r;
-	if (!todo)
-		return 0;
+	pthread_mutex_lock(&c->sdb_lock);
+	r = c->photo_flags_off
+		    ? 0
+		    : cache_db_int(db, &todo,
+				   "SELECT count(*) FROM contacts WHERE folder = ? AND "
+				   "photo_state = 0 AND photo IS NULL AND id IS NOT NULL",
+				   "i", folder);
+	pthread_mutex_unlock(&c->sdb_lock);
+	if (r < 0 || !todo)
+		return r < 0 ? r : 0;
 	if (!(ids = cJSON_CreateArray()))
 		return -ENOMEM;
 	r = cache_fetch_photo_flags(c->g, base, on_photo_flag, ids);
+	pthread_mutex_lock(&c->sdb_lock);
 	if (cache_photo_flags_refused(r)) {
 		r = photo_flags_fallback(c, "the server does not list contacts by "
 					    "PidLidHasPicture");
@@ -740,6 +754,7 @@ static int photo_flags_read(struct cache *c, int64_t folder, const char *base, i
 			"ii", folder, sample);
 	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 out:
+	pthread_mutex_unlock(&c->sdb_lock);
 	cJSON_Delete(ids);
 	return r;
 }
@@ -810,6 +825,7 @@ static int refresh_exts(struct cache *c, const char *base, const cJSON *ids)
 			graph_batch_release(items, (size_t)k);
 			break;
 		}
+		pthread_mutex_lock(&c->sdb_lock);
 		if (!(r = cache_db_begin(c->sdb))) {
 			for (int i = 0; i < k && !r; i++)
 				if (items[i].status == 200)
@@ -819,6 +835,7 @@ static int refresh_exts(struct cache *c, const char *base, const cJSON *ids)
 						    cache_ext_of(items[i].response), &ev);
 			r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 		}
+		pthread_mutex_unlock(&c->sdb_lock);
 		graph_batch_release(items, (size_t)k);
 		cache_events_flush(c, &ev, !r);
 	}
@@ -897,12 +914,16 @@ static int store_flags(struct flag_list *x)
 
 	if (!n)
 		return 0;
-	if ((r = cache_db_begin(db)))
+	pthread_mutex_lock(&x->c->sdb_lock);
+	if ((r = cache_db_begin(db))) {
+		pthread_mutex_unlock(&x->c->sdb_lock);
 		return r;
+	}
 	for (int i = 0; i + 1 < n && !r; i += 2)
 		r = set_flag(x->c, db, cJSON_GetStringValue(cJSON_GetArrayItem(x->buf, i)),
 			     cJSON_GetArrayItem(x->buf, i + 1), &ev);
 	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
+	pthread_mutex_unlock(&x->c->sdb_lock);
 	cache_events_flush(x->c, &ev, !r);
 	cJSON_Delete(x->buf);
 	x->buf = cJSON_CreateArray();
@@ -965,6 +986,7 @@ static int refresh_flags(struct cache *c, const cJSON *ids)
 			graph_batch_release(items, (size_t)k);
 			break;
 		}
+		pthread_mutex_lock(&c->sdb_lock);
 		if (!(r = cache_db_begin(c->sdb))) {
 			for (int i = 0; i < k && !r; i++) {
 				if (items[i].status == 200)
@@ -979,6 +1001,7 @@ static int refresh_flags(struct cache *c, const cJSON *ids)
 			}
 			r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 		}
+		pthread_mutex_unlock(&c->sdb_lock);
 		graph_batch_release(items, (size_t)k);
 		cache_events_flush(c, &ev, !r);
 	}
@@ -996,6 +1019,7 @@ static int flags_read(struct cache *c, int64_t folder, int r)
 		return r;
 	log_warn("cache: reading the follow-up flags of folder %lld from Graph's beta: %s",
 		 (long long)folder, strerror(-r));
+	pthread_mutex_lock(&c->sdb_lock);
 	if (!c->flag_refusal_told && !cache_db_begin(c->sdb)) {
 		cache_error(c->sdb, ".contactfs",
 			    "the follow-up flags could not be read from Graph's beta (%s); files "
@@ -1005,13 +1029,16 @@ static int flags_read(struct cache *c, int64_t folder, int r)
 			cache_db_rollback(c->sdb);
 		c->flag_refusal_told = 1;
 	}
+	pthread_mutex_unlock(&c->sdb_lock);
 	return 1;
 }
 
 /* ---- one folder's round --------------------------------------------------------------------------- */
 
-/* After a full round: contacts of the folder that did not come are gone
- * from the server (unless we have changes queued for them). */
+/* After a full round: contacts of the folder that did not come (in the
+ * reading of any folder this round: one moved here from another folder is
+ * moved by that folder's round) are gone from the server, unless we have
+ * changes queued for them. */
 static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 {
 	sqlite3 *db = c->sdb;
@@ -1020,8 +1047,11 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 	size_t n = 0;
 	int r;
 
-	if ((r = cache_db_begin(db)))
+	pthread_mutex_lock(&c->sdb_lock);
+	if ((r = cache_db_begin(db))) {
+		pthread_mutex_unlock(&c->sdb_lock);
 		return r;
+	}
 	r = cache_db_prepare(
 		db, &st,
 		"SELECT n.ino, n.parent, n.name, c.cid FROM contacts c LEFT JOIN nodes n ON n.cid "
@@ -1051,26 +1081,25 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 			r = cache_db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cids[i]);
 	}
 	free(cids);
-	if (r == 0)
-		r = cache_db_run(db, "DELETE FROM seen", NULL);
-	if (r == 0)
-		r = cache_db_run(db, "DELETE FROM exts", NULL);
 	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
+	pthread_mutex_unlock(&c->sdb_lock);
 	cache_events_flush(c, ev, !r);
 	return r;
 }
 
 /*
- * One folder's round. want_flags: read every flag of the folder too (with
- * -o followup; a full round of the folder reads them anyway). sample: how
- * many contacts PidLidHasPicture calls photo-less are probed all the same
- * when the folder is read in full (cache_photo_sample).
- * *flags_listed is cleared when the folder was skipped, so its flags were
- * not read (a refusal to read them counts as read: asking again at once
- * would only be refused again).
+ * One folder's round, on a worker of the round (cache_sync_in): every use
+ * of c->sdb under c->sdb_lock, none across a request. want_flags: read
+ * every flag of the folder too (with -o followup; a full round of the
+ * folder reads them anyway). sample: how many contacts PidLidHasPicture
+ * calls photo-less are probed all the same when the folder is read in full
+ * (cache_photo_sample). *skipped is set when the folder was left for a
+ * later round (a create of it to settle first), so its flags were not read
+ * (a refusal to read them counts as read: asking again at once would only
+ * be refused again).
  */
 static int sync_folder(struct cache *c, const char *default_id, int64_t folder, char *link,
-		       int want_flags, int64_t sample, int *flags_listed)
+		       int want_flags, int64_t sample, int *skipped)
 {
 	struct events ev = {0};
 	struct contact_round cr = {c, folder, !link, cJSON_CreateArray(), 0, &ev, NULL};
@@ -1089,31 +1118,28 @@ static int sync_folder(struct cache *c, const char *default_id, int64_t folder, 
 		link = NULL; /* made with another graph_url: read the folder again */
 		cr.full = 1;
 	}
-	if ((r = cache_folder_base(c->sdb, folder, base, sizeof(base))))
-		goto out;
 	/* A create that may have reached the server is settled first, or it
 	 * would come in as a stranger. */
-	if ((r = cache_db_int(
-		     c->sdb, &uncertain,
-		     "SELECT count(*) FROM outbox o JOIN contacts k ON k.cid = o.cid WHERE "
-		     "o.sent AND NOT o.parked AND "
-		     "k.folder = ?",
-		     "i", folder)) < 0)
+	pthread_mutex_lock(&c->sdb_lock);
+	if (!(r = cache_folder_base(c->sdb, folder, base, sizeof(base))))
+		r = cache_db_int(c->sdb, &uncertain,
+				 "SELECT count(*) FROM outbox o JOIN contacts k ON k.cid = o.cid "
+				 "WHERE o.sent AND NOT o.parked AND k.folder = ?",
+				 "i", folder);
+	pthread_mutex_unlock(&c->sdb_lock);
+	if (r < 0)
 		goto out;
+	r = 0;
 	if (uncertain) {
-		*flags_listed = 0;
-		r = 0;
+		*skipped = 1;
 		goto out;
 	}
 	/* Delta reads a folder by its id, the default one's too; base is
 	 * "/contactFolders/ID" for the others. */
 	folder_id = folder == CACHE_ROOT_INO ? default_id : base + strlen("/contactFolders/");
 again:
-	if (cr.full) {
-		if ((r = cache_db_run(c->sdb, "DELETE FROM seen", NULL)) ||
-		    (r = list_exts(c, base)))
-			goto out;
-	}
+	if (cr.full && (r = list_exts(c, base)))
+		goto out;
 	r = cache_fetch_contacts(c->g, folder_id, link, on_contact, &cr, &next);
 	if (!r)
 		r = flush_items(&cr);
@@ -1152,9 +1178,12 @@ again:
 		if (r == 1)
 			r = 0; /* refused: asked again at the next listing, not at once */
 	}
-	if (!r && next)
+	if (!r && next) {
+		pthread_mutex_lock(&c->sdb_lock);
 		r = cache_db_run(c->sdb, "UPDATE folders SET delta = ? WHERE ino = ?", "ti", next,
 				 folder);
+		pthread_mutex_unlock(&c->sdb_lock);
+	}
 out:
 	cache_events_flush(c, &ev, 0);
 	cJSON_Delete(cr.pending);
@@ -1163,14 +1192,106 @@ out:
 	return r;
 }
 
+/* The folders of a round, read side by side (cache_sync_in). */
+struct round {
+	struct cache *c;
+	const char *default_id;
+	const int64_t *inos;
+	char **links;
+	size_t n;
+	int want_flags;
+	int64_t sample;
+
+	pthread_mutex_t lock; /* protects the fields below */
+	size_t next;	      /* the next folder to read */
+	int r;		      /* the round's error: the first, or the first offline one */
+	int skipped;	      /* a folder was left for a later round */
+	int gone;	      /* a folder is not on the server any more */
+};
+
+/* One folder's outcome into the round: a folder gone (404) lists the tree
+ * at the next round and is no error; a folder that failed does not stop
+ * the others, but a failure of the network (or memory) does: no other
+ * folder starts, and the round ends with it. */
+static void round_done(struct round *rd, size_t i, int r, int skipped)
+{
+	pthread_mutex_lock(&rd->lock);
+	rd->skipped |= skipped;
+	if (r == -ENOENT && rd->inos[i] != CACHE_ROOT_INO) {
+		/* Gone on the server, which a delta that leaves out nested
+		 * folders does not say. */
+		log_info("cache: folder %lld is not on the server any more; listing the folders "
+			 "again",
+			 (long long)rd->inos[i]);
+		rd->gone = 1;
+	} else if (r) {
+		int stop = cache_offline_errno(r) || r == -ENOMEM;
+
+		if (!stop)
+			log_warn("cache: reading folder %lld: %s; the other folders go on",
+				 (long long)rd->inos[i], strerror(-r));
+		if (!rd->r || (stop && !cache_offline_errno(rd->r)))
+			rd->r = r;
+		if (stop)
+			rd->next = rd->n;
+	}
+	pthread_mutex_unlock(&rd->lock);
+}
+
+static void *round_worker(void *arg)
+{
+	struct round *rd = arg;
+
+	for (;;) {
+		size_t i;
+		int r, skipped = 0, stop = cache_stopping(rd->c);
+
+		pthread_mutex_lock(&rd->lock);
+		if (stop) { /* the folders not read yet: at the next mount */
+			if (!rd->r)
+				rd->r = -ECANCELED;
+			rd->next = rd->n;
+		}
+		i = rd->next < rd->n ? rd->next++ : rd->n;
+		pthread_mutex_unlock(&rd->lock);
+		if (i == rd->n)
+			return NULL;
+		r = sync_folder(rd->c, rd->default_id, rd->inos[i], rd->links[i], rd->want_flags,
+				rd->sample, &skipped);
+		round_done(rd, i, r, skipped);
+	}
+}
+
+/* A first reading of a folder keeps the ids it saw (seen) and the
+ * extensions listed (exts) until the round ends: the tables are the
+ * round's, shared by its folders (an id is one contact whatever folder
+ * lists it), and emptied before and after it. */
+static int round_tables_clear(struct cache *c)
+{
+	int r = cache_db_begin(c->sdb);
+
+	if (!r && !(r = cache_db_run(c->sdb, "DELETE FROM seen", NULL)))
+		r = cache_db_run(c->sdb, "DELETE FROM exts", NULL);
+	return r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
+}
+
+/*
+ * Every folder's round, side by side: up to GRAPH_MAX_IN_FLIGHT workers
+ * take the folders in turn, so the chains of round trips of several
+ * folders (delta pages, extension list, has-photo list) overlap; the graph
+ * client's scheduler keeps the mailbox at GRAPH_MAX_IN_FLIGHT requests on
+ * the wire and honours Retry-After for all of them. Each folder's round is
+ * what it was alone: its cursor is stored only when it completed.
+ */
 int cache_sync_in(struct cache *c)
 {
 	sqlite3_stmt *st;
 	int64_t inos[4096];
 	char *links[4096], *default_id = NULL;
-	size_t n = 0;
-	int want_flags = c->cfg.followup && c->flag_list_in <= 0, flags_listed = 1;
-	int r = default_folder(c, &default_id);
+	pthread_t threads[GRAPH_MAX_IN_FLIGHT];
+	struct round rd = {.c = c};
+	size_t n = 0, nthreads = 0;
+	int full = 0, r = default_folder(c, &default_id);
 
 	/* A mailbox that cannot name its default folder has no contact in it
 	 * and no folder below it: there is nothing to read yet. */
@@ -1185,34 +1306,41 @@ int cache_sync_in(struct cache *c)
 		goto out;
 	while (n < 4096 && (r = cache_db_step(st)) == 1) {
 		inos[n] = sqlite3_column_int64(st, 0);
-		links[n++] = cache_db_strdup(st, 1);
+		links[n] = cache_db_strdup(st, 1);
+		full |= !links[n++];
 	}
 	cache_db_release(st);
 	r = r < 0 ? r : 0;
-	for (size_t i = 0; i < n && !r; i++) {
-		if (cache_stopping(c)) {
-			r = -ECANCELED; /* the rest at the next mount */
+	if (!r && full)
+		r = round_tables_clear(c);
+	rd.default_id = default_id;
+	rd.inos = inos;
+	rd.links = links;
+	rd.n = r ? 0 : n;
+	rd.want_flags = c->cfg.followup && c->flag_list_in <= 0;
+	rd.sample = (int64_t)cache_photo_sample(n);
+	pthread_mutex_init(&rd.lock, NULL);
+	for (; nthreads < rd.n && nthreads < GRAPH_MAX_IN_FLIGHT; nthreads++)
+		if (pthread_create(&threads[nthreads], NULL, round_worker, &rd))
 			break;
-		}
-		r = sync_folder(c, default_id, inos[i], links[i], want_flags,
-				(int64_t)cache_photo_sample(n), &flags_listed);
-		if (r == -ENOENT && inos[i] != CACHE_ROOT_INO) {
-			/* Gone on the server, which a delta that leaves out
-			 * nested folders does not say: the next round lists
-			 * the tree. */
-			log_info("cache: folder %lld is not on the server any more; listing the "
-				 "folders again",
-				 (long long)inos[i]);
-			c->folder_walk_in = 0;
-			r = 0;
-		}
-	}
+	if (!nthreads)
+		round_worker(&rd); /* no thread: one folder after the other */
+	for (size_t i = 0; i < nthreads; i++)
+		pthread_join(threads[i], NULL);
+	pthread_mutex_destroy(&rd.lock);
 	for (size_t i = 0; i < n; i++)
 		free(links[i]);
+	if (!r)
+		r = rd.r;
+	if (full && round_tables_clear(c))
+		log_warn("cache: could not empty the tables of a first reading");
+	/* The next round lists the tree. */
+	if (rd.gone)
+		c->folder_walk_in = 0;
 	/* Every folder's flags read: not again for a while. */
-	if (!r && want_flags && flags_listed)
+	if (!r && rd.want_flags && !rd.skipped)
 		c->flag_list_in = FLAG_LIST_EVERY;
-	else if (!r && c->cfg.followup && !want_flags)
+	else if (!r && c->cfg.followup && !rd.want_flags)
 		c->flag_list_in--;
 out:
 	free(default_id);

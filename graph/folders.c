@@ -158,10 +158,30 @@ static int walk_item(const cJSON *item, void *ctx)
 	return r;
 }
 
+/* One folder's childFolders listing, on a thread of its own: the folders
+ * of a level of the tree are listed side by side (the scheduler keeps the
+ * mailbox at GRAPH_MAX_IN_FLIGHT), and handed to the walk in order. */
+struct child_list {
+	struct graph *g;
+	char path[1024];
+	cJSON *items; /* the listing's items, in order */
+	int r;
+	pthread_t thread;
+	int started;
+};
+
+static void *list_children(void *arg)
+{
+	struct child_list *x = arg;
+
+	x->r = graph_list(x->g, x->path, NULL, 0, add_folder, x->items);
+	return NULL;
+}
+
 int graph_folder_walk(struct graph *g, graph_item_fn fn, void *ctx)
 {
 	struct walk w = {fn, ctx, cJSON_CreateArray(), cJSON_CreateObject(), 0};
-	char path[1024];
+	struct child_list x[GRAPH_MAX_IN_FLIGHT];
 	int r;
 
 	if (!w.queue || !w.seen) {
@@ -169,19 +189,46 @@ int graph_folder_walk(struct graph *g, graph_item_fn fn, void *ctx)
 		goto out;
 	}
 	/* user-list-contactfolders.md: the folders in the default one; then
-	 * contactfolder-list-childfolders.md for each, to any depth. */
+	 * contactfolder-list-childfolders.md for each, to any depth, a few at
+	 * a time; fn sees them in the order a walk one by one would. */
 	r = graph_list(g, "/contactFolders", NULL, 0, walk_item, &w);
 	while (!r && cJSON_GetArraySize(w.queue) > 0) {
-		cJSON *head = cJSON_DetachItemFromArray(w.queue, 0);
-		const char *id = cJSON_GetStringValue(head);
+		size_t n = 0;
 
-		if (!id || strpbrk(id, "/?#") ||
-		    snprintf(path, sizeof(path), "/contactFolders/%s/childFolders", id) >=
-			    (int)sizeof(path))
-			r = -EPROTO;
-		else
-			r = graph_list(g, path, NULL, 0, walk_item, &w);
-		cJSON_Delete(head);
+		for (; n < GRAPH_MAX_IN_FLIGHT && cJSON_GetArraySize(w.queue) > 0 && !r; n++) {
+			cJSON *head = cJSON_DetachItemFromArray(w.queue, 0);
+			const char *id = cJSON_GetStringValue(head);
+
+			x[n] = (struct child_list){.g = g, .items = cJSON_CreateArray()};
+			if (!id || strpbrk(id, "/?#") ||
+			    snprintf(x[n].path, sizeof(x[n].path),
+				     "/contactFolders/%s/childFolders",
+				     id) >= (int)sizeof(x[n].path))
+				r = -EPROTO;
+			else if (!x[n].items)
+				r = -ENOMEM;
+			cJSON_Delete(head);
+		}
+		for (size_t i = 0; i < n && !r; i++)
+			x[i].started = !pthread_create(&x[i].thread, NULL, list_children, &x[i]);
+		for (size_t i = 0; i < n && !r; i++) {
+			if (x[i].started)
+				pthread_join(x[i].thread, NULL);
+			else
+				list_children(&x[i]); /* no thread: in turn, then */
+		}
+		for (size_t i = 0; i < n; i++) {
+			const cJSON *item;
+
+			if (!r)
+				r = x[i].r;
+			cJSON_ArrayForEach(item, x[i].items)
+			{
+				if (!r)
+					r = walk_item(item, &w);
+			}
+			cJSON_Delete(x[i].items);
+		}
 	}
 out:
 	cJSON_Delete(w.queue);

@@ -17,7 +17,12 @@ References:
                               folder's contact delta, the default one too, in
                               pages of 200 (the page size contactfs asks for and
                               the emulator's cap): max(1, ceil(n / 200)) each;
-                              plus one GET per photo that exists
+                              each folder's list of the contacts whose
+                              PidLidHasPicture is true (what tells a client
+                              which photos exist without asking each), in
+                              pages of 1000 ($top): max(1, ceil(p / 1000))
+                              each, p the folder's flagged contacts; plus one
+                              GET per photo that exists
                  new cards    one POST per card (the extension rides in it) and
                               one PUT per card with a PHOTO
                Beside it, as information, the own-request bound:
@@ -76,7 +81,8 @@ def unmount(path):
         wait(lambda: not is_mounted(path), 120, "the unmount of %s" % path)
 
 
-DELTA_PAGE = 200  # the delta page size contactfs asks for (cache/sync_in.c); the emulator's cap
+DELTA_PAGE = 200  # the delta page size contactfs asks for (cache/fetch.c); the emulator's cap
+FLAG_PAGE = 1000  # $top of the has-photo list (cache/fetch.c)
 
 
 def slot_requests(st):
@@ -101,15 +107,20 @@ def delta_pages(n):
 
 def essential_cold(state):
     """The requests any client must make to list the mailbox with exact
-    sizes: the folder list, each folder's contact delta, each photo."""
+    sizes: the folder list, each folder's contact delta and has-photo list
+    (in pages), each photo."""
     (mb,) = state["mailboxes"].values()
-    per_folder = {}
+    per_folder, flagged = {}, {}
     for c in mb["contacts"]:
-        per_folder[c["parentFolderId"]] = per_folder.get(c["parentFolderId"], 0) + 1
+        f = c["parentFolderId"]
+        per_folder[f] = per_folder.get(f, 0) + 1
+        flagged[f] = flagged.get(f, 0) + (1 if c.get("hasPicture") else 0)
     photos = sum(1 for c in mb["contacts"] if c.get("photo"))
     others = [f for f in mb["folders"] if f["id"] != mb["defaultFolderId"]]
-    return (delta_pages(len(others)) + sum(delta_pages(per_folder.get(f["id"], 0))
-                                           for f in mb["folders"]) + photos)
+    return (delta_pages(len(others))
+            + sum(delta_pages(per_folder.get(f["id"], 0)) for f in mb["folders"])
+            + sum(max(1, -(-flagged.get(f["id"], 0) // FLAG_PAGE)) for f in mb["folders"])
+            + photos)
 
 
 def network_row(label, wall, sent, slots, essential, conc, lat):
@@ -474,7 +485,8 @@ def main():
 BOUNDS = """Network rows: the goal is the essential bound, essential requests / C × latency, C the \
 emulator's max_concurrency (4). Essential requests are what any client must ask for, counted from the \
 mailbox: for the cold mount the folder list and each folder's contact delta (the default folder too) in \
-pages of 200, max(1, ceil(n / 200)) each, plus one GET per photo that exists; for new cards one POST each \
+pages of 200, max(1, ceil(n / 200)) each, each folder's list of the contacts PidLidHasPicture marks in pages \
+of 1000, max(1, ceil(p / 1000)) each, plus one GET per photo that exists; for new cards one POST each \
 (the extension rides in it) and one PUT per PHOTO. The own-request bound beside it is information: \
 contactfs's slot requests / C × latency, where slot requests are the HTTP requests and $batch items that \
 held a slot, as the emulator charges them (per item, four at a time; a $batch envelope waits one latency \

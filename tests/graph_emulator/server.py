@@ -61,6 +61,7 @@ class Faults:
         ("immutable_ids", "request"), ("folder_delta", "all"), ("ext_changes_key", True),
         ("extra_scopes", []), ("beta_patch_error", None), ("photo_sets_has_picture", True),
         ("has_picture_filter_error", None), ("drop_after_route", None), ("fail_route", None),
+        ("folder_error", None),
     ])
     CHOICES = {"immutable_ids": ("request", "always"), "folder_delta": ("all", "top", "with_default")}
     BOOLEANS = ("birthday_noon", "ext_changes_key", "photo_sets_has_picture")
@@ -73,6 +74,7 @@ class Faults:
         self.lock = threading.Lock()
         self.values = json.loads(json.dumps(self.DEFAULTS))
         self.rng = random.Random()
+        self.folder_error_seen = 0   # requests the folder_error knob matched (under lock)
 
     def get(self, name):
         with self.lock:
@@ -148,6 +150,15 @@ class Faults:
                 if v not in (None, 400, 501):
                     raise bad_request("faults: has_picture_filter_error is null, 400 or 501",
                                       "InvalidFaults")
+            elif k == "folder_error":
+                ok = v is None or (isinstance(v, dict) and isinstance(v.get("folder"), str)
+                                   and v.get("status") in (404, 503)
+                                   and all(isinstance(v.get(n, 0), int) and not isinstance(v.get(n, 0), bool)
+                                           and v.get(n, 0) >= 0 for n in ("after", "count"))
+                                   and set(v) <= {"folder", "status", "after", "count"})
+                if not ok:
+                    raise bad_request("faults: folder_error is null or {folder: ID, status: 404 or 503, "
+                                      "after: N, count: M}", "InvalidFaults")
             elif k == "seed":
                 if v is not None and not isinstance(v, int):
                     raise bad_request("faults: seed must be an integer or null", "InvalidFaults")
@@ -157,6 +168,8 @@ class Faults:
             for k, v in doc.items():
                 if k in self.DEFAULTS:
                     self.values[k] = v
+                if k == "folder_error":
+                    self.folder_error_seen = 0      # counted from the knob's setting
                 if k == "seed" and v is not None:
                     self.rng.seed(v)
         return [k for k in self.ACTIONS if doc.get(k)]
@@ -1216,6 +1229,9 @@ class App:
                 return self.finish(call, self.throttled(call, "TooManyRequests", "Please retry again later."))
             if self.faults.roll("rate_503") or self.fails_route(call, segs):
                 return self.finish(call, self.unavailable(call))
+            failed = self.folder_failure(call)
+            if failed:
+                return self.finish(call, failed)
             drop = top_level and self.faults.roll("rate_drop")
             if drop and self.faults.chance(0.5):
                 return DROP                             # lost before it was applied
@@ -1225,6 +1241,30 @@ class App:
             return DROP if drop else self.finish(call, resp)   # else: applied, answer lost
         finally:
             self.stats.leave(mailbox)
+
+    def folder_failure(self, call):
+        """The folder_error knob: the contact delta requests of one folder
+        (its first and its nextLink pages), after the first `after` of
+        them, answer `status` `count` times; a 503 says Retry-After: 0, so a
+        client that honours it tries again at once."""
+        knob = self.faults.get("folder_error")
+        if not knob or call.method != "GET":
+            return None
+        needle = "/contactfolders/%s/contacts/delta" % knob["folder"].lower()
+        if needle not in call.path.lower():
+            return None
+        with self.faults.lock:
+            self.faults.folder_error_seen += 1
+            n = self.faults.folder_error_seen
+        if not knob.get("after", 0) < n <= knob.get("after", 0) + knob.get("count", 0):
+            return None
+        if knob["status"] == 404:
+            return error_resp(GraphError(404, "ErrorItemNotFound",
+                                         "The specified object was not found in the store."),
+                              call.request_id, call.client_request_id)
+        return error_resp(GraphError(503, "serviceNotAvailable", "The service is temporarily unavailable. "
+                                     "Please retry after a delay.", {"Retry-After": "0"}),
+                          call.request_id, call.client_request_id)
 
     def fails_route(self, call, segs):
         """Whether knob fail_route names this call's route (a request or a
