@@ -704,9 +704,10 @@ def test_an_unmount_in_the_middle_of_a_delta_round_reads_no_further_folder(tmp_p
             m.stop()
         reads = delta_reads(emu)
         assert folders >= 40
-        # The one on the wire at the unmount, and the one the round had
-        # started on: never the other 38.
-        assert reads <= 3, "%d of %d folders read after the unmount" % (reads, folders)
+        # Those on the wire at the unmount (up to 4 when folders are read
+        # side by side) and those begun before the stop was seen: never
+        # most of the 41.
+        assert reads <= 8, "%d of %d folders read after the unmount" % (reads, folders)
         # The next mount reads them all again, with nothing lost.
         emu.faults({"latency_ms": 0})
         emu.admin("POST", "requests/reset")
