@@ -11,13 +11,15 @@
 
 /* Log a failed answer once, with the Graph code (never the body: it may
  * hold personal data). */
-static int answer_errno(const char *method, const char *path, const struct graph_response *resp)
+static int answer_errno(const struct graph *g, const char *method, const char *path,
+			const struct graph_response *resp)
 {
 	int e = graph_errno(resp->status, resp->code);
+	char shown[512];
 
 	if (e && e != -ENOENT)
-		log_warn("%s %s: HTTP %ld %s", method, path, resp->status,
-			 resp->code[0] ? resp->code : "");
+		log_warn("%s %s: HTTP %ld %s", method, graph_path_for_log(g, path, shown, sizeof(shown)),
+			 resp->status, resp->code[0] ? resp->code : "");
 	return e;
 }
 
@@ -37,7 +39,7 @@ int graph_get_json(struct graph *g, const char *path, const struct graph_header 
 	graph_response_init(&resp);
 	r = graph_request(g, "GET", path, headers, nheaders, NULL, 0, NULL, &resp);
 	if (!r)
-		r = answer_errno("GET", path, &resp);
+		r = answer_errno(g, "GET", path, &resp);
 	if (!r)
 		r = parse_body(&resp, out);
 	graph_response_release(&resp);
@@ -59,7 +61,7 @@ int graph_send_json(struct graph *g, const char *method, const char *path, const
 	r = graph_request(g, method, path, headers, nheaders, text, text ? strlen(text) : 0,
 			  text ? "application/json" : NULL, &resp);
 	if (!r)
-		r = answer_errno(method, path, &resp);
+		r = answer_errno(g, method, path, &resp);
 	if (!r && out && resp.body.len)
 		r = parse_body(&resp, out);
 	graph_response_release(&resp);
@@ -154,7 +156,7 @@ int graph_delta(struct graph *g, const char *link, int page_size, graph_item_fn 
 			r = -ESTALE;
 			break;
 		}
-		if ((r = answer_errno("GET", "delta", &resp)) || (r = parse_body(&resp, &page)) ||
+		if ((r = answer_errno(g, "GET", "delta", &resp)) || (r = parse_body(&resp, &page)) ||
 		    (r = each_item(page, fn, ctx)))
 			break;
 		nl = link_of(page, "@odata.nextLink");
@@ -312,7 +314,7 @@ static int batch_once(struct graph *g, int beta, struct graph_batch_item *items,
 				strlen(text), "application/json", idempotent, GRAPH_MAX_IN_FLIGHT,
 				batch_answer, &http);
 	if (!r)
-		r = answer_errno("POST", "$batch", &http);
+		r = answer_errno(g, "POST", "$batch", &http);
 	if (!r)
 		r = parse_body(&http, &answer);
 	if (r)
@@ -456,7 +458,7 @@ int graph_photo_get(struct graph *g, const char *contact_id, struct buf *out, ch
 	graph_response_init(&resp);
 	r = graph_request(g, "GET", path, NULL, 0, NULL, 0, NULL, &resp);
 	if (!r)
-		r = answer_errno("GET", path, &resp);
+		r = answer_errno(g, "GET", path, &resp);
 	if (!r) {
 		buf_reset(out);
 		r = buf_add(out, resp.body.data, resp.body.len);
@@ -482,7 +484,7 @@ int graph_photo_put(struct graph *g, const char *contact_id, const void *data, s
 	graph_response_init(&resp);
 	r = graph_request(g, "PUT", path, NULL, 0, data, len, type ? type : "image/jpeg", &resp);
 	if (!r)
-		r = answer_errno("PUT", path, &resp);
+		r = answer_errno(g, "PUT", path, &resp);
 	graph_response_release(&resp);
 	return r;
 }

@@ -81,6 +81,12 @@ int graph_request_slots(struct graph *g, const char *method, const char *path,
 			size_t len, const char *content_type, int idempotent, int slots,
 			graph_answer_fn on_answer, struct graph_response *resp);
 
+/* path as the log shows it (out: size bytes, 512 is plenty): a link the
+ * server gave (nextLink, deltaLink) without the service root, and a long
+ * query cut, so that a line about it keeps its status (a $deltatoken is some
+ * 1,500 characters). Returns path itself or out. */
+const char *graph_path_for_log(const struct graph *g, const char *path, char *out, size_t size);
+
 /* Whether a path is addressed to the beta service root (GRAPH_BETA). */
 int graph_path_is_beta(const char *path);
 

@@ -807,6 +807,25 @@ fail:
 	return NULL;
 }
 
+const char *graph_path_for_log(const struct graph *g, const char *path, char *out, size_t size)
+{
+	const char *roots[] = {g->graph_url, g->beta_url}, *q;
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
+		n = roots[i] ? strlen(roots[i]) : 0;
+		if (n && !strncmp(path, roots[i], n) && path[n] == '/') {
+			path += n;
+			break;
+		}
+	}
+	q = strchr(path, '?');
+	if (!q || strlen(q) <= 64)
+		return path;
+	snprintf(out, size, "%.*s%.48s...", (int)(q - path), path, q);
+	return out;
+}
+
 /* graph_request, with the caller saying whether the request may be sent
  * twice (then a lost answer is retried) and how many slots it takes. */
 int graph_request_slots(struct graph *g, const char *method, const char *path,
@@ -814,7 +833,7 @@ int graph_request_slots(struct graph *g, const char *method, const char *path,
 			size_t len, const char *content_type, int idempotent, int slots,
 			graph_answer_fn on_answer, struct graph_response *resp)
 {
-	char auth[8192];
+	char auth[8192], shown[512];
 	char *url = NULL;
 	struct curl_slist *list = NULL;
 	int r = 0, refreshed = 0;
@@ -859,7 +878,8 @@ int graph_request_slots(struct graph *g, const char *method, const char *path,
 
 		if (c != CURLE_OK) {
 			r = curl_errno(c);
-			log_debug("%s %s: %s (attempt %d)", method, path, curl_easy_strerror(c),
+			log_debug("%s %s: %s (attempt %d)", method,
+				  graph_path_for_log(g, path, shown, sizeof(shown)), curl_easy_strerror(c),
 				  attempt + 1);
 			if (!retryable(c, idempotent) || attempt + 1 >= g->max_attempts)
 				break;
@@ -878,8 +898,8 @@ int graph_request_slots(struct graph *g, const char *method, const char *path,
 			long wait = retry_after >= 0 ? (long)(retry_after * 1000 + 0.5)
 						     : backoff_ms(g, attempt);
 
-			log_info("%s %s: %ld %s, waiting %ld ms (attempt %d of %d)", method, path,
-				 resp->status, resp->code[0] ? resp->code : "", wait, attempt + 1,
+			log_info("%s %s: %ld %s, waiting %ld ms (attempt %d of %d)", method,
+				 graph_path_for_log(g, path, shown, sizeof(shown)), resp->status, resp->code[0] ? resp->code : "", wait, attempt + 1,
 				 g->max_attempts);
 			if (attempt + 1 >= g->max_attempts)
 				break;

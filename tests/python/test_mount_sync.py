@@ -752,6 +752,27 @@ def test_an_unmount_while_the_server_says_wait_ends_at_once_and_the_next_mount_w
             assert "left alone" in m2.log_text()
 
 
+def test_a_throttled_delta_link_is_logged_short_with_its_status(tmp_path):
+    """A 429 on a delta link was logged as the link itself, some 1,500
+    characters of $deltatoken, cut by the log before the status and the
+    wait: the line said nothing. It is now the path without the service
+    root and with the query cut, then what the server answered."""
+    with Emulator("--contacts", "5") as emu:
+        with Mount(emu, tmp_path, poll=1) as m:
+            m.wait_synced()
+            m.wait_rounds(1)    # the rounds after the first follow delta links
+            emu.faults({"rate_429": 1, "retry_after": 0.2})
+            wait_until(lambda: emu.requests()["throttled"] >= 1, timeout=30,
+                       what="a throttled request")
+            emu.faults({"rate_429": 0})
+            m.wait_rounds(1)
+        lines = [line for line in m.log_text().splitlines() if ": 429 " in line]
+        assert any("delta?$deltatoken=" in line for line in lines), lines
+        for line in lines:
+            assert "waiting 200 ms" in line and len(line) < 300, line
+            assert emu.url not in line, line
+
+
 def test_offline_edit_lands_when_a_restarted_server_comes_back_on_the_same_port(tmp_path):
     contacts = [{"displayName": "Re Start %d" % i, "givenName": "Re", "surname": "Start %d" % i,
                  "emailAddresses": [{"address": "re%d@example.org" % i}]} for i in range(3)]
