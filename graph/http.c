@@ -266,9 +266,8 @@ void graph_stats(struct graph *g, struct graph_stats *out)
 
 /* ---- the scheduler ------------------------------------------------------------- */
 
-/* Take n slots, waiting while the mailbox is paused or full. */
-/* Take n slots, waiting for them and for any pause; -ECANCELED (and no
- * slot) once graph_cancel asked for it. */
+/* Take n slots, waiting while the mailbox is paused or full; -ECANCELED
+ * (and no slot) once graph_cancel asked for it. */
 static int slots_take(struct graph *g, int n)
 {
 	if (n > GRAPH_MAX_IN_FLIGHT)
