@@ -117,6 +117,7 @@ struct cache {
 	pthread_cond_t wake;			 /* the sync thread waits on it */
 	pthread_cond_t pass;			 /* broadcast after each outbox pass */
 	int stop, asked, kicked, online, synced; /* asked: a delta round; kicked: the outbox */
+	int hurried; /* kicked by one who waits on the pass (fsync, the drain): no gap */
 	unsigned passes;
 	unsigned lists; /* the lists of .contactfs a reader asked for (CACHE_LIST_*) */
 	time_t last_sync;

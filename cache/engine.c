@@ -342,6 +342,24 @@ static int sync_lists(struct cache *c, unsigned *lists, unsigned *first, int *ag
 	return r == -EHOSTDOWN ? r : 0;
 }
 
+/* The least time from the end of one pass to the start of the next one a
+ * kick asks for (sync_main). */
+#define PASS_GAP_MS 10
+
+/* Wait on c->wake until the wall clock reads until_ms, or until woken for
+ * a reason to stop waiting: a stop, a delta round or a list asked for, a
+ * pass waited on, or, unless kicks_wait, any kick. Called with c->lock
+ * held. */
+static void wait_locked(struct cache *c, int64_t until_ms, int kicks_wait)
+{
+	struct timespec ts = {.tv_sec = until_ms / 1000, .tv_nsec = (until_ms % 1000) * 1000000};
+
+	while (!c->stop && !c->asked && !c->lists && !c->hurried && (kicks_wait || !c->kicked) &&
+	       cache_now_ms() < until_ms)
+		if (pthread_cond_timedwait(&c->wake, &c->lock, &ts) == ETIMEDOUT)
+			break;
+}
+
 static void *sync_main(void *arg)
 {
 	struct cache *c = arg;
@@ -362,6 +380,7 @@ static void *sync_main(void *arg)
 			want_round = 1;
 		c->asked = 0;
 		c->kicked = 0;
+		c->hurried = 0;
 		lists |= c->lists;
 		c->lists = 0;
 		pthread_mutex_unlock(&c->lock);
@@ -448,18 +467,17 @@ static void *sync_main(void *arg)
 		if (wait <= 0)
 			continue;
 		pthread_mutex_lock(&c->lock);
-		if (!c->asked && !c->kicked && !c->lists && !c->stop) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += wait / 1000;
-			ts.tv_nsec += (wait % 1000) * 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&c->wake, &c->lock, &ts);
-		}
+		if (!c->asked && !c->kicked && !c->lists && !c->stop)
+			wait_locked(c, now + wait, 0);
+		/* Kicked: a change was committed through the mount. Changes
+		 * come in runs (a save is a few operations, rsync or cp of a
+		 * folder thousands), so a pass a kick starts waits until
+		 * PASS_GAP_MS after the last one ended: one pass serves the
+		 * run, and the writers do not meet the sync thread at each
+		 * step. A lone save is sent at once, and so is a pass someone
+		 * waits on. */
+		if (c->kicked && !c->hurried && !c->asked && !c->lists && !c->stop)
+			wait_locked(c, now + PASS_GAP_MS, 1);
 		pthread_mutex_unlock(&c->lock);
 	}
 	return NULL;
@@ -618,6 +636,7 @@ static int wait_until(struct cache *c, int timeout_ms, const char *sql, int64_t 
 			return -ETIMEDOUT;
 		pthread_mutex_lock(&c->lock);
 		c->kicked = 1; /* the outbox, not a delta round */
+		c->hurried = 1;
 		pthread_cond_signal(&c->wake);
 		pthread_mutex_unlock(&c->lock);
 		pthread_mutex_lock(&c->lock);
