@@ -18,7 +18,11 @@
 #include <string.h>
 #include <strings.h>
 
-#define PICK_MAX GRAPH_BATCH_MAX
+/* A pass sends at most a $batch of JSON requests and, after it, one
+ * round of requests sent alone (photos, lookups), each on a slot. */
+#define PICK_JSON GRAPH_BATCH_MAX
+#define PICK_ALONE GRAPH_MAX_IN_FLIGHT
+#define PICK_MAX (PICK_JSON + PICK_ALONE)
 #define LOOKUP_SELECT                                                                  \
 	"/contacts?$select=id&$top=1000&$filter=Extensions/any(f:f/id%20eq%20'" EXT_ID \
 	"')&$expand=Extensions($filter=id%20eq%20'" EXT_ID "')"
@@ -826,15 +830,39 @@ static int drop_file(sqlite3 *db, const struct entry *e, struct events *ev)
 	return r;
 }
 
-/* Pick up to PICK_MAX entries and plan them; those with something to send
- * are marked in flight. *n: how many in v. */
+/* Whether e's next request may be one sent alone (the PUT of a photo, the
+ * lookup of a create by its client key), told before it is planned:
+ * planning an update may merge, and is done only when there is room. */
+static int may_go_alone(const struct entry *e)
+{
+	switch (e->op) {
+	case OP_CREATE:
+	case OP_MOVE:
+		return e->stage == STAGE_PHOTO || (e->stage == STAGE_SEND && e->sent);
+	case OP_PHOTO:
+		return e->stage == STAGE_SEND;
+	default:
+		return 0;
+	}
+}
+
+/*
+ * Pick up to PICK_JSON entries with a JSON request and PICK_ALONE with one
+ * sent alone, plan them, and mark in flight those with something to send.
+ * *n: how many in v. A full batch goes with its requests sent alone only
+ * when they fill a round of slots: the batch holds every slot while it runs
+ * (graph_batch), so a photo or two after it cost a whole round trip of
+ * their own, once per pass; they wait for the next pass instead, and with
+ * *deferred set the next pass sends them whatever their number. Each
+ * entry's key keeps its order: only the first entry of a key is picked.
+ */
 static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, int64_t now,
-		struct events *ev)
+		struct events *ev, int *deferred)
 {
 	sqlite3 *db = c->sdb;
 	sqlite3_stmt *st = NULL;
-	size_t k = 0;
-	int r;
+	size_t k = 0, json = 0, alone = 0;
+	int may_defer = !*deferred, r;
 
 	*n = 0;
 	if ((r = cache_db_begin(db)))
@@ -846,7 +874,8 @@ static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, i
 		"EXISTS (SELECT 1 FROM outbox p WHERE p.key = o.key AND p.seq < o.seq) ORDER BY "
 		"seq LIMIT 200",
 		"i", now);
-	while (!r && k < PICK_MAX && (r = cache_db_step(st)) == 1) {
+	*deferred = 0;
+	while (!r && (json < PICK_JSON || alone < PICK_ALONE) && (r = cache_db_step(st)) == 1) {
 		struct entry *e = &v[k];
 		int plan;
 
@@ -862,6 +891,10 @@ static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, i
 		e->sent = sqlite3_column_int(st, 6);
 		e->attempts = sqlite3_column_int(st, 7);
 		e->parked = sqlite3_column_int(st, 8);
+		if (may_go_alone(e) ? alone == PICK_ALONE : json == PICK_JSON) {
+			entry_release(e); /* no room in this pass: planned in a later one */
+			continue;
+		}
 		plan = plan_entry(c, db, e, ev);
 		if (plan < 0) {
 			log_err("cache: outbox entry %lld: %s", (long long)e->seq, strerror(-plan));
@@ -883,18 +916,36 @@ static int pick(struct cache *c, struct entry *v, size_t *n, size_t *finished, i
 			entry_release(e);
 			continue;
 		}
-		/* Durable before the request leaves: a create may reach the
-		 * server even if we never hear back. */
-		r = cache_db_run(
-			db, "UPDATE outbox SET inflight = 1, sent = sent OR ? WHERE seq = ?", "ii",
-			(int64_t)(e->plan == PLAN_JSON && !strcmp(e->method, "POST") &&
-				  (e->op == OP_CREATE || e->op == OP_MOVE)),
-			e->seq);
+		if (e->plan == PLAN_JSON ? json == PICK_JSON : alone == PICK_ALONE) {
+			entry_release(e); /* guessed wrong above: a later pass */
+			continue;
+		}
+		*(e->plan == PLAN_JSON ? &json : &alone) += 1;
 		k++;
 	}
 	if (r == 1)
 		r = 0;
 	cache_db_release(st);
+	if (may_defer && json == PICK_JSON && alone && alone < PICK_ALONE) {
+		size_t kept = 0;
+
+		for (size_t i = 0; i < k; i++) {
+			if (v[i].plan == PLAN_JSON)
+				v[kept++] = v[i];
+			else
+				entry_release(&v[i]);
+		}
+		k = kept;
+		*deferred = 1;
+	}
+	/* Durable before the request leaves: a create may reach the server
+	 * even if we never hear back. */
+	for (size_t i = 0; i < k && !r; i++)
+		r = cache_db_run(
+			db, "UPDATE outbox SET inflight = 1, sent = sent OR ? WHERE seq = ?", "ii",
+			(int64_t)(v[i].plan == PLAN_JSON && !strcmp(v[i].method, "POST") &&
+				  (v[i].op == OP_CREATE || v[i].op == OP_MOVE)),
+			v[i].seq);
 	if (!r)
 		r = cache_db_commit(db);
 	else
@@ -939,7 +990,7 @@ static void send_one(struct cache *c, struct entry *e)
 
 static void send_batch(struct cache *c, struct entry **v, size_t n)
 {
-	struct graph_batch_item items[PICK_MAX];
+	struct graph_batch_item items[PICK_JSON];
 	int r;
 
 	if (n == 1) {
@@ -992,14 +1043,15 @@ static void *send_alone(void *arg)
 	return NULL;
 }
 
-/* Send the pass's requests at once: the JSON ones in a batch on this
- * thread, each photo and lookup on a thread of its own. The graph client
- * keeps at most GRAPH_MAX_IN_FLIGHT on the wire; one after the other, 100
- * photos of an rsync took 100 round trips instead of 25. */
+/* Send the pass's requests: each photo and lookup on a thread of its own,
+ * side by side (one after the other, 100 photos of an rsync took 100 round
+ * trips instead of 25), then the JSON ones in a batch on this thread. The
+ * batch takes every slot (graph_batch), so it could not run beside them
+ * anyway; waiting for them keeps a round of them together. */
 static void send_pass(struct cache *c, struct entry *v, size_t n)
 {
-	struct entry *json[PICK_MAX];
-	struct sender s[PICK_MAX];
+	struct entry *json[PICK_JSON];
+	struct sender s[PICK_ALONE];
 	size_t nj = 0, ns = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -1013,11 +1065,11 @@ static void send_pass(struct cache *c, struct entry *v, size_t n)
 			ns++;
 		}
 	}
-	if (nj)
-		send_batch(c, json, nj);
 	for (size_t i = 0; i < ns; i++)
 		if (s[i].started)
 			pthread_join(s[i].thread, NULL);
+	if (nj)
+		send_batch(c, json, nj);
 }
 
 /* Creates that may have reached the server: find them by client key in
@@ -2083,7 +2135,7 @@ static int64_t next_due(sqlite3 *db)
 int cache_outbox_pass(struct cache *c, int64_t *next_ms)
 {
 	struct entry v[PICK_MAX];
-	int offline = 0, r = 0;
+	int offline = 0, deferred = 0, r = 0;
 
 	*next_ms = 0;
 	for (int round = 0; round < 1000 && !offline && !cache_stopping(c); round++) {
@@ -2091,7 +2143,7 @@ int cache_outbox_pass(struct cache *c, int64_t *next_ms)
 		struct events ev = {0};
 		size_t n = 0, finished = 0;
 
-		if ((r = pick(c, v, &n, &finished, cache_now_ms(), &ev))) {
+		if ((r = pick(c, v, &n, &finished, cache_now_ms(), &ev, &deferred))) {
 			cache_events_flush(c, &ev, 0);
 			break;
 		}

@@ -181,6 +181,8 @@ class Stats:
     """What GET /_emulator/requests reports, and the live in-flight count per
     mailbox that the concurrency limit uses."""
 
+    SEQUENCE_MAX = 100000  # HTTP requests whose route is kept in arrival order
+
     def __init__(self, faults):
         self.lock = threading.Lock()
         self.faults = faults
@@ -201,6 +203,7 @@ class Stats:
             self.early_details = []   # the last early requests, for a test's message
             self.dropped = 0
             self.prefer_lines_multi = 0  # requests with more than one Prefer header line
+            self.sequence = []           # routes of HTTP requests as they arrived (SEQUENCE_MAX)
             self.windows = {}            # mailbox -> [(sent, until, connection id)]
 
     def serve(self, d):
@@ -217,6 +220,8 @@ class Stats:
             self.by_route[route] += 1
             if kind == "request":
                 self.total += 1
+                if len(self.sequence) < self.SEQUENCE_MAX:
+                    self.sequence.append(route)
             elif kind == "item":
                 self.batch_items += 1
 
@@ -294,6 +299,10 @@ class Stats:
                 ("early_retries", self.early_retries),
                 ("early_details", self.early_details[-20:]), ("throttled", self.throttled),
                 ("dropped", self.dropped), ("prefer_lines_multi", self.prefer_lines_multi)])
+
+    def arrivals(self):
+        with self.lock:
+            return {"sequence": list(self.sequence)}
 
 
 # ---- responses ------------------------------------------------------------------------
@@ -1542,6 +1551,8 @@ class App:
                 return Resp(200, {"mailboxes": list(self.store.snapshot()["mailboxes"])})
             if (method, path) == ("GET", "/_emulator/requests"):
                 return Resp(200, self.stats.snapshot())
+            if (method, path) == ("GET", "/_emulator/requests/sequence"):
+                return Resp(200, self.stats.arrivals())
             if (method, path) == ("POST", "/_emulator/requests/reset"):
                 self.stats.reset()
                 return Resp(200, self.stats.snapshot())

@@ -5,6 +5,7 @@ changes show, working offline, and a crash right after a copy.
 
 Every test mounts for real against the emulator (tests/graph_emulator).
 """
+import base64
 import errno
 import json
 import os
@@ -1029,3 +1030,48 @@ def test_an_edit_then_a_move_sent_together_update_the_contact_where_it_is_and_mo
         finally:
             if not proxy.stopping:
                 proxy.stop()
+
+
+def test_photos_uploaded_beside_full_batches_go_a_round_of_slots_at_a_time(tmp_path):
+    # 60 new cards, every third with a photo, queued offline and sent at
+    # once. A $batch holds all four slots while it runs, so a photo PUT
+    # sent after one costs a round trip of its own whatever the number
+    # sent with it: they go four at a time. On the code before, a pass
+    # took the first 20 entries whatever they were: runs of 7, 4, 3, 5 and
+    # 1 PUTs, 7 rounds for 20 photos where 5 do.
+    from test_graph_emulator import tiny_png
+    png = base64.b64encode(tiny_png()).decode()
+    src = tmp_path / "src"
+    src.mkdir()
+    photos = 0
+    for i in range(60):
+        lines = ["BEGIN:VCARD", "VERSION:3.0", "FN:Round %02d" % i, "N:%02d;Round;;;" % i,
+                 "UID:round-%02d" % i, "EMAIL:round%02d@example.org" % i]
+        if i % 3 == 0:
+            lines.append("PHOTO;ENCODING=b;TYPE=PNG:" + png)
+            photos += 1
+        (src / ("Round %02d.vcf" % i)).write_text("\r\n".join(lines + ["END:VCARD"]) + "\r\n",
+                                                   newline="")
+    with Emulator("--contacts", "1") as emu:
+        with Mount(emu, tmp_path, offline=True) as m:
+            subprocess.run(["cp", "-r", str(src) + "/.", str(m.root)], check=True)
+        emu.admin("POST", "requests/reset")
+        with Mount(emu, tmp_path) as m:
+            m.wait_synced(timeout=120)
+            seq = emu.admin("GET", "requests/sequence")["sequence"]
+            puts = [r for r in seq if r.startswith("PUT ") and r.endswith("/photo/$value")]
+            assert len(puts) == photos, seq
+            # Runs of PUTs between other requests, and the rounds of four
+            # slots they took.
+            runs, n = [], 0
+            for r in seq + ["end"]:
+                if r.startswith("PUT ") and r.endswith("/photo/$value"):
+                    n += 1
+                elif n:
+                    runs.append(n)
+                    n = 0
+            rounds = sum((k + 3) // 4 for k in runs)
+            assert rounds == (photos + 3) // 4, (runs, seq)
+            made = [c for c in server_contacts(emu) if c["displayName"].startswith("Round")]
+            assert len(made) == 60
+            assert sum(1 for c in made if c.get("photo")) == photos
