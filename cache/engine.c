@@ -551,9 +551,12 @@ void cache_name_release(struct cache *c, uint64_t ino)
 	if (h && h->writers && !--h->writers) {
 		h->until_ms = cache_now_ms() + CACHE_NAME_GRACE_MS;
 		/* The sync thread sleeps until the earliest release it knew
-		 * of: wake it to learn of this one. */
-		c->kicked = 1;
-		pthread_cond_signal(&c->wake);
+		 * of: wake it to learn of this one (kicked already, it
+		 * learns of it in the pass it is about to make). */
+		if (!c->kicked) {
+			c->kicked = 1;
+			pthread_cond_signal(&c->wake);
+		}
 	}
 	pthread_mutex_unlock(&c->lock);
 }

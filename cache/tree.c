@@ -1825,8 +1825,12 @@ int cache_read(struct cache *c, uint64_t ino, struct buf *out)
 static void wake_sync(struct cache *c)
 {
 	pthread_mutex_lock(&c->lock);
-	c->kicked = 1;
-	pthread_cond_signal(&c->wake);
+	/* Kicked already: the sync thread knows, and waits out its gap
+	 * (engine.c) without being woken for each commit of a run. */
+	if (!c->kicked) {
+		c->kicked = 1;
+		pthread_cond_signal(&c->wake);
+	}
 	pthread_mutex_unlock(&c->lock);
 }
 
