@@ -610,14 +610,49 @@ static int on_contact(const cJSON *item, void *ctx)
 
 /* ---- extensions -------------------------------------------------------------------------------- */
 
+static int set_ext(struct cache *c, sqlite3 *db, const char *id, const cJSON *ext,
+		   struct events *ev);
+
 struct ext_list {
 	struct cache *c;
 	cJSON *buf; /* [id, body] pairs not yet stored */
+	int late;   /* after the folder was read: given to the contacts without one */
 };
+
+/* Contact id, listed with extension ext after its folder was read in full,
+ * gets it if it was stored without one (its extension was made after the
+ * first listing, whose bodies are in exts until the round ends). In a
+ * transaction. */
+static int late_ext(struct cache *c, sqlite3 *db, const char *id, const cJSON *ext,
+		    struct events *ev)
+{
+	sqlite3_stmt *st;
+	int64_t known = 0;
+	int r, bare = 0;
+
+	/* Listed the first time: the contact has it already. */
+	if ((r = cache_db_int(db, &known, "SELECT count(*) FROM exts WHERE id = ?", "t", id)) < 0)
+		return r;
+	if (known)
+		return 0;
+	if ((r = cache_db_prepare(db, &st, "SELECT json FROM contacts WHERE id = ?", "t", id)))
+		return r;
+	if ((r = cache_db_step(st)) == 1) {
+		cJSON *json = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
+
+		bare = json && !cache_ext_of(json);
+		cJSON_Delete(json);
+	}
+	cache_db_release(st);
+	if (r < 0)
+		return r;
+	return bare ? set_ext(c, db, id, ext, ev) : 0;
+}
 
 static int store_exts(struct ext_list *x)
 {
 	sqlite3 *db = x->c->sdb;
+	struct events ev = {0};
 	int r, n = cJSON_GetArraySize(x->buf);
 
 	if (!n)
@@ -625,19 +660,25 @@ static int store_exts(struct ext_list *x)
 	pthread_mutex_lock(&x->c->sdb_lock);
 	if (!(r = cache_db_begin(db))) {
 		for (int i = 0; i + 1 < n && !r; i += 2) {
-			char *body = cJSON_PrintUnformatted(cJSON_GetArrayItem(x->buf, i + 1));
+			const char *id = cJSON_GetStringValue(cJSON_GetArrayItem(x->buf, i));
+			const cJSON *ext = cJSON_GetArrayItem(x->buf, i + 1);
+			char *body;
 
-			r = body ? cache_db_run(
-					   db, "INSERT OR REPLACE INTO exts(id, body) VALUES(?, ?)",
-					   "tt",
-					   cJSON_GetStringValue(cJSON_GetArrayItem(x->buf, i)),
-					   body)
+			if (x->late) {
+				r = late_ext(x->c, db, id, ext, &ev);
+				continue;
+			}
+			body = cJSON_PrintUnformatted(ext);
+			r = body ? cache_db_run(db,
+						"INSERT OR REPLACE INTO exts(id, body) VALUES(?, ?)",
+						"tt", id, body)
 				 : -ENOMEM;
 			free(body);
 		}
 		r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 	}
 	pthread_mutex_unlock(&x->c->sdb_lock);
+	cache_events_flush(x->c, &ev, !r);
 	cJSON_Delete(x->buf);
 	x->buf = cJSON_CreateArray();
 	return r ? r : x->buf ? 0 : -ENOMEM;
@@ -653,10 +694,11 @@ static int on_ext(const char *id, const cJSON *e, void *ctx)
 	return cJSON_GetArraySize(x->buf) >= 1000 ? store_exts(x) : 0;
 }
 
-/* Every extension of the folder into the exts table. */
-static int list_exts(struct cache *c, const char *base)
+/* Every extension of the folder into the exts table; late: to the contacts
+ * stored without one instead (store_exts). */
+static int list_exts(struct cache *c, const char *base, int late)
 {
-	struct ext_list x = {c, cJSON_CreateArray()};
+	struct ext_list x = {c, cJSON_CreateArray(), late};
 	int r;
 
 	if (!x.buf)
@@ -1138,7 +1180,7 @@ static int sync_folder(struct cache *c, const char *default_id, int64_t folder, 
 	 * "/contactFolders/ID" for the others. */
 	folder_id = folder == CACHE_ROOT_INO ? default_id : base + strlen("/contactFolders/");
 again:
-	if (cr.full && (r = list_exts(c, base)))
+	if (cr.full && (r = list_exts(c, base, 0)))
 		goto out;
 	r = cache_fetch_contacts(c->g, folder_id, link, on_contact, &cr, &next);
 	if (!r)
@@ -1156,6 +1198,12 @@ again:
 		next = NULL;
 		goto again;
 	}
+	/* Extensions were listed before the folder was read: one made in
+	 * between (a late copy of a create of ours whose lookup found
+	 * nothing, or another client's contact) came without its own. A
+	 * second listing gives it, and a copy of ours goes (set_ext). */
+	if (!r && cr.full)
+		r = list_exts(c, base, 1);
 	if (r)
 		goto out;
 	if (cr.full)

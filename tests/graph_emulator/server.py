@@ -61,7 +61,7 @@ class Faults:
         ("immutable_ids", "request"), ("folder_delta", "all"), ("ext_changes_key", True),
         ("extra_scopes", []), ("beta_patch_error", None), ("photo_sets_has_picture", True),
         ("has_picture_filter_error", None), ("drop_after_route", None), ("fail_route", None),
-        ("folder_error", None),
+        ("folder_error", None), ("route_latency", None),
     ])
     CHOICES = {"immutable_ids": ("request", "always"), "folder_delta": ("all", "top", "with_default")}
     BOOLEANS = ("birthday_noon", "ext_changes_key", "photo_sets_has_picture")
@@ -142,6 +142,12 @@ class Faults:
                                           all(isinstance(x, str) and " /" in x for x in v)):
                     raise bad_request("faults: fail_route is null or a list of routes as by_route names "
                                       "them ([\"DELETE /me/contacts/{id}\"])", "InvalidFaults")
+            elif k == "route_latency":
+                if v is not None and not (isinstance(v, dict) and all(
+                        isinstance(r, str) and " /" in r and isinstance(ms, int)
+                        and not isinstance(ms, bool) and 0 <= ms <= 60000 for r, ms in v.items())):
+                    raise bad_request("faults: route_latency is null or {route as by_route names it: "
+                                      "milliseconds 0..60000}", "InvalidFaults")
             elif k == "beta_patch_error":
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 400 <= v <= 599):
                     raise bad_request("faults: beta_patch_error is null or an HTTP status 400..599",
@@ -1232,6 +1238,7 @@ class App:
                                                     "Application is over its MailboxConcurrency limit."))
         try:
             latency = float(self.faults.get("latency_ms")) / 1000
+            latency += self.route_latency(call, segs)
             if latency:
                 time.sleep(latency)
             if self.faults.roll("rate_429"):
@@ -1286,6 +1293,11 @@ class App:
         is lost after it was carried out."""
         want = self.faults.get("drop_after_route")
         return bool(want) and route_name(call.method, segs, call.version) == want
+
+    def route_latency(self, call, segs):
+        """Seconds knob route_latency adds for this call's route."""
+        want = self.faults.get("route_latency")
+        return want.get(route_name(call.method, segs, call.version), 0) / 1000 if want else 0.0
 
     def dispatch(self, call, route, handler):
         try:

@@ -1033,6 +1033,42 @@ def test_fail_route_answers_503_without_carrying_it_out_for_those_routes_only(em
         assert status == 400, bad
 
 
+def test_route_latency_delays_that_route_before_it_reads_the_mailbox(emu):
+    c = new_contact(emu)
+    emu.faults(route_latency={"GET /me/contacts/{id}": 1500})
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(
+        emu.ok("GET", "/me/contacts/" + c["id"])))
+    reader.start()
+    time.sleep(0.5)
+    # Another route is not delayed, and the slow GET reads what it left.
+    t0 = time.monotonic()
+    emu.ok("PATCH", "/me/contacts/" + c["id"], {"jobTitle": "Changed Meanwhile"})
+    assert time.monotonic() - t0 < 1.0
+    reader.join(10)
+    assert got["jobTitle"] == "Changed Meanwhile"
+    emu.faults(route_latency=None)
+    for bad in ({"GET /me/contacts/{id}": -1}, {"nonsense": 5}, ["GET /me/contacts"],
+                {"GET /me/contacts": True}):
+        status, _, _ = emu.raw("POST", "/_emulator/faults",
+                               json.dumps({"route_latency": bad}).encode(),
+                               {"Content-Type": "application/json"})
+        assert status == 400, bad
+
+
+def test_the_sequence_lists_http_requests_in_the_order_they_came(emu):
+    c = new_contact(emu)
+    emu.raw("POST", "/_emulator/requests/reset", b"{}", {"Content-Type": "application/json"})
+    emu.ok("GET", "/me/contacts/" + c["id"])
+    emu.ok("POST", "/$batch", {"requests": [
+        {"id": "1", "method": "GET", "url": "/me/contacts/" + c["id"]}]})
+    emu.ok("GET", "/me/contactFolders")
+    status, _, body = emu.raw("GET", "/_emulator/requests/sequence", None, {})
+    assert status == 200
+    assert json.loads(body)["sequence"] == [
+        "GET /me/contacts/{id}", "POST /$batch", "GET /me/contactFolders"]
+
+
 def test_keep_alive_connection_serves_many_requests(emu):
     conn = http.client.HTTPConnection(emu.base.split("//")[1], timeout=10)
     for _ in range(5):

@@ -1075,3 +1075,44 @@ def test_photos_uploaded_beside_full_batches_go_a_round_of_slots_at_a_time(tmp_p
             made = [c for c in server_contacts(emu) if c["displayName"].startswith("Round")]
             assert len(made) == 60
             assert sum(1 for c in made if c.get("photo")) == photos
+
+
+def test_a_copy_of_our_create_made_while_a_full_round_reads_the_folder_goes(tmp_path):
+    # A full round lists the folder's extensions, then reads the folder.
+    # A copy of our own create that the server makes in between (the
+    # request of a killed daemon, carried out late, after the new one's
+    # lookup found nothing and sent the create again) came without its
+    # extension, so it was never known for ours: a second file and a
+    # second contact on the server for good. The extensions are listed
+    # again after the read, and the copy goes.
+    with Emulator() as emu, Mount(emu, tmp_path, poll=1) as m:
+        m.wait_synced()
+        (m.root / "Late Copy.vcf").write_bytes(
+            vcard("Late Copy", "late@example.org", "late-copy-uid"))
+        m.wait_synced()
+        mine = [c for c in mailbox(emu)["contacts"] if c["displayName"] == "Late Copy"]
+        assert len(mine) == 1
+        ext = [x for x in mine[0]["extensions"] if x.get("extensionName") == "org.contactfs.vcard"]
+        assert ext and ext[0].get("key"), mine[0]
+        copy_ext = {k: v for k, v in ext[0].items() if k not in ("id", "@odata.context")}
+        copy_ext["@odata.type"] = "microsoft.graph.openTypeExtension"
+        # The next round reads the folder in full, its delta slowly.
+        emu.admin("POST", "requests/reset")
+        emu.faults({"expire_delta": True, "route_latency": {
+            "GET /me/contactFolders/{id}/contacts/delta": 2500}})
+        wait_until(lambda: "GET /me/contactFolders/{id}/contacts/delta" in
+                   emu.admin("GET", "requests/sequence")["sequence"], timeout=30,
+                   what="the full read of the folder")
+        seq = emu.admin("GET", "requests/sequence")["sequence"]
+        assert seq.index("GET /me/contacts") < seq.index(
+            "GET /me/contactFolders/{id}/contacts/delta"), seq  # extensions listed first
+        graph(emu, "POST", "/contacts", {
+            "displayName": "Late Copy", "givenName": "Late", "surname": "Copy",
+            "emailAddresses": [{"address": "late@example.org", "name": "Late Copy"}],
+            "extensions": [copy_ext]})
+        emu.faults({"route_latency": None})
+        m.wait_rounds(2)
+        wait_until(lambda: [c["displayName"] for c in server_contacts(emu)] == ["Late Copy"],
+                   timeout=30, what="the copy deleted on the server (after the grace period)")
+        assert vcf_files(m.root) == ["Late Copy.vcf"]
+        assert server_contacts(emu)[0]["id"] == mine[0]["id"]

@@ -102,8 +102,9 @@ def test_a_first_sync_fetches_the_flagged_photos_and_a_sample_and_nothing_else(t
         routes = emu.requests()["by_route"]
         assert photo_gets(emu) == 30 + 3 * share(3), routes
         assert routes["POST /$batch"] == 3, routes
-        assert routes["GET /me/contacts"] == 2, routes                          # extensions, flags
-        assert routes["GET /me/contactFolders/{id}/contacts"] == 2 * 2, routes
+        # Per folder: extensions before and after its read, flags.
+        assert routes["GET /me/contacts"] == 3, routes
+        assert routes["GET /me/contactFolders/{id}/contacts"] == 2 * 3, routes
         assert "probing every contact" not in m.log_text()
 
 
@@ -132,10 +133,11 @@ def test_a_refused_flag_list_falls_back_to_probing_every_photo_once_a_mount(tmp_
             routes = emu.requests()["by_route"]
             assert photo_gets(emu) == 60
             # The first round reads its folders side by side: those already
-            # asking when the first refusal came ask too (one list each, 3
-            # extension lists beside them); none asks after it, this mount.
+            # asking when the first refusal came ask too (one list each, 6
+            # extension lists beside them, two a folder); none asks after
+            # it, this mount.
             lists = routes["GET /me/contacts"] + routes["GET /me/contactFolders/{id}/contacts"]
-            assert 3 + 1 <= lists <= 3 + 3, routes
+            assert 6 + 1 <= lists <= 6 + 3, routes
             m.wait_rounds(2)
             routes = emu.requests()["by_route"]
             assert routes["GET /me/contacts"] + \
