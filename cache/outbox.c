@@ -18,8 +18,8 @@
 #include <string.h>
 #include <strings.h>
 
-/* A pass sends at most a $batch of JSON requests and, after it, one
- * round of requests sent alone (photos, lookups), each on a slot. */
+/* A pass sends at most one round of requests sent alone (photos, lookups),
+ * each on a slot, and then a $batch of JSON requests. */
 #define PICK_JSON GRAPH_BATCH_MAX
 #define PICK_ALONE GRAPH_MAX_IN_FLIGHT
 #define PICK_MAX (PICK_JSON + PICK_ALONE)
@@ -849,9 +849,9 @@ static int may_go_alone(const struct entry *e)
 /*
  * Pick up to PICK_JSON entries with a JSON request and PICK_ALONE with one
  * sent alone, plan them, and mark in flight those with something to send.
- * *n: how many in v. A full batch goes with its requests sent alone only
- * when they fill a round of slots: the batch holds every slot while it runs
- * (graph_batch), so a photo or two after it cost a whole round trip of
+ * *n: how many in v. A full batch goes with requests sent alone only when
+ * they fill a round of slots: the batch holds every slot while it runs
+ * (graph_batch), so a photo or two beside it cost a whole round trip of
  * their own, once per pass; they wait for the next pass instead, and with
  * *deferred set the next pass sends them whatever their number. Each
  * entry's key keeps its order: only the first entry of a key is picked.
