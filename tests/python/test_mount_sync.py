@@ -1034,9 +1034,9 @@ def test_an_edit_then_a_move_sent_together_update_the_contact_where_it_is_and_mo
 
 def test_photos_uploaded_beside_full_batches_go_a_round_of_slots_at_a_time(tmp_path):
     # 60 new cards, every third with a photo, queued offline and sent at
-    # once. A $batch holds all four slots while it runs, so a photo PUT
-    # sent after one costs a round trip of its own whatever the number
-    # sent with it: they go four at a time. On the code before, a pass
+    # once. A $batch holds all four slots while it runs, so photo PUTs
+    # sent in a pass beside one cost a round trip of their own whatever
+    # their number: they go four at a time. On the code before, a pass
     # took the first 20 entries whatever they were: runs of 7, 4, 3, 5 and
     # 1 PUTs, 7 rounds for 20 photos where 5 do.
     from test_graph_emulator import tiny_png
