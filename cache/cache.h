@@ -45,7 +45,7 @@
 #define CACHE_MUST_CHECK __attribute__((warn_unused_result))
 
 #define CACHE_ROOT_INO 1 /* the default contact folder */
-#define CACHE_SCHEMA_VERSION 4
+#define CACHE_SCHEMA_VERSION 5
 
 struct graph;
 struct buf;

@@ -469,6 +469,10 @@ static const char SCHEMA_V1[] =
  * for the file's next writers, never for what is sent to the server); and
  * nodes.loaded, the version the handle that wrote the file had loaded (the
  * base of a card written without its version line).
+ *
+ * Version 5: exts_due, the contacts an incremental round stored whose
+ * extension is still to read (committed with the contact, so that a read
+ * that fails, or a process that dies, leaves it due).
  */
 static const char *const MIGRATIONS[] = {
 	"ALTER TABLE nodes ADD COLUMN basis TEXT;"
@@ -519,6 +523,7 @@ static const char *const MIGRATIONS[] = {
 	"ALTER TABLE contacts ADD COLUMN flag TEXT;",
 	("ALTER TABLE merges ADD COLUMN local INTEGER NOT NULL DEFAULT 0;"
 	 "ALTER TABLE nodes ADD COLUMN loaded TEXT;"),
+	"CREATE TABLE exts_due(id TEXT PRIMARY KEY) WITHOUT ROWID;",
 };
 _Static_assert(sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]) == CACHE_SCHEMA_VERSION - 1,
 	       "one migration per schema version after the first");

@@ -1639,7 +1639,7 @@ static int apply(struct cache *c, sqlite3 *db, struct entry *e, int *offline, en
 		snprintf(why, sizeof(why), "%s %s: HTTP %d %s%s%s", e->method,
 			 e->op == OP_REQUEST ? e->url : "", st, e->code, msg ? ": " : "",
 			 msg ? msg : "");
-	if (st == 0 || st == 429 || st >= 500)
+	if (graph_status_transient(st))
 		return on_failure(c, db, e, 0, st ? graph_errno(st, e->code) : -EIO, why);
 	return on_failure(c, db, e, 1, graph_errno(st, e->code), why);
 }

@@ -408,7 +408,7 @@ struct contact_round {
 	cJSON *pending;	  /* items not yet applied */
 	unsigned changed; /* contacts stored for rendering */
 	struct events *ev;
-	cJSON *changed_ids; /* incremental rounds: ids whose extension to fetch */
+	cJSON *changed_ids; /* incremental rounds: ids stored (their flags are read again) */
 };
 
 /* The stored extension of contact id (from a first sync's listing). */
@@ -580,6 +580,11 @@ static int flush_items(struct contact_round *cr)
 				r = r < 0 ? r : r ? 0 : 1;
 			}
 			r = r < 0 ? r : r ? cache_tree_render(cr->c, db, cid, cr->ev) : 0;
+			/* Its extension is read after the page (refresh_exts),
+			 * due until then. */
+			if (!r && !cr->full)
+				r = cache_db_run(db, "INSERT OR IGNORE INTO exts_due(id) VALUES(?)",
+						 "t", cache_jstr(it, "id"));
 			if (!r && cr->changed_ids && !cr->full)
 				cJSON_AddItemToArray(cr->changed_ids,
 						     cJSON_CreateString(cache_jstr(it, "id")));
@@ -843,12 +848,38 @@ static int set_ext(struct cache *c, sqlite3 *db, const char *id, const cJSON *ex
 	return r;
 }
 
-/* The extensions of contacts changed in an incremental round. */
-static int refresh_exts(struct cache *c, const char *base, const cJSON *ids)
+/*
+ * The extensions of the folder's contacts that incremental rounds stored
+ * and that were not read since (exts_due; Graph's delta has none). One the
+ * server does not give now stays due for the next round: the folder's
+ * cursor moves on, so the contact comes again only when it changes, and
+ * its extension (the UID another client gave it; the key that shows a copy
+ * of our own create, set_ext) would never be read.
+ */
+static int refresh_exts(struct cache *c, int64_t folder, const char *base)
 {
-	int n = cJSON_GetArraySize(ids), r = 0;
+	cJSON *ids = cJSON_CreateArray();
 	struct events ev = {0};
+	sqlite3_stmt *st;
+	int n, r, left = 0;
 
+	if (!ids)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->sdb_lock);
+	if (!(r = cache_db_prepare(c->sdb, &st,
+				   "SELECT d.id FROM exts_due d JOIN contacts c ON c.id = d.id "
+				   "WHERE c.folder = ? ORDER BY c.cid",
+				   "i", folder))) {
+		while ((r = cache_db_step(st)) == 1)
+			if (!cJSON_AddItemToArray(ids, cJSON_CreateString((const char *)
+									   sqlite3_column_text(st, 0)))) {
+				r = -ENOMEM;
+				break;
+			}
+		cache_db_release(st);
+	}
+	pthread_mutex_unlock(&c->sdb_lock);
+	n = cJSON_GetArraySize(ids);
 	for (int start = 0; start < n && !r; start += GRAPH_BATCH_MAX) {
 		struct graph_batch_item items[GRAPH_BATCH_MAX];
 		char urls[GRAPH_BATCH_MAX][1024];
@@ -869,18 +900,32 @@ static int refresh_exts(struct cache *c, const char *base, const cJSON *ids)
 		}
 		pthread_mutex_lock(&c->sdb_lock);
 		if (!(r = cache_db_begin(c->sdb))) {
-			for (int i = 0; i < k && !r; i++)
+			for (int i = 0; i < k && !r; i++) {
+				const char *id = cJSON_GetStringValue(cJSON_GetArrayItem(ids, start + i));
+
+				if (graph_status_transient(items[i].status)) {
+					left++;
+					continue;
+				}
+				/* 404: gone since; delta says so. Another
+				 * refusal would only come again. */
 				if (items[i].status == 200)
-					r = set_ext(c, c->sdb,
-						    cJSON_GetStringValue(
-							    cJSON_GetArrayItem(ids, start + i)),
-						    cache_ext_of(items[i].response), &ev);
+					r = set_ext(c, c->sdb, id, cache_ext_of(items[i].response), &ev);
+				if (!r)
+					r = cache_db_run(c->sdb, "DELETE FROM exts_due WHERE id = ?", "t",
+							 id);
+			}
 			r = r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 		}
 		pthread_mutex_unlock(&c->sdb_lock);
 		graph_batch_release(items, (size_t)k);
 		cache_events_flush(c, &ev, !r);
 	}
+	if (left)
+		log_warn("cache: the server did not give the extensions of %d contacts of folder "
+			 "%lld; asking again at the next round",
+			 left, (long long)folder);
+	cJSON_Delete(ids);
 	return r;
 }
 
@@ -1123,6 +1168,12 @@ static int drop_unseen(struct cache *c, int64_t folder, struct events *ev)
 			r = cache_db_run(db, "DELETE FROM contacts WHERE cid = ?", "i", cids[i]);
 	}
 	free(cids);
+	/* The folder's two listings gave every contact its extension. */
+	if (!r)
+		r = cache_db_run(db,
+				 "DELETE FROM exts_due WHERE id IN (SELECT id FROM contacts WHERE "
+				 "folder = ?)",
+				 "i", folder);
 	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 	pthread_mutex_unlock(&c->sdb_lock);
 	cache_events_flush(c, ev, !r);
@@ -1208,8 +1259,8 @@ again:
 		goto out;
 	if (cr.full)
 		r = drop_unseen(c, folder, &ev);
-	else if (cJSON_GetArraySize(cr.changed_ids) > 0)
-		r = refresh_exts(c, base, cr.changed_ids);
+	else
+		r = refresh_exts(c, folder, base);
 	if (!r)
 		r = photo_flags_read(c, folder, base, cr.full ? sample : 0);
 	if (!r && c->cfg.followup) {
@@ -1320,6 +1371,13 @@ static int round_tables_clear(struct cache *c)
 
 	if (!r && !(r = cache_db_run(c->sdb, "DELETE FROM seen", NULL)))
 		r = cache_db_run(c->sdb, "DELETE FROM exts", NULL);
+	/* And the extensions due of contacts gone since (refresh_exts reads
+	 * those of a folder's contacts). */
+	if (!r)
+		r = cache_db_run(c->sdb,
+				 "DELETE FROM exts_due WHERE NOT EXISTS (SELECT 1 FROM contacts c "
+				 "WHERE c.id = exts_due.id)",
+				 NULL);
 	return r ? (cache_db_rollback(c->sdb), r) : cache_db_commit(c->sdb);
 }
 

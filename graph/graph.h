@@ -136,6 +136,11 @@ int graph_link_is_ours(const struct graph *g, const char *url);
  * -EIO otherwise. The one place where Graph errors become errno. */
 int graph_errno(long status, const char *code);
 
+/* Whether a request that ended with status (0: no answer at all) may
+ * succeed when sent again later: the server was busy or away (429 past the
+ * retries, 5xx). Any other failure would only come again. */
+int graph_status_transient(long status);
+
 /* GET path and parse the body as JSON into *out (to cJSON_Delete). 0 or
  * -errno as graph_errno() says; -EPROTO for a body that is not JSON. */
 int graph_get_json(struct graph *g, const char *path, const struct graph_header *headers,

@@ -940,6 +940,11 @@ int graph_http_form(struct graph *g, const char *url, const char *body, struct g
 	return c == CURLE_OK ? 0 : curl_errno(c);
 }
 
+int graph_status_transient(long status)
+{
+	return status == 0 || status == 429 || status >= 500;
+}
+
 int graph_errno(long status, const char *code)
 {
 	if (status >= 200 && status < 300)

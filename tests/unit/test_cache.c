@@ -916,7 +916,7 @@ BODY(migrate_v1)
 		   "DROP TABLE names_past; DROP TABLE names_due; DROP TRIGGER contacts_versions; "
 		   "DROP TABLE versions; DROP TABLE merges; ALTER TABLE nodes DROP COLUMN basis; "
 		   "ALTER TABLE contacts DROP COLUMN flag; ALTER TABLE nodes DROP COLUMN loaded; "
-		   "PRAGMA user_version = 1",
+		   "DROP TABLE exts_due; PRAGMA user_version = 1",
 		   &ino);
 	if (CHECK_FAILED)
 		return;
@@ -1106,8 +1106,8 @@ BODY(migrate_v2)
 	migrated_from(
 		check_failed_, v,
 		"ALTER TABLE contacts DROP COLUMN flag; ALTER TABLE merges DROP COLUMN local; "
-		"ALTER TABLE nodes DROP COLUMN loaded; PRAGMA user_version = 2;",
-		"SELECT c.flag, m.local, n.loaded FROM contacts c, merges m, nodes n");
+		"ALTER TABLE nodes DROP COLUMN loaded; DROP TABLE exts_due; PRAGMA user_version = 2;",
+		"SELECT c.flag, m.local, n.loaded, d.id FROM contacts c, merges m, nodes n, exts_due d");
 }
 
 BODY(migrate_v3)
@@ -1115,8 +1115,21 @@ BODY(migrate_v3)
 	/* No merges.local. */
 	migrated_from(check_failed_, v,
 		      "ALTER TABLE merges DROP COLUMN local; ALTER TABLE nodes DROP COLUMN loaded; "
-		      "PRAGMA user_version = 3;",
-		      "SELECT m.local, n.loaded FROM merges m, nodes n");
+		      "DROP TABLE exts_due; PRAGMA user_version = 3;",
+		      "SELECT m.local, n.loaded, d.id FROM merges m, nodes n, exts_due d");
+}
+
+BODY(migrate_v4)
+{
+	/* No exts_due. */
+	migrated_from(check_failed_, v, "DROP TABLE exts_due; PRAGMA user_version = 4;",
+		      "SELECT d.id FROM exts_due d");
+}
+
+TEST(cache_open_migrates_a_schema_4_cache_adding_the_extensions_due_and_keeps_what_it_holds)
+{
+	RUN(migrate_v4, .no_emulator = 1);
+out:;
 }
 
 TEST(cache_open_migrates_a_schema_3_cache_adding_which_merges_are_local_and_keeps_what_it_holds)
