@@ -221,22 +221,31 @@ fail_early:
 }
 
 /*
- * A Retry-After still running when the sync thread stops (a drain that ran
- * out of time, a round cut short) was given to the mailbox: the next process
- * waits it out too, so a quick remount does not come back inside it. Kept in
- * meta as "paused_until" (wall clock, ms since the epoch).
+ * A Retry-After was given to the mailbox, not to the process: one still
+ * running when this process ends (a drain that ran out of time, a round cut
+ * short, a kill) is waited out by the next one too, so a quick remount does
+ * not come back inside it. Kept in meta as "paused_until" (wall clock, ms
+ * since the epoch) when the pause is set (pause_set, graph's hook: a
+ * process killed keeps nothing at its exit), and again at a clean exit.
  */
-static void pause_keep(struct cache *c)
+static void pause_keep(struct cache *c, long left)
 {
-	long left = graph_pause_left_ms(c->g);
 	char until[32];
 
 	if (left <= 0)
 		return;
 	snprintf(until, sizeof(until), "%lld", (long long)(cache_now_ms() + left));
+	pthread_mutex_lock(&c->api_lock);
 	if (cache_db_meta_set(c->db, "paused_until", until))
 		log_warn("cache: could not keep the server's pause (%ld ms left) for the next mount",
 			 left);
+	pthread_mutex_unlock(&c->api_lock);
+}
+
+/* graph's hook: a pause was set or made longer (no cache lock is held). */
+static void pause_set(void *arg, long ms)
+{
+	pause_keep(arg, ms);
 }
 
 /* The pause a previous process left, if it still runs. */
@@ -269,7 +278,8 @@ void cache_close(struct cache *c)
 		 * it is still pending, and goes at the next mount. */
 		graph_cancel(c->g, 1);
 		pthread_join(c->thread, NULL);
-		pause_keep(c);
+		pause_keep(c, graph_pause_left_ms(c->g));
+		graph_on_pause(c->g, NULL, NULL);
 		graph_cancel(c->g, 0);
 	}
 	cache_db_disconnect(c->sdb);
@@ -490,8 +500,11 @@ int cache_start(struct cache *c)
 	if (c->started)
 		return 0;
 	pause_resume(c);
-	if (pthread_create(&c->thread, NULL, sync_main, c))
+	graph_on_pause(c->g, pause_set, c);
+	if (pthread_create(&c->thread, NULL, sync_main, c)) {
+		graph_on_pause(c->g, NULL, NULL);
 		return -EAGAIN;
+	}
 	c->started = 1;
 	return 0;
 }

@@ -272,6 +272,12 @@ void graph_pause(struct graph *g, long ms);
  * was given to the mailbox, not to the process). */
 long graph_pause_left_ms(struct graph *g);
 
+/* hook(arg, ms) is called each time a pause is set or made longer, ms
+ * from now, outside the client's locks, on the thread whose request met
+ * the Retry-After (to keep the pause where a process killed meanwhile
+ * leaves it for the next one). NULL: none. Set it before any request. */
+void graph_on_pause(struct graph *g, void (*hook)(void *arg, long ms), void *arg);
+
 /* With on, every request not yet on the wire gives up at once with
  * -ECANCELED instead of waiting for a slot, a pause or a backoff (one on the
  * wire finishes): an exit that does not wait out a Retry-After or a network

@@ -40,6 +40,8 @@ struct graph {
 	int in_flight;		      /* slots taken */
 	int cancel;		      /* graph_cancel: waiting requests give up */
 	struct timespec paused_until; /* CLOCK_MONOTONIC; 0: not paused */
+	void (*pause_hook)(void *arg, long ms); /* graph_on_pause */
+	void *pause_arg;
 	struct graph_stats stats;
 	unsigned rng;					  /* jitter */
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST]; /* for the CURLSH */

@@ -324,10 +324,25 @@ static void slots_give(struct graph *g, int n)
 void graph_pause(struct graph *g, long ms)
 {
 	struct timespec until = ts_add_ms(now_mono(), ms + PAUSE_MARGIN_MS);
+	void (*hook)(void *, long) = NULL;
+	void *arg = NULL;
 
 	pthread_mutex_lock(&g->lock);
-	if (ts_before(g->paused_until, until))
+	if (ts_before(g->paused_until, until)) {
 		g->paused_until = until;
+		hook = g->pause_hook;
+		arg = g->pause_arg;
+	}
+	pthread_mutex_unlock(&g->lock);
+	if (hook)
+		hook(arg, ms + PAUSE_MARGIN_MS);
+}
+
+void graph_on_pause(struct graph *g, void (*hook)(void *arg, long ms), void *arg)
+{
+	pthread_mutex_lock(&g->lock);
+	g->pause_hook = hook;
+	g->pause_arg = arg;
 	pthread_mutex_unlock(&g->lock);
 }
 

@@ -753,6 +753,34 @@ def test_an_unmount_while_the_server_says_wait_ends_at_once_and_the_next_mount_w
             assert "left alone" in m2.log_text()
 
 
+def test_a_daemon_killed_while_the_server_says_wait_leaves_the_wait_to_the_next_mount(tmp_path):
+    """As above, but the daemon is killed (-9), so it keeps nothing at its
+    exit: the pause is kept in the cache when the server asks for it, and
+    the next mount, started inside the server's window, sends nothing
+    before the window ends."""
+    with Emulator("--contacts", "5") as emu:
+        m = Mount(emu, tmp_path, poll=60)
+        m.start()
+        try:
+            m.wait_synced()
+            emu.faults({"rate_429": 1, "retry_after": 5})
+            (m.root / "Throttled Person.vcf").write_bytes(
+                vcard("Throttled Person", "throttled@example.org", "throttled-uid-2"))
+            wait_until(lambda: emu.requests()["throttled"] >= 1, timeout=30,
+                       what="the upload to be throttled")
+        finally:
+            m.kill()
+        emu.faults({"rate_429": 0})
+        with Mount(emu, tmp_path, poll=60) as m2:
+            wait_until(lambda: any(c.get("displayName") == "Throttled Person"
+                                   for c in server_contacts(emu)),
+                       timeout=60, what="the pending change to go")
+            m2.wait_synced()
+            stats = emu.requests()
+            assert stats["early_retries"] == 0, stats["early_details"]
+            assert "left alone" in m2.log_text()
+
+
 def test_a_throttled_delta_link_is_logged_short_with_its_status(tmp_path):
     """A 429 on a delta link was logged as the link itself, some 1,500
     characters of $deltatoken, cut by the log before the status and the
