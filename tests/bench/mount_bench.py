@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -197,13 +198,22 @@ class ContactfsMount:
 
 
 def graph(emu, method, path, body=None):
-    req = urllib.request.Request(emu.url + "/v1.0/me" + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": "Bearer " + emu.token,
-                                          "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        data = r.read()
-        return json.loads(data) if data else None
+    """A request of another client to the emulator's Graph. The mailbox
+    takes four requests at a time and contactfs may hold them all: a 429
+    (or 503) is waited out as its Retry-After says and sent again."""
+    for attempt in range(10):
+        req = urllib.request.Request(emu.url + "/v1.0/me" + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": "Bearer " + emu.token,
+                                              "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                data = r.read()
+                return json.loads(data) if data else None
+        except urllib.error.HTTPError as e:
+            if e.code not in (429, 503) or attempt == 9:
+                raise
+            time.sleep(float(e.headers.get("Retry-After") or 1))
 
 
 def median(xs):
