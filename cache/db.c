@@ -255,6 +255,30 @@ int cache_db_run(sqlite3 *db, const char *sql, const char *fmt, ...)
 	return r;
 }
 
+int cache_db_run_chunked(sqlite3 *db, const char *sql, const char *fmt, ...)
+{
+	int r, changed;
+
+	do {
+		sqlite3_stmt *st;
+		va_list ap;
+
+		if ((r = cache_db_begin(db)))
+			return r;
+		va_start(ap, fmt);
+		r = prepare_v(db, &st, sql, fmt, ap);
+		va_end(ap);
+		if (!r) {
+			while ((r = cache_db_step(st)) == 1)
+				;
+			cache_db_release(st);
+		}
+		changed = r ? 0 : sqlite3_changes(db);
+		r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
+	} while (!r && changed > 0);
+	return r;
+}
+
 int cache_db_int(sqlite3 *db, int64_t *out, const char *sql, const char *fmt, ...)
 {
 	sqlite3_stmt *st;

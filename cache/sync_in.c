@@ -724,6 +724,9 @@ static int list_exts(struct cache *c, const char *base, int late)
  * always probed, so a flag that is wrong can never take a photo away.
  */
 
+/* Contacts whose photo_state one transaction changes (cache_db_run_chunked). */
+#define PHOTO_CHUNK "1000"
+
 static int on_photo_flag(const char *id, void *ctx)
 {
 	return cJSON_AddItemToArray(ctx, cJSON_CreateString(id)) ? 0 : -ENOMEM;
@@ -736,8 +739,10 @@ static int photo_flags_fallback(struct cache *c, const char *why)
 	if (!c->photo_flags_off)
 		log_info("cache: %s; probing every contact's photo for this mount", why);
 	c->photo_flags_off = 1;
-	return cache_db_run(
-		c->sdb, "UPDATE contacts SET photo_state = 0 WHERE photo_state IN (2, 3)", NULL);
+	return cache_db_run_chunked(c->sdb,
+				    "UPDATE contacts SET photo_state = 0 WHERE cid IN (SELECT cid FROM "
+				    "contacts WHERE photo_state IN (2, 3) LIMIT " PHOTO_CHUNK ")",
+				    NULL);
 }
 
 /* After a folder's round: its contacts still to fetch, with no photo
@@ -786,12 +791,17 @@ static int photo_flags_read(struct cache *c, int64_t folder, const char *base, i
 	for (int i = 0; !r && i < cJSON_GetArraySize(ids); i++)
 		r = cache_db_run(db, "INSERT OR IGNORE INTO temp.photo_flagged(id) VALUES(?)", "t",
 				 cJSON_GetStringValue(cJSON_GetArrayItem(ids, i)));
+	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
+	/* A chunk at a time: the folder may hold every contact of the
+	 * mailbox. Cut short (a crash), the rest stay 0 and are probed; the
+	 * folder's cursor is stored only after this, so its next round does
+	 * it all again, the sample too. */
 	if (!r)
-		r = cache_db_run(
+		r = cache_db_run_chunked(
 			db,
-			"UPDATE contacts SET photo_state = 3 WHERE folder = ? AND photo_state = 0 "
-			"AND photo IS NULL AND id IS NOT NULL AND id NOT IN (SELECT id FROM "
-			"temp.photo_flagged)",
+			"UPDATE contacts SET photo_state = 3 WHERE cid IN (SELECT cid FROM contacts "
+			"WHERE folder = ? AND photo_state = 0 AND photo IS NULL AND id IS NOT NULL "
+			"AND id NOT IN (SELECT id FROM temp.photo_flagged) LIMIT " PHOTO_CHUNK ")",
 			"i", folder);
 	if (!r && sample)
 		r = cache_db_run(
@@ -799,7 +809,6 @@ static int photo_flags_read(struct cache *c, int64_t folder, const char *base, i
 			"UPDATE contacts SET photo_state = 2 WHERE cid IN (SELECT cid FROM "
 			"contacts WHERE folder = ? AND photo_state = 3 ORDER BY random() LIMIT ?)",
 			"ii", folder, sample);
-	r = r ? (cache_db_rollback(db), r) : cache_db_commit(db);
 out:
 	pthread_mutex_unlock(&c->sdb_lock);
 	cJSON_Delete(ids);
