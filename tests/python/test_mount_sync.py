@@ -719,6 +719,32 @@ def test_an_unmount_in_the_middle_of_a_delta_round_reads_no_further_folder(tmp_p
             assert len(vcf_files(m2.root)) == len(server_contacts(emu))
 
 
+def write_throttled(m, emu, n):
+    """Once the mount is synced, a new card whose upload the server
+    throttles (429, Retry-After 5)."""
+    m.wait_synced()
+    emu.faults({"rate_429": 1, "retry_after": 5})
+    (m.root / "Throttled Person.vcf").write_bytes(
+        vcard("Throttled Person", "throttled@example.org", "throttled-uid-%d" % n))
+    wait_until(lambda: emu.requests()["throttled"] >= 1, timeout=30,
+               what="the upload to be throttled")
+
+
+def next_mount_waits(emu, tmp_path):
+    """A mount started inside the window of a Retry-After the last process
+    was given sends nothing before the window ends, then the change that
+    was pending."""
+    emu.faults({"rate_429": 0})
+    with Mount(emu, tmp_path, poll=60) as m:
+        wait_until(lambda: any(c.get("displayName") == "Throttled Person"
+                               for c in server_contacts(emu)),
+                   timeout=60, what="the pending change to go")
+        m.wait_synced()
+        stats = emu.requests()
+        assert stats["early_retries"] == 0, stats["early_details"]
+        assert "left alone" in m.log_text()
+
+
 def test_an_unmount_while_the_server_says_wait_ends_at_once_and_the_next_mount_waits(tmp_path):
     """A change the server throttles (429, Retry-After 5) when the mount is
     unmounted: the daemon used to wait out each Retry-After and try again
@@ -730,27 +756,14 @@ def test_an_unmount_while_the_server_says_wait_ends_at_once_and_the_next_mount_w
         m = Mount(emu, tmp_path, poll=60, drain_timeout=1)
         m.start()
         try:
-            m.wait_synced()
-            emu.faults({"rate_429": 1, "retry_after": 5})
-            (m.root / "Throttled Person.vcf").write_bytes(
-                vcard("Throttled Person", "throttled@example.org", "throttled-uid-1"))
-            wait_until(lambda: emu.requests()["throttled"] >= 1, timeout=30,
-                       what="the upload to be throttled")
+            write_throttled(m, emu, 1)
             before = emu.requests()["total"]
         finally:
             m.stop()
         after = emu.requests()
         # Unmounted within the first Retry-After: no attempt after it.
         assert after["total"] == before, "%d requests after the unmount" % (after["total"] - before)
-        emu.faults({"rate_429": 0})
-        with Mount(emu, tmp_path, poll=60) as m2:
-            wait_until(lambda: any(c.get("displayName") == "Throttled Person"
-                                   for c in server_contacts(emu)),
-                       timeout=60, what="the pending change to go")
-            m2.wait_synced()
-            stats = emu.requests()
-            assert stats["early_retries"] == 0, stats["early_details"]
-            assert "left alone" in m2.log_text()
+        next_mount_waits(emu, tmp_path)
 
 
 def test_a_daemon_killed_while_the_server_says_wait_leaves_the_wait_to_the_next_mount(tmp_path):
@@ -762,23 +775,10 @@ def test_a_daemon_killed_while_the_server_says_wait_leaves_the_wait_to_the_next_
         m = Mount(emu, tmp_path, poll=60)
         m.start()
         try:
-            m.wait_synced()
-            emu.faults({"rate_429": 1, "retry_after": 5})
-            (m.root / "Throttled Person.vcf").write_bytes(
-                vcard("Throttled Person", "throttled@example.org", "throttled-uid-2"))
-            wait_until(lambda: emu.requests()["throttled"] >= 1, timeout=30,
-                       what="the upload to be throttled")
+            write_throttled(m, emu, 2)
         finally:
             m.kill()
-        emu.faults({"rate_429": 0})
-        with Mount(emu, tmp_path, poll=60) as m2:
-            wait_until(lambda: any(c.get("displayName") == "Throttled Person"
-                                   for c in server_contacts(emu)),
-                       timeout=60, what="the pending change to go")
-            m2.wait_synced()
-            stats = emu.requests()
-            assert stats["early_retries"] == 0, stats["early_details"]
-            assert "left alone" in m2.log_text()
+        next_mount_waits(emu, tmp_path)
 
 
 def test_a_throttled_delta_link_is_logged_short_with_its_status(tmp_path):
