@@ -192,9 +192,10 @@ int cache_db_run(sqlite3 *db, const char *sql, const char *fmt, ...) CACHE_MUST_
 /* Run sql, a change of at most a chunk of rows (a LIMIT of its own) that
  * makes them match it no more, each time in a transaction of its own,
  * until it changes nothing. For a change that may reach every contact of a
- * folder: in WAL mode SQLite keeps the pages a transaction changed in
- * memory until it commits (150 MB for 100,000 contacts in one). Never
- * inside a transaction. */
+ * folder: one statement that changes many rows makes SQLite hold their
+ * pages in temporary storage until it commits, in memory with our
+ * temp_store and WAL (150 MB for 100,000 contacts). Never inside a
+ * transaction. */
 int cache_db_run_chunked(sqlite3 *db, const char *sql, const char *fmt, ...) CACHE_MUST_CHECK;
 /* Prepare, bind, step once: 1 with *out set to column 0 as an integer when
  * a row came, 0 when none, -errno. */
