@@ -108,6 +108,21 @@ def test_a_first_sync_fetches_the_flagged_photos_and_a_sample_and_nothing_else(t
         assert "probing every contact" not in m.log_text()
 
 
+def test_a_folder_larger_than_a_marking_chunk_has_every_photo_less_contact_marked(tmp_path, fuse):
+    """2,500 contacts in the default folder, 10 with a photo: the contacts the
+    flag calls photo-less are marked a thousand to a transaction (a folder
+    marked in one held all its pages in memory); every chunk is marked, so
+    only the 10 photos and the sample are fetched, not the contacts past
+    the first chunk."""
+    with Emulator("--contacts", "2500", "--folders", "0", "--photos", "10") as emu, \
+            Mount(emu, tmp_path) as m:
+        m.wait_synced(timeout=120)
+        photos_checked(m)
+        assert sum(server_photos(emu).values()) == 10
+        assert uids_with_photo(m.root) == server_photos(emu)
+        assert photo_gets(emu) == 10 + share(1), emu.requests()["by_route"]
+
+
 def test_photos_that_carry_no_flag_are_all_found_through_the_sample(tmp_path, fuse):
     """A client that does not set the flag (half_unflagged): the sample
     finds a photo the flag does not show, and every contact is probed."""
