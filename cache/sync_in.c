@@ -408,7 +408,7 @@ struct contact_round {
 	cJSON *pending;	  /* items not yet applied */
 	unsigned changed; /* contacts stored for rendering */
 	struct events *ev;
-	cJSON *changed_ids; /* incremental rounds: ids stored (their flags are read again) */
+	cJSON *changed_ids; /* incremental rounds, -o followup: ids stored (flags read again) */
 };
 
 /* The stored extension of contact id (from a first sync's listing). */
@@ -1211,8 +1211,9 @@ static int sync_folder(struct cache *c, const char *default_id, int64_t folder, 
 	int64_t uncertain = 0;
 	int r;
 
-	cr.changed_ids = cJSON_CreateArray();
-	if (!cr.pending || !cr.changed_ids) {
+	/* Only -o followup reads them (refresh_flags). */
+	cr.changed_ids = c->cfg.followup ? cJSON_CreateArray() : NULL;
+	if (!cr.pending || (c->cfg.followup && !cr.changed_ids)) {
 		r = -ENOMEM;
 		goto out;
 	}
